@@ -1,0 +1,519 @@
+package bootstrap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/quicvarint"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
+)
+
+func newIdentity(t testing.TB) *identity.Identity {
+	t.Helper()
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func newEndpoint(t testing.TB, addr string) *endpoint.Endpoint {
+	t.Helper()
+	ep, err := endpoint.Listen("udp4", addr, endpoint.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	return ep
+}
+
+type testServer struct {
+	*Server
+	id *identity.Identity
+	ep *endpoint.Endpoint
+}
+
+func startServer(t testing.TB, cfg ServerConfig) *testServer {
+	t.Helper()
+	if cfg.Identity == nil {
+		cfg.Identity = newIdentity(t)
+	}
+	if cfg.Endpoint == nil {
+		cfg.Endpoint = newEndpoint(t, "127.0.0.1:0")
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return &testServer{Server: s, id: cfg.Identity, ep: cfg.Endpoint}
+}
+
+func startClient(t testing.TB, srv *testServer, cfg ClientConfig) *Client {
+	t.Helper()
+	if cfg.Identity == nil {
+		cfg.Identity = newIdentity(t)
+	}
+	if cfg.Endpoint == nil {
+		cfg.Endpoint = newEndpoint(t, "127.0.0.1:0")
+	}
+	if !cfg.Addr.IsValid() {
+		cfg.Addr = srv.Addr()
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 20 * time.Millisecond
+		cfg.MaxBackoff = 200 * time.Millisecond
+	}
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ready(t testing.TB, c *Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls cond every 10 ms for at most d.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRegisterAndObservedAddress(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	ep := newEndpoint(t, "127.0.0.1:0")
+	var observed []netip.AddrPort
+	obsCh := make(chan netip.AddrPort, 4)
+	cands := []wire.Candidate{{Kind: wire.KindHost, Priority: 1, Addr: netip.MustParseAddrPort("192.0.2.1:1")}}
+	c := startClient(t, srv, ClientConfig{Endpoint: ep, ID: srv.id.ID(),
+		Local:      func() (nattype.Type, []wire.Candidate) { return nattype.Type{Mapping: nattype.MappingEIM}, cands },
+		OnObserved: func(a netip.AddrPort) { obsCh <- a }})
+	ready(t, c)
+	st := c.Status()
+	if st.Observed != ep.LocalAddr() {
+		t.Fatalf("observed %v, want %v", st.Observed, ep.LocalAddr())
+	}
+	observed = append(observed, <-obsCh)
+	if observed[0] != ep.LocalAddr() {
+		t.Fatalf("OnObserved got %v", observed[0])
+	}
+	eventually(t, 2*time.Second, "registry entry", func() bool { return srv.NumPeers() == 1 })
+	p := srv.Peers()[0]
+	if p.Observed != ep.LocalAddr() || len(p.Candidates) != 1 || p.Candidates[0] != cands[0] || p.NAT.Mapping != nattype.MappingEIM {
+		t.Fatalf("registry entry %+v", p)
+	}
+	if c.ServerID() != srv.id.ID() {
+		t.Fatal("client does not know the server's ID")
+	}
+	c.Close()
+	eventually(t, 2*time.Second, "registry cleanup", func() bool { return srv.NumPeers() == 0 })
+}
+
+func TestSTUNBindingFromAnyClient(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	for _, tc := range []struct {
+		name        string
+		fingerprint bool
+	}{{"plain", false}, {"with fingerprint", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A plain UDP socket and pion's encoder: not antnode.
+			conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			setters := []stun.Setter{stun.TransactionID, stun.BindingRequest}
+			if tc.fingerprint {
+				setters = append(setters, stun.Fingerprint)
+			}
+			req := stun.MustBuild(setters...)
+			if _, err := conn.WriteToUDPAddrPort(req.Raw, srv.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 1500)
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if from != srv.Addr() {
+				t.Fatalf("response from %v, want the bootstrap's port %v", from, srv.Addr())
+			}
+			resp := &stun.Message{Raw: buf[:n]}
+			if err := resp.Decode(); err != nil {
+				t.Fatal(err)
+			}
+			if resp.Type != stun.BindingSuccess || resp.TransactionID != req.TransactionID {
+				t.Fatalf("response %v", resp)
+			}
+			var xor stun.XORMappedAddress
+			if err := xor.GetFrom(resp); err != nil {
+				t.Fatal(err)
+			}
+			want := conn.LocalAddr().(*net.UDPAddr)
+			if !xor.IP.Equal(want.IP) || xor.Port != want.Port {
+				t.Fatalf("XOR-MAPPED-ADDRESS %v, want %v", xor, want)
+			}
+			if tc.fingerprint {
+				if err := stun.Fingerprint.Check(resp); err != nil {
+					t.Fatalf("fingerprint: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// rawControl opens an authenticated control connection and stream without
+// the Client, to send arbitrary bytes.
+func rawControl(t *testing.T, srv *testServer) (*quic.Conn, *quic.Stream) {
+	t.Helper()
+	ep := newEndpoint(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(srv.Addr()), newIdentity(t).ClientTLS(srv.id.ID(), wire.ALPN), &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, str
+}
+
+func frameBytes(typ uint64, payload []byte) []byte {
+	b := quicvarint.Append(nil, typ)
+	b = quicvarint.Append(b, uint64(len(payload)))
+	return append(b, payload...)
+}
+
+func mustMarshal(t testing.TB, m wire.Message) []byte {
+	b, err := wire.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// closedByServer waits for the server to close conn and returns the
+// application error code.
+func closedByServer(t *testing.T, conn *quic.Conn) quic.ApplicationErrorCode {
+	t.Helper()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server did not close the connection")
+	}
+	var app *quic.ApplicationError
+	if err := context.Cause(conn.Context()); errors.As(err, &app) && app.Remote {
+		return app.ErrorCode
+	}
+	t.Fatalf("connection ended with %v, want a remote application close", context.Cause(conn.Context()))
+	return 0
+}
+
+func TestMalformedControlMessages(t *testing.T) {
+	srv := startServer(t, ServerConfig{HandshakeTimeout: time.Second})
+	register := mustMarshal(t, &wire.Register{Version: wire.Version})
+	tests := []struct {
+		name string
+		in   []byte
+		code quic.ApplicationErrorCode
+	}{
+		{"garbage first", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, closeProtocol},
+		{"oversized frame", append(quicvarint.Append([]byte{0x01}, 1<<20), make([]byte, 64)...), closeProtocol},
+		{"connect before register", mustMarshal(t, &wire.ConnectRequest{ID: 1}), closeProtocol},
+		{"unsupported version", mustMarshal(t, &wire.Register{Version: 99}), closeVersion},
+		{"truncated register then FIN", []byte{0x01, 0x10, 0x01}, closeProtocol},
+		{"register twice", append(append([]byte{}, register...), register...), closeProtocol},
+		{"garbage after register", append(append([]byte{}, register...), 0x06, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff), closeProtocol},
+		{"bad NAT type after register", append(append([]byte{}, register...),
+			frameBytes(0x06, append(append([]byte{1}, make([]byte, identity.PeerIDLen)...), 200, 0, 0, 0, 0))...), closeProtocol},
+		{"answer-only message from peer", append(append([]byte{}, register...), mustMarshal(t, &wire.PunchNow{ID: 1})...), closeProtocol},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, str := rawControl(t, srv)
+			if _, err := str.Write(tc.in); err != nil {
+				t.Fatal(err)
+			}
+			if tc.name == "truncated register then FIN" {
+				str.Close()
+			}
+			if got := closedByServer(t, conn); got != tc.code {
+				t.Fatalf("close code %#x, want %#x", got, tc.code)
+			}
+		})
+	}
+	// The server still serves well-behaved peers.
+	c := startClient(t, srv, ClientConfig{})
+	ready(t, c)
+}
+
+// TestCorpusNeverCrashesServer replays the wire fuzz corpus and random
+// mutations of valid frames on real control streams after a valid
+// registration. Each input may end the connection; the server must keep
+// serving.
+func TestCorpusNeverCrashesServer(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	register := mustMarshal(t, &wire.Register{Version: wire.Version})
+	var inputs [][]byte
+	if files, err := filepath.Glob(filepath.Join("wire", "testdata", "fuzz", "*", "*")); err == nil {
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil {
+				inputs = append(inputs, b)
+			}
+		}
+	}
+	seeds := []wire.Message{
+		&wire.ConnectRequest{ID: 1, Candidates: []wire.Candidate{{Kind: wire.KindHost, Addr: netip.MustParseAddrPort("10.0.0.1:1")}}},
+		&wire.AddAddress{Candidate: wire.Candidate{Kind: wire.KindHost, Addr: netip.MustParseAddrPort("10.0.0.1:1")}},
+		&wire.PunchRequest{ID: 3, Round: 2}, &wire.ConnectAnswer{ID: 7},
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 60 {
+		b := mustMarshal(t, seeds[i%len(seeds)])
+		for range 1 + rng.IntN(4) {
+			b[rng.IntN(len(b))] = byte(rng.Uint32())
+		}
+		inputs = append(inputs, b)
+	}
+	for _, in := range inputs {
+		conn, str := rawControl(t, srv)
+		str.Write(append(append([]byte{}, register...), in...))
+		str.Close()
+		select {
+		case <-conn.Context().Done():
+		case <-time.After(300 * time.Millisecond): // accepted as valid: fine
+		}
+		conn.CloseWithError(0, "")
+	}
+	c := startClient(t, srv, ClientConfig{})
+	ready(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, newIdentity(t).ID(), Intro{}); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("server no longer coordinates: %v", err)
+	}
+}
+
+func TestBootstrapRestartIsSurvived(t *testing.T) {
+	id := newIdentity(t)
+	ep := newEndpoint(t, "127.0.0.1:0")
+	addr := ep.LocalAddr()
+	srv := startServer(t, ServerConfig{Identity: id, Endpoint: ep})
+	c := startClient(t, srv, ClientConfig{ID: id.ID()})
+	ready(t, c)
+
+	srv.Close()
+	ep.Close()
+	eventually(t, 5*time.Second, "client to notice the loss", func() bool { return !c.Status().Registered })
+
+	ep2, err := endpoint.Listen("udp4", addr.String(), endpoint.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep2.Close() })
+	srv2 := startServer(t, ServerConfig{Identity: id, Endpoint: ep2})
+	eventually(t, 10*time.Second, "re-registration", func() bool { return c.Status().Registered && srv2.NumPeers() == 1 })
+}
+
+func TestConnectUnknownPeerFailsFast(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	c := startClient(t, srv, ClientConfig{})
+	ready(t, c)
+	start := time.Now()
+	_, err := c.Connect(context.Background(), newIdentity(t).ID(), Intro{})
+	if !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("got %v, want ErrUnknownPeer", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("unknown peer took %v", d)
+	}
+	if _, err := c.Connect(context.Background(), c.cfg.Identity.ID(), Intro{}); err == nil {
+		t.Fatal("connecting to self succeeded")
+	}
+}
+
+func TestIntroductionAndPunchRounds(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	offers := make(chan *Session, 1)
+	bCands := []wire.Candidate{{Kind: wire.KindHost, Priority: 5, Addr: netip.MustParseAddrPort("192.0.2.7:7")}}
+	b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+		s, err := o.Accept(Intro{NAT: nattype.Type{Mapping: nattype.MappingAPDM}, Candidates: bCands, Creds: wire.Creds{Ufrag: "b", Pwd: "bp"}})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if o.Remote.Creds.Ufrag != "a" {
+			t.Errorf("offer creds %+v", o.Remote.Creds)
+		}
+		offers <- s
+	}})
+	a := startClient(t, srv, ClientConfig{})
+	ready(t, a)
+	ready(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sa, err := a.Connect(ctx, b.cfg.Identity.ID(), Intro{Creds: wire.Creds{Ufrag: "a", Pwd: "ap"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	sb := <-offers
+	defer sb.Close()
+	if sa.Remote.Creds.Ufrag != "b" || sa.Remote.NAT.Mapping != nattype.MappingAPDM {
+		t.Fatalf("result %+v", sa.Remote)
+	}
+	// B's announced candidate plus its observed address.
+	if len(sa.Remote.Candidates) != 2 || sa.Remote.Candidates[0] != bCands[0] ||
+		sa.Remote.Candidates[1].Addr != b.Status().Observed || sa.Remote.Candidates[1].Kind != wire.KindServerReflexive {
+		t.Fatalf("candidates %+v", sa.Remote.Candidates)
+	}
+	round := func(s *Session, want uint64) {
+		t.Helper()
+		select {
+		case p := <-s.Punches():
+			if p.Round != want {
+				t.Fatalf("round %d, want %d", p.Round, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("no punch round %d", want)
+		}
+	}
+	round(sa, 1)
+	round(sb, 1)
+	if err := sb.RequestRound(2); err != nil { // the target may ask too
+		t.Fatal(err)
+	}
+	round(sa, 2)
+	round(sb, 2)
+	if err := sa.RequestRound(2); err != nil { // stale: ignored
+		t.Fatal(err)
+	}
+	if err := sa.RequestRound(3); err != nil {
+		t.Fatal(err)
+	}
+	round(sa, 3)
+	round(sb, 3)
+}
+
+func TestRateLimit(t *testing.T) {
+	srv := startServer(t, ServerConfig{RequestRate: 0.001, RequestBurst: 2})
+	c := startClient(t, srv, ClientConfig{})
+	ready(t, c)
+	unknown := newIdentity(t).ID()
+	for i := range 2 {
+		if _, err := c.Connect(context.Background(), unknown, Intro{}); !errors.Is(err, ErrUnknownPeer) {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if _, err := c.Connect(context.Background(), unknown, Intro{}); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("third request: %v, want ErrRateLimited", err)
+	}
+}
+
+func TestPinnedKeyMismatch(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	c := startClient(t, srv, ClientConfig{ID: newIdentity(t).ID()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err == nil {
+		t.Fatal("registered with a bootstrap holding the wrong key")
+	}
+	if err := c.Status().LastError; !errors.Is(err, identity.ErrKeyMismatch) {
+		t.Fatalf("last error %v, want ErrKeyMismatch", err)
+	}
+	if srv.NumPeers() != 0 {
+		t.Fatal("the server registered the peer")
+	}
+}
+
+func TestRegistryBound(t *testing.T) {
+	srv := startServer(t, ServerConfig{MaxPeers: 1})
+	ready(t, startClient(t, srv, ClientConfig{}))
+	c2 := startClient(t, srv, ClientConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := c2.WaitReady(ctx); err == nil {
+		t.Fatal("registry exceeded its bound")
+	}
+	// Depending on timing the client reads the Error frame or only sees
+	// the close; either way it must be classified as overload.
+	if err := c2.Status().LastError; classify(err) != monitor.ReasonOverloaded {
+		t.Fatalf("last error %v classified %v, want overloaded", err, classify(err))
+	}
+	if srv.NumPeers() != 1 {
+		t.Fatalf("%d peers registered", srv.NumPeers())
+	}
+}
+
+func TestPunchDelays(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name       string
+		a, b       time.Duration
+		wantA, wan time.Duration
+	}{
+		{"equal", 40 * ms, 40 * ms, 0, 0},
+		{"a nearer", 10 * ms, 50 * ms, 20 * ms, 0},
+		{"b nearer", 80 * ms, 20 * ms, 0, 30 * ms},
+		{"zero", 0, 0, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			da, db := PunchDelays(tc.a, tc.b)
+			if da != tc.wantA || db != tc.wan {
+				t.Fatalf("PunchDelays(%v, %v) = %v, %v", tc.a, tc.b, da, db)
+			}
+			// Both start when the farther one hears PunchNow.
+			if tc.a/2+da != tc.b/2+db {
+				t.Fatalf("start times differ: %v vs %v", tc.a/2+da, tc.b/2+db)
+			}
+		})
+	}
+}
+
+func TestSrflxNeverExceedsLimit(t *testing.T) {
+	many := make([]wire.Candidate, wire.MaxCandidates)
+	for i := range many {
+		many[i] = wire.Candidate{Kind: wire.KindHost, Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 1)}
+	}
+	obs := netip.MustParseAddrPort("198.51.100.1:9")
+	got := srflx(obs, many)
+	if len(got) != wire.MaxCandidates || got[len(got)-1].Addr != obs {
+		t.Fatalf("len %d, last %v", len(got), got[len(got)-1])
+	}
+	if !bytes.Equal(mustMarshal(t, &wire.ConnectOffer{Candidates: got})[:1], []byte{byte(wire.TypeConnectOffer)}) {
+		t.Fatal("offer with a full candidate list does not marshal")
+	}
+}

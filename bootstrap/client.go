@@ -1,0 +1,824 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/quic-go/quic-go"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Identity is the peer's key. Required.
+	Identity *identity.Identity
+	// Endpoint is the peer's socket; control connections leave from it so
+	// the bootstrap observes the mapping peers will use. Required; not
+	// closed by the Client.
+	Endpoint *endpoint.Endpoint
+	// Addr is the bootstrap's address. Required.
+	Addr netip.AddrPort
+	// ID is the bootstrap's expected peer ID. Zero: the first key seen is
+	// accepted and pinned; a later connection presenting another key is
+	// refused.
+	ID identity.PeerID
+	// Label names the bootstrap in metrics (a small index). Empty: "0".
+	Label string
+	// Recorder receives events. Nil: discarded.
+	Recorder monitor.Recorder
+	// Logger receives records that are not events. Nil: discarded.
+	Logger *slog.Logger
+	// Local returns what the peer announces at each (re)registration.
+	// Nil: nothing but the observed address.
+	Local func() (nattype.Type, []wire.Candidate)
+	// OnOffer is called on its own goroutine for each connect offer; it
+	// must call Accept or Decline. Nil: every offer is declined.
+	OnOffer func(*Offer)
+	// OnObserved is called when the bootstrap reports a new observed
+	// address. It must not block. Nil: ignored.
+	OnObserved func(netip.AddrPort)
+	// KeepAlive is the QUIC keepalive period. Zero: 10 s.
+	KeepAlive time.Duration
+	// IdleTimeout ends a control connection that hears nothing. Zero: 30 s.
+	IdleTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the re-registration backoff
+	// (exponential with jitter). Zero: 250 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+	// DialTimeout bounds one dial and registration. Zero: 5 s.
+	DialTimeout time.Duration
+	// MaxOffers bounds concurrent OnOffer calls; further offers are
+	// declined as overloaded. Zero: 64.
+	MaxOffers int
+}
+
+func (c *ClientConfig) validate() error {
+	switch {
+	case c.Identity == nil:
+		return errors.New("bootstrap: ClientConfig.Identity is required")
+	case c.Endpoint == nil:
+		return errors.New("bootstrap: ClientConfig.Endpoint is required")
+	case !c.Addr.IsValid():
+		return errors.New("bootstrap: ClientConfig.Addr is required")
+	case c.KeepAlive < 0, c.IdleTimeout < 0, c.MinBackoff < 0, c.MaxBackoff < 0, c.DialTimeout < 0, c.MaxOffers < 0:
+		return errors.New("bootstrap: ClientConfig has a negative duration or limit")
+	}
+	if c.Label == "" {
+		c.Label = "0"
+	}
+	if c.Recorder == nil {
+		c.Recorder = monitor.Nop{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Local == nil {
+		c.Local = func() (nattype.Type, []wire.Candidate) { return nattype.Type{}, nil }
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 30 * time.Second
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 250 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		return errors.New("bootstrap: MaxBackoff < MinBackoff")
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.MaxOffers == 0 {
+		c.MaxOffers = 64
+	}
+	return nil
+}
+
+// Errors of Client calls.
+var (
+	// ErrUnavailable: the client is not registered with its bootstrap
+	// right now (connecting, reconnecting or closed).
+	ErrUnavailable = errors.New("bootstrap: not registered")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("bootstrap: client closed")
+	// Sentinels for the codes a bootstrap answers a connect request with;
+	// *RequestError matches them with errors.Is.
+	ErrUnknownPeer = errors.New("bootstrap: peer not registered with this bootstrap")
+	ErrRateLimited = errors.New("bootstrap: rate limited")
+	ErrExpired     = errors.New("bootstrap: peer did not answer in time")
+	ErrRefused     = errors.New("bootstrap: peer refused")
+	ErrOverloaded  = errors.New("bootstrap: overloaded")
+)
+
+// RequestError is a connect request that the bootstrap answered with a
+// code other than OK.
+type RequestError struct{ Code wire.Code }
+
+func (e *RequestError) Error() string { return "bootstrap: connect refused: " + e.Code.String() }
+
+// Is maps codes to the package's sentinels.
+func (e *RequestError) Is(target error) bool {
+	switch e.Code {
+	case wire.CodeUnknownPeer:
+		return target == ErrUnknownPeer
+	case wire.CodeRateLimited:
+		return target == ErrRateLimited
+	case wire.CodeExpired, wire.CodeGone:
+		return target == ErrExpired
+	case wire.CodeRefused:
+		return target == ErrRefused
+	case wire.CodeOverloaded, wire.CodeTooMany:
+		return target == ErrOverloaded
+	}
+	return false
+}
+
+// live is one registered control connection.
+type live struct {
+	conn     *quic.Conn
+	ctl      *ctlStream
+	observed netip.AddrPort
+	altSTUN  []netip.AddrPort
+	done     chan struct{} // closed when the connection ends
+}
+
+// Client keeps a peer registered with one bootstrap and carries its
+// coordination requests. NewClient starts one goroutine that (re)connects,
+// plus one per connection to read it and one per offer being handled;
+// Close stops them all and returns after they exit.
+type Client struct {
+	cfg ClientConfig
+	rec monitor.Recorder
+	log *slog.Logger
+
+	mu       sync.Mutex
+	cur      *live
+	pinned   identity.PeerID
+	ready    chan struct{} // closed while registered; replaced on loss
+	nextReq  uint64
+	requests map[uint64]chan *wire.ConnectResult
+	outgoing map[uint64]*Session // by request ID
+	incoming map[uint64]*Session // by offer ID
+	lastErr  error
+
+	offers atomic.Int32
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// NewClient starts keeping the peer registered with cfg.Addr.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		cfg:      cfg,
+		rec:      cfg.Recorder,
+		log:      cfg.Logger,
+		pinned:   cfg.ID,
+		ready:    make(chan struct{}),
+		requests: make(map[uint64]chan *wire.ConnectResult),
+		outgoing: make(map[uint64]*Session),
+		incoming: make(map[uint64]*Session),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+	c.wg.Add(1)
+	go c.run()
+	return c, nil
+}
+
+// Addr returns the bootstrap's address.
+func (c *Client) Addr() netip.AddrPort { return c.cfg.Addr }
+
+// Label returns the bootstrap's metrics label.
+func (c *Client) Label() string { return c.cfg.Label }
+
+// ServerID returns the bootstrap's peer ID (zero until first contact when
+// none was configured).
+func (c *Client) ServerID() identity.PeerID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pinned
+}
+
+// Status is a snapshot of the client's state.
+type Status struct {
+	Registered bool
+	Observed   netip.AddrPort
+	AltSTUN    []netip.AddrPort
+	RTT        time.Duration
+	LastError  error
+}
+
+// Status returns the client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := Status{LastError: c.lastErr}
+	if c.cur != nil {
+		st.Registered = true
+		st.Observed = c.cur.observed
+		st.AltSTUN = c.cur.altSTUN
+		st.RTT = c.cur.conn.ConnectionStats().SmoothedRTT
+	}
+	return st
+}
+
+// WaitReady blocks until the client is registered, ctx ends or the client
+// is closed.
+func (c *Client) WaitReady(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		ready, registered, lastErr := c.ready, c.cur != nil, c.lastErr
+		c.mu.Unlock()
+		if registered {
+			return nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			if lastErr != nil {
+				return fmt.Errorf("bootstrap %s: %w (last error: %w)", c.cfg.Addr, context.Cause(ctx), lastErr)
+			}
+			return fmt.Errorf("bootstrap %s: %w", c.cfg.Addr, context.Cause(ctx))
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+	}
+}
+
+// Close deregisters (by closing the connection) and stops the client.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		c.cancel()
+		c.mu.Lock()
+		cur := c.cur
+		c.mu.Unlock()
+		if cur != nil {
+			cur.conn.CloseWithError(closeNormal, "client closed")
+		}
+		c.wg.Wait()
+	})
+	return nil
+}
+
+func (c *Client) run() {
+	defer c.wg.Done()
+	policy := retrypolicy.NewBuilder[*live]().
+		WithMaxRetries(-1).
+		WithBackoff(c.cfg.MinBackoff, c.cfg.MaxBackoff).
+		WithJitterFactor(0.25).
+		AbortIf(func(_ *live, err error) bool { return c.ctx.Err() != nil || errors.Is(err, identity.ErrKeyMismatch) }).
+		ReturnLastFailure().
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[*live]) {
+			c.log.Debug("bootstrap: re-registering", "bootstrap", c.cfg.Label, "in", e.Delay, "attempt", e.Attempts())
+		}).
+		Build()
+	for c.ctx.Err() == nil {
+		l, err := failsafe.With(policy).WithContext(c.ctx).GetWithExecution(c.dialAndRegister)
+		if err != nil {
+			if c.ctx.Err() == nil {
+				// Only a key mismatch aborts: the bootstrap at this
+				// address is not the one configured. Keep trying slowly
+				// (the operator may fix it) but say why.
+				c.log.Error("bootstrap: giving up this round", "bootstrap", c.cfg.Label, "err", err)
+				c.sleep(c.cfg.MaxBackoff)
+			}
+			continue
+		}
+		c.serve(l)
+		// A connection that registered and then died: wait the minimum
+		// backoff (with jitter) so a bootstrap that drops every peer at
+		// once is not hammered in lockstep.
+		c.sleep(jitter(c.cfg.MinBackoff))
+	}
+	c.failAll(ErrClosed)
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
+}
+
+func (c *Client) sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.ctx.Done():
+	}
+}
+
+// dialAndRegister opens a control connection and registers on it.
+func (c *Client) dialAndRegister(exec failsafe.Execution[*live]) (*live, error) {
+	start := time.Now()
+	l, err := c.tryRegister(exec.Context())
+	o, reason := monitor.OutcomeOK, monitor.ReasonNone
+	if err != nil {
+		o, reason = monitor.OutcomeFail, classify(err)
+		c.mu.Lock()
+		c.lastErr = err
+		c.mu.Unlock()
+		c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
+			Outcome: o, Reason: reason, Duration: time.Since(start), Addr: c.cfg.Addr, Err: err})
+		return nil, err
+	}
+	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
+		Outcome: o, Duration: time.Since(start), Addr: c.cfg.Addr})
+	return l, nil
+}
+
+// classify maps an error of a bootstrap interaction to a Reason.
+func classify(err error) monitor.Reason {
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	var app *quic.ApplicationError
+	var re *RequestError
+	var pe *ProtocolError
+	var te *quic.TransportError
+	switch {
+	case errors.Is(err, identity.ErrKeyMismatch):
+		return monitor.ReasonKeyMismatch
+	case errors.Is(err, identity.ErrUnauthenticated), errors.As(err, &te):
+		return monitor.ReasonHandshakeFailed
+	case errors.As(err, &re):
+		return codeReason(re.Code)
+	case errors.As(err, &pe):
+		return codeReason(pe.Code)
+	case errors.As(err, &app) && app.ErrorCode == closeOverloaded:
+		return monitor.ReasonOverloaded
+	case errors.Is(err, context.Canceled):
+		return monitor.ReasonCanceled
+	case errors.As(err, &hs), errors.As(err, &idle), errors.Is(err, context.DeadlineExceeded):
+		return monitor.ReasonBootstrapUnreachable
+	case errors.Is(err, net.ErrClosed):
+		return monitor.ReasonConnectionLost
+	}
+	return monitor.ReasonBootstrapUnreachable
+}
+
+func (c *Client) tryRegister(ctx context.Context) (*live, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	c.mu.Lock()
+	expect := c.pinned
+	c.mu.Unlock()
+	qconf := &quic.Config{
+		KeepAlivePeriod:       c.cfg.KeepAlive,
+		MaxIdleTimeout:        c.cfg.IdleTimeout,
+		HandshakeIdleTimeout:  c.cfg.DialTimeout,
+		MaxIncomingStreams:    -1,
+		MaxIncomingUniStreams: -1,
+	}
+	conn, err := c.cfg.Endpoint.Transport().Dial(ctx, net.UDPAddrFromAddrPort(c.cfg.Addr),
+		c.cfg.Identity.ClientTLS(expect, wire.ALPN), qconf)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap %s: dial: %w", c.cfg.Addr, err)
+	}
+	srv, err := identity.PeerFromState(conn.ConnectionState().TLS)
+	if err != nil {
+		conn.CloseWithError(closeProtocol, "unauthenticated")
+		return nil, err
+	}
+	fail := func(err error) (*live, error) {
+		conn.CloseWithError(closeNormal, "")
+		return nil, fmt.Errorf("bootstrap %s: register: %w", c.cfg.Addr, err)
+	}
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	ctl := newCtlStream(str)
+	nat, cands := c.cfg.Local()
+	if len(cands) > wire.MaxCandidates {
+		cands = cands[:wire.MaxCandidates]
+	}
+	if err := ctl.send(&wire.Register{Version: wire.Version, NAT: nat, Candidates: cands}); err != nil {
+		return fail(err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		str.SetReadDeadline(dl)
+	}
+	m, err := ctl.r.Read()
+	str.SetReadDeadline(time.Time{})
+	if err != nil {
+		return fail(err)
+	}
+	var reg *wire.Registered
+	switch m := m.(type) {
+	case *wire.Registered:
+		reg = m
+	case *wire.Error:
+		return fail(&ProtocolError{Code: m.Code, Msg: "bootstrap said: " + m.Text})
+	default:
+		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
+	}
+	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.pinned.IsZero() {
+		c.pinned = srv
+	}
+	c.cur = l
+	c.lastErr = nil
+	close(c.ready)
+	c.mu.Unlock()
+	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: monitor.OutcomeOK, Addr: c.cfg.Addr})
+	if c.cfg.OnObserved != nil && reg.Observed.IsValid() {
+		c.cfg.OnObserved(reg.Observed)
+	}
+	return l, nil
+}
+
+// serve reads the control stream until the connection ends.
+func (c *Client) serve(l *live) {
+	err := c.readLoop(l)
+	l.conn.CloseWithError(closeNormal, "")
+	close(l.done)
+	c.mu.Lock()
+	c.cur = nil
+	c.ready = make(chan struct{})
+	if c.ctx.Err() == nil {
+		c.lastErr = err
+	}
+	c.mu.Unlock()
+	reason := classify(err)
+	if c.ctx.Err() != nil {
+		reason = monitor.ReasonCanceled
+	}
+	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: monitor.OutcomeFail,
+		Reason: reason, Addr: c.cfg.Addr, Err: err})
+	c.failAll(fmt.Errorf("%w: connection to bootstrap %s lost: %w", ErrUnavailable, c.cfg.Label, err))
+}
+
+// failAll fails every waiting request and ends every session.
+func (c *Client) failAll(err error) {
+	c.mu.Lock()
+	reqs := c.requests
+	c.requests = make(map[uint64]chan *wire.ConnectResult)
+	sessions := make([]*Session, 0, len(c.outgoing)+len(c.incoming))
+	for _, s := range c.outgoing {
+		sessions = append(sessions, s)
+	}
+	for _, s := range c.incoming {
+		sessions = append(sessions, s)
+	}
+	clear(c.outgoing)
+	clear(c.incoming)
+	c.mu.Unlock()
+	for _, ch := range reqs {
+		close(ch)
+	}
+	for _, s := range sessions {
+		s.end(err)
+	}
+}
+
+func (c *Client) readLoop(l *live) error {
+	for {
+		m, err := l.ctl.r.Read()
+		var ut *wire.UnknownTypeError
+		switch {
+		case errors.As(err, &ut):
+			continue
+		case errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTooLarge):
+			l.ctl.sendError(wire.CodeBadRequest, err.Error())
+			return err
+		case err != nil:
+			return err
+		}
+		if err := c.handle(l, m); err != nil {
+			l.ctl.sendError(wire.CodeBadRequest, err.Error())
+			return err
+		}
+	}
+}
+
+func (c *Client) handle(l *live, m wire.Message) error {
+	switch m := m.(type) {
+	case *wire.ObservedAddress:
+		c.mu.Lock()
+		changed := l.observed != m.Addr
+		l.observed = m.Addr
+		c.mu.Unlock()
+		if changed && c.cfg.OnObserved != nil {
+			c.cfg.OnObserved(m.Addr)
+		}
+	case *wire.ConnectResult:
+		c.mu.Lock()
+		ch := c.requests[m.ID]
+		delete(c.requests, m.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- m // buffered 1
+		}
+	case *wire.ConnectOffer:
+		c.handleOffer(l, m)
+	case *wire.PunchNow:
+		c.mu.Lock()
+		s := c.outgoing[m.ID]
+		if m.Offer {
+			s = c.incoming[m.ID]
+		}
+		c.mu.Unlock()
+		if s != nil {
+			s.deliver(Punch{Round: m.Round, Delay: time.Duration(m.DelayMicros) * time.Microsecond,
+				PeerRTT: time.Duration(m.PeerRTTMicros) * time.Microsecond, At: time.Now()})
+		}
+	case *wire.Error:
+		return &ProtocolError{Code: m.Code, Msg: "bootstrap said: " + m.Text}
+	default:
+		return &ProtocolError{Code: wire.CodeBadRequest, Msg: m.Type().String() + " is not sent by bootstraps"}
+	}
+	return nil
+}
+
+func (c *Client) handleOffer(l *live, m *wire.ConnectOffer) {
+	o := &Offer{c: c, l: l, ID: m.ID, From: m.From, Remote: Intro{NAT: m.NAT, Candidates: m.Candidates, Creds: m.Creds}}
+	if c.cfg.OnOffer == nil {
+		o.Decline(wire.CodeRefused)
+		return
+	}
+	if int(c.offers.Add(1)) > c.cfg.MaxOffers {
+		c.offers.Add(-1)
+		o.Decline(wire.CodeOverloaded)
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.offers.Add(-1)
+		c.cfg.OnOffer(o)
+		o.Decline(wire.CodeRefused) // no-op if the handler answered
+	}()
+}
+
+func (c *Client) current() (*live, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	if c.cur == nil {
+		return nil, ErrUnavailable
+	}
+	return c.cur, nil
+}
+
+// Announce sends a candidate change (add or remove) to the bootstrap.
+func (c *Client) Announce(add []wire.Candidate, remove []netip.AddrPort) error {
+	l, err := c.current()
+	if err != nil {
+		return err
+	}
+	for _, a := range add {
+		if err := l.ctl.send(&wire.AddAddress{Candidate: a}); err != nil {
+			return fmt.Errorf("bootstrap: announce: %w", err)
+		}
+	}
+	for _, r := range remove {
+		if err := l.ctl.send(&wire.RemoveAddress{Addr: r}); err != nil {
+			return fmt.Errorf("bootstrap: announce: %w", err)
+		}
+	}
+	return nil
+}
+
+// Intro is what a peer tells the other side of an introduction about
+// itself: its NAT type, its candidates and its check credentials.
+type Intro struct {
+	NAT        nattype.Type
+	Candidates []wire.Candidate
+	Creds      wire.Creds
+}
+
+func (in Intro) clamp() Intro {
+	if len(in.Candidates) > wire.MaxCandidates {
+		in.Candidates = in.Candidates[:wire.MaxCandidates]
+	}
+	return in
+}
+
+// Connect asks the bootstrap to introduce this peer to target, announcing
+// local. It returns once the target has answered; the Session then
+// delivers punch rounds.
+func (c *Client) Connect(ctx context.Context, target identity.PeerID, local Intro) (*Session, error) {
+	start := time.Now()
+	s, err := c.connect(ctx, target, local.clamp())
+	ev := monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "connect",
+		Outcome: monitor.OutcomeOK, Duration: time.Since(start)}
+	if err != nil {
+		ev.Outcome, ev.Reason, ev.Err = monitor.OutcomeFail, classify(err), err
+	}
+	c.rec.Record(ev)
+	return s, err
+}
+
+func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intro) (*Session, error) {
+	l, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *wire.ConnectResult, 1)
+	s := newSession(c, false, target)
+	c.mu.Lock()
+	c.nextReq++
+	id := c.nextReq
+	c.requests[id] = ch
+	s.ID = id
+	c.outgoing[id] = s // registered before the request: PunchNow may follow the result at once
+	c.mu.Unlock()
+	drop := func() {
+		c.mu.Lock()
+		delete(c.requests, id)
+		delete(c.outgoing, id)
+		c.mu.Unlock()
+	}
+	if err := l.ctl.send(&wire.ConnectRequest{ID: id, Target: target, NAT: local.NAT, Candidates: local.Candidates, Creds: local.Creds}); err != nil {
+		drop()
+		l.conn.CloseWithError(closeSlowConsumer, "control stream write failed")
+		return nil, fmt.Errorf("bootstrap: connect request: %w", err)
+	}
+	select {
+	case res, ok := <-ch:
+		if !ok {
+			drop()
+			return nil, ErrUnavailable
+		}
+		if res.Code != wire.CodeOK {
+			drop()
+			return nil, &RequestError{Code: res.Code}
+		}
+		s.Remote = Intro{NAT: res.NAT, Candidates: res.Candidates, Creds: res.Creds}
+		s.PeerRTT = time.Duration(res.PeerRTTMicros) * time.Microsecond
+		s.l = l
+		return s, nil
+	case <-ctx.Done():
+		drop()
+		return nil, fmt.Errorf("bootstrap: connect: %w", context.Cause(ctx))
+	case <-l.done:
+		drop()
+		return nil, ErrUnavailable
+	}
+}
+
+// Offer is a connect request from another peer, relayed by the bootstrap.
+type Offer struct {
+	c        *Client
+	l        *live
+	ID       uint64
+	From     identity.PeerID
+	Remote   Intro // what From announced
+	answered atomic.Bool
+}
+
+// Accept answers the offer with what this peer announces and returns the
+// Session on which punch rounds arrive.
+func (o *Offer) Accept(local Intro) (*Session, error) {
+	if !o.answered.CompareAndSwap(false, true) {
+		return nil, errors.New("bootstrap: offer already answered")
+	}
+	local = local.clamp()
+	s := newSession(o.c, true, o.From)
+	s.ID, s.Remote, s.l = o.ID, o.Remote, o.l
+	o.c.mu.Lock()
+	if o.c.cur != o.l {
+		o.c.mu.Unlock()
+		return nil, ErrUnavailable
+	}
+	o.c.incoming[o.ID] = s
+	o.c.mu.Unlock()
+	if err := o.l.ctl.send(&wire.ConnectAnswer{ID: o.ID, Code: wire.CodeOK, NAT: local.NAT, Candidates: local.Candidates, Creds: local.Creds}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("bootstrap: answer: %w", err)
+	}
+	return s, nil
+}
+
+// Decline answers the offer with code (if it was not answered yet).
+func (o *Offer) Decline(code wire.Code) {
+	if !o.answered.CompareAndSwap(false, true) {
+		return
+	}
+	_ = o.l.ctl.send(&wire.ConnectAnswer{ID: o.ID, Code: code})
+}
+
+// Punch is one punch round.
+type Punch struct {
+	Round   uint64
+	Delay   time.Duration // wait this long after At before starting
+	PeerRTT time.Duration // the bootstrap's RTT to the other peer
+	At      time.Time     // when the PunchNow arrived
+}
+
+// Session is one introduction, from the requester's side (Incoming false)
+// or the target's.
+type Session struct {
+	c        *Client
+	l        *live
+	ID       uint64
+	Incoming bool
+	Peer     identity.PeerID
+	Remote   Intro         // what the other peer announced
+	PeerRTT  time.Duration // the bootstrap's RTT to the other peer
+
+	punches chan Punch
+	done    chan struct{}
+	mu      sync.Mutex
+	err     error
+	round   uint64
+	closed  bool
+}
+
+func newSession(c *Client, incoming bool, peer identity.PeerID) *Session {
+	return &Session{c: c, Incoming: incoming, Peer: peer, punches: make(chan Punch, 1), done: make(chan struct{})}
+}
+
+// Punches delivers punch rounds; only the newest undelivered one is kept.
+func (s *Session) Punches() <-chan Punch { return s.punches }
+
+// Done is closed when the session ends (Close, or the control connection
+// was lost); Err then says why.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the session ended, or nil.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *Session) deliver(p Punch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || p.Round <= s.round {
+		return
+	}
+	s.round = p.Round
+	select {
+	case <-s.punches: // superseded
+	default:
+	}
+	s.punches <- p
+}
+
+// RequestRound asks the bootstrap for punch round `round` (greater than
+// every earlier round).
+func (s *Session) RequestRound(round uint64) error {
+	if s.l == nil {
+		return ErrUnavailable
+	}
+	select {
+	case <-s.done:
+		return ErrUnavailable
+	default:
+	}
+	return s.l.ctl.send(&wire.PunchRequest{ID: s.ID, Offer: s.Incoming, Round: round})
+}
+
+func (s *Session) end(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.err = err
+	close(s.done)
+}
+
+// Close ends the session; later punch rounds for it are ignored.
+func (s *Session) Close() {
+	s.c.mu.Lock()
+	if s.Incoming {
+		if s.c.incoming[s.ID] == s {
+			delete(s.c.incoming, s.ID)
+		}
+	} else if s.c.outgoing[s.ID] == s {
+		delete(s.c.outgoing, s.ID)
+	}
+	s.c.mu.Unlock()
+	s.end(nil)
+}

@@ -1,0 +1,799 @@
+// Package bootstrap is the bootstrap service that introduces peers to each
+// other, and the client that peers use to talk to it.
+//
+// A Server listens for authenticated QUIC control connections on a node's
+// endpoint, keeps a bounded registry of peers (peer ID, connection, observed
+// address, announced candidates, last seen), tells each peer its observed
+// address, answers STUN Binding requests on the same UDP port, and relays
+// coordination (connect offers and answers, punch rounds) between two
+// registered peers. It only forwards candidates that a peer announced or was
+// observed at, so it cannot be used to make a peer send to a third party.
+//
+// NewServer starts an accept goroutine, one goroutine per connected peer
+// and one sweeper. Close stops all of them and returns after they exit.
+//
+// A Client (see client.go) keeps one peer registered with one bootstrap.
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/quic-go/quic-go"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Identity is the bootstrap's key. Required.
+	Identity *identity.Identity
+	// Endpoint is the socket the server listens on and answers STUN on.
+	// Required. The server does not close it.
+	Endpoint *endpoint.Endpoint
+	// Recorder receives the server's events. Nil: discarded.
+	Recorder monitor.Recorder
+	// Logger receives records that are not events. Nil: discarded.
+	Logger *slog.Logger
+	// MaxPeers bounds the registry. Zero: 100 000.
+	MaxPeers int
+	// IdleTimeout is how long a registration lives without any packet from
+	// the peer (peers send keepalives). Zero: 60 s.
+	IdleTimeout time.Duration
+	// RequestRate and RequestBurst bound connect and punch requests per
+	// peer (token bucket). Zero: 20 per second, burst 40.
+	RequestRate  float64
+	RequestBurst int
+	// MaxPendingPerPeer bounds a peer's unanswered connect requests.
+	// Zero: 16.
+	MaxPendingPerPeer int
+	// OfferTimeout is how long the target of an offer has to answer.
+	// Zero: 5 s.
+	OfferTimeout time.Duration
+	// SessionTTL is how long after an answer either side may ask for new
+	// punch rounds. Zero: 60 s.
+	SessionTTL time.Duration
+	// AltSTUN are further addresses on which STUN is answered for this
+	// bootstrap (for mapping classification); they are advertised in
+	// Registered. Zero: none.
+	AltSTUN []netip.AddrPort
+	// HandshakeTimeout bounds the wait for a new connection's control
+	// stream and Register message. Zero: 10 s.
+	HandshakeTimeout time.Duration
+}
+
+func (c *ServerConfig) validate() error {
+	switch {
+	case c.Identity == nil:
+		return errors.New("bootstrap: ServerConfig.Identity is required")
+	case c.Endpoint == nil:
+		return errors.New("bootstrap: ServerConfig.Endpoint is required")
+	case c.MaxPeers < 0, c.RequestRate < 0, c.RequestBurst < 0, c.MaxPendingPerPeer < 0,
+		c.IdleTimeout < 0, c.OfferTimeout < 0, c.SessionTTL < 0, c.HandshakeTimeout < 0:
+		return errors.New("bootstrap: ServerConfig has a negative limit")
+	}
+	if c.Recorder == nil {
+		c.Recorder = monitor.Nop{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = 100_000
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.RequestRate == 0 {
+		c.RequestRate = 20
+	}
+	if c.RequestBurst == 0 {
+		c.RequestBurst = 40
+	}
+	if c.MaxPendingPerPeer == 0 {
+		c.MaxPendingPerPeer = 16
+	}
+	if c.OfferTimeout == 0 {
+		c.OfferTimeout = 5 * time.Second
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = 60 * time.Second
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	return nil
+}
+
+// PeerInfo is a snapshot of one registration.
+type PeerInfo struct {
+	ID         identity.PeerID
+	Observed   netip.AddrPort
+	NAT        nattype.Type
+	Candidates []wire.Candidate
+	Registered time.Time
+	LastSeen   time.Time
+	RTT        time.Duration
+}
+
+// peer is one registered peer.
+type peer struct {
+	id    identity.PeerID
+	conn  *quic.Conn
+	ctl   *ctlStream
+	since time.Time
+
+	mu         sync.Mutex
+	observed   netip.AddrPort
+	obsSeq     uint64
+	nat        nattype.Type
+	candidates []wire.Candidate
+	lastSeen   time.Time
+	tokens     float64
+	tokensAt   time.Time
+	pending    int               // offers this peer requested that are unanswered
+	reqs       map[uint64]uint64 // requester's request ID -> session (offer) ID
+}
+
+// session is one introduction between a requester and a target.
+type session struct {
+	id        uint64 // the offer ID
+	reqID     uint64 // the requester's ID
+	requester *peer
+	target    *peer
+	created   time.Time
+	answered  time.Time // zero while the offer is pending
+	round     uint64
+}
+
+// Server is a bootstrap service.
+type Server struct {
+	cfg ServerConfig
+	ln  *quic.Listener
+	rec monitor.Recorder
+	log *slog.Logger
+
+	mu       sync.Mutex
+	peers    map[identity.PeerID]*peer
+	sessions map[uint64]*session
+	nextID   uint64
+	closed   bool
+
+	connected atomic.Int64 // connections being served, registered or not
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// NewServer starts a bootstrap service on cfg.Endpoint.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	qconf := &quic.Config{
+		MaxIdleTimeout:        cfg.IdleTimeout,
+		HandshakeIdleTimeout:  cfg.HandshakeTimeout,
+		MaxIncomingStreams:    1, // the control stream
+		MaxIncomingUniStreams: -1,
+		// Keep-alives come from the clients; the server only follows.
+	}
+	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(wire.ALPN), qconf)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:      cfg,
+		ln:       ln,
+		rec:      cfg.Recorder,
+		log:      cfg.Logger,
+		peers:    make(map[identity.PeerID]*peer),
+		sessions: make(map[uint64]*session),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+	cfg.Endpoint.HandleRequests(s.handleSTUN)
+	s.wg.Add(2)
+	go s.acceptLoop()
+	go s.sweepLoop()
+	return s, nil
+}
+
+// ID returns the bootstrap's peer ID.
+func (s *Server) ID() identity.PeerID { return s.cfg.Identity.ID() }
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() netip.AddrPort { return s.cfg.Endpoint.LocalAddr() }
+
+// Close stops the server: it closes every control connection, stops
+// answering STUN and waits for its goroutines. It is idempotent.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.cfg.Endpoint.HandleRequests(nil)
+		s.mu.Lock()
+		s.closed = true
+		peers := make([]*peer, 0, len(s.peers))
+		for _, p := range s.peers {
+			peers = append(peers, p)
+		}
+		s.mu.Unlock()
+		s.cancel()
+		s.ln.Close()
+		for _, p := range peers {
+			p.conn.CloseWithError(closeShutdown, "bootstrap shutting down")
+		}
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// Peers returns a snapshot of the registry.
+func (s *Server) Peers() []PeerInfo {
+	s.mu.Lock()
+	ps := make([]*peer, 0, len(s.peers))
+	for _, p := range s.peers {
+		ps = append(ps, p)
+	}
+	s.mu.Unlock()
+	out := make([]PeerInfo, 0, len(ps))
+	for _, p := range ps {
+		p.mu.Lock()
+		out = append(out, PeerInfo{ID: p.id, Observed: p.observed, NAT: p.nat,
+			Candidates: append([]wire.Candidate(nil), p.candidates...), Registered: p.since,
+			LastSeen: p.lastSeen, RTT: p.conn.ConnectionStats().SmoothedRTT})
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// NumPeers returns the number of registered peers.
+func (s *Server) NumPeers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept(s.ctx)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Error("bootstrap: accept", "err", err)
+			}
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.connected.Add(1)
+			defer s.connected.Add(-1)
+			s.serveConn(conn)
+		}()
+	}
+}
+
+func remoteAddrPort(c *quic.Conn) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// serveConn runs one control connection to its end.
+func (s *Server) serveConn(conn *quic.Conn) {
+	id, err := identity.PeerFromState(conn.ConnectionState().TLS)
+	if err != nil { // cannot happen: the TLS config requires a valid certificate
+		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonHandshakeFailed,
+			Addr: remoteAddrPort(conn), Detail: "no peer identity"})
+		conn.CloseWithError(closeProtocol, "unauthenticated")
+		return
+	}
+	hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	str, err := conn.AcceptStream(hctx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(closeProtocol, "no control stream")
+		return
+	}
+	ctl := newCtlStream(str)
+	str.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	m, err := ctl.r.Read()
+	str.SetReadDeadline(time.Time{})
+	if err != nil {
+		s.protocolFailure(conn, ctl, id, fmt.Errorf("reading register: %w", err))
+		return
+	}
+	reg, ok := m.(*wire.Register)
+	if !ok {
+		s.protocolFailure(conn, ctl, id, &ProtocolError{Code: wire.CodeBadRequest, Msg: "first message must be register, got " + m.Type().String()})
+		return
+	}
+	if reg.Version != wire.Version {
+		ctl.sendError(wire.CodeVersion, fmt.Sprintf("protocol version %d not supported (want %d)", reg.Version, wire.Version))
+		conn.CloseWithError(closeVersion, "unsupported version")
+		return
+	}
+	now := time.Now()
+	p := &peer{id: id, conn: conn, ctl: ctl, since: now, observed: remoteAddrPort(conn), nat: reg.NAT,
+		candidates: reg.Candidates, lastSeen: now, tokens: float64(s.cfg.RequestBurst), tokensAt: now,
+		reqs: make(map[uint64]uint64)}
+	old, err := s.register(p)
+	if err != nil {
+		ctl.sendError(wire.CodeOverloaded, err.Error())
+		conn.CloseWithError(closeOverloaded, "registry full")
+		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonOverloaded, Peer: id.String(), Detail: "registry full"})
+		return
+	}
+	if old != nil {
+		old.conn.CloseWithError(closeReplaced, "replaced by a newer registration")
+	}
+	s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeOK, Peer: id.String(), Addr: p.observed, NAT: reg.NAT.Class()})
+	defer func() {
+		reason := s.unregister(p)
+		s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeFail, Reason: reason, Peer: id.String(), Addr: p.observed})
+	}()
+	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.cfg.AltSTUN,
+		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second)})
+	if err != nil {
+		conn.CloseWithError(closeSlowConsumer, "control stream write failed")
+		return
+	}
+	for {
+		m, err := ctl.r.Read()
+		var ut *wire.UnknownTypeError
+		switch {
+		case errors.As(err, &ut):
+			continue // a newer peer's message: ignore
+		case err != nil:
+			if conn.Context().Err() == nil && s.ctx.Err() == nil {
+				s.protocolFailure(conn, ctl, id, err)
+			}
+			return
+		}
+		p.touch()
+		if err := s.handle(p, m); err != nil {
+			s.protocolFailure(conn, ctl, id, err)
+			return
+		}
+	}
+}
+
+// protocolFailure reports err and closes the connection with a code that
+// says whether it was the peer's fault.
+func (s *Server) protocolFailure(conn *quic.Conn, ctl *ctlStream, id identity.PeerID, err error) {
+	var pe *ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		ctl.sendError(pe.Code, pe.Msg)
+	case errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTooLarge):
+		ctl.sendError(wire.CodeBadRequest, err.Error())
+	default: // a transport error: the connection is gone or going
+		conn.CloseWithError(closeNormal, "")
+		return
+	}
+	s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonProtocolError, Peer: id.String(),
+		Addr: remoteAddrPort(conn), Err: err})
+	conn.CloseWithError(closeProtocol, "protocol error")
+}
+
+func (p *peer) touch() {
+	p.mu.Lock()
+	p.lastSeen = time.Now()
+	p.mu.Unlock()
+}
+
+// allow takes one token from the peer's request bucket.
+func (p *peer) allow(rate float64, burst int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	p.tokens = min(float64(burst), p.tokens+now.Sub(p.tokensAt).Seconds()*rate)
+	p.tokensAt = now
+	if p.tokens < 1 {
+		return false
+	}
+	p.tokens--
+	return true
+}
+
+var errRegistryFull = errors.New("bootstrap: registry full")
+
+func (s *Server) register(p *peer) (old *peer, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("bootstrap: shutting down")
+	}
+	old = s.peers[p.id]
+	if old == nil && len(s.peers) >= s.cfg.MaxPeers {
+		return nil, errRegistryFull
+	}
+	s.peers[p.id] = p
+	return old, nil
+}
+
+// unregister removes p (if it is still the registered connection for its
+// ID) and fails the sessions it is part of.
+func (s *Server) unregister(p *peer) monitor.Reason {
+	s.mu.Lock()
+	replaced := s.peers[p.id] != p
+	if !replaced {
+		delete(s.peers, p.id)
+	}
+	var orphaned []*session
+	for id, ss := range s.sessions {
+		if ss.requester == p || ss.target == p {
+			delete(s.sessions, id)
+			if ss.answered.IsZero() && ss.target == p {
+				orphaned = append(orphaned, ss)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range orphaned {
+		s.finishRequest(ss, wire.CodeGone, nil)
+	}
+	if replaced {
+		return monitor.ReasonNone
+	}
+	return monitor.ReasonConnectionLost
+}
+
+func (s *Server) lookup(id identity.PeerID) *peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peers[id]
+}
+
+// handle processes one message from a registered peer. A returned error is
+// a protocol violation that ends the connection.
+func (s *Server) handle(p *peer, m wire.Message) error {
+	switch m := m.(type) {
+	case *wire.AddAddress:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range p.candidates {
+			if c.Addr == m.Candidate.Addr {
+				return nil
+			}
+		}
+		if len(p.candidates) >= wire.MaxCandidates {
+			return &ProtocolError{Code: wire.CodeTooMany, Msg: "too many candidates"}
+		}
+		p.candidates = append(p.candidates, m.Candidate)
+	case *wire.RemoveAddress:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for i, c := range p.candidates {
+			if c.Addr == m.Addr {
+				p.candidates = append(p.candidates[:i], p.candidates[i+1:]...)
+				break
+			}
+		}
+	case *wire.ConnectRequest:
+		return s.handleConnect(p, m)
+	case *wire.ConnectAnswer:
+		return s.handleAnswer(p, m)
+	case *wire.PunchRequest:
+		return s.handlePunchRequest(p, m)
+	case *wire.Register:
+		return &ProtocolError{Code: wire.CodeBadRequest, Msg: "already registered"}
+	case *wire.Error:
+		return &ProtocolError{Code: m.Code, Msg: "peer reported: " + m.Text}
+	default:
+		return &ProtocolError{Code: wire.CodeBadRequest, Msg: m.Type().String() + " is not sent by peers"}
+	}
+	return nil
+}
+
+func codeReason(c wire.Code) monitor.Reason {
+	switch c {
+	case wire.CodeOK:
+		return monitor.ReasonNone
+	case wire.CodeUnknownPeer:
+		return monitor.ReasonUnknownPeer
+	case wire.CodeRateLimited:
+		return monitor.ReasonRateLimited
+	case wire.CodeExpired:
+		return monitor.ReasonExpired
+	case wire.CodeRefused:
+		return monitor.ReasonRefused
+	case wire.CodeOverloaded, wire.CodeTooMany:
+		return monitor.ReasonOverloaded
+	case wire.CodeSelf:
+		return monitor.ReasonSelf
+	case wire.CodeGone:
+		return monitor.ReasonConnectionLost
+	}
+	return monitor.ReasonProtocolError
+}
+
+// reply sends a ConnectResult that ends a request early and reports it.
+func (s *Server) reply(p *peer, id uint64, code wire.Code) {
+	s.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: "server", Detail: "connect",
+		Outcome: monitor.OutcomeFail, Reason: codeReason(code), Peer: p.id.String()})
+	if code == wire.CodeRateLimited {
+		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "connect"})
+	}
+	s.sendTo(p, &wire.ConnectResult{ID: id, Code: code})
+}
+
+// sendTo writes to a peer's control stream; if that fails the peer is
+// disconnected (its serve goroutine then unregisters it).
+func (s *Server) sendTo(p *peer, m wire.Message) {
+	if err := p.ctl.send(m); err != nil {
+		p.conn.CloseWithError(closeSlowConsumer, "control stream write failed")
+	}
+}
+
+// srflx returns the peer's observed address as a candidate, unless it is
+// already among cands.
+func srflx(observed netip.AddrPort, cands []wire.Candidate) []wire.Candidate {
+	out := make([]wire.Candidate, 0, len(cands)+1)
+	seen := false
+	for _, c := range cands {
+		if c.Addr == observed {
+			seen = true
+		}
+		out = append(out, c)
+	}
+	if !seen && observed.IsValid() {
+		// Observed by the bootstrap: the most reliable server-reflexive
+		// candidate; priority per RFC 8445 type preference 100.
+		out = append(out, wire.Candidate{Kind: wire.KindServerReflexive, Priority: 100<<24 | 65535<<8 | 255, Addr: observed})
+	}
+	if len(out) > wire.MaxCandidates {
+		out = out[len(out)-wire.MaxCandidates:] // keep the observed address
+	}
+	return out
+}
+
+func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
+	switch {
+	case !p.allow(s.cfg.RequestRate, s.cfg.RequestBurst):
+		s.reply(p, m.ID, wire.CodeRateLimited)
+		return nil
+	case m.Target == p.id:
+		s.reply(p, m.ID, wire.CodeSelf)
+		return nil
+	}
+	target := s.lookup(m.Target)
+	if target == nil {
+		s.reply(p, m.ID, wire.CodeUnknownPeer)
+		return nil
+	}
+	p.mu.Lock()
+	if _, dup := p.reqs[m.ID]; dup {
+		p.mu.Unlock()
+		return &ProtocolError{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("request ID %d reused", m.ID)}
+	}
+	if p.pending >= s.cfg.MaxPendingPerPeer {
+		p.mu.Unlock()
+		s.reply(p, m.ID, wire.CodeTooMany)
+		return nil
+	}
+	p.pending++
+	p.reqs[m.ID] = 0 // reserved until the session exists
+	// Announced candidates replace the registered ones for this request;
+	// the observed address is always included.
+	if len(m.Candidates) > 0 {
+		p.candidates = m.Candidates
+	}
+	p.nat = m.NAT
+	cands := srflx(p.observed, p.candidates)
+	p.mu.Unlock()
+
+	// Lock order: s.mu before any peer's mu.
+	s.mu.Lock()
+	s.nextID++
+	ss := &session{id: s.nextID, reqID: m.ID, requester: p, target: target, created: time.Now()}
+	s.sessions[ss.id] = ss
+	p.mu.Lock()
+	p.reqs[m.ID] = ss.id
+	p.mu.Unlock()
+	s.mu.Unlock()
+	s.sendTo(target, &wire.ConnectOffer{ID: ss.id, From: p.id, NAT: m.NAT, Candidates: cands, Creds: m.Creds})
+	return nil
+}
+
+func (s *Server) handleAnswer(p *peer, m *wire.ConnectAnswer) error {
+	s.mu.Lock()
+	ss := s.sessions[m.ID]
+	if ss == nil || ss.target != p || !ss.answered.IsZero() {
+		s.mu.Unlock()
+		// A late answer to an expired offer is normal; anything else from
+		// this peer for an ID it was not offered is ignored likewise.
+		return nil
+	}
+	ss.answered = time.Now()
+	if m.Code != wire.CodeOK {
+		delete(s.sessions, ss.id)
+	}
+	s.mu.Unlock()
+	if m.Code != wire.CodeOK {
+		s.finishRequest(ss, m.Code, nil)
+		return nil
+	}
+	p.mu.Lock()
+	if len(m.Candidates) > 0 {
+		p.candidates = m.Candidates
+	}
+	p.nat = m.NAT
+	cands := srflx(p.observed, p.candidates)
+	p.mu.Unlock()
+	s.finishRequest(ss, wire.CodeOK, &wire.ConnectResult{NAT: m.NAT, Candidates: cands, Creds: m.Creds})
+	ss.round = 1
+	s.punch(ss, 1)
+	return nil
+}
+
+// finishRequest answers the requester of ss.
+func (s *Server) finishRequest(ss *session, code wire.Code, res *wire.ConnectResult) {
+	r := ss.requester
+	r.mu.Lock()
+	r.pending--
+	if code != wire.CodeOK {
+		delete(r.reqs, ss.reqID)
+	}
+	r.mu.Unlock()
+	if res == nil {
+		res = &wire.ConnectResult{}
+	}
+	res.ID, res.Code = ss.reqID, code
+	if code == wire.CodeOK {
+		res.PeerRTTMicros = uint64(ss.target.conn.ConnectionStats().SmoothedRTT.Microseconds())
+	}
+	o := monitor.OutcomeOK
+	if code != wire.CodeOK {
+		o = monitor.OutcomeFail
+	}
+	s.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: "server", Detail: "connect",
+		Outcome: o, Reason: codeReason(code), Duration: time.Since(ss.created), Peer: r.id.String()})
+	s.sendTo(r, res)
+}
+
+// punch tells both sides of ss to start round. The delays make the two
+// sides start when the later of the two PunchNow messages arrives, so that
+// their first probes cross.
+func (s *Server) punch(ss *session, round uint64) {
+	ra := ss.requester.conn.ConnectionStats().SmoothedRTT
+	rb := ss.target.conn.ConnectionStats().SmoothedRTT
+	da, db := PunchDelays(ra, rb)
+	s.sendTo(ss.requester, &wire.PunchNow{ID: ss.reqID, Round: round, DelayMicros: uint64(da.Microseconds()), PeerRTTMicros: uint64(rb.Microseconds())})
+	s.sendTo(ss.target, &wire.PunchNow{ID: ss.id, Offer: true, Round: round, DelayMicros: uint64(db.Microseconds()), PeerRTTMicros: uint64(ra.Microseconds())})
+}
+
+// PunchDelays returns how long each side waits after receiving PunchNow,
+// given the bootstrap's RTT to each, so that both start at the same moment:
+// the one-way delay to the farther peer.
+func PunchDelays(rttA, rttB time.Duration) (delayA, delayB time.Duration) {
+	far := max(rttA, rttB)
+	return (far - rttA) / 2, (far - rttB) / 2
+}
+
+func (s *Server) handlePunchRequest(p *peer, m *wire.PunchRequest) error {
+	if !p.allow(s.cfg.RequestRate, s.cfg.RequestBurst) {
+		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "punch"})
+		return nil
+	}
+	s.mu.Lock()
+	var ss *session
+	if m.Offer {
+		if cand := s.sessions[m.ID]; cand != nil && cand.target == p {
+			ss = cand
+		}
+	} else {
+		p.mu.Lock()
+		if sid, ok := p.reqs[m.ID]; ok {
+			ss = s.sessions[sid]
+		}
+		p.mu.Unlock()
+	}
+	if ss == nil || ss.answered.IsZero() || m.Round <= ss.round {
+		s.mu.Unlock()
+		return nil // stale or unknown: a new round already superseded it
+	}
+	ss.round = m.Round
+	s.mu.Unlock()
+	s.punch(ss, m.Round)
+	return nil
+}
+
+// sweepLoop expires unanswered offers and old sessions, and pushes
+// observed-address changes (NAT rebinding, client migration).
+func (s *Server) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.sweep(time.Now())
+	}
+}
+
+func (s *Server) sweep(now time.Time) {
+	var expired []*session
+	s.mu.Lock()
+	for id, ss := range s.sessions {
+		switch {
+		case ss.answered.IsZero() && now.Sub(ss.created) > s.cfg.OfferTimeout:
+			expired = append(expired, ss)
+			delete(s.sessions, id)
+		case !ss.answered.IsZero() && now.Sub(ss.answered) > s.cfg.SessionTTL:
+			delete(s.sessions, id)
+			ss.requester.mu.Lock()
+			delete(ss.requester.reqs, ss.reqID)
+			ss.requester.mu.Unlock()
+		}
+	}
+	peers := make([]*peer, 0, len(s.peers))
+	for _, p := range s.peers {
+		peers = append(peers, p)
+	}
+	s.mu.Unlock()
+	for _, ss := range expired {
+		s.finishRequest(ss, wire.CodeExpired, nil)
+	}
+	for _, p := range peers {
+		cur := remoteAddrPort(p.conn)
+		p.mu.Lock()
+		changed := cur.IsValid() && cur != p.observed
+		if changed {
+			p.observed = cur
+			p.obsSeq++
+		}
+		seq := p.obsSeq
+		p.mu.Unlock()
+		if changed {
+			s.sendTo(p, &wire.ObservedAddress{Seq: seq, Addr: cur})
+		}
+	}
+}
+
+// handleSTUN answers RFC 5389 Binding requests with the source address
+// (XOR-MAPPED-ADDRESS). It runs on the endpoint's reader goroutine.
+func (s *Server) handleSTUN(req *stun.Message, from netip.AddrPort) {
+	if req.Type != stun.BindingRequest {
+		return
+	}
+	resp, err := BindingResponse(req, from)
+	if err != nil {
+		return
+	}
+	_ = s.cfg.Endpoint.WriteTo(resp.Raw, from)
+}
+
+// BindingResponse builds the success response to a Binding request from
+// `from`. It carries XOR-MAPPED-ADDRESS, and FINGERPRINT if the request
+// had one.
+func BindingResponse(req *stun.Message, from netip.AddrPort) (*stun.Message, error) {
+	setters := []stun.Setter{
+		stun.NewTransactionIDSetter(req.TransactionID),
+		stun.BindingSuccess,
+		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
+		stun.NewSoftware("antnode"),
+	}
+	if _, err := req.Get(stun.AttrFingerprint); err == nil {
+		setters = append(setters, stun.Fingerprint)
+	}
+	return stun.Build(setters...)
+}

@@ -1,0 +1,410 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/quic-go/quic-go/quicvarint"
+
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/nattype"
+)
+
+var errShort = errors.New("short payload")
+
+// reader decodes payload fields; the first error sticks.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *reader) varint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n, err := quicvarint.Parse(r.b)
+	if err != nil {
+		r.fail(errShort)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if len(r.b) < n {
+		r.fail(errShort)
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte1() byte {
+	if b := r.bytes(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (r *reader) addrPort() netip.AddrPort {
+	fam := r.byte1()
+	var a netip.Addr
+	switch fam {
+	case 4:
+		if b := r.bytes(4); b != nil {
+			a = netip.AddrFrom4([4]byte(b))
+		}
+	case 6:
+		if b := r.bytes(16); b != nil {
+			a = netip.AddrFrom16([16]byte(b)).Unmap()
+		}
+	case 0:
+		return netip.AddrPort{} // absent
+	default:
+		r.fail(fmt.Errorf("address family %d", fam))
+	}
+	p := r.bytes(2)
+	if p == nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a, binary.BigEndian.Uint16(p))
+}
+
+func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
+	a := ap.Addr().Unmap()
+	switch {
+	case a.Is4():
+		b = append(b, 4)
+		a4 := a.As4()
+		b = append(b, a4[:]...)
+	case a.Is6():
+		b = append(b, 6)
+		a16 := a.As16()
+		b = append(b, a16[:]...)
+	default:
+		return append(b, 0)
+	}
+	return binary.BigEndian.AppendUint16(b, ap.Port())
+}
+
+func (r *reader) peerID() identity.PeerID {
+	var id identity.PeerID
+	if b := r.bytes(identity.PeerIDLen); b != nil {
+		copy(id[:], b)
+	}
+	return id
+}
+
+func (r *reader) nat() nattype.Type {
+	t := nattype.Type{Mapping: nattype.Mapping(r.byte1()), Filtering: nattype.Filtering(r.byte1())}
+	if r.err == nil && (!t.Mapping.Valid() || !t.Filtering.Valid()) {
+		r.fail(fmt.Errorf("NAT type %d/%d", t.Mapping, t.Filtering))
+	}
+	return t
+}
+
+func appendNAT(b []byte, t nattype.Type) []byte {
+	return append(b, byte(t.Mapping), byte(t.Filtering))
+}
+
+func (r *reader) count(limit int) int {
+	n := r.varint()
+	if n > uint64(limit) {
+		r.fail(fmt.Errorf("%d items, limit %d", n, limit))
+		return 0
+	}
+	return int(n)
+}
+
+func (r *reader) candidate() Candidate {
+	c := Candidate{Kind: CandidateKind(r.byte1())}
+	if r.err == nil && (c.Kind == 0 || c.Kind >= kindEnd) {
+		r.fail(fmt.Errorf("candidate kind %d", c.Kind))
+	}
+	p := r.varint()
+	if p > 0xffffffff {
+		r.fail(fmt.Errorf("candidate priority %d", p))
+	}
+	c.Priority = uint32(p)
+	c.Addr = r.addrPort()
+	if r.err == nil && !c.Addr.IsValid() {
+		r.fail(errors.New("candidate without address"))
+	}
+	return c
+}
+
+func appendCandidate(b []byte, c Candidate) []byte {
+	b = append(b, byte(c.Kind))
+	b = quicvarint.Append(b, uint64(c.Priority))
+	return appendAddrPort(b, c.Addr)
+}
+
+func (r *reader) candidates() []Candidate {
+	n := r.count(MaxCandidates)
+	if n == 0 {
+		return nil
+	}
+	cs := make([]Candidate, 0, n)
+	for range n {
+		c := r.candidate()
+		if r.err != nil {
+			return nil
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func appendCandidates(b []byte, cs []Candidate) []byte {
+	b = quicvarint.Append(b, uint64(len(cs)))
+	for _, c := range cs {
+		b = appendCandidate(b, c)
+	}
+	return b
+}
+
+// code decodes a Code. Unknown codes from a newer version are kept; callers
+// treat them as a generic failure.
+func (r *reader) code() Code { return Code(r.varint()) }
+
+func (r *reader) text(limit int) string {
+	n := r.count(limit)
+	if b := r.bytes(n); b != nil {
+		return string(b)
+	}
+	return ""
+}
+
+func appendText(b []byte, s string) []byte {
+	b = quicvarint.Append(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func (r *reader) addrList(limit int) []netip.AddrPort {
+	n := r.count(limit)
+	if n == 0 {
+		return nil
+	}
+	out := make([]netip.AddrPort, 0, n)
+	for range n {
+		a := r.addrPort()
+		if r.err != nil {
+			return nil
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func (r *reader) creds() Creds {
+	return Creds{Ufrag: r.text(MaxUfrag), Pwd: r.text(MaxPwd)}
+}
+
+func appendCreds(b []byte, c Creds) []byte {
+	return appendText(appendText(b, c.Ufrag), c.Pwd)
+}
+
+// --- messages ---
+
+func (m *Register) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.Version)
+	b = appendNAT(b, m.NAT)
+	return appendCandidates(b, m.Candidates)
+}
+
+func (m *Register) decode(r *reader) error {
+	m.Version = r.varint()
+	m.NAT = r.nat()
+	m.Candidates = r.candidates()
+	return r.err
+}
+
+func (m *Registered) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.Version)
+	b = appendAddrPort(b, m.Observed)
+	b = quicvarint.Append(b, uint64(len(m.AltSTUN)))
+	for _, a := range m.AltSTUN {
+		b = appendAddrPort(b, a)
+	}
+	return quicvarint.Append(b, m.TTLSeconds)
+}
+
+func (m *Registered) decode(r *reader) error {
+	m.Version = r.varint()
+	m.Observed = r.addrPort()
+	m.AltSTUN = r.addrList(8)
+	m.TTLSeconds = r.varint()
+	return r.err
+}
+
+func (m *ObservedAddress) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.Seq)
+	return appendAddrPort(b, m.Addr)
+}
+
+func (m *ObservedAddress) decode(r *reader) error {
+	m.Seq = r.varint()
+	m.Addr = r.addrPort()
+	return r.err
+}
+
+func (m *AddAddress) appendPayload(b []byte) []byte { return appendCandidate(b, m.Candidate) }
+
+func (m *AddAddress) decode(r *reader) error {
+	m.Candidate = r.candidate()
+	return r.err
+}
+
+func (m *RemoveAddress) appendPayload(b []byte) []byte { return appendAddrPort(b, m.Addr) }
+
+func (m *RemoveAddress) decode(r *reader) error {
+	m.Addr = r.addrPort()
+	return r.err
+}
+
+func (m *ConnectRequest) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = append(b, m.Target[:]...)
+	b = appendNAT(b, m.NAT)
+	b = appendCandidates(b, m.Candidates)
+	return appendCreds(b, m.Creds)
+}
+
+func (m *ConnectRequest) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Target = r.peerID()
+	m.NAT = r.nat()
+	m.Candidates = r.candidates()
+	m.Creds = r.creds()
+	return r.err
+}
+
+func (m *ConnectOffer) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = append(b, m.From[:]...)
+	b = appendNAT(b, m.NAT)
+	b = appendCandidates(b, m.Candidates)
+	return appendCreds(b, m.Creds)
+}
+
+func (m *ConnectOffer) decode(r *reader) error {
+	m.ID = r.varint()
+	m.From = r.peerID()
+	m.NAT = r.nat()
+	m.Candidates = r.candidates()
+	m.Creds = r.creds()
+	return r.err
+}
+
+func (m *ConnectAnswer) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = quicvarint.Append(b, uint64(m.Code))
+	b = appendNAT(b, m.NAT)
+	b = appendCandidates(b, m.Candidates)
+	return appendCreds(b, m.Creds)
+}
+
+func (m *ConnectAnswer) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Code = r.code()
+	m.NAT = r.nat()
+	m.Candidates = r.candidates()
+	m.Creds = r.creds()
+	return r.err
+}
+
+func (m *ConnectResult) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = quicvarint.Append(b, uint64(m.Code))
+	b = appendNAT(b, m.NAT)
+	b = appendCandidates(b, m.Candidates)
+	b = appendCreds(b, m.Creds)
+	return quicvarint.Append(b, m.PeerRTTMicros)
+}
+
+func (m *ConnectResult) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Code = r.code()
+	m.NAT = r.nat()
+	m.Candidates = r.candidates()
+	m.Creds = r.creds()
+	m.PeerRTTMicros = r.varint()
+	return r.err
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func (r *reader) bool() bool {
+	switch v := r.byte1(); v {
+	case 0:
+		return false
+	case 1:
+		return true
+	default:
+		r.fail(fmt.Errorf("boolean %d", v))
+		return false
+	}
+}
+
+func (m *PunchNow) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = appendBool(b, m.Offer)
+	b = quicvarint.Append(b, m.Round)
+	b = quicvarint.Append(b, m.DelayMicros)
+	return quicvarint.Append(b, m.PeerRTTMicros)
+}
+
+func (m *PunchNow) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Offer = r.bool()
+	m.Round = r.varint()
+	m.DelayMicros = r.varint()
+	m.PeerRTTMicros = r.varint()
+	return r.err
+}
+
+func (m *PunchRequest) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = appendBool(b, m.Offer)
+	return quicvarint.Append(b, m.Round)
+}
+
+func (m *PunchRequest) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Offer = r.bool()
+	m.Round = r.varint()
+	return r.err
+}
+
+func (m *Error) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, uint64(m.Code))
+	t := m.Text
+	if len(t) > MaxErrorText {
+		t = t[:MaxErrorText]
+	}
+	return appendText(b, t)
+}
+
+func (m *Error) decode(r *reader) error {
+	m.Code = r.code()
+	m.Text = r.text(MaxErrorText)
+	return r.err
+}

@@ -1,0 +1,448 @@
+// Package wire is antnode's control protocol between peers and bootstrap
+// nodes: small, versioned, length-delimited binary messages carried on one
+// bidirectional QUIC stream per peer-to-bootstrap connection.
+//
+// A frame is a QUIC varint message type, a QUIC varint payload length and the
+// payload. Payload fields are QUIC varints, fixed-size byte strings and
+// length-prefixed lists; decoders ignore bytes after the fields they know, so
+// later versions can append fields. Decoders enforce MaxPayload, MaxCandidates
+// and field ranges and never panic on any input (see the Fuzz targets).
+//
+// The model is the frame set of draft-seemann-quic-nat-traversal (ADD_ADDRESS,
+// REMOVE_ADDRESS, PUNCH_ME_NOW) and draft-ietf-quic-address-discovery
+// (OBSERVED_ADDRESS), carried at the application layer because quic-go does
+// not expose extension frames. The package starts no goroutines.
+package wire
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/quic-go/quic-go/quicvarint"
+
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/nattype"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// ALPN is the TLS application protocol of control connections.
+const ALPN = "antnode-control/1"
+
+// Limits enforced by the decoders.
+const (
+	MaxPayload    = 4096 // bytes of one frame's payload
+	MaxCandidates = 32   // candidates in one message
+	MaxErrorText  = 256  // bytes of Error.Text
+	MaxUfrag      = 32   // bytes of Creds.Ufrag
+	MaxPwd        = 64   // bytes of Creds.Pwd
+)
+
+// Type is a message type.
+type Type uint64
+
+// Message types.
+const (
+	TypeRegister        Type = 0x01
+	TypeRegistered      Type = 0x02
+	TypeObservedAddress Type = 0x03
+	TypeAddAddress      Type = 0x04
+	TypeRemoveAddress   Type = 0x05
+	TypeConnectRequest  Type = 0x06
+	TypeConnectOffer    Type = 0x07
+	TypeConnectAnswer   Type = 0x08
+	TypeConnectResult   Type = 0x09
+	TypePunchNow        Type = 0x0a
+	TypePunchRequest    Type = 0x0b
+	TypeError           Type = 0x0c
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeRegister:
+		return "register"
+	case TypeRegistered:
+		return "registered"
+	case TypeObservedAddress:
+		return "observed_address"
+	case TypeAddAddress:
+		return "add_address"
+	case TypeRemoveAddress:
+		return "remove_address"
+	case TypeConnectRequest:
+		return "connect_request"
+	case TypeConnectOffer:
+		return "connect_offer"
+	case TypeConnectAnswer:
+		return "connect_answer"
+	case TypeConnectResult:
+		return "connect_result"
+	case TypePunchNow:
+		return "punch_now"
+	case TypePunchRequest:
+		return "punch_request"
+	case TypeError:
+		return "error"
+	}
+	return fmt.Sprintf("type(%#x)", uint64(t))
+}
+
+// Code is the outcome of a connect request, or the code of an Error message.
+type Code uint64
+
+// Codes.
+const (
+	CodeOK          Code = 0
+	CodeUnknownPeer Code = 1  // the target is not registered with this bootstrap
+	CodeRateLimited Code = 2  // the requester exceeded its request rate
+	CodeExpired     Code = 3  // the target did not answer in time
+	CodeRefused     Code = 4  // the target declined
+	CodeOverloaded  Code = 5  // the bootstrap sheds load
+	CodeSelf        Code = 6  // a peer asked to connect to itself
+	CodeGone        Code = 7  // the target's connection went away meanwhile
+	CodeBadRequest  Code = 8  // a malformed or out-of-order message
+	CodeVersion     Code = 9  // unsupported protocol version
+	CodeTooMany     Code = 10 // a per-peer limit (pending requests, candidates) was reached
+)
+
+func (c Code) String() string {
+	switch c {
+	case CodeOK:
+		return "ok"
+	case CodeUnknownPeer:
+		return "unknown_peer"
+	case CodeRateLimited:
+		return "rate_limited"
+	case CodeExpired:
+		return "expired"
+	case CodeRefused:
+		return "refused"
+	case CodeOverloaded:
+		return "overloaded"
+	case CodeSelf:
+		return "self"
+	case CodeGone:
+		return "gone"
+	case CodeBadRequest:
+		return "bad_request"
+	case CodeVersion:
+		return "version"
+	case CodeTooMany:
+		return "too_many"
+	}
+	return fmt.Sprintf("code(%d)", uint64(c))
+}
+
+// CandidateKind says how a candidate address was learnt (RFC 8445 terms).
+type CandidateKind uint8
+
+// Candidate kinds.
+const (
+	KindHost CandidateKind = iota + 1
+	KindServerReflexive
+	KindPeerReflexive
+	KindRelay
+	kindEnd
+)
+
+func (k CandidateKind) String() string {
+	switch k {
+	case KindHost:
+		return "host"
+	case KindServerReflexive:
+		return "srflx"
+	case KindPeerReflexive:
+		return "prflx"
+	case KindRelay:
+		return "relay"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Candidate is an address at which a peer may be reachable.
+type Candidate struct {
+	Kind     CandidateKind
+	Priority uint32
+	Addr     netip.AddrPort
+}
+
+// Creds are the short-term credentials of a peer's connectivity checks for
+// one attempt (ICE's ufrag and password, RFC 8445 section 5.3).
+type Creds struct {
+	Ufrag string
+	Pwd   string
+}
+
+// Message is one control message.
+type Message interface {
+	Type() Type
+	appendPayload(b []byte) []byte
+	decode(r *reader) error
+}
+
+// Register is the first message a peer sends on its control stream.
+type Register struct {
+	Version    uint64
+	NAT        nattype.Type
+	Candidates []Candidate
+}
+
+// Registered acknowledges a registration.
+type Registered struct {
+	Version  uint64
+	Observed netip.AddrPort // the peer's address as the bootstrap sees it
+	// AltSTUN are further addresses on which the bootstrap answers STUN, for
+	// mapping classification. May be empty.
+	AltSTUN []netip.AddrPort
+	// TTLSeconds is how long the registration lives without traffic.
+	TTLSeconds uint64
+}
+
+// ObservedAddress tells a peer its address as the bootstrap now sees it.
+type ObservedAddress struct {
+	Seq  uint64
+	Addr netip.AddrPort
+}
+
+// AddAddress announces a new candidate of the sender.
+type AddAddress struct {
+	Candidate Candidate
+}
+
+// RemoveAddress withdraws a candidate of the sender.
+type RemoveAddress struct {
+	Addr netip.AddrPort
+}
+
+// ConnectRequest asks the bootstrap to introduce the sender to Target.
+type ConnectRequest struct {
+	ID         uint64 // chosen by the requester, unique per control stream
+	Target     identity.PeerID
+	NAT        nattype.Type
+	Candidates []Candidate
+	Creds      Creds
+}
+
+// ConnectOffer tells a peer that From wants to connect.
+type ConnectOffer struct {
+	ID         uint64 // chosen by the bootstrap
+	From       identity.PeerID
+	NAT        nattype.Type
+	Candidates []Candidate
+	Creds      Creds
+}
+
+// ConnectAnswer is a peer's reply to a ConnectOffer.
+type ConnectAnswer struct {
+	ID         uint64 // the offer's ID
+	Code       Code
+	NAT        nattype.Type
+	Candidates []Candidate
+	Creds      Creds
+}
+
+// ConnectResult is the bootstrap's reply to a ConnectRequest.
+type ConnectResult struct {
+	ID         uint64 // the request's ID
+	Code       Code
+	NAT        nattype.Type
+	Candidates []Candidate
+	Creds      Creds
+	// PeerRTTMicros is the bootstrap's RTT estimate to the target.
+	PeerRTTMicros uint64
+}
+
+// PunchNow tells a peer to start punching round Round after DelayMicros.
+// A new round supersedes every earlier round of the same ID.
+type PunchNow struct {
+	ID          uint64 // the request ID (requester) or offer ID (target)
+	Offer       bool   // ID is an offer ID: the receiver is the target
+	Round       uint64
+	DelayMicros uint64
+	// PeerRTTMicros is the bootstrap's RTT estimate to the other peer.
+	PeerRTTMicros uint64
+}
+
+// PunchRequest asks the bootstrap to start a new round for ID.
+type PunchRequest struct {
+	ID    uint64
+	Offer bool // ID is an offer ID: the sender is the target
+	Round uint64
+}
+
+// Error reports a protocol error; the sender closes the stream after it.
+type Error struct {
+	Code Code
+	Text string
+}
+
+func (*Register) Type() Type        { return TypeRegister }
+func (*Registered) Type() Type      { return TypeRegistered }
+func (*ObservedAddress) Type() Type { return TypeObservedAddress }
+func (*AddAddress) Type() Type      { return TypeAddAddress }
+func (*RemoveAddress) Type() Type   { return TypeRemoveAddress }
+func (*ConnectRequest) Type() Type  { return TypeConnectRequest }
+func (*ConnectOffer) Type() Type    { return TypeConnectOffer }
+func (*ConnectAnswer) Type() Type   { return TypeConnectAnswer }
+func (*ConnectResult) Type() Type   { return TypeConnectResult }
+func (*PunchNow) Type() Type        { return TypePunchNow }
+func (*PunchRequest) Type() Type    { return TypePunchRequest }
+func (*Error) Type() Type           { return TypeError }
+
+func (e *Error) Error() string { return fmt.Sprintf("wire: remote error %s: %s", e.Code, e.Text) }
+
+// newMessage returns an empty message of type t, or nil for an unknown type.
+func newMessage(t Type) Message {
+	switch t {
+	case TypeRegister:
+		return new(Register)
+	case TypeRegistered:
+		return new(Registered)
+	case TypeObservedAddress:
+		return new(ObservedAddress)
+	case TypeAddAddress:
+		return new(AddAddress)
+	case TypeRemoveAddress:
+		return new(RemoveAddress)
+	case TypeConnectRequest:
+		return new(ConnectRequest)
+	case TypeConnectOffer:
+		return new(ConnectOffer)
+	case TypeConnectAnswer:
+		return new(ConnectAnswer)
+	case TypeConnectResult:
+		return new(ConnectResult)
+	case TypePunchNow:
+		return new(PunchNow)
+	case TypePunchRequest:
+		return new(PunchRequest)
+	case TypeError:
+		return new(Error)
+	}
+	return nil
+}
+
+// Errors returned by the decoders.
+var (
+	// ErrMalformed: the bytes are not a valid message.
+	ErrMalformed = errors.New("wire: malformed message")
+	// ErrTooLarge: a frame's payload exceeds MaxPayload.
+	ErrTooLarge = errors.New("wire: frame too large")
+)
+
+// UnknownTypeError is returned for a frame of a type this version does not
+// know. The frame has been consumed; a receiver may skip it.
+type UnknownTypeError struct{ Type Type }
+
+func (e *UnknownTypeError) Error() string { return fmt.Sprintf("wire: unknown message %s", e.Type) }
+
+// Append appends m as one frame to b. It does not check the limits; Marshal
+// and Write do.
+func Append(b []byte, m Message) []byte {
+	p := m.appendPayload(make([]byte, 0, 64))
+	b = quicvarint.Append(b, uint64(m.Type()))
+	b = quicvarint.Append(b, uint64(len(p)))
+	return append(b, p...)
+}
+
+// Marshal returns m as one frame. It fails if the receiver's decoder would
+// refuse the frame (a limit exceeded or a field out of range), so that a
+// node never sends what its peer must reject.
+func Marshal(m Message) ([]byte, error) {
+	b := Append(make([]byte, 0, 64), m)
+	if _, _, err := Parse(b); err != nil {
+		return nil, fmt.Errorf("wire: marshal %s: %w", m.Type(), err)
+	}
+	return b, nil
+}
+
+// Parse decodes one frame from the start of b and returns the message and
+// the number of bytes consumed.
+func Parse(b []byte) (Message, int, error) {
+	t, n1, err := quicvarint.Parse(b)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: type: %v", ErrMalformed, err)
+	}
+	l, n2, err := quicvarint.Parse(b[n1:])
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: length: %v", ErrMalformed, err)
+	}
+	if l > MaxPayload {
+		return nil, 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, l)
+	}
+	end := n1 + n2 + int(l)
+	if end > len(b) {
+		return nil, 0, fmt.Errorf("%w: truncated frame", ErrMalformed)
+	}
+	m, err := decodePayload(Type(t), b[n1+n2:end])
+	return m, end, err
+}
+
+func decodePayload(t Type, p []byte) (Message, error) {
+	m := newMessage(t)
+	if m == nil {
+		return nil, &UnknownTypeError{Type: t}
+	}
+	r := reader{b: p}
+	if err := m.decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, t, err)
+	}
+	return m, nil
+}
+
+// Reader reads frames from a stream.
+type Reader struct {
+	br  *bufio.Reader
+	buf []byte
+}
+
+// NewReader returns a Reader on r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, 1024)}
+}
+
+// Read reads the next frame. It returns io.EOF at a clean end of stream,
+// *UnknownTypeError for a frame it skipped, and ErrMalformed or ErrTooLarge
+// for input after which the stream cannot be trusted.
+func (r *Reader) Read() (Message, error) {
+	t, err := quicvarint.Read(r.br)
+	if err != nil {
+		return nil, err // io.EOF at a frame boundary is a clean end
+	}
+	l, err := quicvarint.Read(r.br)
+	if err != nil {
+		return nil, fmt.Errorf("%w: length: %v", ErrMalformed, noEOF(err))
+	}
+	if l > MaxPayload {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, l)
+	}
+	if cap(r.buf) < int(l) {
+		r.buf = make([]byte, l)
+	}
+	p := r.buf[:l]
+	if _, err := io.ReadFull(r.br, p); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, noEOF(err))
+	}
+	return decodePayload(Type(t), p)
+}
+
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Write writes m as one frame to w.
+func Write(w io.Writer, m Message) error {
+	b, err := Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/traversal"
+)
+
+type connectOptions struct {
+	peer           identity.PeerID
+	bootstrapNodes string
+	key            string
+	listen         string
+	send           int64
+	timeout        time.Duration
+	json           bool
+	log            logFlags
+}
+
+// connectResult is the JSON outcome of `antnode connect --json`.
+type connectResult struct {
+	Peer          string  `json:"peer"`
+	Connected     bool    `json:"connected"`
+	Path          string  `json:"path"`
+	TimeToConnect float64 `json:"time_to_connect_ms"`
+	RTT           float64 `json:"rtt_ms"`
+	BytesVerified int64   `json:"bytes_verified"`
+	ThroughputMbs float64 `json:"throughput_mbps,omitempty"`
+	Attempt       string  `json:"attempt_id,omitempty"`
+	Phase         string  `json:"failed_phase,omitempty"`
+	Reason        string  `json:"reason,omitempty"`
+	Error         string  `json:"error,omitempty"`
+}
+
+func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o connectOptions
+	fs := flag.NewFlagSet("antnode connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
+	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity)")
+	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address to connect from")
+	send := fs.String("send", "0", "bytes of pseudo-random data to send and have verified (e.g. 1048576, 4MiB)")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object")
+	o.log.register(fs, "warn")
+	pos, err := parseWithPositional(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "antnode connect: exactly one PEERID is required")
+		return exitUsage
+	}
+	if o.peer, err = identity.ParsePeerID(pos[0]); err != nil {
+		fmt.Fprintln(stderr, "antnode connect:", err)
+		return exitUsage
+	}
+	if o.send, err = parseSize(*send); err != nil {
+		fmt.Fprintln(stderr, "antnode connect: --send:", err)
+		return exitUsage
+	}
+	if o.bootstrapNodes == "" {
+		fmt.Fprintln(stderr, "antnode connect: --bootstrap-nodes is required")
+		return exitUsage
+	}
+	if o.timeout <= 0 {
+		fmt.Fprintln(stderr, "antnode connect: --timeout must be positive")
+		return exitUsage
+	}
+	log, mode, err := o.log.build(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode connect:", err)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	tl := &timeline{}
+	res := runConnect(ctx, o, log, mode, prometheus.NewRegistry(), tl)
+	if o.json {
+		b, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, string(b))
+	} else {
+		printHuman(stdout, res, tl)
+	}
+	if !res.Connected || res.Error != "" {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// runConnect registers an (ephemeral) peer, connects to o.peer and
+// optionally verifies a transfer. Every failure is described in the result.
+func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode monitor.AddressMode, reg prometheus.Registerer, tl *timeline) connectResult {
+	res := connectResult{Peer: o.peer.String(), Path: "none"}
+	fail := func(phase string, reason monitor.Reason, err error) connectResult {
+		res.Phase, res.Reason, res.Error = phase, reason.String(), oneLine(err)
+		return res
+	}
+	bs, err := parseBootstraps(o.bootstrapNodes)
+	if err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
+	id, err := loadIdentity(o.key, log)
+	if err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
+	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: reg, Addresses: mode})
+	if err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
+	tl.next = mon
+	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log})
+	if err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
+	defer ep.Close()
+	node, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: tl, Logger: log,
+		ConnectTimeout: o.timeout})
+	if err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
+	defer node.Close()
+	if err := node.WaitReady(ctx); err != nil {
+		return fail("register", monitor.ReasonBootstrapUnreachable, err)
+	}
+	c, err := node.Connect(ctx, o.peer)
+	if err != nil {
+		var ce *traversal.ConnectError
+		if errors.As(err, &ce) {
+			return fail(ce.Phase.String(), ce.Reason, ce.Err)
+		}
+		return fail("connect", traversal.Reason(err), err)
+	}
+	defer c.Close()
+	res.Connected = true
+	res.Path = c.Path().String()
+	res.Attempt = c.Attempt().String()
+	res.TimeToConnect = ms(c.TimeToConnect())
+	if o.send > 0 {
+		tr, err := c.SendVerified(ctx, o.send)
+		if err != nil {
+			res.RTT = ms(c.RTT())
+			return fail("transfer", traversal.Reason(err), err)
+		}
+		res.BytesVerified = tr.Bytes
+		res.ThroughputMbs = float64(int(tr.Mbps*10)) / 10
+	}
+	res.RTT = ms(c.RTT())
+	return res
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// timeline is a Recorder that keeps the phase events of the process (for
+// the human-readable report) and passes every event on.
+type timeline struct {
+	next monitor.Recorder
+
+	mu     sync.Mutex
+	events []monitor.Event
+}
+
+func (t *timeline) Record(ev monitor.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	switch ev.Kind {
+	case monitor.KindAttemptStart, monitor.KindPhaseEnd, monitor.KindAttemptEnd, monitor.KindPathValidated,
+		monitor.KindBootstrapRequest, monitor.KindRecovery, monitor.KindFallback, monitor.KindThroughput:
+		t.mu.Lock()
+		if len(t.events) < 1000 {
+			t.events = append(t.events, ev)
+		}
+		t.mu.Unlock()
+	}
+	if t.next != nil {
+		t.next.Record(ev)
+	}
+}
+
+func printHuman(w io.Writer, res connectResult, tl *timeline) {
+	tl.mu.Lock()
+	events := append([]monitor.Event(nil), tl.events...)
+	tl.mu.Unlock()
+	var start time.Time
+	for _, ev := range events {
+		if ev.Kind == monitor.KindAttemptStart {
+			start = ev.Time
+			fmt.Fprintf(w, "attempt %s to %s\n", ev.Attempt, shortPeer(res.Peer))
+			continue
+		}
+		if start.IsZero() {
+			if ev.Kind == monitor.KindBootstrapRequest {
+				fmt.Fprintf(w, "  bootstrap %-2s %-10s %-8s %8.2f ms\n", ev.Bootstrap, ev.Detail, ev.Outcome, ms(ev.Duration))
+			}
+			continue
+		}
+		off := ms(ev.Time.Sub(start))
+		switch ev.Kind {
+		case monitor.KindPhaseEnd:
+			line := fmt.Sprintf("  +%8.2f ms  %-11s %-8s %8.2f ms", off, ev.Phase, ev.Outcome, ms(ev.Duration))
+			if ev.Reason != monitor.ReasonNone {
+				line += "  (" + ev.Reason.String() + ")"
+			}
+			fmt.Fprintln(w, line)
+		case monitor.KindPathValidated:
+			fmt.Fprintf(w, "  +%8.2f ms  path validated, rtt %.2f ms, %d pair(s)\n", off, ms(ev.Duration), int(ev.Value))
+		case monitor.KindRecovery, monitor.KindFallback:
+			fmt.Fprintf(w, "  +%8.2f ms  %s: %s (%s)\n", off, ev.Kind, ev.Detail, ev.Reason)
+		case monitor.KindAttemptEnd:
+			fmt.Fprintf(w, "  +%8.2f ms  %s\n", off, map[bool]string{true: "connected", false: "failed"}[ev.Outcome == monitor.OutcomeOK])
+		}
+	}
+	if !res.Connected {
+		fmt.Fprintf(w, "FAILED (%s, %s): %s\n", res.Phase, res.Reason, res.Error)
+		return
+	}
+	fmt.Fprintf(w, "connected to %s: path %s, time to connect %.2f ms, rtt %.2f ms\n", shortPeer(res.Peer), res.Path, res.TimeToConnect, res.RTT)
+	if res.BytesVerified > 0 {
+		fmt.Fprintf(w, "transfer: %d bytes verified by SHA-256 on the peer, %.1f Mbit/s\n", res.BytesVerified, res.ThroughputMbs)
+	}
+	if res.Error != "" {
+		fmt.Fprintf(w, "FAILED (%s, %s): %s\n", res.Phase, res.Reason, res.Error)
+	}
+}
+
+func shortPeer(s string) string {
+	if len(s) > 10 {
+		return s[:10]
+	}
+	return s
+}

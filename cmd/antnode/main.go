@@ -1,0 +1,195 @@
+// Command antnode is a QUIC NAT-traversal peer-to-peer node with built-in
+// monitoring. It runs as a peer (default), as a bootstrap node (--bootstrap),
+// or one-shot: `antnode id` prints a key's peer ID, `antnode connect` asks a
+// bootstrap for an introduction to a peer and verifies a transfer.
+//
+// main parses flags, builds the logger and the Prometheus registry, and
+// calls a run function; everything else lives in the packages.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/traversal"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "":
+		return mainNode(ctx, args, stdout, stderr)
+	case "id":
+		return mainID(args, stdout, stderr)
+	case "connect":
+		return mainConnect(ctx, args, stdout, stderr)
+	case "help":
+		usage(stdout)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "antnode: unknown command %q\n", cmd)
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  antnode [--bootstrap] --listen HOST:PORT [--bootstrap-nodes ADDR[,ADDR...]] --key PATH [flags]
+      run a peer (default) or a bootstrap node (--bootstrap)
+  antnode id --key PATH
+      print the peer ID of a key (creating the key if missing)
+  antnode connect PEERID --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json]
+      connect to a peer through a bootstrap, optionally verify a transfer
+ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
+Run "antnode [command] -h" for the flags of a command.
+`)
+}
+
+// logFlags are the logging flags every command has.
+type logFlags struct {
+	level     string
+	format    string
+	addresses string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet, defLevel string) {
+	fs.StringVar(&l.level, "log-level", defLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+	fs.StringVar(&l.addresses, "log-addresses", "sanitized", "addresses in logs: sanitized (keyed hash) or full")
+}
+
+func (l *logFlags) build(w io.Writer) (*slog.Logger, monitor.AddressMode, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, 0, fmt.Errorf("--log-level: %w", err)
+	}
+	mode, err := monitor.ParseAddressMode(l.addresses)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--log-addresses: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), mode, nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), mode, nil
+	}
+	return nil, 0, fmt.Errorf("--log-format %q: want text or json", l.format)
+}
+
+// parseWithPositional parses fs over args, allowing positional arguments
+// before, between or after the flags.
+func parseWithPositional(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// loadIdentity loads (or creates) the key at path, or returns an ephemeral
+// identity when path is empty.
+func loadIdentity(path string, log *slog.Logger) (*identity.Identity, error) {
+	if path == "" {
+		return identity.Generate()
+	}
+	id, created, err := identity.LoadOrCreate(path)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("created a new key", "path", path, "peer", id.ID().String())
+	} else if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("key file is readable by others; chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	return id, nil
+}
+
+func mainID(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("antnode id", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	key := fs.String("key", "", "path of the node's Ed25519 key (created with mode 0600 if missing)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *key == "" || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "antnode id: --key PATH is required")
+		return exitUsage
+	}
+	id, _, err := identity.LoadOrCreate(*key)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode id:", err)
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, id.ID())
+	return exitOK
+}
+
+// parseSize parses a byte count: a plain number or one with a unit (B, KB,
+// MB, GB, KiB, MiB, GiB).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || (mult > 1 && n > (1<<62)/mult) {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return n * mult, nil
+}
+
+// waitSignal blocks until ctx ends (SIGINT/SIGTERM).
+func waitSignal(ctx context.Context, log *slog.Logger) {
+	<-ctx.Done()
+	log.Info("shutting down")
+}
+
+func parseBootstraps(s string) ([]traversal.Bootstrap, error) {
+	bs, err := traversal.ParseBootstraps(s)
+	if err != nil {
+		return nil, fmt.Errorf("--bootstrap-nodes: %w", err)
+	}
+	return bs, nil
+}

@@ -1,0 +1,122 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+func listen(t *testing.T) *Endpoint {
+	t.Helper()
+	ep, err := Listen("udp4", "127.0.0.1:0", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	return ep
+}
+
+// echoBinding answers Binding requests with the source address.
+func echoBinding(ep *Endpoint) {
+	ep.HandleRequests(func(m *stun.Message, from netip.AddrPort) {
+		resp := stun.MustBuild(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())})
+		ep.WriteTo(resp.Raw, from)
+	})
+}
+
+func TestRoundTripAndDemux(t *testing.T) {
+	a, b := listen(t), listen(t)
+	echoBinding(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	resp, rtt, re, err := a.RoundTrip(ctx, req, b.LocalAddr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xor stun.XORMappedAddress
+	if err := xor.GetFrom(resp.Msg); err != nil {
+		t.Fatal(err)
+	}
+	if xor.Port != int(a.LocalAddr().Port()) || resp.From != b.LocalAddr() || rtt <= 0 || re != 0 {
+		t.Fatalf("mapped %v from %v rtt %v retransmits %d", xor, resp.From, rtt, re)
+	}
+	// Non-STUN garbage and unsolicited responses are counted, not crashes.
+	raw, _ := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(a.LocalAddr()))
+	defer raw.Close()
+	raw.Write([]byte{0x01, 0x02, 0x03, 0x04})
+	raw.Write(stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw)
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && (a.Stats().NonSTUN == 0 || a.Stats().STUNUnmatched == 0) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := a.Stats()
+	if st.NonSTUN != 1 || st.STUNUnmatched != 1 || st.STUNResponses != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestRoundTripRetransmitsAndTimesOut(t *testing.T) {
+	a, b := listen(t), listen(t) // b has no handler: silence
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Millisecond)
+	defer cancel()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	_, _, re, err := a.RoundTrip(ctx, req, b.LocalAddr(), []time.Duration{20 * time.Millisecond})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if re < 3 {
+		t.Fatalf("%d retransmits in 120 ms at 20 ms RTO", re)
+	}
+	if b.Stats().HandlerAbsent == 0 {
+		t.Fatal("requests without a handler were not counted")
+	}
+}
+
+func TestTransactionBounds(t *testing.T) {
+	ep, err := Listen("udp4", "127.0.0.1:0", Config{MaxTransactions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	var ids [3][stun.TransactionIDSize]byte
+	for i := range ids {
+		ids[i][0] = byte(i + 1)
+	}
+	_, r1, err := ep.Expect(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ep.Expect(ids[0]); !errors.Is(err, ErrDuplicateID) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	_, r2, _ := ep.Expect(ids[1])
+	if _, _, err := ep.Expect(ids[2]); !errors.Is(err, ErrTooManyTransactions) {
+		t.Fatalf("over the bound: %v", err)
+	}
+	r1()
+	r2()
+	if _, _, err := ep.Expect(ids[2]); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+}
+
+func TestCloseIsIdempotent(t *testing.T) {
+	ep, err := Listen("udp4", "127.0.0.1:0", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ep.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ep.Close()
+	if _, _, err := ep.Expect([stun.TransactionIDSize]byte{1}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+}

@@ -1,0 +1,122 @@
+package holepunch
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
+)
+
+func agentOn(t *testing.T) (*Agent, *endpoint.Endpoint) {
+	t.Helper()
+	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	a, err := NewAgent(AgentConfig{Endpoint: ep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a, ep
+}
+
+func hostOf(ep *endpoint.Endpoint) []wire.Candidate {
+	return []wire.Candidate{{Kind: wire.KindHost, Priority: Priority(wire.KindHost, 1), Addr: ep.LocalAddr()}}
+}
+
+func TestPunchValidatesBothWays(t *testing.T) {
+	a, epA := agentOn(t)
+	b, epB := agentOn(t)
+	ca, cb := NewCreds(), NewCreds()
+	sa, err := a.Open(ca, cb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	sb, err := b.Open(cb, ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	type out struct {
+		res Result
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		r, err := sb.Punch(ctx, hostOf(epA), PunchConfig{})
+		done <- out{r, err}
+	}()
+	ra, err := sa.Punch(ctx, hostOf(epB), PunchConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.Best.Remote != epB.LocalAddr() || ra.Best.RTT <= 0 || ra.Best.Mapped != epA.LocalAddr() {
+		t.Fatalf("A's best pair %+v", ra.Best)
+	}
+	rb := <-done
+	if rb.err != nil || rb.res.Best.Remote != epA.LocalAddr() {
+		t.Fatalf("B: %+v, %v", rb.res.Best, rb.err)
+	}
+	if sa.PeerChecksAnswered() == 0 || sb.PeerChecksAnswered() == 0 {
+		t.Fatal("a side answered none of the other's checks")
+	}
+}
+
+func TestWrongCredentialsNeverValidate(t *testing.T) {
+	a, _ := agentOn(t)
+	b, epB := agentOn(t)
+	ca, cb := NewCreds(), NewCreds()
+	sa, _ := a.Open(ca, wire.Creds{Ufrag: cb.Ufrag, Pwd: "wrong password"}, nil)
+	defer sa.Close()
+	sb, _ := b.Open(cb, ca, nil)
+	defer sb.Close()
+	_, err := sa.Punch(context.Background(), hostOf(epB), PunchConfig{Plan: PlanConfig{Budget: 200 * time.Millisecond, MaxRTO: 50 * time.Millisecond}})
+	if !errors.Is(err, ErrNoPath) {
+		t.Fatalf("got %v, want ErrNoPath", err)
+	}
+	if sb.PeerChecksAnswered() != 0 {
+		t.Fatal("checks with a wrong password were answered")
+	}
+	if b.stats.badIntegrity.Load() == 0 {
+		t.Fatal("bad integrity not counted")
+	}
+}
+
+func TestTriggeredCheckLearnsPeerReflexive(t *testing.T) {
+	// B announces nothing usable; A's checks reach B, and B's triggered
+	// check back validates A's real address as peer-reflexive.
+	a, epA := agentOn(t)
+	b, _ := agentOn(t)
+	ca, cb := NewCreds(), NewCreds()
+	sa, _ := a.Open(ca, cb, nil)
+	defer sa.Close()
+	sb, _ := b.Open(cb, ca, nil)
+	defer sb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	bogus := []wire.Candidate{{Kind: wire.KindHost, Priority: 1, Addr: netipMust("127.0.0.1:9")}}
+	done := make(chan Result, 1)
+	go func() {
+		r, _ := sb.Punch(ctx, bogus, PunchConfig{Plan: PlanConfig{Budget: 2 * time.Second}})
+		done <- r
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if _, err := sa.Punch(ctx, hostOf(b.ep), PunchConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := <-done
+	if rb.Best.Remote != epA.LocalAddr() || rb.Best.Kind != wire.KindPeerReflexive {
+		t.Fatalf("B's best %+v, want A's address as prflx", rb.Best)
+	}
+}
+
+func netipMust(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -1,0 +1,378 @@
+package monitor
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The eight metric names of the monitoring specification are a contract and
+// are spelled exactly as there (milliseconds and Mbit/s); every other metric
+// uses the antnode_ prefix and base units. No label ever carries a peer ID or
+// an address.
+const (
+	MetricNATAttempts        = "nat_attempts_total"
+	MetricNATResults         = "nat_results_total"
+	MetricNATDuration        = "nat_duration_ms"
+	MetricBootstrapRequests  = "bootstrap_requests_total"
+	MetricBootstrapResponse  = "bootstrap_response_time_ms"
+	MetricNATTraversalByType = "nat_traversal_by_type_total"
+	MetricConnectionLatency  = "connection_latency_ms"
+	MetricConnectionThru     = "connection_throughput_mbps"
+)
+
+// cache holds the children of a metric vector by a comparable key, so that
+// the hot path is a read-locked map lookup without allocation.
+type cache[K comparable, T any] struct {
+	mu sync.RWMutex
+	m  map[K]T
+	mk func(K) T
+}
+
+func newCache[K comparable, T any](mk func(K) T) *cache[K, T] {
+	return &cache[K, T]{m: make(map[K]T), mk: mk}
+}
+
+func (c *cache[K, T]) get(k K) T {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.m[k]; ok {
+		return v
+	}
+	v = c.mk(k)
+	c.m[k] = v
+	return v
+}
+
+type resultKey struct {
+	role, result string
+	reason       Reason
+	path         Path
+}
+
+type durKey struct {
+	result string
+	path   Path
+}
+
+type bsKey struct{ bootstrap, typ, result string }
+
+type bsTypeKey struct{ bootstrap, typ string }
+
+type natKey struct{ local, peer, result string }
+
+type phaseKey struct {
+	phase   Phase
+	outcome Outcome
+}
+
+type migKey struct {
+	reason  Reason
+	outcome Outcome
+}
+
+type recKey struct {
+	strategy string
+	outcome  Outcome
+}
+
+type metrics struct {
+	collectors []prometheus.Collector
+
+	attempts     *cache[string, prometheus.Counter]
+	results      *cache[resultKey, prometheus.Counter]
+	duration     *cache[durKey, prometheus.Observer]
+	bsRequests   *cache[bsKey, prometheus.Counter]
+	bsResponse   *cache[bsTypeKey, prometheus.Observer]
+	byType       *cache[natKey, prometheus.Counter]
+	latency      *cache[Path, prometheus.Observer]
+	throughput   *cache[Path, prometheus.Observer]
+	phase        *cache[phaseKey, prometheus.Observer]
+	events       *cache[Kind, prometheus.Counter]
+	candidates   *cache[string, prometheus.Counter]
+	checks       *cache[string, prometheus.Counter]
+	fallbacks    *cache[Reason, prometheus.Counter]
+	migrations   *cache[migKey, prometheus.Counter]
+	recovery     *cache[recKey, prometheus.Counter]
+	security     *cache[Reason, prometheus.Counter]
+	bootstrapUp  *cache[string, prometheus.Gauge]
+	registered   prometheus.Gauge
+	registration *cache[Outcome, prometheus.Counter]
+	relayOps     *cache[bsTypeKey, prometheus.Counter]
+	relayBytes   prometheus.Counter
+	natInfo      *prometheus.GaugeVec
+}
+
+func msBuckets() []float64 {
+	return []float64{1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
+}
+
+func newMetrics() *metrics {
+	m := &metrics{}
+	add := func(c prometheus.Collector) { m.collectors = append(m.collectors, c) }
+
+	attempts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricNATAttempts,
+		Help: "NAT traversal (connection) attempts started, by role (initiator or responder).",
+	}, []string{"role"})
+	add(attempts)
+	m.attempts = newCache(func(role string) prometheus.Counter { return attempts.WithLabelValues(role) })
+
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricNATResults,
+		Help: "NAT traversal attempts ended, by role, result (success or failure), reason and path type.",
+	}, []string{"role", "result", "reason", "path"})
+	add(results)
+	m.results = newCache(func(k resultKey) prometheus.Counter {
+		return results.WithLabelValues(k.role, k.result, k.reason.String(), k.path.String())
+	})
+
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    MetricNATDuration,
+		Help:    "Time to establish a connection (or to fail), in milliseconds, by result and path type.",
+		Buckets: msBuckets(),
+	}, []string{"result", "path"})
+	add(duration)
+	m.duration = newCache(func(k durKey) prometheus.Observer {
+		return duration.WithLabelValues(k.result, k.path.String())
+	})
+
+	bsReq := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricBootstrapRequests,
+		Help: "Requests to bootstrap nodes, by bootstrap (index in the configured list), request type and result.",
+	}, []string{"bootstrap", "type", "result"})
+	add(bsReq)
+	m.bsRequests = newCache(func(k bsKey) prometheus.Counter {
+		return bsReq.WithLabelValues(k.bootstrap, k.typ, k.result)
+	})
+
+	bsResp := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    MetricBootstrapResponse,
+		Help:    "Bootstrap node response time in milliseconds, by bootstrap and request type.",
+		Buckets: msBuckets(),
+	}, []string{"bootstrap", "type"})
+	add(bsResp)
+	m.bsResponse = newCache(func(k bsTypeKey) prometheus.Observer {
+		return bsResp.WithLabelValues(k.bootstrap, k.typ)
+	})
+
+	byType := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricNATTraversalByType,
+		Help: "Ended NAT traversal attempts by local NAT class, peer NAT class and result.",
+	}, []string{"local_nat", "peer_nat", "result"})
+	add(byType)
+	m.byType = newCache(func(k natKey) prometheus.Counter { return byType.WithLabelValues(k.local, k.peer, k.result) })
+
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    MetricConnectionLatency,
+		Help:    "Connection round-trip time in milliseconds (QUIC's smoothed RTT), by path type.",
+		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 40, 80, 150, 300, 600, 1200},
+	}, []string{"path"})
+	add(latency)
+	m.latency = newCache(func(p Path) prometheus.Observer { return latency.WithLabelValues(p.String()) })
+
+	thru := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    MetricConnectionThru,
+		Help:    "Throughput of verified transfers in Mbit/s, by path type.",
+		Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000},
+	}, []string{"path"})
+	add(thru)
+	m.throughput = newCache(func(p Path) prometheus.Observer { return thru.WithLabelValues(p.String()) })
+
+	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "antnode_phase_duration_seconds",
+		Help:    "Duration of each connection phase, by phase and outcome.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"phase", "outcome"})
+	add(phase)
+	m.phase = newCache(func(k phaseKey) prometheus.Observer {
+		return phase.WithLabelValues(k.phase.String(), k.outcome.String())
+	})
+
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_events_total",
+		Help: "Monitoring events reported, by kind.",
+	}, []string{"kind"})
+	add(events)
+	m.events = newCache(func(k Kind) prometheus.Counter { return events.WithLabelValues(k.String()) })
+
+	cands := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_candidates_total",
+		Help: "Candidate addresses found, by candidate kind (host, srflx, prflx, relay).",
+	}, []string{"kind"})
+	add(cands)
+	m.candidates = newCache(func(k string) prometheus.Counter { return cands.WithLabelValues(k) })
+
+	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_connectivity_checks_total",
+		Help: "Connectivity checks, by result (sent, answered).",
+	}, []string{"result"})
+	add(checks)
+	m.checks = newCache(func(k string) prometheus.Counter { return checks.WithLabelValues(k) })
+
+	fb := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_fallbacks_total",
+		Help: "Fallbacks taken (e.g. direct to relay), by reason.",
+	}, []string{"reason"})
+	add(fb)
+	m.fallbacks = newCache(func(r Reason) prometheus.Counter { return fb.WithLabelValues(r.String()) })
+
+	mig := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_migrations_total",
+		Help: "Connection migrations and path upgrades, by reason and outcome.",
+	}, []string{"reason", "outcome"})
+	add(mig)
+	m.migrations = newCache(func(k migKey) prometheus.Counter {
+		return mig.WithLabelValues(k.reason.String(), k.outcome.String())
+	})
+
+	rec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_recovery_actions_total",
+		Help: "Recovery actions taken, by strategy and outcome.",
+	}, []string{"strategy", "outcome"})
+	add(rec)
+	m.recovery = newCache(func(k recKey) prometheus.Counter {
+		return rec.WithLabelValues(k.strategy, k.outcome.String())
+	})
+
+	sec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_security_events_total",
+		Help: "Security events (authentication failures, rate limits, refused requests), by reason.",
+	}, []string{"reason"})
+	add(sec)
+	m.security = newCache(func(r Reason) prometheus.Counter { return sec.WithLabelValues(r.String()) })
+
+	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "antnode_bootstrap_up",
+		Help: "Whether the node is registered with a bootstrap (1) or not (0), by bootstrap.",
+	}, []string{"bootstrap"})
+	add(up)
+	m.bootstrapUp = newCache(func(b string) prometheus.Gauge { return up.WithLabelValues(b) })
+
+	m.registered = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "antnode_registered_peers",
+		Help: "Peers currently registered with this bootstrap node.",
+	})
+	add(m.registered)
+	reg := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_registrations_total",
+		Help: "Peer registrations at this bootstrap node, by event (joined, left).",
+	}, []string{"event"})
+	add(reg)
+	m.registration = newCache(func(o Outcome) prometheus.Counter {
+		if o == OutcomeOK {
+			return reg.WithLabelValues("joined")
+		}
+		return reg.WithLabelValues("left")
+	})
+
+	relayOps := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "antnode_relay_operations_total",
+		Help: "Relay operations (allocate, refresh, release, permission), by operation and result.",
+	}, []string{"operation", "result"})
+	add(relayOps)
+	m.relayOps = newCache(func(k bsTypeKey) prometheus.Counter { return relayOps.WithLabelValues(k.bootstrap, k.typ) })
+	m.relayBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "antnode_relay_bytes_total",
+		Help: "Bytes carried through relay allocations.",
+	})
+	add(m.relayBytes)
+
+	m.natInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "antnode_nat_type_info",
+		Help: "The node's measured NAT class (value 1 on the current class).",
+	}, []string{"class"})
+	add(m.natInfo)
+	return m
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range m.collectors {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func result(o Outcome) string {
+	if o == OutcomeOK {
+		return "success"
+	}
+	return "failure"
+}
+
+func ms(ev *Event) float64 { return float64(ev.Duration.Nanoseconds()) / 1e6 }
+
+func (m *metrics) observe(ev *Event) {
+	m.events.get(ev.Kind).Inc()
+	switch ev.Kind {
+	case KindAttemptStart:
+		m.attempts.get(ev.Detail).Inc()
+	case KindAttemptEnd:
+		r := result(ev.Outcome)
+		m.results.get(resultKey{role: ev.Detail, result: r, reason: ev.Reason, path: ev.Path}).Inc()
+		m.duration.get(durKey{result: r, path: ev.Path}).Observe(ms(ev))
+		local, peer := ev.NAT, ev.PeerNAT
+		if local == "" {
+			local = "unknown"
+		}
+		if peer == "" {
+			peer = "unknown"
+		}
+		m.byType.get(natKey{local: local, peer: peer, result: r}).Inc()
+	case KindPhaseEnd:
+		m.phase.get(phaseKey{phase: ev.Phase, outcome: ev.Outcome}).Observe(ev.Duration.Seconds())
+	case KindBootstrapRequest:
+		r := result(ev.Outcome)
+		m.bsRequests.get(bsKey{bootstrap: ev.Bootstrap, typ: ev.Detail, result: r}).Inc()
+		if ev.Outcome == OutcomeOK {
+			m.bsResponse.get(bsTypeKey{bootstrap: ev.Bootstrap, typ: ev.Detail}).Observe(ms(ev))
+		}
+	case KindBootstrapState:
+		v := 0.0
+		if ev.Outcome == OutcomeOK {
+			v = 1
+		}
+		m.bootstrapUp.get(ev.Bootstrap).Set(v)
+	case KindLatency:
+		m.latency.get(ev.Path).Observe(ms(ev))
+	case KindThroughput:
+		m.throughput.get(ev.Path).Observe(ev.Value)
+	case KindCandidate:
+		m.candidates.get(ev.Detail).Inc()
+	case KindCheckSent:
+		m.checks.get("sent").Inc()
+	case KindCheckAnswered:
+		m.checks.get("answered").Inc()
+	case KindFallback:
+		m.fallbacks.get(ev.Reason).Inc()
+	case KindMigration:
+		m.migrations.get(migKey{reason: ev.Reason, outcome: ev.Outcome}).Inc()
+	case KindRecovery:
+		m.recovery.get(recKey{strategy: ev.Detail, outcome: ev.Outcome}).Inc()
+	case KindSecurity:
+		m.security.get(ev.Reason).Inc()
+	case KindRegistration:
+		m.registration.get(ev.Outcome).Inc()
+		if ev.Outcome == OutcomeOK {
+			m.registered.Inc()
+		} else {
+			m.registered.Dec()
+		}
+	case KindRelay:
+		m.relayOps.get(bsTypeKey{bootstrap: ev.Detail, typ: result(ev.Outcome)}).Inc()
+		if ev.Value > 0 {
+			m.relayBytes.Add(ev.Value)
+		}
+	case KindNATType:
+		m.natInfo.Reset()
+		m.natInfo.WithLabelValues(ev.NAT).Set(1)
+	}
+}

@@ -1,0 +1,232 @@
+package monitor
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestSanitizer(t *testing.T) {
+	s, err := NewSanitizer(AddressesSanitized)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort("198.51.100.7:4433")
+	got := s.AddrPort(ap)
+	if strings.Contains(got, "198.51.100") || !strings.HasSuffix(got, ":4433") || !strings.HasPrefix(got, "ip4-") {
+		t.Fatalf("sanitised %q", got)
+	}
+	if s.AddrPort(ap) != got {
+		t.Fatal("not stable within the process")
+	}
+	if s.AddrPort(netip.MustParseAddrPort("198.51.100.8:4433")) == got {
+		t.Fatal("two addresses map to one")
+	}
+	other, _ := NewSanitizer(AddressesSanitized)
+	if other.AddrPort(ap) == got {
+		t.Fatal("the key is not per process")
+	}
+	full, _ := NewSanitizer(AddressesFull)
+	if full.AddrPort(ap) != "198.51.100.7:4433" {
+		t.Fatal("full mode changed the address")
+	}
+}
+
+func TestSanitizeText(t *testing.T) {
+	s, _ := NewSanitizer(AddressesSanitized)
+	tests := []struct{ name, in string }{
+		{"dial error", "dial udp 203.0.113.5:3478: connect: network is unreachable"},
+		{"read error with colon", "read udp 10.1.2.3:40000->198.51.100.1:4433: i/o timeout"},
+		{"v6 bracketed", "write to [2001:db8::7]:9000 failed"},
+		{"bare v4 end of sentence", "peer at 192.0.2.44."},
+		{"v6 bare", "no route to 2001:db8::1 now"},
+	}
+	raw := []string{"203.0.113.5", "10.1.2.3", "198.51.100.1", "2001:db8::7", "192.0.2.44", "2001:db8::1"}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := s.Text(tc.in)
+			for _, r := range raw {
+				if strings.Contains(out, r) {
+					t.Fatalf("%q still contains %s", out, r)
+				}
+			}
+		})
+	}
+	if got := s.Text("version 1.2 of a dead:beef thing at 12:30"); got != "version 1.2 of a dead:beef thing at 12:30" {
+		t.Fatalf("non-address text changed: %q", got)
+	}
+}
+
+type sink struct{ events []Event }
+
+func (s *sink) Record(ev Event) { s.events = append(s.events, ev) }
+
+func TestAttemptLifecycle(t *testing.T) {
+	var s sink
+	a := StartAttempt(&s, "peer1", "initiator", "eim-apdf")
+	a.Begin(PhaseCoordinate)
+	a.End(PhaseCoordinate, OutcomeOK, ReasonNone)
+	if d := a.End(PhaseCoordinate, OutcomeOK, ReasonNone); d != 0 {
+		t.Fatal("a phase ended twice")
+	}
+	a.Begin(PhasePunch)
+	a.SetNAT("", "apdm")
+	a.Finish(OutcomeFail, ReasonPunchTimeout, PathNone)
+	a.Finish(OutcomeOK, ReasonNone, PathDirect) // ignored
+	var kinds []Kind
+	for _, ev := range s.events {
+		if ev.Attempt != a.ID() {
+			t.Fatalf("event %v without the attempt ID", ev.Kind)
+		}
+		kinds = append(kinds, ev.Kind)
+	}
+	want := []Kind{KindAttemptStart, KindPhaseStart, KindPhaseEnd, KindPhaseStart, KindPhaseEnd, KindAttemptEnd}
+	if len(kinds) != len(want) {
+		t.Fatalf("kinds %v, want %v", kinds, want)
+	}
+	for i := range want {
+		if kinds[i] != want[i] {
+			t.Fatalf("kinds %v, want %v", kinds, want)
+		}
+	}
+	punch := s.events[4]
+	if punch.Phase != PhasePunch || punch.Outcome != OutcomeFail || punch.Reason != ReasonPunchTimeout {
+		t.Fatalf("open phase closed as %+v", punch)
+	}
+	end := s.events[5]
+	if end.NAT != "eim-apdf" || end.PeerNAT != "apdm" || end.Detail != "initiator" {
+		t.Fatalf("attempt end %+v", end)
+	}
+	var nilAttempt *Attempt
+	nilAttempt.Begin(PhasePunch) // must not panic
+	nilAttempt.Finish(OutcomeOK, ReasonNone, PathDirect)
+}
+
+func TestReasonNames(t *testing.T) {
+	for r := range Reason(NumReasons) {
+		got, err := ParseReason(r.String())
+		if err != nil || got != r {
+			t.Fatalf("reason %d: %v %v", r, got, err)
+		}
+	}
+	if _, err := ParseReason("nope"); err == nil {
+		t.Fatal("unknown reason parsed")
+	}
+}
+
+// seedNames are the metric names of the specification, which keep their
+// non-base units by contract.
+var seedNames = []string{MetricNATAttempts, MetricNATResults, MetricNATDuration, MetricBootstrapRequests,
+	MetricBootstrapResponse, MetricNATTraversalByType, MetricConnectionLatency, MetricConnectionThru}
+
+func exercise(m *Monitor) {
+	a := StartAttempt(m, "p", "initiator", "public")
+	a.Begin(PhaseDiscover)
+	a.End(PhaseDiscover, OutcomeOK, ReasonNone)
+	a.Record(Event{Kind: KindCandidate, Detail: "host", Addr: netip.MustParseAddrPort("192.0.2.1:1")})
+	a.Record(Event{Kind: KindCheckSent, Addr: netip.MustParseAddrPort("192.0.2.1:1")})
+	a.Record(Event{Kind: KindCheckAnswered, Addr: netip.MustParseAddrPort("192.0.2.1:1")})
+	a.Finish(OutcomeOK, ReasonNone, PathDirect)
+	m.Record(Event{Kind: KindBootstrapRequest, Bootstrap: "0", Detail: "register", Outcome: OutcomeOK, Duration: 3e6})
+	m.Record(Event{Kind: KindBootstrapState, Bootstrap: "0", Outcome: OutcomeOK})
+	m.Record(Event{Kind: KindLatency, Path: PathDirect, Duration: 2e6})
+	m.Record(Event{Kind: KindThroughput, Path: PathDirect, Value: 900})
+	m.Record(Event{Kind: KindRecovery, Detail: "retry", Outcome: OutcomeOK})
+	m.Record(Event{Kind: KindSecurity, Reason: ReasonRateLimited})
+	m.Record(Event{Kind: KindMigration, Reason: ReasonNetworkChanged, Outcome: OutcomeOK})
+	m.Record(Event{Kind: KindFallback, Reason: ReasonBothSymmetric})
+	m.Record(Event{Kind: KindRelay, Detail: "allocate", Outcome: OutcomeOK, Value: 100})
+	m.Record(Event{Kind: KindRegistration, Outcome: OutcomeOK})
+	m.Record(Event{Kind: KindNATType, NAT: "eim-apdf"})
+}
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(Config{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exercise(m)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		contract := false
+		for _, n := range seedNames {
+			contract = contract || p.Metric == n
+		}
+		if !contract {
+			t.Errorf("lint: %s: %s", p.Metric, p.Text)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+		if n := mf.GetName(); !strings.HasPrefix(n, "antnode_") {
+			found := false
+			for _, s := range seedNames {
+				found = found || s == n
+			}
+			if !found {
+				t.Errorf("metric %s has neither the antnode_ prefix nor a contract name", n)
+			}
+		}
+		for _, met := range mf.GetMetric() {
+			for _, l := range met.GetLabel() {
+				if strings.Contains(l.GetValue(), "192.0.2") || l.GetName() == "peer" || l.GetName() == "addr" {
+					t.Errorf("metric %s carries a peer or address label %s=%s", mf.GetName(), l.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+	for _, n := range seedNames {
+		if !have[n] {
+			t.Errorf("seed metric %s missing", n)
+		}
+	}
+	if got := testutil.ToFloat64(m.metrics.attempts.get("initiator")); got != 1 {
+		t.Fatalf("nat_attempts_total = %v", got)
+	}
+}
+
+func TestLogsCarryAttemptAndHideAddresses(t *testing.T) {
+	var buf bytes.Buffer
+	m, err := New(Config{Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := StartAttempt(m, "p", "initiator", "")
+	a.Begin(PhasePunch)
+	a.Record(Event{Kind: KindCheckSent, Addr: netip.MustParseAddrPort("198.51.100.23:5000")})
+	a.Record(Event{Kind: KindPathValidated, Addr: netip.MustParseAddrPort("198.51.100.23:5000"),
+		Err: errors.New("read udp 198.51.100.23:5000: refused")})
+	a.Finish(OutcomeOK, ReasonNone, PathDirect)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) < 5 {
+		t.Fatalf("%d records", len(lines))
+	}
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec["attempt"] != a.ID().String() {
+			t.Fatalf("record without the attempt ID: %s", l)
+		}
+		if strings.Contains(l, "198.51.100.23") {
+			t.Fatalf("raw address in log: %s", l)
+		}
+	}
+}

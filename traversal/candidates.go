@@ -1,0 +1,100 @@
+package traversal
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/holepunch"
+)
+
+// HostPolicy says which interface addresses become host candidates.
+type HostPolicy struct {
+	// Loopback includes loopback addresses (only useful when every peer
+	// runs on this machine, as in the demo).
+	Loopback bool
+}
+
+// HostCandidates returns the host candidates for a socket bound to local:
+// the bound address itself if it is specific, else every usable address of
+// the interfaces (ifAddrs) of the same family. Loopback (unless allowed),
+// link-local, multicast and unspecified addresses are skipped. It is a pure
+// function of its inputs.
+func HostCandidates(local netip.AddrPort, ifAddrs []netip.Addr, pol HostPolicy) []wire.Candidate {
+	usable := func(a netip.Addr) bool {
+		a = a.Unmap()
+		switch {
+		case !a.IsValid(), a.IsUnspecified(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
+			return false
+		case a.IsLoopback():
+			return pol.Loopback
+		}
+		return a.Is4() == local.Addr().Unmap().Is4()
+	}
+	var addrs []netip.Addr
+	if la := local.Addr().Unmap(); !la.IsUnspecified() {
+		if usable(la) {
+			addrs = append(addrs, la)
+		}
+	} else {
+		for _, a := range ifAddrs {
+			if usable(a) {
+				addrs = append(addrs, a.Unmap())
+			}
+		}
+	}
+	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
+	addrs = slices.Compact(addrs)
+	out := make([]wire.Candidate, 0, len(addrs))
+	for i, a := range addrs {
+		// Earlier interfaces get a slightly higher local preference; a
+		// loopback address the lowest, so real interfaces win.
+		pref := uint16(65535 - i)
+		if a.IsLoopback() {
+			pref = 0
+		}
+		out = append(out, wire.Candidate{Kind: wire.KindHost, Priority: holepunch.Priority(wire.KindHost, pref),
+			Addr: netip.AddrPortFrom(a, local.Port())})
+	}
+	return out
+}
+
+// interfaceAddrs lists the addresses of the up interfaces.
+func interfaceAddrs() []netip.Addr {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+				out = append(out, pfx.Addr())
+			}
+		}
+	}
+	return out
+}
+
+// ServerReflexive turns observed addresses into candidates, skipping those
+// already among have.
+func ServerReflexive(observed []netip.AddrPort, have []wire.Candidate) []wire.Candidate {
+	var out []wire.Candidate
+	for i, o := range observed {
+		if !o.IsValid() || slices.ContainsFunc(have, func(c wire.Candidate) bool { return c.Addr == o }) ||
+			slices.ContainsFunc(out, func(c wire.Candidate) bool { return c.Addr == o }) {
+			continue
+		}
+		out = append(out, wire.Candidate{Kind: wire.KindServerReflexive,
+			Priority: holepunch.Priority(wire.KindServerReflexive, uint16(65535-i)), Addr: o})
+	}
+	return out
+}

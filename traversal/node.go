@@ -1,0 +1,551 @@
+// Package traversal owns the Node: a peer's QUIC endpoint, its bootstrap
+// registrations, candidate discovery, and the per-peer connection attempt
+// that takes two peers from "introduce me" to an authenticated QUIC
+// connection (discover, coordinate, synchronise, punch, validate, dial).
+//
+// New starts: the bootstrap clients (see package bootstrap), one goroutine
+// accepting peer connections, one per accepted connection serving its
+// streams, and one per incoming offer. Close stops all of them and returns
+// after they exit; it does not close the endpoint, which the caller owns.
+package traversal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/holepunch"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
+)
+
+// PeerALPN is the TLS application protocol of peer-to-peer connections.
+const PeerALPN = "antnode-peer/1"
+
+// Bootstrap is a bootstrap node to register with.
+type Bootstrap struct {
+	Addr netip.AddrPort
+	// ID is the bootstrap's expected key. Zero: pinned on first contact.
+	ID identity.PeerID
+}
+
+func (b Bootstrap) String() string {
+	if b.ID.IsZero() {
+		return b.Addr.String()
+	}
+	return b.ID.String() + "@" + b.Addr.String()
+}
+
+// ParseBootstrap parses "[PEERID@]HOST:PORT"; HOST may be a name, which is
+// resolved (preferring IPv4).
+func ParseBootstrap(s string) (Bootstrap, error) {
+	return parseBootstrap(s, resolveHost)
+}
+
+func resolveHost(host string) (netip.Addr, error) {
+	addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			return a.Unmap(), nil
+		}
+	}
+	if len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("%s has no address", host)
+	}
+	return addrs[0], nil
+}
+
+func parseBootstrap(s string, resolve func(string) (netip.Addr, error)) (Bootstrap, error) {
+	var b Bootstrap
+	orig := s
+	s = strings.TrimSpace(s)
+	if id, addr, ok := strings.Cut(s, "@"); ok {
+		pid, err := identity.ParsePeerID(id)
+		if err != nil {
+			return b, fmt.Errorf("bootstrap %q: %w", orig, err)
+		}
+		b.ID, s = pid, addr
+	}
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		return b, fmt.Errorf("bootstrap %q: %w", orig, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return b, fmt.Errorf("bootstrap %q: invalid port %q", orig, portStr)
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		if host == "" {
+			return b, fmt.Errorf("bootstrap %q: missing host", orig)
+		}
+		if a, err = resolve(host); err != nil {
+			return b, fmt.Errorf("bootstrap %q: %w", orig, err)
+		}
+	}
+	if a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+		return b, fmt.Errorf("bootstrap %q: not a unicast address", orig)
+	}
+	b.Addr = netip.AddrPortFrom(a.Unmap(), uint16(port))
+	return b, nil
+}
+
+// ParseBootstraps parses a comma-separated list of bootstraps.
+func ParseBootstraps(s string) ([]Bootstrap, error) {
+	return parseBootstraps(s, resolveHost)
+}
+
+func parseBootstraps(s string, resolve func(string) (netip.Addr, error)) ([]Bootstrap, error) {
+	var out []Bootstrap
+	for part := range strings.SplitSeq(s, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		b, err := parseBootstrap(part, resolve)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// Config configures a Node.
+type Config struct {
+	// Identity is the node's key. Required.
+	Identity *identity.Identity
+	// Endpoint is the node's socket. Required; not closed by the Node.
+	Endpoint *endpoint.Endpoint
+	// Bootstraps to register with. May be empty (the node then only
+	// accepts direct connections).
+	Bootstraps []Bootstrap
+	// Recorder receives every phase's events. Nil: discarded.
+	Recorder monitor.Recorder
+	// Logger receives records that are not events. Nil: discarded.
+	Logger *slog.Logger
+	// ConnectTimeout bounds one connection attempt, both as initiator and
+	// responder. Zero: 15 s.
+	ConnectTimeout time.Duration
+	// PunchBudget bounds one punch round. Zero: 3 s.
+	PunchBudget time.Duration
+	// HandshakeTimeout bounds a QUIC handshake to a peer. Zero: 5 s.
+	HandshakeTimeout time.Duration
+	// KeepAlive is the QUIC keepalive period on peer connections, which
+	// also keeps their NAT mappings. Zero: 10 s.
+	KeepAlive time.Duration
+	// IdleTimeout closes a peer connection that hears nothing. Zero: 30 s.
+	IdleTimeout time.Duration
+	// MaxTransfer bounds the size of a verified transfer this node
+	// accepts. Zero: 1 GiB.
+	MaxTransfer int64
+	// AllowLoopback makes loopback addresses host candidates. Zero: only
+	// when the socket is bound to loopback or every bootstrap is on
+	// loopback.
+	AllowLoopback bool
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Identity == nil:
+		return errors.New("traversal: Config.Identity is required")
+	case c.Endpoint == nil:
+		return errors.New("traversal: Config.Endpoint is required")
+	case c.ConnectTimeout < 0, c.PunchBudget < 0, c.HandshakeTimeout < 0, c.KeepAlive < 0, c.IdleTimeout < 0, c.MaxTransfer < 0:
+		return errors.New("traversal: Config has a negative duration or limit")
+	}
+	if c.Recorder == nil {
+		c.Recorder = monitor.Nop{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 15 * time.Second
+	}
+	if c.PunchBudget == 0 {
+		c.PunchBudget = 3 * time.Second
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 30 * time.Second
+	}
+	if c.MaxTransfer == 0 {
+		c.MaxTransfer = 1 << 30
+	}
+	if !c.AllowLoopback {
+		local := c.Endpoint.LocalAddr().Addr()
+		all := len(c.Bootstraps) > 0
+		for _, b := range c.Bootstraps {
+			all = all && b.Addr.Addr().IsLoopback()
+		}
+		c.AllowLoopback = local.IsLoopback() || all
+	}
+	return nil
+}
+
+// Node is a peer: it stays registered with its bootstraps, connects to
+// other peers through them and accepts their connections.
+type Node struct {
+	cfg     Config
+	rec     monitor.Recorder
+	log     *slog.Logger
+	agent   *holepunch.Agent
+	ln      *quic.Listener
+
+	mu       sync.Mutex
+	clients  []*bootstrap.Client // set once in New
+	nat      nattype.Type
+	expected map[identity.PeerID][]chan *quic.Conn
+	conns    map[*quic.Conn]*Conn
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// New starts a Node.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	agent, err := holepunch.NewAgent(holepunch.AgentConfig{Endpoint: cfg.Endpoint, Recorder: cfg.Recorder, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(PeerALPN), cfg.peerQUIC())
+	if err != nil {
+		agent.Close()
+		return nil, fmt.Errorf("traversal: listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent, ln: ln,
+		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
+		ctx: ctx, cancel: cancel}
+	var clients []*bootstrap.Client
+	for i, b := range cfg.Bootstraps {
+		cl, err := bootstrap.NewClient(bootstrap.ClientConfig{
+			Identity: cfg.Identity, Endpoint: cfg.Endpoint, Addr: b.Addr, ID: b.ID,
+			Label: strconv.Itoa(i), Recorder: cfg.Recorder, Logger: cfg.Logger,
+			Local:   n.localIntro,
+			OnOffer: n.handleOffer,
+		})
+		if err != nil {
+			for _, c := range clients {
+				c.Close()
+			}
+			n.Close()
+			return nil, err
+		}
+		clients = append(clients, cl)
+	}
+	// The clients' goroutines call back into the node (localIntro)
+	// already; they see the list once it is complete.
+	n.mu.Lock()
+	n.clients = clients
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go n.acceptLoop()
+	return n, nil
+}
+
+func (c *Config) peerQUIC() *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:  c.HandshakeTimeout,
+		MaxIdleTimeout:        c.IdleTimeout,
+		KeepAlivePeriod:       c.KeepAlive,
+		MaxIncomingStreams:    16,
+		MaxIncomingUniStreams: -1,
+	}
+}
+
+// ID returns the node's peer ID.
+func (n *Node) ID() identity.PeerID { return n.cfg.Identity.ID() }
+
+// bootstrapClients returns the bootstrap clients (all of them once New
+// has returned).
+func (n *Node) bootstrapClients() []*bootstrap.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.clients
+}
+
+// NAT returns the node's NAT type as measured so far.
+func (n *Node) NAT() nattype.Type {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.nat
+}
+
+// Close stops the node: bootstrap registrations, peer connections and
+// their goroutines. It is idempotent.
+func (n *Node) Close() error {
+	n.once.Do(func() {
+		n.cancel()
+		for _, c := range n.bootstrapClients() {
+			c.Close()
+		}
+		n.ln.Close()
+		n.mu.Lock()
+		conns := make([]*quic.Conn, 0, len(n.conns))
+		for c := range n.conns {
+			conns = append(conns, c)
+		}
+		n.mu.Unlock()
+		for _, c := range conns {
+			c.CloseWithError(0, "node closing")
+		}
+		n.wg.Wait()
+		n.agent.Close()
+	})
+	return nil
+}
+
+// BootstrapStatus is one bootstrap registration's state.
+type BootstrapStatus struct {
+	Label string
+	Addr  netip.AddrPort
+	ID    identity.PeerID
+	bootstrap.Status
+}
+
+// Bootstraps returns the state of every bootstrap registration.
+func (n *Node) Bootstraps() []BootstrapStatus {
+	clients := n.bootstrapClients()
+	out := make([]BootstrapStatus, 0, len(clients))
+	for _, c := range clients {
+		out = append(out, BootstrapStatus{Label: c.Label(), Addr: c.Addr(), ID: c.ServerID(), Status: c.Status()})
+	}
+	return out
+}
+
+// WaitReady blocks until the node is registered with at least one bootstrap.
+func (n *Node) WaitReady(ctx context.Context) error {
+	clients := n.bootstrapClients()
+	if len(clients) == 0 {
+		return errors.New("traversal: no bootstraps configured")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(clients))
+	for _, c := range clients {
+		go func() { errs <- c.WaitReady(ctx) }()
+	}
+	var all []error
+	for range clients {
+		err := <-errs
+		if err == nil {
+			return nil
+		}
+		all = append(all, err)
+	}
+	return fmt.Errorf("traversal: no bootstrap reachable: %w", errors.Join(all...))
+}
+
+// localIntro returns what this node announces: its NAT type and candidates.
+func (n *Node) localIntro() (nattype.Type, []wire.Candidate) {
+	return n.NAT(), n.candidates()
+}
+
+// candidates gathers host and server-reflexive candidates.
+func (n *Node) candidates() []wire.Candidate {
+	local := n.cfg.Endpoint.LocalAddr()
+	var ifAddrs []netip.Addr
+	if local.Addr().IsUnspecified() {
+		ifAddrs = interfaceAddrs()
+	}
+	cands := HostCandidates(local, ifAddrs, HostPolicy{Loopback: n.cfg.AllowLoopback})
+	var observed []netip.AddrPort
+	for _, c := range n.bootstrapClients() {
+		if st := c.Status(); st.Registered {
+			observed = append(observed, st.Observed)
+		}
+	}
+	return append(cands, ServerReflexive(observed, cands)...)
+}
+
+// registered returns the clients that are registered now, in order.
+func (n *Node) registered() []*bootstrap.Client {
+	var out []*bootstrap.Client
+	for _, c := range n.bootstrapClients() {
+		if c.Status().Registered {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// expect registers interest in an incoming connection from peer.
+func (n *Node) expect(peer identity.PeerID) (<-chan *quic.Conn, func()) {
+	ch := make(chan *quic.Conn, 1)
+	n.mu.Lock()
+	n.expected[peer] = append(n.expected[peer], ch)
+	n.mu.Unlock()
+	return ch, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		l := n.expected[peer]
+		if i := slices.Index(l, ch); i >= 0 {
+			l = slices.Delete(l, i, i+1)
+		}
+		if len(l) == 0 {
+			delete(n.expected, peer)
+		} else {
+			n.expected[peer] = l
+		}
+	}
+}
+
+func (n *Node) acceptLoop() {
+	defer n.wg.Done()
+	for {
+		qc, err := n.ln.Accept(n.ctx)
+		if err != nil {
+			return
+		}
+		peer, err := identity.PeerFromState(qc.ConnectionState().TLS)
+		if err != nil {
+			qc.CloseWithError(1, "unauthenticated")
+			continue
+		}
+		n.track(qc, peer, monitor.PathDirect, false)
+		n.mu.Lock()
+		var waiter chan *quic.Conn
+		if l := n.expected[peer]; len(l) > 0 {
+			waiter = l[0]
+		}
+		n.mu.Unlock()
+		if waiter != nil {
+			select {
+			case waiter <- qc:
+			default:
+			}
+		}
+	}
+}
+
+// track records a peer connection and serves its incoming streams until it
+// closes.
+func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, outgoing bool) *Conn {
+	c := &Conn{node: n, qc: qc, peer: peer, path: path, outgoing: outgoing, since: time.Now()}
+	n.mu.Lock()
+	n.conns[qc] = c
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() {
+			n.mu.Lock()
+			delete(n.conns, qc)
+			n.mu.Unlock()
+		}()
+		c.serveStreams()
+	}()
+	return c
+}
+
+// Conns returns the node's peer connections.
+func (n *Node) Conns() []*Conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*Conn, 0, len(n.conns))
+	for _, c := range n.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Conn is an authenticated QUIC connection to a peer.
+type Conn struct {
+	node     *Node
+	qc       *quic.Conn
+	peer     identity.PeerID
+	path     monitor.Path
+	outgoing bool
+	since    time.Time
+
+	attempt       monitor.AttemptID
+	timeToConnect time.Duration
+}
+
+// Attempt returns the ID of the attempt that created the connection (zero
+// for accepted connections).
+func (c *Conn) Attempt() monitor.AttemptID { return c.attempt }
+
+// TimeToConnect returns how long the attempt that created the connection
+// took, from the connect call to the completed handshake.
+func (c *Conn) TimeToConnect() time.Duration { return c.timeToConnect }
+
+// Peer returns the peer's ID.
+func (c *Conn) Peer() identity.PeerID { return c.peer }
+
+// Path returns whether the connection runs direct or over a relay.
+func (c *Conn) Path() monitor.Path { return c.path }
+
+// RTT returns QUIC's smoothed RTT estimate.
+func (c *Conn) RTT() time.Duration { return c.qc.ConnectionStats().SmoothedRTT }
+
+// RemoteAddr returns the peer's address on the current path.
+func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
+
+// QUIC returns the underlying QUIC connection.
+func (c *Conn) QUIC() *quic.Conn { return c.qc }
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.qc.CloseWithError(0, "closed") }
+
+// SendVerified sends size pseudo-random bytes that the peer verifies by
+// SHA-256; it fails unless the peer confirms exactly what was sent.
+func (c *Conn) SendVerified(ctx context.Context, size int64) (TransferResult, error) {
+	res, err := sendVerified(ctx, c.qc, size)
+	if err == nil {
+		c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.path, Value: res.Mbps,
+			Duration: res.Duration, Peer: c.peer.String(), Detail: "sent"})
+	}
+	return res, err
+}
+
+func (c *Conn) serveStreams() {
+	for {
+		str, err := c.qc.AcceptStream(c.node.ctx)
+		if err != nil {
+			return
+		}
+		c.node.wg.Add(1)
+		go func() {
+			defer c.node.wg.Done()
+			start := time.Now()
+			n, err := receiveVerified(str, c.node.cfg.MaxTransfer, c.node.cfg.IdleTimeout)
+			if err != nil {
+				c.node.log.Debug("traversal: transfer from peer failed", "peer", c.peer.Short(), "err", err)
+				return
+			}
+			if d := time.Since(start); d > 0 && n > 0 {
+				c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.path,
+					Value: float64(n) * 8 / d.Seconds() / 1e6, Duration: d, Peer: c.peer.String(), Detail: "received"})
+			}
+		}()
+	}
+}
