@@ -208,11 +208,11 @@ func (c *Config) validate() error {
 // Node is a peer: it stays registered with its bootstraps, connects to
 // other peers through them and accepts their connections.
 type Node struct {
-	cfg     Config
-	rec     monitor.Recorder
-	log     *slog.Logger
-	agent   *holepunch.Agent
-	ln      *quic.Listener
+	cfg   Config
+	rec   monitor.Recorder
+	log   *slog.Logger
+	agent *holepunch.Agent
+	ln    *quic.Listener
 
 	mu       sync.Mutex
 	clients  []*bootstrap.Client // set once in New
