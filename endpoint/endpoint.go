@@ -140,8 +140,16 @@ func New(cfg Config) (*Endpoint, error) {
 		cancel:  cancel,
 		done:    make(chan struct{}),
 	}
-	// ReadNonQUICPacket must have been called once before non-QUIC packets
-	// are queued at all; the goroutine does that at once.
+	// The transport drops non-QUIC packets until ReadNonQUICPacket has been
+	// called once. Call it here, with a cancelled context (it returns at
+	// once), so that no STUN packet is lost between New and the moment the
+	// reader goroutine gets scheduled. This also starts the transport.
+	done, stop := context.WithCancel(context.Background())
+	stop()
+	if _, _, err := e.tr.ReadNonQUICPacket(done, nil); err != nil && !errors.Is(err, context.Canceled) {
+		cancel()
+		return nil, fmt.Errorf("endpoint: start transport: %w", err)
+	}
 	go e.readLoop(ctx)
 	return e, nil
 }
