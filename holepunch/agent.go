@@ -328,11 +328,12 @@ func (e *executor) send(p Probe) {
 	if err != nil {
 		return
 	}
+	at := time.Now() // before the write: the answer can be read before WriteTo returns
 	if err := s.a.ep.WriteTo(m.Raw, p.Target); err != nil {
 		release()
 		return
 	}
-	e.inflight[m.TransactionID] = sent{at: time.Now(), probe: p, release: release}
+	e.inflight[m.TransactionID] = sent{at: at, probe: p, release: release}
 	e.res.Sent++
 	s.att.Record(monitor.Event{Kind: monitor.KindCheckSent, Addr: p.Target, Value: float64(e.round)})
 }
