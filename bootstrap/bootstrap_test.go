@@ -442,6 +442,43 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+func TestMessageFloodDisconnects(t *testing.T) {
+	srv := startServer(t, ServerConfig{MessageRate: 0.001, MessageBurst: 5})
+	conn, str := rawControl(t, srv)
+	flood := mustMarshal(t, &wire.Register{Version: wire.Version})
+	for range 10 {
+		flood = append(flood, mustMarshal(t, &wire.RemoveAddress{Addr: netip.MustParseAddrPort("10.0.0.1:1")})...)
+	}
+	if _, err := str.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	if got := closedByServer(t, conn); got != closeProtocol {
+		t.Fatalf("close code %#x", got)
+	}
+}
+
+func TestBucket(t *testing.T) {
+	now := time.Unix(0, 0)
+	b := newBucket(2, 3, now)
+	for i := range 3 {
+		if !b.take(now) {
+			t.Fatalf("burst token %d refused", i)
+		}
+	}
+	if b.take(now) {
+		t.Fatal("token beyond the burst")
+	}
+	if !b.take(now.Add(500 * time.Millisecond)) { // 2/s refills one in 0.5 s
+		t.Fatal("no token after refill")
+	}
+	if b.take(now.Add(500 * time.Millisecond)) {
+		t.Fatal("refilled more than the rate")
+	}
+	if b2 := newBucket(1, 2, now); !b2.take(now.Add(time.Hour)) || !b2.take(now.Add(time.Hour)) || b2.take(now.Add(time.Hour)) {
+		t.Fatal("refill exceeded the burst")
+	}
+}
+
 func TestPinnedKeyMismatch(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	c := startClient(t, srv, ClientConfig{ID: newIdentity(t).ID()})

@@ -55,6 +55,10 @@ type ServerConfig struct {
 	// peer (token bucket). Zero: 20 per second, burst 40.
 	RequestRate  float64
 	RequestBurst int
+	// MessageRate and MessageBurst bound every control message of a peer;
+	// a peer above them is disconnected. Zero: 100 per second, burst 400.
+	MessageRate  float64
+	MessageBurst int
 	// MaxPendingPerPeer bounds a peer's unanswered connect requests.
 	// Zero: 16.
 	MaxPendingPerPeer int
@@ -79,7 +83,7 @@ func (c *ServerConfig) validate() error {
 		return errors.New("bootstrap: ServerConfig.Identity is required")
 	case c.Endpoint == nil:
 		return errors.New("bootstrap: ServerConfig.Endpoint is required")
-	case c.MaxPeers < 0, c.RequestRate < 0, c.RequestBurst < 0, c.MaxPendingPerPeer < 0,
+	case c.MaxPeers < 0, c.RequestRate < 0, c.RequestBurst < 0, c.MessageRate < 0, c.MessageBurst < 0, c.MaxPendingPerPeer < 0,
 		c.IdleTimeout < 0, c.OfferTimeout < 0, c.SessionTTL < 0, c.HandshakeTimeout < 0:
 		return errors.New("bootstrap: ServerConfig has a negative limit")
 	}
@@ -100,6 +104,12 @@ func (c *ServerConfig) validate() error {
 	}
 	if c.RequestBurst == 0 {
 		c.RequestBurst = 40
+	}
+	if c.MessageRate == 0 {
+		c.MessageRate = 100
+	}
+	if c.MessageBurst == 0 {
+		c.MessageBurst = 400
 	}
 	if c.MaxPendingPerPeer == 0 {
 		c.MaxPendingPerPeer = 16
@@ -140,8 +150,8 @@ type peer struct {
 	nat        nattype.Type
 	candidates []wire.Candidate
 	lastSeen   time.Time
-	tokens     float64
-	tokensAt   time.Time
+	requests   bucket // connect and punch requests
+	messages   bucket // every message
 	pending    int               // offers this peer requested that are unanswered
 	reqs       map[uint64]uint64 // requester's request ID -> session (offer) ID
 }
@@ -330,8 +340,9 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 	now := time.Now()
 	p := &peer{id: id, conn: conn, ctl: ctl, since: now, observed: remoteAddrPort(conn), nat: reg.NAT,
-		candidates: reg.Candidates, lastSeen: now, tokens: float64(s.cfg.RequestBurst), tokensAt: now,
-		reqs: make(map[uint64]uint64)}
+		candidates: reg.Candidates, lastSeen: now, reqs: make(map[uint64]uint64),
+		requests: newBucket(s.cfg.RequestRate, s.cfg.RequestBurst, now),
+		messages: newBucket(s.cfg.MessageRate, s.cfg.MessageBurst, now)}
 	old, err := s.register(p)
 	if err != nil {
 		ctl.sendError(wire.CodeOverloaded, err.Error())
@@ -365,7 +376,11 @@ func (s *Server) serveConn(conn *quic.Conn) {
 			}
 			return
 		}
-		p.touch()
+		if !p.touch() {
+			s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: id.String(), Detail: "messages"})
+			s.protocolFailure(conn, ctl, id, &ProtocolError{Code: wire.CodeRateLimited, Msg: "message rate exceeded"})
+			return
+		}
 		if err := s.handle(p, m); err != nil {
 			s.protocolFailure(conn, ctl, id, err)
 			return
@@ -391,23 +406,41 @@ func (s *Server) protocolFailure(conn *quic.Conn, ctl *ctlStream, id identity.Pe
 	conn.CloseWithError(closeProtocol, "protocol error")
 }
 
-func (p *peer) touch() {
+// touch records traffic from the peer and takes a token from its message
+// bucket; false means the peer exceeds its message rate.
+func (p *peer) touch() bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.lastSeen = time.Now()
-	p.mu.Unlock()
+	return p.messages.take(p.lastSeen)
 }
 
 // allow takes one token from the peer's request bucket.
-func (p *peer) allow(rate float64, burst int) bool {
+func (p *peer) allow() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
-	p.tokens = min(float64(burst), p.tokens+now.Sub(p.tokensAt).Seconds()*rate)
-	p.tokensAt = now
-	if p.tokens < 1 {
+	return p.requests.take(time.Now())
+}
+
+// bucket is a token bucket.
+type bucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	at     time.Time
+}
+
+func newBucket(rate float64, burst int, now time.Time) bucket {
+	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), at: now}
+}
+
+func (b *bucket) take(now time.Time) bool {
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	b.at = now
+	if b.tokens < 1 {
 		return false
 	}
-	p.tokens--
+	b.tokens--
 	return true
 }
 
@@ -565,7 +598,7 @@ func srflx(observed netip.AddrPort, cands []wire.Candidate) []wire.Candidate {
 
 func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 	switch {
-	case !p.allow(s.cfg.RequestRate, s.cfg.RequestBurst):
+	case !p.allow():
 		s.reply(p, m.ID, wire.CodeRateLimited)
 		return nil
 	case m.Target == p.id:
@@ -687,7 +720,7 @@ func PunchDelays(rttA, rttB time.Duration) (delayA, delayB time.Duration) {
 }
 
 func (s *Server) handlePunchRequest(p *peer, m *wire.PunchRequest) error {
-	if !p.allow(s.cfg.RequestRate, s.cfg.RequestBurst) {
+	if !p.allow() {
 		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "punch"})
 		return nil
 	}

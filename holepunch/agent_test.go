@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v3"
+
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
 )
@@ -120,3 +122,35 @@ func TestTriggeredCheckLearnsPeerReflexive(t *testing.T) {
 }
 
 func netipMust(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// FuzzHandle feeds arbitrary datagrams that decode as STUN to the check
+// handler: it must never panic, and never answer a request that does not
+// carry the session's credentials.
+func FuzzHandle(f *testing.F) {
+	local, remote := wire.Creds{Ufrag: "loc", Pwd: "localpassword"}, wire.Creds{Ufrag: "rem", Pwd: "remotepassword"}
+	good := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("loc:rem"),
+		stun.NewShortTermIntegrity(local.Pwd), stun.Fingerprint)
+	f.Add(good.Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("loc")).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := &stun.Message{Raw: append([]byte(nil), b...)}
+		if err := m.Decode(); err != nil {
+			return
+		}
+		ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ep.Close()
+		a, _ := NewAgent(AgentConfig{Endpoint: ep})
+		s, _ := a.Open(local, remote, nil)
+		// The source is the endpoint itself: answers go nowhere else.
+		a.handle(m, ep.LocalAddr())
+		if s.PeerChecksAnswered() > 0 {
+			if err := stun.NewShortTermIntegrity(local.Pwd).Check(m); err != nil {
+				t.Fatal("answered a check without valid integrity")
+			}
+		}
+	})
+}

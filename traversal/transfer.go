@@ -112,6 +112,19 @@ func ctxErr(ctx context.Context, err error) error {
 
 const streamTooLarge quic.StreamErrorCode = 0x10
 
+// parseTransferHeader decodes a transfer header and checks the announced
+// size against maxSize.
+func parseTransferHeader(hdr [13]byte, maxSize int64) (int64, error) {
+	if [4]byte(hdr[:4]) != transferMagic || hdr[4] != transferVersion {
+		return 0, errBadTransferHeader
+	}
+	size := int64(binary.BigEndian.Uint64(hdr[5:]))
+	if size < 0 || size > maxSize {
+		return 0, fmt.Errorf("%w: %d bytes announced, limit %d", ErrTransferTooLarge, size, maxSize)
+	}
+	return size, nil
+}
+
 // receiveVerified serves one transfer stream: it reads the announced bytes,
 // hashes them and replies with the digest and count.
 func receiveVerified(str *quic.Stream, maxSize int64, idle time.Duration) (int64, error) {
@@ -123,16 +136,15 @@ func receiveVerified(str *quic.Stream, maxSize int64, idle time.Duration) (int64
 		str.CancelRead(1)
 		return 0, fmt.Errorf("traversal: transfer header: %w", err)
 	}
-	if [4]byte(hdr[:4]) != transferMagic || hdr[4] != transferVersion {
-		str.CancelRead(1)
-		str.CancelWrite(1)
-		return 0, errBadTransferHeader
-	}
-	size := int64(binary.BigEndian.Uint64(hdr[5:]))
-	if size < 0 || size > maxSize {
-		str.CancelRead(streamTooLarge)
-		str.CancelWrite(streamTooLarge)
-		return 0, fmt.Errorf("%w: %d bytes announced, limit %d", ErrTransferTooLarge, size, maxSize)
+	size, err := parseTransferHeader(hdr, maxSize)
+	if err != nil {
+		code := quic.StreamErrorCode(1)
+		if errors.Is(err, ErrTransferTooLarge) {
+			code = streamTooLarge
+		}
+		str.CancelRead(code)
+		str.CancelWrite(code)
+		return 0, err
 	}
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
