@@ -150,8 +150,8 @@ type peer struct {
 	nat        nattype.Type
 	candidates []wire.Candidate
 	lastSeen   time.Time
-	requests   bucket // connect and punch requests
-	messages   bucket // every message
+	requests   bucket            // connect and punch requests
+	messages   bucket            // every message
 	pending    int               // offers this peer requested that are unanswered
 	reqs       map[uint64]uint64 // requester's request ID -> session (offer) ID
 }
