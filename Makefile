@@ -4,7 +4,7 @@ BIN      := bin/antnode
 FUZZTIME ?= 10s
 PKGS     := ./...
 
-.PHONY: all build test demo bench lint fuzz clean
+.PHONY: all build test demo bench lint fuzz testbed testbed-cleanup clean
 
 all: build
 
@@ -35,6 +35,20 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# The NAT testbed (root): every RFC 4787 NAT class in network namespaces,
+# 20 ms one-way delay on every access link, 3 runs per pair (10 for pairs
+# that need the birthday search). Writes testbed-report.json; fails when a
+# pair does worse than testnet/expectations.json. TESTBED_FLAGS adds flags,
+# e.g. TESTBED_FLAGS="--classes eim-eif,apdm --runs 1 --keep".
+testbed: build
+	$(GO) build -o bin/testbed ./testnet/cmd/testbed
+	./bin/testbed --bin $(BIN) $(TESTBED_FLAGS)
+
+# Remove the namespaces of testbed runs that were killed (SIGKILL).
+testbed-cleanup:
+	$(GO) build -o bin/testbed ./testnet/cmd/testbed
+	./bin/testbed --cleanup
 
 clean:
 	rm -rf bin

@@ -28,9 +28,10 @@ import (
 
 // Config configures an Endpoint.
 type Config struct {
-	// Conn is the UDP socket. Required. The Endpoint owns it from now on
-	// and closes it on Close.
-	Conn *net.UDPConn
+	// Conn is the UDP socket (a *net.UDPConn, or an in-process model of
+	// one in tests). Required. The Endpoint owns it from now on and closes
+	// it on Close.
+	Conn net.PacketConn
 	// Logger receives the endpoint's few log records. Nil: discard.
 	Logger *slog.Logger
 	// StatelessResetKey lets peers detect a restart of this node quickly
@@ -73,7 +74,7 @@ type Stats struct {
 
 // Endpoint is one UDP socket with its QUIC transport and STUN demultiplexer.
 type Endpoint struct {
-	conn    *net.UDPConn
+	conn    net.PacketConn
 	tr      *quic.Transport
 	local   netip.AddrPort
 	log     *slog.Logger

@@ -1,0 +1,136 @@
+// Command testbed builds the NAT testbed (network namespaces with nftables
+// NATs of every RFC 4787 class), verifies each router's behaviour, runs
+// `antnode connect` for every ordered pair of site classes, prints a
+// table and writes testbed-report.json. It exits non-zero when the
+// testbed does not behave as specified, when a pair does worse than the
+// expectation table, or when a scenario fails. Needs root.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/antnode/antnode/testnet"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		bin       = flag.String("bin", "bin/antnode", "the antnode binary to test")
+		runs      = flag.Int("runs", 3, "runs per pair")
+		bday      = flag.Int("birthday-runs", 10, "runs for pairs that need the birthday search")
+		delay     = flag.Duration("delay", 20*time.Millisecond, "one-way delay added on every access link")
+		loss      = flag.Float64("loss", 0, "percent of packets lost on every access link")
+		rate      = flag.Int("rate-kbit", 0, "rate limit of every access link in kbit/s (0: none)")
+		classes   = flag.String("classes", "", "comma-separated classes to pair (default: all): "+classList())
+		send      = flag.Int64("send", 1<<20, "bytes verified per connect")
+		timeout   = flag.Duration("timeout", 15*time.Second, "per connect")
+		parallel  = flag.Int("parallel", 6, "concurrent connects")
+		keep      = flag.Bool("keep", false, "keep the topology and daemons up after the run, until Ctrl-C")
+		cleanup   = flag.Bool("cleanup", false, "remove every testbed namespace (prefix antb) left by killed runs, then exit")
+		report    = flag.String("report", "testbed-report.json", "where to write the report")
+		expect    = flag.String("expect", "testnet/expectations.json", "expectation table")
+		scenarios = flag.String("scenarios", "default", "comma-separated scenarios, \"default\", \"all\" or \"none\": "+strings.Join(testnet.ScenarioNames(), ", "))
+		prefix    = flag.String("prefix", "", "namespace prefix (default antb<pid>-)")
+	)
+	flag.Parse()
+	if *cleanup {
+		names, err := testnet.Cleanup("antb")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbed:", err)
+			return 1
+		}
+		fmt.Printf("removed %d namespaces\n", len(names))
+		return 0
+	}
+	cfg := testnet.RunConfig{Bin: *bin, Runs: *runs, BirthdayRuns: *bday, Send: *send, Timeout: *timeout,
+		Parallel: *parallel, Keep: *keep, Progress: os.Stderr, Commit: commit()}
+	link := testnet.Impairment{Delay: *delay, Loss: *loss, RateKbit: *rate}
+	cfg.Spec = testnet.DefaultSpec(*prefix, link)
+	if *classes != "" {
+		for _, c := range strings.Split(*classes, ",") {
+			cl := testnet.Class(strings.TrimSpace(c))
+			if !cl.Valid() {
+				fmt.Fprintf(os.Stderr, "testbed: unknown class %q (have %s)\n", c, classList())
+				return 2
+			}
+			cfg.Classes = append(cfg.Classes, cl)
+		}
+	}
+	switch *scenarios {
+	case "none", "":
+	case "all":
+		cfg.Scenarios = testnet.ScenarioNames()
+	case "default":
+		cfg.Scenarios = testnet.DefaultScenarios()
+	default:
+		cfg.Scenarios = strings.Split(*scenarios, ",")
+	}
+	x, err := testnet.LoadExpectations(*expect)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbed:", err)
+		return 2
+	}
+	cfg.Expect = x
+	if _, err := os.Stat(*bin); err != nil {
+		fmt.Fprintf(os.Stderr, "testbed: binary %s: %v (run make build)\n", *bin, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := testnet.Run(ctx, cfg)
+	status := 0
+	if rep != nil {
+		if b, jerr := json.MarshalIndent(rep, "", "  "); jerr == nil {
+			if werr := os.WriteFile(*report, append(b, '\n'), 0o644); werr != nil {
+				fmt.Fprintln(os.Stderr, "testbed: write report:", werr)
+				status = 1
+			}
+		}
+		fmt.Print(rep.Table())
+		fmt.Printf("build %.0f ms, teardown %.0f ms, %d namespaces, %.1f s in all; report: %s\n",
+			rep.BuildMS, rep.TeardownMS, rep.Namespaces, rep.DurationS, *report)
+		for _, u := range rep.Unmet {
+			fmt.Println("UNMET:", u)
+			status = 1
+		}
+		for _, s := range rep.Scenarios {
+			if !s.OK {
+				fmt.Println("SCENARIO FAILED:", s.Name, s.Detail)
+				status = 1
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbed:", err)
+		status = 1
+	}
+	return status
+}
+
+func classList() string {
+	var cs []string
+	for _, c := range testnet.Classes() {
+		cs = append(cs, string(c))
+	}
+	return strings.Join(cs, ", ")
+}
+
+func commit() string {
+	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -1,0 +1,364 @@
+package testnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/antnode/antnode/nattype"
+)
+
+// Model is an in-process network of UDP sockets, some behind NATs with RFC
+// 4787 mapping and filtering behaviour, for deterministic tests without
+// root. Every socket is a net.PacketConn (*ModelConn), so an endpoint and
+// quic-go run on it unchanged. A packet takes the access delay of its
+// sender plus that of its receiver. Delivery uses timers only, so a Model
+// runs under testing/synctest with virtual time.
+type Model struct {
+	mu      sync.Mutex
+	public  map[netip.AddrPort]*ModelConn // sockets on public addresses
+	nats    map[netip.Addr]*ModelNAT      // by public address
+	dropped int
+}
+
+// NewModel returns an empty network.
+func NewModel() *Model {
+	return &Model{public: map[netip.AddrPort]*ModelConn{}, nats: map[netip.Addr]*ModelNAT{}}
+}
+
+// NATConfig configures a modelled NAT.
+type NATConfig struct {
+	Public    netip.Addr // the NAT's public address. Required.
+	Mapping   nattype.Mapping
+	Filtering nattype.Filtering
+	Hairpin   bool
+	// Timeout forgets a mapping this long after its last outbound packet.
+	// Zero: 2 minutes.
+	Timeout time.Duration
+	// Delay is the access delay of the NAT's hosts (one way, to the
+	// public network).
+	Delay time.Duration
+}
+
+// ModelNAT is one NAT router.
+type ModelNAT struct {
+	m        *Model
+	cfg      NATConfig
+	private  map[netip.AddrPort]*ModelConn
+	mappings map[mapKey]*mapping
+	byPort   map[uint16]*mapping
+	nextPort uint16
+}
+
+type mapKey struct {
+	src netip.AddrPort
+	dst netip.AddrPort // zeroed parts per mapping behaviour
+}
+
+type mapping struct {
+	key      mapKey
+	external uint16
+	allowed  map[netip.AddrPort]bool // destinations sent to (filtering)
+	lastOut  time.Time
+}
+
+// AddNAT adds a NAT to the network.
+func (m *Model) AddNAT(cfg NATConfig) (*ModelNAT, error) {
+	if !cfg.Public.IsValid() {
+		return nil, errors.New("testnet: model NAT needs a public address")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.nats[cfg.Public] != nil {
+		return nil, fmt.Errorf("testnet: model NAT %v exists", cfg.Public)
+	}
+	n := &ModelNAT{m: m, cfg: cfg, private: map[netip.AddrPort]*ModelConn{}, mappings: map[mapKey]*mapping{},
+		byPort: map[uint16]*mapping{}, nextPort: 20000}
+	m.nats[cfg.Public] = n
+	return n, nil
+}
+
+// Listen opens a socket at addr: on the public network if nat is nil, else
+// on nat's private network. delay is the socket's access delay on the
+// public network (ignored behind a NAT, which has its own).
+func (m *Model) Listen(addr netip.AddrPort, nat *ModelNAT, delay time.Duration) (*ModelConn, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := &ModelConn{m: m, nat: nat, local: addr, delay: delay, queue: make(chan modelPacket, 1024),
+		closed: make(chan struct{}), changed: make(chan struct{})}
+	if nat != nil {
+		c.delay = nat.cfg.Delay
+		if nat.private[addr] != nil {
+			return nil, fmt.Errorf("testnet: model address %v in use", addr)
+		}
+		nat.private[addr] = c
+		return c, nil
+	}
+	if m.public[addr] != nil || m.nats[addr.Addr()] != nil {
+		return nil, fmt.Errorf("testnet: model address %v in use", addr)
+	}
+	m.public[addr] = c
+	return c, nil
+}
+
+// Dropped returns how many packets the network dropped (no route,
+// filtered, expired).
+func (m *Model) Dropped() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.dropped
+}
+
+// Rebind makes nat forget every mapping, as a NAT reboot or conntrack
+// flush does.
+func (n *ModelNAT) Rebind() {
+	n.m.mu.Lock()
+	defer n.m.mu.Unlock()
+	clear(n.mappings)
+	clear(n.byPort)
+}
+
+func (n *ModelNAT) key(src, dst netip.AddrPort) mapKey {
+	switch n.cfg.Mapping {
+	case nattype.MappingAPDM:
+		return mapKey{src: src, dst: dst}
+	case nattype.MappingADM:
+		return mapKey{src: src, dst: netip.AddrPortFrom(dst.Addr(), 0)}
+	}
+	return mapKey{src: src}
+}
+
+// outbound translates a packet from a private socket; it returns the
+// public source. Called with m.mu held.
+func (n *ModelNAT) outbound(src, dst netip.AddrPort, now time.Time) netip.AddrPort {
+	k := n.key(src, dst)
+	mp := n.mappings[k]
+	if mp != nil && now.Sub(mp.lastOut) > n.cfg.Timeout {
+		delete(n.byPort, mp.external)
+		delete(n.mappings, k)
+		mp = nil
+	}
+	if mp == nil {
+		port := src.Port()
+		if n.cfg.Mapping != nattype.MappingEIM || n.byPort[port] != nil {
+			// Destination-dependent mappings (and a taken port) get a
+			// fresh port; sequential, so tests are deterministic.
+			for n.byPort[n.nextPort] != nil {
+				n.nextPort++
+			}
+			port = n.nextPort
+			n.nextPort++
+		}
+		mp = &mapping{key: k, external: port, allowed: map[netip.AddrPort]bool{}}
+		n.mappings[k] = mp
+		n.byPort[port] = mp
+	}
+	mp.lastOut = now
+	mp.allowed[dst] = true
+	return netip.AddrPortFrom(n.cfg.Public, mp.external)
+}
+
+// inbound finds the private destination of a packet to the NAT's public
+// address, or false if the NAT drops it. Called with m.mu held.
+func (n *ModelNAT) inbound(src, dst netip.AddrPort, now time.Time) (netip.AddrPort, bool) {
+	mp := n.byPort[dst.Port()]
+	if mp == nil || now.Sub(mp.lastOut) > n.cfg.Timeout {
+		return netip.AddrPort{}, false
+	}
+	switch n.cfg.Filtering {
+	case nattype.FilteringEIF, nattype.FilteringNone:
+	case nattype.FilteringADF:
+		ok := false
+		for a := range mp.allowed {
+			ok = ok || a.Addr() == src.Addr()
+		}
+		if !ok {
+			return netip.AddrPort{}, false
+		}
+	default:
+		if !mp.allowed[src] {
+			return netip.AddrPort{}, false
+		}
+	}
+	return mp.key.src, true
+}
+
+type modelPacket struct {
+	data []byte
+	from netip.AddrPort
+}
+
+// route delivers b from socket c to dst after the path's delay.
+func (m *Model) route(c *ModelConn, b []byte, dst netip.AddrPort) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	src := c.local
+	delay := c.delay
+	if n := c.nat; n != nil {
+		if peer := n.private[dst]; peer != nil { // same LAN
+			m.deliverLocked(peer, b, src, 0)
+			return
+		}
+		if dst.Addr() == n.cfg.Public { // hairpin
+			if !n.cfg.Hairpin {
+				m.dropped++
+				return
+			}
+			pub := n.outbound(src, dst, now)
+			if to, ok := n.inbound(pub, dst, now); ok {
+				m.deliverLocked(n.private[to], b, pub, 0)
+				return
+			}
+			m.dropped++
+			return
+		}
+		src = n.outbound(src, dst, now)
+	}
+	if peer := m.public[dst]; peer != nil {
+		m.deliverLocked(peer, b, src, delay+peer.delay)
+		return
+	}
+	if n := m.nats[dst.Addr()]; n != nil {
+		if to, ok := n.inbound(src, dst, now); ok {
+			m.deliverLocked(n.private[to], b, src, delay+n.cfg.Delay)
+			return
+		}
+	}
+	m.dropped++
+}
+
+func (m *Model) deliverLocked(to *ModelConn, b []byte, from netip.AddrPort, d time.Duration) {
+	if to == nil {
+		m.dropped++
+		return
+	}
+	p := modelPacket{data: append([]byte(nil), b...), from: from}
+	if d <= 0 {
+		to.enqueue(p)
+		return
+	}
+	time.AfterFunc(d, func() { to.enqueue(p) })
+}
+
+// ModelConn is a socket of the Model. It implements net.PacketConn.
+type ModelConn struct {
+	m     *Model
+	nat   *ModelNAT
+	local netip.AddrPort
+	delay time.Duration
+	queue chan modelPacket
+
+	mu       sync.Mutex
+	deadline time.Time
+	changed  chan struct{} // closed and replaced when the deadline changes
+	closed   chan struct{}
+	once     sync.Once
+}
+
+func (c *ModelConn) enqueue(p modelPacket) {
+	select {
+	case <-c.closed:
+	case c.queue <- p:
+	default: // receive buffer full: drop, as a kernel would
+		c.m.mu.Lock()
+		c.m.dropped++
+		c.m.mu.Unlock()
+	}
+}
+
+// ReadFrom implements net.PacketConn. A SetReadDeadline during a blocked
+// read applies at once (quic-go unblocks its reader that way).
+func (c *ModelConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		c.mu.Lock()
+		dl, changed := c.deadline, c.changed
+		c.mu.Unlock()
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			t = time.NewTimer(d)
+			timeout = t.C
+		}
+		select {
+		case p := <-c.queue:
+			if t != nil {
+				t.Stop()
+			}
+			n := copy(b, p.data)
+			return n, net.UDPAddrFromAddrPort(p.from), nil
+		case <-c.closed:
+			if t != nil {
+				t.Stop()
+			}
+			return 0, nil, net.ErrClosed
+		case <-timeout:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-changed:
+			if t != nil {
+				t.Stop()
+			}
+		}
+	}
+}
+
+// WriteTo implements net.PacketConn.
+func (c *ModelConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("testnet: model write to %T", addr)
+	}
+	ap := ua.AddrPort()
+	c.m.route(c, b, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	return len(b), nil
+}
+
+// Close implements net.PacketConn.
+func (c *ModelConn) Close() error {
+	c.once.Do(func() {
+		close(c.closed)
+		c.m.mu.Lock()
+		if c.nat != nil {
+			delete(c.nat.private, c.local)
+		} else {
+			delete(c.m.public, c.local)
+		}
+		c.m.mu.Unlock()
+	})
+	return nil
+}
+
+// LocalAddr implements net.PacketConn.
+func (c *ModelConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(c.local) }
+
+// SetDeadline implements net.PacketConn (reads only: writes never block).
+func (c *ModelConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// SetReadDeadline implements net.PacketConn.
+func (c *ModelConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteDeadline implements net.PacketConn; writes never block.
+func (c *ModelConn) SetWriteDeadline(time.Time) error { return nil }

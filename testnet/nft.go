@@ -1,0 +1,141 @@
+package testnet
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Ruleset describes one NAT router's nftables ruleset. Render turns it into
+// the text that `nft -f -` loads. The rules follow the rulesets verified in
+// ../shared/notes/nat-emulation.md: masquerade (port-preserving, so EIM) or
+// masquerade random (APDM) for mapping; conntrack plus dynamic maps keyed by
+// the mapped port for filtering (EIF: any source may use a mapping; ADF:
+// only addresses the host sent to; APDF: only exact address and port, which
+// is plain conntrack); unsolicited input to the router is dropped before
+// conntrack confirms it (pitfall 1 of the notes).
+type Ruleset struct {
+	WAN       string     // WAN interface name
+	WANAddr   netip.Addr // the router's public address
+	LANs      []string   // LAN interface names
+	Mapping   string     // "eim" or "apdm"
+	Filtering string     // "eif", "adf" or "apdf"
+	Hairpin   bool       // LAN hosts may reach each other through the public address
+	BlockUDP  bool       // drop all UDP from the LANs to the WAN (TCP still passes)
+	Timeout   int        // dynamic map timeout in seconds; zero: 120
+	Extra     []string   // extra rules for the forward chain, before the defaults (fault injection)
+	Comment   string     // a first-line comment
+}
+
+// Validate checks the fields.
+func (r Ruleset) Validate() error {
+	switch {
+	case r.WAN == "" || len(r.LANs) == 0:
+		return fmt.Errorf("testnet: ruleset needs a WAN and at least one LAN interface")
+	case !r.WANAddr.Is4():
+		return fmt.Errorf("testnet: ruleset WAN address %v is not IPv4", r.WANAddr)
+	case r.Mapping != "eim" && r.Mapping != "apdm":
+		return fmt.Errorf("testnet: mapping %q: want eim or apdm", r.Mapping)
+	case r.Filtering != "eif" && r.Filtering != "adf" && r.Filtering != "apdf":
+		return fmt.Errorf("testnet: filtering %q: want eif, adf or apdf", r.Filtering)
+	case r.Mapping == "apdm" && r.Filtering != "apdf":
+		return fmt.Errorf("testnet: APDM mapping implies APDF filtering")
+	}
+	return nil
+}
+
+// Render returns the ruleset as nft input. It replaces any earlier table of
+// the same name atomically.
+func (r Ruleset) Render() (string, error) {
+	if err := r.Validate(); err != nil {
+		return "", err
+	}
+	lans := make([]string, len(r.LANs))
+	for i, l := range r.LANs {
+		lans[i] = fmt.Sprintf("%q", l)
+	}
+	lanSet := "{ " + strings.Join(lans, ", ") + " }"
+	wan := fmt.Sprintf("%q", r.WAN)
+	to := r.Timeout
+	if to <= 0 {
+		to = 120
+	}
+	addr := r.WANAddr.String()
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	if r.Comment != "" {
+		w("# %s", r.Comment)
+	}
+	w("table ip natlab")
+	w("delete table ip natlab")
+	w("table ip natlab {")
+	w("  map inmap  { type inet_service : ipv4_addr . inet_service; flags dynamic,timeout; timeout %ds; }", to)
+	w("  map outmap { type ipv4_addr . inet_service : inet_service; flags dynamic,timeout; timeout %ds; }", to)
+	w("  set adfset { type ipv4_addr . inet_service . ipv4_addr; flags dynamic,timeout; timeout %ds; }", to)
+
+	w("  chain pre {")
+	w("    type nat hook prerouting priority dstnat; policy accept;")
+	if r.Filtering == "eif" || r.Filtering == "adf" {
+		// Endpoint-independent or address-dependent filtering: a packet to
+		// a mapped port is sent to the host that owns the mapping; the
+		// forward chain decides whether it may pass.
+		w("    iifname %s ip daddr %s meta l4proto udp dnat ip to udp dport map @inmap", wan, addr)
+	}
+	if r.Hairpin {
+		w("    iifname %s ip daddr %s meta l4proto udp dnat ip to udp dport map @inmap", lanSet, addr)
+	}
+	w("  }")
+
+	w("  chain post {")
+	w("    type nat hook postrouting priority srcnat; policy accept;")
+	if r.Hairpin {
+		// Hairpinned packets keep the sender's public address and port.
+		w("    iifname %s oifname %s ct status dnat meta l4proto udp snat ip to %s : ip saddr . udp sport map @outmap", lanSet, lanSet, addr)
+		w("    iifname %s oifname %s ct status dnat snat ip to %s", lanSet, lanSet, addr)
+	}
+	switch r.Mapping {
+	case "eim":
+		w("    oifname %s masquerade", wan)
+	case "apdm":
+		w("    oifname %s masquerade random", wan)
+	}
+	w("  }")
+
+	w("  chain track {")
+	w("    type filter hook postrouting priority srcnat + 1; policy accept;")
+	w("    oifname %s meta l4proto udp ct direction original update @inmap { ct reply proto-dst : ct original ip saddr . ct original proto-src }", wan)
+	w("    oifname %s meta l4proto udp ct direction original update @outmap { ct original ip saddr . ct original proto-src : ct reply proto-dst }", wan)
+	w("    oifname %s meta l4proto udp ct direction reply ct status dnat update @inmap { ct original proto-dst : ct reply ip saddr . ct reply proto-src }", wan)
+	w("  }")
+
+	w("  chain fwd_filter {")
+	w("    type filter hook forward priority filter; policy drop;")
+	for _, e := range r.Extra {
+		w("    %s", e)
+	}
+	if r.BlockUDP {
+		w("    iifname %s oifname %s meta l4proto udp counter drop comment \"UDP blocked\"", lanSet, wan)
+	}
+	w("    iifname %s oifname %s meta l4proto udp update @adfset { ip saddr . udp sport . ip daddr }", lanSet, wan)
+	w("    ct state established,related accept")
+	w("    iifname %s oifname %s accept", lanSet, wan)
+	w("    iifname %s oifname %s accept", lanSet, lanSet)
+	switch r.Filtering {
+	case "eif":
+		w("    iifname %s ct status dnat accept", wan)
+	case "adf":
+		w("    iifname %s ct status dnat meta l4proto udp ip daddr . udp dport . ip saddr @adfset accept", wan)
+	}
+	w("    counter comment \"dropped unsolicited\"")
+	w("  }")
+
+	w("  chain in_filter {")
+	w("    type filter hook input priority filter; policy accept;")
+	w("    iifname %s ct state new counter drop comment \"unsolicited to router: drop before conntrack confirm\"", wan)
+	if !r.Hairpin {
+		w("    ip daddr %s ct state new meta l4proto udp counter drop comment \"hairpin off\"", addr)
+	}
+	w("  }")
+	w("}")
+	return b.String(), nil
+}

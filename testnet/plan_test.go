@@ -1,0 +1,99 @@
+package testnet
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestPlanGolden(t *testing.T) {
+	spec := Spec{Prefix: "t-", Link: Impairment{Delay: 20 * time.Millisecond, Loss: 1}, Sites: []SiteSpec{
+		{Name: "pub", Class: ClassPublic},
+		{Name: "eif", Class: ClassEIMEIF, Link: &Impairment{}},
+		{Name: "apdf", Class: ClassEIMAPDF, Hosts: 2},
+		{Name: "sym", Class: ClassAPDM, Hairpin: true},
+		{Name: "cgn", Class: ClassCGNAT, Hosts: 2, Hairpin: true},
+		{Name: "blk", Class: ClassUDPBlocked},
+	}}
+	p, err := PlanFor(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.String()
+	path := filepath.Join("testdata", "plan.golden")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("plan changed; run go test ./testnet -run PlanGolden -update and review the diff")
+	}
+	// Spot checks that do not depend on the golden file.
+	if n := len(p.Wires); n != 5 {
+		t.Fatalf("%d wires, want 5 (one per impaired site)", n)
+	}
+	if !strings.Contains(got, "masquerade random") || !strings.Contains(got, `meta l4proto udp counter drop comment "UDP blocked"`) {
+		t.Fatal("APDM or UDP-blocked rules missing")
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	ok := SiteSpec{Name: "a", Class: ClassEIMEIF}
+	tests := []struct {
+		name string
+		spec Spec
+	}{
+		{"no sites", Spec{}},
+		{"bad name", Spec{Sites: []SiteSpec{{Name: "A b", Class: ClassEIMEIF}}}},
+		{"duplicate", Spec{Sites: []SiteSpec{ok, ok}}},
+		{"bad class", Spec{Sites: []SiteSpec{{Name: "a", Class: "cone"}}}},
+		{"three hosts", Spec{Sites: []SiteSpec{{Name: "a", Class: ClassEIMEIF, Hosts: 3}}}},
+		{"two public hosts", Spec{Sites: []SiteSpec{{Name: "a", Class: ClassPublic, Hosts: 2}}}},
+		{"negative delay", Spec{Link: Impairment{Delay: -1}, Sites: []SiteSpec{ok}}},
+		{"loss over 100", Spec{Link: Impairment{Loss: 101}, Sites: []SiteSpec{ok}}},
+		{"bad prefix", Spec{Prefix: "Bad/Prefix", Sites: []SiteSpec{ok}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := tc.spec.Validate(); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	s, err := Spec{Sites: []SiteSpec{ok}}.Validate()
+	if err != nil || s.Sites[0].Hosts != 1 || s.Sites[0].Link == nil {
+		t.Fatalf("defaults not filled: %+v %v", s.Sites[0], err)
+	}
+}
+
+func TestRulesetValidate(t *testing.T) {
+	base := Ruleset{WAN: "wan0", WANAddr: ServerAddr(1), LANs: []string{"lan0"}, Mapping: "eim", Filtering: "apdf"}
+	bad := []func(*Ruleset){
+		func(r *Ruleset) { r.WAN = "" },
+		func(r *Ruleset) { r.LANs = nil },
+		func(r *Ruleset) { r.Mapping = "cone" },
+		func(r *Ruleset) { r.Filtering = "open" },
+		func(r *Ruleset) { r.Mapping, r.Filtering = "apdm", "eif" },
+	}
+	for i, mut := range bad {
+		r := base
+		mut(&r)
+		if _, err := r.Render(); err == nil {
+			t.Errorf("case %d accepted: %+v", i, r)
+		}
+	}
+	if _, err := base.Render(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,587 @@
+package testnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultSpec is the acceptance topology: two sites of every class (the
+// first eim-apdf and cgnat sites with two hosts, for same-NAT pairs; the
+// carrier NAT hairpins, the eim-apdf router does not), every access link
+// impaired by link.
+func DefaultSpec(prefix string, link Impairment) Spec {
+	s := Spec{Prefix: prefix, Link: link}
+	for _, c := range Classes() {
+		first := SiteSpec{Name: string(c) + "-1", Class: c}
+		switch c {
+		case ClassEIMAPDF:
+			first.Hosts = 2
+		case ClassCGNAT:
+			first.Hosts, first.Hairpin = 2, true
+		}
+		s.Sites = append(s.Sites, first, SiteSpec{Name: string(c) + "-2", Class: c})
+	}
+	return s
+}
+
+// Topologies of a pair.
+const (
+	TopoDifferent   = "different-nat"     // two sites
+	TopoSameNAT     = "same-nat"          // two hosts behind one NAT router
+	TopoSameCarrier = "same-carrier-nat"  // two homes behind one carrier NAT
+	TopoSamePublic  = "same-public-class" // two public hosts
+)
+
+// PairSpec is one ordered pair of hosts to connect, A dialling B.
+type PairSpec struct {
+	A, B     Class
+	Topology string
+	From, To Host
+}
+
+// Key names the pair in expectations and reports: "A/B", with
+// "@topology" for same-NAT topologies.
+func (p PairSpec) Key() string {
+	k := string(p.A) + "/" + string(p.B)
+	if p.Topology == TopoSameNAT || p.Topology == TopoSameCarrier {
+		k += "@" + p.Topology
+	}
+	return k
+}
+
+// NeedsBirthday reports whether a pair needs the birthday search to go
+// direct (one side destination-dependent, the other port-restricted).
+func (p PairSpec) NeedsBirthday() bool {
+	hard := func(c Class) bool { return c == ClassAPDM }
+	restricted := func(c Class) bool { return c == ClassEIMAPDF || c == ClassCGNAT }
+	return (hard(p.A) && restricted(p.B)) || (hard(p.B) && restricted(p.A))
+}
+
+// Pairs returns every ordered pair of classes present in the testbed
+// (across two sites of the classes; the same class uses its two sites),
+// plus same-NAT pairs for sites with two hosts. classes filters (nil: all).
+func (tb *Testbed) Pairs(spec Spec, classes []Class) []PairSpec {
+	spec, _ = spec.Validate()
+	bySite := map[Class][]SiteSpec{}
+	for _, s := range spec.Sites {
+		bySite[s.Class] = append(bySite[s.Class], s)
+	}
+	var present []Class
+	for _, c := range Classes() {
+		if len(bySite[c]) > 0 && (classes == nil || slices.Contains(classes, c)) {
+			present = append(present, c)
+		}
+	}
+	first := func(site string) Host { return tb.HostsOf(site)[0] }
+	var out []PairSpec
+	for _, a := range present {
+		for _, b := range present {
+			if a == b {
+				if len(bySite[a]) < 2 {
+					continue
+				}
+				out = append(out, PairSpec{A: a, B: b, Topology: TopoDifferent,
+					From: first(bySite[a][0].Name), To: first(bySite[a][1].Name)})
+				continue
+			}
+			out = append(out, PairSpec{A: a, B: b, Topology: TopoDifferent,
+				From: first(bySite[a][0].Name), To: first(bySite[b][0].Name)})
+		}
+	}
+	for _, c := range present {
+		for _, s := range bySite[c] {
+			if hs := tb.HostsOf(s.Name); len(hs) == 2 {
+				topo := TopoSameNAT
+				if c == ClassCGNAT {
+					topo = TopoSameCarrier
+				}
+				out = append(out, PairSpec{A: c, B: c, Topology: topo, From: hs[0], To: hs[1]})
+			}
+		}
+	}
+	return out
+}
+
+// ConnectResult is the JSON that `antnode connect --json` prints.
+type ConnectResult struct {
+	Peer          string  `json:"peer"`
+	Connected     bool    `json:"connected"`
+	Path          string  `json:"path"`
+	TimeToConnect float64 `json:"time_to_connect_ms"`
+	RTT           float64 `json:"rtt_ms"`
+	BytesVerified int64   `json:"bytes_verified"`
+	Phase         string  `json:"failed_phase"`
+	Reason        string  `json:"reason"`
+	Error         string  `json:"error"`
+}
+
+// PairReport is one pair's line in the report.
+type PairReport struct {
+	A             Class          `json:"a"`
+	B             Class          `json:"b"`
+	Topology      string         `json:"topology"`
+	Runs          int            `json:"runs"`
+	Connected     int            `json:"connected"`
+	Direct        int            `json:"direct"`
+	Relay         int            `json:"relay"`
+	P50           float64        `json:"time_to_connect_ms_p50"`
+	P95           float64        `json:"time_to_connect_ms_p95"`
+	RTTP50        float64        `json:"rtt_ms_p50"`
+	BytesVerified int64          `json:"bytes_verified"`
+	Failures      map[string]int `json:"failures"`
+	Expect        string         `json:"expect"`
+	Met           bool           `json:"met"`
+	Errors        []string       `json:"errors,omitempty"` // one sample error per reason
+}
+
+// ScenarioResult is one fault scenario's outcome.
+type ScenarioResult struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// Report is testbed-report.json.
+type Report struct {
+	Started    string              `json:"started"`
+	Commit     string              `json:"commit"`
+	Link       LinkReport          `json:"link"`
+	NATClasses map[string]Measured `json:"nat_classes"`
+	Sites      map[string]Measured `json:"sites"`
+	Pairs      []PairReport        `json:"pairs"`
+	Scenarios  []ScenarioResult    `json:"scenarios"`
+	BuildMS    float64             `json:"build_ms"`
+	TeardownMS float64             `json:"teardown_ms"`
+	DurationS  float64             `json:"duration_s"`
+	Namespaces int                 `json:"namespaces"`
+	// Unmet lists the pairs that did worse than their expectation.
+	Unmet []string `json:"unmet"`
+}
+
+// LinkReport is the impairment on every access link.
+type LinkReport struct {
+	DelayMS float64 `json:"delay_ms"`
+	LossPct float64 `json:"loss_pct"`
+}
+
+// RunConfig configures a matrix run.
+type RunConfig struct {
+	Bin          string        // the antnode binary. Required.
+	Spec         Spec          // the topology. Zero: DefaultSpec with Link.
+	Classes      []Class       // restrict pairs to these classes. Nil: all.
+	Runs         int           // runs per pair. Zero: 3.
+	BirthdayRuns int           // runs for pairs that need the birthday search. Zero: 10.
+	Send         int64         // bytes verified per run. Zero: 1 MiB.
+	Timeout      time.Duration // per connect. Zero: 15 s.
+	Parallel     int           // concurrent connects. Zero: 6.
+	Expect       Expectations
+	Commit       string
+	Progress     io.Writer // progress lines. Nil: discarded.
+	// Scenarios to run after the matrix (by name; see Scenarios()).
+	Scenarios []string
+	// Keep leaves the topology and daemons up until ctx ends.
+	Keep bool
+	// WorkDir holds keys and logs. Empty: a temporary directory.
+	WorkDir string
+}
+
+// Env is a running testbed with its bootstrap nodes and peer daemons.
+type Env struct {
+	TB         *Testbed
+	Spec       Spec
+	Bin        string
+	Dir        string
+	Bootstraps []*Proc
+	// BootstrapAddrs is the --bootstrap-nodes value (ID@addr,...).
+	BootstrapAddrs string
+	bootIDs        []string
+	Daemons        map[string]*Proc // by host namespace
+	PeerIDs        map[string]string
+	Progress       io.Writer
+	Timeout        time.Duration
+}
+
+func (e *Env) logf(format string, args ...any) {
+	if e.Progress != nil {
+		fmt.Fprintf(e.Progress, format+"\n", args...)
+	}
+}
+
+// keyID creates a key and returns its peer ID.
+func (e *Env) keyID(ctx context.Context, name string) (string, error) {
+	path := filepath.Join(e.Dir, name+".key")
+	out, err := runCmd(ctx, e.Bin, "id", "--key", path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(out), nil
+}
+
+func runCmd(ctx context.Context, args ...string) (string, error) {
+	return run(ctx, args...)
+}
+
+// StartBootstrap starts bootstrap i (0 or 1) on S(i+1):4433.
+func (e *Env) StartBootstrap(ctx context.Context, i int) (*Proc, error) {
+	addr := fmt.Sprintf("%s:4433", ServerAddr(i+1))
+	p, err := e.TB.Start(e.TB.Server(), e.Bin, "--bootstrap", "--listen", addr,
+		"--key", filepath.Join(e.Dir, fmt.Sprintf("bootstrap%d.key", i)), "--log-level", "info")
+	if err != nil {
+		return nil, err
+	}
+	if err := waitOutput(ctx, p, "listening on", 5*time.Second); err != nil {
+		return nil, fmt.Errorf("bootstrap %d: %w\n%s", i, err, p.Output())
+	}
+	return p, nil
+}
+
+// StartDaemon starts the peer daemon of a host.
+func (e *Env) StartDaemon(h Host) (*Proc, error) {
+	return e.TB.Start(h.NS, e.Bin, "--listen", "0.0.0.0:4000", "--bootstrap-nodes", e.BootstrapAddrs,
+		"--key", filepath.Join(e.Dir, h.NS+".key"), "--log-level", "info")
+}
+
+func waitOutput(ctx context.Context, p *Proc, s string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for !strings.Contains(p.Output(), s) {
+		select {
+		case <-p.Done():
+			return fmt.Errorf("exited: %v", p.Err())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no %q after %v", s, d)
+		}
+	}
+	return nil
+}
+
+// Setup builds nothing: it starts the bootstraps and every host's daemon
+// on a built testbed and waits (bounded) for them to register.
+func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir string, progress io.Writer) (*Env, error) {
+	e := &Env{TB: tb, Spec: spec, Bin: bin, Dir: dir, Daemons: map[string]*Proc{}, PeerIDs: map[string]string{}, Progress: progress}
+	var addrs []string
+	for i := range 2 {
+		id, err := e.keyID(ctx, fmt.Sprintf("bootstrap%d", i))
+		if err != nil {
+			return nil, err
+		}
+		e.bootIDs = append(e.bootIDs, id)
+		addrs = append(addrs, fmt.Sprintf("%s@%s:4433", id, ServerAddr(i+1)))
+	}
+	e.BootstrapAddrs = strings.Join(addrs, ",")
+	for i := range 2 {
+		p, err := e.StartBootstrap(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		e.Bootstraps = append(e.Bootstraps, p)
+	}
+	for _, h := range tb.Hosts {
+		id, err := e.keyID(ctx, h.NS)
+		if err != nil {
+			return nil, err
+		}
+		e.PeerIDs[h.NS] = id
+		p, err := e.StartDaemon(h)
+		if err != nil {
+			return nil, err
+		}
+		e.Daemons[h.NS] = p
+	}
+	// Wait for registration, except where UDP cannot work.
+	for _, h := range tb.Hosts {
+		if h.Class == ClassUDPBlocked {
+			continue
+		}
+		if err := waitOutput(ctx, e.Daemons[h.NS], "bootstrap up", 10*time.Second); err != nil {
+			e.logf("warning: daemon %s (%s) not registered: %v", h.NS, h.Class, err)
+		}
+	}
+	return e, nil
+}
+
+// Connect runs `antnode connect` from host `from` to the daemon of `to`.
+func (e *Env) Connect(ctx context.Context, from, to Host, send int64, timeout time.Duration, extra ...string) ConnectResult {
+	args := []string{e.Bin, "connect", e.PeerIDs[to.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
+		"--send", fmt.Sprint(send), "--timeout", timeout.String()}
+	args = append(args, extra...)
+	cctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	defer cancel()
+	out, err := e.TB.Run(cctx, from.NS, args...)
+	var res ConnectResult
+	if jerr := json.Unmarshal([]byte(strings.TrimSpace(out)), &res); jerr != nil {
+		res = ConnectResult{Path: "none", Reason: "crash", Error: fmt.Sprintf("no JSON result (%v): %q", err, tail(out, 300))}
+		var ce *CommandError
+		if errors.As(err, &ce) {
+			res.Error += " stderr: " + tail(ce.Output, 300)
+		}
+	}
+	return res
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// Close stops the daemons and bootstraps (the testbed's Close would too).
+func (e *Env) Close() {
+	var wg sync.WaitGroup
+	for _, p := range e.Daemons {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Stop(2 * time.Second) }()
+	}
+	for _, p := range e.Bootstraps {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Stop(2 * time.Second) }()
+	}
+	wg.Wait()
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	i = max(0, min(i, len(s)-1))
+	return math.Round(s[i]*10) / 10
+}
+
+// Run builds the testbed, verifies it, runs the matrix and the scenarios,
+// tears everything down and returns the report. A testbed whose routers
+// do not behave as their classes say is not used: Run then returns the
+// report (with the measurements) and an error.
+func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
+	started := time.Now()
+	if cfg.Bin == "" {
+		return nil, errors.New("testnet: RunConfig.Bin is required")
+	}
+	if cfg.Runs <= 0 {
+		cfg.Runs = 3
+	}
+	if cfg.BirthdayRuns <= 0 {
+		cfg.BirthdayRuns = 10
+	}
+	if cfg.Send <= 0 {
+		cfg.Send = 1 << 20
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 6
+	}
+	if cfg.Spec.Prefix == "" {
+		cfg.Spec.Prefix = DefaultPrefix()
+	}
+	spec, err := cfg.Spec.Validate()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range cfg.Scenarios {
+		if _, ok := Scenarios()[n]; !ok {
+			return nil, fmt.Errorf("testnet: unknown scenario %q (have %s)", n, strings.Join(ScenarioNames(), ", "))
+		}
+	}
+	dir := cfg.WorkDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "antnode-testbed-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	rep := &Report{Started: started.UTC().Format(time.RFC3339), Commit: cfg.Commit,
+		Link:       LinkReport{DelayMS: float64(spec.Link.Delay.Microseconds()) / 1000, LossPct: spec.Link.Loss},
+		NATClasses: map[string]Measured{}, Sites: map[string]Measured{}, Pairs: []PairReport{}, Scenarios: []ScenarioResult{}, Unmet: []string{}}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	fmt.Fprintf(progress, "building testbed %s: %d sites\n", spec.Prefix, len(spec.Sites))
+	tb, err := Build(ctx, spec)
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		if tb != nil {
+			rep.TeardownMS = ms(tb.Close())
+		}
+	}()
+	rep.BuildMS = ms(tb.BuildTime)
+	rep.Namespaces = len(tb.Namespaces)
+	fmt.Fprintf(progress, "built %d namespaces in %.0f ms; verifying NAT behaviour\n", len(tb.Namespaces), rep.BuildMS)
+	meas, verr := tb.Verify(ctx, spec)
+	for _, s := range spec.Sites {
+		m := meas[s.Name]
+		rep.Sites[s.Name] = m
+		prev, seen := rep.NATClasses[string(s.Class)]
+		if !seen || (prev.Verified && !m.Verified) {
+			rep.NATClasses[string(s.Class)] = m
+		}
+	}
+	if verr != nil {
+		return rep, fmt.Errorf("testnet: the testbed does not behave as specified; refusing to run: %w", verr)
+	}
+	for _, s := range spec.Sites {
+		m := rep.Sites[s.Name]
+		fmt.Fprintf(progress, "  %-14s %-12s mapping %-5s filtering %-8s verified\n", s.Name, s.Class, m.Mapping, m.Filtering)
+	}
+	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, progress)
+	if err != nil {
+		return rep, err
+	}
+	env.Timeout = cfg.Timeout
+	defer env.Close()
+
+	pairs := tb.Pairs(spec, cfg.Classes)
+	type job struct {
+		pair int
+		run  int
+	}
+	var jobs []job
+	for i, p := range pairs {
+		n := cfg.Runs
+		if p.NeedsBirthday() {
+			n = max(n, cfg.BirthdayRuns)
+		}
+		for r := range n {
+			jobs = append(jobs, job{i, r})
+		}
+	}
+	results := make([][]ConnectResult, len(pairs))
+	var mu sync.Mutex
+	done := 0
+	sem := make(chan struct{}, cfg.Parallel)
+	var wg sync.WaitGroup
+	fmt.Fprintf(progress, "running %d connects over %d pairs, %d at a time\n", len(jobs), len(pairs), cfg.Parallel)
+	for _, j := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p := pairs[j.pair]
+			res := env.Connect(ctx, p.From, p.To, cfg.Send, cfg.Timeout)
+			mu.Lock()
+			results[j.pair] = append(results[j.pair], res)
+			done++
+			what := res.Path
+			if !res.Connected {
+				what = "FAIL " + res.Reason
+			}
+			fmt.Fprintf(progress, "[%3d/%d] %-32s run %2d: %-24s %7.1f ms\n", done, len(jobs), p.Key(), j.run+1, what, res.TimeToConnect)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	for i, p := range pairs {
+		pr := summarize(p, results[i])
+		e := cfg.Expect.For(p.Key())
+		pr.Expect = e.String()
+		pr.Met = e.Met(pr.Runs, pr.Connected, pr.Direct, pr.Relay)
+		if !pr.Met {
+			rep.Unmet = append(rep.Unmet, fmt.Sprintf("%s: expected %s, got %d/%d connected (%d direct, %d relay)",
+				p.Key(), e, pr.Connected, pr.Runs, pr.Direct, pr.Relay))
+		}
+		rep.Pairs = append(rep.Pairs, pr)
+	}
+	for _, name := range cfg.Scenarios {
+		fmt.Fprintf(progress, "scenario %s ...\n", name)
+		ok, detail := Scenarios()[name](ctx, env)
+		rep.Scenarios = append(rep.Scenarios, ScenarioResult{Name: name, OK: ok, Detail: detail})
+		fmt.Fprintf(progress, "scenario %s: ok=%v %s\n", name, ok, detail)
+	}
+	if cfg.Keep {
+		fmt.Fprintf(progress, "keeping the testbed up (prefix %s); enter a host with: ip netns exec %sh0a bash; Ctrl-C to tear down\n", spec.Prefix, spec.Prefix)
+		<-ctx.Done()
+	}
+	env.Close()
+	rep.TeardownMS = ms(tb.Close())
+	tb = nil
+	rep.DurationS = math.Round(time.Since(started).Seconds()*10) / 10
+	return rep, nil
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/100) / 10 }
+
+func summarize(p PairSpec, rs []ConnectResult) PairReport {
+	pr := PairReport{A: p.A, B: p.B, Topology: p.Topology, Runs: len(rs), Failures: map[string]int{}}
+	var ttc, rtt []float64
+	seen := map[string]bool{}
+	for _, r := range rs {
+		if r.Connected && r.Error == "" {
+			pr.Connected++
+			switch r.Path {
+			case "direct":
+				pr.Direct++
+			case "relay":
+				pr.Relay++
+			}
+			ttc = append(ttc, r.TimeToConnect)
+			rtt = append(rtt, r.RTT)
+			pr.BytesVerified += r.BytesVerified
+			continue
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = "unknown"
+		}
+		pr.Failures[reason]++
+		if !seen[reason] {
+			seen[reason] = true
+			pr.Errors = append(pr.Errors, reason+": "+r.Error)
+		}
+	}
+	pr.P50, pr.P95, pr.RTTP50 = percentile(ttc, 50), percentile(ttc, 95), percentile(rtt, 50)
+	return pr
+}
+
+// Table renders the pair results as a text table.
+func (r *Report) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-34s %5s %5s %5s %5s %9s %9s  %-14s %s\n", "pair (a/b@topology)", "runs", "conn", "dir", "relay", "p50 ms", "p95 ms", "expect", "failures")
+	for _, p := range r.Pairs {
+		key := string(p.A) + "/" + string(p.B)
+		if p.Topology != TopoDifferent {
+			key += "@" + p.Topology
+		}
+		var fails []string
+		for k, v := range p.Failures {
+			fails = append(fails, fmt.Sprintf("%s:%d", k, v))
+		}
+		sort.Strings(fails)
+		mark := ""
+		if !p.Met {
+			mark = " UNMET"
+		}
+		fmt.Fprintf(&b, "%-34s %5d %5d %5d %5d %9.1f %9.1f  %-14s %s%s\n", key, p.Runs, p.Connected, p.Direct, p.Relay, p.P50, p.P95, p.Expect, strings.Join(fails, " "), mark)
+	}
+	for _, s := range r.Scenarios {
+		fmt.Fprintf(&b, "scenario %-24s ok=%v %s\n", s.Name, s.OK, s.Detail)
+	}
+	return b.String()
+}

@@ -1,0 +1,350 @@
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// Observation is what the probes of one site saw.
+type Observation struct {
+	Local netip.AddrPort // the probing socket's local address
+	// Mapped are the addresses S1:3478, S1:3479 and S2:3478 saw the
+	// mapping socket at (invalid: no answer).
+	Mapped [3]netip.AddrPort
+	// FromOtherPort and FromOtherAddr report whether an unsolicited packet
+	// from S1:3479 and from S3 reached a socket that had only talked to
+	// S1:3478.
+	FromOtherPort, FromOtherAddr bool
+	// TCP reports whether a TCP connection to S1 succeeded.
+	TCP bool
+	// Hairpin is set when the site has two hosts behind one NAT: whether a
+	// packet from the second host to the first's public mapping arrived.
+	Hairpin *bool
+}
+
+// Classify derives RFC 4787 mapping and filtering behaviour from an
+// observation. It is a pure function.
+func Classify(o Observation) (mapping, filtering string) {
+	m := o.Mapped
+	if !m[0].IsValid() && !m[1].IsValid() && !m[2].IsValid() {
+		if o.TCP {
+			return "-", "blocked"
+		}
+		return "-", "unreachable"
+	}
+	if !m[0].IsValid() || !m[1].IsValid() || !m[2].IsValid() {
+		return "inconsistent", "inconsistent"
+	}
+	switch {
+	case m[0] == o.Local && m[1] == o.Local && m[2] == o.Local:
+		mapping = "none"
+	case m[0] == m[1] && m[1] == m[2]:
+		mapping = "EIM"
+	case m[0] == m[1]:
+		mapping = "ADM"
+	default:
+		mapping = "APDM"
+	}
+	switch {
+	case o.FromOtherAddr && mapping == "none":
+		filtering = "none"
+	case o.FromOtherAddr:
+		filtering = "EIF"
+	case o.FromOtherPort:
+		filtering = "ADF"
+	default:
+		filtering = "APDF"
+	}
+	return mapping, filtering
+}
+
+// Measured is a site's verified behaviour, as the report shows it.
+type Measured struct {
+	Mapping   string `json:"mapping"`
+	Filtering string `json:"filtering"`
+	Hairpin   *bool  `json:"hairpin,omitempty"`
+	Verified  bool   `json:"verified"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+// probeServers are the verification servers in the server namespace:
+// STUN Binding responders on S1:3478, S1:3479, S2:3478 and S3:3478 that
+// can also send unsolicited packets, and a TCP listener on S1:3478.
+type probeServers struct {
+	udp map[netip.AddrPort]*net.UDPConn
+	tcp net.Listener
+	wg  sync.WaitGroup
+}
+
+func probeServerAddrs() []netip.AddrPort {
+	return []netip.AddrPort{
+		netip.AddrPortFrom(ServerAddr(1), 3478), netip.AddrPortFrom(ServerAddr(1), 3479),
+		netip.AddrPortFrom(ServerAddr(2), 3478), netip.AddrPortFrom(ServerAddr(3), 3478),
+	}
+}
+
+func startProbeServers(ns string) (*probeServers, error) {
+	ps := &probeServers{udp: map[netip.AddrPort]*net.UDPConn{}}
+	for _, a := range probeServerAddrs() {
+		c, err := ListenUDP(ns, a)
+		if err != nil {
+			ps.close()
+			return nil, err
+		}
+		ps.udp[a] = c
+		ps.wg.Add(1)
+		go func() {
+			defer ps.wg.Done()
+			buf := make([]byte, 1500)
+			for {
+				n, from, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+				if req.Decode() != nil || req.Type != stun.BindingRequest {
+					continue
+				}
+				from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+				resp := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+					&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())})
+				c.WriteToUDPAddrPort(resp.Raw, from)
+			}
+		}()
+	}
+	err := InNS(ns, func() error {
+		var err error
+		ps.tcp, err = net.Listen("tcp4", netip.AddrPortFrom(ServerAddr(1), 3478).String())
+		return err
+	})
+	if err != nil {
+		ps.close()
+		return nil, err
+	}
+	ps.wg.Add(1)
+	go func() {
+		defer ps.wg.Done()
+		for {
+			c, err := ps.tcp.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ps, nil
+}
+
+func (ps *probeServers) close() {
+	for _, c := range ps.udp {
+		c.Close()
+	}
+	if ps.tcp != nil {
+		ps.tcp.Close()
+	}
+	ps.wg.Wait()
+}
+
+// send makes server `from` send an unsolicited datagram to `to`.
+func (ps *probeServers) send(from, to netip.AddrPort, payload []byte) {
+	if c := ps.udp[from]; c != nil {
+		c.WriteToUDPAddrPort(payload, to)
+	}
+}
+
+// binding sends Binding requests from c to server until one is answered
+// (at most tries times, wait apart) and returns the mapped address.
+func binding(c *net.UDPConn, server netip.AddrPort, tries int, wait time.Duration) netip.AddrPort {
+	buf := make([]byte, 1500)
+	for range tries {
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		c.WriteToUDPAddrPort(req.Raw, server)
+		deadline := time.Now().Add(wait)
+		for {
+			c.SetReadDeadline(deadline)
+			n, _, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			resp := &stun.Message{Raw: buf[:n]}
+			if resp.Decode() != nil || resp.TransactionID != req.TransactionID {
+				continue
+			}
+			var x stun.XORMappedAddress
+			if x.GetFrom(resp) != nil {
+				continue
+			}
+			a, _ := netip.AddrFromSlice(x.IP)
+			return netip.AddrPortFrom(a.Unmap(), uint16(x.Port))
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// receives reports which of the marker payloads arrive on c within wait.
+func receives(c *net.UDPConn, wait time.Duration, markers ...string) map[string]bool {
+	got := map[string]bool{}
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(wait)
+	for {
+		c.SetReadDeadline(deadline)
+		n, _, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return got
+		}
+		for _, m := range markers {
+			if string(buf[:n]) == m {
+				got[m] = true
+			}
+		}
+	}
+}
+
+// observe runs the probes of one host. rtt is the expected round trip
+// to the servers (twice the access link delay).
+func observe(ps *probeServers, host Host, rtt time.Duration) (Observation, error) {
+	var o Observation
+	wait := rtt + 300*time.Millisecond
+	srv := probeServerAddrs()
+	m, err := ListenUDP(host.NS, netip.AddrPortFrom(host.Addr, 0))
+	if err != nil {
+		return o, err
+	}
+	defer m.Close()
+	local := m.LocalAddr().(*net.UDPAddr).AddrPort()
+	o.Local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	o.Mapped[0] = binding(m, srv[0], 3, wait)
+	o.Mapped[1] = binding(m, srv[1], 3, wait)
+	o.Mapped[2] = binding(m, srv[2], 3, wait)
+
+	f, err := ListenUDP(host.NS, netip.AddrPortFrom(host.Addr, 0))
+	if err != nil {
+		return o, err
+	}
+	defer f.Close()
+	if fm := binding(f, srv[0], 3, wait); fm.IsValid() {
+		ps.send(srv[1], fm, []byte("other-port"))
+		ps.send(srv[3], fm, []byte("other-addr"))
+		got := receives(f, wait, "other-port", "other-addr")
+		o.FromOtherPort, o.FromOtherAddr = got["other-port"], got["other-addr"]
+	}
+	err = InNS(host.NS, func() error {
+		d := net.Dialer{Timeout: wait + time.Second}
+		c, err := d.Dial("tcp4", srv[0].String())
+		if err == nil {
+			o.TCP = true
+			c.Close()
+		}
+		return nil
+	})
+	return o, err
+}
+
+// hairpin reports whether two hosts behind one NAT reach each other through
+// their public mappings. Both send (a punch), because a filtering NAT in
+// front of either host (a home NAT behind a carrier NAT) drops what its
+// host did not send to first.
+func hairpin(a, b Host, rtt time.Duration) (bool, error) {
+	wait := rtt + 300*time.Millisecond
+	ca, err := ListenUDP(a.NS, netip.AddrPortFrom(a.Addr, 0))
+	if err != nil {
+		return false, err
+	}
+	defer ca.Close()
+	cb, err := ListenUDP(b.NS, netip.AddrPortFrom(b.Addr, 0))
+	if err != nil {
+		return false, err
+	}
+	defer cb.Close()
+	ma := binding(ca, probeServerAddrs()[0], 3, wait)
+	mb := binding(cb, probeServerAddrs()[0], 3, wait)
+	if !ma.IsValid() || !mb.IsValid() {
+		return false, errors.New("no mapping for the hairpin probe")
+	}
+	for range 3 {
+		ca.WriteToUDPAddrPort([]byte("punch"), mb)
+		cb.WriteToUDPAddrPort([]byte("hairpin"), ma)
+		if receives(ca, wait, "hairpin")["hairpin"] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Verify measures every site's NAT behaviour and compares it with its
+// class. The map is keyed by site name; err lists the sites that do not
+// behave as their class says.
+func (tb *Testbed) Verify(ctx context.Context, spec Spec) (map[string]Measured, error) {
+	spec, err := spec.Validate()
+	if err != nil {
+		return nil, err
+	}
+	ps, err := startProbeServers(tb.Server())
+	if err != nil {
+		return nil, fmt.Errorf("testnet: probe servers: %w", err)
+	}
+	defer ps.close()
+	out := make(map[string]Measured, len(spec.Sites))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []error
+	for _, site := range spec.Sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			meas, err := tb.verifySite(ps, site)
+			mu.Lock()
+			defer mu.Unlock()
+			out[site.Name] = meas
+			if err != nil {
+				errs = append(errs, fmt.Errorf("site %s: %w", site.Name, err))
+			} else if !meas.Verified {
+				errs = append(errs, fmt.Errorf("site %s (%s) measured %s/%s: %s", site.Name, site.Class, meas.Mapping, meas.Filtering, meas.Detail))
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return out, ctx.Err()
+	}
+	return out, errors.Join(errs...)
+}
+
+func (tb *Testbed) verifySite(ps *probeServers, site SiteSpec) (Measured, error) {
+	hosts := tb.HostsOf(site.Name)
+	if len(hosts) == 0 {
+		return Measured{}, errors.New("no hosts")
+	}
+	rtt := 2 * site.Link.Delay
+	o, err := observe(ps, hosts[0], rtt)
+	if err != nil {
+		return Measured{}, err
+	}
+	var meas Measured
+	meas.Mapping, meas.Filtering = Classify(o)
+	wantM, wantF := site.Class.Behaviour()
+	meas.Verified = meas.Mapping == wantM && meas.Filtering == wantF
+	if !meas.Verified {
+		meas.Detail = fmt.Sprintf("want %s/%s; mapped %v from local %v, other port %v, other address %v, tcp %v",
+			wantM, wantF, o.Mapped, o.Local, o.FromOtherPort, o.FromOtherAddr, o.TCP)
+	}
+	if len(hosts) == 2 && site.Class != ClassUDPBlocked {
+		hp, err := hairpin(hosts[0], hosts[1], rtt)
+		if err != nil {
+			return meas, err
+		}
+		meas.Hairpin = &hp
+		if hp != site.Hairpin {
+			meas.Verified = false
+			meas.Detail += fmt.Sprintf(" hairpin measured %v, configured %v", hp, site.Hairpin)
+		}
+	}
+	return meas, nil
+}
