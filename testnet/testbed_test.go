@@ -203,6 +203,7 @@ func TestLossAndFaults(t *testing.T) {
 	spec := Spec{Prefix: uniquePrefix("f"), Sites: []SiteSpec{
 		{Name: "lossy", Class: ClassPublic, Link: &Impairment{Loss: 50}},
 		{Name: "apdf", Class: ClassEIMAPDF},
+		{Name: "slow", Class: ClassPublic, Link: &Impairment{RateKbit: 800}},
 	}}
 	tb := build(t, spec)
 	ps, err := startProbeServers(tb.Server())
@@ -224,6 +225,36 @@ func TestLossAndFaults(t *testing.T) {
 		if answered < 8 || answered > 45 {
 			t.Fatalf("%d of 100 round trips through 50%% loss each way", answered)
 		}
+	})
+	t.Run("rate", func(t *testing.T) {
+		// 200 kB sent at once through an 800 kbit/s tbf (100 ms queue):
+		// only the queue and the burst get through in the first 300 ms.
+		h := tb.HostsOf("slow")[0]
+		c, _ := ListenUDP(h.NS, netip.AddrPortFrom(h.Addr, 0))
+		defer c.Close()
+		sink, err := ListenUDP(tb.Server(), netip.AddrPortFrom(ServerAddr(2), 9999))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		payload := make([]byte, 1000)
+		for range 200 {
+			c.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ServerAddr(2), 9999))
+		}
+		got := 0
+		buf := make([]byte, 1500)
+		sink.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		for {
+			n, _, err := sink.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			got += n
+		}
+		if got < 5000 || got > 60000 {
+			t.Fatalf("%d of 200000 bytes passed an 800 kbit/s link in 300 ms", got)
+		}
+		t.Logf("%d of 200000 bytes passed", got)
 	})
 	h := tb.HostsOf("apdf")[0]
 	c, _ := ListenUDP(h.NS, netip.AddrPortFrom(h.Addr, 0))
