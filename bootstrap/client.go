@@ -158,6 +158,7 @@ type live struct {
 	ctl      *ctlStream
 	observed netip.AddrPort
 	altSTUN  []netip.AddrPort
+	probes   uint64
 	done     chan struct{} // closed when the connection ends
 }
 
@@ -230,6 +231,7 @@ type Status struct {
 	Registered bool
 	Observed   netip.AddrPort
 	AltSTUN    []netip.AddrPort
+	Probes     uint64 // wire.ProbeOtherPort | wire.ProbeOtherAddr offered
 	RTT        time.Duration
 	LastError  error
 }
@@ -243,6 +245,7 @@ func (c *Client) Status() Status {
 		st.Registered = true
 		st.Observed = c.cur.observed
 		st.AltSTUN = c.cur.altSTUN
+		st.Probes = c.cur.probes
 		st.RTT = c.cur.conn.ConnectionStats().SmoothedRTT
 	}
 	return st
@@ -436,7 +439,7 @@ func (c *Client) tryRegister(ctx context.Context) (*live, error) {
 	default:
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
 	}
-	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, done: make(chan struct{})}
+	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.pinned.IsZero() {
 		c.pinned = srv
@@ -619,6 +622,17 @@ func (in Intro) clamp() Intro {
 		in.Candidates = in.Candidates[:wire.MaxCandidates]
 	}
 	return in
+}
+
+// RequestProbe asks the bootstrap to send an unsolicited STUN indication
+// with txID to this peer's observed address (see wire.ProbeRequest). The
+// caller waits for it on its endpoint.
+func (c *Client) RequestProbe(kind uint64, txID [12]byte) error {
+	l, err := c.current()
+	if err != nil {
+		return err
+	}
+	return l.ctl.send(&wire.ProbeRequest{TxID: txID, Kind: kind})
 }
 
 // Connect asks the bootstrap to introduce this peer to target, announcing

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -68,10 +69,19 @@ type ServerConfig struct {
 	// SessionTTL is how long after an answer either side may ask for new
 	// punch rounds. Zero: 60 s.
 	SessionTTL time.Duration
-	// AltSTUN are further addresses on which STUN is answered for this
-	// bootstrap (for mapping classification); they are advertised in
-	// Registered. Zero: none.
-	AltSTUN []netip.AddrPort
+	// AltSTUN is a second socket, on the same address and another port,
+	// on which the server answers STUN too: two observations from one
+	// address tell address-dependent from address-and-port-dependent
+	// mapping. It is advertised in Registered and closed by Close.
+	// Nil: none.
+	AltSTUN net.PacketConn
+	// ProbeAddr is a further local address of the bootstrap that peers
+	// never contact; unsolicited filtering probes "from another address"
+	// leave from it. Invalid: that probe kind is not offered.
+	ProbeAddr netip.Addr
+	// ListenProbe opens the fresh socket an unsolicited probe leaves from.
+	// Nil: a real UDP socket.
+	ListenProbe func(netip.AddrPort) (net.PacketConn, error)
 	// HandshakeTimeout bounds the wait for a new connection's control
 	// stream and Register message. Zero: 10 s.
 	HandshakeTimeout time.Duration
@@ -122,6 +132,18 @@ func (c *ServerConfig) validate() error {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ProbeAddr.IsValid() && !c.ProbeAddr.Is4() && !c.ProbeAddr.Is6() {
+		return errors.New("bootstrap: invalid ProbeAddr")
+	}
+	if c.ListenProbe == nil {
+		c.ListenProbe = func(ap netip.AddrPort) (net.PacketConn, error) {
+			network := "udp4"
+			if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+				network = "udp6"
+			}
+			return net.ListenUDP(network, net.UDPAddrFromAddrPort(ap))
+		}
 	}
 	return nil
 }
@@ -219,7 +241,87 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.wg.Add(2)
 	go s.acceptLoop()
 	go s.sweepLoop()
+	if cfg.AltSTUN != nil {
+		s.wg.Add(1)
+		go s.altSTUNLoop()
+	}
 	return s, nil
+}
+
+// altSTUNLoop answers Binding requests on the alternate STUN socket.
+func (s *Server) altSTUNLoop() {
+	defer s.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := s.cfg.AltSTUN.ReadFrom(buf)
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		ua, ok := from.(*net.UDPAddr)
+		if !ok || !stun.IsMessage(buf[:n]) {
+			continue
+		}
+		req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if req.Decode() != nil || req.Type != stun.BindingRequest {
+			continue
+		}
+		ap := ua.AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if resp, err := BindingResponse(req, ap); err == nil {
+			s.cfg.AltSTUN.WriteTo(resp.Raw, from)
+		}
+	}
+}
+
+// altSTUNAddrs is what Registered advertises.
+func (s *Server) altSTUNAddrs() []netip.AddrPort {
+	if s.cfg.AltSTUN == nil {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(s.cfg.AltSTUN.LocalAddr().String())
+	if err != nil {
+		return nil
+	}
+	return []netip.AddrPort{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
+}
+
+// probeCaps is the Probes bitmask of Registered.
+func (s *Server) probeCaps() uint64 {
+	caps := wire.ProbeOtherPort
+	if s.cfg.ProbeAddr.IsValid() {
+		caps |= wire.ProbeOtherAddr
+	}
+	return caps
+}
+
+// probe sends an unsolicited Binding indication with txID to `to`, from a
+// fresh port of the server's address (never contacted by anybody) or from
+// ProbeAddr.
+func (s *Server) probe(kind uint64, txID [12]byte, to netip.AddrPort) error {
+	var src netip.Addr
+	switch kind {
+	case wire.ProbeOtherPort:
+		src = s.cfg.Endpoint.LocalAddr().Addr()
+	case wire.ProbeOtherAddr:
+		if !s.cfg.ProbeAddr.IsValid() {
+			return errors.New("no probe address")
+		}
+		src = s.cfg.ProbeAddr
+	}
+	c, err := s.cfg.ListenProbe(netip.AddrPortFrom(src, 0))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	m, err := stun.Build(stun.NewTransactionIDSetter(txID), stun.NewType(stun.MethodBinding, stun.ClassIndication), stun.Fingerprint)
+	if err != nil {
+		return err
+	}
+	_, err = c.WriteTo(m.Raw, net.UDPAddrFromAddrPort(to))
+	return err
 }
 
 // ID returns the bootstrap's peer ID.
@@ -242,6 +344,9 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		s.cancel()
 		s.ln.Close()
+		if s.cfg.AltSTUN != nil {
+			s.cfg.AltSTUN.Close()
+		}
 		for _, p := range peers {
 			p.conn.CloseWithError(closeShutdown, "bootstrap shutting down")
 		}
@@ -358,8 +463,8 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		reason := s.unregister(p)
 		s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeFail, Reason: reason, Peer: id.String(), Addr: p.observed})
 	}()
-	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.cfg.AltSTUN,
-		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second)})
+	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.altSTUNAddrs(),
+		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps()})
 	if err != nil {
 		conn.CloseWithError(closeSlowConsumer, "control stream write failed")
 		return
@@ -524,6 +629,21 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 		return s.handleAnswer(p, m)
 	case *wire.PunchRequest:
 		return s.handlePunchRequest(p, m)
+	case *wire.ProbeRequest:
+		if !p.allow() {
+			s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "probe"})
+			return nil
+		}
+		if s.probeCaps()&m.Kind == 0 {
+			return nil // not offered: the peer's wait times out, as for a filtered probe
+		}
+		p.mu.Lock()
+		to := p.observed
+		p.mu.Unlock()
+		// Only ever to the peer's own observed address: no reflection.
+		if err := s.probe(m.Kind, m.TxID, to); err != nil {
+			s.log.Debug("bootstrap: probe", "err", err)
+		}
 	case *wire.Register:
 		return &ProtocolError{Code: wire.CodeBadRequest, Msg: "already registered"}
 	case *wire.Error:

@@ -180,6 +180,39 @@ func (e *Endpoint) WriteTo(b []byte, to netip.AddrPort) error {
 	return nil
 }
 
+// ErrTTLUnsupported is returned by WriteTTL on a socket that is not a
+// *net.UDPConn (an in-process model).
+var ErrTTLUnsupported = errors.New("endpoint: per-packet TTL not supported on this socket")
+
+// WriteTTL sends a raw packet with the IP time-to-live set to ttl for this
+// packet only (an IP_TTL control message), as TTL-limited priming packets
+// need: they open this side's NAT mapping and die before the far NAT.
+// QUIC packets on the socket keep the default TTL.
+func (e *Endpoint) WriteTTL(b []byte, to netip.AddrPort, ttl int) error {
+	uc, ok := e.conn.(*net.UDPConn)
+	if !ok {
+		return ErrTTLUnsupported
+	}
+	if ttl < 1 || ttl > 255 {
+		return fmt.Errorf("endpoint: TTL %d out of range", ttl)
+	}
+	oob := ttlControl(to, ttl)
+	if oob == nil {
+		return ErrTTLUnsupported
+	}
+	if _, _, err := uc.WriteMsgUDPAddrPort(b, oob, to); err != nil {
+		return fmt.Errorf("endpoint: write with TTL %d: %w", ttl, err)
+	}
+	return nil
+}
+
+// Pending returns how many STUN transactions are awaited.
+func (e *Endpoint) Pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.pending)
+}
+
 // Stats returns a snapshot of the packet counters.
 func (e *Endpoint) Stats() Stats {
 	return Stats{
@@ -305,12 +338,15 @@ func (e *Endpoint) dispatch(b []byte, from net.Addr, at time.Time) {
 		return
 	}
 	switch m.Type.Class {
-	case stun.ClassSuccessResponse, stun.ClassErrorResponse:
+	case stun.ClassSuccessResponse, stun.ClassErrorResponse, stun.ClassIndication:
 		e.mu.Lock()
 		ch := e.pending[m.TransactionID]
 		delete(e.pending, m.TransactionID)
 		e.mu.Unlock()
 		if ch == nil {
+			if m.Type.Class == stun.ClassIndication {
+				break // not awaited: an ordinary indication for the handler
+			}
 			e.stats.unmatched.Add(1)
 			return
 		}
@@ -320,15 +356,15 @@ func (e *Endpoint) dispatch(b []byte, from net.Addr, at time.Time) {
 		default: // the waiter's channel is full: it sized it for fewer
 			e.stats.unmatched.Add(1)
 		}
-	default:
-		h := e.handler.Load()
-		if h == nil {
-			e.stats.noHandler.Add(1)
-			return
-		}
-		e.stats.requests.Add(1)
-		(*h)(m, src)
+		return
 	}
+	h := e.handler.Load()
+	if h == nil {
+		e.stats.noHandler.Add(1)
+		return
+	}
+	e.stats.requests.Add(1)
+	(*h)(m, src)
 }
 
 // Close stops the reader, closes the transport (and with it every QUIC

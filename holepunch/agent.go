@@ -96,6 +96,13 @@ func (a *Agent) Close() error {
 	return nil
 }
 
+// Sessions returns how many sessions are open.
+func (a *Agent) Sessions() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.sessions)
+}
+
 // NewCreds returns fresh random check credentials.
 func NewCreds() wire.Creds {
 	var b [20]byte
@@ -213,6 +220,33 @@ func (a *Agent) handle(m *stun.Message, from netip.AddrPort) {
 	}
 }
 
+// Prime sends one TTL-limited packet to each of the peer's reflexive
+// candidates: it opens this side's NAT mapping (and filter) towards them
+// but expires before the far NAT, so that NAT never sees a packet from this
+// side before its own host has sent (an early packet there can leave a
+// conntrack entry that later makes it remap the port). It returns how many
+// priming packets left; sockets that cannot set a TTL send none.
+func (s *Session) Prime(remote []wire.Candidate, ttl int) int {
+	if ttl <= 0 {
+		return 0
+	}
+	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodBinding, stun.ClassIndication), stun.Fingerprint)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, c := range Targets(remote, s.a.ep.LocalAddr().Addr()) {
+		if c.Kind != wire.KindServerReflexive && c.Kind != wire.KindPeerReflexive {
+			continue
+		}
+		if err := s.a.ep.WriteTTL(m.Raw, c.Addr, ttl); err != nil {
+			return n
+		}
+		n++
+	}
+	return n
+}
+
 // Pair is a validated path to the other peer.
 type Pair struct {
 	Remote   netip.AddrPort
@@ -245,6 +279,15 @@ type PunchConfig struct {
 	// Start is when the round starts (the synchronised punch time). Zero:
 	// now.
 	Start time.Time
+	// OnValidated, if set, is called (on Punch's goroutine) for every
+	// pair as soon as it validates, so a caller can dial it at once.
+	OnValidated func(Pair)
+	// OnPeerCheck, if set, is called (on Punch's goroutine) with the
+	// source of the first authenticated check from each address of the
+	// peer: its packets come from there, and the peer's NAT lets this
+	// side's answers back in, so a dial there need not wait for this
+	// side's own check to that address to be answered.
+	OnPeerCheck func(netip.AddrPort)
 }
 
 type sent struct {
@@ -379,6 +422,9 @@ func (e *executor) run(ctx context.Context, probes []Probe, cfg PunchConfig) (Re
 				timer.Reset(probes[next].At - time.Since(start))
 			}
 		case from := <-e.s.triggered:
+			if cfg.OnPeerCheck != nil {
+				cfg.OnPeerCheck(from)
+			}
 			// The peer reached us from `from`: check back at once (a
 			// triggered check), it may be a peer-reflexive address.
 			if e.extra < 64 && !e.isValidated(from) {
@@ -389,6 +435,9 @@ func (e *executor) run(ctx context.Context, probes []Probe, cfg PunchConfig) (Re
 			p, ok := e.verify(r)
 			if !ok {
 				continue
+			}
+			if cfg.OnValidated != nil {
+				cfg.OnValidated(p)
 			}
 			if graceC == nil {
 				e.s.att.End(monitor.PhasePunch, monitor.OutcomeOK, monitor.ReasonNone)

@@ -15,8 +15,9 @@ import (
 
 // delayLine forwards Ethernet frames between two interfaces of a wire
 // namespace in both directions, each frame held for the link's one-way
-// delay and dropped with the link's loss probability. (This kernel has no
-// netem; rate limiting is tbf on the wire's interfaces.)
+// delay and, if it carries IP, dropped with the link's loss probability.
+// (This kernel has no netem; rate limiting is tbf on the wire's
+// interfaces.)
 type delayLine struct {
 	wire    Wire
 	a, b    *os.File
@@ -79,6 +80,15 @@ func startDelayLine(w Wire) (*delayLine, error) {
 	return d, nil
 }
 
+// isIP reports whether an Ethernet frame carries IPv4 or IPv6.
+func isIP(f []byte) bool {
+	if len(f) < 14 {
+		return false
+	}
+	et := uint16(f[12])<<8 | uint16(f[13])
+	return et == 0x0800 || et == 0x86dd
+}
+
 type frame struct {
 	due  time.Time
 	data []byte
@@ -102,7 +112,10 @@ func (d *delayLine) pipe(src, dst *os.File) {
 				}
 				continue // transient (e.g. ENETDOWN while the link comes up)
 			}
-			if d.wire.Impair.Loss > 0 && rand.Float64()*100 < d.wire.Impair.Loss {
+			// Loss applies to IP packets only: a lost ARP exchange would
+			// stall the link for seconds and confound what a test
+			// measures.
+			if d.wire.Impair.Loss > 0 && isIP(buf[:n]) && rand.Float64()*100 < d.wire.Impair.Loss {
 				d.dropped.Add(1)
 				continue
 			}

@@ -73,6 +73,9 @@ func (e Expectation) Met(runs, connected, direct, relay int) bool {
 type Expectations struct {
 	Default Expectation
 	Pairs   map[string]Expectation
+	// NATExempt lists classes whose NAT type antnode is not yet expected to
+	// measure (the report still shows what it measured).
+	NATExempt []Class
 }
 
 // For returns the expectation of a pair.
@@ -96,13 +99,19 @@ func LoadExpectations(path string) (Expectations, error) {
 // ParseExpectations parses the JSON expectation table.
 func ParseExpectations(b []byte) (Expectations, error) {
 	var raw struct {
-		Default string            `json:"default"`
-		Pairs   map[string]string `json:"pairs"`
+		Default   string            `json:"default"`
+		Pairs     map[string]string `json:"pairs"`
+		NATExempt []Class           `json:"nat_exempt"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return Expectations{}, fmt.Errorf("testnet: expectations: %w", err)
 	}
-	x := Expectations{Pairs: map[string]Expectation{}}
+	x := Expectations{Pairs: map[string]Expectation{}, NATExempt: raw.NATExempt}
+	for _, c := range raw.NATExempt {
+		if !c.Valid() {
+			return x, fmt.Errorf("testnet: expectations: nat_exempt: unknown class %q", c)
+		}
+	}
 	var err error
 	if raw.Default == "" {
 		raw.Default = "none"

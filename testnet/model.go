@@ -1,8 +1,10 @@
 package testnet
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -19,10 +21,46 @@ import (
 // sender plus that of its receiver. Delivery uses timers only, so a Model
 // runs under testing/synctest with virtual time.
 type Model struct {
+	// OnDrop, if set before use, is called (with the network locked) for
+	// every dropped packet: for debugging tests.
+	OnDrop func(from, to netip.AddrPort, why string)
+
 	mu      sync.Mutex
 	public  map[netip.AddrPort]*ModelConn // sockets on public addresses
 	nats    map[netip.Addr]*ModelNAT      // by public address
+	blocked map[[2]netip.Addr]bool        // public address pairs that cannot reach each other
 	dropped int
+}
+
+// Block makes the public addresses a and b unable to reach each other (a
+// blackholed path) until Unblock.
+func (m *Model) Block(a, b netip.Addr) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.blocked == nil {
+		m.blocked = map[[2]netip.Addr]bool{}
+	}
+	m.blocked[[2]netip.Addr{a, b}] = true
+	m.blocked[[2]netip.Addr{b, a}] = true
+}
+
+// Unblock undoes Block.
+func (m *Model) Unblock(a, b netip.Addr) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.blocked, [2]netip.Addr{a, b})
+	delete(m.blocked, [2]netip.Addr{b, a})
+}
+
+// OpenSockets returns how many sockets are open in the network.
+func (m *Model) OpenSockets() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := len(m.public)
+	for _, nat := range m.nats {
+		n += len(nat.private)
+	}
+	return n
 }
 
 // NewModel returns an empty network.
@@ -52,6 +90,7 @@ type ModelNAT struct {
 	mappings map[mapKey]*mapping
 	byPort   map[uint16]*mapping
 	nextPort uint16
+	rng      *rand.Rand // random ports of destination-dependent mappings
 }
 
 type mapKey struct {
@@ -79,18 +118,37 @@ func (m *Model) AddNAT(cfg NATConfig) (*ModelNAT, error) {
 	if m.nats[cfg.Public] != nil {
 		return nil, fmt.Errorf("testnet: model NAT %v exists", cfg.Public)
 	}
+	seed := binary.BigEndian.Uint32(cfg.Public.AsSlice()[len(cfg.Public.AsSlice())-4:])
 	n := &ModelNAT{m: m, cfg: cfg, private: map[netip.AddrPort]*ModelConn{}, mappings: map[mapKey]*mapping{},
-		byPort: map[uint16]*mapping{}, nextPort: 20000}
+		byPort: map[uint16]*mapping{}, nextPort: 20000, rng: rand.New(rand.NewPCG(uint64(seed), 7))}
 	m.nats[cfg.Public] = n
 	return n, nil
 }
 
-// Listen opens a socket at addr: on the public network if nat is nil, else
-// on nat's private network. delay is the socket's access delay on the
-// public network (ignored behind a NAT, which has its own).
+// Listen opens a socket at addr (port 0: a free port): on the public
+// network if nat is nil, else on nat's private network. delay is the
+// socket's access delay on the public network (ignored behind a NAT, which
+// has its own).
 func (m *Model) Listen(addr netip.AddrPort, nat *ModelNAT, delay time.Duration) (*ModelConn, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if addr.Port() == 0 {
+		inUse := func(ap netip.AddrPort) bool {
+			if nat != nil {
+				return nat.private[ap] != nil
+			}
+			return m.public[ap] != nil
+		}
+		for p := uint16(30000); ; p++ {
+			if p == 0 {
+				return nil, errors.New("testnet: model out of ports")
+			}
+			if cand := netip.AddrPortFrom(addr.Addr(), p); !inUse(cand) {
+				addr = cand
+				break
+			}
+		}
+	}
 	c := &ModelConn{m: m, nat: nat, local: addr, delay: delay, queue: make(chan modelPacket, 1024),
 		closed: make(chan struct{}), changed: make(chan struct{})}
 	if nat != nil {
@@ -147,9 +205,15 @@ func (n *ModelNAT) outbound(src, dst netip.AddrPort, now time.Time) netip.AddrPo
 	}
 	if mp == nil {
 		port := src.Port()
-		if n.cfg.Mapping != nattype.MappingEIM || n.byPort[port] != nil {
-			// Destination-dependent mappings (and a taken port) get a
-			// fresh port; sequential, so tests are deterministic.
+		switch {
+		case n.cfg.Mapping != nattype.MappingEIM:
+			// Destination-dependent mappings get a random port, like
+			// Linux's "masquerade random" (seeded: deterministic).
+			for port = uint16(1024 + n.rng.IntN(65536-1024)); n.byPort[port] != nil; {
+				port = uint16(1024 + n.rng.IntN(65536-1024))
+			}
+		case n.byPort[port] != nil:
+			// A taken port: the next free one, as Linux does.
 			for n.byPort[n.nextPort] != nil {
 				n.nextPort++
 			}
@@ -209,7 +273,7 @@ func (m *Model) route(c *ModelConn, b []byte, dst netip.AddrPort) {
 		}
 		if dst.Addr() == n.cfg.Public { // hairpin
 			if !n.cfg.Hairpin {
-				m.dropped++
+				m.drop(src, dst, "hairpin off")
 				return
 			}
 			pub := n.outbound(src, dst, now)
@@ -217,27 +281,48 @@ func (m *Model) route(c *ModelConn, b []byte, dst netip.AddrPort) {
 				m.deliverLocked(n.private[to], b, pub, 0)
 				return
 			}
-			m.dropped++
+			m.drop(src, dst, "hairpin filtered")
 			return
 		}
 		src = n.outbound(src, dst, now)
+	}
+	if m.blocked[[2]netip.Addr{src.Addr(), dst.Addr()}] {
+		m.drop(src, dst, "blocked")
+		return
 	}
 	if peer := m.public[dst]; peer != nil {
 		m.deliverLocked(peer, b, src, delay+peer.delay)
 		return
 	}
 	if n := m.nats[dst.Addr()]; n != nil {
-		if to, ok := n.inbound(src, dst, now); ok {
-			m.deliverLocked(n.private[to], b, src, delay+n.cfg.Delay)
-			return
-		}
+		// The NAT sits at the far end of the receiver's access link: it
+		// filters when the packet arrives there, not when it was sent.
+		b := append([]byte(nil), b...)
+		time.AfterFunc(delay+n.cfg.Delay, func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if to, ok := n.inbound(src, dst, time.Now()); ok {
+				m.deliverLocked(n.private[to], b, src, 0)
+				return
+			}
+			m.drop(src, dst, "filtered")
+		})
+		return
 	}
+	m.drop(src, dst, "no route")
+}
+
+// drop counts a dropped packet. Called with m.mu held.
+func (m *Model) drop(from, to netip.AddrPort, why string) {
 	m.dropped++
+	if m.OnDrop != nil {
+		m.OnDrop(from, to, why)
+	}
 }
 
 func (m *Model) deliverLocked(to *ModelConn, b []byte, from netip.AddrPort, d time.Duration) {
 	if to == nil {
-		m.dropped++
+		m.drop(from, netip.AddrPort{}, "no socket")
 		return
 	}
 	p := modelPacket{data: append([]byte(nil), b...), from: from}

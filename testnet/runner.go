@@ -116,6 +116,7 @@ func (tb *Testbed) Pairs(spec Spec, classes []Class) []PairSpec {
 // ConnectResult is the JSON that `antnode connect --json` prints.
 type ConnectResult struct {
 	Peer          string  `json:"peer"`
+	NAT           string  `json:"nat"`
 	Connected     bool    `json:"connected"`
 	Path          string  `json:"path"`
 	TimeToConnect float64 `json:"time_to_connect_ms"`
@@ -235,7 +236,9 @@ func runCmd(ctx context.Context, args ...string) (string, error) {
 // StartBootstrap starts bootstrap i (0 or 1) on S(i+1):4433.
 func (e *Env) StartBootstrap(ctx context.Context, i int) (*Proc, error) {
 	addr := fmt.Sprintf("%s:4433", ServerAddr(i+1))
-	p, err := e.TB.Start(e.TB.Server(), e.Bin, "--bootstrap", "--listen", addr,
+	// S3 is never contacted by peers: the filtering probes "from another
+	// address" leave from it.
+	p, err := e.TB.Start(e.TB.Server(), e.Bin, "--bootstrap", "--listen", addr, "--probe-addr", ServerAddr(3).String(),
 		"--key", filepath.Join(e.Dir, fmt.Sprintf("bootstrap%d.key", i)), "--log-level", "info")
 	if err != nil {
 		return nil, err
@@ -309,6 +312,9 @@ func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir string, progres
 		}
 		if err := waitOutput(ctx, e.Daemons[h.NS], "bootstrap up", 10*time.Second); err != nil {
 			e.logf("warning: daemon %s (%s) not registered: %v", h.NS, h.Class, err)
+		}
+		if err := waitOutput(ctx, e.Daemons[h.NS], "nat type", 10*time.Second); err != nil {
+			e.logf("warning: daemon %s (%s) did not classify its NAT: %v", h.NS, h.Class, err)
 		}
 	}
 	return e, nil
@@ -497,6 +503,44 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 	wg.Wait()
 	if ctx.Err() != nil {
 		return rep, ctx.Err()
+	}
+	// What antnode measured at each site, from the connects made there.
+	seen := map[string]map[string]int{}
+	for i, p := range pairs {
+		for _, r := range results[i] {
+			if seen[p.From.Site] == nil {
+				seen[p.From.Site] = map[string]int{}
+			}
+			nat := r.NAT
+			if nat == "" {
+				nat = "unknown"
+			}
+			seen[p.From.Site][nat]++
+		}
+	}
+	for _, s := range spec.Sites {
+		counts := seen[s.Name]
+		if len(counts) == 0 {
+			continue
+		}
+		var got string
+		for nat, n := range counts {
+			if got == "" || n > counts[got] || (n == counts[got] && nat < got) {
+				got = nat
+			}
+		}
+		agrees := len(counts) == 1 && got == s.Class.AntnodeClass()
+		m := rep.Sites[s.Name]
+		m.Antnode, m.AntnodeAgrees = got, &agrees
+		rep.Sites[s.Name] = m
+		cm := rep.NATClasses[string(s.Class)]
+		if cm.Antnode == "" || !agrees {
+			cm.Antnode, cm.AntnodeAgrees = got, &agrees
+			rep.NATClasses[string(s.Class)] = cm
+		}
+		if !agrees && !slices.Contains(cfg.Expect.NATExempt, s.Class) {
+			rep.Unmet = append(rep.Unmet, fmt.Sprintf("site %s (%s): antnode measured %v, want %s", s.Name, s.Class, counts, s.Class.AntnodeClass()))
+		}
 	}
 	for i, p := range pairs {
 		pr := summarize(p, results[i])

@@ -51,6 +51,16 @@ func (c Class) Behaviour() (mapping, filtering string) {
 	return "", ""
 }
 
+// AntnodeClass is the NAT class antnode must measure for a site of class
+// c (nattype.Type.Class): a carrier NAT in front of a home NAT, both
+// port-preserving and port-restricted, behaves as one eim-apdf NAT.
+func (c Class) AntnodeClass() string {
+	if c == ClassCGNAT {
+		return string(ClassEIMAPDF)
+	}
+	return string(c)
+}
+
 // Impairment is what a link adds to every packet, one way.
 type Impairment struct {
 	Delay    time.Duration // one-way delay

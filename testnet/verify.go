@@ -72,6 +72,10 @@ type Measured struct {
 	Hairpin   *bool  `json:"hairpin,omitempty"`
 	Verified  bool   `json:"verified"`
 	Detail    string `json:"detail,omitempty"`
+	// Antnode is the class antnode measured there (from its connects),
+	// and AntnodeAgrees whether that is the class's expected one.
+	Antnode       string `json:"antnode,omitempty"`
+	AntnodeAgrees *bool  `json:"antnode_agrees,omitempty"`
 }
 
 // probeServers are the verification servers in the server namespace:

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
@@ -30,8 +32,14 @@ func (e *ConnectError) Error() string {
 
 func (e *ConnectError) Unwrap() error { return e.Err }
 
-// ErrSelf is returned when a node is asked to connect to itself.
-var ErrSelf = errors.New("traversal: cannot connect to self")
+// Errors of connection attempts.
+var (
+	// ErrSelf: a node was asked to connect to itself.
+	ErrSelf = errors.New("traversal: cannot connect to self")
+	// ErrNoDirectPath: the two NAT types leave no direct path (both map
+	// per destination, or UDP is blocked); only a relay can connect them.
+	ErrNoDirectPath = errors.New("traversal: no direct path can exist between these NATs")
+)
 
 // Reason maps an error of a connection attempt to a monitor.Reason.
 func Reason(err error) monitor.Reason {
@@ -57,7 +65,7 @@ func Reason(err error) monitor.Reason {
 		return monitor.ReasonOverloaded
 	case errors.Is(err, bootstrap.ErrUnavailable):
 		return monitor.ReasonBootstrapUnreachable
-	case errors.Is(err, holepunch.ErrNoPath):
+	case errors.Is(err, holepunch.ErrNoPath), errors.Is(err, holepunch.ErrBirthdayFailed):
 		return monitor.ReasonPunchTimeout
 	case errors.Is(err, holepunch.ErrNoCandidates):
 		return monitor.ReasonNoCandidates
@@ -75,8 +83,9 @@ func Reason(err error) monitor.Reason {
 
 // Connect establishes an authenticated connection to peer through the
 // node's bootstraps: it asks a registered bootstrap to introduce the two
-// peers (trying the next bootstrap when one cannot), punches and validates
-// a direct path, and dials QUIC over the best validated pair.
+// peers (trying the next bootstrap when one cannot), chooses a strategy
+// from both NAT types, punches and validates a direct path, and returns
+// the QUIC connection that one side dialled over it.
 func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error) {
 	if peer == n.ID() {
 		return nil, &ConnectError{Phase: monitor.PhaseCoordinate, Reason: monitor.ReasonSelf, Err: ErrSelf}
@@ -97,6 +106,11 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 }
 
 func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.PeerID) (*Conn, monitor.Phase, error) {
+	// A connection from peer may arrive (this side may be the one that
+	// waits): listen for it from the start.
+	incoming, release := n.expect(peer)
+	defer release()
+
 	att.Begin(monitor.PhaseDiscover)
 	cands := n.candidates()
 	for _, c := range cands {
@@ -106,49 +120,370 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 
 	att.Begin(monitor.PhaseCoordinate)
 	creds := holepunch.NewCreds()
-	local := bootstrap.Intro{NAT: n.NAT(), Candidates: cands, Creds: creds}
-	sess, err := n.introduce(ctx, peer, local)
+	local := n.NAT()
+	sess, err := n.introduce(ctx, peer, bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
 	if err != nil {
 		att.End(monitor.PhaseCoordinate, monitor.OutcomeFail, Reason(err))
 		return nil, monitor.PhaseCoordinate, err
 	}
 	defer sess.Close()
-	att.SetNAT("", sess.Remote.NAT.Class())
+	att.SetNAT(local.Class(), sess.Remote.NAT.Class())
 	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
 
+	strat := ChooseStrategy(local, sess.Remote.NAT, true)
+	if !strat.Direct {
+		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
+		return nil, monitor.PhasePunch, &ConnectError{Phase: monitor.PhasePunch, Reason: strat.Reason,
+			Err: fmt.Errorf("%w (local %s, peer %s)", ErrNoDirectPath, local.Class(), sess.Remote.NAT.Class())}
+	}
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
 		return nil, monitor.PhasePunch, err
 	}
+	hp.Prime(sess.Remote.Candidates, n.cfg.PrimeTTL)
 	// Keep answering the peer's checks a little longer than this side
 	// needs: it may still be validating when this side is done.
 	defer time.AfterFunc(2*time.Second, hp.Close)
+	qc, path, phase, err := n.establish(ctx, att, peer, sess, hp, strat, incoming)
+	if err != nil {
+		return nil, phase, err
+	}
+	return n.track(qc, peer, path, true), monitor.PhaseHandshake, nil
+}
+
+// handleOffer is the responder side of an attempt: it answers the offer,
+// punches when told, and waits for (or makes) the QUIC connection.
+func (n *Node) handleOffer(o *bootstrap.Offer) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ConnectTimeout)
+	defer cancel()
+	local := n.NAT()
+	att := monitor.StartAttempt(n.rec, o.From.String(), "responder", local.Class())
+	att.SetNAT(local.Class(), o.Remote.NAT.Class())
+	incoming, release := n.expect(o.From)
+	defer release()
+
+	att.Begin(monitor.PhaseDiscover)
+	cands := n.candidates()
+	att.End(monitor.PhaseDiscover, monitor.OutcomeOK, monitor.ReasonNone)
+	creds := holepunch.NewCreds()
+	hp, err := n.agent.Open(creds, o.Remote.Creds, att)
+	if err != nil {
+		o.Decline(wire.CodeOverloaded)
+		att.Finish(monitor.OutcomeFail, monitor.ReasonOverloaded, monitor.PathNone)
+		return
+	}
+	defer time.AfterFunc(2*time.Second, hp.Close)
+	att.Begin(monitor.PhaseCoordinate)
+	sess, err := o.Accept(bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
+	if err != nil {
+		att.Finish(monitor.OutcomeFail, Reason(err), monitor.PathNone)
+		return
+	}
+	defer sess.Close()
+	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
+	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
+
+	strat := ChooseStrategy(local, o.Remote.NAT, false)
+	if !strat.Direct {
+		// The initiator knows it too and gives up on the direct path.
+		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
+		att.Finish(monitor.OutcomeFail, strat.Reason, monitor.PathNone)
+		return
+	}
+	qc, path, _, err := n.establish(ctx, att, o.From, sess, hp, strat, incoming)
+	if err != nil {
+		reason := Reason(err)
+		if n.ctx.Err() != nil {
+			reason = monitor.ReasonCanceled
+		}
+		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
+		return
+	}
+	if strat.Dial { // accepted connections are tracked by the accept loop
+		n.track(qc, o.From, path, true)
+	}
+	att.Finish(monitor.OutcomeOK, monitor.ReasonNone, path)
+	n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
+}
+
+// dialResult is one QUIC dial's outcome.
+type dialResult struct {
+	qc   *quic.Conn
+	ep   *endpoint.Endpoint // non-nil when the dial used its own socket
+	addr netip.AddrPort
+	err  error
+}
+
+// establish runs the punch rounds of a session under strategy strat and
+// returns the first authenticated QUIC connection: dialled by this side
+// (speculatively to the peer's candidates, to every pair a check
+// validates, or from the birthday search's winning socket) or accepted
+// from the peer. A new punch round supersedes the previous one.
+func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, sess *bootstrap.Session,
+	hp *holepunch.Session, strat Strategy, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	results := make(chan dialResult, 8)
+	validated := make(chan holepunch.Pair, 16)
+	peerAt := make(chan netip.AddrPort, 16)
+	type sprayWin struct {
+		ep     *endpoint.Endpoint
+		target netip.AddrPort
+	}
+	sprayed := make(chan sprayWin, 1)
+	defer func() {
+		select {
+		case w := <-sprayed: // a spray won after the attempt ended
+			w.ep.Close()
+		default:
+		}
+	}()
+	type roundResult struct {
+		id  int
+		err error
+	}
+	punchDone := make(chan roundResult, 1)
+	pending := 0
+	dialed := map[netip.AddrPort]int{}
+	dial := func(ep *endpoint.Endpoint, addr netip.AddrPort, own bool) {
+		pending++
+		dialed[addr]++
+		go func() {
+			qc, err := ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(addr), n.cfg.Identity.ClientTLS(peer, PeerALPN), n.cfg.peerQUIC())
+			r := dialResult{qc: qc, addr: addr, err: err}
+			if own {
+				r.ep = ep
+			}
+			results <- r
+		}()
+	}
+	defer func() {
+		// Close what completes after the winner, and the sockets of
+		// failed dials, in the background.
+		if pending == 0 {
+			return
+		}
+		left := pending
+		go func() {
+			for range left {
+				r := <-results
+				if r.err == nil {
+					r.qc.CloseWithError(0, "superseded")
+				}
+				if r.ep != nil {
+					r.ep.Close()
+				}
+			}
+		}()
+	}()
 
 	att.Begin(monitor.PhaseSync)
 	punch, err := waitPunch(ctx, sess)
 	if err != nil {
 		att.End(monitor.PhaseSync, monitor.OutcomeFail, Reason(err))
-		return nil, monitor.PhaseSync, err
+		return nil, monitor.PathNone, monitor.PhaseSync, err
 	}
 	att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
-
-	res, err := hp.Punch(ctx, sess.Remote.Candidates, holepunch.PunchConfig{
-		Round: punch.Round, Start: punch.At.Add(punch.Delay),
-		Plan: holepunch.PlanConfig{Budget: n.cfg.PunchBudget},
-	})
-	if err != nil {
-		return nil, monitor.PhasePunch, err
-	}
-
+	start := punch.At.Add(punch.Delay)
 	att.Begin(monitor.PhaseHandshake)
-	qc, err := n.cfg.Endpoint.Transport().Dial(ctx, net.UDPAddrFromAddrPort(res.Best.Remote),
-		n.cfg.Identity.ClientTLS(peer, PeerALPN), n.cfg.peerQUIC())
-	if err != nil {
-		att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(err))
-		return nil, monitor.PhaseHandshake, fmt.Errorf("dial %s: %w", res.Best.Remote, err)
+
+	remote := sess.Remote
+	runRound := func(rctx context.Context, id int, p bootstrap.Punch) {
+		start := p.At.Add(p.Delay)
+		var err error
+		switch strat.Birthday {
+		case BirthdaySpray:
+			target, ok := reflexive(remote)
+			if !ok {
+				err = holepunch.ErrNoCandidates
+				break
+			}
+			sleepUntil(rctx, start)
+			var conn net.PacketConn
+			conn, _, err = hp.Spray(rctx, n.cfg.Listen, n.sprayAddr(), target, n.cfg.Birthday)
+			if err == nil {
+				// The winning socket gets its own endpoint (and QUIC
+				// transport); the connection owns it from the dial on.
+				ep, eerr := endpoint.New(endpoint.Config{Conn: conn, Logger: n.log})
+				if eerr != nil {
+					conn.Close()
+					err = eerr
+					break
+				}
+				select {
+				case sprayed <- sprayWin{ep: ep, target: target}:
+				default:
+					ep.Close()
+				}
+			}
+		case BirthdayScan:
+			target, ok := reflexive(remote)
+			if !ok {
+				err = holepunch.ErrNoCandidates
+				break
+			}
+			sleepUntil(rctx, start)
+			_, err = hp.Scan(rctx, target.Addr(), n.cfg.Birthday)
+		default:
+			_, err = hp.Punch(rctx, remote.Candidates, holepunch.PunchConfig{
+				Round: p.Round, Start: start, Plan: holepunch.PlanConfig{Budget: n.cfg.PunchBudget},
+				OnValidated: func(pr holepunch.Pair) {
+					select {
+					case validated <- pr:
+					default:
+					}
+				},
+				OnPeerCheck: func(from netip.AddrPort) {
+					select {
+					case peerAt <- from:
+					default:
+					}
+				},
+			})
+		}
+		select {
+		case punchDone <- roundResult{id: id, err: err}:
+		case <-ctx.Done():
+		}
 	}
-	att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
-	return n.track(qc, peer, monitor.PathDirect, true), monitor.PhaseHandshake, nil
+	stopRound := func() {}
+	roundID := 0
+	startRound := func(p bootstrap.Punch) {
+		stopRound()
+		rctx, cancel := context.WithCancel(ctx)
+		stopRound = cancel
+		roundID++
+		go runRound(rctx, roundID, p)
+	}
+	defer func() { stopRound() }()
+	startRound(punch)
+	if strat.Speculative && strat.Birthday == BirthdayNone {
+		sleepUntil(ctx, start)
+		for i, t := range holepunch.Targets(remote.Candidates, n.cfg.Endpoint.LocalAddr().Addr()) {
+			if i == n.cfg.SpeculativeDials {
+				break
+			}
+			dial(n.cfg.Endpoint, t.Addr, false)
+		}
+	}
+	var punchErr error
+	punching := true
+	rounds := 1
+	for {
+		select {
+		case <-ctx.Done():
+			err := context.Cause(ctx)
+			if punchErr != nil {
+				err = fmt.Errorf("%w (punch: %v)", err, punchErr)
+			}
+			att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(err))
+			return nil, monitor.PathNone, monitor.PhasePunch, err
+		case qc := <-incoming:
+			att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
+			return qc, monitor.PathDirect, monitor.PhaseHandshake, nil
+		case w := <-sprayed:
+			dial(w.ep, w.target, true)
+		case from := <-peerAt:
+			// An authenticated check from an address this side has not
+			// dialled yet (a peer-reflexive one, behind a NAT that maps
+			// per destination): dial it now.
+			if strat.Dial && dialed[from] == 0 {
+				dial(n.cfg.Endpoint, from, false)
+			}
+		case p := <-validated:
+			if !strat.Dial {
+				continue
+			}
+			if dialed[p.Remote] < 2 {
+				// A speculative dial to this address may have lost its
+				// Initial to a NAT that was not open yet (and waits for a
+				// retransmission): dial again now that the path is known.
+				dial(n.cfg.Endpoint, p.Remote, false)
+			}
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
+				if r.ep != nil {
+					n.ownEndpoint(r.qc, r.ep)
+				}
+				return r.qc, monitor.PathDirect, monitor.PhaseHandshake, nil
+			}
+			if r.ep != nil {
+				r.ep.Close()
+			}
+			if errors.Is(r.err, identity.ErrKeyMismatch) {
+				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, monitor.ReasonKeyMismatch)
+				return nil, monitor.PathNone, monitor.PhaseHandshake, r.err
+			}
+			if !punching && pending == 0 && strat.Dial {
+				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(r.err))
+				return nil, monitor.PathNone, monitor.PhaseHandshake, r.err
+			}
+		case rr := <-punchDone:
+			if rr.id != roundID {
+				continue // a superseded round
+			}
+			punchErr = rr.err
+			punching = false
+			if punchErr == nil {
+				continue
+			}
+			if ctx.Err() != nil {
+				continue
+			}
+			// The round failed. The dialler asks for another round while
+			// the attempt's budget allows; the other side follows it.
+			if strat.Dial && rounds < n.cfg.MaxRounds && !errors.Is(punchErr, holepunch.ErrNoCandidates) {
+				rounds++
+				if err := sess.RequestRound(punch.Round + uint64(rounds) - 1); err == nil {
+					if next, err := waitPunch(ctx, sess); err == nil {
+						punching = true
+						startRound(next)
+						continue
+					}
+				}
+			}
+			if strat.Dial && pending == 0 {
+				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(punchErr))
+				return nil, monitor.PathNone, monitor.PhasePunch, punchErr
+			}
+		case next := <-sess.Punches():
+			// The other side asked for a new round: it supersedes ours.
+			punching = true
+			startRound(next)
+		}
+	}
+}
+
+// reflexive returns the peer's best server-reflexive candidate: its
+// mapping as a bootstrap observed it.
+func reflexive(in bootstrap.Intro) (netip.AddrPort, bool) {
+	for _, c := range holepunch.Targets(in.Candidates, netip.Addr{}) {
+		if c.Kind == wire.KindServerReflexive {
+			return c.Addr, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+// sprayAddr is the local address the birthday search binds its sockets to.
+func (n *Node) sprayAddr() netip.Addr {
+	return n.cfg.Endpoint.LocalAddr().Addr()
+}
+
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-ctx.Done():
+	}
 }
 
 // introduce asks the registered bootstraps in turn to introduce this node
@@ -203,84 +538,5 @@ func waitPunch(ctx context.Context, sess *bootstrap.Session) (bootstrap.Punch, e
 		return bootstrap.Punch{}, bootstrap.ErrUnavailable
 	case <-ctx.Done():
 		return bootstrap.Punch{}, fmt.Errorf("waiting for punch round: %w", context.Cause(ctx))
-	}
-}
-
-// handleOffer is the responder side of an attempt: it answers the offer,
-// punches when told, and waits for the initiator's QUIC connection.
-func (n *Node) handleOffer(o *bootstrap.Offer) {
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ConnectTimeout)
-	defer cancel()
-	att := monitor.StartAttempt(n.rec, o.From.String(), "responder", n.NAT().Class())
-	att.SetNAT("", o.Remote.NAT.Class())
-	incoming, release := n.expect(o.From)
-	defer release()
-
-	att.Begin(monitor.PhaseDiscover)
-	cands := n.candidates()
-	att.End(monitor.PhaseDiscover, monitor.OutcomeOK, monitor.ReasonNone)
-	creds := holepunch.NewCreds()
-	hp, err := n.agent.Open(creds, o.Remote.Creds, att)
-	if err != nil {
-		o.Decline(wire.CodeOverloaded)
-		att.Finish(monitor.OutcomeFail, monitor.ReasonOverloaded, monitor.PathNone)
-		return
-	}
-	defer time.AfterFunc(2*time.Second, hp.Close)
-	att.Begin(monitor.PhaseCoordinate)
-	sess, err := o.Accept(bootstrap.Intro{NAT: n.NAT(), Candidates: cands, Creds: creds})
-	if err != nil {
-		att.Finish(monitor.OutcomeFail, Reason(err), monitor.PathNone)
-		return
-	}
-	defer sess.Close()
-	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
-
-	// Punch in the background: the initiator's connection may arrive
-	// before this side's checks finish, or even when they fail.
-	punchCtx, stopPunch := context.WithCancel(ctx)
-	defer stopPunch()
-	punchErr := make(chan error, 1)
-	go func() {
-		att.Begin(monitor.PhaseSync)
-		p, err := waitPunch(punchCtx, sess)
-		if err != nil {
-			att.End(monitor.PhaseSync, monitor.OutcomeFail, Reason(err))
-			punchErr <- err
-			return
-		}
-		att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
-		_, err = hp.Punch(punchCtx, sess.Remote.Candidates, holepunch.PunchConfig{
-			Round: p.Round, Start: p.At.Add(p.Delay), Plan: holepunch.PlanConfig{Budget: n.cfg.PunchBudget}})
-		punchErr <- err
-	}()
-	att.Begin(monitor.PhaseHandshake)
-	var perr error
-	punchDone := false
-	select {
-	case qc := <-incoming:
-		stopPunch()
-		att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
-		att.Finish(monitor.OutcomeOK, monitor.ReasonNone, monitor.PathDirect)
-		n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: monitor.PathDirect,
-			Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
-	case <-ctx.Done():
-		select {
-		case perr = <-punchErr:
-			punchDone = true
-		default:
-		}
-		reason := monitor.ReasonTimeout
-		if perr != nil && !errors.Is(perr, context.Canceled) && !errors.Is(perr, context.DeadlineExceeded) {
-			reason = Reason(perr)
-		}
-		if n.ctx.Err() != nil {
-			reason = monitor.ReasonCanceled
-		}
-		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
-	}
-	stopPunch()
-	if !punchDone {
-		<-punchErr
 	}
 }

@@ -155,6 +155,23 @@ type Config struct {
 	// MaxTransfer bounds the size of a verified transfer this node
 	// accepts. Zero: 1 GiB.
 	MaxTransfer int64
+	// PrimeTTL is the TTL of the priming packets sent as soon as the
+	// peer's candidates are known: enough to leave this side's NAT, too
+	// little to reach the far one. Zero: 2; negative: no priming.
+	PrimeTTL int
+	// MaxRounds bounds the punch rounds of one attempt. Zero: 2.
+	MaxRounds int
+	// SpeculativeDials bounds the QUIC dials started to the peer's
+	// candidates before any check validates. Zero: 4; negative: none.
+	SpeculativeDials int
+	// Birthday bounds the birthday search (zero value: its defaults).
+	Birthday holepunch.BirthdayConfig
+	// Listen opens the extra sockets of the birthday search. Nil: real
+	// UDP sockets.
+	Listen holepunch.Listener
+	// ReclassifyEvery is how often the NAT is measured again even when no
+	// observed address changed. Zero: 10 minutes.
+	ReclassifyEvery time.Duration
 	// AllowLoopback makes loopback addresses host candidates. Zero: only
 	// when the socket is bound to loopback or every bootstrap is on
 	// loopback.
@@ -194,6 +211,27 @@ func (c *Config) validate() error {
 	if c.MaxTransfer == 0 {
 		c.MaxTransfer = 1 << 30
 	}
+	if c.ReclassifyEvery <= 0 {
+		c.ReclassifyEvery = 10 * time.Minute
+	}
+	if c.MaxRounds <= 0 {
+		c.MaxRounds = 2
+	}
+	switch {
+	case c.PrimeTTL == 0:
+		c.PrimeTTL = 2
+	case c.PrimeTTL < 0:
+		c.PrimeTTL = 0
+	}
+	switch {
+	case c.SpeculativeDials == 0:
+		c.SpeculativeDials = 4
+	case c.SpeculativeDials < 0:
+		c.SpeculativeDials = 0
+	}
+	if c.Listen == nil {
+		c.Listen = holepunch.ListenUDP
+	}
 	if !c.AllowLoopback {
 		local := c.Endpoint.LocalAddr().Addr()
 		all := len(c.Bootstraps) > 0
@@ -214,11 +252,13 @@ type Node struct {
 	agent *holepunch.Agent
 	ln    *quic.Listener
 
-	mu       sync.Mutex
-	clients  []*bootstrap.Client // set once in New
-	nat      nattype.Type
-	expected map[identity.PeerID][]chan *quic.Conn
-	conns    map[*quic.Conn]*Conn
+	mu         sync.Mutex
+	clients    []*bootstrap.Client // set once in New
+	nat        nattype.Type
+	announced  []wire.Candidate
+	reclassify chan struct{}
+	expected   map[identity.PeerID][]chan *quic.Conn
+	conns      map[*quic.Conn]*Conn
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -243,14 +283,15 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent, ln: ln,
 		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
-		ctx: ctx, cancel: cancel}
+		reclassify: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 	var clients []*bootstrap.Client
 	for i, b := range cfg.Bootstraps {
 		cl, err := bootstrap.NewClient(bootstrap.ClientConfig{
 			Identity: cfg.Identity, Endpoint: cfg.Endpoint, Addr: b.Addr, ID: b.ID,
 			Label: strconv.Itoa(i), Recorder: cfg.Recorder, Logger: cfg.Logger,
-			Local:   n.localIntro,
-			OnOffer: n.handleOffer,
+			Local:      n.localIntro,
+			OnOffer:    n.handleOffer,
+			OnObserved: func(netip.AddrPort) { n.poke() },
 		})
 		if err != nil {
 			for _, c := range clients {
@@ -266,9 +307,81 @@ func New(cfg Config) (*Node, error) {
 	n.mu.Lock()
 	n.clients = clients
 	n.mu.Unlock()
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.acceptLoop()
+	go n.classifyLoop()
 	return n, nil
+}
+
+// poke asks the classify loop to measure the NAT again (an observed address
+// changed, or a bootstrap registered).
+func (n *Node) poke() {
+	select {
+	case n.reclassify <- struct{}{}:
+	default:
+	}
+}
+
+// classifyLoop classifies the NAT when a bootstrap reports an observed
+// address (at registration and when it changes) and every ReclassifyEvery,
+// and announces candidate changes to the bootstraps.
+func (n *Node) classifyLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.ReclassifyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.reclassify:
+		case <-t.C:
+		}
+		// Let the other bootstraps register too before measuring.
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+		if _, err := n.Classify(ctx); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("traversal: classify", "err", err)
+		}
+		cancel()
+		n.announce()
+	}
+}
+
+// announce sends candidate additions and removals to every registered
+// bootstrap (ADD_ADDRESS / REMOVE_ADDRESS).
+func (n *Node) announce() {
+	cands := n.candidates()
+	n.mu.Lock()
+	prev := n.announced
+	n.announced = cands
+	n.mu.Unlock()
+	var add []wire.Candidate
+	var remove []netip.AddrPort
+	for _, c := range cands {
+		if !slices.ContainsFunc(prev, func(p wire.Candidate) bool { return p.Addr == c.Addr }) {
+			add = append(add, c)
+		}
+	}
+	for _, p := range prev {
+		if !slices.ContainsFunc(cands, func(c wire.Candidate) bool { return c.Addr == p.Addr }) {
+			remove = append(remove, p.Addr)
+		}
+	}
+	if prev == nil || (len(add) == 0 && len(remove) == 0) {
+		return // the registration carried the first set
+	}
+	for _, c := range n.registered() {
+		if err := c.Announce(add, remove); err != nil {
+			n.log.Debug("traversal: announce", "bootstrap", c.Label(), "err", err)
+		}
+	}
+	for _, a := range add {
+		n.rec.Record(monitor.Event{Kind: monitor.KindCandidate, Addr: a.Addr, Detail: a.Kind.String(), Value: float64(a.Priority)})
+	}
 }
 
 func (c *Config) peerQUIC() *quic.Config {
@@ -464,6 +577,20 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, out
 		c.serveStreams()
 	}()
 	return c
+}
+
+// ownEndpoint closes ep (a socket of its own, from the birthday search)
+// when qc ends, or when the node closes.
+func (n *Node) ownEndpoint(qc *quic.Conn, ep *endpoint.Endpoint) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-qc.Context().Done():
+		case <-n.ctx.Done():
+		}
+		ep.Close()
+	}()
 }
 
 // Conns returns the node's peer connections.

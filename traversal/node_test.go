@@ -110,21 +110,36 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 			t.Fatalf("verified %d of %d bytes", res.Bytes, size)
 		}
 	}
-	// Every event of the initiator's attempt carries its ID, and the
-	// phases ran in order.
+	// Every phase event of the initiator's attempt carries its ID; the
+	// others are the node's own NAT classification.
 	var phases []monitor.Phase
+	outcome := map[monitor.Phase]monitor.Outcome{}
 	for _, ev := range recA.kinds(monitor.KindPhaseEnd) {
-		if ev.Attempt != c.Attempt() {
-			t.Fatalf("phase event with attempt %v, want %v", ev.Attempt, c.Attempt())
+		if ev.Attempt == 0 && ev.Phase == monitor.PhaseClassify {
+			continue
 		}
-		if ev.Outcome != monitor.OutcomeOK {
-			t.Fatalf("phase %s ended %s", ev.Phase, ev.Outcome)
+		if ev.Attempt != c.Attempt() {
+			t.Fatalf("phase %s event with attempt %v, want %v", ev.Phase, ev.Attempt, c.Attempt())
 		}
 		phases = append(phases, ev.Phase)
+		outcome[ev.Phase] = ev.Outcome
 	}
-	want := []monitor.Phase{monitor.PhaseDiscover, monitor.PhaseCoordinate, monitor.PhaseSync, monitor.PhasePunch, monitor.PhaseValidate, monitor.PhaseHandshake}
-	if !reflect.DeepEqual(phases, want) {
-		t.Fatalf("phases %v, want %v", phases, want)
+	want := []monitor.Phase{monitor.PhaseDiscover, monitor.PhaseCoordinate, monitor.PhaseSync}
+	if len(phases) < 4 || !reflect.DeepEqual(phases[:3], want) {
+		t.Fatalf("phases %v, want %v first", phases, want)
+	}
+	for _, p := range want {
+		if outcome[p] != monitor.OutcomeOK {
+			t.Fatalf("phase %s ended %s", p, outcome[p])
+		}
+	}
+	if outcome[monitor.PhaseHandshake] != monitor.OutcomeOK {
+		t.Fatalf("handshake ended %s (phases %v)", outcome[monitor.PhaseHandshake], phases)
+	}
+	// Checks may have been overtaken by the speculative dial; they end
+	// either way.
+	if o := outcome[monitor.PhasePunch]; o != monitor.OutcomeOK && o != monitor.OutcomeCanceled {
+		t.Fatalf("punch ended %s", o)
 	}
 	ends := recA.kinds(monitor.KindAttemptEnd)
 	if len(ends) != 1 || ends[0].Outcome != monitor.OutcomeOK || ends[0].Path != monitor.PathDirect {

@@ -239,7 +239,8 @@ func (m *Registered) appendPayload(b []byte) []byte {
 	for _, a := range m.AltSTUN {
 		b = appendAddrPort(b, a)
 	}
-	return quicvarint.Append(b, m.TTLSeconds)
+	b = quicvarint.Append(b, m.TTLSeconds)
+	return quicvarint.Append(b, m.Probes)
 }
 
 func (m *Registered) decode(r *reader) error {
@@ -247,6 +248,23 @@ func (m *Registered) decode(r *reader) error {
 	m.Observed = r.addrPort()
 	m.AltSTUN = r.addrList(8)
 	m.TTLSeconds = r.varint()
+	m.Probes = r.varint()
+	return r.err
+}
+
+func (m *ProbeRequest) appendPayload(b []byte) []byte {
+	b = append(b, m.TxID[:]...)
+	return quicvarint.Append(b, m.Kind)
+}
+
+func (m *ProbeRequest) decode(r *reader) error {
+	if b := r.bytes(12); b != nil {
+		copy(m.TxID[:], b)
+	}
+	m.Kind = r.varint()
+	if r.err == nil && m.Kind != ProbeOtherPort && m.Kind != ProbeOtherAddr {
+		r.fail(fmt.Errorf("probe kind %d", m.Kind))
+	}
 	return r.err
 }
 

@@ -59,6 +59,7 @@ const (
 	TypePunchNow        Type = 0x0a
 	TypePunchRequest    Type = 0x0b
 	TypeError           Type = 0x0c
+	TypeProbeRequest    Type = 0x0d
 )
 
 func (t Type) String() string {
@@ -87,6 +88,8 @@ func (t Type) String() string {
 		return "punch_request"
 	case TypeError:
 		return "error"
+	case TypeProbeRequest:
+		return "probe_request"
 	}
 	return fmt.Sprintf("type(%#x)", uint64(t))
 }
@@ -200,6 +203,24 @@ type Registered struct {
 	AltSTUN []netip.AddrPort
 	// TTLSeconds is how long the registration lives without traffic.
 	TTLSeconds uint64
+	// Probes says which unsolicited probes the bootstrap can send for
+	// filtering classification (ProbeOtherPort, ProbeOtherAddr bits).
+	Probes uint64
+}
+
+// Probe capability bits of Registered.Probes and kinds of ProbeRequest.
+const (
+	ProbeOtherPort uint64 = 1 << 0 // from the bootstrap's address, a port the peer never contacted
+	ProbeOtherAddr uint64 = 1 << 1 // from an address the peer never contacted
+)
+
+// ProbeRequest asks the bootstrap to send an unsolicited STUN Binding
+// indication with transaction ID TxID to the sender's observed address,
+// from another port or another address (Kind: ProbeOtherPort or
+// ProbeOtherAddr). Whether it arrives classifies the sender's filtering.
+type ProbeRequest struct {
+	TxID [12]byte
+	Kind uint64
 }
 
 // ObservedAddress tells a peer its address as the bootstrap now sees it.
@@ -292,6 +313,7 @@ func (*ConnectResult) Type() Type   { return TypeConnectResult }
 func (*PunchNow) Type() Type        { return TypePunchNow }
 func (*PunchRequest) Type() Type    { return TypePunchRequest }
 func (*Error) Type() Type           { return TypeError }
+func (*ProbeRequest) Type() Type    { return TypeProbeRequest }
 
 func (e *Error) Error() string { return fmt.Sprintf("wire: remote error %s: %s", e.Code, e.Text) }
 
@@ -322,6 +344,8 @@ func newMessage(t Type) Message {
 		return new(PunchRequest)
 	case TypeError:
 		return new(Error)
+	case TypeProbeRequest:
+		return new(ProbeRequest)
 	}
 	return nil
 }

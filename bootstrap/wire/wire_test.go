@@ -47,7 +47,7 @@ func sampleMessages() []struct {
 		{"register", &Register{Version: 1, NAT: nat, Candidates: cands}},
 		{"register_empty", &Register{Version: 1}},
 		{"registered", &Registered{Version: 1, Observed: netip.MustParseAddrPort("198.51.100.1:4000"),
-			AltSTUN: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.2:3478")}, TTLSeconds: 90}},
+			AltSTUN: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.2:3478")}, TTLSeconds: 90, Probes: ProbeOtherPort | ProbeOtherAddr}},
 		{"observed_address", &ObservedAddress{Seq: 7, Addr: netip.MustParseAddrPort("198.51.100.1:4001")}},
 		{"add_address", &AddAddress{Candidate: cands[0]}},
 		{"remove_address", &RemoveAddress{Addr: netip.MustParseAddrPort("192.168.1.10:4000")}},
@@ -62,6 +62,7 @@ func sampleMessages() []struct {
 		{"punch_request", &PunchRequest{ID: 1, Round: 3}},
 		{"punch_request_offer", &PunchRequest{ID: 9, Offer: true, Round: 2}},
 		{"error", &Error{Code: CodeBadRequest, Text: "register expected"}},
+		{"probe_request", &ProbeRequest{TxID: [12]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, Kind: ProbeOtherAddr}},
 	}
 }
 
@@ -154,6 +155,7 @@ func TestMalformed(t *testing.T) {
 		{"bad address family", frame(TypeRemoveAddress, []byte{5, 1, 2, 3, 4, 0, 1}), ErrMalformed},
 		{"peer id short", frame(TypeConnectRequest, []byte{1, 2, 3}), ErrMalformed},
 		{"bad boolean", frame(TypePunchRequest, []byte{1, 2, 1}), ErrMalformed},
+		{"bad probe kind", frame(TypeProbeRequest, append(make([]byte, 12), 3)), ErrMalformed},
 		{"error text too long", frame(TypeError, append([]byte{1}, quicvarint.Append(nil, 5000)...)), ErrMalformed},
 	}
 	for _, tc := range tests {

@@ -40,6 +40,8 @@ type connectResult struct {
 	RTT           float64 `json:"rtt_ms"`
 	BytesVerified int64   `json:"bytes_verified"`
 	ThroughputMbs float64 `json:"throughput_mbps,omitempty"`
+	NAT           string  `json:"nat"`
+	PeerNAT       string  `json:"peer_nat,omitempty"`
 	Attempt       string  `json:"attempt_id,omitempty"`
 	Phase         string  `json:"failed_phase,omitempty"`
 	Reason        string  `json:"reason,omitempty"`
@@ -90,6 +92,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	defer cancel()
 	tl := &timeline{}
 	res := runConnect(ctx, o, log, mode, prometheus.NewRegistry(), tl)
+	res.PeerNAT = tl.peerNAT()
 	if o.json {
 		b, _ := json.Marshal(res)
 		fmt.Fprintln(stdout, string(b))
@@ -134,9 +137,17 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode mo
 		return fail("setup", monitor.ReasonInternal, err)
 	}
 	defer node.Close()
+	res.NAT = "unknown"
 	if err := node.WaitReady(ctx); err != nil {
 		return fail("register", monitor.ReasonBootstrapUnreachable, err)
 	}
+	// The strategy depends on this side's NAT type: measure it first
+	// (bounded; an unknown type is tried as the easy kind).
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	if nat, err := node.Classify(cctx); err == nil {
+		res.NAT = nat.Class()
+	}
+	cancel()
 	c, err := node.Connect(ctx, o.peer)
 	if err != nil {
 		var ce *traversal.ConnectError
@@ -196,6 +207,18 @@ func (t *timeline) Record(ev monitor.Event) {
 	}
 }
 
+// peerNAT returns the peer's NAT class from the attempt's end.
+func (t *timeline) peerNAT() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ev := range t.events {
+		if ev.Kind == monitor.KindAttemptEnd {
+			return ev.PeerNAT
+		}
+	}
+	return ""
+}
+
 func printHuman(w io.Writer, res connectResult, tl *timeline) {
 	tl.mu.Lock()
 	events := append([]monitor.Event(nil), tl.events...)
@@ -233,7 +256,8 @@ func printHuman(w io.Writer, res connectResult, tl *timeline) {
 		fmt.Fprintf(w, "FAILED (%s, %s): %s\n", res.Phase, res.Reason, res.Error)
 		return
 	}
-	fmt.Fprintf(w, "connected to %s: path %s, time to connect %.2f ms, rtt %.2f ms\n", shortPeer(res.Peer), res.Path, res.TimeToConnect, res.RTT)
+	fmt.Fprintf(w, "connected to %s: path %s, time to connect %.2f ms, rtt %.2f ms (NAT here %s, there %s)\n",
+		shortPeer(res.Peer), res.Path, res.TimeToConnect, res.RTT, res.NAT, res.PeerNAT)
 	if res.BytesVerified > 0 {
 		fmt.Fprintf(w, "transfer: %d bytes verified by SHA-256 on the peer, %.1f Mbit/s\n", res.BytesVerified, res.ThroughputMbs)
 	}

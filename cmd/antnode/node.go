@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,8 @@ type nodeOptions struct {
 	bootstrapNodes string
 	key            string
 	maxPeers       int
+	stunAltPort    int
+	probeAddr      string
 	log            logFlags
 }
 
@@ -38,6 +41,8 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
 	fs.StringVar(&o.key, "key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; empty: ephemeral)")
 	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit")
+	fs.IntVar(&o.stunAltPort, "stun-alt-port", 0, "bootstrap: second UDP port answering STUN, for NAT mapping classification (0: the listen port + 1; -1: none)")
+	fs.StringVar(&o.probeAddr, "probe-addr", "", "bootstrap: a further local IP, never contacted by peers, that sends the filtering probes \"from another address\"")
 	o.log.register(fs, "info")
 	fs.Usage = func() {
 		usage(stderr)
@@ -81,6 +86,14 @@ func (o *nodeOptions) validate() error {
 	if o.maxPeers <= 0 {
 		return errors.New("--max-peers must be positive")
 	}
+	if o.stunAltPort < -1 || o.stunAltPort > 65535 {
+		return fmt.Errorf("--stun-alt-port %d: want -1..65535", o.stunAltPort)
+	}
+	if o.probeAddr != "" {
+		if _, err := netip.ParseAddr(o.probeAddr); err != nil {
+			return fmt.Errorf("--probe-addr: %w", err)
+		}
+	}
 	if !o.bootstrap && o.bootstrapNodes == "" {
 		return errors.New("a peer needs --bootstrap-nodes (or run with --bootstrap)")
 	}
@@ -108,8 +121,26 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	defer ep.Close()
 	log = log.With("peer", id.ID().Short())
 	if o.bootstrap {
-		srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers})
+		cfg := bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers}
+		if o.probeAddr != "" {
+			cfg.ProbeAddr = netip.MustParseAddr(o.probeAddr) // validated above
+		}
+		if o.stunAltPort >= 0 {
+			port := o.stunAltPort
+			if port == 0 {
+				port = int(ep.LocalAddr().Port()) + 1
+			}
+			alt, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.LocalAddr().Addr(), uint16(port))))
+			if err != nil {
+				return fmt.Errorf("--stun-alt-port %d: %w", port, err)
+			}
+			cfg.AltSTUN = alt // closed by the server
+		}
+		srv, err := bootstrap.NewServer(cfg)
 		if err != nil {
+			if cfg.AltSTUN != nil {
+				cfg.AltSTUN.Close()
+			}
 			return err
 		}
 		defer srv.Close()

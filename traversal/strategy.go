@@ -1,0 +1,81 @@
+package traversal
+
+import (
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
+)
+
+// BirthdayRole is a side's part in the birthday search.
+type BirthdayRole uint8
+
+// Birthday roles.
+const (
+	// BirthdayNone: ordinary checks suffice.
+	BirthdayNone BirthdayRole = iota
+	// BirthdaySpray: this side's NAT maps per destination; it opens many
+	// sockets, each sending checks to the other side's one mapping, and
+	// dials QUIC from the socket that gets through.
+	BirthdaySpray
+	// BirthdayScan: this side's mapping is fixed but filtered per address
+	// and port; it sends checks to random ports of the other side's
+	// address, opening its filter to each, and waits for the dial.
+	BirthdayScan
+)
+
+func (r BirthdayRole) String() string {
+	switch r {
+	case BirthdaySpray:
+		return "spray"
+	case BirthdayScan:
+		return "scan"
+	}
+	return "none"
+}
+
+// Strategy is how one side goes about a direct connection.
+type Strategy struct {
+	// Direct is false when no direct path can exist; Reason says why.
+	Direct bool
+	Reason monitor.Reason
+	// Birthday is this side's role in the birthday search.
+	Birthday BirthdayRole
+	// Dial says whether this side dials QUIC (the other accepts). The
+	// dialler is the QUIC client: the side that can migrate.
+	Dial bool
+	// Speculative dials the other side's candidates while the checks run,
+	// so that a path that works connects in one round trip less.
+	Speculative bool
+}
+
+// ChooseStrategy is the strategy for a side with NAT local talking to a
+// side with NAT remote; initiator is the side that asked for the
+// connection. It is a pure function:
+//
+//   - UDP blocked on either side, or destination-dependent mapping on both
+//     sides: no direct path (the relay's job);
+//   - destination-dependent mapping on one side against an
+//     endpoint-independent mapping with address-and-port-dependent
+//     filtering on the other: the birthday search; the side with the
+//     destination-dependent mapping sprays and dials (only it knows which
+//     of its sockets got through);
+//   - otherwise ordinary checks, and the initiator dials (speculatively).
+//
+// Unknown behaviour is assumed to be the easy kind; the checks find out.
+func ChooseStrategy(local, remote nattype.Type, initiator bool) Strategy {
+	if local.Filtering == nattype.FilteringBlocked || remote.Filtering == nattype.FilteringBlocked {
+		return Strategy{Reason: monitor.ReasonUDPBlocked}
+	}
+	if local.Hard() && remote.Hard() {
+		return Strategy{Reason: monitor.ReasonBothSymmetric}
+	}
+	restricted := func(t nattype.Type) bool {
+		return !t.Hard() && t.Filtering == nattype.FilteringAPDF
+	}
+	switch {
+	case local.Hard() && restricted(remote):
+		return Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}
+	case remote.Hard() && restricted(local):
+		return Strategy{Direct: true, Birthday: BirthdayScan, Dial: false}
+	}
+	return Strategy{Direct: true, Dial: initiator, Speculative: initiator}
+}

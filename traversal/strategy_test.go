@@ -1,0 +1,117 @@
+package traversal
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
+)
+
+func TestChooseStrategy(t *testing.T) {
+	var (
+		pub     = nattype.Type{Mapping: nattype.MappingNone, Filtering: nattype.FilteringNone}
+		eif     = nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringEIF}
+		adf     = nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}
+		apdf    = nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}
+		sym     = nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+		adm     = nattype.Type{Mapping: nattype.MappingADM, Filtering: nattype.FilteringAPDF}
+		blocked = nattype.Type{Filtering: nattype.FilteringBlocked}
+		unknown = nattype.Type{}
+	)
+	direct := func(dial bool) Strategy { return Strategy{Direct: true, Dial: dial, Speculative: dial} }
+	tests := []struct {
+		name          string
+		local, remote nattype.Type
+		initiator     bool
+		want          Strategy
+	}{
+		{"eim both, initiator dials", apdf, apdf, true, direct(true)},
+		{"eim both, responder waits", apdf, apdf, false, direct(false)},
+		{"public and symmetric", pub, sym, true, direct(true)},
+		{"full cone and symmetric", eif, sym, false, direct(false)},
+		{"restricted and symmetric", adf, sym, true, direct(true)},
+		{"symmetric initiator vs port-restricted: spray and dial", sym, apdf, true, Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}},
+		{"symmetric responder vs port-restricted: spray and dial", sym, apdf, false, Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}},
+		{"port-restricted initiator vs symmetric: scan, accept", apdf, sym, true, Strategy{Direct: true, Birthday: BirthdayScan}},
+		{"address-dependent counts as hard", adm, apdf, false, Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}},
+		{"both symmetric", sym, sym, true, Strategy{Reason: monitor.ReasonBothSymmetric}},
+		{"symmetric and address-dependent", sym, adm, false, Strategy{Reason: monitor.ReasonBothSymmetric}},
+		{"udp blocked here", blocked, apdf, true, Strategy{Reason: monitor.ReasonUDPBlocked}},
+		{"udp blocked there", apdf, blocked, true, Strategy{Reason: monitor.ReasonUDPBlocked}},
+		{"unknown is tried", unknown, sym, true, direct(true)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ChooseStrategy(tc.local, tc.remote, tc.initiator); got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStrategiesAgree(t *testing.T) {
+	// For every pair of NAT types, exactly one side dials when a direct
+	// path is possible, and both sides agree on whether it is.
+	var types []nattype.Type
+	for m := nattype.MappingUnknown; m.Valid(); m++ {
+		for f := nattype.FilteringUnknown; f.Valid(); f++ {
+			types = append(types, nattype.Type{Mapping: m, Filtering: f})
+		}
+	}
+	for _, a := range types {
+		for _, b := range types {
+			sa, sb := ChooseStrategy(a, b, true), ChooseStrategy(b, a, false)
+			if sa.Direct != sb.Direct {
+				t.Fatalf("%v vs %v: sides disagree on direct", a, b)
+			}
+			if sa.Direct && sa.Dial == sb.Dial {
+				t.Fatalf("%v vs %v: dial %v and %v", a, b, sa.Dial, sb.Dial)
+			}
+			if (sa.Birthday == BirthdayNone) != (sb.Birthday == BirthdayNone) {
+				t.Fatalf("%v vs %v: birthday %v and %v", a, b, sa.Birthday, sb.Birthday)
+			}
+		}
+	}
+}
+
+func TestClassifyNAT(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	s1, s1alt, s2 := ap("203.0.113.1:4433"), ap("203.0.113.1:4434"), ap("203.0.113.2:4433")
+	local := ap("192.168.1.10:4000")
+	m1, m2, m3 := ap("198.51.100.5:4000"), ap("198.51.100.5:40001"), ap("198.51.100.5:40002")
+	yes, no := true, false
+	tests := []struct {
+		name string
+		o    NATObservations
+		want nattype.Type
+	}{
+		{"nothing answered", NATObservations{Local: local}, nattype.Type{}},
+		{"full cone", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m1}, {s2, m1}}, OtherPort: &yes, OtherAddr: &yes},
+			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringEIF}},
+		{"restricted", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: &yes, OtherAddr: &no},
+			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
+		{"port restricted", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: &no, OtherAddr: &no},
+			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}},
+		{"symmetric by port", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m2}, {s2, m3}}, OtherPort: &no},
+			nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}},
+		{"address dependent", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m1}, {s2, m2}}, OtherPort: &no},
+			nattype.Type{Mapping: nattype.MappingADM, Filtering: nattype.FilteringAPDF}},
+		{"differs across addresses, no port pair", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m2}}},
+			nattype.Type{Mapping: nattype.MappingAPDM}},
+		{"public, open", NATObservations{Local: ap("0.0.0.0:4000"), LocalAddrs: []netip.Addr{m1.Addr()},
+			Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: &yes, OtherAddr: &yes},
+			nattype.Type{Mapping: nattype.MappingNone, Filtering: nattype.FilteringNone}},
+		{"address probe untested", NATObservations{Local: local, Mapped: []Observation{{s1, m1}}, OtherPort: &yes},
+			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
+		{"one server silent", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, netip.AddrPort{}}}, OtherPort: &no},
+			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ClassifyNAT(tc.o); got != tc.want {
+				t.Fatalf("got %+v (%s), want %+v (%s)", got, got.Class(), tc.want, tc.want.Class())
+			}
+		})
+	}
+}
