@@ -351,6 +351,22 @@ func (n *Node) classifyLoop() {
 	}
 }
 
+// CandidateDiff returns the candidates of cur whose address is not in prev
+// (to add) and the addresses of prev not in cur (to remove).
+func CandidateDiff(prev, cur []wire.Candidate) (add []wire.Candidate, remove []netip.AddrPort) {
+	for _, c := range cur {
+		if !slices.ContainsFunc(prev, func(p wire.Candidate) bool { return p.Addr == c.Addr }) {
+			add = append(add, c)
+		}
+	}
+	for _, p := range prev {
+		if !slices.ContainsFunc(cur, func(c wire.Candidate) bool { return c.Addr == p.Addr }) {
+			remove = append(remove, p.Addr)
+		}
+	}
+	return add, remove
+}
+
 // announce sends candidate additions and removals to every registered
 // bootstrap (ADD_ADDRESS / REMOVE_ADDRESS).
 func (n *Node) announce() {
@@ -359,18 +375,7 @@ func (n *Node) announce() {
 	prev := n.announced
 	n.announced = cands
 	n.mu.Unlock()
-	var add []wire.Candidate
-	var remove []netip.AddrPort
-	for _, c := range cands {
-		if !slices.ContainsFunc(prev, func(p wire.Candidate) bool { return p.Addr == c.Addr }) {
-			add = append(add, c)
-		}
-	}
-	for _, p := range prev {
-		if !slices.ContainsFunc(cands, func(c wire.Candidate) bool { return c.Addr == p.Addr }) {
-			remove = append(remove, p.Addr)
-		}
-	}
+	add, remove := CandidateDiff(prev, cands)
 	if prev == nil || (len(add) == 0 && len(remove) == 0) {
 		return // the registration carried the first set
 	}

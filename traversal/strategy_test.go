@@ -2,7 +2,10 @@ package traversal
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
+
+	"github.com/antnode/antnode/bootstrap/wire"
 
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
@@ -111,6 +114,32 @@ func TestClassifyNAT(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ClassifyNAT(tc.o); got != tc.want {
 				t.Fatalf("got %+v (%s), want %+v (%s)", got, got.Class(), tc.want, tc.want.Class())
+			}
+		})
+	}
+}
+
+func TestCandidateDiff(t *testing.T) {
+	c := func(s string) wire.Candidate {
+		return wire.Candidate{Kind: wire.KindServerReflexive, Addr: netip.MustParseAddrPort(s)}
+	}
+	a, b, x := c("198.51.100.1:4000"), c("192.168.1.10:4000"), c("198.51.100.1:5123")
+	tests := []struct {
+		name      string
+		prev, cur []wire.Candidate
+		add       []wire.Candidate
+		remove    []netip.AddrPort
+	}{
+		{"unchanged", []wire.Candidate{a, b}, []wire.Candidate{b, a}, nil, nil},
+		{"rebinding", []wire.Candidate{a, b}, []wire.Candidate{b, x}, []wire.Candidate{x}, []netip.AddrPort{a.Addr}},
+		{"first", nil, []wire.Candidate{a}, []wire.Candidate{a}, nil},
+		{"all gone", []wire.Candidate{a}, nil, nil, []netip.AddrPort{a.Addr}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			add, remove := CandidateDiff(tc.prev, tc.cur)
+			if !reflect.DeepEqual(add, tc.add) || !reflect.DeepEqual(remove, tc.remove) {
+				t.Fatalf("add %v remove %v, want %v %v", add, remove, tc.add, tc.remove)
 			}
 		})
 	}
