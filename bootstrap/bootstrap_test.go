@@ -21,6 +21,7 @@ import (
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
+	"github.com/antnode/antnode/relay"
 )
 
 func newIdentity(t testing.TB) *identity.Identity {
@@ -55,6 +56,14 @@ func startServer(t testing.TB, cfg ServerConfig) *testServer {
 	}
 	if cfg.Endpoint == nil {
 		cfg.Endpoint = newEndpoint(t, "127.0.0.1:0")
+	}
+	if cfg.TCP == nil {
+		// Control over TLS on TCP, on the same port number as QUIC.
+		l, err := net.Listen("tcp4", cfg.Endpoint.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.TCP = l
 	}
 	s, err := NewServer(cfg)
 	if err != nil {
@@ -552,5 +561,145 @@ func TestSrflxNeverExceedsLimit(t *testing.T) {
 	}
 	if !bytes.Equal(mustMarshal(t, &wire.ConnectOffer{Candidates: got})[:1], []byte{byte(wire.TypeConnectOffer)}) {
 		t.Fatal("offer with a full candidate list does not marshal")
+	}
+}
+
+// blockedConn is a UDP socket whose every datagram is lost: a host whose
+// UDP is blocked.
+type blockedConn struct{ net.PacketConn }
+
+func (blockedConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+
+func TestTCPFallbackWhenUDPBlocked(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	raw, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := endpoint.New(endpoint.Config{Conn: blockedConn{raw}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	c := startClient(t, srv, ClientConfig{Endpoint: ep, TCPFallback: true, TCPDelay: 100 * time.Millisecond})
+	ready(t, c)
+	st := c.Status()
+	if st.Transport != TransportTCP {
+		t.Fatalf("registered over %q, want tcp", st.Transport)
+	}
+	if st.RTT <= 0 {
+		t.Fatalf("no TCP RTT (%v)", st.RTT)
+	}
+	// The TCP-registered peer can be introduced, and introduce itself.
+	other := startClient(t, srv, ClientConfig{TCPFallback: true, OnOffer: func(o *Offer) { o.Accept(Intro{}) }})
+	ready(t, other)
+	if got := other.Status().Transport; got != TransportQUIC {
+		t.Fatalf("a peer with UDP registered over %q", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := c.Connect(ctx, other.cfg.Identity.ID(), Intro{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	peers := srv.Peers()
+	transports := map[string]int{}
+	for _, p := range peers {
+		transports[p.Transport]++
+	}
+	if transports[TransportTCP] != 1 || transports[TransportQUIC] != 1 {
+		t.Fatalf("registry transports %v", transports)
+	}
+	// A TCP control connection that breaks is noticed and re-registered.
+	srv.Close()
+	eventually(t, 5*time.Second, "loss noticed", func() bool { return !c.Status().Registered })
+}
+
+type fakeIssuer struct{}
+
+func (fakeIssuer) Credentials(peer identity.PeerID, ttl time.Duration) relay.Credentials {
+	return relay.NewCredentials([]byte("k"), peer, time.Now(), ttl)
+}
+func (fakeIssuer) UDPAddr() netip.AddrPort { return netip.MustParseAddrPort("203.0.113.1:3478") }
+func (fakeIssuer) TCPAddr() netip.AddrPort { return netip.MustParseAddrPort("203.0.113.1:3478") }
+
+func TestRelayGrantAndPolicy(t *testing.T) {
+	srv := startServer(t, ServerConfig{Relay: fakeIssuer{}})
+	offers := make(chan *Session, 1)
+	bCand := wire.Candidate{Kind: wire.KindHost, Priority: 1, Addr: netip.MustParseAddrPort("192.0.2.50:4000")}
+	b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+		s, _ := o.Accept(Intro{Candidates: []wire.Candidate{bCand}})
+		offers <- s
+	}})
+	a := startClient(t, srv, ClientConfig{})
+	ready(t, a)
+	ready(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	g, err := a.RequestRelay(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer, err := relay.ParseUsername(g.Username, time.Now()); err != nil || peer != a.cfg.Identity.ID() {
+		t.Fatalf("grant username %q: %v", g.Username, err)
+	}
+	if g.UDP != (fakeIssuer{}).UDPAddr() || time.Unix(int64(g.ExpiresUnix), 0).Before(time.Now()) {
+		t.Fatalf("grant %+v", g)
+	}
+	aID, bID := a.cfg.Identity.ID(), b.cfg.Identity.ID()
+	loop := netip.MustParseAddr("127.0.0.1")
+	if srv.RelayAllowed(aID, loop) {
+		t.Fatal("permission before any introduction")
+	}
+	sa, err := a.Connect(ctx, bID, Intro{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	sb := <-offers
+	defer sb.Close()
+	// a may relay to what b announced or was observed at; nothing else.
+	for _, tc := range []struct {
+		peer identity.PeerID
+		ip   netip.Addr
+		want bool
+	}{
+		{aID, bCand.Addr.Addr(), true},
+		{aID, loop, true}, // b's observed address
+		{aID, netip.MustParseAddr("192.0.2.99"), false},
+		{bID, loop, true},
+		{newIdentity(t).ID(), loop, false},
+	} {
+		if got := srv.RelayAllowed(tc.peer, tc.ip); got != tc.want {
+			t.Errorf("RelayAllowed(%s, %v) = %v, want %v", tc.peer.Short(), tc.ip, got, tc.want)
+		}
+	}
+	// A relayed address b announces reaches a and becomes permitted.
+	relayed := netip.MustParseAddrPort("198.51.100.200:50000")
+	if err := sb.AnnounceRelay(relayed); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-sa.Relays():
+		if got != relayed {
+			t.Fatalf("a got relayed address %v", got)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("relayed address not forwarded")
+	}
+	if !srv.RelayAllowed(aID, relayed.Addr()) {
+		t.Fatal("announced relayed address not permitted")
+	}
+}
+
+func TestNoRelayIsRefused(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := startClient(t, srv, ClientConfig{})
+	ready(t, a)
+	_, err := a.RequestRelay(context.Background())
+	var re *RequestError
+	if !errors.As(err, &re) || re.Code != wire.CodeRefused {
+		t.Fatalf("got %v, want refused", err)
 	}
 }

@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,16 @@ type ClientConfig struct {
 	// MaxOffers bounds concurrent OnOffer calls; further offers are
 	// declined as overloaded. Zero: 64.
 	MaxOffers int
+	// MinAckWait is the least time to wait for a bootstrap to acknowledge
+	// a connect request (the wait is at least 4 RTT). Zero: 500 ms.
+	MinAckWait time.Duration
+	// TCPFallback also registers over TLS on TCP (same address and port)
+	// when QUIC has not registered within TCPDelay, for hosts whose UDP is
+	// blocked. Zero TCPDelay: 1 s.
+	TCPFallback bool
+	TCPDelay    time.Duration
+	// DialTCP opens the TCP connection of the fallback. Nil: net.Dialer.
+	DialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 }
 
 func (c *ClientConfig) validate() error {
@@ -110,6 +121,18 @@ func (c *ClientConfig) validate() error {
 	if c.MaxOffers == 0 {
 		c.MaxOffers = 64
 	}
+	if c.TCPDelay <= 0 {
+		c.TCPDelay = time.Second
+	}
+	if c.MinAckWait <= 0 {
+		c.MinAckWait = 500 * time.Millisecond
+	}
+	if c.DialTCP == nil {
+		c.DialTCP = func(ctx context.Context, a netip.AddrPort) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", a.String())
+		}
+	}
 	return nil
 }
 
@@ -133,7 +156,7 @@ var (
 // code other than OK.
 type RequestError struct{ Code wire.Code }
 
-func (e *RequestError) Error() string { return "bootstrap: connect refused: " + e.Code.String() }
+func (e *RequestError) Error() string { return "bootstrap: request refused: " + e.Code.String() }
 
 // Is maps codes to the package's sentinels.
 func (e *RequestError) Is(target error) bool {
@@ -154,7 +177,8 @@ func (e *RequestError) Is(target error) bool {
 
 // live is one registered control connection.
 type live struct {
-	conn     *quic.Conn
+	conn     ctlConn
+	server   identity.PeerID
 	ctl      *ctlStream
 	observed netip.AddrPort
 	altSTUN  []netip.AddrPort
@@ -177,6 +201,8 @@ type Client struct {
 	ready    chan struct{} // closed while registered; replaced on loss
 	nextReq  uint64
 	requests map[uint64]chan *wire.ConnectResult
+	acks     map[uint64]chan struct{}
+	grants   map[uint64]chan *wire.RelayGrant
 	outgoing map[uint64]*Session // by request ID
 	incoming map[uint64]*Session // by offer ID
 	lastErr  error
@@ -202,6 +228,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		pinned:   cfg.ID,
 		ready:    make(chan struct{}),
 		requests: make(map[uint64]chan *wire.ConnectResult),
+		acks:     make(map[uint64]chan struct{}),
+		grants:   make(map[uint64]chan *wire.RelayGrant),
 		outgoing: make(map[uint64]*Session),
 		incoming: make(map[uint64]*Session),
 		ctx:      ctx,
@@ -232,6 +260,7 @@ type Status struct {
 	Observed   netip.AddrPort
 	AltSTUN    []netip.AddrPort
 	Probes     uint64 // wire.ProbeOtherPort | wire.ProbeOtherAddr offered
+	Transport  string // TransportQUIC or TransportTCP
 	RTT        time.Duration
 	LastError  error
 }
@@ -246,7 +275,8 @@ func (c *Client) Status() Status {
 		st.Observed = c.cur.observed
 		st.AltSTUN = c.cur.altSTUN
 		st.Probes = c.cur.probes
-		st.RTT = c.cur.conn.ConnectionStats().SmoothedRTT
+		st.RTT = c.cur.conn.RTT()
+		st.Transport = c.cur.conn.Transport()
 	}
 	return st
 }
@@ -282,7 +312,7 @@ func (c *Client) Close() error {
 		cur := c.cur
 		c.mu.Unlock()
 		if cur != nil {
-			cur.conn.CloseWithError(closeNormal, "client closed")
+			cur.conn.Close(closeNormal, "client closed")
 		}
 		c.wg.Wait()
 	})
@@ -383,36 +413,113 @@ func classify(err error) monitor.Reason {
 	return monitor.ReasonBootstrapUnreachable
 }
 
+// tryRegister registers over QUIC; if that has not succeeded within
+// TCPDelay (UDP may be blocked), it also tries TLS over TCP, and the first
+// registration wins.
 func (c *Client) tryRegister(ctx context.Context) (*live, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
+	type result struct {
+		l   *live
+		err error
+	}
+	results := make(chan result, 2)
+	start := func(transport string) {
+		go func() {
+			l, err := c.dialRegister(ctx, transport)
+			results <- result{l, err}
+		}()
+	}
+	start(TransportQUIC)
+	running := 1
+	var tcpTimer <-chan time.Time
+	if c.cfg.TCPFallback {
+		t := time.NewTimer(c.cfg.TCPDelay)
+		defer t.Stop()
+		tcpTimer = t.C
+	}
+	var errs []error
+	for running > 0 || tcpTimer != nil {
+		select {
+		case <-tcpTimer:
+			tcpTimer = nil
+			start(TransportTCP)
+			running++
+		case r := <-results:
+			running--
+			if r.err != nil {
+				errs = append(errs, r.err)
+				if errors.Is(r.err, identity.ErrKeyMismatch) {
+					return nil, r.err // the bootstrap is not who it should be
+				}
+				if tcpTimer != nil { // QUIC failed fast: no need to wait
+					tcpTimer = nil
+					start(TransportTCP)
+					running++
+				}
+				continue
+			}
+			cancel() // stop the other attempt
+			for range running {
+				if o := <-results; o.l != nil {
+					o.l.conn.Close(closeNormal, "superseded")
+				}
+			}
+			c.commit(r.l)
+			return r.l, nil
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// dialRegister opens a control connection over transport and registers.
+func (c *Client) dialRegister(ctx context.Context, transport string) (*live, error) {
 	c.mu.Lock()
 	expect := c.pinned
 	c.mu.Unlock()
-	qconf := &quic.Config{
-		KeepAlivePeriod:       c.cfg.KeepAlive,
-		MaxIdleTimeout:        c.cfg.IdleTimeout,
-		HandshakeIdleTimeout:  c.cfg.DialTimeout,
-		MaxIncomingStreams:    -1,
-		MaxIncomingUniStreams: -1,
+	var conn ctlConn
+	var str streamRW
+	var tlsState tls.ConnectionState
+	switch transport {
+	case TransportQUIC:
+		qconf := &quic.Config{
+			KeepAlivePeriod:       c.cfg.KeepAlive,
+			MaxIdleTimeout:        c.cfg.IdleTimeout,
+			HandshakeIdleTimeout:  c.cfg.DialTimeout,
+			MaxIncomingStreams:    -1,
+			MaxIncomingUniStreams: -1,
+		}
+		qc, err := c.cfg.Endpoint.Transport().Dial(ctx, net.UDPAddrFromAddrPort(c.cfg.Addr),
+			c.cfg.Identity.ClientTLS(expect, wire.ALPN), qconf)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap %s: dial: %w", c.cfg.Addr, err)
+		}
+		conn, tlsState = quicCtl{qc}, qc.ConnectionState().TLS
+		if str, err = qc.OpenStreamSync(ctx); err != nil {
+			conn.Close(closeNormal, "")
+			return nil, fmt.Errorf("bootstrap %s: register: %w", c.cfg.Addr, err)
+		}
+	case TransportTCP:
+		raw, err := c.cfg.DialTCP(ctx, c.cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap %s: dial TCP: %w", c.cfg.Addr, err)
+		}
+		tc := tls.Client(raw, c.cfg.Identity.ClientTLS(expect, wire.ALPN))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("bootstrap %s: TLS over TCP: %w", c.cfg.Addr, err)
+		}
+		t := newTCPCtl(tc, raw)
+		conn, str, tlsState = t, failingRW{t}, tc.ConnectionState()
 	}
-	conn, err := c.cfg.Endpoint.Transport().Dial(ctx, net.UDPAddrFromAddrPort(c.cfg.Addr),
-		c.cfg.Identity.ClientTLS(expect, wire.ALPN), qconf)
+	srv, err := identity.PeerFromState(tlsState)
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap %s: dial: %w", c.cfg.Addr, err)
-	}
-	srv, err := identity.PeerFromState(conn.ConnectionState().TLS)
-	if err != nil {
-		conn.CloseWithError(closeProtocol, "unauthenticated")
+		conn.Close(closeProtocol, "unauthenticated")
 		return nil, err
 	}
 	fail := func(err error) (*live, error) {
-		conn.CloseWithError(closeNormal, "")
-		return nil, fmt.Errorf("bootstrap %s: register: %w", c.cfg.Addr, err)
-	}
-	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		return fail(err)
+		conn.Close(closeNormal, "")
+		return nil, fmt.Errorf("bootstrap %s: register over %s: %w", c.cfg.Addr, transport, err)
 	}
 	ctl := newCtlStream(str)
 	nat, cands := c.cfg.Local()
@@ -439,26 +546,31 @@ func (c *Client) tryRegister(ctx context.Context) (*live, error) {
 	default:
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
 	}
-	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes, done: make(chan struct{})}
+	return &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes,
+		server: srv, done: make(chan struct{})}, nil
+}
+
+// commit makes a registration the current one.
+func (c *Client) commit(l *live) {
 	c.mu.Lock()
 	if c.pinned.IsZero() {
-		c.pinned = srv
+		c.pinned = l.server
 	}
 	c.cur = l
 	c.lastErr = nil
 	close(c.ready)
 	c.mu.Unlock()
-	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: monitor.OutcomeOK, Addr: c.cfg.Addr})
-	if c.cfg.OnObserved != nil && reg.Observed.IsValid() {
-		c.cfg.OnObserved(reg.Observed)
+	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: monitor.OutcomeOK,
+		Addr: c.cfg.Addr, Detail: l.conn.Transport()})
+	if c.cfg.OnObserved != nil && l.observed.IsValid() {
+		c.cfg.OnObserved(l.observed)
 	}
-	return l, nil
 }
 
 // serve reads the control stream until the connection ends.
 func (c *Client) serve(l *live) {
 	err := c.readLoop(l)
-	l.conn.CloseWithError(closeNormal, "")
+	l.conn.Close(closeNormal, "")
 	close(l.done)
 	c.mu.Lock()
 	c.cur = nil
@@ -481,6 +593,8 @@ func (c *Client) failAll(err error) {
 	c.mu.Lock()
 	reqs := c.requests
 	c.requests = make(map[uint64]chan *wire.ConnectResult)
+	grants := c.grants
+	c.grants = make(map[uint64]chan *wire.RelayGrant)
 	sessions := make([]*Session, 0, len(c.outgoing)+len(c.incoming))
 	for _, s := range c.outgoing {
 		sessions = append(sessions, s)
@@ -492,6 +606,9 @@ func (c *Client) failAll(err error) {
 	clear(c.incoming)
 	c.mu.Unlock()
 	for _, ch := range reqs {
+		close(ch)
+	}
+	for _, ch := range grants {
 		close(ch)
 	}
 	for _, s := range sessions {
@@ -536,6 +653,32 @@ func (c *Client) handle(l *live, m wire.Message) error {
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- m // buffered 1
+		}
+	case *wire.ConnectAck:
+		c.mu.Lock()
+		ch := c.acks[m.ID]
+		delete(c.acks, m.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			close(ch)
+		}
+	case *wire.RelayGrant:
+		c.mu.Lock()
+		ch := c.grants[m.ID]
+		delete(c.grants, m.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- m // buffered 1
+		}
+	case *wire.RelayAddress:
+		c.mu.Lock()
+		s := c.outgoing[m.ID]
+		if m.Offer {
+			s = c.incoming[m.ID]
+		}
+		c.mu.Unlock()
+		if s != nil {
+			s.deliverRelay(m.Addr)
 		}
 	case *wire.ConnectOffer:
 		c.handleOffer(l, m)
@@ -656,24 +799,54 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		return nil, err
 	}
 	ch := make(chan *wire.ConnectResult, 1)
+	ack := make(chan struct{})
 	s := newSession(c, false, target)
 	c.mu.Lock()
 	c.nextReq++
 	id := c.nextReq
 	c.requests[id] = ch
+	c.acks[id] = ack
 	s.ID = id
 	c.outgoing[id] = s // registered before the request: PunchNow may follow the result at once
 	c.mu.Unlock()
 	drop := func() {
 		c.mu.Lock()
 		delete(c.requests, id)
+		delete(c.acks, id)
 		delete(c.outgoing, id)
 		c.mu.Unlock()
 	}
 	if err := l.ctl.send(&wire.ConnectRequest{ID: id, Target: target, NAT: local.NAT, Candidates: local.Candidates, Creds: local.Creds}); err != nil {
 		drop()
-		l.conn.CloseWithError(closeSlowConsumer, "control stream write failed")
+		l.conn.Close(closeSlowConsumer, "control stream write failed")
 		return nil, fmt.Errorf("bootstrap: connect request: %w", err)
+	}
+	// A live bootstrap acknowledges at once (an unknown target is answered
+	// at once, too); silence for several round trips means it is gone even
+	// if its connection has not timed out yet.
+	ackWait := time.NewTimer(max(4*l.conn.RTT(), c.cfg.MinAckWait))
+	defer ackWait.Stop()
+	acked := false
+	for !acked {
+		select {
+		case <-ack:
+			acked = true
+		case res, ok := <-ch:
+			if !ok {
+				drop()
+				return nil, ErrUnavailable
+			}
+			return c.finishConnect(s, l, res, drop)
+		case <-ackWait.C:
+			drop()
+			return nil, fmt.Errorf("%w: bootstrap did not acknowledge the request within %v", ErrUnavailable, max(4*l.conn.RTT(), c.cfg.MinAckWait))
+		case <-ctx.Done():
+			drop()
+			return nil, fmt.Errorf("bootstrap: connect: %w", context.Cause(ctx))
+		case <-l.done:
+			drop()
+			return nil, ErrUnavailable
+		}
 	}
 	select {
 	case res, ok := <-ch:
@@ -681,19 +854,59 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 			drop()
 			return nil, ErrUnavailable
 		}
-		if res.Code != wire.CodeOK {
-			drop()
-			return nil, &RequestError{Code: res.Code}
-		}
-		s.Remote = Intro{NAT: res.NAT, Candidates: res.Candidates, Creds: res.Creds}
-		s.PeerRTT = time.Duration(res.PeerRTTMicros) * time.Microsecond
-		s.l = l
-		return s, nil
+		return c.finishConnect(s, l, res, drop)
 	case <-ctx.Done():
 		drop()
 		return nil, fmt.Errorf("bootstrap: connect: %w", context.Cause(ctx))
 	case <-l.done:
 		drop()
+		return nil, ErrUnavailable
+	}
+}
+
+func (c *Client) finishConnect(s *Session, l *live, res *wire.ConnectResult, drop func()) (*Session, error) {
+	if res.Code != wire.CodeOK {
+		drop()
+		return nil, &RequestError{Code: res.Code}
+	}
+	s.Remote = Intro{NAT: res.NAT, Candidates: res.Candidates, Creds: res.Creds}
+	s.PeerRTT = time.Duration(res.PeerRTTMicros) * time.Microsecond
+	s.l = l
+	return s, nil
+}
+
+// RequestRelay asks the bootstrap for relay credentials.
+func (c *Client) RequestRelay(ctx context.Context) (*wire.RelayGrant, error) {
+	l, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *wire.RelayGrant, 1)
+	c.mu.Lock()
+	c.nextReq++
+	id := c.nextReq
+	c.grants[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.grants, id)
+		c.mu.Unlock()
+	}()
+	if err := l.ctl.send(&wire.RelayRequest{ID: id}); err != nil {
+		return nil, fmt.Errorf("bootstrap: relay request: %w", err)
+	}
+	select {
+	case g, ok := <-ch:
+		if !ok {
+			return nil, ErrUnavailable
+		}
+		if g.Code != wire.CodeOK {
+			return nil, &RequestError{Code: g.Code}
+		}
+		return g, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("bootstrap: relay request: %w", context.Cause(ctx))
+	case <-l.done:
 		return nil, ErrUnavailable
 	}
 }
@@ -759,6 +972,7 @@ type Session struct {
 	PeerRTT  time.Duration // the bootstrap's RTT to the other peer
 
 	punches chan Punch
+	relays  chan netip.AddrPort
 	done    chan struct{}
 	mu      sync.Mutex
 	err     error
@@ -767,7 +981,8 @@ type Session struct {
 }
 
 func newSession(c *Client, incoming bool, peer identity.PeerID) *Session {
-	return &Session{c: c, Incoming: incoming, Peer: peer, punches: make(chan Punch, 1), done: make(chan struct{})}
+	return &Session{c: c, Incoming: incoming, Peer: peer, punches: make(chan Punch, 1),
+		relays: make(chan netip.AddrPort, 4), done: make(chan struct{})}
 }
 
 // Punches delivers punch rounds; only the newest undelivered one is kept.
@@ -796,6 +1011,39 @@ func (s *Session) deliver(p Punch) {
 	default:
 	}
 	s.punches <- p
+}
+
+// Bootstrap returns the client of the bootstrap that made the
+// introduction: its relay is the one whose permission policy knows it.
+func (s *Session) Bootstrap() *Client { return s.c }
+
+// Relays delivers the relayed addresses the other peer announces.
+func (s *Session) Relays() <-chan netip.AddrPort { return s.relays }
+
+func (s *Session) deliverRelay(a netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	select {
+	case s.relays <- a:
+	default: // four relayed addresses are plenty
+	}
+}
+
+// AnnounceRelay tells the other peer (through the bootstrap) this side's
+// relayed address, and lets the relay permit it.
+func (s *Session) AnnounceRelay(a netip.AddrPort) error {
+	if s.l == nil {
+		return ErrUnavailable
+	}
+	select {
+	case <-s.done:
+		return ErrUnavailable
+	default:
+	}
+	return s.l.ctl.send(&wire.RelayAddress{ID: s.ID, Offer: s.Incoming, Addr: a})
 }
 
 // RequestRound asks the bootstrap for punch round `round` (greater than

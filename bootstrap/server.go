@@ -17,6 +17,7 @@ package bootstrap
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
+	"github.com/antnode/antnode/relay"
 )
 
 // ServerConfig configures a Server.
@@ -79,6 +81,14 @@ type ServerConfig struct {
 	// never contact; unsolicited filtering probes "from another address"
 	// leave from it. Invalid: that probe kind is not offered.
 	ProbeAddr netip.Addr
+	// Relay issues relay credentials to registered peers. Nil: peers are
+	// told there is no relay.
+	Relay RelayIssuer
+	// RelayTTL is the lifetime of issued relay credentials. Zero: 10 min.
+	RelayTTL time.Duration
+	// TCP accepts control connections over TLS on TCP, for peers whose
+	// UDP is blocked. Nil: none. Closed by Close.
+	TCP net.Listener
 	// ListenProbe opens the fresh socket an unsolicited probe leaves from.
 	// Nil: a real UDP socket.
 	ListenProbe func(netip.AddrPort) (net.PacketConn, error)
@@ -133,6 +143,9 @@ func (c *ServerConfig) validate() error {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
+	if c.RelayTTL <= 0 {
+		c.RelayTTL = 10 * time.Minute
+	}
 	if c.ProbeAddr.IsValid() && !c.ProbeAddr.Is4() && !c.ProbeAddr.Is6() {
 		return errors.New("bootstrap: invalid ProbeAddr")
 	}
@@ -148,6 +161,13 @@ func (c *ServerConfig) validate() error {
 	return nil
 }
 
+// RelayIssuer is the relay a bootstrap hands out (relay.Server).
+type RelayIssuer interface {
+	Credentials(peer identity.PeerID, ttl time.Duration) relay.Credentials
+	UDPAddr() netip.AddrPort
+	TCPAddr() netip.AddrPort
+}
+
 // PeerInfo is a snapshot of one registration.
 type PeerInfo struct {
 	ID         identity.PeerID
@@ -157,12 +177,13 @@ type PeerInfo struct {
 	Registered time.Time
 	LastSeen   time.Time
 	RTT        time.Duration
+	Transport  string // TransportQUIC or TransportTCP
 }
 
 // peer is one registered peer.
 type peer struct {
 	id    identity.PeerID
-	conn  *quic.Conn
+	conn  ctlConn
 	ctl   *ctlStream
 	since time.Time
 
@@ -187,6 +208,7 @@ type session struct {
 	created   time.Time
 	answered  time.Time // zero while the offer is pending
 	round     uint64
+	relayed   int // relayed addresses announced in this session
 }
 
 // Server is a bootstrap service.
@@ -199,6 +221,7 @@ type Server struct {
 	mu       sync.Mutex
 	peers    map[identity.PeerID]*peer
 	sessions map[uint64]*session
+	allowed  map[allowKey]time.Time
 	nextID   uint64
 	closed   bool
 
@@ -234,6 +257,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log:      cfg.Logger,
 		peers:    make(map[identity.PeerID]*peer),
 		sessions: make(map[uint64]*session),
+		allowed:  make(map[allowKey]time.Time),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -244,6 +268,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.AltSTUN != nil {
 		s.wg.Add(1)
 		go s.altSTUNLoop()
+	}
+	if cfg.TCP != nil {
+		s.wg.Add(1)
+		go s.tcpAcceptLoop()
 	}
 	return s, nil
 }
@@ -347,8 +375,11 @@ func (s *Server) Close() error {
 		if s.cfg.AltSTUN != nil {
 			s.cfg.AltSTUN.Close()
 		}
+		if s.cfg.TCP != nil {
+			s.cfg.TCP.Close()
+		}
 		for _, p := range peers {
-			p.conn.CloseWithError(closeShutdown, "bootstrap shutting down")
+			p.conn.Close(closeShutdown, "bootstrap shutting down")
 		}
 		s.wg.Wait()
 	})
@@ -368,7 +399,7 @@ func (s *Server) Peers() []PeerInfo {
 		p.mu.Lock()
 		out = append(out, PeerInfo{ID: p.id, Observed: p.observed, NAT: p.nat,
 			Candidates: append([]wire.Candidate(nil), p.candidates...), Registered: p.since,
-			LastSeen: p.lastSeen, RTT: p.conn.ConnectionStats().SmoothedRTT})
+			LastSeen: p.lastSeen, RTT: p.conn.RTT(), Transport: p.conn.Transport()})
 		p.mu.Unlock()
 	}
 	return out
@@ -396,35 +427,67 @@ func (s *Server) acceptLoop() {
 			defer s.wg.Done()
 			s.connected.Add(1)
 			defer s.connected.Add(-1)
-			s.serveConn(conn)
+			c := quicCtl{conn}
+			id, err := identity.PeerFromState(conn.ConnectionState().TLS)
+			if err != nil { // cannot happen: the TLS config requires a valid certificate
+				s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonHandshakeFailed,
+					Addr: c.RemoteAddr(), Detail: "no peer identity"})
+				c.Close(closeProtocol, "unauthenticated")
+				return
+			}
+			hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+			str, err := conn.AcceptStream(hctx)
+			cancel()
+			if err != nil {
+				c.Close(closeProtocol, "no control stream")
+				return
+			}
+			s.serve(c, str, id)
 		}()
 	}
 }
 
-func remoteAddrPort(c *quic.Conn) netip.AddrPort {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return netip.AddrPort{}
+// tcpAcceptLoop serves control connections over TLS on TCP.
+func (s *Server) tcpAcceptLoop() {
+	defer s.wg.Done()
+	tlsConf := s.cfg.Identity.ServerTLS(wire.ALPN)
+	for {
+		raw, err := s.cfg.TCP.Accept()
+		if err != nil {
+			if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("bootstrap: accept TCP", "err", err)
+			}
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.connected.Add(1)
+			defer s.connected.Add(-1)
+			tc := tls.Server(raw, tlsConf)
+			hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+			err := tc.HandshakeContext(hctx)
+			cancel()
+			if err != nil {
+				raw.Close()
+				return
+			}
+			id, err := identity.PeerFromState(tc.ConnectionState())
+			if err != nil {
+				raw.Close()
+				return
+			}
+			c := newTCPCtl(tc, raw)
+			stop := context.AfterFunc(s.ctx, func() { c.Close(closeShutdown, "bootstrap shutting down") })
+			defer stop()
+			s.serve(c, failingRW{c}, id)
+			c.Close(closeNormal, "")
+		}()
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// serveConn runs one control connection to its end.
-func (s *Server) serveConn(conn *quic.Conn) {
-	id, err := identity.PeerFromState(conn.ConnectionState().TLS)
-	if err != nil { // cannot happen: the TLS config requires a valid certificate
-		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonHandshakeFailed,
-			Addr: remoteAddrPort(conn), Detail: "no peer identity"})
-		conn.CloseWithError(closeProtocol, "unauthenticated")
-		return
-	}
-	hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
-	str, err := conn.AcceptStream(hctx)
-	cancel()
-	if err != nil {
-		conn.CloseWithError(closeProtocol, "no control stream")
-		return
-	}
+// serve runs one authenticated control connection to its end.
+func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
 	ctl := newCtlStream(str)
 	str.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	m, err := ctl.r.Read()
@@ -440,25 +503,26 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 	if reg.Version != wire.Version {
 		ctl.sendError(wire.CodeVersion, fmt.Sprintf("protocol version %d not supported (want %d)", reg.Version, wire.Version))
-		conn.CloseWithError(closeVersion, "unsupported version")
+		conn.Close(closeVersion, "unsupported version")
 		return
 	}
 	now := time.Now()
-	p := &peer{id: id, conn: conn, ctl: ctl, since: now, observed: remoteAddrPort(conn), nat: reg.NAT,
+	p := &peer{id: id, conn: conn, ctl: ctl, since: now, observed: conn.RemoteAddr(), nat: reg.NAT,
 		candidates: reg.Candidates, lastSeen: now, reqs: make(map[uint64]uint64),
 		requests: newBucket(s.cfg.RequestRate, s.cfg.RequestBurst, now),
 		messages: newBucket(s.cfg.MessageRate, s.cfg.MessageBurst, now)}
 	old, err := s.register(p)
 	if err != nil {
 		ctl.sendError(wire.CodeOverloaded, err.Error())
-		conn.CloseWithError(closeOverloaded, "registry full")
+		conn.Close(closeOverloaded, "registry full")
 		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonOverloaded, Peer: id.String(), Detail: "registry full"})
 		return
 	}
 	if old != nil {
-		old.conn.CloseWithError(closeReplaced, "replaced by a newer registration")
+		old.conn.Close(closeReplaced, "replaced by a newer registration")
 	}
-	s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeOK, Peer: id.String(), Addr: p.observed, NAT: reg.NAT.Class()})
+	s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeOK, Peer: id.String(), Addr: p.observed,
+		NAT: reg.NAT.Class(), Detail: conn.Transport()})
 	defer func() {
 		reason := s.unregister(p)
 		s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeFail, Reason: reason, Peer: id.String(), Addr: p.observed})
@@ -466,7 +530,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.altSTUNAddrs(),
 		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps()})
 	if err != nil {
-		conn.CloseWithError(closeSlowConsumer, "control stream write failed")
+		conn.Close(closeSlowConsumer, "control stream write failed")
 		return
 	}
 	for {
@@ -476,8 +540,12 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		case errors.As(err, &ut):
 			continue // a newer peer's message: ignore
 		case err != nil:
-			if conn.Context().Err() == nil && s.ctx.Err() == nil {
-				s.protocolFailure(conn, ctl, id, err)
+			select {
+			case <-conn.Done():
+			default:
+				if s.ctx.Err() == nil {
+					s.protocolFailure(conn, ctl, id, err)
+				}
 			}
 			return
 		}
@@ -495,7 +563,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 
 // protocolFailure reports err and closes the connection with a code that
 // says whether it was the peer's fault.
-func (s *Server) protocolFailure(conn *quic.Conn, ctl *ctlStream, id identity.PeerID, err error) {
+func (s *Server) protocolFailure(conn ctlConn, ctl *ctlStream, id identity.PeerID, err error) {
 	var pe *ProtocolError
 	switch {
 	case errors.As(err, &pe):
@@ -503,12 +571,12 @@ func (s *Server) protocolFailure(conn *quic.Conn, ctl *ctlStream, id identity.Pe
 	case errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrTooLarge):
 		ctl.sendError(wire.CodeBadRequest, err.Error())
 	default: // a transport error: the connection is gone or going
-		conn.CloseWithError(closeNormal, "")
+		conn.Close(closeNormal, "")
 		return
 	}
 	s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonProtocolError, Peer: id.String(),
-		Addr: remoteAddrPort(conn), Err: err})
-	conn.CloseWithError(closeProtocol, "protocol error")
+		Addr: conn.RemoteAddr(), Err: err})
+	conn.Close(closeProtocol, "protocol error")
 }
 
 // touch records traffic from the peer and takes a token from its message
@@ -629,6 +697,10 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 		return s.handleAnswer(p, m)
 	case *wire.PunchRequest:
 		return s.handlePunchRequest(p, m)
+	case *wire.RelayRequest:
+		return s.handleRelayRequest(p, m)
+	case *wire.RelayAddress:
+		return s.handleRelayAddress(p, m)
 	case *wire.ProbeRequest:
 		if !p.allow() {
 			s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "probe"})
@@ -690,7 +762,7 @@ func (s *Server) reply(p *peer, id uint64, code wire.Code) {
 // disconnected (its serve goroutine then unregisters it).
 func (s *Server) sendTo(p *peer, m wire.Message) {
 	if err := p.ctl.send(m); err != nil {
-		p.conn.CloseWithError(closeSlowConsumer, "control stream write failed")
+		p.conn.Close(closeSlowConsumer, "control stream write failed")
 	}
 }
 
@@ -761,7 +833,107 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 	p.mu.Unlock()
 	s.mu.Unlock()
 	s.sendTo(target, &wire.ConnectOffer{ID: ss.id, From: p.id, NAT: m.NAT, Candidates: cands, Creds: m.Creds})
+	s.sendTo(p, &wire.ConnectAck{ID: m.ID})
 	return nil
+}
+
+// sessionOf finds an answered session of p by the ID p knows it by.
+// Called with s.mu held.
+func (s *Server) sessionOf(p *peer, id uint64, offer bool) *session {
+	if offer {
+		if ss := s.sessions[id]; ss != nil && ss.target == p && !ss.answered.IsZero() {
+			return ss
+		}
+		return nil
+	}
+	p.mu.Lock()
+	sid, ok := p.reqs[id]
+	p.mu.Unlock()
+	if ss := s.sessions[sid]; ok && ss != nil && !ss.answered.IsZero() {
+		return ss
+	}
+	return nil
+}
+
+func (s *Server) handleRelayRequest(p *peer, m *wire.RelayRequest) error {
+	if !p.allow() {
+		s.sendTo(p, &wire.RelayGrant{ID: m.ID, Code: wire.CodeRateLimited})
+		return nil
+	}
+	if s.cfg.Relay == nil {
+		s.sendTo(p, &wire.RelayGrant{ID: m.ID, Code: wire.CodeRefused})
+		return nil
+	}
+	cr := s.cfg.Relay.Credentials(p.id, s.cfg.RelayTTL)
+	s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "credentials", Outcome: monitor.OutcomeOK, Peer: p.id.String()})
+	s.sendTo(p, &wire.RelayGrant{ID: m.ID, Code: wire.CodeOK, Username: cr.Username, Password: cr.Password,
+		UDP: s.cfg.Relay.UDPAddr(), TCP: s.cfg.Relay.TCPAddr(), ExpiresUnix: uint64(cr.Expires.Unix())})
+	return nil
+}
+
+// handleRelayAddress records a peer's relayed address in its session and
+// forwards it to the other side.
+func (s *Server) handleRelayAddress(p *peer, m *wire.RelayAddress) error {
+	s.mu.Lock()
+	ss := s.sessionOf(p, m.ID, m.Offer)
+	if ss == nil {
+		s.mu.Unlock()
+		return nil // expired or unknown session
+	}
+	var fwd *wire.RelayAddress
+	var to *peer
+	if ss.requester == p {
+		to, fwd = ss.target, &wire.RelayAddress{ID: ss.id, Offer: true, Addr: m.Addr}
+	} else {
+		to, fwd = ss.requester, &wire.RelayAddress{ID: ss.reqID, Offer: false, Addr: m.Addr}
+	}
+	if ss.relayed < 4 { // a few relayed addresses per session, no more
+		ss.relayed++
+		s.allowRelay(to.id, p, m.Addr)
+	}
+	s.mu.Unlock()
+	s.sendTo(to, fwd)
+	return nil
+}
+
+// allowKey is one relay permission grant: peer's allocations may be
+// permitted to ip.
+type allowKey struct {
+	peer identity.PeerID
+	ip   netip.Addr
+}
+
+// allowRelay lets peer's relay allocations reach the addresses of other
+// (its candidates, observed address and extra), for RelayTTL. Called with
+// s.mu held.
+func (s *Server) allowRelay(peer identity.PeerID, other *peer, extra ...netip.AddrPort) {
+	until := time.Now().Add(s.cfg.RelayTTL)
+	other.mu.Lock()
+	ips := []netip.Addr{other.observed.Addr()}
+	for _, c := range other.candidates {
+		ips = append(ips, c.Addr.Addr())
+	}
+	other.mu.Unlock()
+	for _, e := range extra {
+		ips = append(ips, e.Addr())
+	}
+	for _, ip := range ips {
+		if ip.IsValid() {
+			s.allowed[allowKey{peer, ip.Unmap()}] = until
+		}
+	}
+}
+
+// RelayAllowed reports whether peer's relay allocation may be permitted to
+// ip: ip must be an address that a peer it was introduced to announced (a
+// candidate or a relayed address) or was observed at, within RelayTTL of
+// the introduction. This is the relay's permission policy: it forwards
+// only between introduced peers.
+func (s *Server) RelayAllowed(id identity.PeerID, ip netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.allowed[allowKey{id, ip.Unmap()}]
+	return ok && time.Now().Before(until)
 }
 
 func (s *Server) handleAnswer(p *peer, m *wire.ConnectAnswer) error {
@@ -789,6 +961,10 @@ func (s *Server) handleAnswer(p *peer, m *wire.ConnectAnswer) error {
 	p.nat = m.NAT
 	cands := srflx(p.observed, p.candidates)
 	p.mu.Unlock()
+	s.mu.Lock()
+	s.allowRelay(ss.requester.id, ss.target)
+	s.allowRelay(ss.target.id, ss.requester)
+	s.mu.Unlock()
 	s.finishRequest(ss, wire.CodeOK, &wire.ConnectResult{NAT: m.NAT, Candidates: cands, Creds: m.Creds})
 	ss.round = 1
 	s.punch(ss, 1)
@@ -809,7 +985,7 @@ func (s *Server) finishRequest(ss *session, code wire.Code, res *wire.ConnectRes
 	}
 	res.ID, res.Code = ss.reqID, code
 	if code == wire.CodeOK {
-		res.PeerRTTMicros = uint64(ss.target.conn.ConnectionStats().SmoothedRTT.Microseconds())
+		res.PeerRTTMicros = uint64(ss.target.conn.RTT().Microseconds())
 	}
 	o := monitor.OutcomeOK
 	if code != wire.CodeOK {
@@ -824,8 +1000,8 @@ func (s *Server) finishRequest(ss *session, code wire.Code, res *wire.ConnectRes
 // sides start when the later of the two PunchNow messages arrives, so that
 // their first probes cross.
 func (s *Server) punch(ss *session, round uint64) {
-	ra := ss.requester.conn.ConnectionStats().SmoothedRTT
-	rb := ss.target.conn.ConnectionStats().SmoothedRTT
+	ra := ss.requester.conn.RTT()
+	rb := ss.target.conn.RTT()
 	da, db := PunchDelays(ra, rb)
 	s.sendTo(ss.requester, &wire.PunchNow{ID: ss.reqID, Round: round, DelayMicros: uint64(da.Microseconds()), PeerRTTMicros: uint64(rb.Microseconds())})
 	s.sendTo(ss.target, &wire.PunchNow{ID: ss.id, Offer: true, Round: round, DelayMicros: uint64(db.Microseconds()), PeerRTTMicros: uint64(ra.Microseconds())})
@@ -845,18 +1021,7 @@ func (s *Server) handlePunchRequest(p *peer, m *wire.PunchRequest) error {
 		return nil
 	}
 	s.mu.Lock()
-	var ss *session
-	if m.Offer {
-		if cand := s.sessions[m.ID]; cand != nil && cand.target == p {
-			ss = cand
-		}
-	} else {
-		p.mu.Lock()
-		if sid, ok := p.reqs[m.ID]; ok {
-			ss = s.sessions[sid]
-		}
-		p.mu.Unlock()
-	}
+	ss := s.sessionOf(p, m.ID, m.Offer)
 	if ss == nil || ss.answered.IsZero() || m.Round <= ss.round {
 		s.mu.Unlock()
 		return nil // stale or unknown: a new round already superseded it
@@ -898,6 +1063,11 @@ func (s *Server) sweep(now time.Time) {
 			ss.requester.mu.Unlock()
 		}
 	}
+	for k, until := range s.allowed {
+		if now.After(until) {
+			delete(s.allowed, k)
+		}
+	}
 	peers := make([]*peer, 0, len(s.peers))
 	for _, p := range s.peers {
 		peers = append(peers, p)
@@ -907,7 +1077,7 @@ func (s *Server) sweep(now time.Time) {
 		s.finishRequest(ss, wire.CodeExpired, nil)
 	}
 	for _, p := range peers {
-		cur := remoteAddrPort(p.conn)
+		cur := p.conn.RemoteAddr()
 		p.mu.Lock()
 		changed := cur.IsValid() && cur != p.observed
 		if changed {

@@ -30,13 +30,13 @@ const writeTimeout = 3 * time.Second
 // ctlStream is one side of a control stream: frames are written whole under
 // a lock with a deadline; one goroutine reads.
 type ctlStream struct {
-	str *quic.Stream
+	str streamRW
 	r   *wire.Reader
 
 	mu sync.Mutex
 }
 
-func newCtlStream(str *quic.Stream) *ctlStream {
+func newCtlStream(str streamRW) *ctlStream {
 	return &ctlStream{str: str, r: wire.NewReader(str)}
 }
 

@@ -195,6 +195,9 @@ type RunConfig struct {
 	Keep bool
 	// WorkDir holds keys and logs. Empty: a temporary directory.
 	WorkDir string
+	// LogDir, if set, receives every daemon's and bootstrap's output, and
+	// the output of failed connects, when the run ends.
+	LogDir string
 }
 
 // Env is a running testbed with its bootstrap nodes and peer daemons.
@@ -211,6 +214,7 @@ type Env struct {
 	PeerIDs        map[string]string
 	Progress       io.Writer
 	Timeout        time.Duration
+	LogDir         string
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -324,10 +328,18 @@ func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir string, progres
 func (e *Env) Connect(ctx context.Context, from, to Host, send int64, timeout time.Duration, extra ...string) ConnectResult {
 	args := []string{e.Bin, "connect", e.PeerIDs[to.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
 		"--send", fmt.Sprint(send), "--timeout", timeout.String()}
+	if e.LogDir != "" {
+		args = append(args, "--log-level", "debug", "--log-addresses", "full")
+	}
 	args = append(args, extra...)
 	cctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
 	out, err := e.TB.Run(cctx, from.NS, args...)
+	var ce *CommandError
+	if e.LogDir != "" && errors.As(err, &ce) {
+		os.MkdirAll(e.LogDir, 0o755)
+		os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("connect-%s-to-%s-%d.log", from.NS, to.NS, time.Now().UnixNano())), []byte(ce.Output), 0o644)
+	}
 	var res ConnectResult
 	if jerr := json.Unmarshal([]byte(strings.TrimSpace(out)), &res); jerr != nil {
 		res = ConnectResult{Path: "none", Reason: "crash", Error: fmt.Sprintf("no JSON result (%v): %q", err, tail(out, 300))}
@@ -344,6 +356,20 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// SaveLogs writes every daemon's and bootstrap's output to dir.
+func (e *Env) SaveLogs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i, p := range e.Bootstraps {
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("bootstrap%d.log", i)), []byte(p.Output()), 0o644)
+	}
+	for ns, p := range e.Daemons {
+		os.WriteFile(filepath.Join(dir, ns+".log"), []byte(p.Output()), 0o644)
+	}
+	return nil
 }
 
 // Close stops the daemons and bootstraps (the testbed's Close would too).
@@ -455,6 +481,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		return rep, err
 	}
 	env.Timeout = cfg.Timeout
+	env.LogDir = cfg.LogDir
 	defer env.Close()
 
 	pairs := tb.Pairs(spec, cfg.Classes)
@@ -564,6 +591,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		<-ctx.Done()
 	}
 	env.Close()
+	if cfg.LogDir != "" {
+		env.SaveLogs(cfg.LogDir)
+	}
 	rep.TeardownMS = ms(tb.Close())
 	tb = nil
 	rep.DurationS = math.Round(time.Since(started).Seconds()*10) / 10

@@ -258,6 +258,19 @@ func (tb *Testbed) Run(ctx context.Context, ns string, args ...string) (string, 
 	return out.String(), nil
 }
 
+// RunBoth is Run that also returns stderr on success.
+func (tb *Testbed) RunBoth(ctx context.Context, ns string, args ...string) (string, string, error) {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), errb.String(), &CommandError{Args: args, Output: errb.String(), Err: err}
+	}
+	return out.String(), errb.String(), nil
+}
+
 // Close stops every process, the delay lines, and deletes the namespaces.
 // It is idempotent and returns the teardown time.
 func (tb *Testbed) Close() time.Duration {

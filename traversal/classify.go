@@ -32,11 +32,15 @@ type NATObservations struct {
 	// OtherPort and OtherAddr say whether an unsolicited probe from a port
 	// (or address) the node never contacted arrived; nil: not tested.
 	OtherPort, OtherAddr *bool
+	// UDPBlocked: the node could register with its bootstraps only over
+	// TCP.
+	UDPBlocked bool
 }
 
 // ClassifyNAT derives mapping and filtering behaviour (RFC 4787) from
 // observations. It is a pure function:
 //
+//   - registered only over TCP: UDP blocked;
 //   - no answer at all: unknown/unknown;
 //   - the mapped address is one of the host's own: no NAT (mapping none);
 //   - one server address seeing two different mappings on two ports, or
@@ -50,6 +54,9 @@ type NATObservations struct {
 //     address-and-port-dependent. With the address probe untested, a
 //     received port probe says ADF (the conservative choice).
 func ClassifyNAT(o NATObservations) nattype.Type {
+	if o.UDPBlocked {
+		return nattype.Type{Filtering: nattype.FilteringBlocked}
+	}
 	var seen []Observation
 	for _, m := range o.Mapped {
 		if m.Mapped.IsValid() && m.Server.IsValid() {
@@ -130,8 +137,13 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	}
 	var rtt time.Duration
 	var prober *bootstrap.Client
+	obs.UDPBlocked = true
 	for _, c := range clients {
 		st := c.Status()
+		if st.Transport == bootstrap.TransportTCP {
+			continue // says nothing about UDP mappings
+		}
+		obs.UDPBlocked = false
 		add(Observation{Server: c.Addr(), Mapped: st.Observed})
 		rtt = max(rtt, st.RTT)
 		if prober == nil && st.Probes&wire.ProbeOtherPort != 0 {

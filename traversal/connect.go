@@ -16,6 +16,7 @@ import (
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/relay"
 )
 
 // ConnectError is a failed connection attempt: the phase it failed in, a
@@ -53,6 +54,8 @@ func Reason(err error) monitor.Reason {
 		return ce.Reason
 	case errors.Is(err, identity.ErrKeyMismatch):
 		return monitor.ReasonKeyMismatch
+	case errors.Is(err, ErrNoRelay), errors.Is(err, relay.ErrRefused):
+		return monitor.ReasonRelayUnavailable
 	case errors.Is(err, bootstrap.ErrUnknownPeer):
 		return monitor.ReasonUnknownPeer
 	case errors.Is(err, bootstrap.ErrRateLimited):
@@ -100,8 +103,8 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 		return nil, &ConnectError{Phase: phase, Reason: reason, Err: err}
 	}
 	c.attempt = att.ID()
-	c.timeToConnect = att.Finish(monitor.OutcomeOK, monitor.ReasonNone, c.path)
-	n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: c.path, Duration: c.RTT(), Attempt: att.ID()})
+	c.timeToConnect = att.Finish(monitor.OutcomeOK, monitor.ReasonNone, c.Path())
+	n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: c.Path(), Duration: c.RTT(), Attempt: att.ID()})
 	return c, nil
 }
 
@@ -131,11 +134,6 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
 
 	strat := ChooseStrategy(local, sess.Remote.NAT, true)
-	if !strat.Direct {
-		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
-		return nil, monitor.PhasePunch, &ConnectError{Phase: monitor.PhasePunch, Reason: strat.Reason,
-			Err: fmt.Errorf("%w (local %s, peer %s)", ErrNoDirectPath, local.Class(), sess.Remote.NAT.Class())}
-	}
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
 		return nil, monitor.PhasePunch, err
@@ -144,11 +142,46 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	// Keep answering the peer's checks a little longer than this side
 	// needs: it may still be validating when this side is done.
 	defer time.AfterFunc(2*time.Second, hp.Close)
-	qc, path, phase, err := n.establish(ctx, att, peer, sess, hp, strat, incoming)
+	qc, path, phase, err := n.connectWith(ctx, att, peer, sess, hp, strat, PlanRelay(local, sess.Remote.NAT, true), creds, incoming)
 	if err != nil {
 		return nil, phase, err
 	}
+	if c := n.setPath(qc, path); c != nil { // accepted: already tracked
+		return c, monitor.PhaseHandshake, nil
+	}
 	return n.track(qc, peer, path, true), monitor.PhaseHandshake, nil
+}
+
+// connectWith runs the direct attempt and, when it cannot or did not
+// work and the relay mode allows, the relayed one.
+func (n *Node) connectWith(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, sess *bootstrap.Session,
+	hp *holepunch.Session, strat Strategy, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
+	noDirect := func() error {
+		return &ConnectError{Phase: monitor.PhasePunch, Reason: strat.Reason,
+			Err: fmt.Errorf("%w (local %s, peer %s)", ErrNoDirectPath, n.NAT().Class(), sess.Remote.NAT.Class())}
+	}
+	switch {
+	case n.cfg.Relay == RelayForce:
+		att.Record(monitor.Event{Kind: monitor.KindFallback, Detail: "direct->relay (forced)"})
+		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
+	case !strat.Direct && n.cfg.Relay == RelayNever:
+		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
+		return nil, monitor.PathNone, monitor.PhasePunch, noDirect()
+	case !strat.Direct:
+		// No direct path can exist: straight to the relay.
+		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
+		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
+	}
+	qc, path, phase, err := n.establish(ctx, att, peer, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect}, strat, incoming)
+	if err == nil || n.cfg.Relay == RelayNever || ctx.Err() != nil || errors.Is(err, identity.ErrKeyMismatch) {
+		return qc, path, phase, err
+	}
+	// The direct attempt failed within its budget: fall back to the
+	// relay with the time that is left.
+	reason := Reason(err)
+	att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: reason, Detail: "direct->relay"})
+	n.rec.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "relay_fallback", Reason: reason, Outcome: monitor.OutcomeOK, Attempt: att.ID()})
+	return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
 }
 
 // handleOffer is the responder side of an attempt: it answers the offer,
@@ -184,13 +217,21 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
 
 	strat := ChooseStrategy(local, o.Remote.NAT, false)
-	if !strat.Direct {
-		// The initiator knows it too and gives up on the direct path.
+	var qc *quic.Conn
+	var path monitor.Path
+	if !strat.Direct && n.cfg.Relay == RelayNever {
 		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
 		att.Finish(monitor.OutcomeFail, strat.Reason, monitor.PathNone)
 		return
 	}
-	qc, path, _, err := n.establish(ctx, att, o.From, sess, hp, strat, incoming)
+	if !strat.Direct {
+		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
+		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, PlanRelay(local, o.Remote.NAT, false), creds, incoming)
+	} else {
+		// Direct; if the initiator falls back to the relay, its relayed
+		// address arrives on the session and this side checks it.
+		qc, path, _, err = n.establish(ctx, att, o.From, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect}, strat, incoming)
+	}
 	if err != nil {
 		reason := Reason(err)
 		if n.ctx.Err() != nil {
@@ -199,7 +240,7 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
 		return
 	}
-	if strat.Dial { // accepted connections are tracked by the accept loop
+	if n.setPath(qc, path) == nil { // dialled: not tracked yet
 		n.track(qc, o.From, path, true)
 	}
 	att.Finish(monitor.OutcomeOK, monitor.ReasonNone, path)
@@ -214,13 +255,31 @@ type dialResult struct {
 	err  error
 }
 
-// establish runs the punch rounds of a session under strategy strat and
-// returns the first authenticated QUIC connection: dialled by this side
+// leg is where an attempt's checks and dials leave from: the node's
+// socket, or a relay allocation.
+type leg struct {
+	ep    *endpoint.Endpoint
+	hp    *holepunch.Session
+	path  monitor.Path
+	alloc *relay.Allocation // relay legs: new targets need permissions
+	// start, if set, is the first round, begun at once instead of
+	// waiting for the bootstrap's PunchNow (relay legs).
+	start *bootstrap.Punch
+	// targets, if not nil, are the first round's targets instead of the
+	// peer's candidates (empty: wait for a relayed address).
+	targets []wire.Candidate
+}
+
+// establish runs the punch rounds of a session on leg under strategy strat
+// and returns the first authenticated QUIC connection: dialled by this side
 // (speculatively to the peer's candidates, to every pair a check
-// validates, or from the birthday search's winning socket) or accepted
-// from the peer. A new punch round supersedes the previous one.
+// validates, to every address the peer's checks come from, or from the
+// birthday search's winning socket) or accepted from the peer. A new punch
+// round supersedes the previous one; a relayed address the peer announces
+// becomes a target (this side then checks it, opening its NAT towards the
+// relay, or dials it through its own allocation).
 func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, sess *bootstrap.Session,
-	hp *holepunch.Session, strat Strategy, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
+	lg leg, strat Strategy, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -278,18 +337,29 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		}()
 	}()
 
-	att.Begin(monitor.PhaseSync)
-	punch, err := waitPunch(ctx, sess)
-	if err != nil {
-		att.End(monitor.PhaseSync, monitor.OutcomeFail, Reason(err))
-		return nil, monitor.PathNone, monitor.PhaseSync, err
+	punch := lg.start
+	if punch == nil {
+		att.Begin(monitor.PhaseSync)
+		p, err := waitPunch(ctx, sess)
+		if err != nil {
+			att.End(monitor.PhaseSync, monitor.OutcomeFail, Reason(err))
+			return nil, monitor.PathNone, monitor.PhaseSync, err
+		}
+		att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
+		punch = &p
 	}
-	att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
 	start := punch.At.Add(punch.Delay)
 	att.Begin(monitor.PhaseHandshake)
 
 	remote := sess.Remote
-	runRound := func(rctx context.Context, id int, p bootstrap.Punch) {
+	relayed := map[netip.AddrPort]bool{} // the peer's relayed addresses
+	pathOf := func(qc *quic.Conn) monitor.Path {
+		if lg.path == monitor.PathRelay || relayed[addrPortOf(qc.RemoteAddr())] {
+			return monitor.PathRelay
+		}
+		return monitor.PathDirect
+	}
+	runRound := func(rctx context.Context, id int, p bootstrap.Punch, targets []wire.Candidate) {
 		start := p.At.Add(p.Delay)
 		var err error
 		switch strat.Birthday {
@@ -301,7 +371,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			}
 			sleepUntil(rctx, start)
 			var conn net.PacketConn
-			conn, _, err = hp.Spray(rctx, n.cfg.Listen, n.sprayAddr(), target, n.cfg.Birthday)
+			conn, _, err = lg.hp.Spray(rctx, n.cfg.Listen, n.sprayAddr(), target, n.cfg.Birthday)
 			if err == nil {
 				// The winning socket gets its own endpoint (and QUIC
 				// transport); the connection owns it from the dial on.
@@ -324,9 +394,9 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				break
 			}
 			sleepUntil(rctx, start)
-			_, err = hp.Scan(rctx, target.Addr(), n.cfg.Birthday)
+			_, err = lg.hp.Scan(rctx, target.Addr(), n.cfg.Birthday)
 		default:
-			_, err = hp.Punch(rctx, remote.Candidates, holepunch.PunchConfig{
+			_, err = lg.hp.Punch(rctx, targets, holepunch.PunchConfig{
 				Round: p.Round, Start: start, Plan: holepunch.PlanConfig{Budget: n.cfg.PunchBudget},
 				OnValidated: func(pr holepunch.Pair) {
 					select {
@@ -349,22 +419,29 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 	}
 	stopRound := func() {}
 	roundID := 0
-	startRound := func(p bootstrap.Punch) {
+	startRound := func(p bootstrap.Punch, targets []wire.Candidate) {
 		stopRound()
 		rctx, cancel := context.WithCancel(ctx)
 		stopRound = cancel
 		roundID++
-		go runRound(rctx, roundID, p)
+		go runRound(rctx, roundID, p, targets)
 	}
 	defer func() { stopRound() }()
-	startRound(punch)
+	if lg.alloc != nil {
+		lg.alloc.Permit(candidateAddrs(remote.Candidates)...)
+	}
+	first := remote.Candidates
+	if lg.targets != nil {
+		first = lg.targets
+	}
+	startRound(*punch, first)
 	if strat.Speculative && strat.Birthday == BirthdayNone {
 		sleepUntil(ctx, start)
-		for i, t := range holepunch.Targets(remote.Candidates, n.cfg.Endpoint.LocalAddr().Addr()) {
+		for i, t := range holepunch.Targets(remote.Candidates, lg.ep.LocalAddr().Addr()) {
 			if i == n.cfg.SpeculativeDials {
 				break
 			}
-			dial(n.cfg.Endpoint, t.Addr, false)
+			dial(lg.ep, t.Addr, false)
 		}
 	}
 	var punchErr error
@@ -381,15 +458,34 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			return nil, monitor.PathNone, monitor.PhasePunch, err
 		case qc := <-incoming:
 			att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
-			return qc, monitor.PathDirect, monitor.PhaseHandshake, nil
+			return qc, pathOf(qc), monitor.PhaseHandshake, nil
 		case w := <-sprayed:
 			dial(w.ep, w.target, true)
+		case r := <-sess.Relays():
+			relayed[r] = true
+			att.Record(monitor.Event{Kind: monitor.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})
+			cand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r}
+			switch {
+			case lg.alloc != nil && strat.Dial:
+				// Relay to relay (both sides' UDP is blocked).
+				lg.alloc.Permit(r)
+				dial(lg.ep, r, false)
+			case lg.alloc != nil:
+				lg.alloc.Permit(r)
+			default:
+				// The peer allocated and will dial from there: check its
+				// relayed address, which opens this side's NAT to it.
+				punching = true
+				startRound(bootstrap.Punch{Round: punch.Round, At: time.Now()}, []wire.Candidate{cand})
+			}
 		case from := <-peerAt:
 			// An authenticated check from an address this side has not
 			// dialled yet (a peer-reflexive one, behind a NAT that maps
-			// per destination): dial it now.
-			if strat.Dial && dialed[from] == 0 {
-				dial(n.cfg.Endpoint, from, false)
+			// per destination, or the peer's mapping towards the relay):
+			// dial it now (again, if a speculative dial there may have
+			// lost its Initial to a NAT that was not open yet).
+			if strat.Dial && dialed[from] < 2 {
+				dial(lg.ep, from, false)
 			}
 		case p := <-validated:
 			if !strat.Dial {
@@ -399,7 +495,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				// A speculative dial to this address may have lost its
 				// Initial to a NAT that was not open yet (and waits for a
 				// retransmission): dial again now that the path is known.
-				dial(n.cfg.Endpoint, p.Remote, false)
+				dial(lg.ep, p.Remote, false)
 			}
 		case r := <-results:
 			pending--
@@ -408,7 +504,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				if r.ep != nil {
 					n.ownEndpoint(r.qc, r.ep)
 				}
-				return r.qc, monitor.PathDirect, monitor.PhaseHandshake, nil
+				return r.qc, pathOf(r.qc), monitor.PhaseHandshake, nil
 			}
 			if r.ep != nil {
 				r.ep.Close()
@@ -417,7 +513,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, monitor.ReasonKeyMismatch)
 				return nil, monitor.PathNone, monitor.PhaseHandshake, r.err
 			}
-			if !punching && pending == 0 && strat.Dial {
+			if !punching && pending == 0 && strat.Dial && lg.alloc == nil {
 				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(r.err))
 				return nil, monitor.PathNone, monitor.PhaseHandshake, r.err
 			}
@@ -427,10 +523,9 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			}
 			punchErr = rr.err
 			punching = false
-			if punchErr == nil {
-				continue
-			}
-			if ctx.Err() != nil {
+			if punchErr == nil || ctx.Err() != nil || lg.alloc != nil {
+				// Over a relay the checks only open the way; the dial
+				// decides, until the attempt's time is up.
 				continue
 			}
 			// The round failed. The dialler asks for another round while
@@ -440,21 +535,38 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				if err := sess.RequestRound(punch.Round + uint64(rounds) - 1); err == nil {
 					if next, err := waitPunch(ctx, sess); err == nil {
 						punching = true
-						startRound(next)
+						startRound(next, remote.Candidates)
 						continue
 					}
 				}
 			}
-			if strat.Dial && pending == 0 {
+			if pending == 0 && (strat.Dial || strat.Birthday == BirthdayScan) {
 				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(punchErr))
 				return nil, monitor.PathNone, monitor.PhasePunch, punchErr
 			}
 		case next := <-sess.Punches():
 			// The other side asked for a new round: it supersedes ours.
 			punching = true
-			startRound(next)
+			startRound(next, remote.Candidates)
 		}
 	}
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// candidateAddrs returns the addresses of candidates (for permissions).
+func candidateAddrs(cs []wire.Candidate) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.Addr)
+	}
+	return out
 }
 
 // reflexive returns the peer's best server-reflexive candidate: its

@@ -163,6 +163,7 @@ func TestBothSymmetricFailsFast(t *testing.T) {
 		a, b := mn.peer(1, apdm, delay), mn.peer(2, apdm, delay)
 		a.Classify(context.Background())
 		b.Classify(context.Background())
+		a.cfg.Relay = RelayNever
 		start := time.Now()
 		_, err := a.Connect(context.Background(), b.ID())
 		var ce *ConnectError
@@ -171,6 +172,17 @@ func TestBothSymmetricFailsFast(t *testing.T) {
 		}
 		if d := time.Since(start); d > 2*4*delay {
 			t.Fatalf("took %v: more than the introduction's round trip", d)
+		}
+		// With the relay allowed but none offered, the reason names the
+		// relay, quickly too.
+		a.cfg.Relay = RelayAuto
+		start = time.Now()
+		_, err = a.Connect(context.Background(), b.ID())
+		if !errors.As(err, &ce) || ce.Reason != monitor.ReasonRelayUnavailable || !errors.Is(err, ErrNoRelay) {
+			t.Fatalf("got %v, want relay_unavailable", err)
+		}
+		if d := time.Since(start); d > 3*4*delay {
+			t.Fatalf("took %v", d)
 		}
 	})
 }

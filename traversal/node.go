@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -155,6 +156,21 @@ type Config struct {
 	// MaxTransfer bounds the size of a verified transfer this node
 	// accepts. Zero: 1 GiB.
 	MaxTransfer int64
+	// Relay says when connections use the relay. Zero: RelayAuto.
+	Relay RelayMode
+	// TURN is a third-party TURN server to allocate on instead of the
+	// bootstraps' relay. Nil: the bootstraps' relay.
+	TURN *TURNServer
+	// RelayTTL is the lifetime of credentials derived for TURN. Zero: 1 h.
+	RelayTTL time.Duration
+	// RelayListen opens a TURN client's UDP socket; RelayDialTCP its TCP
+	// connection. Nil: real sockets.
+	RelayListen  func() (net.PacketConn, error)
+	RelayDialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
+	// TCPFallback registers with bootstraps over TLS on TCP when QUIC does
+	// not get through (UDP blocked). Zero: on; set DisableTCPFallback to
+	// turn it off.
+	DisableTCPFallback bool
 	// PrimeTTL is the TTL of the priming packets sent as soon as the
 	// peer's candidates are known: enough to leave this side's NAT, too
 	// little to reach the far one. Zero: 2; negative: no priming.
@@ -211,6 +227,9 @@ func (c *Config) validate() error {
 	if c.MaxTransfer == 0 {
 		c.MaxTransfer = 1 << 30
 	}
+	if c.RelayTTL <= 0 {
+		c.RelayTTL = time.Hour
+	}
 	if c.ReclassifyEvery <= 0 {
 		c.ReclassifyEvery = 10 * time.Minute
 	}
@@ -252,6 +271,9 @@ type Node struct {
 	agent *holepunch.Agent
 	ln    *quic.Listener
 
+	relayMu sync.Mutex
+	relays  map[string]*sharedRelay
+
 	mu         sync.Mutex
 	clients    []*bootstrap.Client // set once in New
 	nat        nattype.Type
@@ -283,14 +305,15 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent, ln: ln,
 		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
-		reclassify: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), ctx: ctx, cancel: cancel}
 	var clients []*bootstrap.Client
 	for i, b := range cfg.Bootstraps {
 		cl, err := bootstrap.NewClient(bootstrap.ClientConfig{
 			Identity: cfg.Identity, Endpoint: cfg.Endpoint, Addr: b.Addr, ID: b.ID,
 			Label: strconv.Itoa(i), Recorder: cfg.Recorder, Logger: cfg.Logger,
-			Local:      n.localIntro,
-			OnOffer:    n.handleOffer,
+			Local:       n.localIntro,
+			OnOffer:     n.handleOffer,
+			TCPFallback: !cfg.DisableTCPFallback,
 			OnObserved: func(netip.AddrPort) { n.poke() },
 		})
 		if err != nil {
@@ -435,6 +458,7 @@ func (n *Node) Close() error {
 		for _, c := range conns {
 			c.CloseWithError(0, "node closing")
 		}
+		n.closeRelays()
 		n.wg.Wait()
 		n.agent.Close()
 	})
@@ -538,8 +562,15 @@ func (n *Node) expect(peer identity.PeerID) (<-chan *quic.Conn, func()) {
 
 func (n *Node) acceptLoop() {
 	defer n.wg.Done()
+	n.acceptOn(n.ln)
+}
+
+// acceptOn accepts peer connections on ln (the node's listener, or one on
+// a relay allocation) until it closes: each is tracked and handed to an
+// attempt waiting for that peer.
+func (n *Node) acceptOn(ln *quic.Listener) {
 	for {
-		qc, err := n.ln.Accept(n.ctx)
+		qc, err := ln.Accept(n.ctx)
 		if err != nil {
 			return
 		}
@@ -567,7 +598,8 @@ func (n *Node) acceptLoop() {
 // track records a peer connection and serves its incoming streams until it
 // closes.
 func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, outgoing bool) *Conn {
-	c := &Conn{node: n, qc: qc, peer: peer, path: path, outgoing: outgoing, since: time.Now()}
+	c := &Conn{node: n, qc: qc, peer: peer, outgoing: outgoing, since: time.Now()}
+	c.setPath(path)
 	n.mu.Lock()
 	n.conns[qc] = c
 	n.mu.Unlock()
@@ -614,7 +646,7 @@ type Conn struct {
 	node     *Node
 	qc       *quic.Conn
 	peer     identity.PeerID
-	path     monitor.Path
+	path     atomic.Uint32 // monitor.Path: changes on relay <-> direct moves
 	outgoing bool
 	since    time.Time
 
@@ -634,7 +666,20 @@ func (c *Conn) TimeToConnect() time.Duration { return c.timeToConnect }
 func (c *Conn) Peer() identity.PeerID { return c.peer }
 
 // Path returns whether the connection runs direct or over a relay.
-func (c *Conn) Path() monitor.Path { return c.path }
+func (c *Conn) Path() monitor.Path { return monitor.Path(c.path.Load()) }
+
+func (c *Conn) setPath(p monitor.Path) { c.path.Store(uint32(p)) }
+
+// setPath records the path of a tracked connection.
+func (n *Node) setPath(qc *quic.Conn, p monitor.Path) *Conn {
+	n.mu.Lock()
+	c := n.conns[qc]
+	n.mu.Unlock()
+	if c != nil {
+		c.setPath(p)
+	}
+	return c
+}
 
 // RTT returns QUIC's smoothed RTT estimate.
 func (c *Conn) RTT() time.Duration { return c.qc.ConnectionStats().SmoothedRTT }
@@ -653,7 +698,7 @@ func (c *Conn) Close() error { return c.qc.CloseWithError(0, "closed") }
 func (c *Conn) SendVerified(ctx context.Context, size int64) (TransferResult, error) {
 	res, err := sendVerified(ctx, c.qc, size)
 	if err == nil {
-		c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.path, Value: res.Mbps,
+		c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.Path(), Value: res.Mbps,
 			Duration: res.Duration, Peer: c.peer.String(), Detail: "sent"})
 	}
 	return res, err
@@ -675,7 +720,7 @@ func (c *Conn) serveStreams() {
 				return
 			}
 			if d := time.Since(start); d > 0 && n > 0 {
-				c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.path,
+				c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.Path(),
 					Value: float64(n) * 8 / d.Seconds() / 1e6, Duration: d, Peer: c.peer.String(), Detail: "received"})
 			}
 		}()

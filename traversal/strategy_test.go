@@ -107,6 +107,8 @@ func TestClassifyNAT(t *testing.T) {
 			nattype.Type{Mapping: nattype.MappingNone, Filtering: nattype.FilteringNone}},
 		{"address probe untested", NATObservations{Local: local, Mapped: []Observation{{s1, m1}}, OtherPort: &yes},
 			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
+		{"registered only over TCP", NATObservations{Local: local, UDPBlocked: true, Mapped: []Observation{{s1, m1}}},
+			nattype.Type{Filtering: nattype.FilteringBlocked}},
 		{"one server silent", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, netip.AddrPort{}}}, OtherPort: &no},
 			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}},
 	}
@@ -142,5 +144,47 @@ func TestCandidateDiff(t *testing.T) {
 				t.Fatalf("add %v remove %v, want %v %v", add, remove, tc.add, tc.remove)
 			}
 		})
+	}
+}
+
+func TestPlanRelay(t *testing.T) {
+	var (
+		sym     = nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+		apdf    = nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}
+		blocked = nattype.Type{Filtering: nattype.FilteringBlocked}
+	)
+	tests := []struct {
+		name          string
+		local, remote nattype.Type
+		initiator     bool
+		want          RelayPlan
+	}{
+		{"symmetric pair, initiator allocates and dials", sym, sym, true, RelayPlan{Allocate: true, Dial: true}},
+		{"symmetric pair, responder checks and accepts", sym, sym, false, RelayPlan{}},
+		{"blocked initiator allocates over TCP and dials", blocked, apdf, true, RelayPlan{Allocate: true, TCP: true, Dial: true}},
+		{"blocked responder allocates over TCP and dials", blocked, sym, false, RelayPlan{Allocate: true, TCP: true, Dial: true}},
+		{"initiator towards a blocked peer waits", apdf, blocked, true, RelayPlan{}},
+		{"both blocked, initiator dials", blocked, blocked, true, RelayPlan{Allocate: true, TCP: true, Dial: true}},
+		{"both blocked, responder accepts on its allocation", blocked, blocked, false, RelayPlan{Allocate: true, TCP: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := PlanRelay(tc.local, tc.remote, tc.initiator); got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	// Exactly one side dials, and someone allocates, for every pair.
+	types := []nattype.Type{sym, apdf, blocked, {}}
+	for _, a := range types {
+		for _, b := range types {
+			pa, pb := PlanRelay(a, b, true), PlanRelay(b, a, false)
+			if pa.Dial == pb.Dial || !(pa.Allocate || pb.Allocate) {
+				t.Fatalf("%v/%v: %+v %+v", a, b, pa, pb)
+			}
+			if (pa.Dial && !pa.Allocate && !pb.Allocate) || (pb.Dial && !pb.Allocate && !pa.Allocate) {
+				t.Fatalf("%v/%v: a dialler without an allocation on either side", a, b)
+			}
+		}
 	}
 }

@@ -426,3 +426,54 @@ func (m *Error) decode(r *reader) error {
 	m.Text = r.text(MaxErrorText)
 	return r.err
 }
+
+func (m *RelayRequest) appendPayload(b []byte) []byte { return quicvarint.Append(b, m.ID) }
+
+func (m *RelayRequest) decode(r *reader) error {
+	m.ID = r.varint()
+	return r.err
+}
+
+func (m *RelayGrant) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = quicvarint.Append(b, uint64(m.Code))
+	b = appendText(b, m.Username)
+	b = appendText(b, m.Password)
+	b = appendAddrPort(b, m.UDP)
+	b = appendAddrPort(b, m.TCP)
+	return quicvarint.Append(b, m.ExpiresUnix)
+}
+
+func (m *RelayGrant) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Code = r.code()
+	m.Username = r.text(MaxUsername)
+	m.Password = r.text(MaxPassword)
+	m.UDP = r.addrPort()
+	m.TCP = r.addrPort()
+	m.ExpiresUnix = r.varint()
+	return r.err
+}
+
+func (m *RelayAddress) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = appendBool(b, m.Offer)
+	return appendAddrPort(b, m.Addr)
+}
+
+func (m *RelayAddress) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Offer = r.bool()
+	m.Addr = r.addrPort()
+	if r.err == nil && !m.Addr.IsValid() {
+		r.fail(errors.New("relay address missing"))
+	}
+	return r.err
+}
+
+func (m *ConnectAck) appendPayload(b []byte) []byte { return quicvarint.Append(b, m.ID) }
+
+func (m *ConnectAck) decode(r *reader) error {
+	m.ID = r.varint()
+	return r.err
+}

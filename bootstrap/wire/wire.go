@@ -40,6 +40,8 @@ const (
 	MaxErrorText  = 256  // bytes of Error.Text
 	MaxUfrag      = 32   // bytes of Creds.Ufrag
 	MaxPwd        = 64   // bytes of Creds.Pwd
+	MaxUsername   = 128  // bytes of RelayGrant.Username
+	MaxPassword   = 128  // bytes of RelayGrant.Password
 )
 
 // Type is a message type.
@@ -60,6 +62,10 @@ const (
 	TypePunchRequest    Type = 0x0b
 	TypeError           Type = 0x0c
 	TypeProbeRequest    Type = 0x0d
+	TypeRelayRequest    Type = 0x0e
+	TypeRelayGrant      Type = 0x0f
+	TypeRelayAddress    Type = 0x10
+	TypeConnectAck      Type = 0x11
 )
 
 func (t Type) String() string {
@@ -90,6 +96,14 @@ func (t Type) String() string {
 		return "error"
 	case TypeProbeRequest:
 		return "probe_request"
+	case TypeRelayRequest:
+		return "relay_request"
+	case TypeRelayGrant:
+		return "relay_grant"
+	case TypeRelayAddress:
+		return "relay_address"
+	case TypeConnectAck:
+		return "connect_ack"
 	}
 	return fmt.Sprintf("type(%#x)", uint64(t))
 }
@@ -295,6 +309,39 @@ type PunchRequest struct {
 	Round uint64
 }
 
+// RelayRequest asks the bootstrap for credentials on its relay.
+type RelayRequest struct {
+	ID uint64
+}
+
+// RelayGrant answers a RelayRequest: ephemeral TURN credentials and the
+// relay's addresses (Code != CodeOK: no relay for this peer).
+type RelayGrant struct {
+	ID          uint64
+	Code        Code
+	Username    string
+	Password    string
+	UDP         netip.AddrPort // TURN over UDP (invalid: none)
+	TCP         netip.AddrPort // TURN over TCP (invalid: none)
+	ExpiresUnix uint64
+}
+
+// RelayAddress announces, within an introduction, the sender's relayed
+// address; the bootstrap forwards it to the other peer (with that peer's
+// ID for the session) and lets the relay permit it.
+type RelayAddress struct {
+	ID    uint64 // the request ID (requester) or offer ID (target)
+	Offer bool   // ID is an offer ID
+	Addr  netip.AddrPort
+}
+
+// ConnectAck tells the requester that its request reached a live
+// bootstrap and was forwarded: the answer may still take the target's
+// time, but the bootstrap is not the problem.
+type ConnectAck struct {
+	ID uint64
+}
+
 // Error reports a protocol error; the sender closes the stream after it.
 type Error struct {
 	Code Code
@@ -314,6 +361,10 @@ func (*PunchNow) Type() Type        { return TypePunchNow }
 func (*PunchRequest) Type() Type    { return TypePunchRequest }
 func (*Error) Type() Type           { return TypeError }
 func (*ProbeRequest) Type() Type    { return TypeProbeRequest }
+func (*RelayRequest) Type() Type    { return TypeRelayRequest }
+func (*RelayGrant) Type() Type      { return TypeRelayGrant }
+func (*RelayAddress) Type() Type    { return TypeRelayAddress }
+func (*ConnectAck) Type() Type      { return TypeConnectAck }
 
 func (e *Error) Error() string { return fmt.Sprintf("wire: remote error %s: %s", e.Code, e.Text) }
 
@@ -346,6 +397,14 @@ func newMessage(t Type) Message {
 		return new(Error)
 	case TypeProbeRequest:
 		return new(ProbeRequest)
+	case TypeRelayRequest:
+		return new(RelayRequest)
+	case TypeRelayGrant:
+		return new(RelayGrant)
+	case TypeRelayAddress:
+		return new(RelayAddress)
+	case TypeConnectAck:
+		return new(ConnectAck)
 	}
 	return nil
 }

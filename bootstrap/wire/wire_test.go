@@ -63,6 +63,12 @@ func sampleMessages() []struct {
 		{"punch_request_offer", &PunchRequest{ID: 9, Offer: true, Round: 2}},
 		{"error", &Error{Code: CodeBadRequest, Text: "register expected"}},
 		{"probe_request", &ProbeRequest{TxID: [12]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, Kind: ProbeOtherAddr}},
+		{"relay_request", &RelayRequest{ID: 4}},
+		{"relay_grant", &RelayGrant{ID: 4, Code: CodeOK, Username: "1800000000:abc", Password: "cGFzcw==",
+			UDP: netip.MustParseAddrPort("203.0.113.1:3478"), TCP: netip.MustParseAddrPort("203.0.113.1:3478"), ExpiresUnix: 1800000000}},
+		{"relay_grant_refused", &RelayGrant{ID: 5, Code: CodeRefused}},
+		{"relay_address", &RelayAddress{ID: 9, Offer: true, Addr: netip.MustParseAddrPort("203.0.113.1:50123")}},
+		{"connect_ack", &ConnectAck{ID: 1}},
 	}
 }
 
@@ -156,6 +162,7 @@ func TestMalformed(t *testing.T) {
 		{"peer id short", frame(TypeConnectRequest, []byte{1, 2, 3}), ErrMalformed},
 		{"bad boolean", frame(TypePunchRequest, []byte{1, 2, 1}), ErrMalformed},
 		{"bad probe kind", frame(TypeProbeRequest, append(make([]byte, 12), 3)), ErrMalformed},
+		{"relay address missing", frame(TypeRelayAddress, []byte{1, 0, 0}), ErrMalformed},
 		{"error text too long", frame(TypeError, append([]byte{1}, quicvarint.Append(nil, 5000)...)), ErrMalformed},
 	}
 	for _, tc := range tests {

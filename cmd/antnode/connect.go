@@ -28,6 +28,7 @@ type connectOptions struct {
 	send           int64
 	timeout        time.Duration
 	json           bool
+	relay          peerFlags
 	log            logFlags
 }
 
@@ -58,6 +59,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	send := fs.String("send", "0", "bytes of pseudo-random data to send and have verified (e.g. 1048576, 4MiB)")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
+	o.relay.register(fs)
 	o.log.register(fs, "warn")
 	pos, err := parseWithPositional(fs, args)
 	if err != nil {
@@ -131,8 +133,11 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode mo
 		return fail("setup", monitor.ReasonInternal, err)
 	}
 	defer ep.Close()
-	node, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: tl, Logger: log,
-		ConnectTimeout: o.timeout})
+	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: tl, Logger: log, ConnectTimeout: o.timeout}
+	if err := o.relay.apply(&ncfg); err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
+	node, err := traversal.New(ncfg)
 	if err != nil {
 		return fail("setup", monitor.ReasonInternal, err)
 	}

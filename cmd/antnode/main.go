@@ -32,6 +32,10 @@ const (
 )
 
 func main() {
+	// quic-go warns through the standard logger, once, when a socket (a
+	// relayed one) cannot take larger buffers; that is expected here and
+	// would only clutter the output.
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/relay"
 	"github.com/antnode/antnode/traversal"
 )
 
@@ -29,7 +33,77 @@ type nodeOptions struct {
 	maxPeers       int
 	stunAltPort    int
 	probeAddr      string
+	relayPort      int
+	relayIP        string
+	noRelay        bool
+	relayMbps      int
+	relayMaxAllocs int
+	peer           peerFlags
 	log            logFlags
+}
+
+// peerFlags are the relay flags of peers (the daemon and connect).
+type peerFlags struct {
+	relay      string
+	turnServer string
+	turnSecret string
+}
+
+func (f *peerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.relay, "relay", "auto", "relay use: auto (when no direct path), force (always) or never")
+	fs.StringVar(&f.turnServer, "turn-server", "", "a third-party TURN server (coturn) to relay through instead of the bootstraps' relay: HOST:PORT or turn:HOST:PORT[?transport=tcp]")
+	fs.StringVar(&f.turnSecret, "turn-secret-file", "", "file holding the TURN server's shared secret (coturn static-auth-secret)")
+}
+
+// apply validates the flags and sets them on a node configuration.
+func (f *peerFlags) apply(cfg *traversal.Config) error {
+	mode, err := traversal.ParseRelayMode(f.relay)
+	if err != nil {
+		return fmt.Errorf("--relay: %w", err)
+	}
+	cfg.Relay = mode
+	if f.turnServer == "" {
+		if f.turnSecret != "" {
+			return errors.New("--turn-secret-file needs --turn-server")
+		}
+		return nil
+	}
+	addr, tcp, err := parseTURNURL(f.turnServer)
+	if err != nil {
+		return fmt.Errorf("--turn-server: %w", err)
+	}
+	if f.turnSecret == "" {
+		return errors.New("--turn-server needs --turn-secret-file")
+	}
+	b, err := os.ReadFile(f.turnSecret)
+	if err != nil {
+		return fmt.Errorf("--turn-secret-file: %w", err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if secret == "" {
+		return errors.New("--turn-secret-file: the file is empty")
+	}
+	cfg.TURN = &traversal.TURNServer{Addr: addr, TCP: tcp, Secret: []byte(secret)}
+	return nil
+}
+
+// parseTURNURL parses HOST:PORT or turn:HOST:PORT[?transport=udp|tcp].
+func parseTURNURL(s string) (netip.AddrPort, bool, error) {
+	s = strings.TrimPrefix(s, "turn:")
+	hostport, query, _ := strings.Cut(s, "?")
+	tcp := false
+	switch query {
+	case "", "transport=udp":
+	case "transport=tcp":
+		tcp = true
+	default:
+		return netip.AddrPort{}, false, fmt.Errorf("%q: only ?transport=udp or ?transport=tcp", query)
+	}
+	b, err := traversal.ParseBootstrap(hostport)
+	if err != nil {
+		return netip.AddrPort{}, false, err
+	}
+	return b.Addr, tcp, nil
 }
 
 func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -43,6 +117,12 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit")
 	fs.IntVar(&o.stunAltPort, "stun-alt-port", 0, "bootstrap: second UDP port answering STUN, for NAT mapping classification (0: the listen port + 1; -1: none)")
 	fs.StringVar(&o.probeAddr, "probe-addr", "", "bootstrap: a further local IP, never contacted by peers, that sends the filtering probes \"from another address\"")
+	fs.IntVar(&o.relayPort, "relay-port", 0, "bootstrap: TURN relay port, UDP and TCP (0: the listen port + 2)")
+	fs.StringVar(&o.relayIP, "relay-ip", "", "bootstrap: address relay allocations are made on (default: the listen address)")
+	fs.BoolVar(&o.noRelay, "no-relay", false, "bootstrap: run no TURN relay")
+	fs.IntVar(&o.relayMbps, "relay-bandwidth-mbps", 100, "bootstrap: bandwidth per relay allocation, each direction, in Mbit/s")
+	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer")
+	o.peer.register(fs)
 	o.log.register(fs, "info")
 	fs.Usage = func() {
 		usage(stderr)
@@ -94,6 +174,17 @@ func (o *nodeOptions) validate() error {
 			return fmt.Errorf("--probe-addr: %w", err)
 		}
 	}
+	if o.relayPort < 0 || o.relayPort > 65535 {
+		return fmt.Errorf("--relay-port %d: want 0..65535", o.relayPort)
+	}
+	if o.relayIP != "" {
+		if _, err := netip.ParseAddr(o.relayIP); err != nil {
+			return fmt.Errorf("--relay-ip: %w", err)
+		}
+	}
+	if o.relayMbps <= 0 || o.relayMaxAllocs <= 0 {
+		return errors.New("--relay-bandwidth-mbps and --relay-max-allocations must be positive")
+	}
 	if !o.bootstrap && o.bootstrapNodes == "" {
 		return errors.New("a peer needs --bootstrap-nodes (or run with --bootstrap)")
 	}
@@ -121,39 +212,17 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	defer ep.Close()
 	log = log.With("peer", id.ID().Short())
 	if o.bootstrap {
-		cfg := bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers}
-		if o.probeAddr != "" {
-			cfg.ProbeAddr = netip.MustParseAddr(o.probeAddr) // validated above
-		}
-		if o.stunAltPort >= 0 {
-			port := o.stunAltPort
-			if port == 0 {
-				port = int(ep.LocalAddr().Port()) + 1
-			}
-			alt, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.LocalAddr().Addr(), uint16(port))))
-			if err != nil {
-				return fmt.Errorf("--stun-alt-port %d: %w", port, err)
-			}
-			cfg.AltSTUN = alt // closed by the server
-		}
-		srv, err := bootstrap.NewServer(cfg)
-		if err != nil {
-			if cfg.AltSTUN != nil {
-				cfg.AltSTUN.Close()
-			}
-			return err
-		}
-		defer srv.Close()
-		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(ep.LocalAddr()))
-		fmt.Fprintf(stdout, "bootstrap %s listening on %s\n", id.ID(), ep.LocalAddr())
-		waitSignal(ctx, log)
-		return nil
+		return runBootstrap(ctx, o, id, ep, mon, log, stdout)
 	}
 	bs, err := parseBootstraps(o.bootstrapNodes)
 	if err != nil {
 		return err
 	}
-	node, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log})
+	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log}
+	if err := o.peer.apply(&ncfg); err != nil {
+		return err
+	}
+	node, err := traversal.New(ncfg)
 	if err != nil {
 		return err
 	}
@@ -168,4 +237,98 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	cancel()
 	waitSignal(ctx, log)
 	return nil
+}
+
+// runBootstrap runs a bootstrap node (with its STUN, TCP control and TURN
+// relay sockets) until ctx ends.
+func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep *endpoint.Endpoint, mon *monitor.Monitor, log *slog.Logger, stdout io.Writer) error {
+	local := ep.LocalAddr()
+	cfg := bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers}
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	if o.probeAddr != "" {
+		cfg.ProbeAddr = netip.MustParseAddr(o.probeAddr) // validated
+	}
+	if o.stunAltPort >= 0 {
+		port := o.stunAltPort
+		if port == 0 {
+			port = int(local.Port()) + 1
+		}
+		alt, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), uint16(port))))
+		if err != nil {
+			return fmt.Errorf("--stun-alt-port %d: %w", port, err)
+		}
+		cfg.AltSTUN = alt
+		closers = append(closers, alt)
+	}
+	tcp, err := net.Listen("tcp4", local.String())
+	if err != nil {
+		return fmt.Errorf("control over TCP on %s: %w", local, err)
+	}
+	cfg.TCP = tcp
+	closers = append(closers, tcp)
+	if !o.noRelay {
+		rs, err := startRelay(o, local, mon, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, rs)
+		cfg.Relay = rs
+		defer func() { log.Info("relay stopped", "allocations", rs.Allocations(), "bytes", rs.BytesRelayed()) }()
+		srv, err := bootstrap.NewServer(cfg)
+		if err != nil {
+			return err
+		}
+		rs.SetPolicy(srv.RelayAllowed)
+		closers = append([]io.Closer{srv}, closers...)
+		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local),
+			"relay", mon.Sanitizer().AddrPort(rs.UDPAddr()))
+	} else {
+		srv, err := bootstrap.NewServer(cfg)
+		if err != nil {
+			return err
+		}
+		closers = append([]io.Closer{srv}, closers...)
+		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local), "relay", "off")
+	}
+	fmt.Fprintf(stdout, "bootstrap %s listening on %s\n", id.ID(), local)
+	waitSignal(ctx, log)
+	return nil
+}
+
+// startRelay opens the TURN relay's UDP and TCP sockets and starts it.
+func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *slog.Logger) (*relay.Server, error) {
+	ip := local.Addr()
+	if o.relayIP != "" {
+		ip = netip.MustParseAddr(o.relayIP) // validated
+	}
+	if ip.IsUnspecified() {
+		return nil, errors.New("set --relay-ip: the relay must advertise a concrete address when --listen is a wildcard")
+	}
+	port := o.relayPort
+	if port == 0 {
+		port = int(local.Port()) + 2
+	}
+	addr := netip.AddrPortFrom(local.Addr(), uint16(port))
+	udp, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, fmt.Errorf("relay UDP %s: %w", addr, err)
+	}
+	tcp, err := net.Listen("tcp4", addr.String())
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("relay TCP %s: %w", addr, err)
+	}
+	rs, err := relay.NewServer(relay.ServerConfig{UDP: udp, TCP: tcp, RelayIP: ip, Recorder: mon, Logger: log,
+		MaxAllocationsPerPeer: o.relayMaxAllocs, BytesPerSecond: o.relayMbps * 125_000})
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		return nil, err
+	}
+	return rs, nil
 }

@@ -43,6 +43,7 @@ func run() int {
 		expect    = flag.String("expect", "testnet/expectations.json", "expectation table")
 		scenarios = flag.String("scenarios", "default", "comma-separated scenarios, \"default\", \"all\" or \"none\": "+strings.Join(testnet.ScenarioNames(), ", "))
 		prefix    = flag.String("prefix", "", "namespace prefix (default antb<pid>-)")
+		logDir    = flag.String("logs", "", "write daemon, bootstrap and failed-connect logs to this directory")
 	)
 	flag.Parse()
 	if *cleanup {
@@ -55,7 +56,7 @@ func run() int {
 		return 0
 	}
 	cfg := testnet.RunConfig{Bin: *bin, Runs: *runs, BirthdayRuns: *bday, Send: *send, Timeout: *timeout,
-		Parallel: *parallel, Keep: *keep, Progress: os.Stderr, Commit: commit()}
+		Parallel: *parallel, Keep: *keep, Progress: os.Stderr, Commit: commit(), LogDir: *logDir}
 	link := testnet.Impairment{Delay: *delay, Loss: *loss, RateKbit: *rate}
 	cfg.Spec = testnet.DefaultSpec(*prefix, link)
 	if *classes != "" {

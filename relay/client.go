@@ -1,0 +1,161 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/pion/turn/v4"
+)
+
+// ClientConfig configures an allocation.
+type ClientConfig struct {
+	// Server is the TURN server. Required.
+	Server netip.AddrPort
+	// TCP carries TURN over TCP (for a peer whose UDP is blocked); the
+	// relayed transport towards peers is UDP either way.
+	TCP bool
+	// Credentials authenticate the allocation. Required.
+	Credentials Credentials
+	// ListenUDP opens the client's own UDP socket (never the node's QUIC
+	// socket: quic-go would swallow TURN ChannelData there). Nil: a real
+	// socket on any address.
+	ListenUDP func() (net.PacketConn, error)
+	// DialTCP opens the TCP connection. Nil: net.Dialer.
+	DialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
+	// Logger receives pion's records. Nil: discarded.
+	Logger *slog.Logger
+}
+
+// Allocation is a TURN allocation: a relayed address and the packet conn
+// that sends and receives through it.
+type Allocation struct {
+	// Conn is the relayed socket; QUIC runs over it.
+	Conn net.PacketConn
+	// Relayed is the allocation's public address on the relay.
+	Relayed netip.AddrPort
+	// Server is the TURN server.
+	Server netip.AddrPort
+	TCP    bool
+
+	client *turn.Client
+	sock   net.PacketConn
+	once   sync.Once
+}
+
+// Allocate opens the client's socket, authenticates, allocates a relayed
+// address and starts pion's refresh timers.
+func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
+	if !cfg.Server.IsValid() {
+		return nil, errors.New("relay: ClientConfig.Server is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var sock net.PacketConn
+	var err error
+	if cfg.TCP {
+		dial := cfg.DialTCP
+		if dial == nil {
+			dial = func(ctx context.Context, a netip.AddrPort) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", a.String())
+			}
+		}
+		var c net.Conn
+		if c, err = dial(ctx, cfg.Server); err != nil {
+			return nil, fmt.Errorf("relay: dial %s over TCP: %w", cfg.Server, err)
+		}
+		sock = turn.NewSTUNConn(c)
+	} else {
+		listen := cfg.ListenUDP
+		if listen == nil {
+			listen = func() (net.PacketConn, error) { return net.ListenPacket("udp4", ":0") }
+		}
+		if sock, err = listen(); err != nil {
+			return nil, fmt.Errorf("relay: socket: %w", err)
+		}
+	}
+	cl, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: cfg.Server.String(),
+		TURNServerAddr: cfg.Server.String(),
+		Username:       cfg.Credentials.Username,
+		Password:       cfg.Credentials.Password,
+		Conn:           sock,
+		LoggerFactory:  pionLogs{cfg.Logger},
+		Software:       "antnode",
+	})
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("relay: client: %w", err)
+	}
+	if err := cl.Listen(); err != nil {
+		cl.Close()
+		sock.Close()
+		return nil, fmt.Errorf("relay: listen: %w", err)
+	}
+	type result struct {
+		conn net.PacketConn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := cl.Allocate()
+		done <- result{c, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		cl.Close()
+		sock.Close()
+		if r := <-done; r.conn != nil {
+			r.conn.Close()
+		}
+		return nil, fmt.Errorf("relay: allocate: %w", context.Cause(ctx))
+	}
+	if r.err != nil {
+		cl.Close()
+		sock.Close()
+		return nil, fmt.Errorf("relay: allocate on %s: %w: %v", cfg.Server, ErrRefused, r.err)
+	}
+	a := &Allocation{Conn: r.conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock}
+	a.Relayed = addrPort(r.conn.LocalAddr())
+	return a, nil
+}
+
+// ErrRefused is an allocation or permission the relay did not grant
+// (quota, authentication, policy, or no answer); the error's text carries
+// the TURN error.
+var ErrRefused = errors.New("relay: refused")
+
+// Permit creates permissions for the peers' addresses (TURN permissions
+// are per IP): without them the relay drops what those peers send.
+func (a *Allocation) Permit(addrs ...netip.AddrPort) error {
+	var as []net.Addr
+	for _, ap := range addrs {
+		as = append(as, net.UDPAddrFromAddrPort(ap))
+	}
+	if len(as) == 0 {
+		return nil
+	}
+	if err := a.client.CreatePermission(as...); err != nil {
+		return fmt.Errorf("relay: permission: %w: %v", ErrRefused, err)
+	}
+	return nil
+}
+
+// Close releases the allocation (pion sends a zero-lifetime refresh) and
+// closes the client's socket. It is idempotent.
+func (a *Allocation) Close() error {
+	a.once.Do(func() {
+		a.Conn.Close()
+		a.client.Close()
+		a.sock.Close()
+	})
+	return nil
+}

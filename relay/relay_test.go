@@ -1,0 +1,236 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/antnode/antnode/identity"
+)
+
+type testRelay struct {
+	*Server
+	secret []byte
+}
+
+func startRelay(t *testing.T, cfg ServerConfig, allow func(identity.PeerID, netip.Addr) bool) *testRelay {
+	t.Helper()
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.UDP, cfg.TCP, cfg.RelayIP = udp, tcp, netip.MustParseAddr("127.0.0.1")
+	if cfg.Secret == nil {
+		cfg.Secret = []byte("test secret")
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allow != nil {
+		s.SetPolicy(allow)
+	}
+	t.Cleanup(func() { s.Close() })
+	return &testRelay{Server: s, secret: cfg.Secret}
+}
+
+func peerID(t *testing.T) identity.PeerID {
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.ID()
+}
+
+func allocate(t *testing.T, r *testRelay, creds Credentials, tcp bool) (*Allocation, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	server := r.UDPAddr()
+	if tcp {
+		server = r.TCPAddr()
+	}
+	a, err := Allocate(ctx, ClientConfig{Server: server, TCP: tcp, Credentials: creds})
+	if err == nil {
+		t.Cleanup(func() { a.Close() })
+	}
+	return a, err
+}
+
+func allowLoopback(identity.PeerID, netip.Addr) bool { return true }
+
+func TestRelayCarriesDataBothWays(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		name := "udp"
+		if tcp {
+			name = "tcp"
+		}
+		t.Run(name, func(t *testing.T) {
+			r := startRelay(t, ServerConfig{}, func(_ identity.PeerID, ip netip.Addr) bool { return ip.IsLoopback() })
+			a, err := allocate(t, r, r.Credentials(peerID(t), time.Minute), tcp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Relayed.Addr() != netip.MustParseAddr("127.0.0.1") || a.Relayed.Port() == 0 {
+				t.Fatalf("relayed address %v", a.Relayed)
+			}
+			peer, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			defer peer.Close()
+			peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+			if err := a.Permit(peerAddr); err != nil {
+				t.Fatal(err)
+			}
+			// Peer -> relayed address -> client.
+			peer.WriteToUDPAddrPort([]byte("to client"), a.Relayed)
+			buf := make([]byte, 100)
+			a.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, from, err := a.Conn.ReadFrom(buf)
+			if err != nil || string(buf[:n]) != "to client" || from.String() != peerAddr.String() {
+				t.Fatalf("client read %q from %v: %v", buf[:n], from, err)
+			}
+			// Client -> relay -> peer, from the relayed address.
+			if _, err := a.Conn.WriteTo([]byte("to peer"), from); err != nil {
+				t.Fatal(err)
+			}
+			peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, src, err := peer.ReadFromUDPAddrPort(buf)
+			if err != nil || string(buf[:n]) != "to peer" || src != a.Relayed {
+				t.Fatalf("peer read %q from %v: %v", buf[:n], src, err)
+			}
+			if r.Allocations() != 1 || r.BytesRelayed() == 0 {
+				t.Fatalf("allocations %d, bytes %d", r.Allocations(), r.BytesRelayed())
+			}
+			a.Close()
+			deadline := time.Now().Add(3 * time.Second)
+			for r.Allocations() != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if r.Allocations() != 0 {
+				t.Fatal("allocation not released on Close")
+			}
+		})
+	}
+}
+
+func TestRelayRefusesNonEphemeralCredentials(t *testing.T) {
+	r := startRelay(t, ServerConfig{}, allowLoopback)
+	peer := peerID(t)
+	good := r.Credentials(peer, time.Minute)
+	tests := []struct {
+		name  string
+		creds Credentials
+	}{
+		{"static username", Credentials{Username: "alice", Password: "secret"}},
+		{"static with a valid-looking password", Credentials{Username: "alice", Password: Password(r.secret, "alice")}},
+		{"expired", NewCredentials(r.secret, peer, time.Now().Add(-2*time.Hour), time.Hour)},
+		{"wrong secret", NewCredentials([]byte("other secret"), peer, time.Now(), time.Hour)},
+		{"tampered peer", Credentials{Username: strings.Replace(good.Username, good.Username[len(good.Username)-4:], "aaaa", 1), Password: good.Password}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := allocate(t, r, tc.creds, false); !errors.Is(err, ErrRefused) {
+				t.Fatalf("got %v, want ErrRefused", err)
+			}
+		})
+	}
+	if r.Allocations() != 0 {
+		t.Fatalf("%d allocations made with bad credentials", r.Allocations())
+	}
+}
+
+func TestRelayQuota(t *testing.T) {
+	r := startRelay(t, ServerConfig{MaxAllocationsPerPeer: 2}, allowLoopback)
+	peer := peerID(t)
+	for i := range 2 {
+		if _, err := allocate(t, r, r.Credentials(peer, time.Minute), false); err != nil {
+			t.Fatalf("allocation %d: %v", i, err)
+		}
+	}
+	_, err := allocate(t, r, r.Credentials(peer, time.Minute), false)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "486") { // 486 Allocation Quota Reached
+		t.Fatalf("third allocation: %v, want a quota refusal", err)
+	}
+	// Another peer is not affected.
+	if _, err := allocate(t, r, r.Credentials(peerID(t), time.Minute), false); err != nil {
+		t.Fatalf("another peer: %v", err)
+	}
+}
+
+func TestRelayPermissionPolicy(t *testing.T) {
+	allowed := netip.MustParseAddr("127.0.0.1")
+	r := startRelay(t, ServerConfig{}, func(_ identity.PeerID, ip netip.Addr) bool { return ip == allowed })
+	a, err := allocate(t, r, r.Credentials(peerID(t), time.Minute), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Permit(netip.MustParseAddrPort("127.0.0.1:9")); err != nil {
+		t.Fatalf("announced address refused: %v", err)
+	}
+	if err := a.Permit(netip.MustParseAddrPort("192.0.2.77:9")); !errors.Is(err, ErrRefused) {
+		t.Fatalf("unannounced address: %v, want ErrRefused", err)
+	}
+	// Without a policy nothing is permitted.
+	r2 := startRelay(t, ServerConfig{}, nil)
+	a2, err := allocate(t, r2, r2.Credentials(peerID(t), time.Minute), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Permit(netip.MustParseAddrPort("127.0.0.1:9")); !errors.Is(err, ErrRefused) {
+		t.Fatalf("no policy: %v, want ErrRefused", err)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	peer := peerID(t)
+	now := time.Unix(1_800_000_000, 0)
+	c := NewCredentials([]byte("s"), peer, now, time.Hour)
+	got, err := ParseUsername(c.Username, now)
+	if err != nil || got != peer {
+		t.Fatalf("parse: %v %v", got, err)
+	}
+	if _, err := ParseUsername(c.Username, now.Add(2*time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("after expiry: %v", err)
+	}
+	for _, bad := range []string{"", "alice", "123", "x:" + peer.String(), "123:notapeer"} {
+		if _, err := ParseUsername(bad, now); !errors.Is(err, ErrBadUsername) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	if Password([]byte("s"), c.Username) != c.Password {
+		t.Fatal("password not reproducible")
+	}
+}
+
+func TestRateShapes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRate(100_000) // 100 kB/s, 10 kB burst
+		start := time.Now()
+		for range 100 {
+			r.wait(10_000) // 1 MB in all
+		}
+		// 1 MB at 100 kB/s after a 10 kB burst: 9.9 s.
+		if d := time.Since(start); d < 9800*time.Millisecond || d > 10*time.Second {
+			t.Fatalf("1 MB took %v at 100 kB/s", d)
+		}
+	})
+}
+
+func FuzzParseUsername(f *testing.F) {
+	f.Add("1800000000:" + strings.Repeat("a", 52))
+	f.Add("x:y")
+	f.Fuzz(func(t *testing.T, s string) {
+		peer, err := ParseUsername(s, time.Unix(0, 0))
+		if err == nil && !strings.HasSuffix(s, peer.String()) {
+			t.Fatalf("parsed %q as %v", s, peer)
+		}
+	})
+}

@@ -1,0 +1,357 @@
+// Package relay owns the relay path: a TURN server (pion/turn) that runs
+// inside a bootstrap node, and the TURN client that peers use when no
+// direct path exists.
+//
+// The Server accepts only ephemeral TURN REST credentials (see
+// Credentials), which the bootstrap issues over authenticated control
+// connections; it enforces allocations per peer, a lifetime and a
+// bandwidth per allocation, and grants permissions only towards addresses
+// its policy (the bootstrap's sessions) allows. pion's server starts its
+// own goroutines per listener and allocation; Close stops them.
+//
+// The Client allocates on its own socket (UDP, or TCP when UDP is blocked),
+// refreshes through pion, and hands out the relayed net.PacketConn that
+// QUIC runs over. QUIC's TLS keeps the relay blind.
+package relay
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v4"
+
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+)
+
+// Realm is the TURN realm of the built-in relay.
+const Realm = "antnode"
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// UDP is the socket of TURN over UDP. Required.
+	UDP net.PacketConn
+	// TCP accepts TURN over TCP, for peers whose UDP is blocked. Nil: none.
+	TCP net.Listener
+	// RelayIP is the address allocations are made on. Required.
+	RelayIP netip.Addr
+	// Secret signs the credentials. Nil: 32 random bytes (credentials die
+	// with the process).
+	Secret []byte
+	// MaxAllocationsPerPeer bounds a peer's concurrent allocations.
+	// Zero: 4.
+	MaxAllocationsPerPeer int
+	// MaxLifetime ends an allocation's data flow this long after it was
+	// made, refreshes or not. Zero: 1 hour.
+	MaxLifetime time.Duration
+	// BytesPerSecond bounds each allocation's relayed traffic (each
+	// direction). Zero: 12.5 MB/s (100 Mbit/s).
+	BytesPerSecond int
+	// ListenRelay opens the relayed sockets of allocations. Nil: real
+	// sockets (net.ListenPacket).
+	ListenRelay func(network, addr string) (net.PacketConn, error)
+	// Recorder receives relay events. Nil: discarded.
+	Recorder monitor.Recorder
+	// Logger receives pion's records (debug level and up). Nil: discarded.
+	Logger *slog.Logger
+}
+
+// Errors.
+var (
+	ErrQuota = errors.New("relay: allocation quota exceeded")
+)
+
+// Server is a TURN server.
+type Server struct {
+	cfg   ServerConfig
+	turn  *turn.Server
+	rec   monitor.Recorder
+	allow atomic.Pointer[func(identity.PeerID, netip.Addr) bool]
+
+	mu       sync.Mutex
+	byClient map[string]identity.PeerID // 5-tuple source -> peer (from auth)
+	allocs   map[identity.PeerID]int
+	total    int
+	bytes    atomic.Uint64
+	once     sync.Once
+}
+
+// NewServer starts the TURN server on cfg.UDP (and cfg.TCP).
+func NewServer(cfg ServerConfig) (*Server, error) {
+	switch {
+	case cfg.UDP == nil:
+		return nil, errors.New("relay: ServerConfig.UDP is required")
+	case !cfg.RelayIP.IsValid():
+		return nil, errors.New("relay: ServerConfig.RelayIP is required")
+	case cfg.MaxAllocationsPerPeer < 0, cfg.MaxLifetime < 0, cfg.BytesPerSecond < 0:
+		return nil, errors.New("relay: negative limit")
+	}
+	if cfg.Secret == nil {
+		cfg.Secret = make([]byte, 32)
+		if _, err := rand.Read(cfg.Secret); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.MaxAllocationsPerPeer == 0 {
+		cfg.MaxAllocationsPerPeer = 4
+	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = time.Hour
+	}
+	if cfg.BytesPerSecond == 0 {
+		cfg.BytesPerSecond = 12_500_000
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = monitor.Nop{}
+	}
+	if cfg.ListenRelay == nil {
+		cfg.ListenRelay = net.ListenPacket
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, rec: cfg.Recorder, byClient: map[string]identity.PeerID{}, allocs: map[identity.PeerID]int{}}
+	gen := &generator{s: s, ip: cfg.RelayIP}
+	tcfg := turn.ServerConfig{
+		Realm:         Realm,
+		AuthHandler:   s.auth,
+		QuotaHandler:  s.quota,
+		LoggerFactory: pionLogs{cfg.Logger},
+		EventHandler: turn.EventHandler{
+			OnAllocationCreated: func(src, _ net.Addr, proto, user, _ string, relay net.Addr, _ int) {
+				s.account(user, +1)
+				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK})
+			},
+			OnAllocationDeleted: func(src, _ net.Addr, proto, user, _ string) {
+				s.account(user, -1)
+				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK})
+			},
+		},
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: cfg.UDP, RelayAddressGenerator: gen, PermissionHandler: s.permit}},
+	}
+	if cfg.TCP != nil {
+		tcfg.ListenerConfigs = []turn.ListenerConfig{{Listener: cfg.TCP, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
+	}
+	t, err := turn.NewServer(tcfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	s.turn = t
+	return s, nil
+}
+
+// SetPolicy sets which peer addresses a peer's allocations may be
+// permitted to (the bootstrap's sessions decide). Until it is set, every
+// permission is refused.
+func (s *Server) SetPolicy(allow func(peer identity.PeerID, ip netip.Addr) bool) {
+	s.allow.Store(&allow)
+}
+
+// Credentials issues credentials for peer, valid for ttl.
+func (s *Server) Credentials(peer identity.PeerID, ttl time.Duration) Credentials {
+	return NewCredentials(s.cfg.Secret, peer, time.Now(), ttl)
+}
+
+// UDPAddr and TCPAddr return where the server listens (TCP invalid if none).
+func (s *Server) UDPAddr() netip.AddrPort { return addrPort(s.cfg.UDP.LocalAddr()) }
+
+// TCPAddr returns the TCP listener's address, or an invalid one.
+func (s *Server) TCPAddr() netip.AddrPort {
+	if s.cfg.TCP == nil {
+		return netip.AddrPort{}
+	}
+	return addrPort(s.cfg.TCP.Addr())
+}
+
+// Allocations returns the number of live allocations.
+func (s *Server) Allocations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// BytesRelayed returns the bytes relayed so far, both directions.
+func (s *Server) BytesRelayed() uint64 { return s.bytes.Load() }
+
+// Close stops the server and every allocation. It is idempotent.
+func (s *Server) Close() error {
+	var err error
+	s.once.Do(func() { err = s.turn.Close() })
+	return err
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// auth accepts only unexpired REST credentials signed with the secret.
+func (s *Server) auth(user, realm string, src net.Addr) ([]byte, bool) {
+	peer, err := ParseUsername(user, time.Now())
+	if err != nil {
+		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonKeyMismatch, Addr: addrPort(src), Detail: "relay credentials: " + errText(err)})
+		return nil, false
+	}
+	s.mu.Lock()
+	s.byClient[src.String()] = peer
+	s.mu.Unlock()
+	return turn.GenerateAuthKey(user, realm, Password(s.cfg.Secret, user)), true
+}
+
+func errText(err error) string {
+	if errors.Is(err, ErrExpired) {
+		return "expired"
+	}
+	return "malformed"
+}
+
+// quota admits an allocation while the peer has fewer than the maximum.
+func (s *Server) quota(user, _ string, src net.Addr) bool {
+	peer, err := ParseUsername(user, time.Now())
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.allocs[peer] >= s.cfg.MaxAllocationsPerPeer {
+		s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeFail,
+			Reason: monitor.ReasonRelayQuota, Peer: peer.String()})
+		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRelayQuota, Addr: addrPort(src), Detail: "relay quota"})
+		return false
+	}
+	return true
+}
+
+// account counts a peer's allocations as pion creates (+1) and deletes
+// (-1) them.
+func (s *Server) account(user string, d int) {
+	_, id, ok := strings.Cut(user, ":")
+	if !ok {
+		return
+	}
+	peer, err := identity.ParsePeerID(id)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.allocs[peer] = max(0, s.allocs[peer]+d)
+	s.total = max(0, s.total+d)
+	if s.allocs[peer] == 0 {
+		delete(s.allocs, peer)
+	}
+}
+
+// permit grants a permission only towards an address the policy allows
+// for the allocation's peer.
+func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
+	s.mu.Lock()
+	peer, ok := s.byClient[client.String()]
+	s.mu.Unlock()
+	ip, ipok := netip.AddrFromSlice(peerIP)
+	allow := s.allow.Load()
+	if !ok || !ipok || allow == nil || !(*allow)(peer, ip.Unmap()) {
+		s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "permission", Outcome: monitor.OutcomeFail, Reason: monitor.ReasonRefused})
+		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRefused, Addr: addrPort(client), Detail: "relay permission refused"})
+		return false
+	}
+	s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "permission", Outcome: monitor.OutcomeOK})
+	return true
+}
+
+// generator makes relayed sockets on the relay IP, wrapped in the
+// lifetime and bandwidth limits.
+type generator struct {
+	s  *Server
+	ip netip.Addr
+}
+
+func (g *generator) Validate() error { return nil }
+
+func (g *generator) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
+	c, err := g.s.cfg.ListenRelay(network, net.JoinHostPort(g.ip.String(), strconv.Itoa(port)))
+	if err != nil {
+		return nil, nil, err
+	}
+	lc := &limitedConn{PacketConn: c, s: g.s, deadline: time.Now().Add(g.s.cfg.MaxLifetime),
+		in: newRate(g.s.cfg.BytesPerSecond), out: newRate(g.s.cfg.BytesPerSecond)}
+	return lc, c.LocalAddr(), nil
+}
+
+func (g *generator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, errors.New("relay: TCP allocations are not offered")
+}
+
+// limitedConn is a relayed socket: it counts bytes, holds each direction
+// to the allocation's bandwidth (by delaying, as a shaper does), and stops
+// carrying data after the allocation's maximum lifetime.
+type limitedConn struct {
+	net.PacketConn
+	s        *Server
+	deadline time.Time
+	in, out  *rate
+}
+
+var errLifetime = errors.New("relay: allocation lifetime exceeded")
+
+func (c *limitedConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, a, err
+		}
+		if time.Now().After(c.deadline) {
+			continue // expired: drop what peers send
+		}
+		c.in.wait(n)
+		c.s.bytes.Add(uint64(n))
+		return n, a, nil
+	}
+}
+
+func (c *limitedConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if time.Now().After(c.deadline) {
+		return 0, errLifetime
+	}
+	c.out.wait(len(b))
+	c.s.bytes.Add(uint64(len(b)))
+	return c.PacketConn.WriteTo(b, a)
+}
+
+// rate is a token bucket in bytes with a 100 ms burst.
+type rate struct {
+	mu     sync.Mutex
+	perSec float64
+	tokens float64
+	at     time.Time
+}
+
+func newRate(bps int) *rate {
+	return &rate{perSec: float64(bps), tokens: float64(bps) / 10, at: time.Now()}
+}
+
+// wait blocks until n bytes may pass.
+func (r *rate) wait(n int) {
+	r.mu.Lock()
+	now := time.Now()
+	r.tokens = min(r.perSec/10, r.tokens+now.Sub(r.at).Seconds()*r.perSec)
+	r.at = now
+	r.tokens -= float64(n)
+	short := -r.tokens
+	r.mu.Unlock()
+	if short > 0 {
+		time.Sleep(time.Duration(short / r.perSec * float64(time.Second)))
+	}
+}

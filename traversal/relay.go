@@ -1,0 +1,378 @@
+package traversal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/holepunch"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
+	"github.com/antnode/antnode/relay"
+)
+
+// RelayMode says when connections use the relay.
+type RelayMode uint8
+
+// Relay modes.
+const (
+	// RelayAuto: direct when possible; the relay when no direct path can
+	// exist or none validated.
+	RelayAuto RelayMode = iota
+	// RelayForce: always through the relay (testing, benchmarks).
+	RelayForce
+	// RelayNever: direct or nothing.
+	RelayNever
+)
+
+// ParseRelayMode parses "auto", "force" and "never".
+func ParseRelayMode(s string) (RelayMode, error) {
+	switch s {
+	case "auto", "":
+		return RelayAuto, nil
+	case "force":
+		return RelayForce, nil
+	case "never":
+		return RelayNever, nil
+	}
+	return 0, fmt.Errorf("relay mode %q: want auto, force or never", s)
+}
+
+// TURNServer is a third-party TURN server (coturn with use-auth-secret)
+// that the node allocates on instead of its bootstraps' relay.
+type TURNServer struct {
+	Addr   netip.AddrPort
+	TCP    bool   // TURN over TCP
+	Secret []byte // coturn's static-auth-secret
+}
+
+// RelayPlan is one side's part in a relayed connection.
+type RelayPlan struct {
+	// Allocate: this side allocates on the relay and announces its
+	// relayed address.
+	Allocate bool
+	// TCP: allocate over TCP (this side's UDP is blocked).
+	TCP bool
+	// Dial: this side dials QUIC (through its allocation if it has one):
+	// the dialler is the QUIC client, so the side that allocated can later
+	// move the connection to a direct path.
+	Dial bool
+}
+
+// PlanRelay decides the roles of a relayed connection from both NAT types.
+// The side whose UDP is blocked must allocate (over TCP) and dial, since it
+// can receive nothing directly; otherwise the initiator allocates and
+// dials, and the other side checks the relayed address (opening its NAT
+// towards the relay) and accepts. When both sides' UDP is blocked both
+// allocate, and the initiator dials the other's relayed address. It is a
+// pure function.
+func PlanRelay(local, remote nattype.Type, initiator bool) RelayPlan {
+	lb := local.Filtering == nattype.FilteringBlocked
+	rb := remote.Filtering == nattype.FilteringBlocked
+	switch {
+	case lb && rb:
+		return RelayPlan{Allocate: true, TCP: true, Dial: initiator}
+	case lb:
+		return RelayPlan{Allocate: true, TCP: true, Dial: true}
+	case rb:
+		return RelayPlan{}
+	}
+	return RelayPlan{Allocate: initiator, Dial: initiator}
+}
+
+// ErrNoRelay is returned when no relay is available for a connection that
+// needs one.
+var ErrNoRelay = errors.New("traversal: no relay available")
+
+// relayGrant is where and how to allocate.
+type relayGrant struct {
+	creds    relay.Credentials
+	udp, tcp netip.AddrPort
+}
+
+// relayCredentials gets credentials: derived locally for a third-party
+// TURN server, else issued by the bootstrap that made the introduction
+// (its relay's permission policy knows the introduced peers).
+func (n *Node) relayCredentials(ctx context.Context, sess *bootstrap.Session) (relayGrant, error) {
+	if t := n.cfg.TURN; t != nil {
+		g := relayGrant{creds: relay.NewCredentials(t.Secret, n.ID(), time.Now(), n.cfg.RelayTTL)}
+		if t.TCP {
+			g.tcp = t.Addr
+		} else {
+			g.udp = t.Addr
+		}
+		return g, nil
+	}
+	c := sess.Bootstrap()
+	g, err := c.RequestRelay(ctx)
+	if err != nil {
+		return relayGrant{}, fmt.Errorf("%w: bootstrap %s: %w", ErrNoRelay, c.Label(), err)
+	}
+	return relayGrant{creds: relay.Credentials{Username: g.Username, Password: g.Password,
+		Expires: time.Unix(int64(g.ExpiresUnix), 0)}, udp: g.UDP, tcp: g.TCP}, nil
+}
+
+// sharedRelay is one allocation that all of the node's relayed
+// connections through one relay share: one relayed address, one QUIC
+// transport that dials and accepts, one agent that answers checks for
+// every attempt using it. It is reference-counted and released when idle.
+type sharedRelay struct {
+	key     string
+	alloc   *relay.Allocation
+	ep      *endpoint.Endpoint
+	agent   *holepunch.Agent
+	ln      *quic.Listener
+	expires time.Time
+	ready   chan struct{} // closed once allocated (or failed: err set)
+	err     error
+	refs    int
+	idle    *time.Timer
+}
+
+func (r *sharedRelay) close() {
+	if r.ln != nil {
+		r.ln.Close()
+	}
+	if r.agent != nil {
+		r.agent.Close()
+	}
+	if r.ep != nil {
+		r.ep.Close()
+	}
+	if r.alloc != nil {
+		r.alloc.Close()
+	}
+}
+
+// relayIdle is how long an unused shared allocation is kept for the next
+// relayed connection.
+const relayIdle = 30 * time.Second
+
+// acquireRelay returns the shared allocation on the relay of the
+// introduction's bootstrap (or the configured TURN server), allocating it
+// (over TCP if tcp) when there is none or its credentials run out soon.
+func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, sess *bootstrap.Session, tcp bool) (*sharedRelay, error) {
+	key := "bootstrap:" + sess.Bootstrap().Label()
+	if n.cfg.TURN != nil {
+		key = "turn:" + n.cfg.TURN.Addr.String()
+	}
+	key += fmt.Sprintf("/tcp=%v", tcp)
+	n.relayMu.Lock()
+	r := n.relays[key]
+	if r != nil {
+		select {
+		case <-r.ready:
+			if r.err != nil || time.Until(r.expires) < 5*time.Minute {
+				r = nil // failed or about to expire: make a new one
+			}
+		default: // being allocated by another attempt: share it
+		}
+	}
+	if r == nil {
+		r = &sharedRelay{key: key, ready: make(chan struct{})}
+		n.relays[key] = r
+		n.relayMu.Unlock()
+		r.err = n.allocateShared(ctx, att, sess, tcp, r)
+		close(r.ready)
+		n.relayMu.Lock()
+		if r.err != nil {
+			if n.relays[key] == r {
+				delete(n.relays, key)
+			}
+			n.relayMu.Unlock()
+			return nil, r.err
+		}
+	}
+	r.refs++
+	if r.idle != nil {
+		r.idle.Stop()
+		r.idle = nil
+	}
+	n.relayMu.Unlock()
+	select {
+	case <-r.ready:
+		if r.err != nil {
+			n.releaseRelay(r)
+			return nil, r.err
+		}
+	case <-ctx.Done():
+		n.releaseRelay(r)
+		return nil, context.Cause(ctx)
+	}
+	return r, nil
+}
+
+// releaseRelay drops a reference; the last one starts the idle timer.
+func (n *Node) releaseRelay(r *sharedRelay) {
+	n.relayMu.Lock()
+	defer n.relayMu.Unlock()
+	r.refs--
+	if r.refs > 0 {
+		return
+	}
+	if r.err != nil || n.ctx.Err() != nil {
+		if n.relays[r.key] == r {
+			delete(n.relays, r.key)
+		}
+		r.close()
+		return
+	}
+	r.idle = time.AfterFunc(relayIdle, func() {
+		n.relayMu.Lock()
+		if r.refs > 0 {
+			n.relayMu.Unlock()
+			return
+		}
+		if n.relays[r.key] == r {
+			delete(n.relays, r.key)
+		}
+		n.relayMu.Unlock()
+		r.close()
+		n.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK})
+	})
+}
+
+// closeRelays releases every shared allocation (node shutdown).
+func (n *Node) closeRelays() {
+	n.relayMu.Lock()
+	rs := make([]*sharedRelay, 0, len(n.relays))
+	for k, r := range n.relays {
+		rs = append(rs, r)
+		delete(n.relays, k)
+		if r.idle != nil {
+			r.idle.Stop()
+		}
+	}
+	n.relayMu.Unlock()
+	for _, r := range rs {
+		<-r.ready
+		r.close()
+	}
+}
+
+func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, sess *bootstrap.Session, tcp bool, r *sharedRelay) error {
+	g, err := n.relayCredentials(ctx, sess)
+	if err != nil {
+		return err
+	}
+	useTCP := tcp || !g.udp.IsValid()
+	server := g.udp
+	if useTCP {
+		server = g.tcp
+	}
+	if !server.IsValid() {
+		return fmt.Errorf("%w: the relay offers no transport this node can use (TCP needed: %v)", ErrNoRelay, useTCP)
+	}
+	start := time.Now()
+	alloc, err := relay.Allocate(ctx, relay.ClientConfig{Server: server, TCP: useTCP,
+		Credentials: g.creds, ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log})
+	if err != nil {
+		att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeFail, Reason: monitor.ReasonRelayUnavailable, Err: err})
+		return err
+	}
+	att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
+	r.alloc, r.expires = alloc, g.creds.Expires
+	fail := func(err error) error {
+		r.close()
+		return err
+	}
+	if r.ep, err = endpoint.New(endpoint.Config{Conn: alloc.Conn, Logger: n.log}); err != nil {
+		return fail(err)
+	}
+	if r.agent, err = holepunch.NewAgent(holepunch.AgentConfig{Endpoint: r.ep, Recorder: n.rec, Logger: n.log}); err != nil {
+		return fail(err)
+	}
+	if r.ln, err = r.ep.Transport().Listen(n.cfg.Identity.ServerTLS(PeerALPN), n.cfg.peerQUIC()); err != nil {
+		return fail(err)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.acceptOn(r.ln)
+	}()
+	return nil
+}
+
+// viaRelay connects through the relay under plan: allocate and dial (or
+// accept on the allocation), or check the peer's relayed address and
+// accept on the node's socket.
+func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, sess *bootstrap.Session,
+	hp *holepunch.Session, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
+	att.Begin(monitor.PhaseRelay)
+	now := &bootstrap.Punch{Round: 1 << 20, At: time.Now()}
+	if !plan.Allocate {
+		// The peer allocates and dials; its relayed address arrives on the
+		// session, this side checks it and accepts.
+		qc, path, phase, err := n.establish(ctx, att, peer, sess,
+			leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect, start: now, targets: []wire.Candidate{}},
+			Strategy{Direct: true}, incoming)
+		n.endRelayPhase(att, err)
+		return qc, path, phase, err
+	}
+	r, err := n.acquireRelay(ctx, att, sess, plan.TCP)
+	if err != nil {
+		n.endRelayPhase(att, err)
+		return nil, monitor.PathNone, monitor.PhaseRelay, err
+	}
+	rhp, err := r.agent.Open(creds, sess.Remote.Creds, att)
+	if err != nil {
+		n.releaseRelay(r)
+		n.endRelayPhase(att, err)
+		return nil, monitor.PathNone, monitor.PhaseRelay, err
+	}
+	defer time.AfterFunc(2*time.Second, rhp.Close)
+	if err := sess.AnnounceRelay(r.alloc.Relayed); err != nil {
+		n.releaseRelay(r)
+		n.endRelayPhase(att, err)
+		return nil, monitor.PathNone, monitor.PhaseRelay, err
+	}
+	targets := sess.Remote.Candidates
+	if !plan.Dial {
+		targets = []wire.Candidate{}
+	}
+	qc, _, phase, err := n.establish(ctx, att, peer, sess,
+		leg{ep: r.ep, hp: rhp, path: monitor.PathRelay, alloc: r.alloc, start: now, targets: targets},
+		Strategy{Direct: true, Dial: plan.Dial, Speculative: plan.Dial}, incoming)
+	n.endRelayPhase(att, err)
+	if err != nil {
+		n.releaseRelay(r)
+		return nil, monitor.PathNone, phase, err
+	}
+	n.ownRelay(qc, r)
+	return qc, monitor.PathRelay, phase, nil
+}
+
+func (n *Node) endRelayPhase(att *monitor.Attempt, err error) {
+	if err != nil {
+		reason := Reason(err)
+		if errors.Is(err, ErrNoRelay) || errors.Is(err, relay.ErrRefused) {
+			reason = monitor.ReasonRelayUnavailable
+		}
+		att.End(monitor.PhaseRelay, monitor.OutcomeFail, reason)
+		return
+	}
+	att.End(monitor.PhaseRelay, monitor.OutcomeOK, monitor.ReasonNone)
+}
+
+// ownRelay holds a reference on the shared allocation while the
+// connection lives.
+func (n *Node) ownRelay(qc *quic.Conn, r *sharedRelay) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-qc.Context().Done():
+		case <-n.ctx.Done():
+			qc.CloseWithError(0, "node closing")
+		}
+		n.releaseRelay(r)
+	}()
+}
