@@ -314,7 +314,7 @@ func New(cfg Config) (*Node, error) {
 			Local:       n.localIntro,
 			OnOffer:     n.handleOffer,
 			TCPFallback: !cfg.DisableTCPFallback,
-			OnObserved: func(netip.AddrPort) { n.poke() },
+			OnObserved:  func(netip.AddrPort) { n.poke() },
 		})
 		if err != nil {
 			for _, c := range clients {
