@@ -255,8 +255,12 @@ func (e *Env) StartBootstrap(ctx context.Context, i int) (*Proc, error) {
 
 // StartDaemon starts the peer daemon of a host.
 func (e *Env) StartDaemon(h Host) (*Proc, error) {
-	return e.TB.Start(h.NS, e.Bin, "--listen", "0.0.0.0:4000", "--bootstrap-nodes", e.BootstrapAddrs,
-		"--key", filepath.Join(e.Dir, h.NS+".key"), "--log-level", "info")
+	args := []string{e.Bin, "--listen", "0.0.0.0:4000", "--bootstrap-nodes", e.BootstrapAddrs,
+		"--key", filepath.Join(e.Dir, h.NS+".key"), "--log-level", "info"}
+	if e.LogDir != "" {
+		args = append(args, "--log-level", "debug", "--log-addresses", "full")
+	}
+	return e.TB.Start(h.NS, args...)
 }
 
 func waitOutput(ctx context.Context, p *Proc, s string, d time.Duration) error {
@@ -278,8 +282,8 @@ func waitOutput(ctx context.Context, p *Proc, s string, d time.Duration) error {
 
 // Setup builds nothing: it starts the bootstraps and every host's daemon
 // on a built testbed and waits (bounded) for them to register.
-func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir string, progress io.Writer) (*Env, error) {
-	e := &Env{TB: tb, Spec: spec, Bin: bin, Dir: dir, Daemons: map[string]*Proc{}, PeerIDs: map[string]string{}, Progress: progress}
+func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir, logDir string, progress io.Writer) (*Env, error) {
+	e := &Env{TB: tb, Spec: spec, Bin: bin, Dir: dir, Daemons: map[string]*Proc{}, PeerIDs: map[string]string{}, Progress: progress, LogDir: logDir}
 	var addrs []string
 	for i := range 2 {
 		id, err := e.keyID(ctx, fmt.Sprintf("bootstrap%d", i))
@@ -309,11 +313,9 @@ func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir string, progres
 		}
 		e.Daemons[h.NS] = p
 	}
-	// Wait for registration, except where UDP cannot work.
+	// Wait for registration (over TCP where UDP is blocked) and NAT
+	// classification.
 	for _, h := range tb.Hosts {
-		if h.Class == ClassUDPBlocked {
-			continue
-		}
 		if err := waitOutput(ctx, e.Daemons[h.NS], "bootstrap up", 10*time.Second); err != nil {
 			e.logf("warning: daemon %s (%s) not registered: %v", h.NS, h.Class, err)
 		}
@@ -476,12 +478,11 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		m := rep.Sites[s.Name]
 		fmt.Fprintf(progress, "  %-14s %-12s mapping %-5s filtering %-8s verified\n", s.Name, s.Class, m.Mapping, m.Filtering)
 	}
-	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, progress)
+	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, cfg.LogDir, progress)
 	if err != nil {
 		return rep, err
 	}
 	env.Timeout = cfg.Timeout
-	env.LogDir = cfg.LogDir
 	defer env.Close()
 
 	pairs := tb.Pairs(spec, cfg.Classes)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -284,6 +286,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 	defer cancel()
 
 	results := make(chan dialResult, 8)
+	nominated := make(chan *quic.Conn, 1)
 	validated := make(chan holepunch.Pair, 16)
 	peerAt := make(chan netip.AddrPort, 16)
 	type sprayWin struct {
@@ -430,11 +433,13 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 	if lg.alloc != nil {
 		lg.alloc.Permit(candidateAddrs(remote.Candidates)...)
 	}
-	first := remote.Candidates
+	// The targets of every round: the peer's candidates (or what the leg
+	// says), plus the relayed addresses the peer announces.
+	targets := remote.Candidates
 	if lg.targets != nil {
-		first = lg.targets
+		targets = lg.targets
 	}
-	startRound(*punch, first)
+	startRound(*punch, targets)
 	if strat.Speculative && strat.Birthday == BirthdayNone {
 		sleepUntil(ctx, start)
 		for i, t := range holepunch.Targets(remote.Candidates, lg.ep.LocalAddr().Addr()) {
@@ -457,6 +462,10 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(err))
 			return nil, monitor.PathNone, monitor.PhasePunch, err
 		case qc := <-incoming:
+			// The dialler may have several dials succeed; it keeps one and
+			// nominates it. Wait for the nomination before taking it.
+			go awaitNomination(ctx, qc, nominated)
+		case qc := <-nominated:
 			att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
 			return qc, pathOf(qc), monitor.PhaseHandshake, nil
 		case w := <-sprayed:
@@ -475,8 +484,9 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			default:
 				// The peer allocated and will dial from there: check its
 				// relayed address, which opens this side's NAT to it.
+				targets = append(slices.Clone(targets), cand)
 				punching = true
-				startRound(bootstrap.Punch{Round: punch.Round, At: time.Now()}, []wire.Candidate{cand})
+				startRound(bootstrap.Punch{Round: punch.Round, At: time.Now()}, targets)
 			}
 		case from := <-peerAt:
 			// An authenticated check from an address this side has not
@@ -500,6 +510,13 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		case r := <-results:
 			pending--
 			if r.err == nil {
+				if err := nominate(r.qc); err != nil {
+					r.qc.CloseWithError(0, "nomination failed")
+					if r.ep != nil {
+						r.ep.Close()
+					}
+					continue
+				}
 				att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
 				if r.ep != nil {
 					n.ownEndpoint(r.qc, r.ep)
@@ -535,7 +552,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				if err := sess.RequestRound(punch.Round + uint64(rounds) - 1); err == nil {
 					if next, err := waitPunch(ctx, sess); err == nil {
 						punching = true
-						startRound(next, remote.Candidates)
+						startRound(next, targets)
 						continue
 					}
 				}
@@ -547,8 +564,44 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		case next := <-sess.Punches():
 			// The other side asked for a new round: it supersedes ours.
 			punching = true
-			startRound(next, remote.Candidates)
+			startRound(next, targets)
 		}
+	}
+}
+
+// nominationByte marks the one connection a dialler keeps: when several
+// dials succeed, the dialler keeps the first, nominates it on a
+// unidirectional stream and closes the others; the accepting side takes the
+// nominated one. The nomination travels with the dialler's handshake
+// completion, so it costs no round trip.
+const nominationByte = 'N'
+
+func nominate(qc *quic.Conn) error {
+	str, err := qc.OpenUniStream()
+	if err != nil {
+		return err
+	}
+	if _, err := str.Write([]byte{nominationByte}); err != nil {
+		return err
+	}
+	return str.Close()
+}
+
+// awaitNomination delivers qc to nominated if the dialler nominates it
+// before ctx ends or qc closes.
+func awaitNomination(ctx context.Context, qc *quic.Conn, nominated chan<- *quic.Conn) {
+	str, err := qc.AcceptUniStream(ctx)
+	if err != nil {
+		return
+	}
+	var b [1]byte
+	str.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(str, b[:]); err != nil || b[0] != nominationByte {
+		return
+	}
+	select {
+	case nominated <- qc:
+	case <-ctx.Done():
 	}
 }
 

@@ -418,7 +418,7 @@ func (c *Config) peerQUIC() *quic.Config {
 		MaxIdleTimeout:        c.IdleTimeout,
 		KeepAlivePeriod:       c.KeepAlive,
 		MaxIncomingStreams:    16,
-		MaxIncomingUniStreams: -1,
+		MaxIncomingUniStreams: 4, // the nomination
 	}
 }
 
@@ -541,7 +541,9 @@ func (n *Node) registered() []*bootstrap.Client {
 
 // expect registers interest in an incoming connection from peer.
 func (n *Node) expect(peer identity.PeerID) (<-chan *quic.Conn, func()) {
-	ch := make(chan *quic.Conn, 1)
+	// Several connections from the peer may arrive (the dialler may have
+	// several dials succeed); the attempt takes the nominated one.
+	ch := make(chan *quic.Conn, 8)
 	n.mu.Lock()
 	n.expected[peer] = append(n.expected[peer], ch)
 	n.mu.Unlock()

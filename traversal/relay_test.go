@@ -1,0 +1,171 @@
+package traversal
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/relay"
+)
+
+// relayBootstrap starts a loopback bootstrap with TCP control and a TURN
+// relay (UDP and TCP).
+func relayBootstrap(t testing.TB, relayCfg relay.ServerConfig) (Bootstrap, *relay.Server) {
+	t.Helper()
+	id := newIdentity(t)
+	ep := newEndpoint(t)
+	ctl, err := net.Listen("tcp4", ep.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp4", udp.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayCfg.UDP, relayCfg.TCP, relayCfg.RelayIP = udp, tcp, netip.MustParseAddr("127.0.0.1")
+	rs, err := relay.NewServer(relayCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: ep, TCP: ctl, Relay: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.SetPolicy(srv.RelayAllowed)
+	t.Cleanup(func() { srv.Close() })
+	return Bootstrap{Addr: srv.Addr(), ID: id.ID()}, rs
+}
+
+// blockedConn is a UDP socket whose datagrams never leave: a host whose
+// UDP is blocked.
+type blockedConn struct{ net.PacketConn }
+
+func (blockedConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+
+func startNodeCfg(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	if cfg.Identity == nil {
+		cfg.Identity = newIdentity(t)
+	}
+	if cfg.Endpoint == nil {
+		cfg.Endpoint = newEndpoint(t)
+	}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Classify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestForcedRelayCarriesVerifiedBytes(t *testing.T) {
+	b, rs := relayBootstrap(t, relay.ServerConfig{})
+	rec := &recorder{}
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Relay: RelayForce, Recorder: rec})
+	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := a.Connect(ctx, peer.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Path() != monitor.PathRelay {
+		t.Fatalf("path %s, want relay", c.Path())
+	}
+	res, err := c.SendVerified(ctx, 1<<20)
+	if err != nil || res.Bytes != 1<<20 {
+		t.Fatalf("transfer over the relay: %+v %v", res, err)
+	}
+	if rs.Allocations() != 1 || rs.BytesRelayed() < 1<<20 {
+		t.Fatalf("relay: %d allocations, %d bytes", rs.Allocations(), rs.BytesRelayed())
+	}
+	if len(rec.kinds(monitor.KindFallback)) == 0 {
+		t.Fatal("no fallback event")
+	}
+	// The peer's side sees the relay too.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, pc := range peer.Conns() {
+			if pc.Peer() == a.ID() && pc.Path() == monitor.PathRelay {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the accepting side does not label the connection as relayed")
+}
+
+// TestUDPBlockedPeerIsReachableThroughRelay: a peer whose UDP is blocked
+// registers over TCP, classifies itself as udp-blocked, and several peers
+// connect to it at once; it allocates once, over TCP, and dials each of
+// them through the shared allocation.
+func TestUDPBlockedPeerIsReachableThroughRelay(t *testing.T) {
+	b, rs := relayBootstrap(t, relay.ServerConfig{MaxAllocationsPerPeer: 1})
+	raw, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := endpoint.New(endpoint.Config{Conn: blockedConn{raw}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	blocked := startNodeCfg(t, Config{Endpoint: ep, Bootstraps: []Bootstrap{b}})
+	if got := blocked.NAT().Class(); got != "udp-blocked" {
+		t.Fatalf("classified %s", got)
+	}
+	const peers = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, peers)
+	for range peers {
+		p := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			c, err := p.Connect(ctx, blocked.ID())
+			if err != nil {
+				errs <- err
+				return
+			}
+			if c.Path() != monitor.PathRelay {
+				errs <- &ConnectError{Err: errNotRelay}
+				return
+			}
+			if _, err := c.SendVerified(ctx, 256<<10); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := rs.Allocations(); n != 1 {
+		t.Fatalf("%d allocations, want one shared", n)
+	}
+}
+
+var errNotRelay = &identity.KeyMismatchError{} // any error value: only its presence matters
