@@ -47,13 +47,14 @@ const (
 	KindSecurity                         // Reason, Addr, Detail
 	KindRelay                            // Outcome, Reason, Detail=operation, Value=bytes
 	KindNATType                          // NAT
+	KindBreaker                          // Bootstrap, Detail=state (closed, half-open, open)
 	kindEnd
 )
 
 var kindNames = [kindEnd]string{"", "attempt_start", "attempt_end", "phase_start", "phase_end",
 	"candidate", "check_sent", "check_answered", "path_validated", "fallback", "migration",
 	"state_change", "bootstrap_request", "bootstrap_state", "registration", "latency",
-	"throughput", "recovery", "security", "relay", "nat_type"}
+	"throughput", "recovery", "security", "relay", "nat_type", "breaker"}
 
 func (k Kind) String() string {
 	if k < kindEnd {

@@ -107,6 +107,7 @@ type metrics struct {
 	relayOps     *cache[bsTypeKey, prometheus.Counter]
 	relayBytes   prometheus.Counter
 	natInfo      *prometheus.GaugeVec
+	breaker      *cache[string, prometheus.Gauge]
 }
 
 func msBuckets() []float64 {
@@ -284,6 +285,13 @@ func newMetrics() *metrics {
 	})
 	add(m.relayBytes)
 
+	br := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "antnode_bootstrap_breaker_state",
+		Help: "Circuit breaker of each bootstrap: 0 closed, 1 half-open, 2 open.",
+	}, []string{"bootstrap"})
+	add(br)
+	m.breaker = newCache(func(b string) prometheus.Gauge { return br.WithLabelValues(b) })
+
 	m.natInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "antnode_nat_type_info",
 		Help: "The node's measured NAT class (value 1 on the current class).",
@@ -371,6 +379,15 @@ func (m *metrics) observe(ev *Event) {
 		if ev.Value > 0 {
 			m.relayBytes.Add(ev.Value)
 		}
+	case KindBreaker:
+		v := 0.0
+		switch ev.Detail {
+		case "half-open":
+			v = 1
+		case "open":
+			v = 2
+		}
+		m.breaker.get(ev.Bootstrap).Set(v)
 	case KindNATType:
 		m.natInfo.Reset()
 		m.natInfo.WithLabelValues(ev.NAT).Set(1)

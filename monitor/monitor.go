@@ -217,6 +217,11 @@ func levelOf(ev *Event) (slog.Level, string) {
 		return slog.LevelInfo, "relay"
 	case KindNATType:
 		return slog.LevelInfo, "nat type"
+	case KindBreaker:
+		if ev.Detail == "closed" {
+			return slog.LevelInfo, "bootstrap breaker"
+		}
+		return slog.LevelWarn, "bootstrap breaker"
 	}
 	return slog.LevelDebug, "event"
 }

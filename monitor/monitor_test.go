@@ -145,6 +145,7 @@ func exercise(m *Monitor) {
 	m.Record(Event{Kind: KindRelay, Detail: "allocate", Outcome: OutcomeOK, Value: 100})
 	m.Record(Event{Kind: KindRegistration, Outcome: OutcomeOK})
 	m.Record(Event{Kind: KindNATType, NAT: "eim-apdf"})
+	m.Record(Event{Kind: KindBreaker, Bootstrap: "0", Detail: "open"})
 }
 
 func TestMetricsLint(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -98,11 +100,22 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
 	defer cancel()
 	att := monitor.StartAttempt(n.rec, peer.String(), "initiator", n.NAT().Class())
-	c, phase, err := n.connect(ctx, att, peer)
+	n.move(peer, StateDiscovering, monitor.ReasonNone, att)
+	g := n.degrade.begin(peer, n.cfg.MaxInflight, time.Now())
+	defer n.degrade.end()
+	if g.RelayOnly || g.Light {
+		att.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: monitor.OutcomeOK})
+	}
+	c, phase, err := n.connect(ctx, att, peer, g)
 	if err != nil {
 		reason := Reason(err)
+		n.move(peer, StateFailed, reason, att)
 		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
 		return nil, &ConnectError{Phase: phase, Reason: reason, Err: err}
+	}
+	n.move(peer, connectedState(c.Path()), monitor.ReasonNone, att)
+	if g.RelayOnly && c.Path() == monitor.PathRelay {
+		n.move(peer, StateDegraded, g.Reason, att) // kept on the relay on purpose
 	}
 	c.attempt = att.ID()
 	c.timeToConnect = att.Finish(monitor.OutcomeOK, monitor.ReasonNone, c.Path())
@@ -110,7 +123,7 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 	return c, nil
 }
 
-func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.PeerID) (*Conn, monitor.Phase, error) {
+func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, g degradation) (*Conn, monitor.Phase, error) {
 	// A connection from peer may arrive (this side may be the one that
 	// waits): listen for it from the start.
 	incoming, release := n.expect(peer)
@@ -124,6 +137,7 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	att.End(monitor.PhaseDiscover, monitor.OutcomeOK, monitor.ReasonNone)
 
 	att.Begin(monitor.PhaseCoordinate)
+	n.move(peer, StateCoordinating, monitor.ReasonNone, att)
 	creds := holepunch.NewCreds()
 	local := n.NAT()
 	sess, err := n.introduce(ctx, peer, bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
@@ -136,6 +150,17 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
 
 	strat := ChooseStrategy(local, sess.Remote.NAT, true)
+	if g.Light {
+		// Under load: no speculative dials; the birthday search's hundreds
+		// of sockets and thousands of probes give way to the relay.
+		strat.Speculative = false
+		if strat.Birthday != BirthdayNone && n.cfg.Relay != RelayNever {
+			strat = Strategy{Reason: monitor.ReasonOverloaded}
+		}
+	}
+	if g.RelayOnly && n.cfg.Relay != RelayNever {
+		strat = Strategy{Reason: g.Reason}
+	}
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
 		return nil, monitor.PhasePunch, err
@@ -165,6 +190,7 @@ func (n *Node) connectWith(ctx context.Context, att *monitor.Attempt, peer ident
 	switch {
 	case n.cfg.Relay == RelayForce:
 		att.Record(monitor.Event{Kind: monitor.KindFallback, Detail: "direct->relay (forced)"})
+		n.move(peer, StateRelaying, monitor.ReasonNone, att)
 		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
 	case !strat.Direct && n.cfg.Relay == RelayNever:
 		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
@@ -172,9 +198,16 @@ func (n *Node) connectWith(ctx context.Context, att *monitor.Attempt, peer ident
 	case !strat.Direct:
 		// No direct path can exist: straight to the relay.
 		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
+		n.move(peer, StateRelaying, strat.Reason, att)
 		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
 	}
+	n.move(peer, StatePunching, monitor.ReasonNone, att)
 	qc, path, phase, err := n.establish(ctx, att, peer, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect}, strat, incoming)
+	if err == nil {
+		n.degrade.directWorked(peer)
+	} else if ctx.Err() == nil && !errors.Is(err, identity.ErrKeyMismatch) {
+		n.degrade.directFailed(peer, time.Now())
+	}
 	if err == nil || n.cfg.Relay == RelayNever || ctx.Err() != nil || errors.Is(err, identity.ErrKeyMismatch) {
 		return qc, path, phase, err
 	}
@@ -183,6 +216,7 @@ func (n *Node) connectWith(ctx context.Context, att *monitor.Attempt, peer ident
 	reason := Reason(err)
 	att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: reason, Detail: "direct->relay"})
 	n.rec.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "relay_fallback", Reason: reason, Outcome: monitor.OutcomeOK, Attempt: att.ID()})
+	n.move(peer, StateRelaying, reason, att)
 	return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
 }
 
@@ -194,8 +228,15 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	local := n.NAT()
 	att := monitor.StartAttempt(n.rec, o.From.String(), "responder", local.Class())
 	att.SetNAT(local.Class(), o.Remote.NAT.Class())
+	n.move(o.From, StateDiscovering, monitor.ReasonNone, att)
+	fail := func(reason monitor.Reason) {
+		n.move(o.From, StateFailed, reason, att)
+		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
+	}
 	incoming, release := n.expect(o.From)
 	defer release()
+	n.degrade.begin(o.From, n.cfg.MaxInflight, time.Now())
+	defer n.degrade.end()
 
 	att.Begin(monitor.PhaseDiscover)
 	cands := n.candidates()
@@ -204,14 +245,15 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	hp, err := n.agent.Open(creds, o.Remote.Creds, att)
 	if err != nil {
 		o.Decline(wire.CodeOverloaded)
-		att.Finish(monitor.OutcomeFail, monitor.ReasonOverloaded, monitor.PathNone)
+		fail(monitor.ReasonOverloaded)
 		return
 	}
 	defer time.AfterFunc(2*time.Second, hp.Close)
 	att.Begin(monitor.PhaseCoordinate)
+	n.move(o.From, StateCoordinating, monitor.ReasonNone, att)
 	sess, err := o.Accept(bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
 	if err != nil {
-		att.Finish(monitor.OutcomeFail, Reason(err), monitor.PathNone)
+		fail(Reason(err))
 		return
 	}
 	defer sess.Close()
@@ -223,13 +265,15 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	var path monitor.Path
 	if !strat.Direct && n.cfg.Relay == RelayNever {
 		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
-		att.Finish(monitor.OutcomeFail, strat.Reason, monitor.PathNone)
+		fail(strat.Reason)
 		return
 	}
 	if !strat.Direct {
 		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
+		n.move(o.From, StateRelaying, strat.Reason, att)
 		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, PlanRelay(local, o.Remote.NAT, false), creds, incoming)
 	} else {
+		n.move(o.From, StatePunching, monitor.ReasonNone, att)
 		// Direct; if the initiator falls back to the relay, its relayed
 		// address arrives on the session and this side checks it.
 		qc, path, _, err = n.establish(ctx, att, o.From, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect}, strat, incoming)
@@ -239,14 +283,22 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 		if n.ctx.Err() != nil {
 			reason = monitor.ReasonCanceled
 		}
-		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
+		fail(reason)
 		return
 	}
 	if n.setPath(qc, path) == nil { // dialled: not tracked yet
 		n.track(qc, o.From, path, true)
 	}
+	n.move(o.From, connectedState(path), monitor.ReasonNone, att)
 	att.Finish(monitor.OutcomeOK, monitor.ReasonNone, path)
 	n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
+}
+
+func connectedState(p monitor.Path) State {
+	if p == monitor.PathRelay {
+		return StateConnectedRelay
+	}
+	return StateConnectedDirect
 }
 
 // dialResult is one QUIC dial's outcome.
@@ -340,15 +392,27 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		}()
 	}()
 
+	rttB := sess.Bootstrap().Status().RTT
+	to := TimeoutsFor(rttB, rttB+sess.PeerRTT, n.cfg.PunchBudget)
 	punch := lg.start
 	if punch == nil {
 		att.Begin(monitor.PhaseSync)
-		p, err := waitPunch(ctx, sess)
-		if err != nil {
+		sctx, scancel := context.WithTimeout(ctx, to.Sync)
+		p, err := waitPunch(sctx, sess)
+		scancel()
+		switch {
+		case err == nil:
+			att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			// The bootstrap's PunchNow is late (lost with the bootstrap?):
+			// punch now rather than not at all.
+			att.End(monitor.PhaseSync, monitor.OutcomeFail, monitor.ReasonTimeout)
+			att.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "sync_timeout", Reason: monitor.ReasonTimeout, Outcome: monitor.OutcomeOK})
+			p = bootstrap.Punch{Round: 1, At: time.Now()}
+		default:
 			att.End(monitor.PhaseSync, monitor.OutcomeFail, Reason(err))
 			return nil, monitor.PathNone, monitor.PhaseSync, err
 		}
-		att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
 		punch = &p
 	}
 	start := punch.At.Add(punch.Delay)
@@ -400,7 +464,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			_, err = lg.hp.Scan(rctx, target.Addr(), n.cfg.Birthday)
 		default:
 			_, err = lg.hp.Punch(rctx, targets, holepunch.PunchConfig{
-				Round: p.Round, Start: start, Plan: holepunch.PlanConfig{Budget: n.cfg.PunchBudget},
+				Round: p.Round, Start: start, Plan: holepunch.PlanConfig{Budget: to.Punch},
 				OnValidated: func(pr holepunch.Pair) {
 					select {
 					case validated <- pr:
@@ -673,9 +737,13 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 	}
 	var errs []error
 	for i, c := range clients {
-		sess, err := c.Connect(ctx, peer, local)
+		sess, err := failsafe.With[*bootstrap.Session](n.breakers[c.Label()]).WithContext(ctx).
+			Get(func() (*bootstrap.Session, error) { return c.Connect(ctx, peer, local) })
 		if err == nil {
 			return sess, nil
+		}
+		if errors.Is(err, circuitbreaker.ErrOpen) {
+			err = fmt.Errorf("%w: circuit breaker open", bootstrap.ErrUnavailable)
 		}
 		errs = append(errs, fmt.Errorf("bootstrap %s: %w", c.Label(), err))
 		if ctx.Err() != nil {

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -175,6 +176,15 @@ type Config struct {
 	// peer's candidates are known: enough to leave this side's NAT, too
 	// little to reach the far one. Zero: 2; negative: no priming.
 	PrimeTTL int
+	// BreakerThreshold is how many consecutive failures open a
+	// bootstrap's circuit breaker; BreakerDelay how long it stays open
+	// before a trial request. Zero: 5 and 60 s.
+	BreakerThreshold int
+	BreakerDelay     time.Duration
+	// MaxInflight is the number of concurrent attempts above which new
+	// attempts are degraded (no speculative dials, no birthday search,
+	// slower checks). Zero: 64.
+	MaxInflight int
 	// MaxRounds bounds the punch rounds of one attempt. Zero: 2.
 	MaxRounds int
 	// SpeculativeDials bounds the QUIC dials started to the peer's
@@ -236,6 +246,15 @@ func (c *Config) validate() error {
 	if c.MaxRounds <= 0 {
 		c.MaxRounds = 2
 	}
+	if c.BreakerThreshold <= 0 {
+		c.BreakerThreshold = 5
+	}
+	if c.BreakerDelay <= 0 {
+		c.BreakerDelay = 60 * time.Second
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 64
+	}
 	switch {
 	case c.PrimeTTL == 0:
 		c.PrimeTTL = 2
@@ -274,7 +293,11 @@ type Node struct {
 	relayMu sync.Mutex
 	relays  map[string]*sharedRelay
 
+	breakers map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session] // by label; set in New
+	degrade  degrader
+
 	mu         sync.Mutex
+	machines   map[identity.PeerID]*Machine
 	clients    []*bootstrap.Client // set once in New
 	nat        nattype.Type
 	announced  []wire.Candidate
@@ -305,7 +328,12 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent, ln: ln,
 		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
-		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), ctx: ctx, cancel: cancel}
+		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay),
+		machines: make(map[identity.PeerID]*Machine), ctx: ctx, cancel: cancel}
+	n.breakers = make(map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session], len(cfg.Bootstraps))
+	for i := range cfg.Bootstraps {
+		n.breakers[strconv.Itoa(i)] = n.newBreaker(strconv.Itoa(i))
+	}
 	var clients []*bootstrap.Client
 	for i, b := range cfg.Bootstraps {
 		cl, err := bootstrap.NewClient(bootstrap.ClientConfig{
@@ -358,6 +386,9 @@ func (n *Node) classifyLoop() {
 			return
 		case <-n.reclassify:
 		case <-t.C:
+			if n.degrade.busy(n.cfg.MaxInflight) {
+				continue // optional work waits while attempts are shed
+			}
 		}
 		// Let the other bootstraps register too before measuring.
 		select {
@@ -467,9 +498,10 @@ func (n *Node) Close() error {
 
 // BootstrapStatus is one bootstrap registration's state.
 type BootstrapStatus struct {
-	Label string
-	Addr  netip.AddrPort
-	ID    identity.PeerID
+	Label   string
+	Addr    netip.AddrPort
+	ID      identity.PeerID
+	Breaker string // circuit breaker: closed, half-open or open
 	bootstrap.Status
 }
 
@@ -478,7 +510,8 @@ func (n *Node) Bootstraps() []BootstrapStatus {
 	clients := n.bootstrapClients()
 	out := make([]BootstrapStatus, 0, len(clients))
 	for _, c := range clients {
-		out = append(out, BootstrapStatus{Label: c.Label(), Addr: c.Addr(), ID: c.ServerID(), Status: c.Status()})
+		out = append(out, BootstrapStatus{Label: c.Label(), Addr: c.Addr(), ID: c.ServerID(),
+			Breaker: breakerState(n.breakers[c.Label()]), Status: c.Status()})
 	}
 	return out
 }
@@ -611,7 +644,14 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, out
 		defer func() {
 			n.mu.Lock()
 			delete(n.conns, qc)
+			others := false
+			for _, o := range n.conns {
+				others = others || o.peer == peer
+			}
 			n.mu.Unlock()
+			if !others {
+				n.move(peer, StateClosed, monitor.ReasonNone, nil)
+			}
 		}()
 		c.serveStreams()
 	}()
@@ -630,6 +670,90 @@ func (n *Node) ownEndpoint(qc *quic.Conn, ep *endpoint.Endpoint) {
 		}
 		ep.Close()
 	}()
+}
+
+// maxMachines bounds the per-peer state kept for peers without a
+// connection.
+const maxMachines = 10_000
+
+// machine returns peer's state machine, creating it.
+func (n *Node) machine(peer identity.PeerID) *Machine {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m := n.machines[peer]
+	if m == nil {
+		if len(n.machines) >= maxMachines {
+			n.evictMachineLocked()
+		}
+		m = NewMachine(peer, n.rec)
+		n.machines[peer] = m
+	}
+	return m
+}
+
+// evictMachineLocked drops the state of the peer without a connection that
+// changed state longest ago.
+func (n *Node) evictMachineLocked() {
+	var oldest identity.PeerID
+	var at time.Time
+	for id, m := range n.machines {
+		st, since := m.State()
+		if st.Connected() {
+			continue
+		}
+		if at.IsZero() || since.Before(at) {
+			oldest, at = id, since
+		}
+	}
+	if !at.IsZero() {
+		delete(n.machines, oldest)
+	}
+}
+
+// move drives peer's machine; a refused move (concurrent attempts to the
+// same peer) is logged, not fatal.
+func (n *Node) move(peer identity.PeerID, s State, reason monitor.Reason, att *monitor.Attempt) {
+	if err := n.machine(peer).To(s, reason, att.ID()); err != nil {
+		n.log.Debug("traversal: state", "peer", peer.Short(), "err", err)
+	}
+}
+
+// PeerStatus is one peer's state for the API and the dashboard.
+type PeerStatus struct {
+	ID          identity.PeerID `json:"id"`
+	State       State           `json:"state"`
+	Since       time.Time       `json:"since"`
+	Path        string          `json:"path"`
+	RTT         time.Duration   `json:"rtt_ns"`
+	Connections int             `json:"connections"`
+	Transitions []Transition    `json:"transitions,omitempty"`
+}
+
+// Peers returns the state of every peer the node knows.
+func (n *Node) Peers() []PeerStatus {
+	n.mu.Lock()
+	machines := make(map[identity.PeerID]*Machine, len(n.machines))
+	for id, m := range n.machines {
+		machines[id] = m
+	}
+	conns := make([]*Conn, 0, len(n.conns))
+	for _, c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	out := make([]PeerStatus, 0, len(machines))
+	for id, m := range machines {
+		st, since := m.State()
+		ps := PeerStatus{ID: id, State: st, Since: since, Path: monitor.PathNone.String(), Transitions: m.History()}
+		for _, c := range conns {
+			if c.peer == id {
+				ps.Connections++
+				ps.Path, ps.RTT = c.Path().String(), c.RTT()
+			}
+		}
+		out = append(out, ps)
+	}
+	return out
 }
 
 // Conns returns the node's peer connections.

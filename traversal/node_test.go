@@ -141,6 +141,17 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	if o := outcome[monitor.PhasePunch]; o != monitor.OutcomeOK && o != monitor.OutcomeCanceled {
 		t.Fatalf("punch ended %s", o)
 	}
+	// The peer's state machine went the whole way, and every move is an
+	// event.
+	var states []string
+	for _, ev := range recA.kinds(monitor.KindStateChange) {
+		if ev.Peer == bn.ID().String() {
+			states = append(states, ev.To)
+		}
+	}
+	if want := []string{"discovering", "coordinating", "punching", "connected-direct"}; !reflect.DeepEqual(states, want) {
+		t.Fatalf("states %v, want %v", states, want)
+	}
 	ends := recA.kinds(monitor.KindAttemptEnd)
 	if len(ends) != 1 || ends[0].Outcome != monitor.OutcomeOK || ends[0].Path != monitor.PathDirect {
 		t.Fatalf("initiator attempt ends: %+v", ends)
@@ -153,6 +164,16 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	if ends := recB.kinds(monitor.KindAttemptEnd); len(ends) != 1 || ends[0].Outcome != monitor.OutcomeOK || ends[0].Detail != "responder" {
 		t.Fatalf("responder attempt ends: %+v", ends)
 	}
+	c.Close()
+	deadline = time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		ps := a.Peers()
+		if len(ps) == 1 && ps[0].State == StateClosed {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("after close: %+v", a.Peers())
 }
 
 func TestConnectFailures(t *testing.T) {

@@ -1,0 +1,128 @@
+package traversal
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+)
+
+func TestTimeoutsFor(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name               string
+		rttB, rttP, budget time.Duration
+		want               PhaseTimeouts
+	}{
+		{"unknown peer rtt", 20 * ms, 0, 3 * time.Second, PhaseTimeouts{Sync: 500 * ms, Punch: 3 * time.Second}},
+		{"lan", ms, 2 * ms, 3 * time.Second, PhaseTimeouts{Sync: 500 * ms, Punch: time.Second}},
+		{"internet", 40 * ms, 80 * ms, 3 * time.Second, PhaseTimeouts{Sync: 500 * ms, Punch: 2400 * ms}},
+		{"satellite", 600 * ms, 1200 * ms, 3 * time.Second, PhaseTimeouts{Sync: 2400 * ms, Punch: 3 * time.Second}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := TimeoutsFor(tc.rttB, tc.rttP, tc.budget); got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDegrader(t *testing.T) {
+	var d degrader
+	a, b := newIdentity(t).ID(), newIdentity(t).ID()
+	now := time.Unix(1000, 0)
+	if g := d.begin(a, 2, now); g.RelayOnly || g.Light {
+		t.Fatalf("first attempt degraded: %+v", g)
+	}
+	d.end()
+	d.directFailed(a, now)
+	d.directFailed(a, now.Add(time.Minute))
+	if g := d.begin(a, 2, now.Add(2*time.Minute)); !g.RelayOnly || g.Reason != monitor.ReasonPunchTimeout {
+		t.Fatalf("after two direct failures: %+v", g)
+	}
+	d.end()
+	if g := d.begin(a, 2, now.Add(time.Hour)); g.RelayOnly {
+		t.Fatal("old failures still count")
+	}
+	d.end()
+	if g := d.begin(b, 2, now); g.RelayOnly {
+		t.Fatal("another peer's failures count")
+	}
+	d.begin(b, 2, now)
+	if g := d.begin(b, 2, now); !g.Light || g.Reason != monitor.ReasonOverloaded || !d.busy(2) {
+		t.Fatalf("three in flight over a limit of two: %+v", g)
+	}
+	d.end()
+	d.end()
+	d.end()
+	d.directWorked(a)
+	if g := d.begin(a, 2, now.Add(2*time.Minute)); g.RelayOnly {
+		t.Fatal("a success did not clear the failures")
+	}
+}
+
+// TestBootstrapBreakerFailsOver: the first bootstrap goes silent (its
+// socket is gone, no close is sent); connects still work through the
+// second, and after BreakerThreshold failures the first is skipped without
+// waiting.
+func TestBootstrapBreakerFailsOver(t *testing.T) {
+	b0, b0ep, b0srv := deadableBootstrap(t)
+	b1 := startBootstrap(t)
+	rec := &recorder{}
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b0, b1}, Recorder: rec, BreakerThreshold: 2, BreakerDelay: time.Hour})
+	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b1}})
+	deadline := time.Now().Add(5 * time.Second)
+	for len(a.registered()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b0ep.Close() // silent: no CONNECTION_CLOSE reaches the peers
+	b0srv.Close()
+	for i := range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := a.Connect(ctx, peer.ID())
+		cancel()
+		if err != nil {
+			t.Fatalf("connect %d: %v", i, err)
+		}
+		c.Close()
+	}
+	st := a.Bootstraps()
+	if st[0].Breaker != "open" || st[1].Breaker != "closed" {
+		t.Fatalf("breakers %s and %s, want open and closed", st[0].Breaker, st[1].Breaker)
+	}
+	// The first two connects asked bootstrap 0 (and waited for its
+	// acknowledgement in vain); once the breaker is open it is skipped.
+	asked := 0
+	for _, ev := range rec.kinds(monitor.KindBootstrapRequest) {
+		if ev.Bootstrap == "0" && ev.Detail == "connect" {
+			asked++
+		}
+	}
+	if asked != 2 {
+		t.Fatalf("bootstrap 0 was asked %d times, want 2 (the breaker threshold)", asked)
+	}
+	opened := false
+	for _, ev := range rec.kinds(monitor.KindBreaker) {
+		opened = opened || (ev.Bootstrap == "0" && ev.Detail == "open")
+	}
+	if !opened {
+		t.Fatal("no breaker event")
+	}
+}
+
+// deadableBootstrap is a bootstrap whose endpoint the test can close.
+func deadableBootstrap(t *testing.T) (Bootstrap, *endpoint.Endpoint, *bootstrap.Server) {
+	id, _ := identity.Generate()
+	ep := newEndpoint(t)
+	srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: ep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return Bootstrap{Addr: srv.Addr(), ID: id.ID()}, ep, srv
+}

@@ -1,0 +1,147 @@
+package traversal
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+)
+
+// State is where a node's connection to one peer stands.
+type State uint8
+
+// States.
+const (
+	StateIdle            State = iota // no connection, no attempt
+	StateDiscovering                  // gathering candidates
+	StateCoordinating                 // asking a bootstrap for the introduction
+	StatePunching                     // checks and dials on direct paths
+	StateRelaying                     // allocating and connecting through the relay
+	StateConnectedDirect              // a QUIC connection on a direct path
+	StateConnectedRelay               // a QUIC connection through the relay
+	StateUpgrading                    // relayed, trying to move to a direct path
+	StateMigrating                    // moving the connection to a new local path
+	StateDegraded                     // kept on the relay on purpose (load, repeated failure)
+	StateFailed                       // the last attempt failed
+	StateClosed                       // the connection ended
+	stateEnd
+)
+
+var stateNames = [stateEnd]string{"idle", "discovering", "coordinating", "punching", "relaying",
+	"connected-direct", "connected-relay", "upgrading", "migrating", "degraded", "failed", "closed"}
+
+func (s State) String() string {
+	if s < stateEnd {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Connected reports whether s has a live connection.
+func (s State) Connected() bool {
+	switch s {
+	case StateConnectedDirect, StateConnectedRelay, StateUpgrading, StateMigrating, StateDegraded:
+		return true
+	}
+	return false
+}
+
+// Transitions returns the state machine as data: for each state, the
+// states it may move to. Tests, the API and the dashboard read it.
+func Transitions() map[State][]State {
+	start := []State{StateDiscovering}
+	return map[State][]State{
+		StateIdle:            start,
+		StateDiscovering:     {StateCoordinating, StateFailed, StateClosed},
+		StateCoordinating:    {StatePunching, StateRelaying, StateFailed, StateClosed},
+		StatePunching:        {StateConnectedDirect, StateConnectedRelay, StateRelaying, StateFailed, StateClosed},
+		StateRelaying:        {StateConnectedRelay, StateConnectedDirect, StateFailed, StateClosed},
+		StateConnectedDirect: {StateMigrating, StateConnectedRelay, StateClosed, StateDiscovering},
+		StateConnectedRelay:  {StateUpgrading, StateDegraded, StateMigrating, StateClosed, StateDiscovering},
+		StateUpgrading:       {StateConnectedDirect, StateConnectedRelay, StateDegraded, StateClosed},
+		StateMigrating:       {StateConnectedDirect, StateConnectedRelay, StateClosed},
+		StateDegraded:        {StateUpgrading, StateConnectedRelay, StateClosed, StateDiscovering},
+		StateFailed:          start,
+		StateClosed:          start,
+	}
+}
+
+// ErrInvalidTransition is returned for a move the machine does not allow.
+var ErrInvalidTransition = errors.New("traversal: invalid state transition")
+
+// Transition is one recorded move.
+type Transition struct {
+	From, To State
+	At       time.Time
+	Reason   monitor.Reason
+}
+
+// historyLen bounds a machine's recorded transitions.
+const historyLen = 32
+
+// Machine is one peer's state machine. Every transition is reported as an
+// event. It is safe for concurrent use.
+type Machine struct {
+	peer  identity.PeerID
+	rec   monitor.Recorder
+	allow map[State][]State
+
+	mu      sync.Mutex
+	state   State
+	since   time.Time
+	history []Transition
+}
+
+// NewMachine returns a machine in StateIdle.
+func NewMachine(peer identity.PeerID, rec monitor.Recorder) *Machine {
+	if rec == nil {
+		rec = monitor.Nop{}
+	}
+	return &Machine{peer: peer, rec: rec, allow: Transitions(), state: StateIdle, since: time.Now()}
+}
+
+// State returns the current state and when it was entered.
+func (m *Machine) State() (State, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state, m.since
+}
+
+// History returns the recorded transitions, oldest first.
+func (m *Machine) History() []Transition {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.history)
+}
+
+// To moves the machine to s. Moving to the current state is a no-op; a
+// move the transition table does not allow is refused.
+func (m *Machine) To(s State, reason monitor.Reason, attempt monitor.AttemptID) error {
+	m.mu.Lock()
+	from := m.state
+	if from == s {
+		m.mu.Unlock()
+		return nil
+	}
+	if !slices.Contains(m.allow[from], s) {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: %s -> %s", ErrInvalidTransition, from, s)
+	}
+	now := time.Now()
+	m.state, m.since = s, now
+	m.history = append(m.history, Transition{From: from, To: s, At: now, Reason: reason})
+	if len(m.history) > historyLen {
+		m.history = slices.Delete(m.history, 0, len(m.history)-historyLen)
+	}
+	m.mu.Unlock()
+	m.rec.Record(monitor.Event{Time: now, Kind: monitor.KindStateChange, Attempt: attempt, Peer: m.peer.String(),
+		Detail: from.String(), To: s.String(), Reason: reason})
+	return nil
+}

@@ -1,0 +1,83 @@
+package traversal
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+)
+
+func TestTransitionTable(t *testing.T) {
+	table := Transitions()
+	// Every state is in the table and reachable from idle.
+	seen := map[State]bool{StateIdle: true}
+	queue := []State{StateIdle}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		for _, to := range table[s] {
+			if !seen[to] {
+				seen[to] = true
+				queue = append(queue, to)
+			}
+		}
+	}
+	for s := StateIdle; s < stateEnd; s++ {
+		if _, ok := table[s]; !ok {
+			t.Errorf("%s has no row", s)
+		}
+		if !seen[s] {
+			t.Errorf("%s is unreachable from idle", s)
+		}
+		if len(table[s]) == 0 {
+			t.Errorf("%s is a dead end", s)
+		}
+	}
+	// Only connected states claim a connection.
+	for _, s := range []State{StateIdle, StateDiscovering, StatePunching, StateFailed, StateClosed} {
+		if s.Connected() {
+			t.Errorf("%s claims a connection", s)
+		}
+	}
+}
+
+func TestMachine(t *testing.T) {
+	var rec recorder
+	id, _ := identity.Generate()
+	m := NewMachine(id.ID(), &rec)
+	path := []State{StateDiscovering, StateCoordinating, StatePunching, StateRelaying, StateConnectedRelay,
+		StateUpgrading, StateConnectedDirect, StateClosed, StateDiscovering}
+	for _, s := range path {
+		if err := m.To(s, monitor.ReasonNone, 0); err != nil {
+			t.Fatalf("-> %s: %v", s, err)
+		}
+	}
+	if err := m.To(StateDiscovering, monitor.ReasonNone, 0); err != nil {
+		t.Fatalf("a move to the current state: %v", err)
+	}
+	tests := []struct{ to State }{{StateConnectedDirect}, {StateIdle}, {StateUpgrading}}
+	for _, tc := range tests {
+		if err := m.To(tc.to, monitor.ReasonNone, 0); !errors.Is(err, ErrInvalidTransition) {
+			t.Errorf("discovering -> %s: %v, want ErrInvalidTransition", tc.to, err)
+		}
+	}
+	if st, _ := m.State(); st != StateDiscovering {
+		t.Fatalf("a refused move changed the state to %s", st)
+	}
+	evs := rec.kinds(monitor.KindStateChange)
+	if len(evs) != len(path) {
+		t.Fatalf("%d state events for %d moves", len(evs), len(path))
+	}
+	if evs[4].Detail != "relaying" || evs[4].To != "connected-relay" || evs[4].Peer != id.ID().String() {
+		t.Fatalf("event %+v", evs[4])
+	}
+	for range 100 {
+		m.To(StateCoordinating, monitor.ReasonNone, 0)
+		m.To(StateFailed, monitor.ReasonPunchTimeout, 0)
+		m.To(StateDiscovering, monitor.ReasonNone, 0)
+	}
+	if h := m.History(); len(h) != historyLen {
+		t.Fatalf("history holds %d transitions, want %d", len(h), historyLen)
+	}
+}
