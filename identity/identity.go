@@ -14,6 +14,8 @@ package identity
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -148,6 +150,17 @@ func selfSigned(key ed25519.PrivateKey) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("identity: create certificate: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// DeriveKey derives a 32-byte secret for label from the node's private
+// key (HMAC-SHA256 of the label under the key's seed): stable across
+// restarts, different per label, and revealing nothing of the key.
+func (i *Identity) DeriveKey(label string) [32]byte {
+	mac := hmac.New(sha256.New, i.key.Seed())
+	mac.Write([]byte("antnode derive: " + label))
+	var out [32]byte
+	copy(out[:], mac.Sum(nil))
+	return out
 }
 
 // ErrMalformedKey is returned when a key file does not hold an Ed25519

@@ -239,3 +239,18 @@ func TestMutualAuthentication(t *testing.T) {
 		}
 	})
 }
+
+func TestDeriveKey(t *testing.T) {
+	a, b := mustGenerate(t), mustGenerate(t)
+	if a.DeriveKey("x") != a.DeriveKey("x") {
+		t.Fatal("not stable")
+	}
+	if a.DeriveKey("x") == a.DeriveKey("y") || a.DeriveKey("x") == b.DeriveKey("x") {
+		t.Fatal("not separated by label or key")
+	}
+	raw, _ := a.Marshal()
+	again, _ := Parse(raw)
+	if again.DeriveKey("x") != a.DeriveKey("x") {
+		t.Fatal("differs after a reload")
+	}
+}

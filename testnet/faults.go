@@ -2,8 +2,12 @@ package testnet
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -107,7 +111,9 @@ type ScenarioFunc func(ctx context.Context, e *Env) (ok bool, detail string)
 // Scenarios returns the named scenarios the runner knows.
 func Scenarios() map[string]ScenarioFunc {
 	return map[string]ScenarioFunc{
-		"bootstrap-restart": scenarioBootstrapRestart,
+		"bootstrap-restart":  scenarioBootstrapRestart,
+		"bootstrap-failover": scenarioBootstrapFailover,
+		"relay-coturn":       scenarioRelayCoturn,
 	}
 }
 
@@ -170,3 +176,112 @@ func scenarioBootstrapRestart(ctx context.Context, e *Env) (bool, string) {
 
 // DefaultScenarios are the scenarios `make testbed` runs.
 func DefaultScenarios() []string { return ScenarioNames() }
+
+// scenarioBootstrapFailover kills (SIGKILL: no goodbye) the bootstrap a
+// peer introduces itself through while it connects again and again: every
+// run must still connect, through the other bootstrap, and the dead one's
+// circuit breaker must end up open.
+func scenarioBootstrapFailover(ctx context.Context, e *Env) (bool, string) {
+	a, ok1 := e.firstHost(ClassEIMAPDF, 0)
+	b, ok2 := e.firstHost(ClassPublic, 0)
+	if !ok1 || !ok2 {
+		return false, "needs an eim-apdf and a public site"
+	}
+	defer e.restartBootstrap(ctx, 0)
+	args := []string{e.Bin, "connect", e.PeerIDs[b.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
+		"--send", "65536", "--timeout", "10s", "--repeat", "8", "--interval", "300ms", "--breaker-threshold", "3"}
+	p, err := e.TB.Start(a.NS, args...)
+	if err != nil {
+		return false, err.Error()
+	}
+	// Let the first runs go through bootstrap 0, then kill it.
+	time.Sleep(1200 * time.Millisecond)
+	e.Bootstraps[0].Cmd.Process.Kill()
+	<-e.Bootstraps[0].Done()
+	select {
+	case <-p.Done():
+	case <-time.After(90 * time.Second):
+		p.Stop(time.Second)
+		return false, "the repeated connect did not finish"
+	}
+	var res struct {
+		Runs []struct {
+			Connected bool   `json:"connected"`
+			Path      string `json:"path"`
+			Reason    string `json:"reason"`
+		} `json:"runs"`
+		Bootstraps []struct {
+			Label   string `json:"label"`
+			Breaker string `json:"breaker"`
+		} `json:"bootstraps"`
+	}
+	out := p.Output()
+	line := out[strings.LastIndex(strings.TrimRight(out, "\n"), "\n")+1:]
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		return false, fmt.Sprintf("no JSON result: %v: %q", err, tail(out, 300))
+	}
+	connected := 0
+	for _, r := range res.Runs {
+		if r.Connected {
+			connected++
+		}
+	}
+	if len(res.Bootstraps) != 2 || len(res.Runs) != 8 {
+		return false, fmt.Sprintf("unexpected result %+v", res)
+	}
+	detail := fmt.Sprintf("%d/%d runs connected after bootstrap 0 was killed; breakers: 0 %s, 1 %s",
+		connected, len(res.Runs), res.Bootstraps[0].Breaker, res.Bootstraps[1].Breaker)
+	return connected == len(res.Runs) && res.Bootstraps[0].Breaker == "open" && res.Bootstraps[1].Breaker == "closed", detail
+}
+
+func (e *Env) restartBootstrap(ctx context.Context, i int) {
+	if p, err := e.StartBootstrap(ctx, i); err == nil {
+		e.Bootstraps[i] = p
+	}
+}
+
+// scenarioRelayCoturn runs Debian's coturn (a third-party TURN server with
+// a shared secret) on S2 and connects two peers through it.
+func scenarioRelayCoturn(ctx context.Context, e *Env) (bool, string) {
+	a, ok1 := e.firstHost(ClassEIMAPDF, 0)
+	b, ok2 := e.firstHost(ClassCGNAT, 0)
+	if !ok1 || !ok2 {
+		return false, "needs an eim-apdf and a cgnat site"
+	}
+	if _, err := exec.LookPath("turnserver"); err != nil {
+		return false, "coturn (turnserver) is not installed: apt-get install coturn"
+	}
+	secret := "testbed-coturn-secret"
+	conf := filepath.Join(e.Dir, "turnserver.conf")
+	secretFile := filepath.Join(e.Dir, "turn.secret")
+	addr := ServerAddr(2).String()
+	cfg := strings.Join([]string{
+		"listening-ip=" + addr, "listening-port=3480", "relay-ip=" + addr,
+		"min-port=40000", "max-port=40999", "realm=antnode",
+		"use-auth-secret", "static-auth-secret=" + secret,
+		"no-tls", "no-dtls", "no-cli", "fingerprint", "log-file=stdout", "simple-log", "verbose",
+		"pidfile=" + filepath.Join(e.Dir, "turnserver.pid"),
+	}, "\n") + "\n"
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		return false, err.Error()
+	}
+	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
+		return false, err.Error()
+	}
+	ts, err := e.TB.Start(e.TB.Server(), "turnserver", "-c", conf)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer ts.Stop(2 * time.Second)
+	time.Sleep(500 * time.Millisecond) // coturn binds its sockets
+	res := e.Connect(ctx, a, b, 1<<20, 15*time.Second, "--relay", "force",
+		"--turn-server", addr+":3480", "--turn-secret-file", secretFile)
+	// coturn (verbose) logs "incoming packet ALLOCATE processed, success".
+	allocated := strings.Contains(ts.Output(), "ALLOCATE processed, success")
+	detail := fmt.Sprintf("path %s, %d bytes verified, %.0f ms; coturn logged a successful allocation: %v",
+		res.Path, res.BytesVerified, res.TimeToConnect, allocated)
+	if !res.Connected {
+		detail += "; " + res.Reason + ": " + res.Error + "; coturn: " + tail(ts.Output(), 400)
+	}
+	return res.Connected && res.Path == "relay" && res.BytesVerified == 1<<20 && allocated, detail
+}

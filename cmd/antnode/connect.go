@@ -27,6 +27,8 @@ type connectOptions struct {
 	listen         string
 	send           int64
 	timeout        time.Duration
+	repeat         int
+	interval       time.Duration
 	json           bool
 	relay          peerFlags
 	log            logFlags
@@ -47,6 +49,26 @@ type connectResult struct {
 	Phase         string  `json:"failed_phase,omitempty"`
 	Reason        string  `json:"reason,omitempty"`
 	Error         string  `json:"error,omitempty"`
+	// Runs holds every run's outcome with --repeat (the fields above are
+	// the last run's).
+	Runs []connectRun `json:"runs,omitempty"`
+	// Bootstraps is the state of each bootstrap at the end.
+	Bootstraps []bootstrapState `json:"bootstraps,omitempty"`
+}
+
+type connectRun struct {
+	Connected     bool    `json:"connected"`
+	Path          string  `json:"path"`
+	TimeToConnect float64 `json:"time_to_connect_ms"`
+	BytesVerified int64   `json:"bytes_verified"`
+	Reason        string  `json:"reason,omitempty"`
+}
+
+type bootstrapState struct {
+	Label      string `json:"label"`
+	Registered bool   `json:"registered"`
+	Transport  string `json:"transport,omitempty"`
+	Breaker    string `json:"breaker"`
 }
 
 func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -57,7 +79,9 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address to connect from")
 	send := fs.String("send", "0", "bytes of pseudo-random data to send and have verified (e.g. 1048576, 4MiB)")
-	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long (each run)")
+	fs.IntVar(&o.repeat, "repeat", 1, "connect this many times in a row (a new attempt each time), for failover tests")
+	fs.DurationVar(&o.interval, "interval", 0, "pause between repeated runs")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
@@ -85,12 +109,16 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "antnode connect: --timeout must be positive")
 		return exitUsage
 	}
+	if o.repeat < 1 || o.repeat > 1000 || o.interval < 0 {
+		fmt.Fprintln(stderr, "antnode connect: --repeat must be 1..1000 and --interval not negative")
+		return exitUsage
+	}
 	log, mode, err := o.log.build(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode connect:", err)
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(o.repeat)*(o.timeout+o.interval))
 	defer cancel()
 	tl := &timeline{}
 	res := runConnect(ctx, o, log, mode, prometheus.NewRegistry(), tl)
@@ -128,7 +156,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode mo
 		return fail("setup", monitor.ReasonInternal, err)
 	}
 	tl.next = mon
-	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log})
+	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return fail("setup", monitor.ReasonInternal, err)
 	}
@@ -153,6 +181,43 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode mo
 		res.NAT = nat.Class()
 	}
 	cancel()
+	failed := false
+	for i := range o.repeat {
+		if i > 0 {
+			select {
+			case <-time.After(o.interval):
+			case <-ctx.Done():
+			}
+		}
+		run := connectOnce(ctx, node, o)
+		failed = failed || !run.Connected || run.Error != ""
+		res.Connected, res.Path, res.TimeToConnect, res.RTT = run.Connected, run.Path, run.TimeToConnect, run.RTT
+		res.BytesVerified, res.ThroughputMbs, res.Attempt = run.BytesVerified, run.ThroughputMbs, run.Attempt
+		res.Phase, res.Reason, res.Error = run.Phase, run.Reason, run.Error
+		if o.repeat > 1 {
+			res.Runs = append(res.Runs, connectRun{Connected: run.Connected && run.Error == "", Path: run.Path,
+				TimeToConnect: run.TimeToConnect, BytesVerified: run.BytesVerified, Reason: run.Reason})
+		}
+	}
+	if failed && res.Error == "" {
+		res.Error = "at least one run failed"
+	}
+	for _, b := range node.Bootstraps() {
+		res.Bootstraps = append(res.Bootstraps, bootstrapState{Label: b.Label, Registered: b.Registered,
+			Transport: b.Transport, Breaker: b.Breaker})
+	}
+	return res
+}
+
+// connectOnce makes one attempt (and transfer) on a running node.
+func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) connectResult {
+	res := connectResult{Peer: o.peer.String(), Path: "none"}
+	fail := func(phase string, reason monitor.Reason, err error) connectResult {
+		res.Phase, res.Reason, res.Error = phase, reason.String(), oneLine(err)
+		return res
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
 	c, err := node.Connect(ctx, o.peer)
 	if err != nil {
 		var ce *traversal.ConnectError

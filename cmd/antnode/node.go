@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -44,15 +45,19 @@ type nodeOptions struct {
 
 // peerFlags are the relay flags of peers (the daemon and connect).
 type peerFlags struct {
-	relay      string
-	turnServer string
-	turnSecret string
+	relay            string
+	turnServer       string
+	turnSecret       string
+	breakerThreshold int
+	breakerDelay     time.Duration
 }
 
 func (f *peerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.relay, "relay", "auto", "relay use: auto (when no direct path), force (always) or never")
 	fs.StringVar(&f.turnServer, "turn-server", "", "a third-party TURN server (coturn) to relay through instead of the bootstraps' relay: HOST:PORT or turn:HOST:PORT[?transport=tcp]")
 	fs.StringVar(&f.turnSecret, "turn-secret-file", "", "file holding the TURN server's shared secret (coturn static-auth-secret)")
+	fs.IntVar(&f.breakerThreshold, "breaker-threshold", 5, "consecutive failures that open a bootstrap's circuit breaker")
+	fs.DurationVar(&f.breakerDelay, "breaker-timeout", 60*time.Second, "how long an open breaker waits before a trial request")
 }
 
 // apply validates the flags and sets them on a node configuration.
@@ -62,6 +67,10 @@ func (f *peerFlags) apply(cfg *traversal.Config) error {
 		return fmt.Errorf("--relay: %w", err)
 	}
 	cfg.Relay = mode
+	if f.breakerThreshold <= 0 || f.breakerDelay <= 0 {
+		return errors.New("--breaker-threshold and --breaker-timeout must be positive")
+	}
+	cfg.BreakerThreshold, cfg.BreakerDelay = f.breakerThreshold, f.breakerDelay
 	if f.turnServer == "" {
 		if f.turnSecret != "" {
 			return errors.New("--turn-secret-file needs --turn-server")
@@ -205,7 +214,7 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	if err != nil {
 		return err
 	}
-	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log})
+	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return err
 	}
@@ -237,6 +246,14 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	cancel()
 	waitSignal(ctx, log)
 	return nil
+}
+
+// resetKey is the QUIC stateless reset key: derived from the node's key,
+// so that after a restart the node's peers learn at once, from a stateless
+// reset, that their old connections are gone.
+func resetKey(id *identity.Identity) *quic.StatelessResetKey {
+	k := quic.StatelessResetKey(id.DeriveKey("quic stateless reset"))
+	return &k
 }
 
 // runBootstrap runs a bootstrap node (with its STUN, TCP control and TURN

@@ -1,0 +1,98 @@
+package traversal
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/relay"
+)
+
+// startCoturn runs Debian's coturn on loopback with a shared secret (TURN
+// REST credentials) and returns its address and secret. It stops with the
+// test. Outside CI a missing coturn skips; in CI it fails.
+func startCoturn(t testing.TB) (netip.AddrPort, []byte) {
+	t.Helper()
+	bin, err := exec.LookPath("turnserver")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must install coturn (turnserver)")
+		}
+		t.Skip("coturn (turnserver) is not installed")
+	}
+	// A free port: bind, note, release (coturn binds it right after).
+	l, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.LocalAddr().(*net.UDPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	secret := "coturn-test-secret"
+	conf := filepath.Join(dir, "turnserver.conf")
+	cfg := strings.Join([]string{
+		"listening-ip=127.0.0.1", fmt.Sprintf("listening-port=%d", port), "relay-ip=127.0.0.1",
+		"min-port=41000", "max-port=41999", "realm=antnode", "use-auth-secret", "static-auth-secret=" + secret,
+		"no-tls", "no-dtls", "no-cli", "fingerprint", "log-file=stdout", "simple-log", "verbose",
+		"pidfile=" + filepath.Join(dir, "pid"), "userdb=" + filepath.Join(dir, "turndb"), "allow-loopback-peers",
+	}, "\n") + "\n"
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	// Ready when an allocation succeeds (bounded).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		a, err := relay.Allocate(ctx, relay.ClientConfig{Server: addr, Credentials: relay.NewCredentials([]byte(secret), newIdentity(t).ID(), time.Now(), time.Minute)})
+		cancel()
+		if err == nil {
+			a.Close()
+			return addr, []byte(secret)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coturn did not come up: %v\n%s", err, out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestThroughCoturn connects two peers through Debian's coturn, a
+// third-party TURN server, with credentials derived from its shared secret.
+func TestThroughCoturn(t *testing.T) {
+	addr, secret := startCoturn(t)
+	b := startBootstrap(t)
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Relay: RelayForce, TURN: &TURNServer{Addr: addr, Secret: secret}})
+	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := a.Connect(ctx, peer.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Path() != monitor.PathRelay {
+		t.Fatalf("path %s", c.Path())
+	}
+	res, err := c.SendVerified(ctx, 1<<20)
+	if err != nil || res.Bytes != 1<<20 {
+		t.Fatalf("transfer through coturn: %+v %v", res, err)
+	}
+}
