@@ -149,8 +149,6 @@ func scenarioBootstrapRestart(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-eif and a public site"
 	}
-	d := e.Daemons[b.NS]
-	before := strings.Count(d.Output(), "bootstrap up")
 	for i, p := range e.Bootstraps {
 		p.Stop(2 * time.Second)
 		np, err := e.StartBootstrap(ctx, i)
@@ -159,10 +157,12 @@ func scenarioBootstrapRestart(ctx context.Context, e *Env) (bool, string) {
 		}
 		e.Bootstraps[i] = np
 	}
+	// Each new bootstrap process logs the daemon's registration.
 	start := time.Now()
-	for strings.Count(d.Output(), "bootstrap up") < before+2 {
-		if time.Since(start) > 20*time.Second {
-			return false, "daemon did not re-register with both bootstraps within 20 s"
+	id := e.PeerIDs[b.NS]
+	for !strings.Contains(e.Bootstraps[0].Output(), id) || !strings.Contains(e.Bootstraps[1].Output(), id) {
+		if time.Since(start) > 30*time.Second {
+			return false, "daemon did not re-register with both bootstraps within 30 s"
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
