@@ -164,6 +164,9 @@ type Config struct {
 	TURN *TURNServer
 	// RelayTTL is the lifetime of credentials derived for TURN. Zero: 1 h.
 	RelayTTL time.Duration
+	// RelayIdle is how long an unused shared allocation is kept for the
+	// next relayed connection before it is released. Zero: 30 s.
+	RelayIdle time.Duration
 	// RelayListen opens a TURN client's UDP socket; RelayDialTCP its TCP
 	// connection. Nil: real sockets.
 	RelayListen  func() (net.PacketConn, error)
@@ -239,6 +242,9 @@ func (c *Config) validate() error {
 	}
 	if c.RelayTTL <= 0 {
 		c.RelayTTL = time.Hour
+	}
+	if c.RelayIdle <= 0 {
+		c.RelayIdle = 30 * time.Second
 	}
 	if c.ReclassifyEvery <= 0 {
 		c.ReclassifyEvery = 10 * time.Minute

@@ -152,10 +152,6 @@ func (r *sharedRelay) close() {
 	}
 }
 
-// relayIdle is how long an unused shared allocation is kept for the next
-// relayed connection.
-const relayIdle = 30 * time.Second
-
 // acquireRelay returns the shared allocation on the relay of the
 // introduction's bootstrap (or the configured TURN server), allocating it
 // (over TCP if tcp) when there is none or its credentials run out soon.
@@ -225,7 +221,7 @@ func (n *Node) releaseRelay(r *sharedRelay) {
 		r.close()
 		return
 	}
-	r.idle = time.AfterFunc(relayIdle, func() {
+	r.idle = time.AfterFunc(n.cfg.RelayIdle, func() {
 		n.relayMu.Lock()
 		if r.refs > 0 {
 			n.relayMu.Unlock()

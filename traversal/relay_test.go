@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -169,3 +170,133 @@ func TestUDPBlockedPeerIsReachableThroughRelay(t *testing.T) {
 }
 
 var errNotRelay = &identity.KeyMismatchError{} // any error value: only its presence matters
+
+// countingListen opens real UDP sockets for TURN clients and counts the
+// ones still open.
+type countingListen struct {
+	mu   sync.Mutex
+	open int
+}
+
+type countedConn struct {
+	net.PacketConn
+	c    *countingListen
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.c.mu.Lock()
+		c.c.open--
+		c.c.mu.Unlock()
+	})
+	return c.PacketConn.Close()
+}
+
+func (l *countingListen) listen() (net.PacketConn, error) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.open++
+	l.mu.Unlock()
+	return &countedConn{PacketConn: pc, c: l}, nil
+}
+
+func (l *countingListen) Open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open
+}
+
+// onlyToConn drops every datagram except those to one address: a host
+// that reaches its bootstrap and nothing else.
+type onlyToConn struct {
+	net.PacketConn
+	to netip.AddrPort
+}
+
+func (c onlyToConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); !ok || ua.AddrPort() != c.to {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// TestFailedRelayAttemptsLeaveNothing makes 100 relayed attempts that
+// cannot succeed (the peer reaches only its bootstrap, and it may not use
+// the relay itself) and checks that, once the shared allocation's idle time is
+// over, the relay holds no allocation, the TURN client socket is closed
+// and the goroutines are back to where they were.
+func TestFailedRelayAttemptsLeaveNothing(t *testing.T) {
+	b, rs := relayBootstrap(t, relay.ServerConfig{})
+	raw, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := endpoint.New(endpoint.Config{Conn: onlyToConn{raw, b.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	const timeout = 400 * time.Millisecond
+	peer := startNodeCfg(t, Config{Endpoint: ep, Bootstraps: []Bootstrap{b}, Relay: RelayNever, ConnectTimeout: timeout})
+	socks := &countingListen{}
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Relay: RelayForce, RelayIdle: 300 * time.Millisecond,
+		RelayListen: socks.listen, ConnectTimeout: timeout})
+	g0 := runtime.NumGoroutine()
+	const total, parallel = 100, 10
+	allocated := 0
+	for round := range total / parallel {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var succeeded int
+		var firstErr error
+		for range parallel {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := a.Connect(context.Background(), peer.ID())
+				mu.Lock()
+				if err == nil {
+					succeeded++
+				} else if round == 0 && firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if succeeded != 0 {
+			t.Fatalf("round %d: %d attempts succeeded", round, succeeded)
+		}
+		allocated = max(allocated, rs.Allocations())
+		if round == 0 {
+			t.Logf("first round fails with: %v", firstErr)
+		}
+	}
+	if allocated == 0 {
+		t.Fatal("the attempts never allocated: they failed before the relay phase")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var g1 int
+	for time.Now().Before(deadline) {
+		g1 = runtime.NumGoroutine()
+		if rs.Allocations() == 0 && socks.Open() == 0 && g1 <= g0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("max %d allocations during the attempts; afterwards %d allocations, %d TURN sockets, goroutines %d -> %d",
+		allocated, rs.Allocations(), socks.Open(), g0, g1)
+	if rs.Allocations() != 0 {
+		t.Errorf("%d allocations left on the relay", rs.Allocations())
+	}
+	if socks.Open() != 0 {
+		t.Errorf("%d TURN client sockets left open", socks.Open())
+	}
+	if g1 > g0 {
+		t.Errorf("goroutines %d -> %d", g0, g1)
+	}
+}
