@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -50,6 +51,36 @@ func (c *cache[K, T]) get(k K) T {
 	return v
 }
 
+// enumCache holds the children of a metric vector for a small dense key
+// (an enum): a lock-free array lookup on the hot path, created on first
+// use so that only series that happened are exported.
+type enumCache[T any] struct {
+	slots []atomic.Pointer[T]
+	mu    sync.Mutex
+	mk    func(int) T
+}
+
+func newEnumCache[T any](n int, mk func(int) T) *enumCache[T] {
+	return &enumCache[T]{slots: make([]atomic.Pointer[T], n), mk: mk}
+}
+
+func (c *enumCache[T]) get(k int) T {
+	if k < 0 || k >= len(c.slots) {
+		k = 0 // out-of-range values are a bug upstream; count them as "none"
+	}
+	if p := c.slots[k].Load(); p != nil {
+		return *p
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.slots[k].Load(); p != nil {
+		return *p
+	}
+	v := c.mk(k)
+	c.slots[k].Store(&v)
+	return v
+}
+
 type resultKey struct {
 	role, result string
 	reason       Reason
@@ -66,11 +97,6 @@ type bsKey struct{ bootstrap, typ, result string }
 type bsTypeKey struct{ bootstrap, typ string }
 
 type natKey struct{ local, peer, result string }
-
-type phaseKey struct {
-	phase   Phase
-	outcome Outcome
-}
 
 type migKey struct {
 	reason  Reason
@@ -91,21 +117,21 @@ type metrics struct {
 	bsRequests   *cache[bsKey, prometheus.Counter]
 	bsResponse   *cache[bsTypeKey, prometheus.Observer]
 	byType       *cache[natKey, prometheus.Counter]
-	latency      *cache[Path, prometheus.Observer]
-	throughput   *cache[Path, prometheus.Observer]
-	phase        *cache[phaseKey, prometheus.Observer]
-	events       *cache[Kind, prometheus.Counter]
+	latency      *enumCache[prometheus.Observer]
+	throughput   *enumCache[prometheus.Observer]
+	phase        *enumCache[prometheus.Observer] // phase*outcomeEnd + outcome
+	events       *enumCache[prometheus.Counter]
 	candidates   *cache[string, prometheus.Counter]
-	checks       *cache[string, prometheus.Counter]
-	fallbacks    *cache[Reason, prometheus.Counter]
+	checkSent    prometheus.Counter
+	checkAnswer  prometheus.Counter
+	fallbacks    *enumCache[prometheus.Counter]
 	migrations   *cache[migKey, prometheus.Counter]
 	recovery     *cache[recKey, prometheus.Counter]
-	security     *cache[Reason, prometheus.Counter]
+	security     *enumCache[prometheus.Counter]
 	bootstrapUp  *cache[string, prometheus.Gauge]
 	registered   prometheus.Gauge
 	registration *cache[Outcome, prometheus.Counter]
 	relayOps     *cache[bsTypeKey, prometheus.Counter]
-	relayBytes   prometheus.Counter
 	natInfo      *prometheus.GaugeVec
 	breaker      *cache[string, prometheus.Gauge]
 }
@@ -114,7 +140,7 @@ func msBuckets() []float64 {
 	return []float64{1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
 }
 
-func newMetrics() *metrics {
+func newMetrics(st *Store) *metrics {
 	m := &metrics{}
 	add := func(c prometheus.Collector) { m.collectors = append(m.collectors, c) }
 
@@ -176,7 +202,7 @@ func newMetrics() *metrics {
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 40, 80, 150, 300, 600, 1200},
 	}, []string{"path"})
 	add(latency)
-	m.latency = newCache(func(p Path) prometheus.Observer { return latency.WithLabelValues(p.String()) })
+	m.latency = newEnumCache(int(pathEnd), func(p int) prometheus.Observer { return latency.WithLabelValues(Path(p).String()) })
 
 	thru := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    MetricConnectionThru,
@@ -184,7 +210,7 @@ func newMetrics() *metrics {
 		Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000},
 	}, []string{"path"})
 	add(thru)
-	m.throughput = newCache(func(p Path) prometheus.Observer { return thru.WithLabelValues(p.String()) })
+	m.throughput = newEnumCache(int(pathEnd), func(p int) prometheus.Observer { return thru.WithLabelValues(Path(p).String()) })
 
 	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "antnode_phase_duration_seconds",
@@ -192,8 +218,8 @@ func newMetrics() *metrics {
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"phase", "outcome"})
 	add(phase)
-	m.phase = newCache(func(k phaseKey) prometheus.Observer {
-		return phase.WithLabelValues(k.phase.String(), k.outcome.String())
+	m.phase = newEnumCache(int(phaseEnd)*int(outcomeEnd), func(k int) prometheus.Observer {
+		return phase.WithLabelValues(Phase(k/int(outcomeEnd)).String(), Outcome(k%int(outcomeEnd)).String())
 	})
 
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -201,7 +227,7 @@ func newMetrics() *metrics {
 		Help: "Monitoring events reported, by kind.",
 	}, []string{"kind"})
 	add(events)
-	m.events = newCache(func(k Kind) prometheus.Counter { return events.WithLabelValues(k.String()) })
+	m.events = newEnumCache(int(kindEnd), func(k int) prometheus.Counter { return events.WithLabelValues(Kind(k).String()) })
 
 	cands := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "antnode_candidates_total",
@@ -215,14 +241,14 @@ func newMetrics() *metrics {
 		Help: "Connectivity checks, by result (sent, answered).",
 	}, []string{"result"})
 	add(checks)
-	m.checks = newCache(func(k string) prometheus.Counter { return checks.WithLabelValues(k) })
+	m.checkSent, m.checkAnswer = checks.WithLabelValues("sent"), checks.WithLabelValues("answered")
 
 	fb := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "antnode_fallbacks_total",
 		Help: "Fallbacks taken (e.g. direct to relay), by reason.",
 	}, []string{"reason"})
 	add(fb)
-	m.fallbacks = newCache(func(r Reason) prometheus.Counter { return fb.WithLabelValues(r.String()) })
+	m.fallbacks = newEnumCache(int(reasonEnd), func(r int) prometheus.Counter { return fb.WithLabelValues(Reason(r).String()) })
 
 	mig := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "antnode_migrations_total",
@@ -247,7 +273,7 @@ func newMetrics() *metrics {
 		Help: "Security events (authentication failures, rate limits, refused requests), by reason.",
 	}, []string{"reason"})
 	add(sec)
-	m.security = newCache(func(r Reason) prometheus.Counter { return sec.WithLabelValues(r.String()) })
+	m.security = newEnumCache(int(reasonEnd), func(r int) prometheus.Counter { return sec.WithLabelValues(Reason(r).String()) })
 
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "antnode_bootstrap_up",
@@ -279,11 +305,6 @@ func newMetrics() *metrics {
 	}, []string{"operation", "result"})
 	add(relayOps)
 	m.relayOps = newCache(func(k bsTypeKey) prometheus.Counter { return relayOps.WithLabelValues(k.bootstrap, k.typ) })
-	m.relayBytes = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "antnode_relay_bytes_total",
-		Help: "Bytes carried through relay allocations.",
-	})
-	add(m.relayBytes)
 
 	br := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "antnode_bootstrap_breaker_state",
@@ -291,6 +312,23 @@ func newMetrics() *metrics {
 	}, []string{"bootstrap"})
 	add(br)
 	m.breaker = newCache(func(b string) prometheus.Gauge { return br.WithLabelValues(b) })
+
+	add(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "antnode_sampler_rate",
+		Help: "Fraction of successful attempts whose full event detail the store keeps (failures: all).",
+	}, func() float64 { return st.Sampler().Rate() }))
+	add(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "antnode_store_attempts",
+		Help: "Ended attempts held in the monitoring store.",
+	}, func() float64 { return float64(st.Stats().Attempts) }))
+	add(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "antnode_store_open_attempts",
+		Help: "Attempts in progress tracked by the monitoring store.",
+	}, func() float64 { return float64(st.Stats().Open) }))
+	add(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "antnode_events_dropped_total",
+		Help: "Events the monitoring store did not keep because of its limits (metrics still counted them).",
+	}, func() float64 { return float64(st.Dropped()) }))
 
 	m.natInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "antnode_nat_type_info",
@@ -319,7 +357,7 @@ func result(o Outcome) string {
 func ms(ev *Event) float64 { return float64(ev.Duration.Nanoseconds()) / 1e6 }
 
 func (m *metrics) observe(ev *Event) {
-	m.events.get(ev.Kind).Inc()
+	m.events.get(int(ev.Kind)).Inc()
 	switch ev.Kind {
 	case KindAttemptStart:
 		m.attempts.get(ev.Detail).Inc()
@@ -336,7 +374,7 @@ func (m *metrics) observe(ev *Event) {
 		}
 		m.byType.get(natKey{local: local, peer: peer, result: r}).Inc()
 	case KindPhaseEnd:
-		m.phase.get(phaseKey{phase: ev.Phase, outcome: ev.Outcome}).Observe(ev.Duration.Seconds())
+		m.phase.get(int(ev.Phase)*int(outcomeEnd) + int(ev.Outcome)).Observe(ev.Duration.Seconds())
 	case KindBootstrapRequest:
 		r := result(ev.Outcome)
 		m.bsRequests.get(bsKey{bootstrap: ev.Bootstrap, typ: ev.Detail, result: r}).Inc()
@@ -350,23 +388,23 @@ func (m *metrics) observe(ev *Event) {
 		}
 		m.bootstrapUp.get(ev.Bootstrap).Set(v)
 	case KindLatency:
-		m.latency.get(ev.Path).Observe(ms(ev))
+		m.latency.get(int(ev.Path)).Observe(ms(ev))
 	case KindThroughput:
-		m.throughput.get(ev.Path).Observe(ev.Value)
+		m.throughput.get(int(ev.Path)).Observe(ev.Value)
 	case KindCandidate:
 		m.candidates.get(ev.Detail).Inc()
 	case KindCheckSent:
-		m.checks.get("sent").Inc()
+		m.checkSent.Inc()
 	case KindCheckAnswered:
-		m.checks.get("answered").Inc()
+		m.checkAnswer.Inc()
 	case KindFallback:
-		m.fallbacks.get(ev.Reason).Inc()
+		m.fallbacks.get(int(ev.Reason)).Inc()
 	case KindMigration:
 		m.migrations.get(migKey{reason: ev.Reason, outcome: ev.Outcome}).Inc()
 	case KindRecovery:
 		m.recovery.get(recKey{strategy: ev.Detail, outcome: ev.Outcome}).Inc()
 	case KindSecurity:
-		m.security.get(ev.Reason).Inc()
+		m.security.get(int(ev.Reason)).Inc()
 	case KindRegistration:
 		m.registration.get(ev.Outcome).Inc()
 		if ev.Outcome == OutcomeOK {
@@ -376,9 +414,6 @@ func (m *metrics) observe(ev *Event) {
 		}
 	case KindRelay:
 		m.relayOps.get(bsTypeKey{bootstrap: ev.Detail, typ: result(ev.Outcome)}).Inc()
-		if ev.Value > 0 {
-			m.relayBytes.Add(ev.Value)
-		}
 	case KindBreaker:
 		v := 0.0
 		switch ev.Detail {

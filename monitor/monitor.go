@@ -63,13 +63,22 @@ type Config struct {
 	// Role is "peer" or "bootstrap"; it selects nothing but is reported.
 	// Empty: "peer".
 	Role string
+	// Store keeps recent attempts for the API and diagnostics. Nil: a
+	// store with the defaults.
+	Store *Store
+	// Audit receives security events (authentication failures, rate
+	// limits, refused requests) and relay allocations, always, whatever
+	// the log level. Nil: they go to Logger only.
+	Audit *slog.Logger
 }
 
 // Monitor is the Recorder of a node. It is safe for concurrent use.
 type Monitor struct {
 	log     *slog.Logger
+	audit   *slog.Logger
 	san     *Sanitizer
 	metrics *metrics
+	store   *Store
 	role    string
 }
 
@@ -85,7 +94,12 @@ func New(cfg Config) (*Monitor, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Monitor{log: cfg.Logger, san: san, metrics: newMetrics(), role: cfg.Role}
+	if cfg.Store == nil {
+		if cfg.Store, err = NewStore(StoreConfig{}); err != nil {
+			return nil, err
+		}
+	}
+	m := &Monitor{log: cfg.Logger, audit: cfg.Audit, san: san, metrics: newMetrics(cfg.Store), store: cfg.Store, role: cfg.Role}
 	if cfg.Registerer != nil {
 		if err := m.metrics.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("monitor: register metrics: %w", err)
@@ -98,21 +112,39 @@ func New(cfg Config) (*Monitor, error) {
 // log records of the node can render addresses the same way.
 func (m *Monitor) Sanitizer() *Sanitizer { return m.san }
 
-// Record implements Recorder.
+// Store returns the store of recent attempts.
+func (m *Monitor) Store() *Store { return m.store }
+
+// Record implements Recorder. Metrics are exact; the log record is written
+// if its level is enabled; the store keeps the event, subject to sampling.
 func (m *Monitor) Record(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
 	m.metrics.observe(&ev)
-	m.logEvent(&ev)
+	level, msg := levelOf(&ev)
+	if m.log.Enabled(context.Background(), level) {
+		m.logEvent(m.log, level, msg, &ev)
+	}
+	if m.audit != nil && audited(&ev) {
+		m.logEvent(m.audit, slog.LevelInfo, msg, &ev)
+	}
+	m.store.add(&ev)
 }
 
-func (m *Monitor) logEvent(ev *Event) {
-	level, msg := levelOf(ev)
-	ctx := context.Background()
-	if !m.log.Enabled(ctx, level) {
-		return
+// audited says whether an event belongs in the audit log.
+func audited(ev *Event) bool {
+	switch ev.Kind {
+	case KindSecurity:
+		return true
+	case KindRelay:
+		return ev.Detail == "allocate" || ev.Detail == "credentials" || ev.Detail == "release"
 	}
+	return false
+}
+
+func (m *Monitor) logEvent(log *slog.Logger, level slog.Level, msg string, ev *Event) {
+	ctx := context.Background()
 	attrs := make([]slog.Attr, 0, 10)
 	attrs = append(attrs, slog.String("event", ev.Kind.String()))
 	if ev.Attempt != 0 {
@@ -160,7 +192,7 @@ func (m *Monitor) logEvent(ev *Event) {
 	if ev.Err != nil {
 		attrs = append(attrs, slog.String("err", m.san.Text(ev.Err.Error())))
 	}
-	m.log.LogAttrs(ctx, level, msg, attrs...)
+	log.LogAttrs(ctx, level, msg, attrs...)
 }
 
 func levelOf(ev *Event) (slog.Level, string) {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
@@ -129,11 +130,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, _ net.Addr, proto, user, _ string, relay net.Addr, _ int) {
 				s.account(user, +1)
-				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK})
+				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK,
+					Peer: userPeer(user), Addr: addrPort(src)})
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, proto, user, _ string) {
 				s.account(user, -1)
-				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK})
+				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK,
+					Peer: userPeer(user), Addr: addrPort(src)})
 			},
 		},
 		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: cfg.UDP, RelayAddressGenerator: gen, PermissionHandler: s.permit}},
@@ -354,4 +357,48 @@ func (r *rate) wait(n int) {
 	if short > 0 {
 		time.Sleep(time.Duration(short / r.perSec * float64(time.Second)))
 	}
+}
+
+// userPeer returns the printable peer ID of a REST username ("" if it
+// does not carry one).
+func userPeer(user string) string {
+	_, id, ok := strings.Cut(user, ":")
+	if !ok {
+		return ""
+	}
+	if _, err := identity.ParsePeerID(id); err != nil {
+		return ""
+	}
+	return id
+}
+
+// Collector returns the relay's gauges for a Prometheus registry:
+// allocations now and bytes relayed so far, read at scrape time.
+func (s *Server) Collector() prometheus.Collector { return relayCollector{s} }
+
+var (
+	relayAllocDesc = prometheus.NewDesc("antnode_relay_allocations",
+		"TURN allocations currently held on this node's relay.", nil, nil)
+	relayBytesDesc = prometheus.NewDesc("antnode_relay_bytes_total",
+		"Bytes this node's relay has forwarded between peers, both directions.", nil, nil)
+)
+
+type relayCollector struct{ s *Server }
+
+func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- relayAllocDesc
+	ch <- relayBytesDesc
+}
+
+func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- constMetric(relayAllocDesc, prometheus.GaugeValue, float64(c.s.Allocations()))
+	ch <- constMetric(relayBytesDesc, prometheus.CounterValue, float64(c.s.BytesRelayed()))
+}
+
+func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(d, t, v)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
 }
