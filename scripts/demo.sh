@@ -17,7 +17,7 @@ trap cleanup EXIT INT TERM
 boot_id=$("$BIN" id --key "$dir/bootstrap.key")
 peer_b=$("$BIN" id --key "$dir/peer-b.key")
 # The bootstrap picks a free port and prints "bootstrap ID listening on ADDR".
-"$BIN" --bootstrap --listen 127.0.0.1:0 --key "$dir/bootstrap.key" >"$dir/bootstrap.out" 2>"$dir/bootstrap.log" &
+"$BIN" --bootstrap --listen 127.0.0.1:0 --key "$dir/bootstrap.key" --metrics-addr 127.0.0.1:0 >"$dir/bootstrap.out" 2>"$dir/bootstrap.log" &
 pids+=($!)
 for _ in $(seq 1 50); do
   grep -q 'listening on' "$dir/bootstrap.out" 2>/dev/null && break
@@ -28,7 +28,7 @@ addr=$(awk '/listening on/ {print $NF}' "$dir/bootstrap.out")
 port=${addr##*:}
 echo "== bootstrap $boot_id on 127.0.0.1:$port"
 echo "== peer B $peer_b (daemon)"
-"$BIN" --listen 127.0.0.1:0 --bootstrap-nodes "$boot_id@127.0.0.1:$port" --key "$dir/peer-b.key" >"$dir/peer-b.out" 2>"$dir/peer-b.log" &
+"$BIN" --listen 127.0.0.1:0 --bootstrap-nodes "$boot_id@127.0.0.1:$port" --key "$dir/peer-b.key" --metrics-addr 127.0.0.1:0 >"$dir/peer-b.out" 2>"$dir/peer-b.log" &
 pids+=($!)
 
 # Wait (bounded) until B has registered with the bootstrap.
@@ -47,6 +47,23 @@ echo "== the same attempt as JSON"
 echo
 echo "== peer B's log of the attempts (addresses sanitised)"
 grep -E 'attempt (started|succeeded|failed)|throughput' "$dir/peer-b.log" | sed 's/^/  /' || true
+
+# http_get HOST:PORT PATH: a plain HTTP GET with bash alone (no curl needed).
+http_get() {
+  local host=${1%:*} p=${1##*:}
+  exec 3<>"/dev/tcp/$host/$p"
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$1" >&3
+  sed '1,/^\r$/d' <&3
+  exec 3<&-
+}
+maddr=$(awk '/metrics on/ {sub("http://", "", $NF); sub("/metrics", "", $NF); print $NF}' "$dir/peer-b.out")
+if [ -n "$maddr" ]; then
+  echo
+  echo "== peer B's monitoring: seed metrics from http://$maddr/metrics"
+  http_get "$maddr" /metrics | grep -E '^(nat_attempts_total|nat_results_total|connection_latency_ms_count|connection_throughput_mbps_sum|antnode_connections)' | sed 's/^/  /' || true
+  echo "== peer B's last attempt from http://$maddr/api/v1/attempts?limit=1"
+  http_get "$maddr" '/api/v1/attempts?limit=1' | grep -E '"(id|role|outcome|path|phase|duration_ms)"' | head -20 | sed 's/^/  /' || true
+fi
 if [ "$status" -ne 0 ]; then
   echo "demo FAILED"; echo "--- bootstrap log"; cat "$dir/bootstrap.log"; echo "--- peer B log"; cat "$dir/peer-b.log"
   exit "$status"

@@ -162,10 +162,12 @@ type Report struct {
 	Sites      map[string]Measured `json:"sites"`
 	Pairs      []PairReport        `json:"pairs"`
 	Scenarios  []ScenarioResult    `json:"scenarios"`
-	BuildMS    float64             `json:"build_ms"`
-	TeardownMS float64             `json:"teardown_ms"`
-	DurationS  float64             `json:"duration_s"`
-	Namespaces int                 `json:"namespaces"`
+	// Counters compares the nodes' own metrics with the matrix.
+	Counters   *CounterCheck `json:"counters,omitempty"`
+	BuildMS    float64       `json:"build_ms"`
+	TeardownMS float64       `json:"teardown_ms"`
+	DurationS  float64       `json:"duration_s"`
+	Namespaces int           `json:"namespaces"`
 	// Unmet lists the pairs that did worse than their expectation.
 	Unmet []string `json:"unmet"`
 }
@@ -243,7 +245,8 @@ func (e *Env) StartBootstrap(ctx context.Context, i int) (*Proc, error) {
 	// S3 is never contacted by peers: the filtering probes "from another
 	// address" leave from it.
 	p, err := e.TB.Start(e.TB.Server(), e.Bin, "--bootstrap", "--listen", addr, "--probe-addr", ServerAddr(3).String(),
-		"--key", filepath.Join(e.Dir, fmt.Sprintf("bootstrap%d.key", i)), "--log-level", "info")
+		"--key", filepath.Join(e.Dir, fmt.Sprintf("bootstrap%d.key", i)), "--log-level", "info",
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort+i))
 	if err != nil {
 		return nil, err
 	}
@@ -500,6 +503,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 			jobs = append(jobs, job{i, r})
 		}
 	}
+	base, cerr := env.ScrapeCounters(ctx)
 	results := make([][]ConnectResult, len(pairs))
 	var mu sync.Mutex
 	done := 0
@@ -532,6 +536,12 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 	if ctx.Err() != nil {
 		return rep, ctx.Err()
 	}
+	rep.Counters = env.checkCounters(ctx, base, cerr, results)
+	if !rep.Counters.Agree {
+		rep.Unmet = append(rep.Unmet, "counters: "+rep.Counters.Detail)
+	}
+	fmt.Fprintf(progress, "counters: %d connects, %d connected; the nodes counted %+v; agree=%v\n",
+		rep.Counters.Connects, rep.Counters.Connected, rep.Counters.Counters, rep.Counters.Agree)
 	// What antnode measured at each site, from the connects made there.
 	seen := map[string]map[string]int{}
 	for i, p := range pairs {

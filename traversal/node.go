@@ -25,6 +25,7 @@ import (
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
@@ -164,6 +165,9 @@ type Config struct {
 	TURN *TURNServer
 	// RelayTTL is the lifetime of credentials derived for TURN. Zero: 1 h.
 	RelayTTL time.Duration
+	// Tracer, if set, traces every peer QUIC connection (qlog; see
+	// monitor.QLogTracer). Nil: no tracing.
+	Tracer func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace
 	// RelayIdle is how long an unused shared allocation is kept for the
 	// next relayed connection before it is released. Zero: 30 s.
 	RelayIdle time.Duration
@@ -456,6 +460,7 @@ func (c *Config) peerQUIC() *quic.Config {
 		KeepAlivePeriod:       c.KeepAlive,
 		MaxIncomingStreams:    16,
 		MaxIncomingUniStreams: 4, // the nomination
+		Tracer:                c.Tracer,
 	}
 }
 

@@ -60,7 +60,7 @@ func startPeer(t *testing.T, boot string) identity.PeerID {
 
 func run(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := realMain(args, &out, &errb)
+	code := realMain(context.Background(), args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 

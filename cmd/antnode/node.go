@@ -41,6 +41,8 @@ type nodeOptions struct {
 	relayMaxAllocs int
 	peer           peerFlags
 	log            logFlags
+	mon            monitorFlags
+	config         string
 }
 
 // peerFlags are the relay flags of peers (the daemon and connect).
@@ -133,6 +135,8 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer")
 	o.peer.register(fs)
 	o.log.register(fs, "info")
+	o.mon.register(fs)
+	fs.StringVar(&o.config, "config", "", "JSON file of settings: flag names as keys (\"sampling-rate\": 0.05); flags on the command line win")
 	fs.Usage = func() {
 		usage(stderr)
 		fs.PrintDefaults()
@@ -143,6 +147,12 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "antnode: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
+	}
+	if o.config != "" {
+		if err := applyConfigFile(fs, o.config); err != nil {
+			fmt.Fprintln(stderr, "antnode:", err)
+			return exitUsage
+		}
 	}
 	log, mode, err := o.log.build(stderr)
 	if err != nil {
@@ -197,7 +207,7 @@ func (o *nodeOptions) validate() error {
 	if !o.bootstrap && o.bootstrapNodes == "" {
 		return errors.New("a peer needs --bootstrap-nodes (or run with --bootstrap)")
 	}
-	return nil
+	return o.mon.validate()
 }
 
 // runNode runs a bootstrap node or a peer until ctx ends.
@@ -210,18 +220,21 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	if o.bootstrap {
 		role = "bootstrap"
 	}
-	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: reg, Addresses: mode, Role: role})
+	mn, err := o.mon.build(log, mode, reg, role)
 	if err != nil {
 		return err
 	}
+	defer mn.close()
+	mon := mn.mon
 	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return err
 	}
 	defer ep.Close()
 	log = log.With("peer", id.ID().Short())
+	started := time.Now()
 	if o.bootstrap {
-		return runBootstrap(ctx, o, id, ep, mon, log, stdout)
+		return runBootstrap(ctx, o, id, ep, mn, reg, log, stdout)
 	}
 	bs, err := parseBootstraps(o.bootstrapNodes)
 	if err != nil {
@@ -231,11 +244,24 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	if err := o.peer.apply(&ncfg); err != nil {
 		return err
 	}
+	if o.mon.qlogDir != "" {
+		if ncfg.Tracer, err = monitor.QLogTracer(o.mon.qlogDir, mon.Sanitizer(), func(err error) { log.Warn("qlog", "err", err) }); err != nil {
+			return fmt.Errorf("--qlog-dir: %w", err)
+		}
+	}
 	node, err := traversal.New(ncfg)
 	if err != nil {
 		return err
 	}
 	defer node.Close()
+	if err := reg.Register(node.Collector()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	surface, err := o.mon.startSurface(mn, reg, peerAPI(node, mon.Sanitizer(), started), log, stdout)
+	if err != nil {
+		return err
+	}
+	defer surface.Close()
 	log.Info("peer running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(ep.LocalAddr()), "bootstraps", len(bs))
 	fmt.Fprintf(stdout, "peer %s listening on %s\n", id.ID(), ep.LocalAddr())
 	readyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -258,7 +284,9 @@ func resetKey(id *identity.Identity) *quic.StatelessResetKey {
 
 // runBootstrap runs a bootstrap node (with its STUN, TCP control and TURN
 // relay sockets) until ctx ends.
-func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep *endpoint.Endpoint, mon *monitor.Monitor, log *slog.Logger, stdout io.Writer) error {
+func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep *endpoint.Endpoint, mn *monitoring, reg *prometheus.Registry, log *slog.Logger, stdout io.Writer) error {
+	mon := mn.mon
+	started := time.Now()
 	local := ep.LocalAddr()
 	cfg := bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers}
 	var closers []io.Closer
@@ -302,6 +330,14 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		}
 		rs.SetPolicy(srv.RelayAllowed)
 		closers = append([]io.Closer{srv}, closers...)
+		if err := reg.Register(rs.Collector()); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		surface, err := o.mon.startSurface(mn, reg, bootstrapAPI(id, srv, rs, started), log, stdout)
+		if err != nil {
+			return err
+		}
+		closers = append([]io.Closer{surface}, closers...)
 		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local),
 			"relay", mon.Sanitizer().AddrPort(rs.UDPAddr()))
 	} else {
@@ -310,6 +346,11 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 			return err
 		}
 		closers = append([]io.Closer{srv}, closers...)
+		surface, err := o.mon.startSurface(mn, reg, bootstrapAPI(id, srv, nil, started), log, stdout)
+		if err != nil {
+			return err
+		}
+		closers = append([]io.Closer{surface}, closers...)
 		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local), "relay", "off")
 	}
 	fmt.Fprintf(stdout, "bootstrap %s listening on %s\n", id.ID(), local)

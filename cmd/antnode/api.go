@@ -1,0 +1,119 @@
+package main
+
+import (
+	"errors"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/relay"
+	"github.com/antnode/antnode/traversal"
+)
+
+// bootstrapJSON is one bootstrap registration in a peer's status.
+type bootstrapJSON struct {
+	Label      string  `json:"label"`
+	Addr       string  `json:"addr"`
+	ID         string  `json:"id,omitempty"`
+	Registered bool    `json:"registered"`
+	Transport  string  `json:"transport,omitempty"`
+	RTTMS      float64 `json:"rtt_ms,omitempty"`
+	Observed   string  `json:"observed,omitempty"`
+	Breaker    string  `json:"breaker"`
+	LastError  string  `json:"last_error,omitempty"`
+}
+
+// peerStatusJSON is /api/v1/status of a peer.
+type peerStatusJSON struct {
+	ID         string          `json:"id"`
+	Role       string          `json:"role"`
+	UptimeS    float64         `json:"uptime_s"`
+	NAT        string          `json:"nat"`
+	Mapping    string          `json:"mapping"`
+	Filtering  string          `json:"filtering"`
+	Bootstraps []bootstrapJSON `json:"bootstraps"`
+	Peers      int             `json:"peers"`
+	Conns      int             `json:"connections"`
+}
+
+// errNotReady is /readyz's answer while no bootstrap is registered.
+var errNotReady = errors.New("not registered with any bootstrap")
+
+func peerAPI(n *traversal.Node, san *monitor.Sanitizer, started time.Time) surfaceAPI {
+	bootstraps := func() ([]bootstrapJSON, bool) {
+		var out []bootstrapJSON
+		up := false
+		for _, b := range n.Bootstraps() {
+			j := bootstrapJSON{Label: b.Label, Addr: san.AddrPort(b.Addr), Registered: b.Registered,
+				Transport: b.Transport, Breaker: b.Breaker}
+			if !b.ID.IsZero() {
+				j.ID = b.ID.String()
+			}
+			if b.RTT > 0 {
+				j.RTTMS = float64(b.RTT.Microseconds()) / 1000
+			}
+			if b.Observed.IsValid() {
+				j.Observed = san.AddrPort(b.Observed)
+			}
+			if b.LastError != nil {
+				j.LastError = san.Text(b.LastError.Error())
+			}
+			up = up || b.Registered
+			out = append(out, j)
+		}
+		return out, up
+	}
+	return surfaceAPI{
+		status: func() any {
+			nat := n.NAT()
+			bs, _ := bootstraps()
+			return peerStatusJSON{ID: n.ID().String(), Role: "peer", UptimeS: time.Since(started).Seconds(),
+				NAT: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String(),
+				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns())}
+		},
+		peers: func() any { return map[string]any{"peers": n.Peers(), "transitions": transitionsJSON()} },
+		ready: func() error {
+			if _, ok := bootstraps(); !ok {
+				return errNotReady
+			}
+			return nil
+		},
+	}
+}
+
+// transitionsJSON is the state machine as data, for the API's readers.
+func transitionsJSON() map[string][]string {
+	out := map[string][]string{}
+	for from, tos := range traversal.Transitions() {
+		for _, to := range tos {
+			out[from.String()] = append(out[from.String()], to.String())
+		}
+	}
+	return out
+}
+
+// bootstrapStatusJSON is /api/v1/status of a bootstrap node.
+type bootstrapStatusJSON struct {
+	ID               string  `json:"id"`
+	Role             string  `json:"role"`
+	UptimeS          float64 `json:"uptime_s"`
+	RegisteredPeers  int     `json:"registered_peers"`
+	Relay            bool    `json:"relay"`
+	RelayAllocations int     `json:"relay_allocations"`
+	RelayBytes       uint64  `json:"relay_bytes"`
+}
+
+func bootstrapAPI(id *identity.Identity, srv *bootstrap.Server, rs *relay.Server, started time.Time) surfaceAPI {
+	return surfaceAPI{
+		status: func() any {
+			st := bootstrapStatusJSON{ID: id.ID().String(), Role: "bootstrap", UptimeS: time.Since(started).Seconds(),
+				RegisteredPeers: srv.NumPeers(), Relay: rs != nil}
+			if rs != nil {
+				st.RelayAllocations, st.RelayBytes = rs.Allocations(), rs.BytesRelayed()
+			}
+			return st
+		},
+		ready: func() error { return nil }, // serving: its sockets are open
+	}
+}

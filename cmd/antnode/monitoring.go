@@ -1,0 +1,223 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/antnode/antnode/monitor"
+)
+
+// monitorFlags are the monitoring flags of a long-running node.
+type monitorFlags struct {
+	addr         string
+	tokenFile    string
+	auditLog     string
+	samplingRate float64
+	fixed        bool
+	storeSize    int
+	retention    time.Duration
+	qlogDir      string
+}
+
+func (f *monitorFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.addr, "metrics-addr", "127.0.0.1:9464", "HTTP address of /metrics, /healthz, /readyz and the /api/v1/ JSON API (\"off\": none)")
+	fs.StringVar(&f.tokenFile, "metrics-token-file", "", "file holding the bearer token required on /metrics and /api/v1/ (empty: no token)")
+	fs.StringVar(&f.auditLog, "audit-log", "", "file that security events (authentication failures, rate limits, refused requests, relay allocations) are appended to as JSON (empty: the main log)")
+	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load")
+	fs.BoolVar(&f.fixed, "sampling-fixed", false, "keep the sampling rate fixed instead of adapting it to load")
+	fs.IntVar(&f.storeSize, "store-size", 100_000, "recent attempts kept in memory for the API and diagnostics")
+	fs.DurationVar(&f.retention, "store-retention", time.Hour, "how long attempts stay in the store")
+	fs.StringVar(&f.qlogDir, "qlog-dir", "", "write a qlog trace of every peer QUIC connection into this directory (addresses sanitised like the logs)")
+}
+
+func (f *monitorFlags) validate() error {
+	if f.addr != "off" {
+		if _, _, err := net.SplitHostPort(f.addr); err != nil {
+			return fmt.Errorf("--metrics-addr %q: %w", f.addr, err)
+		}
+	}
+	if f.samplingRate <= 0 || f.samplingRate > 1 || math.IsNaN(f.samplingRate) {
+		return fmt.Errorf("--sampling-rate %v: want a fraction in (0, 1]", f.samplingRate)
+	}
+	if f.storeSize <= 0 {
+		return fmt.Errorf("--store-size %d: must be positive", f.storeSize)
+	}
+	if f.retention <= 0 {
+		return fmt.Errorf("--store-retention %v: must be positive", f.retention)
+	}
+	return nil
+}
+
+// readToken reads the bearer token file: one line, at least 16 bytes.
+func readToken(path string, log *slog.Logger) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--metrics-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	switch {
+	case tok == "":
+		return "", fmt.Errorf("--metrics-token-file %s: the file is empty", path)
+	case len(tok) < 16:
+		return "", fmt.Errorf("--metrics-token-file %s: the token has %d characters; use at least 16", path, len(tok))
+	case strings.ContainsAny(tok, " \t\r\n"):
+		return "", fmt.Errorf("--metrics-token-file %s: the token must be one word", path)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("token file is readable by others; chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	return tok, nil
+}
+
+// monitoring is what buildMonitor made; close releases it.
+type monitoring struct {
+	mon   *monitor.Monitor
+	token string
+	close func()
+}
+
+// buildMonitor builds the sampler, store, audit log and monitor.
+func (f *monitorFlags) build(log *slog.Logger, mode monitor.AddressMode, reg prometheus.Registerer, role string) (*monitoring, error) {
+	token, err := readToken(f.tokenFile, log)
+	if err != nil {
+		return nil, err
+	}
+	sm, err := monitor.NewSampler(monitor.SamplerConfig{BaseRate: f.samplingRate, Fixed: f.fixed})
+	if err != nil {
+		return nil, err
+	}
+	st, err := monitor.NewStore(monitor.StoreConfig{MaxAttempts: f.storeSize, MaxAge: f.retention, Sampler: sm})
+	if err != nil {
+		return nil, err
+	}
+	m := &monitoring{token: token, close: func() {}}
+	var audit *slog.Logger
+	if f.auditLog != "" {
+		af, err := os.OpenFile(f.auditLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("--audit-log: %w", err)
+		}
+		audit = slog.New(slog.NewJSONHandler(af, nil)).With("audit", true, "role", role)
+		m.close = func() { af.Close() }
+	} else {
+		audit = log.With("audit", true)
+	}
+	m.mon, err = monitor.New(monitor.Config{Logger: log, Registerer: reg, Addresses: mode, Role: role, Store: st, Audit: audit})
+	if err != nil {
+		m.close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// surfaceAPI is what a node exposes on its HTTP surface.
+type surfaceAPI struct {
+	status func() any
+	peers  func() any
+	ready  func() error
+}
+
+// startSurface starts the HTTP surface unless it is off, and tells
+// stdout where it serves.
+func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api surfaceAPI, log *slog.Logger, stdout io.Writer) (io.Closer, error) {
+	san := m.mon.Sanitizer()
+	if f.addr == "off" {
+		return io.NopCloser(nil), nil
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	srv, err := monitor.NewServer(monitor.ServerConfig{Listener: ln, Gatherer: reg, Monitor: m.mon, Token: m.token,
+		Status: api.status, Peers: api.peers, Ready: api.ready, Logger: log})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	auth := "none"
+	if m.token != "" {
+		auth = "bearer token"
+	}
+	log.Info("monitoring surface", "addr", san.Text(ln.Addr().String()), "auth", auth)
+	fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", ln.Addr())
+	if m.token == "" && !isLoopback(ln.Addr()) {
+		log.Warn("the monitoring surface is reachable from the network without a token; set --metrics-token-file")
+	}
+	return srv, nil
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// ErrConfig is returned for a configuration file that cannot be used.
+var ErrConfig = errors.New("config file")
+
+// applyConfigFile sets every flag named in the JSON object in path that
+// was not given on the command line: the command line wins. Values are
+// strings, numbers or booleans, written as on the command line ("1h",
+// 0.05, true); each goes through its flag's own parsing and validation.
+func applyConfigFile(fs *flag.FlagSet, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	var settings map[string]json.RawMessage
+	if err := json.Unmarshal(b, &settings); err != nil {
+		return fmt.Errorf("%w %s: %w", ErrConfig, path, err)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	names := make([]string, 0, len(settings))
+	for name := range settings {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if name == "config" || fs.Lookup(name) == nil {
+			return fmt.Errorf("%w %s: unknown setting %q (settings are the flag names, without dashes in front)", ErrConfig, path, name)
+		}
+		v, err := scalar(settings[name])
+		if err != nil {
+			return fmt.Errorf("%w %s: %q: %w", ErrConfig, path, name, err)
+		}
+		if given[name] {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("%w %s: %q: %w", ErrConfig, path, name, err)
+		}
+	}
+	return nil
+}
+
+// scalar renders a JSON string, number or boolean as flag text.
+func scalar(raw json.RawMessage) (string, error) {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "", err
+	}
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool, float64:
+		return strings.TrimSpace(string(raw)), nil
+	}
+	return "", errors.New("want a string, a number or a boolean")
+}

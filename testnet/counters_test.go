@@ -1,0 +1,57 @@
+package testnet
+
+import "testing"
+
+func TestCheckCounters(t *testing.T) {
+	tests := []struct {
+		name                string
+		connects, connected int
+		c                   Counters
+		agree               bool
+	}{
+		{"all connected", 10, 10, Counters{10, 10, 0, 10}, true},
+		{"failures counted", 10, 8, Counters{10, 8, 2, 12}, true},
+		{"a responder attempt missing", 10, 10, Counters{9, 9, 0, 10}, false},
+		{"a success counted as failure", 10, 10, Counters{10, 9, 1, 10}, false},
+		{"bootstrap missed requests", 10, 10, Counters{10, 10, 0, 7}, false},
+		{"extra responder attempts", 10, 10, Counters{11, 10, 1, 10}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := CheckCounters(tc.connects, tc.connected, tc.c)
+			if got.Agree != tc.agree || (got.Agree == (got.Detail != "")) {
+				t.Fatalf("%+v", got)
+			}
+		})
+	}
+}
+
+func TestCountersFrom(t *testing.T) {
+	text := `# HELP nat_attempts_total x
+# TYPE nat_attempts_total counter
+nat_attempts_total{role="initiator"} 4
+nat_attempts_total{role="responder"} 7
+# HELP nat_results_total x
+# TYPE nat_results_total counter
+nat_results_total{path="direct",reason="none",result="success",role="responder"} 5
+nat_results_total{path="relay",reason="none",result="success",role="responder"} 1
+nat_results_total{path="none",reason="punch_timeout",result="failure",role="responder"} 1
+nat_results_total{path="direct",reason="none",result="success",role="initiator"} 4
+# HELP bootstrap_requests_total x
+# TYPE bootstrap_requests_total counter
+bootstrap_requests_total{bootstrap="server",result="success",type="connect"} 6
+bootstrap_requests_total{bootstrap="server",result="failure",type="connect"} 2
+bootstrap_requests_total{bootstrap="0",result="success",type="connect"} 3
+`
+	c, err := CountersFrom(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Counters{ResponderAttempts: 7, ResponderSuccess: 6, ResponderFailure: 1, BootstrapConnects: 8}
+	if c != want {
+		t.Fatalf("got %+v, want %+v", c, want)
+	}
+	if _, err := CountersFrom("nat_attempts_total{role=\"x\" 1\n"); err == nil {
+		t.Fatal("a malformed exposition parsed")
+	}
+}
