@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -701,5 +702,158 @@ func TestNoRelayIsRefused(t *testing.T) {
 	var re *RequestError
 	if !errors.As(err, &re) || re.Code != wire.CodeRefused {
 		t.Fatalf("got %v, want refused", err)
+	}
+}
+
+// udpProxy forwards datagrams between clients and a target that can be
+// swapped (a bootstrap that crashed and came back) or cut (one that
+// crashed and stayed down): neither side sees a goodbye.
+type udpProxy struct {
+	front  net.PacketConn
+	mu     sync.Mutex
+	target netip.AddrPort
+	cut    bool
+	backs  map[string]net.PacketConn // per client address
+}
+
+func newUDPProxy(t *testing.T, target netip.AddrPort) *udpProxy {
+	t.Helper()
+	front, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &udpProxy{front: front, target: target, backs: map[string]net.PacketConn{}}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		front.Close()
+		<-done
+		p.mu.Lock()
+		for _, b := range p.backs {
+			b.Close()
+		}
+		p.mu.Unlock()
+	})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := front.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			back, cut, target := p.backs[from.String()], p.cut, p.target
+			if back == nil {
+				if back, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+					p.mu.Unlock()
+					return
+				}
+				p.backs[from.String()] = back
+				go func() { // replies from the target back to the client
+					rb := make([]byte, 2048)
+					for {
+						m, _, err := back.ReadFrom(rb)
+						if err != nil {
+							return
+						}
+						p.mu.Lock()
+						c := p.cut
+						p.mu.Unlock()
+						if !c {
+							front.WriteTo(rb[:m], from)
+						}
+					}
+				}()
+			}
+			p.mu.Unlock()
+			if !cut {
+				back.WriteTo(buf[:n], net.UDPAddrFromAddrPort(target))
+			}
+		}
+	}()
+	return p
+}
+
+func (p *udpProxy) addr() netip.AddrPort {
+	return p.front.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func (p *udpProxy) set(target netip.AddrPort, cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target, p.cut = target, cut
+}
+
+// stateRecorder keeps the errors of bootstrap_state "down" events.
+type stateRecorder struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (r *stateRecorder) Record(ev monitor.Event) {
+	if ev.Kind == monitor.KindBootstrapState && ev.Outcome == monitor.OutcomeFail {
+		r.mu.Lock()
+		r.errs = append(r.errs, ev.Err)
+		r.mu.Unlock()
+	}
+}
+
+func (r *stateRecorder) downs() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]error(nil), r.errs...)
+}
+
+// TestHeartbeatNoticesACrash: a bootstrap that vanishes without a goodbye
+// is noticed by the heartbeat (not the 30 s idle timeout); one that comes
+// back with the same key (so the same stateless reset key) answers the
+// next heartbeat with a stateless reset, and the client re-registers.
+func TestHeartbeatNoticesACrash(t *testing.T) {
+	tests := []struct {
+		name    string
+		restart bool
+		want    func(error) bool
+	}{
+		{"crashed and stays down", false, func(err error) bool { return errors.Is(err, ErrHeartbeat) }},
+		{"crashed and restarted", true, func(err error) bool {
+			var sr *quic.StatelessResetError
+			return errors.As(err, &sr)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := newIdentity(t)
+			key := quic.StatelessResetKey(id.DeriveKey("reset"))
+			mk := func() *testServer {
+				ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{StatelessResetKey: &key})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ep.Close() })
+				return startServer(t, ServerConfig{Identity: id, Endpoint: ep})
+			}
+			srv := mk()
+			proxy := newUDPProxy(t, srv.Addr())
+			rec := &stateRecorder{}
+			c := startClient(t, srv, ClientConfig{ID: id.ID(), Addr: proxy.addr(), Recorder: rec,
+				Heartbeat: 200 * time.Millisecond, HeartbeatTimeout: 400 * time.Millisecond})
+			ready(t, c)
+			start := time.Now()
+			if tc.restart {
+				srv2 := mk()
+				proxy.set(srv2.Addr(), false)
+				eventually(t, 10*time.Second, "re-registration with the restarted bootstrap", func() bool {
+					return srv2.NumPeers() == 1 && c.Status().Registered
+				})
+			} else {
+				proxy.set(srv.Addr(), true)
+				eventually(t, 10*time.Second, "the client to notice", func() bool { return len(rec.downs()) > 0 })
+			}
+			downs := rec.downs()
+			t.Logf("noticed in %v: %v", time.Since(start), downs)
+			if len(downs) == 0 || !tc.want(downs[0]) {
+				t.Fatalf("the connection ended with %v", downs)
+			}
+		})
 	}
 }

@@ -73,6 +73,13 @@ type ClientConfig struct {
 	// blocked. Zero TCPDelay: 1 s.
 	TCPFallback bool
 	TCPDelay    time.Duration
+	// Heartbeat is how often the client pings the bootstrap on the
+	// control stream; a Pong must come back within HeartbeatTimeout or
+	// the connection is declared dead and re-registered. It also makes a
+	// restarted bootstrap answer with a stateless reset at once. Zero:
+	// KeepAlive; negative: no heartbeat. Zero HeartbeatTimeout: 5 s.
+	Heartbeat        time.Duration
+	HeartbeatTimeout time.Duration
 	// DialTCP opens the TCP connection of the fallback. Nil: net.Dialer.
 	DialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 }
@@ -123,6 +130,12 @@ func (c *ClientConfig) validate() error {
 	}
 	if c.TCPDelay <= 0 {
 		c.TCPDelay = time.Second
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = c.KeepAlive
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = 5 * time.Second
 	}
 	if c.MinAckWait <= 0 {
 		c.MinAckWait = 500 * time.Millisecond
@@ -184,6 +197,8 @@ type live struct {
 	altSTUN  []netip.AddrPort
 	probes   uint64
 	done     chan struct{} // closed when the connection ends
+	pong     chan uint64   // Pong sequence numbers, for the heartbeat
+	hbErr    atomic.Pointer[error]
 }
 
 // Client keeps a peer registered with one bootstrap and carries its
@@ -547,7 +562,7 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
 	}
 	return &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes,
-		server: srv, done: make(chan struct{})}, nil
+		server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}, nil
 }
 
 // commit makes a registration the current one.
@@ -567,11 +582,24 @@ func (c *Client) commit(l *live) {
 	}
 }
 
+// ErrHeartbeat is the error of a control connection whose bootstrap did
+// not answer a heartbeat in time.
+var ErrHeartbeat = errors.New("bootstrap: no answer to heartbeat")
+
 // serve reads the control stream until the connection ends.
 func (c *Client) serve(l *live) {
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		c.heartbeat(l)
+	}()
 	err := c.readLoop(l)
+	if hb := l.hbErr.Load(); hb != nil {
+		err = *hb
+	}
 	l.conn.Close(closeNormal, "")
 	close(l.done)
+	<-hbDone
 	c.mu.Lock()
 	c.cur = nil
 	c.ready = make(chan struct{})
@@ -616,6 +644,55 @@ func (c *Client) failAll(err error) {
 	}
 }
 
+// heartbeat pings the bootstrap every Heartbeat and closes the
+// connection when a Pong does not come back within HeartbeatTimeout. It
+// returns when the connection ends.
+func (c *Client) heartbeat(l *live) {
+	if c.cfg.Heartbeat < 0 {
+		<-l.done
+		return
+	}
+	tick := time.NewTicker(c.cfg.Heartbeat)
+	defer tick.Stop()
+	pad := make([]byte, 24)
+	var seq uint64
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-tick.C:
+		}
+		seq++
+		start := time.Now()
+		if err := l.ctl.send(&wire.Ping{Seq: seq, Pad: pad}); err != nil {
+			return // the read loop sees the failure too
+		}
+		timeout := time.NewTimer(max(c.cfg.HeartbeatTimeout, 4*l.conn.RTT()))
+	wait:
+		for {
+			select {
+			case <-l.done:
+				timeout.Stop()
+				return
+			case got := <-l.pong:
+				if got == seq {
+					timeout.Stop()
+					c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "heartbeat",
+						Outcome: monitor.OutcomeOK, Duration: time.Since(start)})
+					break wait
+				}
+			case <-timeout.C:
+				err := fmt.Errorf("%w within %v", ErrHeartbeat, time.Since(start).Round(time.Millisecond))
+				l.hbErr.Store(&err)
+				c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "heartbeat",
+					Outcome: monitor.OutcomeFail, Reason: monitor.ReasonTimeout, Duration: time.Since(start)})
+				l.conn.Close(closeNormal, "heartbeat timeout")
+				return
+			}
+		}
+	}
+}
+
 func (c *Client) readLoop(l *live) error {
 	for {
 		m, err := l.ctl.r.Read()
@@ -653,6 +730,11 @@ func (c *Client) handle(l *live, m wire.Message) error {
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- m // buffered 1
+		}
+	case *wire.Pong:
+		select {
+		case l.pong <- m.Seq:
+		default: // a late answer to a heartbeat already given up on
 		}
 	case *wire.ConnectAck:
 		c.mu.Lock()

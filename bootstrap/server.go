@@ -716,6 +716,12 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 		if err := s.probe(m.Kind, m.TxID, to); err != nil {
 			s.log.Debug("bootstrap: probe", "err", err)
 		}
+	case *wire.Ping:
+		// The per-peer message bucket (checked before handle) bounds how
+		// fast a peer can make the bootstrap answer.
+		if err := p.ctl.send(&wire.Pong{Seq: m.Seq}); err != nil {
+			s.log.Debug("bootstrap: pong", "err", err) // the read loop ends with the connection
+		}
 	case *wire.Register:
 		return &ProtocolError{Code: wire.CodeBadRequest, Msg: "already registered"}
 	case *wire.Error:

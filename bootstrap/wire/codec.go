@@ -477,3 +477,21 @@ func (m *ConnectAck) decode(r *reader) error {
 	m.ID = r.varint()
 	return r.err
 }
+
+func (m *Ping) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.Seq)
+	return appendText(b, string(m.Pad))
+}
+
+func (m *Ping) decode(r *reader) error {
+	m.Seq = r.varint()
+	m.Pad = []byte(r.text(MaxPad))
+	return r.err
+}
+
+func (m *Pong) appendPayload(b []byte) []byte { return quicvarint.Append(b, m.Seq) }
+
+func (m *Pong) decode(r *reader) error {
+	m.Seq = r.varint()
+	return r.err
+}

@@ -66,6 +66,8 @@ const (
 	TypeRelayGrant      Type = 0x0f
 	TypeRelayAddress    Type = 0x10
 	TypeConnectAck      Type = 0x11
+	TypePing            Type = 0x12
+	TypePong            Type = 0x13
 )
 
 func (t Type) String() string {
@@ -104,6 +106,10 @@ func (t Type) String() string {
 		return "relay_address"
 	case TypeConnectAck:
 		return "connect_ack"
+	case TypePing:
+		return "ping"
+	case TypePong:
+		return "pong"
 	}
 	return fmt.Sprintf("type(%#x)", uint64(t))
 }
@@ -342,6 +348,24 @@ type ConnectAck struct {
 	ID uint64
 }
 
+// Ping is a peer's heartbeat on its control connection; the bootstrap
+// answers with a Pong of the same Seq at once. Pad makes the packet that
+// carries it big enough (over 42 bytes) that a restarted bootstrap answers
+// it with a QUIC stateless reset, so a crash is noticed within one
+// heartbeat instead of an idle timeout.
+type Ping struct {
+	Seq uint64
+	Pad []byte // up to MaxPad bytes, ignored
+}
+
+// Pong answers a Ping.
+type Pong struct {
+	Seq uint64
+}
+
+// MaxPad bounds Ping.Pad.
+const MaxPad = 64
+
 // Error reports a protocol error; the sender closes the stream after it.
 type Error struct {
 	Code Code
@@ -365,6 +389,8 @@ func (*RelayRequest) Type() Type    { return TypeRelayRequest }
 func (*RelayGrant) Type() Type      { return TypeRelayGrant }
 func (*RelayAddress) Type() Type    { return TypeRelayAddress }
 func (*ConnectAck) Type() Type      { return TypeConnectAck }
+func (*Ping) Type() Type            { return TypePing }
+func (*Pong) Type() Type            { return TypePong }
 
 func (e *Error) Error() string { return fmt.Sprintf("wire: remote error %s: %s", e.Code, e.Text) }
 
@@ -405,6 +431,10 @@ func newMessage(t Type) Message {
 		return new(RelayAddress)
 	case TypeConnectAck:
 		return new(ConnectAck)
+	case TypePing:
+		return new(Ping)
+	case TypePong:
+		return new(Pong)
 	}
 	return nil
 }

@@ -69,6 +69,8 @@ func sampleMessages() []struct {
 		{"relay_grant_refused", &RelayGrant{ID: 5, Code: CodeRefused}},
 		{"relay_address", &RelayAddress{ID: 9, Offer: true, Addr: netip.MustParseAddrPort("203.0.113.1:50123")}},
 		{"connect_ack", &ConnectAck{ID: 1}},
+		{"ping", &Ping{Seq: 7, Pad: make([]byte, 16)}},
+		{"pong", &Pong{Seq: 7}},
 	}
 }
 
