@@ -784,7 +784,7 @@ func (c *Client) handle(l *live, m wire.Message) error {
 }
 
 func (c *Client) handleOffer(l *live, m *wire.ConnectOffer) {
-	o := &Offer{c: c, l: l, ID: m.ID, From: m.From, Remote: Intro{NAT: m.NAT, Candidates: m.Candidates, Creds: m.Creds}}
+	o := &Offer{c: c, l: l, ID: m.ID, From: m.From, Remote: Intro{NAT: m.NAT, Candidates: m.Candidates, Creds: m.Creds, Purpose: m.Purpose}}
 	if c.cfg.OnOffer == nil {
 		o.Decline(wire.CodeRefused)
 		return
@@ -840,6 +840,8 @@ type Intro struct {
 	NAT        nattype.Type
 	Candidates []wire.Candidate
 	Creds      wire.Creds
+	// Purpose is what the introduction is for (requests and offers).
+	Purpose wire.Purpose
 }
 
 func (in Intro) clamp() Intro {
@@ -898,7 +900,7 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		delete(c.outgoing, id)
 		c.mu.Unlock()
 	}
-	if err := l.ctl.send(&wire.ConnectRequest{ID: id, Target: target, NAT: local.NAT, Candidates: local.Candidates, Creds: local.Creds}); err != nil {
+	if err := l.ctl.send(&wire.ConnectRequest{ID: id, Target: target, NAT: local.NAT, Candidates: local.Candidates, Creds: local.Creds, Purpose: local.Purpose}); err != nil {
 		drop()
 		l.conn.Close(closeSlowConsumer, "control stream write failed")
 		return nil, fmt.Errorf("bootstrap: connect request: %w", err)

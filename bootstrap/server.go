@@ -826,7 +826,11 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 		p.candidates = m.Candidates
 	}
 	p.nat = m.NAT
-	cands := srflx(p.observed, p.candidates)
+	observed := p.observed
+	if cur := p.conn.RemoteAddr(); cur.IsValid() {
+		observed = cur // the control connection may have moved since the last sweep
+	}
+	cands := srflx(observed, p.candidates)
 	p.mu.Unlock()
 
 	// Lock order: s.mu before any peer's mu.
@@ -838,7 +842,7 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 	p.reqs[m.ID] = ss.id
 	p.mu.Unlock()
 	s.mu.Unlock()
-	s.sendTo(target, &wire.ConnectOffer{ID: ss.id, From: p.id, NAT: m.NAT, Candidates: cands, Creds: m.Creds})
+	s.sendTo(target, &wire.ConnectOffer{ID: ss.id, From: p.id, NAT: m.NAT, Candidates: cands, Creds: m.Creds, Purpose: m.Purpose})
 	s.sendTo(p, &wire.ConnectAck{ID: m.ID})
 	return nil
 }
@@ -965,7 +969,11 @@ func (s *Server) handleAnswer(p *peer, m *wire.ConnectAnswer) error {
 		p.candidates = m.Candidates
 	}
 	p.nat = m.NAT
-	cands := srflx(p.observed, p.candidates)
+	observed := p.observed
+	if cur := p.conn.RemoteAddr(); cur.IsValid() {
+		observed = cur // the control connection may have moved since the last sweep
+	}
+	cands := srflx(observed, p.candidates)
 	p.mu.Unlock()
 	s.mu.Lock()
 	s.allowRelay(ss.requester.id, ss.target)

@@ -130,10 +130,14 @@ func New(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("endpoint: local address: %w", err)
 	}
+	var trConn net.PacketConn = &routedPacketConn{PacketConn: cfg.Conn} // see Reroute
+	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
+		trConn = &routedConn{UDPConn: uc} // still OOB-capable for quic-go
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpoint{
 		conn:    cfg.Conn,
-		tr:      &quic.Transport{Conn: cfg.Conn, StatelessResetKey: cfg.StatelessResetKey},
+		tr:      &quic.Transport{Conn: trConn, StatelessResetKey: cfg.StatelessResetKey},
 		local:   local,
 		log:     cfg.Logger,
 		maxTx:   cfg.MaxTransactions,

@@ -174,3 +174,41 @@ func (e *Env) checkCounters(ctx context.Context, base Counters, baseErr error, r
 	}
 	return &cc
 }
+
+// scrapeValue sums the samples of one metric (any labels) on the node
+// serving metrics at port inside ns.
+func scrapeValue(ctx context.Context, ns string, port int, name string) (float64, error) {
+	out, err := runIn(ctx, ns, "curl", "-sf", "--max-time", "5", fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return 0, fmt.Errorf("testnet: scrape %s:%d: %w", ns, port, err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(out))
+	if err != nil {
+		return 0, fmt.Errorf("testnet: parse metrics: %w", err)
+	}
+	total := 0.0
+	for _, m := range mfs[name].GetMetric() {
+		switch {
+		case m.Gauge != nil:
+			total += m.GetGauge().GetValue()
+		case m.Counter != nil:
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total, nil
+}
+
+// RelayAllocations returns the allocations held on both bootstraps'
+// relays now.
+func (e *Env) RelayAllocations(ctx context.Context) (float64, error) {
+	total := 0.0
+	for i := range e.Bootstraps {
+		v, err := scrapeValue(ctx, e.TB.Server(), metricsPort+i, "antnode_relay_allocations")
+		if err != nil {
+			return 0, err
+		}
+		total += v
+	}
+	return total, nil
+}

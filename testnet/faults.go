@@ -113,6 +113,11 @@ func Scenarios() map[string]ScenarioFunc {
 	return map[string]ScenarioFunc{
 		"bootstrap-restart":  scenarioBootstrapRestart,
 		"bootstrap-failover": scenarioBootstrapFailover,
+		"network-change":     scenarioNetworkChange,
+		"nat-rebinding":      scenarioNATRebinding,
+		"mapping-expiry":     scenarioMappingExpiry,
+		"relay-upgrade":      scenarioRelayUpgrade,
+		"blackhole":          scenarioBlackhole,
 		"relay-coturn":       scenarioRelayCoturn,
 	}
 }

@@ -125,6 +125,28 @@ type ConnectResult struct {
 	Phase         string  `json:"failed_phase"`
 	Reason        string  `json:"reason"`
 	Error         string  `json:"error"`
+	FinalPath     string  `json:"final_path"`
+	Migrations    []struct {
+		Kind       string  `json:"kind"`
+		Reason     string  `json:"reason"`
+		OK         bool    `json:"ok"`
+		DurationMS float64 `json:"duration_ms"`
+		From       string  `json:"from"`
+		To         string  `json:"to"`
+		AtMS       float64 `json:"at_ms"`
+		AtUnixMS   int64   `json:"at_unix_ms"`
+	} `json:"migrations"`
+}
+
+// migrated returns the first successful migration of kind and whether
+// there was one.
+func (r ConnectResult) migrated(kind string) (string, bool) {
+	for _, m := range r.Migrations {
+		if m.Kind == kind && m.OK {
+			return fmt.Sprintf("%s (%s) at +%.0f ms took %.0f ms, %s -> %s", m.Kind, m.Reason, m.AtMS, m.DurationMS, m.From, m.To), true
+		}
+	}
+	return "", false
 }
 
 // PairReport is one pair's line in the report.

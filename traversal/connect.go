@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -223,6 +222,10 @@ func (n *Node) connectWith(ctx context.Context, att *monitor.Attempt, peer ident
 // handleOffer is the responder side of an attempt: it answers the offer,
 // punches when told, and waits for (or makes) the QUIC connection.
 func (n *Node) handleOffer(o *bootstrap.Offer) {
+	if o.Remote.Purpose != wire.PurposeConnect {
+		n.handleMigrationOffer(o)
+		return
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ConnectTimeout)
 	defer cancel()
 	local := n.NAT()
@@ -528,7 +531,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		case qc := <-incoming:
 			// The dialler may have several dials succeed; it keeps one and
 			// nominates it. Wait for the nomination before taking it.
-			go awaitNomination(ctx, qc, nominated)
+			go n.awaitNomination(ctx, qc, nominated)
 		case qc := <-nominated:
 			att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
 			return qc, pathOf(qc), monitor.PhaseHandshake, nil
@@ -652,15 +655,20 @@ func nominate(qc *quic.Conn) error {
 }
 
 // awaitNomination delivers qc to nominated if the dialler nominates it
-// before ctx ends or qc closes.
-func awaitNomination(ctx context.Context, qc *quic.Conn, nominated chan<- *quic.Conn) {
-	str, err := qc.AcceptUniStream(ctx)
-	if err != nil {
-		return
+// before ctx ends or qc closes. The nomination arrives as a notice (see
+// serveNotices), read by the connection's notice loop.
+func (n *Node) awaitNomination(ctx context.Context, qc *quic.Conn, nominated chan<- *quic.Conn) {
+	n.mu.Lock()
+	c := n.conns[qc]
+	n.mu.Unlock()
+	if c == nil {
+		return // accepted connections are tracked before they are handed out
 	}
-	var b [1]byte
-	str.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(str, b[:]); err != nil || b[0] != nominationByte {
+	select {
+	case <-c.nominated:
+	case <-ctx.Done():
+		return
+	case <-qc.Context().Done():
 		return
 	}
 	select {

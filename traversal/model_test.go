@@ -81,7 +81,9 @@ func (mn *modelNet) peerRec(i int, nat nattype.Type, delay time.Duration, rec mo
 	}
 	t.Cleanup(func() { ep.Close() })
 	id, _ := identity.Generate()
-	node, err := New(Config{Identity: id, Endpoint: ep, Bootstraps: []Bootstrap{mn.boot}, Recorder: rec,
+	// The model's hosts never change address: no network watcher (its
+	// ticker would only add wakeups to the bubble).
+	node, err := New(Config{Identity: id, Endpoint: ep, Bootstraps: []Bootstrap{mn.boot}, Recorder: rec, NetworkPoll: -1,
 		Listen: func(ap netip.AddrPort) (net.PacketConn, error) { return mn.m.Listen(ap, n, delay) }})
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 )
@@ -168,6 +169,25 @@ type Config struct {
 	// Tracer, if set, traces every peer QUIC connection (qlog; see
 	// monitor.QLogTracer). Nil: no tracing.
 	Tracer func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace
+	// UpgradeBase and UpgradeMax pace the attempts of a relayed
+	// connection (that this node dialled through its allocation) to move
+	// to a direct path: the first after UpgradeBase, doubling up to
+	// UpgradeMax between attempts, for as long as the connection lives.
+	// Zero: 1 s and 60 s; negative UpgradeBase: never upgrade.
+	UpgradeBase, UpgradeMax time.Duration
+	// DeadAfter is how long a direct path of a connection this node
+	// dialled may carry nothing back, while this side sends, before the
+	// connection moves to the relay (at least 4 RTT). DeadPathCheck is
+	// how often that is checked. Zero: 1.5 s and 250 ms; negative
+	// DeadPathCheck: never.
+	DeadAfter, DeadPathCheck time.Duration
+	// NetworkPoll is how often the host's addresses are checked for a
+	// change (which triggers re-discovery and moving the connections this
+	// node dialled). Zero: 1 s; negative: never.
+	NetworkPoll time.Duration
+	// Addrs reads the host's addresses for the network watcher. Nil:
+	// migration.Addrs.
+	Addrs func() ([]netip.Addr, error)
 	// RelayIdle is how long an unused shared allocation is kept for the
 	// next relayed connection before it is released. Zero: 30 s.
 	RelayIdle time.Duration
@@ -247,6 +267,18 @@ func (c *Config) validate() error {
 	if c.RelayTTL <= 0 {
 		c.RelayTTL = time.Hour
 	}
+	if c.DeadAfter <= 0 {
+		c.DeadAfter = 1500 * time.Millisecond
+	}
+	if c.DeadPathCheck == 0 {
+		c.DeadPathCheck = 250 * time.Millisecond
+	}
+	if c.UpgradeBase == 0 {
+		c.UpgradeBase = time.Second
+	}
+	if c.UpgradeMax <= 0 {
+		c.UpgradeMax = time.Minute
+	}
 	if c.RelayIdle <= 0 {
 		c.RelayIdle = 30 * time.Second
 	}
@@ -302,6 +334,13 @@ type Node struct {
 
 	relayMu sync.Mutex
 	relays  map[string]*sharedRelay
+	// relayUses maps the connections made through a shared relay to it.
+	relayUses map[*quic.Conn]*relayUse
+
+	netWatch *migration.Watcher // nil: not watching
+
+	injMu sync.Mutex
+	inj   *endpoint.Injector // nil until a connection is rerouted
 
 	breakers map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session] // by label; set in New
 	degrade  degrader
@@ -338,7 +377,7 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent, ln: ln,
 		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
-		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay),
+		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
 		machines: make(map[identity.PeerID]*Machine), ctx: ctx, cancel: cancel}
 	n.breakers = make(map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session], len(cfg.Bootstraps))
 	for i := range cfg.Bootstraps {
@@ -352,7 +391,7 @@ func New(cfg Config) (*Node, error) {
 			Local:       n.localIntro,
 			OnOffer:     n.handleOffer,
 			TCPFallback: !cfg.DisableTCPFallback,
-			OnObserved:  func(netip.AddrPort) { n.poke() },
+			OnObserved:  n.observedFunc(i),
 		})
 		if err != nil {
 			for _, c := range clients {
@@ -368,6 +407,10 @@ func New(cfg Config) (*Node, error) {
 	n.mu.Lock()
 	n.clients = clients
 	n.mu.Unlock()
+	if err := n.startNetWatch(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	n.wg.Add(2)
 	go n.acceptLoop()
 	go n.classifyLoop()
@@ -487,6 +530,9 @@ func (n *Node) NAT() nattype.Type {
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.cancel()
+		if n.netWatch != nil {
+			n.netWatch.Close()
+		}
 		for _, c := range n.bootstrapClients() {
 			c.Close()
 		}
@@ -502,6 +548,11 @@ func (n *Node) Close() error {
 		}
 		n.closeRelays()
 		n.wg.Wait()
+		n.injMu.Lock()
+		if n.inj != nil {
+			n.inj.Close()
+		}
+		n.injMu.Unlock()
 		n.agent.Close()
 	})
 	return nil
@@ -644,7 +695,7 @@ func (n *Node) acceptOn(ln *quic.Listener) {
 // track records a peer connection and serves its incoming streams until it
 // closes.
 func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, outgoing bool) *Conn {
-	c := &Conn{node: n, qc: qc, peer: peer, outgoing: outgoing, since: time.Now()}
+	c := &Conn{node: n, qc: qc, peer: peer, outgoing: outgoing, since: time.Now(), nominated: make(chan struct{})}
 	c.setPath(path)
 	n.mu.Lock()
 	n.conns[qc] = c
@@ -666,6 +717,25 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, out
 		}()
 		c.serveStreams()
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		c.serveNotices()
+	}()
+	if outgoing && path == monitor.PathDirect {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.pathWatch(c)
+		}()
+	}
+	if outgoing && path == monitor.PathRelay && n.relayOf(qc) != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.upgradeLoop(c)
+		}()
+	}
 	return c
 }
 
@@ -778,6 +848,37 @@ func (n *Node) Conns() []*Conn {
 	return out
 }
 
+// Migration is one move of a connection: a rebind after a network
+// change, an upgrade from the relay, a fallback to it.
+type Migration struct {
+	At       time.Time
+	Kind     string // rebind, upgrade, fallback
+	Reason   monitor.Reason
+	OK       bool
+	Duration time.Duration
+	From, To monitor.Path
+}
+
+// maxMigrations bounds the history a connection keeps.
+const maxMigrations = 32
+
+func (c *Conn) addMigration(m Migration) {
+	c.migMu.Lock()
+	defer c.migMu.Unlock()
+	if len(c.migs) == maxMigrations {
+		copy(c.migs, c.migs[1:])
+		c.migs = c.migs[:maxMigrations-1]
+	}
+	c.migs = append(c.migs, m)
+}
+
+// Migrations returns the connection's recent migrations, oldest first.
+func (c *Conn) Migrations() []Migration {
+	c.migMu.Lock()
+	defer c.migMu.Unlock()
+	return append([]Migration(nil), c.migs...)
+}
+
 // Conn is an authenticated QUIC connection to a peer.
 type Conn struct {
 	node     *Node
@@ -786,6 +887,16 @@ type Conn struct {
 	path     atomic.Uint32 // monitor.Path: changes on relay <-> direct moves
 	outgoing bool
 	since    time.Time
+	// migrating is set while a migration of this connection runs.
+	migrating atomic.Bool
+	migMu     sync.Mutex
+	migs      []Migration
+	// nominated is closed when the dialler nominates the connection.
+	nominated    chan struct{}
+	nominateOnce sync.Once
+	// reroute is set while the connection's packets go through a relay
+	// behind QUIC's back (a dead direct path, see fallback).
+	reroute atomic.Pointer[rerouted]
 
 	attempt       monitor.AttemptID
 	timeToConnect time.Duration

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -101,7 +102,7 @@ type relayGrant struct {
 // relayCredentials gets credentials: derived locally for a third-party
 // TURN server, else issued by the bootstrap that made the introduction
 // (its relay's permission policy knows the introduced peers).
-func (n *Node) relayCredentials(ctx context.Context, sess *bootstrap.Session) (relayGrant, error) {
+func (n *Node) relayCredentials(ctx context.Context, c *bootstrap.Client) (relayGrant, error) {
 	if t := n.cfg.TURN; t != nil {
 		g := relayGrant{creds: relay.NewCredentials(t.Secret, n.ID(), time.Now(), n.cfg.RelayTTL)}
 		if t.TCP {
@@ -111,7 +112,6 @@ func (n *Node) relayCredentials(ctx context.Context, sess *bootstrap.Session) (r
 		}
 		return g, nil
 	}
-	c := sess.Bootstrap()
 	g, err := c.RequestRelay(ctx)
 	if err != nil {
 		return relayGrant{}, fmt.Errorf("%w: bootstrap %s: %w", ErrNoRelay, c.Label(), err)
@@ -124,20 +124,39 @@ func (n *Node) relayCredentials(ctx context.Context, sess *bootstrap.Session) (r
 // connections through one relay share: one relayed address, one QUIC
 // transport that dials and accepts, one agent that answers checks for
 // every attempt using it. It is reference-counted and released when idle.
+//
+// Two counts govern it. refs counts what uses the allocation now:
+// attempts in progress and connections on the relay path. users counts
+// the live connections that ever ran on its QUIC transport, including
+// those that moved to a direct path since: closing a quic.Transport ends
+// every connection that ever used it, so the transport stays (with the
+// allocation released under it: see detachConn) until the last of them
+// ends.
 type sharedRelay struct {
-	key     string
-	alloc   *relay.Allocation
-	ep      *endpoint.Endpoint
-	agent   *holepunch.Agent
-	ln      *quic.Listener
-	expires time.Time
-	ready   chan struct{} // closed once allocated (or failed: err set)
-	err     error
-	refs    int
-	idle    *time.Timer
+	key      string
+	alloc    *relay.Allocation
+	conn     *detachConn // alloc.Conn, detachable
+	ep       *endpoint.Endpoint
+	agent    *holepunch.Agent
+	ln       *quic.Listener
+	expires  time.Time
+	ready    chan struct{} // closed once allocated (or failed: err set)
+	err      error
+	refs     int
+	users    int
+	detached bool // the allocation is released; the transport may live on
+	idle     *time.Timer
 }
 
 func (r *sharedRelay) close() {
+	r.closeTransport()
+	if r.alloc != nil {
+		r.alloc.Close()
+	}
+}
+
+// closeTransport closes the QUIC side: listener, check agent, endpoint.
+func (r *sharedRelay) closeTransport() {
 	if r.ln != nil {
 		r.ln.Close()
 	}
@@ -147,16 +166,13 @@ func (r *sharedRelay) close() {
 	if r.ep != nil {
 		r.ep.Close()
 	}
-	if r.alloc != nil {
-		r.alloc.Close()
-	}
 }
 
 // acquireRelay returns the shared allocation on the relay of the
 // introduction's bootstrap (or the configured TURN server), allocating it
 // (over TCP if tcp) when there is none or its credentials run out soon.
-func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, sess *bootstrap.Session, tcp bool) (*sharedRelay, error) {
-	key := "bootstrap:" + sess.Bootstrap().Label()
+func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, bc *bootstrap.Client, tcp bool) (*sharedRelay, error) {
+	key := "bootstrap:" + bc.Label()
 	if n.cfg.TURN != nil {
 		key = "turn:" + n.cfg.TURN.Addr.String()
 	}
@@ -166,8 +182,8 @@ func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, sess *boo
 	if r != nil {
 		select {
 		case <-r.ready:
-			if r.err != nil || time.Until(r.expires) < 5*time.Minute {
-				r = nil // failed or about to expire: make a new one
+			if r.err != nil || r.detached || time.Until(r.expires) < 5*time.Minute {
+				r = nil // failed, released or about to expire: make a new one
 			}
 		default: // being allocated by another attempt: share it
 		}
@@ -176,7 +192,7 @@ func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, sess *boo
 		r = &sharedRelay{key: key, ready: make(chan struct{})}
 		n.relays[key] = r
 		n.relayMu.Unlock()
-		r.err = n.allocateShared(ctx, att, sess, tcp, r)
+		r.err = n.allocateShared(ctx, att, bc, tcp, r)
 		close(r.ready)
 		n.relayMu.Lock()
 		if r.err != nil {
@@ -196,18 +212,19 @@ func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, sess *boo
 	select {
 	case <-r.ready:
 		if r.err != nil {
-			n.releaseRelay(r)
+			n.releaseRelay(r, false)
 			return nil, r.err
 		}
 	case <-ctx.Done():
-		n.releaseRelay(r)
+		n.releaseRelay(r, false)
 		return nil, context.Cause(ctx)
 	}
 	return r, nil
 }
 
-// releaseRelay drops a reference; the last one starts the idle timer.
-func (n *Node) releaseRelay(r *sharedRelay) {
+// releaseRelay drops a reference; the last one starts the idle timer, or
+// releases the allocation at once if now (a connection moved off it).
+func (n *Node) releaseRelay(r *sharedRelay, now bool) {
 	n.relayMu.Lock()
 	defer n.relayMu.Unlock()
 	r.refs--
@@ -218,22 +235,61 @@ func (n *Node) releaseRelay(r *sharedRelay) {
 		if n.relays[r.key] == r {
 			delete(n.relays, r.key)
 		}
-		r.close()
+		r.detached = true
+		if r.users == 0 {
+			r.close()
+		} else if r.alloc != nil {
+			r.conn.Detach()
+			r.alloc.Close()
+		}
+		return
+	}
+	if now {
+		n.detachRelayLocked(r)
 		return
 	}
 	r.idle = time.AfterFunc(n.cfg.RelayIdle, func() {
 		n.relayMu.Lock()
-		if r.refs > 0 {
-			n.relayMu.Unlock()
+		defer n.relayMu.Unlock()
+		if r.refs > 0 || r.detached {
 			return
 		}
-		if n.relays[r.key] == r {
-			delete(n.relays, r.key)
-		}
-		n.relayMu.Unlock()
-		r.close()
-		n.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK})
+		n.detachRelayLocked(r)
 	})
+}
+
+// detachRelayLocked releases the allocation (the relay frees it) and, if
+// no live connection ever used its transport, the transport too; relayMu
+// held.
+func (n *Node) detachRelayLocked(r *sharedRelay) {
+	if r.detached {
+		return
+	}
+	if n.relays[r.key] == r {
+		delete(n.relays, r.key)
+	}
+	r.detached = true
+	if r.idle != nil {
+		r.idle.Stop()
+		r.idle = nil
+	}
+	r.conn.Detach()
+	r.alloc.Close()
+	if r.users == 0 {
+		r.closeTransport()
+	}
+	n.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK})
+}
+
+// userDone drops a connection that used the relay's transport; the last
+// one closes a transport whose allocation is gone.
+func (n *Node) userDone(r *sharedRelay) {
+	n.relayMu.Lock()
+	defer n.relayMu.Unlock()
+	r.users--
+	if r.users == 0 && r.detached {
+		r.closeTransport()
+	}
 }
 
 // closeRelays releases every shared allocation (node shutdown).
@@ -254,8 +310,8 @@ func (n *Node) closeRelays() {
 	}
 }
 
-func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, sess *bootstrap.Session, tcp bool, r *sharedRelay) error {
-	g, err := n.relayCredentials(ctx, sess)
+func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, bc *bootstrap.Client, tcp bool, r *sharedRelay) error {
+	g, err := n.relayCredentials(ctx, bc)
 	if err != nil {
 		return err
 	}
@@ -276,11 +332,12 @@ func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, sess *b
 	}
 	att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
 	r.alloc, r.expires = alloc, g.creds.Expires
+	r.conn = newDetachConn(alloc.Conn)
 	fail := func(err error) error {
 		r.close()
 		return err
 	}
-	if r.ep, err = endpoint.New(endpoint.Config{Conn: alloc.Conn, Logger: n.log}); err != nil {
+	if r.ep, err = endpoint.New(endpoint.Config{Conn: r.conn, Logger: n.log}); err != nil {
 		return fail(err)
 	}
 	if r.agent, err = holepunch.NewAgent(holepunch.AgentConfig{Endpoint: r.ep, Recorder: n.rec, Logger: n.log}); err != nil {
@@ -313,20 +370,20 @@ func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity
 		n.endRelayPhase(att, err)
 		return qc, path, phase, err
 	}
-	r, err := n.acquireRelay(ctx, att, sess, plan.TCP)
+	r, err := n.acquireRelay(ctx, att, sess.Bootstrap(), plan.TCP)
 	if err != nil {
 		n.endRelayPhase(att, err)
 		return nil, monitor.PathNone, monitor.PhaseRelay, err
 	}
 	rhp, err := r.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
-		n.releaseRelay(r)
+		n.releaseRelay(r, false)
 		n.endRelayPhase(att, err)
 		return nil, monitor.PathNone, monitor.PhaseRelay, err
 	}
 	defer time.AfterFunc(2*time.Second, rhp.Close)
 	if err := sess.AnnounceRelay(r.alloc.Relayed); err != nil {
-		n.releaseRelay(r)
+		n.releaseRelay(r, false)
 		n.endRelayPhase(att, err)
 		return nil, monitor.PathNone, monitor.PhaseRelay, err
 	}
@@ -339,7 +396,7 @@ func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity
 		Strategy{Direct: true, Dial: plan.Dial, Speculative: plan.Dial}, incoming)
 	n.endRelayPhase(att, err)
 	if err != nil {
-		n.releaseRelay(r)
+		n.releaseRelay(r, false)
 		return nil, monitor.PathNone, phase, err
 	}
 	n.ownRelay(qc, r)
@@ -358,9 +415,21 @@ func (n *Node) endRelayPhase(att *monitor.Attempt, err error) {
 	att.End(monitor.PhaseRelay, monitor.OutcomeOK, monitor.ReasonNone)
 }
 
-// ownRelay holds a reference on the shared allocation while the
-// connection lives.
+// relayUse is a connection's use of a shared relay.
+type relayUse struct {
+	r        *sharedRelay
+	released atomic.Bool // the connection's reference was given back
+}
+
+// ownRelay holds the connection's reference on the shared allocation
+// (until it ends, or moves off the relay) and counts it as a user of the
+// relay's transport until it ends.
 func (n *Node) ownRelay(qc *quic.Conn, r *sharedRelay) {
+	u := &relayUse{r: r}
+	n.relayMu.Lock()
+	r.users++
+	n.relayUses[qc] = u
+	n.relayMu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -369,6 +438,27 @@ func (n *Node) ownRelay(qc *quic.Conn, r *sharedRelay) {
 		case <-n.ctx.Done():
 			qc.CloseWithError(0, "node closing")
 		}
-		n.releaseRelay(r)
+		if u.released.CompareAndSwap(false, true) {
+			n.releaseRelay(r, false)
+		}
+		n.relayMu.Lock()
+		delete(n.relayUses, qc)
+		n.relayMu.Unlock()
+		n.userDone(r)
 	}()
+}
+
+// relayOf returns the relay a connection was made through (nil if none).
+func (n *Node) relayOf(qc *quic.Conn) *relayUse {
+	n.relayMu.Lock()
+	defer n.relayMu.Unlock()
+	return n.relayUses[qc]
+}
+
+// leaveRelay gives back the reference of a connection that moved to a
+// direct path, releasing the allocation at once if it was the last.
+func (n *Node) leaveRelay(qc *quic.Conn) {
+	if u := n.relayOf(qc); u != nil && u.released.CompareAndSwap(false, true) {
+		n.releaseRelay(u.r, true)
+	}
 }

@@ -298,7 +298,8 @@ func (m *ConnectRequest) appendPayload(b []byte) []byte {
 	b = append(b, m.Target[:]...)
 	b = appendNAT(b, m.NAT)
 	b = appendCandidates(b, m.Candidates)
-	return appendCreds(b, m.Creds)
+	b = appendCreds(b, m.Creds)
+	return quicvarint.Append(b, uint64(m.Purpose))
 }
 
 func (m *ConnectRequest) decode(r *reader) error {
@@ -307,6 +308,7 @@ func (m *ConnectRequest) decode(r *reader) error {
 	m.NAT = r.nat()
 	m.Candidates = r.candidates()
 	m.Creds = r.creds()
+	m.Purpose = Purpose(r.varint())
 	return r.err
 }
 
@@ -315,7 +317,8 @@ func (m *ConnectOffer) appendPayload(b []byte) []byte {
 	b = append(b, m.From[:]...)
 	b = appendNAT(b, m.NAT)
 	b = appendCandidates(b, m.Candidates)
-	return appendCreds(b, m.Creds)
+	b = appendCreds(b, m.Creds)
+	return quicvarint.Append(b, uint64(m.Purpose))
 }
 
 func (m *ConnectOffer) decode(r *reader) error {
@@ -324,6 +327,7 @@ func (m *ConnectOffer) decode(r *reader) error {
 	m.NAT = r.nat()
 	m.Candidates = r.candidates()
 	m.Creds = r.creds()
+	m.Purpose = Purpose(r.varint())
 	return r.err
 }
 

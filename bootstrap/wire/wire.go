@@ -266,6 +266,40 @@ type ConnectRequest struct {
 	NAT        nattype.Type
 	Candidates []Candidate
 	Creds      Creds
+	Purpose    Purpose
+}
+
+// Purpose says what an introduction is for; the bootstrap forwards it.
+type Purpose uint64
+
+// Purposes.
+const (
+	// PurposeConnect: a new connection.
+	PurposeConnect Purpose = 0
+	// PurposeRebind: the requester's address changed under a connection
+	// it has with the target; the target only sends checks to the new
+	// candidates, so that its NAT lets the moved connection in.
+	PurposeRebind Purpose = 1
+	// PurposeUpgrade: the requester wants to move a relayed connection
+	// to a direct path; both sides send checks, nobody dials.
+	PurposeUpgrade Purpose = 2
+	// PurposeFallback: the requester moves a connection whose direct
+	// path died to the relay; the target checks the relayed address.
+	PurposeFallback Purpose = 3
+)
+
+func (p Purpose) String() string {
+	switch p {
+	case PurposeConnect:
+		return "connect"
+	case PurposeRebind:
+		return "rebind"
+	case PurposeUpgrade:
+		return "upgrade"
+	case PurposeFallback:
+		return "fallback"
+	}
+	return fmt.Sprintf("purpose(%d)", uint64(p))
 }
 
 // ConnectOffer tells a peer that From wants to connect.
@@ -275,6 +309,7 @@ type ConnectOffer struct {
 	NAT        nattype.Type
 	Candidates []Candidate
 	Creds      Creds
+	Purpose    Purpose
 }
 
 // ConnectAnswer is a peer's reply to a ConnectOffer.

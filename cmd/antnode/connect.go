@@ -29,6 +29,7 @@ type connectOptions struct {
 	timeout        time.Duration
 	repeat         int
 	interval       time.Duration
+	idle           time.Duration
 	json           bool
 	relay          peerFlags
 	log            logFlags
@@ -49,11 +50,27 @@ type connectResult struct {
 	Phase         string  `json:"failed_phase,omitempty"`
 	Reason        string  `json:"reason,omitempty"`
 	Error         string  `json:"error,omitempty"`
+	IdleS         float64 `json:"idle_s,omitempty"`
+	// FinalPath is the path at the end (after migrations), Migrations
+	// the moves the connection made.
+	FinalPath  string          `json:"final_path,omitempty"`
+	Migrations []migrationJSON `json:"migrations,omitempty"`
 	// Runs holds every run's outcome with --repeat (the fields above are
 	// the last run's).
 	Runs []connectRun `json:"runs,omitempty"`
 	// Bootstraps is the state of each bootstrap at the end.
 	Bootstraps []bootstrapState `json:"bootstraps,omitempty"`
+}
+
+type migrationJSON struct {
+	Kind       string  `json:"kind"`
+	Reason     string  `json:"reason"`
+	OK         bool    `json:"ok"`
+	DurationMS float64 `json:"duration_ms"`
+	From       string  `json:"from"`
+	To         string  `json:"to"`
+	AtMS       float64 `json:"at_ms"` // since the connection was made
+	AtUnixMS   int64   `json:"at_unix_ms"`
 }
 
 type connectRun struct {
@@ -82,6 +99,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long (each run)")
 	fs.IntVar(&o.repeat, "repeat", 1, "connect this many times in a row (a new attempt each time), for failover tests")
 	fs.DurationVar(&o.interval, "interval", 0, "pause between repeated runs")
+	fs.DurationVar(&o.idle, "idle", 0, "once connected, stay idle this long before the transfer (the connection must survive it)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
@@ -109,8 +127,8 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "antnode connect: --timeout must be positive")
 		return exitUsage
 	}
-	if o.repeat < 1 || o.repeat > 1000 || o.interval < 0 {
-		fmt.Fprintln(stderr, "antnode connect: --repeat must be 1..1000 and --interval not negative")
+	if o.repeat < 1 || o.repeat > 1000 || o.interval < 0 || o.idle < 0 {
+		fmt.Fprintln(stderr, "antnode connect: --repeat must be 1..1000, --interval and --idle not negative")
 		return exitUsage
 	}
 	log, mode, err := o.log.build(stderr)
@@ -118,7 +136,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "antnode connect:", err)
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(o.repeat)*(o.timeout+o.interval))
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(o.repeat)*(o.timeout+o.interval+o.idle))
 	defer cancel()
 	tl := &timeline{}
 	res := runConnect(ctx, o, log, mode, prometheus.NewRegistry(), tl)
@@ -193,6 +211,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode mo
 		failed = failed || !run.Connected || run.Error != ""
 		res.Connected, res.Path, res.TimeToConnect, res.RTT = run.Connected, run.Path, run.TimeToConnect, run.RTT
 		res.BytesVerified, res.ThroughputMbs, res.Attempt = run.BytesVerified, run.ThroughputMbs, run.Attempt
+		res.IdleS, res.FinalPath, res.Migrations = run.IdleS, run.FinalPath, run.Migrations
 		res.Phase, res.Reason, res.Error = run.Phase, run.Reason, run.Error
 		if o.repeat > 1 {
 			res.Runs = append(res.Runs, connectRun{Connected: run.Connected && run.Error == "", Path: run.Path,
@@ -216,7 +235,7 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 		res.Phase, res.Reason, res.Error = phase, reason.String(), oneLine(err)
 		return res
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.timeout+o.idle)
 	defer cancel()
 	c, err := node.Connect(ctx, o.peer)
 	if err != nil {
@@ -227,10 +246,20 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 		return fail("connect", traversal.Reason(err), err)
 	}
 	defer c.Close()
+	connected := time.Now()
 	res.Connected = true
 	res.Path = c.Path().String()
 	res.Attempt = c.Attempt().String()
 	res.TimeToConnect = ms(c.TimeToConnect())
+	if o.idle > 0 {
+		select {
+		case <-time.After(o.idle):
+		case <-ctx.Done():
+		case <-c.QUIC().Context().Done():
+			return fail("idle", monitor.ReasonConnectionLost, context.Cause(c.QUIC().Context()))
+		}
+		res.IdleS = o.idle.Seconds()
+	}
 	if o.send > 0 {
 		tr, err := c.SendVerified(ctx, o.send)
 		if err != nil {
@@ -241,6 +270,12 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 		res.ThroughputMbs = float64(int(tr.Mbps*10)) / 10
 	}
 	res.RTT = ms(c.RTT())
+	res.FinalPath = c.Path().String()
+	for _, m := range c.Migrations() {
+		res.Migrations = append(res.Migrations, migrationJSON{Kind: m.Kind, Reason: m.Reason.String(), OK: m.OK,
+			DurationMS: ms(m.Duration), From: m.From.String(), To: m.To.String(), AtMS: ms(m.At.Sub(connected)),
+			AtUnixMS: m.At.UnixMilli()})
+	}
 	return res
 }
 

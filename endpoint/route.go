@@ -1,0 +1,232 @@
+package endpoint
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// Rerouting QUIC packets around a dead path.
+//
+// quic-go moves a connection to a new path only after probing it, and it
+// sends no probe while the old path holds the congestion window: a path
+// that silently drops everything in the middle of a transfer cannot be
+// left that way. The endpoint can instead send the QUIC packets for one
+// remote address another way (through a relay allocation) while QUIC
+// goes on believing in its path; the answers come back through the
+// caller, which hands them to the socket. The socket stays a UDP socket
+// to quic-go (batched reads, GSO and ECN intact); only the write side is
+// wrapped, and it costs one atomic load per packet while no route is set.
+
+// ErrNoRouting is returned by Reroute on an endpoint without a router
+// (never, for endpoints made by New).
+var ErrNoRouting = errors.New("endpoint: no router on this socket")
+
+// router holds the routes.
+type router struct {
+	routes atomic.Pointer[map[netip.AddrPort]func([]byte) error]
+	mu     sync.Mutex // serialises route changes
+}
+
+// routedConn is a UDP socket as quic-go sees it: still OOB-capable.
+type routedConn struct {
+	*net.UDPConn
+	router
+}
+
+// routedPacketConn is any other socket (a relayed one, an in-process
+// model) with the same routes.
+type routedPacketConn struct {
+	net.PacketConn
+	router
+}
+
+func (c *routedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if send := c.route(addr, b); send != nil {
+		if err := send(b); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// routerOf returns the endpoint's router.
+func (e *Endpoint) routerOf() *router {
+	switch c := e.tr.Conn.(type) {
+	case *routedConn:
+		return &c.router
+	case *routedPacketConn:
+		return &c.router
+	}
+	return nil
+}
+
+// isQUIC reports whether b is a QUIC packet (the fixed bit; STUN starts
+// with two zero bits).
+func isQUIC(b []byte) bool { return len(b) > 0 && b[0]&0x40 != 0 }
+
+func (c *router) route(addr net.Addr, b []byte) func([]byte) error {
+	m := c.routes.Load()
+	if m == nil || !isQUIC(b) {
+		return nil
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	ap := ua.AddrPort()
+	return (*m)[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]
+}
+
+func (c *routedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if send := c.route(addr, b); send != nil {
+		if err := send(b); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.UDPConn.WriteTo(b, addr)
+}
+
+func (c *routedConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, error) {
+	if send := c.route(addr, b); send != nil {
+		seg := gsoSegment(oob)
+		if seg <= 0 || seg >= len(b) {
+			seg = len(b)
+		}
+		for off := 0; off < len(b); off += seg {
+			if err := send(b[off:min(off+seg, len(b))]); err != nil {
+				return 0, 0, err
+			}
+		}
+		return len(b), len(oob), nil
+	}
+	return c.UDPConn.WriteMsgUDP(b, oob, addr)
+}
+
+// gsoSegment returns the UDP_SEGMENT size in a control message buffer, or
+// 0 (Linux: level SOL_UDP 17, type UDP_SEGMENT 103, a uint16).
+func gsoSegment(oob []byte) int {
+	const hdr = 16 // cmsghdr on 64-bit Linux: len uint64, level int32, type int32
+	for len(oob) >= hdr {
+		l := int(binary.NativeEndian.Uint64(oob[0:8]))
+		level := int32(binary.NativeEndian.Uint32(oob[8:12]))
+		typ := int32(binary.NativeEndian.Uint32(oob[12:16]))
+		if l < hdr || l > len(oob) {
+			return 0
+		}
+		if level == 17 && typ == 103 && l >= hdr+2 {
+			return int(binary.NativeEndian.Uint16(oob[hdr : hdr+2]))
+		}
+		step := (l + 7) &^ 7
+		if step > len(oob) {
+			return 0
+		}
+		oob = oob[step:]
+	}
+	return 0
+}
+
+// Reroute sends the QUIC packets that the socket would send to dst through
+// send instead (STUN and other packets still go directly). The answers
+// must be handed back with Inject.
+func (e *Endpoint) Reroute(dst netip.AddrPort, send func([]byte) error) error {
+	rc := e.routerOf()
+	if rc == nil {
+		return ErrNoRouting
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	m := map[netip.AddrPort]func([]byte) error{}
+	if old := rc.routes.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	m[dst] = send
+	rc.routes.Store(&m)
+	return nil
+}
+
+// Unroute sends dst's packets directly again.
+func (e *Endpoint) Unroute(dst netip.AddrPort) {
+	rc := e.routerOf()
+	if rc == nil {
+		return
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	old := rc.routes.Load()
+	if old == nil {
+		return
+	}
+	m := map[netip.AddrPort]func([]byte) error{}
+	for k, v := range *old {
+		if k != dst {
+			m[k] = v
+		}
+	}
+	if len(m) == 0 {
+		rc.routes.Store(nil)
+		return
+	}
+	rc.routes.Store(&m)
+}
+
+// Rerouted reports whether dst's QUIC packets are rerouted.
+func (e *Endpoint) Rerouted(dst netip.AddrPort) bool {
+	rc := e.routerOf()
+	if rc == nil {
+		return false
+	}
+	m := rc.routes.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())]
+	return ok
+}
+
+// Injector hands packets that arrived another way (rerouted answers) to
+// the socket, as datagrams from a local socket of its own: QUIC finds the
+// connection by its connection ID, whatever the source.
+type Injector struct {
+	conn *net.UDPConn
+	to   *net.UDPAddr
+}
+
+// NewInjector returns an Injector for the endpoint; Close it when done.
+func (e *Endpoint) NewInjector() (*Injector, error) {
+	to := e.local
+	if to.Addr().IsUnspecified() {
+		lo := netip.MustParseAddr("127.0.0.1")
+		if to.Addr().Is6() && !to.Addr().Is4In6() {
+			lo = netip.IPv6Loopback()
+		}
+		to = netip.AddrPortFrom(lo, to.Port())
+	}
+	network := "udp4"
+	if to.Addr().Is6() && !to.Addr().Is4In6() {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Injector{conn: c, to: net.UDPAddrFromAddrPort(to)}, nil
+}
+
+// Inject delivers b to the endpoint's socket.
+func (i *Injector) Inject(b []byte) error {
+	_, err := i.conn.WriteTo(b, i.to)
+	return err
+}
+
+// Close closes the injector's socket.
+func (i *Injector) Close() error { return i.conn.Close() }

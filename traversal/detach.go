@@ -1,0 +1,141 @@
+package traversal
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// detachConn wraps a relayed socket so that the allocation under it can be
+// released while the QUIC transport on top lives on (closing a
+// quic.Transport ends every connection that ever used it, and one whose
+// socket fails closes itself). After Detach, writes are dropped and reads
+// block until the read deadline passes (the transport's own Close sets
+// one) or Close.
+type detachConn struct {
+	net.PacketConn
+
+	// intercept maps a peer address to a handler for the QUIC packets
+	// from it: the answers on a rerouted connection (see fallback), which
+	// belong to a connection on the node's main socket, not to this
+	// transport.
+	intercept atomic.Pointer[map[netip.AddrPort]func([]byte)]
+	imu       sync.Mutex
+
+	mu       sync.Mutex
+	detached bool
+	wake     chan struct{} // closed by Close or a past read deadline
+}
+
+func newDetachConn(c net.PacketConn) *detachConn {
+	return &detachConn{PacketConn: c, wake: make(chan struct{})}
+}
+
+// Detach closes the inner socket (releasing the allocation) but not the
+// wrapper.
+func (d *detachConn) Detach() {
+	d.mu.Lock()
+	if d.detached {
+		d.mu.Unlock()
+		return
+	}
+	d.detached = true
+	d.mu.Unlock()
+	d.PacketConn.Close()
+}
+
+func (d *detachConn) isDetached() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.detached
+}
+
+func (d *detachConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := d.PacketConn.ReadFrom(b)
+		if err != nil && d.isDetached() {
+			<-d.wake
+			return 0, nil, os.ErrDeadlineExceeded
+		}
+		if err == nil && n > 0 && b[0]&0x40 != 0 {
+			if m := d.intercept.Load(); m != nil {
+				if ua, ok := addr.(*net.UDPAddr); ok {
+					ap := ua.AddrPort()
+					if h := (*m)[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]; h != nil {
+						h(b[:n])
+						continue
+					}
+				}
+			}
+		}
+		return n, addr, err
+	}
+}
+
+// Intercept hands the QUIC packets from peer to h (nil: stop).
+func (d *detachConn) Intercept(peer netip.AddrPort, h func([]byte)) {
+	d.imu.Lock()
+	defer d.imu.Unlock()
+	m := map[netip.AddrPort]func([]byte){}
+	if old := d.intercept.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	if h == nil {
+		delete(m, peer)
+	} else {
+		m[peer] = h
+	}
+	if len(m) == 0 {
+		d.intercept.Store(nil)
+		return
+	}
+	d.intercept.Store(&m)
+}
+
+func (d *detachConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if d.isDetached() {
+		return len(b), nil
+	}
+	n, err := d.PacketConn.WriteTo(b, addr)
+	if err != nil && d.isDetached() {
+		return len(b), nil // detached meanwhile: the datagram is simply lost
+	}
+	return n, err
+}
+
+func (d *detachConn) SetReadDeadline(t time.Time) error {
+	d.mu.Lock()
+	if d.detached && !t.IsZero() && !t.After(time.Now()) {
+		d.wakeLocked()
+	}
+	detached := d.detached
+	d.mu.Unlock()
+	if detached {
+		return nil
+	}
+	return d.PacketConn.SetReadDeadline(t)
+}
+
+func (d *detachConn) wakeLocked() {
+	select {
+	case <-d.wake:
+	default:
+		close(d.wake)
+	}
+}
+
+func (d *detachConn) Close() error {
+	d.mu.Lock()
+	d.wakeLocked()
+	wasDetached := d.detached
+	d.mu.Unlock()
+	if wasDetached {
+		return nil
+	}
+	return d.PacketConn.Close()
+}

@@ -1,0 +1,214 @@
+package traversal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/holepunch"
+	"github.com/antnode/antnode/migration"
+	"github.com/antnode/antnode/monitor"
+)
+
+// Dead direct paths and the move to the relay.
+//
+// A direct path can stop carrying anything (a firewall change, a NAT that
+// drops the mapping's traffic) without any error: packets simply vanish.
+// The dialling side watches its QUIC packet counters (migration.Silence):
+// when it has been sending for DeadAfter without receiving a single
+// packet, the path is dead. It then allocates on a relay, asks the peer
+// through a bootstrap to send checks to the relayed address (opening the
+// peer's NAT to it), adds a QUIC path over the allocation, probes it and
+// switches: the connection and its streams carry on through the relay,
+// and the upgrade loop tries to go direct again later.
+
+// pathWatch watches a connection this node dialled while it runs on a
+// direct path and moves it to the relay when the path dies.
+func (n *Node) pathWatch(c *Conn) {
+	if n.cfg.DeadPathCheck < 0 {
+		return
+	}
+	t := time.NewTicker(n.cfg.DeadPathCheck)
+	defer t.Stop()
+	var silence migration.Silence
+	for {
+		select {
+		case <-t.C:
+		case <-c.qc.Context().Done():
+			return
+		case <-n.ctx.Done():
+			return
+		}
+		if c.Path() != monitor.PathDirect || c.migrating.Load() {
+			silence.Reset()
+			continue
+		}
+		st := c.qc.ConnectionStats()
+		threshold := migration.DeadAfter(n.cfg.DeadAfter/3, st.SmoothedRTT, 3)
+		if !silence.Observe(time.Now(), st.PacketsSent, st.PacketsReceived, threshold) {
+			continue
+		}
+		silence.Reset()
+		if !c.migrating.CompareAndSwap(false, true) {
+			continue
+		}
+		err := n.fallback(c, threshold)
+		c.migrating.Store(false)
+		if err == nil {
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.upgradeLoop(c)
+			}()
+		}
+	}
+}
+
+// fallback moves c from its dead direct path to the relay.
+func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
+	start := time.Now()
+	n.rec.Record(monitor.Event{Kind: monitor.KindFallback, Reason: monitor.ReasonPathBlackholed, Detail: "direct->relay",
+		Peer: c.peer.String(), Duration: silent})
+	n.move(c.peer, StateMigrating, monitor.ReasonPathBlackholed, nil)
+	defer func() {
+		d := time.Since(start)
+		o, to := monitor.OutcomeOK, monitor.PathRelay
+		if err != nil {
+			o, to = monitor.OutcomeFail, monitor.PathDirect
+		}
+		if c.qc.Context().Err() == nil {
+			n.move(c.peer, connectedState(to), monitor.ReasonPathBlackholed, nil)
+		}
+		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: o, Reason: monitor.ReasonPathBlackholed, Detail: "fallback",
+			Duration: d, Path: to, Peer: c.peer.String(), Err: err})
+		c.addMigration(Migration{At: start, Kind: "fallback", Reason: monitor.ReasonPathBlackholed, OK: err == nil,
+			Duration: d, From: monitor.PathDirect, To: to})
+	}()
+	if n.cfg.Relay == RelayNever {
+		return fmt.Errorf("%w: relaying is off (--relay never)", ErrNoRelay)
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	defer cancel()
+	var r *sharedRelay
+	var bc *bootstrap.Client
+	var errs []error
+	for _, cl := range n.registered() {
+		if r, err = n.acquireRelay(ctx, nil, cl, false); err == nil {
+			bc = cl
+			break
+		}
+		errs = append(errs, err)
+	}
+	if r == nil {
+		return fmt.Errorf("%w: %w", ErrNoRelay, errors.Join(errs...))
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			n.releaseRelay(r, false)
+		}
+	}()
+	// The peer learns the relayed address as a candidate, and checks it
+	// from its main socket: its NAT opens to the relay.
+	creds := holepunch.NewCreds()
+	relayCand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r.alloc.Relayed}
+	sess, err := bc.Connect(ctx, c.peer, bootstrap.Intro{NAT: n.NAT(), Candidates: []wire.Candidate{relayCand}, Creds: creds,
+		Purpose: wire.PurposeFallback})
+	if err != nil {
+		return fmt.Errorf("traversal: fallback: introduction: %w", err)
+	}
+	defer sess.Close()
+	if rhp, err := r.agent.Open(creds, sess.Remote.Creds, nil); err == nil {
+		defer time.AfterFunc(2*time.Second, rhp.Close)
+	}
+	remote := addrPortOf(c.qc.RemoteAddr())
+	if err := r.alloc.Permit(remote); err != nil {
+		return fmt.Errorf("traversal: fallback: %w", err)
+	}
+	inj, err := n.injector()
+	if err != nil {
+		return fmt.Errorf("traversal: fallback: %w", err)
+	}
+	// The connection keeps its QUIC path; its packets to the peer's
+	// address now leave through the allocation and the answers come back
+	// through it to the main socket.
+	before := c.qc.ConnectionStats().PacketsReceived
+	r.conn.Intercept(remote, func(b []byte) { inj.Inject(b) })
+	dst := net.UDPAddrFromAddrPort(remote)
+	if err := n.cfg.Endpoint.Reroute(remote, func(b []byte) error {
+		_, err := r.conn.WriteTo(b, dst)
+		return err
+	}); err != nil {
+		r.conn.Intercept(remote, nil)
+		return fmt.Errorf("traversal: fallback: %w", err)
+	}
+	undo := func() {
+		n.cfg.Endpoint.Unroute(remote)
+		r.conn.Intercept(remote, nil)
+	}
+	// Packets flowing again is the proof (the lost ones are retransmitted
+	// by QUIC's probe timeout, now through the relay).
+	heard := false
+	for wait := time.NewTicker(20 * time.Millisecond); !heard; {
+		select {
+		case <-wait.C:
+			heard = c.qc.ConnectionStats().PacketsReceived > before
+		case <-ctx.Done():
+			wait.Stop()
+			undo()
+			return fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", context.Cause(ctx))
+		}
+	}
+	keep = true
+	c.reroute.Store(&rerouted{r: r, dst: remote})
+	c.setPath(monitor.PathRelay)
+	n.ownRelay(c.qc, r) // the reference acquireRelay took is the connection's now
+	n.wg.Add(1)
+	go func() { // the route dies with the connection
+		defer n.wg.Done()
+		select {
+		case <-c.qc.Context().Done():
+		case <-n.ctx.Done():
+		}
+		n.unroute(c)
+	}()
+	if err := sendNotice(c.qc, noticePath, byte(monitor.PathRelay)); err != nil {
+		n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
+	}
+	return nil
+}
+
+// rerouted is a connection whose QUIC packets go through a relay while
+// QUIC keeps its direct path (see fallback).
+type rerouted struct {
+	r   *sharedRelay
+	dst netip.AddrPort
+}
+
+// unroute sends c's packets directly again.
+func (n *Node) unroute(c *Conn) {
+	if rr := c.reroute.Swap(nil); rr != nil {
+		n.cfg.Endpoint.Unroute(rr.dst)
+		rr.r.conn.Intercept(rr.dst, nil)
+	}
+}
+
+// injector returns the node's injector (created on first use).
+func (n *Node) injector() (*endpoint.Injector, error) {
+	n.injMu.Lock()
+	defer n.injMu.Unlock()
+	if n.inj == nil {
+		inj, err := n.cfg.Endpoint.NewInjector()
+		if err != nil {
+			return nil, err
+		}
+		n.inj = inj
+	}
+	return n.inj, nil
+}

@@ -1,0 +1,98 @@
+package traversal
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+)
+
+func TestRebindRoundAndRefusal(t *testing.T) {
+	b := startBootstrap(t)
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	stranger := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Without a connection the peer refuses a rebind round.
+	if _, err := stranger.checkRound(ctx, peer.ID(), wire.PurposeRebind, stranger.candidates(), nil); err == nil {
+		t.Fatal("a rebind round without a connection was accepted")
+	}
+
+	c, err := a.Connect(ctx, peer.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitConn(t, peer, a.ID())
+	if err := a.rebind(c, monitor.ReasonNetworkChanged); err != nil {
+		t.Fatalf("rebind: %v", err)
+	}
+	ms := c.Migrations()
+	if len(ms) != 1 || ms[0].Kind != "rebind" || !ms[0].OK || ms[0].Duration <= 0 {
+		t.Fatalf("migrations %+v", ms)
+	}
+	// The connection still carries verified bytes.
+	if res, err := c.SendVerified(ctx, 256<<10); err != nil || res.Bytes != 256<<10 {
+		t.Fatalf("after rebind: %+v %v", res, err)
+	}
+}
+
+// TestNetworkChangeTriggersRebind feeds the node's watcher a new address
+// and checks that the connection it dialled is rebound.
+func TestNetworkChangeTriggersRebind(t *testing.T) {
+	b := startBootstrap(t)
+	var mu sync.Mutex
+	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	rec := &recorder{}
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Recorder: rec, NetworkPoll: 10 * time.Millisecond,
+		Addrs: func() ([]netip.Addr, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(addrs), nil
+		}})
+	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.Connect(ctx, peer.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	addrs = []netip.Addr{netip.MustParseAddr("192.0.2.11")}
+	mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range c.Migrations() {
+			if m.Reason == monitor.ReasonNetworkChanged {
+				if !m.OK {
+					t.Fatalf("migration %+v", m)
+				}
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no rebind after the address change; events %v", rec.kinds(monitor.KindMigration))
+}
+
+// waitConn waits until n has a connection with peer.
+func waitConn(t *testing.T, n *Node, peer identity.PeerID) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, c := range n.Conns() {
+			if c.Peer() == peer {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the peer never tracked the connection")
+}

@@ -1,0 +1,200 @@
+package traversal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/migration"
+	"github.com/antnode/antnode/monitor"
+)
+
+// Moving a relayed connection to a direct path, make before break.
+//
+// The node that allocated and dialled through its relay is the QUIC
+// client of the connection, whose remote address is the peer's own
+// (direct) address as the relay forwards to it. To go direct, the client
+// asks the peer (through a bootstrap) for a check round from both main
+// sockets; once the pair towards that same remote address validates, it
+// adds a path on its main socket, probes it (QUIC path validation),
+// switches to it, tells the peer on a notice stream, and gives back its
+// reference on the allocation, which is released if nobody else uses it.
+// The streams of the connection carry on through all of it.
+
+// ErrNoDirectYet is returned by an upgrade whose check round found no
+// direct path to the connection's remote address.
+var ErrNoDirectYet = errors.New("traversal: no direct path to the peer yet")
+
+// upgradeLoop tries to move c off the relay, paced by
+// migration.UpgradeDelay, until it succeeds or c ends.
+func (n *Node) upgradeLoop(c *Conn) {
+	if n.cfg.UpgradeBase < 0 || n.cfg.Relay == RelayForce {
+		return
+	}
+	for i := 0; ; i++ {
+		t := time.NewTimer(migration.UpgradeDelay(i, n.cfg.UpgradeBase, n.cfg.UpgradeMax))
+		select {
+		case <-t.C:
+		case <-c.qc.Context().Done():
+			t.Stop()
+			return
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		}
+		if c.Path() != monitor.PathRelay {
+			return
+		}
+		if n.degrade.busy(n.cfg.MaxInflight) {
+			continue // under load: upgrades are optional work and wait
+		}
+		if !c.migrating.CompareAndSwap(false, true) {
+			continue
+		}
+		err := n.upgrade(c)
+		c.migrating.Store(false)
+		if err == nil {
+			return
+		}
+	}
+}
+
+// upgrade makes one attempt to move c to a direct path.
+func (n *Node) upgrade(c *Conn) (err error) {
+	start := time.Now()
+	remote := addrPortOf(c.qc.RemoteAddr())
+	n.move(c.peer, StateUpgrading, monitor.ReasonNone, nil)
+	defer func() {
+		d := time.Since(start)
+		o, to := monitor.OutcomeOK, monitor.PathDirect
+		reason := monitor.ReasonNone
+		if err != nil {
+			o, to = monitor.OutcomeFail, monitor.PathRelay
+			reason = Reason(err)
+			if errors.Is(err, ErrNoDirectYet) {
+				reason = monitor.ReasonPunchTimeout
+			}
+			if c.qc.Context().Err() == nil {
+				n.move(c.peer, StateConnectedRelay, reason, nil)
+			}
+		} else {
+			n.move(c.peer, StateConnectedDirect, monitor.ReasonNone, nil)
+		}
+		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: o, Reason: reason, Detail: "upgrade",
+			Duration: d, Path: to, Peer: c.peer.String(), Err: err})
+		c.addMigration(Migration{At: start, Kind: "upgrade", Reason: reason, OK: err == nil, Duration: d,
+			From: monitor.PathRelay, To: to})
+	}()
+	budget := max(3*time.Second, 10*c.RTT())
+	ctx, cancel := context.WithTimeout(n.ctx, budget)
+	defer cancel()
+	res, err := n.checkRound(ctx, c.peer, wire.PurposeUpgrade, n.freshCandidates(ctx), []netip.AddrPort{remote})
+	if err != nil {
+		return err
+	}
+	ok := false
+	for _, p := range res.Validated {
+		ok = ok || p.Remote == remote
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s did not validate", ErrNoDirectYet, n.san(remote))
+	}
+	if c.reroute.Load() != nil {
+		// QUIC never left the direct path (see fallback): stop rerouting
+		// and its packets take the direct path again.
+		n.unroute(c)
+		c.setPath(monitor.PathDirect)
+		n.leaveRelay(c.qc)
+		if err := sendNotice(c.qc, noticePath, byte(monitor.PathDirect)); err != nil {
+			n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
+		}
+		return nil
+	}
+	p, err := c.qc.AddPath(n.cfg.Endpoint.Transport())
+	if err != nil {
+		return fmt.Errorf("traversal: upgrade: add path: %w", err)
+	}
+	if err := p.Probe(ctx); err != nil {
+		p.Close()
+		return fmt.Errorf("traversal: upgrade: probe: %w", err)
+	}
+	if err := p.Switch(); err != nil {
+		p.Close()
+		return fmt.Errorf("traversal: upgrade: switch: %w", err)
+	}
+	c.setPath(monitor.PathDirect)
+	n.leaveRelay(c.qc)
+	if err := sendNotice(c.qc, noticePath, byte(monitor.PathDirect)); err != nil {
+		n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
+	}
+	return nil
+}
+
+// san renders an address for error texts the way the logs do.
+func (n *Node) san(a netip.AddrPort) string {
+	if s, ok := n.rec.(interface{ Sanitizer() *monitor.Sanitizer }); ok {
+		return s.Sanitizer().AddrPort(a)
+	}
+	return a.String()
+}
+
+// Notices are one-way messages between the two ends of a connection, one
+// per unidirectional stream: a type byte and its payload.
+const (
+	noticeNominate byte = nominationByte // the dialler keeps this connection: no payload
+	noticePath     byte = 'P'            // the dialler moved the connection: payload is the new monitor.Path
+)
+
+func sendNotice(qc *quic.Conn, typ byte, payload ...byte) error {
+	str, err := qc.OpenUniStream()
+	if err != nil {
+		return err
+	}
+	if _, err := str.Write(append([]byte{typ}, payload...)); err != nil {
+		return err
+	}
+	return str.Close()
+}
+
+// serveNotices reads the peer's notices until the connection ends.
+func (c *Conn) serveNotices() {
+	for {
+		str, err := c.qc.AcceptUniStream(c.node.ctx)
+		if err != nil {
+			return
+		}
+		str.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var b [2]byte
+		if _, err := io.ReadFull(str, b[:1]); err != nil {
+			str.CancelRead(0)
+			continue
+		}
+		switch b[0] {
+		case noticeNominate:
+			c.nominateOnce.Do(func() { close(c.nominated) })
+		case noticePath:
+			if _, err := io.ReadFull(str, b[1:]); err != nil {
+				str.CancelRead(0)
+				continue
+			}
+			p := monitor.Path(b[1])
+			if p != monitor.PathDirect && p != monitor.PathRelay {
+				continue
+			}
+			from := c.Path()
+			c.setPath(p)
+			c.node.move(c.peer, connectedState(p), monitor.ReasonNone, nil)
+			c.node.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: monitor.OutcomeOK, Detail: "peer moved " + from.String() + "->" + p.String(),
+				Path: p, Peer: c.peer.String()})
+			c.addMigration(Migration{At: time.Now(), Kind: "peer-moved", OK: true, From: from, To: p})
+		default:
+			str.CancelRead(0) // a newer peer's notice: ignore
+		}
+	}
+}
