@@ -210,6 +210,8 @@ type Client struct {
 	rec monitor.Recorder
 	log *slog.Logger
 
+	hbOverride atomic.Int64 // SetHeartbeat's period, ns (0: cfg.Heartbeat)
+
 	mu       sync.Mutex
 	cur      *live
 	pinned   identity.PeerID
@@ -582,6 +584,22 @@ func (c *Client) commit(l *live) {
 	}
 }
 
+// Heartbeat returns the current heartbeat period.
+func (c *Client) Heartbeat() time.Duration {
+	if d := c.hbOverride.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return c.cfg.Heartbeat
+}
+
+// SetHeartbeat changes the heartbeat period (for a NAT whose mappings
+// expire faster than the configured one); it applies from the next beat.
+func (c *Client) SetHeartbeat(d time.Duration) {
+	if d > 0 && c.cfg.Heartbeat > 0 {
+		c.hbOverride.Store(int64(d))
+	}
+}
+
 // ErrHeartbeat is the error of a control connection whose bootstrap did
 // not answer a heartbeat in time.
 var ErrHeartbeat = errors.New("bootstrap: no answer to heartbeat")
@@ -652,7 +670,8 @@ func (c *Client) heartbeat(l *live) {
 		<-l.done
 		return
 	}
-	tick := time.NewTicker(c.cfg.Heartbeat)
+	period := c.Heartbeat()
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	pad := make([]byte, 24)
 	var seq uint64
@@ -661,6 +680,10 @@ func (c *Client) heartbeat(l *live) {
 		case <-l.done:
 			return
 		case <-tick.C:
+		}
+		if p := c.Heartbeat(); p != period {
+			period = p
+			tick.Reset(p)
 		}
 		seq++
 		start := time.Now()

@@ -367,7 +367,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		pending++
 		dialed[addr]++
 		go func() {
-			qc, err := ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(addr), n.cfg.Identity.ClientTLS(peer, PeerALPN), n.cfg.peerQUIC())
+			qc, err := ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(addr), n.cfg.Identity.ClientTLS(peer, PeerALPN), n.peerQUIC())
 			r := dialResult{qc: qc, addr: addr, err: err}
 			if own {
 				r.ep = ep

@@ -80,6 +80,9 @@ func (n *Node) observedFunc(i int) func(netip.AddrPort) {
 		}
 		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Reason: monitor.ReasonMappingExpired, Outcome: monitor.OutcomeOK,
 			Detail: "the NAT mapped this node anew", Addr: addr})
+		// The control connection is never idle for more than a
+		// heartbeat: the mapping lived less than that.
+		n.learnMappingLifetime(clients[i].Heartbeat())
 		n.rebindAll(monitor.ReasonMappingExpired)
 	}
 }
@@ -230,3 +233,37 @@ func (n *Node) handleMigrationOffer(o *bootstrap.Offer) {
 	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: outcome, Reason: monitor.ReasonNetworkChanged,
 		Detail: "peer " + o.Remote.Purpose.String(), Duration: time.Since(start), Peer: o.From.String(), Err: err})
 }
+
+// keepalive is the keepalive period for connections made now: under the
+// learned NAT mapping lifetime, at most the configured KeepAlive.
+func (n *Node) keepalive() time.Duration {
+	return migration.KeepaliveFor(time.Duration(n.mapLife.Load()), time.Second, n.cfg.KeepAlive)
+}
+
+// learnMappingLifetime records that a NAT mapping of this node expired
+// within upper: new connections and the bootstrap heartbeats then keep
+// their mappings alive faster than that.
+func (n *Node) learnMappingLifetime(upper time.Duration) {
+	if upper <= 0 {
+		return
+	}
+	for {
+		cur := n.mapLife.Load()
+		if cur != 0 && time.Duration(cur) <= upper {
+			return // already knew as much
+		}
+		if n.mapLife.CompareAndSwap(cur, int64(upper)) {
+			break
+		}
+	}
+	ka := n.keepalive()
+	for _, c := range n.bootstrapClients() {
+		c.SetHeartbeat(ka)
+	}
+	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Reason: monitor.ReasonMappingExpired, Outcome: monitor.OutcomeOK,
+		Detail: fmt.Sprintf("NAT mapping lifetime under %v: keepalives every %v", upper, ka), Duration: upper})
+}
+
+// MappingLifetime returns the learned upper bound of the NAT mapping
+// lifetime (zero: none learned).
+func (n *Node) MappingLifetime() time.Duration { return time.Duration(n.mapLife.Load()) }

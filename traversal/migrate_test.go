@@ -64,6 +64,7 @@ func TestNetworkChangeTriggersRebind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitConn(t, peer, a.ID())
 	mu.Lock()
 	addrs = []netip.Addr{netip.MustParseAddr("192.0.2.11")}
 	mu.Unlock()
@@ -95,4 +96,40 @@ func waitConn(t *testing.T, n *Node, peer identity.PeerID) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("the peer never tracked the connection")
+}
+
+// TestMappingLifetimeIsLearned: when a bootstrap sees the node's mapping
+// change under the same socket, the mapping lived less than a heartbeat;
+// keepalives of new connections and of the bootstrap heartbeats go under
+// that.
+func TestMappingLifetimeIsLearned(t *testing.T) {
+	b := startBootstrap(t)
+	rec := &recorder{}
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Recorder: rec})
+	if a.MappingLifetime() != 0 || a.peerQUIC().KeepAlivePeriod != 10*time.Second {
+		t.Fatalf("before: lifetime %v, keepalive %v", a.MappingLifetime(), a.peerQUIC().KeepAlivePeriod)
+	}
+	observed := a.observedFunc(0)
+	observed(netip.MustParseAddrPort("198.51.100.7:40000"))
+	observed(netip.MustParseAddrPort("198.51.100.7:40000")) // the same mapping: nothing learned
+	if a.MappingLifetime() != 0 {
+		t.Fatal("learned from an unchanged mapping")
+	}
+	observed(netip.MustParseAddrPort("198.51.100.7:40123")) // mapped anew
+	if got := a.MappingLifetime(); got != 10*time.Second {
+		t.Fatalf("learned %v, want the 10 s heartbeat", got)
+	}
+	if got := a.peerQUIC().KeepAlivePeriod; got != 4*time.Second {
+		t.Fatalf("keepalive of new connections %v, want 4 s", got)
+	}
+	if got := a.bootstrapClients()[0].Heartbeat(); got != 4*time.Second {
+		t.Fatalf("bootstrap heartbeat %v, want 4 s", got)
+	}
+	found := false
+	for _, ev := range rec.kinds(monitor.KindMigration) {
+		found = found || ev.Reason == monitor.ReasonMappingExpired && ev.Duration == 10*time.Second
+	}
+	if !found {
+		t.Fatal("no event for the learned lifetime")
+	}
 }

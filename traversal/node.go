@@ -342,6 +342,8 @@ type Node struct {
 	injMu sync.Mutex
 	inj   *endpoint.Injector // nil until a connection is rerouted
 
+	mapLife atomic.Int64 // learned NAT mapping lifetime bound, ns (0: none)
+
 	breakers map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session] // by label; set in New
 	degrade  degrader
 
@@ -369,16 +371,18 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(PeerALPN), cfg.peerQUIC())
-	if err != nil {
-		agent.Close()
-		return nil, fmt.Errorf("traversal: listen: %w", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent, ln: ln,
+	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
 		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
 		machines: make(map[identity.PeerID]*Machine), ctx: ctx, cancel: cancel}
+	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(PeerALPN), n.listenQUIC())
+	if err != nil {
+		cancel()
+		agent.Close()
+		return nil, fmt.Errorf("traversal: listen: %w", err)
+	}
+	n.ln = ln
 	n.breakers = make(map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session], len(cfg.Bootstraps))
 	for i := range cfg.Bootstraps {
 		n.breakers[strconv.Itoa(i)] = n.newBreaker(strconv.Itoa(i))
@@ -496,15 +500,27 @@ func (n *Node) announce() {
 	}
 }
 
-func (c *Config) peerQUIC() *quic.Config {
+func (c *Config) peerQUIC(keepalive time.Duration) *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout:  c.HandshakeTimeout,
 		MaxIdleTimeout:        c.IdleTimeout,
-		KeepAlivePeriod:       c.KeepAlive,
+		KeepAlivePeriod:       keepalive,
 		MaxIncomingStreams:    16,
-		MaxIncomingUniStreams: 4, // the nomination
+		MaxIncomingUniStreams: 4, // notices: the nomination, path moves
 		Tracer:                c.Tracer,
 	}
+}
+
+// peerQUIC is the QUIC configuration of peer connections made now: the
+// keepalive follows the learned NAT mapping lifetime.
+func (n *Node) peerQUIC() *quic.Config { return n.cfg.peerQUIC(n.keepalive()) }
+
+// listenQUIC is the configuration of a listener: each accepted connection
+// gets the configuration of the moment it arrives.
+func (n *Node) listenQUIC() *quic.Config {
+	conf := n.cfg.peerQUIC(n.cfg.KeepAlive)
+	conf.GetConfigForClient = func(*quic.ClientInfo) (*quic.Config, error) { return n.peerQUIC(), nil }
+	return conf
 }
 
 // ID returns the node's peer ID.

@@ -343,7 +343,7 @@ func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, bc *boo
 	if r.agent, err = holepunch.NewAgent(holepunch.AgentConfig{Endpoint: r.ep, Recorder: n.rec, Logger: n.log}); err != nil {
 		return fail(err)
 	}
-	if r.ln, err = r.ep.Transport().Listen(n.cfg.Identity.ServerTLS(PeerALPN), n.cfg.peerQUIC()); err != nil {
+	if r.ln, err = r.ep.Transport().Listen(n.cfg.Identity.ServerTLS(PeerALPN), n.listenQUIC()); err != nil {
 		return fail(err)
 	}
 	n.wg.Add(1)
