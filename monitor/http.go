@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +45,12 @@ type ServerConfig struct {
 	// Ready says whether the node can do its job; /readyz answers 503 with
 	// the error otherwise. Nil: always ready.
 	Ready func() error
+	// Facts describe the node for /api/v1/diagnostics. Nil: no facts.
+	Facts func() NodeFacts
+	// Connect makes the node connect to a peer (and verify a transfer of
+	// send bytes) for POST /api/v1/connect: a connectivity test an
+	// operator can run from afar. Nil: 404.
+	Connect func(ctx context.Context, peer string, send int64) (any, error)
 	// Rate and Burst bound the requests of each client (by IP address), in
 	// requests per second. Zero: 20 per second, bursts of 40.
 	Rate  float64
@@ -90,13 +99,16 @@ func (c *ServerConfig) validate() error {
 // the JSON API under /api/v1/. NewServer starts one goroutine that serves
 // (plus net/http's per-connection ones); Close stops them all.
 type Server struct {
-	cfg    ServerConfig
-	srv    *http.Server
-	token  [32]byte // SHA-256 of the token: compared in constant time
-	lim    *limiter
-	done   chan struct{}
-	once   sync.Once
-	closed error
+	cfg      ServerConfig
+	srv      *http.Server
+	token    [32]byte // SHA-256 of the token: compared in constant time
+	lim      *limiter
+	done     chan struct{}
+	lagDone  chan struct{}
+	stopLag  chan struct{}
+	connects chan struct{} // bounds concurrent POST /api/v1/connect
+	once     sync.Once
+	closed   error
 }
 
 // NewServer starts serving on cfg.Listener.
@@ -104,8 +116,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{}),
-		lim: newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients, cfg.Now)}
+	s := &Server{cfg: cfg, done: make(chan struct{}), lagDone: make(chan struct{}), stopLag: make(chan struct{}),
+		connects: make(chan struct{}, 2), lim: newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients, cfg.Now)}
 	if cfg.Token != "" {
 		s.token = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -122,6 +134,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mux.Handle("GET /api/v1/attempts", s.auth(http.HandlerFunc(s.attempts)))
 	mux.Handle("GET /api/v1/attempts/{id}", s.auth(http.HandlerFunc(s.attempt)))
 	mux.Handle("GET /api/v1/events", s.auth(http.HandlerFunc(s.events)))
+	mux.Handle("GET /api/v1/diagnostics", s.auth(http.HandlerFunc(s.diagnostics)))
+	mux.Handle("POST /api/v1/connect", s.auth(http.HandlerFunc(s.connect)))
 	s.srv = &http.Server{
 		Handler:           s.limit(mux),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -137,7 +151,34 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			cfg.Logger.Error("monitor: serve", "err", err)
 		}
 	}()
+	go s.measureLag()
 	return s, nil
+}
+
+// measureLag samples how late a 100 ms ticker fires: the scheduling
+// latency every goroutine of the node suffers (a stand-in for an event
+// loop's lag). The monitor exports the worst of each 10 s.
+func (s *Server) measureLag() {
+	defer close(s.lagDone)
+	const every = 100 * time.Millisecond
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := time.Now()
+	var worst time.Duration
+	n := 0
+	for {
+		select {
+		case <-s.stopLag:
+			return
+		case now := <-t.C:
+			worst = max(worst, now.Sub(last)-every)
+			last = now
+			if n++; n == 100 {
+				s.cfg.Monitor.setLag(worst)
+				worst, n = 0, 0
+			}
+		}
+	}
 }
 
 // Addr returns the address the surface listens on.
@@ -157,6 +198,8 @@ func (s *Server) Close() error {
 			s.closed = s.srv.Close()
 		}
 		<-s.done
+		close(s.stopLag)
+		<-s.lagDone
 	})
 	return s.closed
 }
@@ -221,16 +264,105 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	})
 }
 
+// readiness is /readyz's answer: ready or why not, and the process's
+// health.
+type readiness struct {
+	Ready          bool    `json:"ready"`
+	Error          string  `json:"error,omitempty"`
+	Goroutines     int     `json:"goroutines"`
+	HeapBytes      uint64  `json:"heap_bytes"`
+	OpenFDs        int     `json:"open_fds,omitempty"`
+	SchedulerLagMS float64 `json:"scheduler_lag_ms"`
+}
+
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r := readiness{Ready: true, Goroutines: runtime.NumGoroutine(), HeapBytes: ms.HeapAlloc, OpenFDs: openFDs(),
+		SchedulerLagMS: msOf(s.cfg.Monitor.Lag())}
+	code := http.StatusOK
 	if s.cfg.Ready != nil {
 		if err := s.cfg.Ready(); err != nil {
-			httpError(w, http.StatusServiceUnavailable, s.cfg.Monitor.Sanitizer().Text(err.Error()))
-			return
+			r.Ready, r.Error, code = false, s.cfg.Monitor.Sanitizer().Text(err.Error()), http.StatusServiceUnavailable
 		}
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "ready")
+	writeJSON(w, code, r)
 }
+
+// openFDs counts the process's open file descriptors (Linux; 0 elsewhere).
+func openFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}
+
+func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {
+	var facts NodeFacts
+	if s.cfg.Facts != nil {
+		facts = s.cfg.Facts()
+	}
+	rep := s.cfg.Monitor.Diagnostics(facts, s.cfg.Now())
+	if r.URL.Query().Get("format") == "markdown" {
+		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+		io.WriteString(w, rep.Guide.Markdown)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// maxConnectSend bounds the transfer an API connect may ask for.
+const maxConnectSend = 256 << 20
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Connect == nil {
+		httpError(w, http.StatusNotFound, "not available on this node")
+		return
+	}
+	q := r.URL.Query()
+	peer := q.Get("peer")
+	if peer == "" || len(peer) > 128 {
+		httpError(w, http.StatusBadRequest, "peer: a peer ID is required")
+		return
+	}
+	var send int64
+	if v := q.Get("send"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > maxConnectSend {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("send %q: want 0..%d bytes", v, maxConnectSend))
+			return
+		}
+		send = n
+	}
+	select {
+	case s.connects <- struct{}{}:
+		defer func() { <-s.connects }()
+	default:
+		httpError(w, http.StatusTooManyRequests, "connect tests already running")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	defer cancel()
+	res, err := s.cfg.Connect(ctx, peer, send)
+	if err != nil {
+		var bad *BadRequestError
+		if errors.As(err, &bad) {
+			httpError(w, http.StatusBadRequest, bad.Error())
+			return
+		}
+		httpError(w, http.StatusInternalServerError, s.cfg.Monitor.Sanitizer().Text(err.Error()))
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// BadRequestError is returned by a ServerConfig callback for input it
+// rejects (the surface answers 400).
+type BadRequestError struct{ Err error }
+
+func (e *BadRequestError) Error() string { return e.Err.Error() }
+func (e *BadRequestError) Unwrap() error { return e.Err }
 
 func (s *Server) jsonFunc(f func() any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -3,6 +3,7 @@ package monitor
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -140,7 +141,7 @@ func msBuckets() []float64 {
 	return []float64{1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
 }
 
-func newMetrics(st *Store) *metrics {
+func newMetrics(st *Store, lag func() time.Duration) *metrics {
 	m := &metrics{}
 	add := func(c prometheus.Collector) { m.collectors = append(m.collectors, c) }
 
@@ -325,6 +326,10 @@ func newMetrics(st *Store) *metrics {
 		Name: "antnode_store_open_attempts",
 		Help: "Attempts in progress tracked by the monitoring store.",
 	}, func() float64 { return float64(st.Stats().Open) }))
+	add(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "antnode_scheduler_lag_seconds",
+		Help: "Worst lateness of a 100 ms timer over the last 10 s: how long runnable goroutines wait (measured while the HTTP surface runs).",
+	}, func() float64 { return lag().Seconds() }))
 	add(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "antnode_events_dropped_total",
 		Help: "Events the monitoring store did not keep because of its limits (metrics still counted them).",

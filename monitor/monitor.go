@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,8 +80,15 @@ type Monitor struct {
 	san     *Sanitizer
 	metrics *metrics
 	store   *Store
+	boots   bootTable
+	lag     atomic.Int64 // worst recent scheduling lag, ns
 	role    string
 }
+
+// Lag returns the worst scheduling lag of the last measurement window.
+func (m *Monitor) Lag() time.Duration { return time.Duration(m.lag.Load()) }
+
+func (m *Monitor) setLag(d time.Duration) { m.lag.Store(int64(d)) }
 
 // New returns a Monitor and registers its metrics with cfg.Registerer.
 func New(cfg Config) (*Monitor, error) {
@@ -99,7 +107,8 @@ func New(cfg Config) (*Monitor, error) {
 			return nil, err
 		}
 	}
-	m := &Monitor{log: cfg.Logger, audit: cfg.Audit, san: san, metrics: newMetrics(cfg.Store), store: cfg.Store, role: cfg.Role}
+	m := &Monitor{log: cfg.Logger, audit: cfg.Audit, san: san, store: cfg.Store, role: cfg.Role}
+	m.metrics = newMetrics(cfg.Store, m.Lag)
 	if cfg.Registerer != nil {
 		if err := m.metrics.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("monitor: register metrics: %w", err)
@@ -122,6 +131,9 @@ func (m *Monitor) Record(ev Event) {
 		ev.Time = time.Now()
 	}
 	m.metrics.observe(&ev)
+	if ev.Kind == KindBootstrapRequest {
+		m.boots.observe(&ev)
+	}
 	level, msg := levelOf(&ev)
 	if m.log.Enabled(context.Background(), level) {
 		m.logEvent(m.log, level, msg, &ev)

@@ -154,7 +154,7 @@ func (s *Store) Dropped() uint64 { return s.dropped.Load() }
 // attempts go to the node ring if they are of a kind worth keeping.
 func (s *Store) add(ev *Event) {
 	if ev.Attempt == 0 {
-		if keepNodeEvent(ev.Kind) {
+		if keepNodeEvent(ev) {
 			s.addNode(ev)
 		}
 		return
@@ -297,11 +297,13 @@ func (s *Store) expire(now time.Time) {
 	}
 }
 
-func keepNodeEvent(k Kind) bool {
-	switch k {
+func keepNodeEvent(ev *Event) bool {
+	switch ev.Kind {
 	case KindSecurity, KindBootstrapState, KindRelay, KindNATType, KindBreaker, KindRegistration,
 		KindRecovery, KindMigration, KindFallback, KindStateChange:
 		return true
+	case KindBootstrapRequest:
+		return ev.Outcome != OutcomeOK // failures only: successes are heartbeats
 	}
 	return false
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 )
 
@@ -121,6 +122,10 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 	if r.err != nil {
 		cl.Close()
 		sock.Close()
+		var te *stun.TurnError
+		if errors.As(r.err, &te) && te.ErrorCodeAttr.Code == stun.CodeAllocQuotaReached {
+			return nil, fmt.Errorf("relay: allocate on %s: %w: %w: %v", cfg.Server, ErrRefused, ErrQuota, r.err)
+		}
 		return nil, fmt.Errorf("relay: allocate on %s: %w: %v", cfg.Server, ErrRefused, r.err)
 	}
 	a := &Allocation{Conn: r.conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock}

@@ -156,7 +156,7 @@ func TestRelayQuota(t *testing.T) {
 		}
 	}
 	_, err := allocate(t, r, r.Credentials(peer, time.Minute), false)
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "486") { // 486 Allocation Quota Reached
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, ErrQuota) { // 486 Allocation Quota Reached
 		t.Fatalf("third allocation: %v, want a quota refusal", err)
 	}
 	// Another peer is not affected.

@@ -111,14 +111,23 @@ type ScenarioFunc func(ctx context.Context, e *Env) (ok bool, detail string)
 // Scenarios returns the named scenarios the runner knows.
 func Scenarios() map[string]ScenarioFunc {
 	return map[string]ScenarioFunc{
-		"bootstrap-restart":  scenarioBootstrapRestart,
-		"bootstrap-failover": scenarioBootstrapFailover,
-		"network-change":     scenarioNetworkChange,
-		"nat-rebinding":      scenarioNATRebinding,
-		"mapping-expiry":     scenarioMappingExpiry,
-		"relay-upgrade":      scenarioRelayUpgrade,
-		"blackhole":          scenarioBlackhole,
-		"relay-coturn":       scenarioRelayCoturn,
+		"bootstrap-restart":   scenarioBootstrapRestart,
+		"bootstrap-failover":  scenarioBootstrapFailover,
+		"network-change":      scenarioNetworkChange,
+		"nat-rebinding":       scenarioNATRebinding,
+		"mapping-expiry":      scenarioMappingExpiry,
+		"relay-upgrade":       scenarioRelayUpgrade,
+		"blackhole":           scenarioBlackhole,
+		"diag-bootstrap-down": scenarioDiagBootstrapDown,
+		"diag-udp-blocked":    scenarioDiagUDPBlocked,
+		"diag-both-symmetric": scenarioDiagBothSymmetric,
+		"diag-unknown-peer":   scenarioDiagUnknownPeer,
+		"diag-wrong-key":      scenarioDiagWrongKey,
+		"diag-mapping-expiry": scenarioDiagMappingExpiry,
+		"diag-relay-quota":    scenarioDiagRelayQuota,
+		"diag-blackhole":      scenarioDiagBlackhole,
+		"diag-nat-classes":    scenarioDiagNATClasses,
+		"relay-coturn":        scenarioRelayCoturn,
 	}
 }
 

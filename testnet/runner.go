@@ -261,14 +261,16 @@ func runCmd(ctx context.Context, args ...string) (string, error) {
 	return run(ctx, args...)
 }
 
-// StartBootstrap starts bootstrap i (0 or 1) on S(i+1):4433.
-func (e *Env) StartBootstrap(ctx context.Context, i int) (*Proc, error) {
+// StartBootstrap starts bootstrap i (0 or 1) on S(i+1):4433, with extra
+// flags.
+func (e *Env) StartBootstrap(ctx context.Context, i int, extra ...string) (*Proc, error) {
 	addr := fmt.Sprintf("%s:4433", ServerAddr(i+1))
 	// S3 is never contacted by peers: the filtering probes "from another
 	// address" leave from it.
-	p, err := e.TB.Start(e.TB.Server(), e.Bin, "--bootstrap", "--listen", addr, "--probe-addr", ServerAddr(3).String(),
+	args := append([]string{e.Bin, "--bootstrap", "--listen", addr, "--probe-addr", ServerAddr(3).String(),
 		"--key", filepath.Join(e.Dir, fmt.Sprintf("bootstrap%d.key", i)), "--log-level", "info",
-		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort+i))
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort+i)}, extra...)
+	p, err := e.TB.Start(e.TB.Server(), args...)
 	if err != nil {
 		return nil, err
 	}

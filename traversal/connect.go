@@ -28,6 +28,8 @@ type ConnectError struct {
 	Phase  monitor.Phase
 	Reason monitor.Reason
 	Err    error
+	// Attempt is the failed attempt's ID (zero if it never started).
+	Attempt monitor.AttemptID
 }
 
 func (e *ConnectError) Error() string {
@@ -57,6 +59,8 @@ func Reason(err error) monitor.Reason {
 		return ce.Reason
 	case errors.Is(err, identity.ErrKeyMismatch):
 		return monitor.ReasonKeyMismatch
+	case errors.Is(err, relay.ErrQuota):
+		return monitor.ReasonRelayQuota
 	case errors.Is(err, ErrNoRelay), errors.Is(err, relay.ErrRefused):
 		return monitor.ReasonRelayUnavailable
 	case errors.Is(err, bootstrap.ErrUnknownPeer):
@@ -110,7 +114,7 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 		reason := Reason(err)
 		n.move(peer, StateFailed, reason, att)
 		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
-		return nil, &ConnectError{Phase: phase, Reason: reason, Err: err}
+		return nil, &ConnectError{Phase: phase, Reason: reason, Err: err, Attempt: att.ID()}
 	}
 	n.move(peer, connectedState(c.Path()), monitor.ReasonNone, att)
 	if g.RelayOnly && c.Path() == monitor.PathRelay {

@@ -327,7 +327,7 @@ func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, bc *boo
 	alloc, err := relay.Allocate(ctx, relay.ClientConfig{Server: server, TCP: useTCP,
 		Credentials: g.creds, ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log})
 	if err != nil {
-		att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeFail, Reason: monitor.ReasonRelayUnavailable, Err: err})
+		att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeFail, Reason: Reason(err), Err: err})
 		return err
 	}
 	att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
@@ -405,11 +405,7 @@ func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity
 
 func (n *Node) endRelayPhase(att *monitor.Attempt, err error) {
 	if err != nil {
-		reason := Reason(err)
-		if errors.Is(err, ErrNoRelay) || errors.Is(err, relay.ErrRefused) {
-			reason = monitor.ReasonRelayUnavailable
-		}
-		att.End(monitor.PhaseRelay, monitor.OutcomeFail, reason)
+		att.End(monitor.PhaseRelay, monitor.OutcomeFail, Reason(err))
 		return
 	}
 	att.End(monitor.PhaseRelay, monitor.OutcomeOK, monitor.ReasonNone)
@@ -461,4 +457,69 @@ func (n *Node) leaveRelay(qc *quic.Conn) {
 	if u := n.relayOf(qc); u != nil && u.released.CompareAndSwap(false, true) {
 		n.releaseRelay(u.r, true)
 	}
+}
+
+// RelayCheck is the outcome of a test allocation.
+type RelayCheck struct {
+	Bootstrap string
+	TCP       bool
+	Relayed   netip.AddrPort
+	Took      time.Duration
+	Err       error
+}
+
+// CheckRelays makes a real allocation over UDP and one over TCP on the
+// relay of the bootstrap labelled label (or the configured TURN server),
+// holds both at once, then releases them: `antnode diagnose` uses it to
+// prove the relay reachable (and a per-peer quota of one shows).
+func (n *Node) CheckRelays(ctx context.Context, label string) []RelayCheck {
+	var out []RelayCheck
+	var allocs []*relay.Allocation
+	for _, tcp := range []bool{false, true} {
+		rc, alloc := n.checkRelay(ctx, label, tcp)
+		out = append(out, rc)
+		if alloc != nil {
+			allocs = append(allocs, alloc)
+		}
+	}
+	for _, a := range allocs {
+		a.Close()
+	}
+	return out
+}
+
+func (n *Node) checkRelay(ctx context.Context, label string, tcp bool) (RelayCheck, *relay.Allocation) {
+	res := RelayCheck{Bootstrap: label, TCP: tcp}
+	start := time.Now()
+	var bc *bootstrap.Client
+	for _, c := range n.bootstrapClients() {
+		if c.Label() == label {
+			bc = c
+		}
+	}
+	if bc == nil && n.cfg.TURN == nil {
+		res.Err = fmt.Errorf("%w: no bootstrap %q", ErrNoRelay, label)
+		return res, nil
+	}
+	g, err := n.relayCredentials(ctx, bc)
+	if err != nil {
+		res.Err = err
+		return res, nil
+	}
+	server := g.udp
+	if tcp {
+		server = g.tcp
+	}
+	if !server.IsValid() {
+		res.Err = fmt.Errorf("%w: the relay offers no %s transport", ErrNoRelay, map[bool]string{true: "TCP", false: "UDP"}[tcp])
+		return res, nil
+	}
+	alloc, err := relay.Allocate(ctx, relay.ClientConfig{Server: server, TCP: tcp, Credentials: g.creds,
+		ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log})
+	if err != nil {
+		res.Err = err
+		return res, nil
+	}
+	res.Relayed, res.Took = alloc.Relayed, time.Since(start)
+	return res, alloc
 }

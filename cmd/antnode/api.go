@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -40,7 +42,8 @@ type peerStatusJSON struct {
 // errNotReady is /readyz's answer while no bootstrap is registered.
 var errNotReady = errors.New("not registered with any bootstrap")
 
-func peerAPI(n *traversal.Node, san *monitor.Sanitizer, started time.Time) surfaceAPI {
+func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surfaceAPI {
+	san := mon.Sanitizer()
 	bootstraps := func() ([]bootstrapJSON, bool) {
 		var out []bootstrapJSON
 		up := false
@@ -73,6 +76,14 @@ func peerAPI(n *traversal.Node, san *monitor.Sanitizer, started time.Time) surfa
 				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns())}
 		},
 		peers: func() any { return map[string]any{"peers": n.Peers(), "transitions": transitionsJSON()} },
+		facts: func() monitor.NodeFacts { return peerFacts(n) },
+		connect: func(ctx context.Context, peer string, send int64) (any, error) {
+			id, err := identity.ParsePeerID(peer)
+			if err != nil {
+				return nil, &monitor.BadRequestError{Err: err}
+			}
+			return apiConnect(ctx, n, mon, id, send), nil
+		},
 		ready: func() error {
 			if _, ok := bootstraps(); !ok {
 				return errNotReady
@@ -115,5 +126,70 @@ func bootstrapAPI(id *identity.Identity, srv *bootstrap.Server, rs *relay.Server
 			return st
 		},
 		ready: func() error { return nil }, // serving: its sockets are open
+		facts: func() monitor.NodeFacts { return monitor.NodeFacts{Role: "bootstrap", NAT: "public"} },
 	}
+}
+
+// peerFacts are the facts diagnosis takes from a peer node.
+func peerFacts(n *traversal.Node) monitor.NodeFacts {
+	f := monitor.NodeFacts{Role: "peer", NAT: n.NAT().Class()}
+	for _, b := range n.Bootstraps() {
+		bf := monitor.BootstrapFact{Label: b.Label, Registered: b.Registered, Transport: b.Transport}
+		if b.LastError != nil {
+			bf.LastError = b.LastError.Error()
+			bf.KeyMismatch = errors.Is(b.LastError, identity.ErrKeyMismatch)
+		}
+		f.Bootstraps = append(f.Bootstraps, bf)
+	}
+	return f
+}
+
+// apiConnectResult is POST /api/v1/connect's answer.
+type apiConnectResult struct {
+	Peer          string            `json:"peer"`
+	Connected     bool              `json:"connected"`
+	Path          string            `json:"path"`
+	TimeToConnect float64           `json:"time_to_connect_ms"`
+	RTT           float64           `json:"rtt_ms,omitempty"`
+	BytesVerified int64             `json:"bytes_verified"`
+	Attempt       string            `json:"attempt_id,omitempty"`
+	Phase         string            `json:"failed_phase,omitempty"`
+	Reason        string            `json:"reason,omitempty"`
+	Error         string            `json:"error,omitempty"`
+	Diagnosis     []monitor.Finding `json:"diagnosis,omitempty"`
+}
+
+// apiConnect connects the daemon to peer, verifies a transfer and, if it
+// failed, diagnoses the attempt.
+func apiConnect(ctx context.Context, n *traversal.Node, mon *monitor.Monitor, peer identity.PeerID, send int64) apiConnectResult {
+	res := apiConnectResult{Peer: peer.String(), Path: "none"}
+	san := mon.Sanitizer()
+	c, err := n.Connect(ctx, peer)
+	if err != nil {
+		var ce *traversal.ConnectError
+		res.Reason, res.Error = traversal.Reason(err).String(), san.Text(err.Error())
+		if errors.As(err, &ce) {
+			res.Phase, res.Attempt = ce.Phase.String(), ce.Attempt.String()
+		}
+		rep := mon.Diagnostics(peerFacts(n), time.Now())
+		for _, f := range rep.Findings {
+			if ce != nil && slices.Contains(f.Attempts, ce.Attempt.String()) {
+				res.Diagnosis = append(res.Diagnosis, f)
+			}
+		}
+		return res
+	}
+	defer c.Close()
+	res.Connected, res.Path, res.Attempt = true, c.Path().String(), c.Attempt().String()
+	res.TimeToConnect = float64(c.TimeToConnect().Microseconds()) / 1000
+	if send > 0 {
+		tr, err := c.SendVerified(ctx, send)
+		if err != nil {
+			res.Reason, res.Error = traversal.Reason(err).String(), san.Text(err.Error())
+			return res
+		}
+		res.BytesVerified = tr.Bytes
+	}
+	res.RTT = float64(c.RTT().Microseconds()) / 1000
+	return res
 }

@@ -55,6 +55,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return mainID(args, stdout, stderr)
 	case "connect":
 		return mainConnect(ctx, args, stdout, stderr)
+	case "diagnose":
+		return mainDiagnose(ctx, args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return exitOK
@@ -72,6 +74,8 @@ func usage(w io.Writer) {
       print the peer ID of a key (creating the key if missing)
   antnode connect PEERID --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json]
       connect to a peer through a bootstrap, optionally verify a transfer
+  antnode diagnose --bootstrap-nodes ADDR[,ADDR...] [--json] [--redact]
+      measure this host's network (UDP, NAT type, bootstraps, relay) and say what is wrong
 ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
 Run "antnode [command] -h" for the flags of a command.
 `)

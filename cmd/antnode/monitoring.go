@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -127,9 +128,11 @@ func (f *monitorFlags) build(log *slog.Logger, mode monitor.AddressMode, reg pro
 
 // surfaceAPI is what a node exposes on its HTTP surface.
 type surfaceAPI struct {
-	status func() any
-	peers  func() any
-	ready  func() error
+	status  func() any
+	peers   func() any
+	ready   func() error
+	facts   func() monitor.NodeFacts
+	connect func(ctx context.Context, peer string, send int64) (any, error)
 }
 
 // startSurface starts the HTTP surface unless it is off, and tells
@@ -144,7 +147,7 @@ func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api 
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	srv, err := monitor.NewServer(monitor.ServerConfig{Listener: ln, Gatherer: reg, Monitor: m.mon, Token: m.token,
-		Status: api.status, Peers: api.peers, Ready: api.ready, Logger: log})
+		Status: api.status, Peers: api.peers, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log})
 	if err != nil {
 		ln.Close()
 		return nil, err

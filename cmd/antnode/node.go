@@ -257,7 +257,7 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	if err := reg.Register(node.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	surface, err := o.mon.startSurface(mn, reg, peerAPI(node, mon.Sanitizer(), started), log, stdout)
+	surface, err := o.mon.startSurface(mn, reg, peerAPI(node, mon, started), log, stdout)
 	if err != nil {
 		return err
 	}

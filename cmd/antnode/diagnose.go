@@ -1,0 +1,419 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/traversal"
+)
+
+// `antnode diagnose`: what a new or troubled node needs to know about its
+// network, measured, then the probable problems and what to do.
+
+type diagnoseReport struct {
+	Time       time.Time           `json:"time"`
+	Redacted   bool                `json:"redacted"`
+	Interfaces []ifaceJSON         `json:"interfaces"`
+	Clock      checkJSON           `json:"clock"`
+	MTU        checkJSON           `json:"mtu"`
+	UDP        checkJSON           `json:"udp"`
+	Bootstraps []diagBootstrapJSON `json:"bootstraps"`
+	NAT        natJSON             `json:"nat"`
+	Hairpin    *bool               `json:"hairpin"`
+	Relay      []relayCheckJSON    `json:"relay"`
+	Findings   []monitor.Finding   `json:"findings"`
+	Guide      monitor.Guide       `json:"guide"`
+}
+
+type ifaceJSON struct {
+	Name  string   `json:"name"`
+	MTU   int      `json:"mtu"`
+	Up    bool     `json:"up"`
+	Addrs []string `json:"addrs"`
+}
+
+type checkJSON struct {
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+type diagBootstrapJSON struct {
+	Label      string  `json:"label"`
+	Addr       string  `json:"addr"`
+	Registered bool    `json:"registered"`
+	Transport  string  `json:"transport,omitempty"`
+	RTTMS      float64 `json:"rtt_ms,omitempty"`
+	Mapped     string  `json:"mapped,omitempty"`
+	Error      string  `json:"error,omitempty"`
+}
+
+type natJSON struct {
+	Class     string `json:"class"`
+	Mapping   string `json:"mapping"`
+	Filtering string `json:"filtering"`
+	Error     string `json:"error,omitempty"`
+}
+
+type relayCheckJSON struct {
+	Bootstrap string  `json:"bootstrap"`
+	Transport string  `json:"transport"`
+	OK        bool    `json:"ok"`
+	Relayed   string  `json:"relayed,omitempty"`
+	TookMS    float64 `json:"took_ms,omitempty"`
+	Error     string  `json:"error,omitempty"`
+}
+
+func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("antnode diagnose", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	boots := fs.String("bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
+	listen := fs.String("listen", "0.0.0.0:0", "UDP address to test from")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	redact := fs.Bool("redact", false, "hide every address (keyed hash), so the output can be shared")
+	timeout := fs.Duration("timeout", 20*time.Second, "give up on the measurements after this long")
+	var lf logFlags
+	lf.register(fs, "error")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *boots == "" || fs.NArg() != 0 || *timeout <= 0 {
+		fmt.Fprintln(stderr, "antnode diagnose: --bootstrap-nodes is required (and a positive --timeout)")
+		return exitUsage
+	}
+	bs, err := parseBootstraps(*boots)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode diagnose:", err)
+		return exitUsage
+	}
+	log, _, err := lf.build(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode diagnose:", err)
+		return exitUsage
+	}
+	mode := monitor.AddressesFull
+	if *redact {
+		mode = monitor.AddressesSanitized
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, err := runDiagnose(ctx, bs, *listen, mode, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode diagnose:", err)
+		return exitFailure
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		fmt.Fprintln(stdout, string(b))
+	} else {
+		printDiagnose(stdout, rep)
+	}
+	for _, f := range rep.Findings {
+		if f.Severity == monitor.SeverityError {
+			return exitFailure
+		}
+	}
+	return exitOK
+}
+
+func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, mode monitor.AddressMode, log *slog.Logger) (*diagnoseReport, error) {
+	wallStart, monoStart := time.Now().Round(0), time.Now()
+	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: prometheus.NewRegistry(), Addresses: mode})
+	if err != nil {
+		return nil, err
+	}
+	san := mon.Sanitizer()
+	rep := &diagnoseReport{Time: time.Now().UTC(), Redacted: !san.Full()}
+	rep.Interfaces, rep.MTU = interfacesCheck(san)
+
+	id, err := identity.Generate()
+	if err != nil {
+		return nil, err
+	}
+	ep, err := endpoint.Listen("udp4", listen, endpoint.Config{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer ep.Close()
+
+	// UDP: a STUN Binding to every bootstrap from the socket, before any
+	// QUIC: the mapped address and the round trip.
+	mapped := map[string]netip.AddrPort{}
+	rtts := map[string]time.Duration{}
+	udpOK := 0
+	for i, b := range bs {
+		label := fmt.Sprint(i)
+		if m, rtt, err := stunProbe(ctx, ep, b.Addr); err == nil {
+			mapped[label], rtts[label] = m, rtt
+			udpOK++
+		}
+	}
+	rep.UDP = checkJSON{OK: udpOK > 0, Detail: fmt.Sprintf("%d of %d bootstraps answered STUN over UDP", udpOK, len(bs))}
+
+	node, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log,
+		NetworkPoll: -1, UpgradeBase: -1})
+	if err != nil {
+		return nil, err
+	}
+	defer node.Close()
+	rctx, rcancel := context.WithTimeout(ctx, 6*time.Second)
+	node.WaitReady(rctx) // failures show in the bootstraps' states
+	rcancel()
+	// The other bootstraps get a moment to register too.
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		all := true
+		for _, b := range node.Bootstraps() {
+			all = all && b.Registered
+		}
+		if all {
+			break
+		}
+	}
+	for _, b := range node.Bootstraps() {
+		j := diagBootstrapJSON{Label: b.Label, Addr: san.AddrPort(b.Addr), Registered: b.Registered, Transport: b.Transport}
+		if r, ok := rtts[b.Label]; ok {
+			j.RTTMS = float64(r.Microseconds()) / 1000
+		} else if b.RTT > 0 {
+			j.RTTMS = float64(b.RTT.Microseconds()) / 1000
+		}
+		if m, ok := mapped[b.Label]; ok {
+			j.Mapped = san.AddrPort(m)
+		} else if b.Observed.IsValid() {
+			j.Mapped = san.AddrPort(b.Observed)
+		}
+		if b.LastError != nil && !b.Registered {
+			j.Error = san.Text(b.LastError.Error())
+		}
+		rep.Bootstraps = append(rep.Bootstraps, j)
+	}
+
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	nat, err := node.Classify(cctx)
+	ccancel()
+	rep.NAT = natJSON{Class: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String()}
+	if err != nil {
+		rep.NAT.Error = san.Text(err.Error())
+	}
+
+	// Hairpinning: does the NAT loop a packet to its own public address
+	// back in? Only meaningful behind a NAT with a known mapping.
+	for _, m := range mapped {
+		if nat.Mapping.String() != "none" {
+			h := hairpin(ctx, bs[0].Addr, m.Addr())
+			rep.Hairpin = &h
+		}
+		break
+	}
+
+	// Relay: a real allocation over UDP and one over TCP, held at the same
+	// time (a quota of one per peer shows), then released.
+	for _, b := range node.Bootstraps() {
+		if !b.Registered {
+			continue
+		}
+		actx, acancel := context.WithTimeout(ctx, 6*time.Second)
+		checks := node.CheckRelays(actx, b.Label)
+		acancel()
+		for _, rc := range checks {
+			j := relayCheckJSON{Bootstrap: b.Label, Transport: map[bool]string{false: "udp", true: "tcp"}[rc.TCP], OK: rc.Err == nil}
+			if rc.Err != nil {
+				j.Error = san.Text(rc.Err.Error())
+				mon.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeFail,
+					Reason: relayReason(rc.Err), Err: rc.Err})
+			} else {
+				j.Relayed, j.TookMS = san.AddrPort(rc.Relayed), float64(rc.Took.Microseconds())/1000
+			}
+			rep.Relay = append(rep.Relay, j)
+		}
+	}
+
+	// The clock: a wall clock that jumped while this ran, or one far in
+	// the past, breaks TLS and credential expiry.
+	drift := time.Since(wallStart) - time.Since(monoStart)
+	rep.Clock = checkJSON{OK: drift.Abs() < time.Second && time.Now().Year() >= 2024,
+		Detail: fmt.Sprintf("%s; wall clock drifted %v from the monotonic clock during the run", time.Now().UTC().Format(time.RFC3339), drift.Round(time.Millisecond))}
+
+	facts := peerFacts(node)
+	r := mon.Diagnostics(facts, time.Now())
+	rep.Findings = r.Findings
+	if !rep.UDP.OK {
+		rep.Findings = append(rep.Findings, udpFinding(rep.UDP))
+	}
+	rep.Guide = monitor.MakeGuide(facts, rep.Findings, r.Patterns)
+	return rep, nil
+}
+
+// udpFinding is the finding for a socket whose STUN went unanswered
+// (unless diagnosis already found UDP blocked from the registration).
+func udpFinding(c checkJSON) monitor.Finding {
+	for _, ci := range monitor.Causes() {
+		if ci.Cause == monitor.CauseUDPBlocked {
+			return monitor.Finding{Cause: ci.Cause, Title: ci.Title, Severity: monitor.SeverityWarning, Scope: "node",
+				Confidence: 0.8, Summary: c.Detail + ".", NextStep: ci.NextStep, Count: 1, First: time.Now(), Last: time.Now(),
+				Evidence: []monitor.Evidence{{Time: time.Now(), Kind: "stun", Detail: c.Detail}}}
+		}
+	}
+	return monitor.Finding{}
+}
+
+func relayReason(err error) monitor.Reason {
+	if r := traversal.Reason(err); r == monitor.ReasonRelayQuota {
+		return r
+	}
+	return monitor.ReasonRelayUnavailable
+}
+
+// stunProbe asks server for the socket's mapped address, three times,
+// and returns the fastest round trip.
+func stunProbe(ctx context.Context, ep *endpoint.Endpoint, server netip.AddrPort) (netip.AddrPort, time.Duration, error) {
+	var best time.Duration
+	var mapped netip.AddrPort
+	var lastErr error
+	for range 3 {
+		req, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+		if err != nil {
+			return netip.AddrPort{}, 0, err
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, rtt, _, err := ep.RoundTrip(pctx, req, server, []time.Duration{300 * time.Millisecond})
+		cancel()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var x stun.XORMappedAddress
+		if err := x.GetFrom(resp.Msg); err != nil {
+			lastErr = err
+			continue
+		}
+		a, _ := netip.AddrFromSlice(x.IP)
+		mapped = netip.AddrPortFrom(a.Unmap(), uint16(x.Port))
+		if best == 0 || rtt < best {
+			best = rtt
+		}
+	}
+	if !mapped.IsValid() {
+		return netip.AddrPort{}, 0, lastErr
+	}
+	return mapped, best, nil
+}
+
+// hairpin maps a fresh socket through server, then sends to that public
+// mapping from a second socket: hairpinning works if it arrives.
+func hairpin(ctx context.Context, server netip.AddrPort, public netip.Addr) bool {
+	a, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		return false
+	}
+	defer a.Close()
+	b, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		return false
+	}
+	defer b.Close()
+	req, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
+	a.WriteToUDPAddrPort(req.Raw, server)
+	a.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 1500)
+	n, _, err := a.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		return false
+	}
+	m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+	var x stun.XORMappedAddress
+	if m.Decode() != nil || x.GetFrom(m) != nil {
+		return false
+	}
+	pub := netip.AddrPortFrom(public, uint16(x.Port))
+	probe, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
+	for range 3 {
+		b.WriteToUDPAddrPort(probe.Raw, pub)
+		a.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, _, err := a.ReadFromUDPAddrPort(buf); err == nil {
+			got := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+			if got.Decode() == nil && got.TransactionID == probe.TransactionID {
+				return true
+			}
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// interfacesCheck lists the interfaces and checks their MTU against
+// QUIC's minimum (1200 bytes of UDP payload: 1228 with IPv4 headers,
+// 1248 with IPv6).
+func interfacesCheck(san *monitor.Sanitizer) ([]ifaceJSON, checkJSON) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, checkJSON{Detail: err.Error()}
+	}
+	var out []ifaceJSON
+	var small []string
+	for _, in := range ifs {
+		j := ifaceJSON{Name: in.Name, MTU: in.MTU, Up: in.Flags&net.FlagUp != 0}
+		addrs, _ := in.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				j.Addrs = append(j.Addrs, san.Addr(p.Addr()))
+			}
+		}
+		if j.Up && in.Flags&net.FlagLoopback == 0 && len(j.Addrs) > 0 && in.MTU < 1248 {
+			small = append(small, fmt.Sprintf("%s (%d)", in.Name, in.MTU))
+		}
+		out = append(out, j)
+	}
+	if len(small) > 0 {
+		return out, checkJSON{Detail: "MTU below QUIC's minimum on " + strings.Join(small, ", ")}
+	}
+	return out, checkJSON{OK: true, Detail: "every interface in use carries QUIC's 1200-byte packets"}
+}
+
+func printDiagnose(w io.Writer, r *diagnoseReport) {
+	mark := func(ok bool) string {
+		if ok {
+			return "ok  "
+		}
+		return "FAIL"
+	}
+	fmt.Fprintf(w, "antnode diagnose, %s\n", r.Time.Format(time.RFC3339))
+	fmt.Fprintf(w, "  %s udp       %s\n", mark(r.UDP.OK), r.UDP.Detail)
+	fmt.Fprintf(w, "  %s mtu       %s\n", mark(r.MTU.OK), r.MTU.Detail)
+	fmt.Fprintf(w, "  %s clock     %s\n", mark(r.Clock.OK), r.Clock.Detail)
+	fmt.Fprintf(w, "  nat: %s (mapping %s, filtering %s)", r.NAT.Class, r.NAT.Mapping, r.NAT.Filtering)
+	if r.Hairpin != nil {
+		fmt.Fprintf(w, ", hairpinning %v", *r.Hairpin)
+	}
+	fmt.Fprintln(w)
+	for _, b := range r.Bootstraps {
+		state := "registered over " + b.Transport
+		if !b.Registered {
+			state = "NOT registered: " + b.Error
+		}
+		fmt.Fprintf(w, "  bootstrap %s %s: %s, rtt %.1f ms, mapped %s\n", b.Label, b.Addr, state, b.RTTMS, b.Mapped)
+	}
+	for _, rc := range r.Relay {
+		if rc.OK {
+			fmt.Fprintf(w, "  relay %s over %s: allocated %s in %.0f ms\n", rc.Bootstrap, rc.Transport, rc.Relayed, rc.TookMS)
+		} else {
+			fmt.Fprintf(w, "  relay %s over %s: FAILED: %s\n", rc.Bootstrap, rc.Transport, rc.Error)
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprint(w, r.Guide.Markdown)
+}
