@@ -345,19 +345,17 @@ func diagnoseAttempt(b *builder, a *AttemptRecord) {
 		}
 		return
 	}
-	// Succeeded, but maybe on a detour: the fallback events say why.
-	for i := range a.Events {
-		ev := &a.Events[i]
-		if ev.Kind != KindFallback {
-			continue
-		}
-		if c, w, ok := causeOfReason(ev.Reason); ok {
-			b.add(c, scope, SeverityInfo, w, evidenceOf(ev), id)
-		}
-	}
-	if a.Path == PathRelay && len(a.Events) == 0 && a.Reason != ReasonNone {
-		if c, w, ok := causeOfReason(a.Reason); ok {
-			b.add(c, scope, SeverityInfo, w, at, id)
+	// Succeeded, but maybe on a detour: the record keeps why (the events,
+	// if the sampler kept them, add the detail).
+	for _, r := range a.Detours {
+		if c, w, ok := causeOfReason(r); ok {
+			ev := Evidence{Time: a.End, Kind: "fallback", Attempt: id, Reason: r.String(), Detail: "direct->relay, " + a.Path.String() + " path used"}
+			for i := range a.Events {
+				if a.Events[i].Kind == KindFallback && a.Events[i].Reason == r {
+					ev = evidenceOf(&a.Events[i])
+				}
+			}
+			b.add(c, scope, SeverityInfo, w, ev, id)
 		}
 	}
 }

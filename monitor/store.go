@@ -94,7 +94,10 @@ type AttemptRecord struct {
 	Reason   Reason
 	Path     Path
 	Phases   []PhaseRecord
-	Events   []Event // nil unless Sampled
+	// Detours are the reasons of the attempt's fallbacks (direct to
+	// relay), kept whether or not the sampler keeps the events.
+	Detours []Reason
+	Events  []Event // nil unless Sampled
 	Sampled  bool
 	Dropped  int // events beyond MaxEvents
 }
@@ -178,6 +181,10 @@ func (s *Store) add(ev *Event) {
 	case KindPhaseEnd:
 		r.Phases = append(r.Phases, PhaseRecord{Phase: ev.Phase, Start: ev.Time.Sub(r.Start) - ev.Duration,
 			Duration: ev.Duration, Outcome: ev.Outcome, Reason: ev.Reason})
+	case KindFallback:
+		if len(r.Detours) < 4 && ev.Reason != ReasonNone {
+			r.Detours = append(r.Detours, ev.Reason)
+		}
 	case KindAttemptEnd:
 		delete(sh.open, ev.Attempt)
 		sh.mu.Unlock()
@@ -384,6 +391,7 @@ func (s *Store) Attempt(id AttemptID) (AttemptRecord, bool) {
 func copyRecord(r *AttemptRecord) AttemptRecord {
 	c := *r
 	c.Phases = append([]PhaseRecord(nil), r.Phases...)
+	c.Detours = append([]Reason(nil), r.Detours...)
 	c.Events = append([]Event(nil), r.Events...)
 	return c
 }

@@ -176,6 +176,17 @@ func TestStore(t *testing.T) {
 			}
 		}
 	})
+	t.Run("detours survive sampling", func(t *testing.T) {
+		c := &clock{t: time.Unix(1e9, 0)}
+		st := newStore(t, c, 0.0000001, StoreConfig{})
+		st.add(&Event{Time: c.t, Kind: KindAttemptStart, Attempt: 9})
+		st.add(&Event{Time: c.t, Kind: KindFallback, Attempt: 9, Reason: ReasonBothSymmetric})
+		st.add(&Event{Time: c.t, Kind: KindAttemptEnd, Attempt: 9, Outcome: OutcomeOK, Path: PathRelay})
+		r, _ := st.Attempt(9)
+		if r.Sampled || len(r.Detours) != 1 || r.Detours[0] != ReasonBothSymmetric {
+			t.Fatalf("%+v", r)
+		}
+	})
 	t.Run("per attempt event bound", func(t *testing.T) {
 		c := &clock{t: time.Unix(1e9, 0)}
 		st := newStore(t, c, 1, StoreConfig{MaxEvents: 10})
