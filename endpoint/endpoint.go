@@ -70,6 +70,9 @@ type Stats struct {
 	Malformed       uint64 // packets that looked like STUN but did not decode
 	HandlerAbsent   uint64 // requests dropped because no handler was set
 	ReadErrorsTotal uint64
+	// SendLost counts QUIC packets whose send failed because the network
+	// was changing (no route, address gone); QUIC saw them as lost.
+	SendLost uint64
 }
 
 // Endpoint is one UDP socket with its QUIC transport and STUN demultiplexer.
@@ -227,7 +230,15 @@ func (e *Endpoint) Stats() Stats {
 		Malformed:       e.stats.malformed.Load(),
 		HandlerAbsent:   e.stats.noHandler.Load(),
 		ReadErrorsTotal: e.stats.readErrs.Load(),
+		SendLost:        e.sendLost(),
 	}
+}
+
+func (e *Endpoint) sendLost() uint64 {
+	if r := e.routerOf(); r != nil {
+		return r.lost.Load()
+	}
+	return 0
 }
 
 // Expect registers interest in the response to transaction id. The returned

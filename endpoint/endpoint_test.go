@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,5 +120,47 @@ func TestCloseIsIdempotent(t *testing.T) {
 	ep.Close()
 	if _, _, err := ep.Expect([stun.TransactionIDSize]byte{1}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after close: %v", err)
+	}
+}
+
+func TestTransientSend(t *testing.T) {
+	wrap := func(errno syscall.Errno) error {
+		return &net.OpError{Op: "write", Net: "udp4", Err: os.NewSyscallError("sendmsg", errno)}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"network unreachable", wrap(syscall.ENETUNREACH), true},
+		{"host unreachable", wrap(syscall.EHOSTUNREACH), true},
+		{"source address gone", wrap(syscall.EADDRNOTAVAIL), true},
+		{"local firewall", wrap(syscall.EPERM), true},
+		{"message too long stays fatal for MTU discovery", wrap(syscall.EMSGSIZE), false},
+		{"closed socket", net.ErrClosed, false},
+		{"bad descriptor", wrap(syscall.EBADF), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := transientSend(tt.err); got != tt.want {
+				t.Fatalf("transientSend(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTransientSendIsALoss(t *testing.T) {
+	var r router
+	quicPkt := []byte{0x40, 1, 2}
+	stunPkt := []byte{0x00, 1, 2}
+	unreach := &net.OpError{Op: "write", Err: os.NewSyscallError("sendmsg", syscall.ENETUNREACH)}
+	if err := r.sent(quicPkt, unreach); err != nil {
+		t.Fatalf("QUIC packet: %v, want a silent loss", err)
+	}
+	if err := r.sent(stunPkt, unreach); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Fatalf("STUN packet: %v, want the error back (its caller retries)", err)
+	}
+	if got := r.lost.Load(); got != 1 {
+		t.Fatalf("lost = %d, want 1", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // Rerouting QUIC packets around a dead path.
@@ -28,7 +29,34 @@ var ErrNoRouting = errors.New("endpoint: no router on this socket")
 // router holds the routes.
 type router struct {
 	routes atomic.Pointer[map[netip.AddrPort]func([]byte) error]
-	mu     sync.Mutex // serialises route changes
+	mu     sync.Mutex    // serialises route changes
+	lost   atomic.Uint64 // QUIC packets whose send failed transiently
+}
+
+// transientSend reports whether a failed send is the network under the
+// socket changing: no route for a moment, an interface down, the source
+// address just removed, a local firewall dropping the packet. To QUIC
+// that is a lost packet; quic-go closes a connection whose socket write
+// fails with anything but EMSGSIZE, which would turn every address
+// change into a dead connection before migration could act.
+func transientSend(err error) bool {
+	for _, e := range []syscall.Errno{syscall.ENETUNREACH, syscall.EHOSTUNREACH, syscall.ENETDOWN,
+		syscall.EADDRNOTAVAIL, syscall.EPERM, syscall.ENOBUFS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// sent maps the error of a direct QUIC send: transient ones are counted
+// and become a loss.
+func (c *router) sent(b []byte, err error) error {
+	if err != nil && isQUIC(b) && transientSend(err) {
+		c.lost.Add(1)
+		return nil
+	}
+	return err
 }
 
 // routedConn is a UDP socket as quic-go sees it: still OOB-capable.
@@ -89,7 +117,11 @@ func (c *routedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		return len(b), nil
 	}
-	return c.UDPConn.WriteTo(b, addr)
+	n, err := c.UDPConn.WriteTo(b, addr)
+	if err = c.sent(b, err); err == nil {
+		n = len(b)
+	}
+	return n, err
 }
 
 func (c *routedConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, error) {
@@ -105,7 +137,11 @@ func (c *routedConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, er
 		}
 		return len(b), len(oob), nil
 	}
-	return c.UDPConn.WriteMsgUDP(b, oob, addr)
+	n, oobn, err := c.UDPConn.WriteMsgUDP(b, oob, addr)
+	if err = c.sent(b, err); err == nil {
+		n, oobn = len(b), len(oob)
+	}
+	return n, oobn, err
 }
 
 // gsoSegment returns the UDP_SEGMENT size in a control message buffer, or

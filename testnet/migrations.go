@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -27,10 +29,28 @@ func (e *Env) hostPtr(h Host) *Host {
 func (e *Env) transferDuring(ctx context.Context, a, b Host, size int64, delay time.Duration, fault func() error, extra ...string) (ConnectResult, time.Duration, error) {
 	args := append([]string{e.Bin, "connect", e.PeerIDs[b.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
 		"--send", fmt.Sprint(size), "--timeout", "60s"}, extra...)
+	// The fault lands a given time after the connection is up (the
+	// attempt_end record), not after the start: a slow coordination must
+	// not turn a mid-transfer fault into a mid-handshake one.
+	if e.LogDir != "" {
+		args = append(args, "--log-level", "debug", "--log-addresses", "full")
+	} else {
+		args = append(args, "--log-level", "info")
+	}
 	start := time.Now()
 	p, err := e.TB.Start(a.NS, args...)
 	if err != nil {
 		return ConnectResult{}, 0, err
+	}
+	if e.LogDir != "" {
+		defer func() {
+			os.MkdirAll(e.LogDir, 0o755)
+			os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("transfer-%s-to-%s-%d.log", a.NS, b.NS, time.Now().UnixNano())), []byte(p.Output()), 0o644)
+		}()
+	}
+	if err := waitConnected(ctx, p, 30*time.Second); err != nil {
+		p.Stop(time.Second)
+		return ConnectResult{}, time.Since(start), err
 	}
 	select {
 	case <-time.After(delay):
@@ -60,6 +80,25 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, size int64, delay t
 	return res, took, nil
 }
 
+// waitConnected waits until a connect's log shows its attempt ended, at
+// most limit.
+func waitConnected(ctx context.Context, p *Proc, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.Output(), "event=attempt_end") {
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("the connect ended before it connected: %s", tail(p.Output(), 300))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("not connected after %v: %s", limit, tail(p.Output(), 300))
+}
+
 // verdict renders a transfer's outcome.
 func verdict(res ConnectResult, size int64, took time.Duration, what string) (bool, string) {
 	ok := res.Connected && res.BytesVerified == size && res.Error == ""
@@ -87,7 +126,7 @@ func scenarioNetworkChange(ctx context.Context, e *Env) (bool, string) {
 	}
 	hp := e.hostPtr(a)
 	var next string
-	res, took, err := e.transferDuring(ctx, a, b, migrationSize, 1500*time.Millisecond, func() error {
+	res, took, err := e.transferDuring(ctx, a, b, migrationSize, time.Second, func() error {
 		addr, err := e.TB.ChangeAddress(ctx, hp)
 		next = addr.String()
 		return err
@@ -111,7 +150,7 @@ func scenarioNATRebinding(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-apdf and a cgnat site"
 	}
-	res, took, err := e.transferDuring(ctx, a, b, migrationSize, 1500*time.Millisecond, func() error {
+	res, took, err := e.transferDuring(ctx, a, b, migrationSize, time.Second, func() error {
 		if err := e.TB.FlushConntrack(ctx, a.Site); err != nil {
 			return err
 		}
@@ -227,7 +266,7 @@ func scenarioBlackhole(ctx context.Context, e *Env) (bool, string) {
 	}
 	defer e.TB.SetDirectBlocked(context.WithoutCancel(ctx), a.Site, false)
 	var blocked time.Time
-	res, took, err := e.transferDuring(ctx, a, b, migrationSize, 1500*time.Millisecond, func() error {
+	res, took, err := e.transferDuring(ctx, a, b, migrationSize, time.Second, func() error {
 		blocked = time.Now()
 		return e.TB.SetDirectBlocked(ctx, a.Site, true)
 	})
