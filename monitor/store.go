@@ -98,8 +98,8 @@ type AttemptRecord struct {
 	// relay), kept whether or not the sampler keeps the events.
 	Detours []Reason
 	Events  []Event // nil unless Sampled
-	Sampled  bool
-	Dropped  int // events beyond MaxEvents
+	Sampled bool
+	Dropped int // events beyond MaxEvents
 }
 
 // shards spread the open attempts over locks so that concurrent attempts
