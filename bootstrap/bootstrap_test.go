@@ -857,3 +857,86 @@ func TestHeartbeatNoticesACrash(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelReachesTheOtherSide: a side that gives up on an introduction
+// (Session.Cancel, or a Connect whose context ends) makes the other
+// side's session end with ErrPeerCanceled, or its Accept fail, at once.
+func TestCancelReachesTheOtherSide(t *testing.T) {
+	ended := func(t *testing.T, s *Session) {
+		t.Helper()
+		select {
+		case <-s.Done():
+			if !errors.Is(s.Err(), ErrPeerCanceled) {
+				t.Fatalf("session ended with %v, want ErrPeerCanceled", s.Err())
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("the other side's session did not end")
+		}
+	}
+	t.Run("requester cancels after the answer", func(t *testing.T) {
+		srv := startServer(t, ServerConfig{})
+		offers := make(chan *Session, 1)
+		b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+			if s, err := o.Accept(Intro{}); err == nil {
+				offers <- s
+			}
+		}})
+		a := startClient(t, srv, ClientConfig{})
+		ready(t, a)
+		ready(t, b)
+		sa, err := a.Connect(t.Context(), b.cfg.Identity.ID(), Intro{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb := <-offers
+		sa.Cancel()
+		ended(t, sb)
+	})
+	t.Run("target cancels after its answer", func(t *testing.T) {
+		srv := startServer(t, ServerConfig{})
+		offers := make(chan *Session, 1)
+		b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+			if s, err := o.Accept(Intro{}); err == nil {
+				offers <- s
+			}
+		}})
+		a := startClient(t, srv, ClientConfig{})
+		ready(t, a)
+		ready(t, b)
+		sa, err := a.Connect(t.Context(), b.cfg.Identity.ID(), Intro{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		(<-offers).Cancel()
+		ended(t, sa)
+	})
+	t.Run("requester gives up before the answer", func(t *testing.T) {
+		srv := startServer(t, ServerConfig{})
+		release := make(chan struct{})
+		accepted := make(chan error, 1)
+		b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+			<-release // the requester gives up meanwhile
+			s, err := o.Accept(Intro{})
+			if err == nil {
+				s.Close()
+			}
+			select {
+			case accepted <- err:
+			default:
+			}
+		}})
+		a := startClient(t, srv, ClientConfig{})
+		ready(t, a)
+		ready(t, b)
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+		defer cancel()
+		if _, err := a.Connect(ctx, b.cfg.Identity.ID(), Intro{}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Connect: %v, want the context's deadline", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the cancel reaches b
+		close(release)
+		if err := <-accepted; !errors.Is(err, ErrPeerCanceled) {
+			t.Fatalf("Accept after the requester gave up: %v, want ErrPeerCanceled", err)
+		}
+	})
+}

@@ -163,6 +163,9 @@ var (
 	ErrExpired     = errors.New("bootstrap: peer did not answer in time")
 	ErrRefused     = errors.New("bootstrap: peer refused")
 	ErrOverloaded  = errors.New("bootstrap: overloaded")
+	// ErrPeerCanceled ends a Session whose other side gave up on the
+	// introduction (Session.Cancel).
+	ErrPeerCanceled = errors.New("bootstrap: the other peer gave up on the introduction")
 )
 
 // RequestError is a connect request that the bootstrap answered with a
@@ -222,6 +225,9 @@ type Client struct {
 	grants   map[uint64]chan *wire.RelayGrant
 	outgoing map[uint64]*Session // by request ID
 	incoming map[uint64]*Session // by offer ID
+	// canceled holds offers the requester gave up on before this side
+	// accepted them (Accept then fails); bounded by maxCanceled.
+	canceled map[uint64]struct{}
 	lastErr  error
 
 	offers atomic.Int32
@@ -249,6 +255,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		grants:   make(map[uint64]chan *wire.RelayGrant),
 		outgoing: make(map[uint64]*Session),
 		incoming: make(map[uint64]*Session),
+		canceled: make(map[uint64]struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -798,6 +805,24 @@ func (c *Client) handle(l *live, m wire.Message) error {
 			s.deliver(Punch{Round: m.Round, Delay: time.Duration(m.DelayMicros) * time.Microsecond,
 				PeerRTT: time.Duration(m.PeerRTTMicros) * time.Microsecond, At: time.Now()})
 		}
+	case *wire.ConnectCancel:
+		c.mu.Lock()
+		s := c.outgoing[m.ID]
+		if m.Offer {
+			s = c.incoming[m.ID]
+		}
+		c.mu.Unlock()
+		if s != nil {
+			s.end(ErrPeerCanceled)
+		} else if m.Offer && c.offers.Load() > 0 {
+			// An offer still being handled, not accepted yet.
+			c.mu.Lock()
+			if len(c.canceled) >= maxCanceled {
+				clear(c.canceled)
+			}
+			c.canceled[m.ID] = struct{}{}
+			c.mu.Unlock()
+		}
 	case *wire.Error:
 		return &ProtocolError{Code: m.Code, Msg: "bootstrap said: " + m.Text}
 	default:
@@ -856,6 +881,9 @@ func (c *Client) Announce(add []wire.Candidate, remove []netip.AddrPort) error {
 	}
 	return nil
 }
+
+// maxCanceled bounds Client.canceled.
+const maxCanceled = 256
 
 // Intro is what a peer tells the other side of an introduction about
 // itself: its NAT type, its candidates and its check credentials.
@@ -923,6 +951,12 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		delete(c.outgoing, id)
 		c.mu.Unlock()
 	}
+	// abandon is drop for a request the bootstrap may be working on: the
+	// other side, if it was offered it already, hears that this side gave up.
+	abandon := func() {
+		drop()
+		_ = l.ctl.send(&wire.ConnectCancel{ID: id}) // best effort
+	}
 	if err := l.ctl.send(&wire.ConnectRequest{ID: id, Target: target, NAT: local.NAT, Candidates: local.Candidates, Creds: local.Creds, Purpose: local.Purpose}); err != nil {
 		drop()
 		l.conn.Close(closeSlowConsumer, "control stream write failed")
@@ -948,7 +982,7 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 			drop()
 			return nil, fmt.Errorf("%w: bootstrap did not acknowledge the request within %v", ErrUnavailable, max(4*l.conn.RTT(), c.cfg.MinAckWait))
 		case <-ctx.Done():
-			drop()
+			abandon()
 			return nil, fmt.Errorf("bootstrap: connect: %w", context.Cause(ctx))
 		case <-l.done:
 			drop()
@@ -963,7 +997,7 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		}
 		return c.finishConnect(s, l, res, drop)
 	case <-ctx.Done():
-		drop()
+		abandon()
 		return nil, fmt.Errorf("bootstrap: connect: %w", context.Cause(ctx))
 	case <-l.done:
 		drop()
@@ -1041,6 +1075,11 @@ func (o *Offer) Accept(local Intro) (*Session, error) {
 	if o.c.cur != o.l {
 		o.c.mu.Unlock()
 		return nil, ErrUnavailable
+	}
+	if _, gone := o.c.canceled[o.ID]; gone {
+		delete(o.c.canceled, o.ID)
+		o.c.mu.Unlock()
+		return nil, ErrPeerCanceled
 	}
 	o.c.incoming[o.ID] = s
 	o.c.mu.Unlock()
@@ -1176,6 +1215,24 @@ func (s *Session) end(err error) {
 	s.closed = true
 	s.err = err
 	close(s.done)
+}
+
+// Cancel ends the session and tells the other side, through the
+// bootstrap, that this side gave up on the introduction, so that it stops
+// at once (its Session ends with ErrPeerCanceled). Use it when an attempt
+// fails or is cancelled; Close when it succeeded (the other side may still
+// be finishing).
+func (s *Session) Cancel() {
+	if s.l != nil && !s.isClosed() {
+		_ = s.l.ctl.send(&wire.ConnectCancel{ID: s.ID, Offer: s.Incoming}) // best effort: the bootstrap may be gone
+	}
+	s.Close()
+}
+
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Close ends the session; later punch rounds for it are ignored.

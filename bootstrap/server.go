@@ -697,6 +697,8 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 		return s.handleAnswer(p, m)
 	case *wire.PunchRequest:
 		return s.handlePunchRequest(p, m)
+	case *wire.ConnectCancel:
+		s.handleCancel(p, m)
 	case *wire.RelayRequest:
 		return s.handleRelayRequest(p, m)
 	case *wire.RelayAddress:
@@ -1027,6 +1029,46 @@ func (s *Server) punch(ss *session, round uint64) {
 func PunchDelays(rttA, rttB time.Duration) (delayA, delayB time.Duration) {
 	far := max(rttA, rttB)
 	return (far - rttA) / 2, (far - rttB) / 2
+}
+
+// handleCancel ends a session one side gave up on and tells the other
+// side. A requester may cancel before the target has answered (the
+// target's late answer is then ignored); a target cancels only what it
+// answered (before that it declines).
+func (s *Server) handleCancel(p *peer, m *wire.ConnectCancel) {
+	s.mu.Lock()
+	var ss *session
+	if m.Offer {
+		if c := s.sessions[m.ID]; c != nil && c.target == p && !c.answered.IsZero() {
+			ss = c
+		}
+	} else {
+		p.mu.Lock()
+		sid, ok := p.reqs[m.ID]
+		p.mu.Unlock()
+		if c := s.sessions[sid]; ok && c != nil && c.requester == p {
+			ss = c
+		}
+	}
+	if ss == nil {
+		s.mu.Unlock()
+		return // ended already (expired, answered with a refusal, cancelled)
+	}
+	delete(s.sessions, ss.id)
+	pending := ss.answered.IsZero()
+	s.mu.Unlock()
+	r := ss.requester
+	r.mu.Lock()
+	delete(r.reqs, ss.reqID)
+	if pending {
+		r.pending-- // no result will be sent for it
+	}
+	r.mu.Unlock()
+	if m.Offer {
+		s.sendTo(ss.requester, &wire.ConnectCancel{ID: ss.reqID})
+	} else {
+		s.sendTo(ss.target, &wire.ConnectCancel{ID: ss.id, Offer: true})
+	}
 }
 
 func (s *Server) handlePunchRequest(p *peer, m *wire.PunchRequest) error {

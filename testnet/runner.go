@@ -375,9 +375,39 @@ func (e *Env) Connect(ctx context.Context, from, to Host, send int64, timeout ti
 		var ce *CommandError
 		if errors.As(err, &ce) {
 			res.Error += " stderr: " + tail(ce.Output, 300)
+			if cctx.Err() != nil && ctx.Err() == nil {
+				// It outlived its own --timeout: a hang. Its goroutines
+				// (SIGQUIT) go to a file and their gist to stderr.
+				res.Reason = "hung"
+				res.Error = e.saveHang(from, ce.Output) + res.Error
+			}
 		}
 	}
 	return res
+}
+
+// saveHang writes the goroutine dump of a connect that hung to the log
+// directory (or the working directory), prints the goroutines that are in
+// antnode's own code to stderr, and returns a note naming the file.
+func (e *Env) saveHang(from Host, dump string) string {
+	dir := e.LogDir
+	if dir == "" {
+		dir = "."
+	}
+	os.MkdirAll(dir, 0o755)
+	name := filepath.Join(dir, fmt.Sprintf("hang-%s-%d.log", from.NS, time.Now().UnixNano()))
+	if err := os.WriteFile(name, []byte(dump), 0o644); err != nil {
+		name = "(not saved: " + err.Error() + ")"
+	}
+	fmt.Fprintf(os.Stderr, "HANG: a connect from %s outlived its timeout; goroutines in %s; ours:\n", from.NS, name)
+	shown := 0
+	for _, g := range strings.Split(dump, "\n\n") {
+		if shown < 40 && strings.HasPrefix(g, "goroutine ") && strings.Contains(g, "antnode/") {
+			fmt.Fprintln(os.Stderr, tail(g, 1500))
+			shown++
+		}
+	}
+	return "goroutines in " + name + ": "
 }
 
 func tail(s string, n int) string {

@@ -246,11 +246,17 @@ func (tb *Testbed) Start(ns string, args ...string) (*Proc, error) {
 }
 
 // Run runs a command in ns to completion and returns its stdout.
+//
+// When ctx ends first the command gets SIGQUIT (a Go program prints every
+// goroutine's stack to stderr and exits; "ip netns exec" execs the command
+// in its place), and SIGKILL 3 s later.
 func (tb *Testbed) Run(ctx context.Context, ns string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 3 * time.Second
 	err := cmd.Run()
 	if err != nil {
 		return out.String(), &CommandError{Args: args, Output: errb.String(), Err: err}

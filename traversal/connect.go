@@ -75,6 +75,8 @@ func Reason(err error) monitor.Reason {
 		return monitor.ReasonOverloaded
 	case errors.Is(err, bootstrap.ErrUnavailable):
 		return monitor.ReasonBootstrapUnreachable
+	case errors.Is(err, bootstrap.ErrPeerCanceled):
+		return monitor.ReasonCanceled
 	case errors.Is(err, holepunch.ErrNoPath), errors.Is(err, holepunch.ErrBirthdayFailed):
 		return monitor.ReasonPunchTimeout
 	case errors.Is(err, holepunch.ErrNoCandidates):
@@ -148,7 +150,14 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 		att.End(monitor.PhaseCoordinate, monitor.OutcomeFail, Reason(err))
 		return nil, monitor.PhaseCoordinate, err
 	}
-	defer sess.Close()
+	connected := false
+	defer func() {
+		if connected {
+			sess.Close()
+		} else {
+			sess.Cancel() // the responder stops now, not at its timeout
+		}
+	}()
 	att.SetNAT(local.Class(), sess.Remote.NAT.Class())
 	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
 
@@ -176,6 +185,7 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	if err != nil {
 		return nil, phase, err
 	}
+	connected = true
 	if c := n.setPath(qc, path); c != nil { // accepted: already tracked
 		return c, monitor.PhaseHandshake, nil
 	}
@@ -232,6 +242,8 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ConnectTimeout)
 	defer cancel()
+	ctx, giveUp := context.WithCancelCause(ctx)
+	defer giveUp(nil)
 	local := n.NAT()
 	att := monitor.StartAttempt(n.rec, o.From.String(), "responder", local.Class())
 	att.SetNAT(local.Class(), o.Remote.NAT.Class())
@@ -264,6 +276,17 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 		return
 	}
 	defer sess.Close()
+	// The initiator gave up (its attempt failed or was cancelled): stop
+	// punching and waiting now.
+	go func() {
+		select {
+		case <-sess.Done():
+			if errors.Is(sess.Err(), bootstrap.ErrPeerCanceled) {
+				giveUp(sess.Err())
+			}
+		case <-ctx.Done():
+		}
+	}()
 	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
 	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
 
@@ -749,10 +772,20 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 	}
 	var errs []error
 	for i, c := range clients {
+		var made *bootstrap.Session
 		sess, err := failsafe.With[*bootstrap.Session](n.breakers[c.Label()]).WithContext(ctx).
-			Get(func() (*bootstrap.Session, error) { return c.Connect(ctx, peer, local) })
+			Get(func() (*bootstrap.Session, error) {
+				s, err := c.Connect(ctx, peer, local)
+				made = s
+				return s, err
+			})
 		if err == nil {
 			return sess, nil
+		}
+		if made != nil {
+			// Introduced just as ctx ended (failsafe then reports the
+			// context's error): the other side must hear of it.
+			made.Cancel()
 		}
 		if errors.Is(err, circuitbreaker.ErrOpen) {
 			err = fmt.Errorf("%w: circuit breaker open", bootstrap.ErrUnavailable)

@@ -27,6 +27,7 @@ type detachConn struct {
 
 	mu       sync.Mutex
 	detached bool
+	deadline time.Time     // the last read deadline set
 	wake     chan struct{} // closed by Close or a past read deadline
 }
 
@@ -57,7 +58,7 @@ func (d *detachConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := d.PacketConn.ReadFrom(b)
 		if err != nil && d.isDetached() {
-			<-d.wake
+			d.waitWake()
 			return 0, nil, os.ErrDeadlineExceeded
 		}
 		if err == nil && n > 0 && b[0]&0x40 != 0 {
@@ -108,8 +109,33 @@ func (d *detachConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
+// waitWake blocks a read on a detached socket until Close or a read
+// deadline that has passed, including one set before the detach (the
+// transport's Close may set it just before the socket is detached: the
+// inner read fails on the deadline, and nothing would wake it later).
+func (d *detachConn) waitWake() {
+	d.mu.Lock()
+	dl := d.deadline
+	if !dl.IsZero() && !dl.After(time.Now()) {
+		d.wakeLocked()
+	}
+	wake := d.wake
+	d.mu.Unlock()
+	if dl.IsZero() {
+		<-wake
+		return
+	}
+	t := time.NewTimer(time.Until(dl))
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	}
+}
+
 func (d *detachConn) SetReadDeadline(t time.Time) error {
 	d.mu.Lock()
+	d.deadline = t
 	if d.detached && !t.IsZero() && !t.After(time.Now()) {
 		d.wakeLocked()
 	}

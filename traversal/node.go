@@ -212,6 +212,11 @@ type Config struct {
 	// attempts are degraded (no speculative dials, no birthday search,
 	// slower checks). Zero: 64.
 	MaxInflight int
+	// MaxPeerStates bounds the per-peer state machines kept for peers
+	// without a connection (failed, closed or never reached); beyond it
+	// the one whose state changed longest ago is forgotten. Connected
+	// peers always keep theirs. Zero: 1024.
+	MaxPeerStates int
 	// MaxRounds bounds the punch rounds of one attempt. Zero: 2.
 	MaxRounds int
 	// SpeculativeDials bounds the QUIC dials started to the peer's
@@ -297,6 +302,9 @@ func (c *Config) validate() error {
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 64
 	}
+	if c.MaxPeerStates <= 0 {
+		c.MaxPeerStates = 1024
+	}
 	switch {
 	case c.PrimeTTL == 0:
 		c.PrimeTTL = 2
@@ -349,6 +357,7 @@ type Node struct {
 
 	mu         sync.Mutex
 	machines   map[identity.PeerID]*Machine
+	allow      map[State][]State   // the transition table, shared (read-only) by the machines
 	clients    []*bootstrap.Client // set once in New
 	nat        nattype.Type
 	announced  []wire.Candidate
@@ -375,7 +384,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
 		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
-		machines: make(map[identity.PeerID]*Machine), ctx: ctx, cancel: cancel}
+		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel}
 	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(PeerALPN), n.listenQUIC())
 	if err != nil {
 		cancel()
@@ -769,41 +778,43 @@ func (n *Node) ownEndpoint(qc *quic.Conn, ep *endpoint.Endpoint) {
 	}()
 }
 
-// maxMachines bounds the per-peer state kept for peers without a
-// connection.
-const maxMachines = 10_000
-
 // machine returns peer's state machine, creating it.
 func (n *Node) machine(peer identity.PeerID) *Machine {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	m := n.machines[peer]
 	if m == nil {
-		if len(n.machines) >= maxMachines {
-			n.evictMachineLocked()
+		if len(n.machines) >= n.cfg.MaxPeerStates {
+			n.evictMachinesLocked()
 		}
-		m = NewMachine(peer, n.rec)
+		m = &Machine{peer: peer, rec: n.rec, allow: n.allow, state: StateIdle, since: time.Now()}
 		n.machines[peer] = m
 	}
 	return m
 }
 
-// evictMachineLocked drops the state of the peer without a connection that
-// changed state longest ago.
-func (n *Node) evictMachineLocked() {
-	var oldest identity.PeerID
-	var at time.Time
+// evictMachinesLocked forgets peers without a connection, those whose
+// state changed longest ago, until fewer than MaxPeerStates of them
+// remain. One scan frees a sixteenth of the limit at once, so that a
+// stream of new peers costs a scan per many of them, not per peer.
+func (n *Node) evictMachinesLocked() {
+	type idleState struct {
+		id    identity.PeerID
+		since time.Time
+	}
+	var idle []idleState
 	for id, m := range n.machines {
-		st, since := m.State()
-		if st.Connected() {
-			continue
-		}
-		if at.IsZero() || since.Before(at) {
-			oldest, at = id, since
+		if st, since := m.State(); !st.Connected() {
+			idle = append(idle, idleState{id, since})
 		}
 	}
-	if !at.IsZero() {
-		delete(n.machines, oldest)
+	excess := len(idle) - n.cfg.MaxPeerStates + max(1, n.cfg.MaxPeerStates/16)
+	if excess <= 0 {
+		return
+	}
+	slices.SortFunc(idle, func(a, b idleState) int { return a.since.Compare(b.since) })
+	for _, s := range idle[:min(excess, len(idle))] {
+		delete(n.machines, s.id)
 	}
 }
 

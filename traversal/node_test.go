@@ -37,8 +37,16 @@ func newEndpoint(t testing.TB) *endpoint.Endpoint {
 
 func startBootstrap(t testing.TB) Bootstrap {
 	t.Helper()
+	return startBootstrapCfg(t, bootstrap.ServerConfig{})
+}
+
+// startBootstrapCfg starts a bootstrap with cfg (its key and socket are
+// made here).
+func startBootstrapCfg(t testing.TB, cfg bootstrap.ServerConfig) Bootstrap {
+	t.Helper()
 	id := newIdentity(t)
-	srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: newEndpoint(t)})
+	cfg.Identity, cfg.Endpoint = id, newEndpoint(t)
+	srv, err := bootstrap.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,4 +357,30 @@ func FuzzParseBootstraps(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPeerStatesAreBounded: attempts to ever new peers do not grow the
+// node's per-peer state past MaxPeerStates, and the newest are kept.
+func TestPeerStatesAreBounded(t *testing.T) {
+	b := startBootstrap(t)
+	const limit = 16
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, MaxPeerStates: limit})
+	var last identity.PeerID
+	for range 5 * limit {
+		last = newIdentity(t).ID()
+		if _, err := a.Connect(t.Context(), last); err == nil {
+			t.Fatal("a connect to an unregistered peer succeeded")
+		}
+	}
+	peers := a.Peers()
+	if len(peers) > limit {
+		t.Fatalf("%d peer states kept, limit %d", len(peers), limit)
+	}
+	found := false
+	for _, p := range peers {
+		found = found || p.ID == last
+	}
+	if !found {
+		t.Fatalf("the newest peer's state was evicted: %+v", peers)
+	}
 }

@@ -416,6 +416,17 @@ func (m *PunchRequest) decode(r *reader) error {
 	return r.err
 }
 
+func (m *ConnectCancel) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	return appendBool(b, m.Offer)
+}
+
+func (m *ConnectCancel) decode(r *reader) error {
+	m.ID = r.varint()
+	m.Offer = r.bool()
+	return r.err
+}
+
 func (m *Error) appendPayload(b []byte) []byte {
 	b = quicvarint.Append(b, uint64(m.Code))
 	t := m.Text

@@ -68,6 +68,7 @@ const (
 	TypeConnectAck      Type = 0x11
 	TypePing            Type = 0x12
 	TypePong            Type = 0x13
+	TypeConnectCancel   Type = 0x14
 )
 
 func (t Type) String() string {
@@ -110,6 +111,8 @@ func (t Type) String() string {
 		return "ping"
 	case TypePong:
 		return "pong"
+	case TypeConnectCancel:
+		return "connect_cancel"
 	}
 	return fmt.Sprintf("type(%#x)", uint64(t))
 }
@@ -350,6 +353,16 @@ type PunchRequest struct {
 	Round uint64
 }
 
+// ConnectCancel ends an introduction: one side gave up on it (its
+// attempt was cancelled or ended otherwise). Sent to the bootstrap with
+// the sender's ID for it, and passed on to the other side with theirs, so
+// that it stops punching and waiting at once instead of at its timeout.
+// Peers that predate it skip it (unknown types are skipped).
+type ConnectCancel struct {
+	ID    uint64
+	Offer bool // ID is an offer ID: the sender (or, passed on, the receiver) is the target
+}
+
 // RelayRequest asks the bootstrap for credentials on its relay.
 type RelayRequest struct {
 	ID uint64
@@ -426,6 +439,7 @@ func (*RelayAddress) Type() Type    { return TypeRelayAddress }
 func (*ConnectAck) Type() Type      { return TypeConnectAck }
 func (*Ping) Type() Type            { return TypePing }
 func (*Pong) Type() Type            { return TypePong }
+func (*ConnectCancel) Type() Type   { return TypeConnectCancel }
 
 func (e *Error) Error() string { return fmt.Sprintf("wire: remote error %s: %s", e.Code, e.Text) }
 
@@ -454,6 +468,8 @@ func newMessage(t Type) Message {
 		return new(PunchNow)
 	case TypePunchRequest:
 		return new(PunchRequest)
+	case TypeConnectCancel:
+		return new(ConnectCancel)
 	case TypeError:
 		return new(Error)
 	case TypeProbeRequest:

@@ -71,6 +71,8 @@ func sampleMessages() []struct {
 		{"connect_ack", &ConnectAck{ID: 1}},
 		{"ping", &Ping{Seq: 7, Pad: make([]byte, 16)}},
 		{"pong", &Pong{Seq: 7}},
+		{"connect_cancel", &ConnectCancel{ID: 1}},
+		{"connect_cancel_offer", &ConnectCancel{ID: 9, Offer: true}},
 	}
 }
 
