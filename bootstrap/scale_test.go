@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,12 +78,6 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 	}
 	if os.Getenv("ANTNODE_SCALE_HEAP_PROFILE") != "" {
 		runtime.MemProfileRate = 64 // an exact profile, at some cost
-	}
-	if p := os.Getenv("ANTNODE_SCALE_CPU_PROFILE"); p != "" {
-		if f, err := os.Create(p); err == nil {
-			pprof.StartCPUProfile(f)
-			defer pprof.StopCPUProfile()
-		}
 	}
 	id, err := identity.Generate()
 	if err != nil {
@@ -135,6 +130,25 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 	fmt.Fprintf(out, "ready %s %s\n", ep.LocalAddr(), id.ID())
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
+		if path, ok := strings.CutPrefix(sc.Text(), "cpu "); ok {
+			// A CPU profile of the load alone, until "cpu-stop".
+			if f, err := os.Create(path); err == nil {
+				pprof.StartCPUProfile(f)
+				defer f.Close()
+			}
+			continue
+		}
+		if sc.Text() == "cpu-stop" {
+			pprof.StopCPUProfile()
+			continue
+		}
+		if sc.Text() == "cputime" {
+			// The CPU time this process has used, user and system, in ns.
+			var ru syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+			fmt.Fprintln(out, ru.Utime.Nano()+ru.Stime.Nano())
+			continue
+		}
 		if path, ok := strings.CutPrefix(sc.Text(), "heap "); ok {
 			// A heap profile, for finding what a registered peer costs.
 			if f, err := os.Create(path); err == nil {
@@ -255,6 +269,19 @@ func (s *scaleServer) next() (string, error) {
 	case <-time.After(60 * time.Second):
 		return "", errors.New("scale child silent for 60 s")
 	}
+}
+
+// cpuTime returns the CPU time the child has used.
+func (s *scaleServer) cpuTime() (time.Duration, error) {
+	if _, err := io.WriteString(s.in, "cputime\n"); err != nil {
+		return 0, err
+	}
+	l, err := s.next()
+	if err != nil {
+		return 0, err
+	}
+	ns, err := strconv.ParseInt(l, 10, 64)
+	return time.Duration(ns), err
 }
 
 func (s *scaleServer) mem() (childMem, error) {
@@ -489,7 +516,10 @@ func TestScaleHarness(t *testing.T) {
 //   - goroutines/peer: the bootstrap's goroutines per registered peer;
 //   - req/s, p50-ms, p99-ms: introductions completed per second and their
 //     latency. Both ends of every introduction run in this process, so the
-//     bootstrap shares the two cores with its load.
+//     bootstrap shares the machine's cores with its load;
+//   - bootstrap-CPU-µs/req: the bootstrap's CPU time (user and system) per
+//     introduction during the run, and capacity-req/s what that makes on
+//     all of this machine's cores with nothing else running.
 func BenchmarkBootstrapScale(b *testing.B) {
 	ctx := b.Context()
 	floor := bareQUICPerPeer(b, 1000)
@@ -520,10 +550,25 @@ func BenchmarkBootstrapScale(b *testing.B) {
 		stackGrown += float64(after.StackInuse) - float64(before.StackInuse)
 		rssGrown += float64(after.RSS) - float64(before.RSS)
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			if p := os.Getenv("ANTNODE_SCALE_CPU_PROFILE"); p != "" {
+				io.WriteString(srv.in, fmt.Sprintf("cpu %s.%d\n", p, n))
+				defer io.WriteString(srv.in, "cpu-stop\n")
+			}
+			cpu0, err := srv.cpuTime()
+			if err != nil {
+				b.Fatal(err)
+			}
 			l := f.coordinate(ctx, n, max(b.N, scaleWorkers), scaleWorkers)
 			if l.failed != 0 {
 				b.Fatalf("%d of %d introductions failed, first: %v", l.failed, l.ok+l.failed, l.firstErr)
 			}
+			cpu1, err := srv.cpuTime()
+			if err != nil {
+				b.Fatal(err)
+			}
+			perReq := (cpu1 - cpu0).Seconds() / float64(l.ok)
+			b.ReportMetric(perReq*1e6, "bootstrap-CPU-µs/req")
+			b.ReportMetric(float64(runtime.NumCPU())/perReq, "capacity-req/s")
 			b.ReportMetric(grown/float64(n), "B/peer")
 			b.ReportMetric(grown/float64(n)-floor, "over-quic-B/peer")
 			b.ReportMetric(stackGrown/float64(n), "stack-B/peer")

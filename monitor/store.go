@@ -10,7 +10,8 @@ import (
 
 // StoreConfig configures the store of recent attempts.
 type StoreConfig struct {
-	// MaxAttempts is how many ended attempts are kept. Zero: 100 000.
+	// MaxAttempts is how many ended attempts are kept (about 1.1 KB each,
+	// 3.3 KB with their full events; see BENCHMARKS.md). Zero: 10 000.
 	MaxAttempts int
 	// MaxAge drops ended attempts older than this. Zero: 1 h.
 	MaxAge time.Duration
@@ -40,7 +41,7 @@ func (c *StoreConfig) validate() error {
 		return fmt.Errorf("%w: negative limit", ErrBadStore)
 	}
 	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 100_000
+		c.MaxAttempts = 10_000
 	}
 	if c.MaxAge == 0 {
 		c.MaxAge = time.Hour

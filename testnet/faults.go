@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,6 +129,7 @@ func Scenarios() map[string]ScenarioFunc {
 		"diag-blackhole":      scenarioDiagBlackhole,
 		"diag-nat-classes":    scenarioDiagNATClasses,
 		"relay-coturn":        scenarioRelayCoturn,
+		"soak":                scenarioSoak,
 	}
 }
 
@@ -188,8 +190,11 @@ func scenarioBootstrapRestart(ctx context.Context, e *Env) (bool, string) {
 	return true, fmt.Sprintf("both bootstraps restarted; daemon re-registered in %v; connect %s in %.0f ms", rereg.Round(time.Millisecond), res.Path, res.TimeToConnect)
 }
 
-// DefaultScenarios are the scenarios `make testbed` runs.
-func DefaultScenarios() []string { return ScenarioNames() }
+// DefaultScenarios are the scenarios `make testbed` runs: all but the
+// soak, which runs for minutes and only on demand.
+func DefaultScenarios() []string {
+	return slices.DeleteFunc(ScenarioNames(), func(n string) bool { return n == "soak" })
+}
 
 // scenarioBootstrapFailover kills (SIGKILL: no goodbye) the bootstrap a
 // peer introduces itself through while it connects again and again: every

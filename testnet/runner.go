@@ -222,6 +222,8 @@ type RunConfig struct {
 	// LogDir, if set, receives every daemon's and bootstrap's output, and
 	// the output of failed connects, when the run ends.
 	LogDir string
+	// SoakFor is how long the soak scenario runs. Zero: 10 min.
+	SoakFor time.Duration
 }
 
 // Env is a running testbed with its bootstrap nodes and peer daemons.
@@ -239,6 +241,7 @@ type Env struct {
 	Progress       io.Writer
 	Timeout        time.Duration
 	LogDir         string
+	SoakFor        time.Duration // the soak scenario's length (zero: 10 min)
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -540,6 +543,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		return rep, err
 	}
 	env.Timeout = cfg.Timeout
+	env.SoakFor = cfg.SoakFor
 	defer env.Close()
 
 	pairs := tb.Pairs(spec, cfg.Classes)

@@ -3,6 +3,7 @@ package testnet
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestClassify(t *testing.T) {
@@ -78,5 +79,34 @@ func TestExpectations(t *testing.T) {
 	// The table in the repository parses.
 	if _, err := LoadExpectations("expectations.json"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSoakBounds(t *testing.T) {
+	const mib = 1 << 20
+	run := 9 * time.Minute
+	series := func(rss0, rss1, g0, g1 float64) []soakSample {
+		return []soakSample{{0, rss0 * mib, g0}, {2 * time.Minute, rss0 * mib, g0}, {5 * time.Minute, (rss0 + rss1) / 2 * mib, g0},
+			{7 * time.Minute, rss1 * mib, g1}, {run, rss1 * mib, g1}}
+	}
+	tests := []struct {
+		name    string
+		samples map[string][]soakSample
+		want    bool
+	}{
+		{"flat", map[string][]soakSample{"a": series(20, 20, 30, 30)}, true},
+		{"growth within a quarter plus 16 MiB", map[string][]soakSample{"a": series(20, 40, 30, 60)}, true},
+		{"memory leak", map[string][]soakSample{"a": series(20, 60, 30, 30)}, false},
+		{"goroutine leak", map[string][]soakSample{"a": series(20, 20, 30, 200)}, false},
+		{"one leaking daemon among good ones", map[string][]soakSample{"a": series(20, 20, 30, 30), "b": series(20, 90, 30, 30)}, false},
+		{"no readings", map[string][]soakSample{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			detail, ok := soakBounds(tt.samples, run)
+			if ok != tt.want {
+				t.Fatalf("bounded=%v, want %v (%s)", ok, tt.want, detail)
+			}
+		})
 	}
 }

@@ -38,7 +38,7 @@ func (f *monitorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.auditLog, "audit-log", "", "file that security events (authentication failures, rate limits, refused requests, relay allocations) are appended to as JSON (empty: the main log)")
 	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load")
 	fs.BoolVar(&f.fixed, "sampling-fixed", false, "keep the sampling rate fixed instead of adapting it to load")
-	fs.IntVar(&f.storeSize, "store-size", 100_000, "recent attempts kept in memory for the API and diagnostics")
+	fs.IntVar(&f.storeSize, "store-size", 10_000, "recent attempts kept in memory for the API and diagnostics (about 1.1 KB each)")
 	fs.DurationVar(&f.retention, "store-retention", time.Hour, "how long attempts stay in the store")
 	fs.StringVar(&f.qlogDir, "qlog-dir", "", "write a qlog trace of every peer QUIC connection into this directory (addresses sanitised like the logs)")
 }

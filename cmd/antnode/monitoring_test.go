@@ -457,3 +457,28 @@ func writeFile(t *testing.T, dir, s string) string {
 	f.Close()
 	return f.Name()
 }
+
+// FuzzConfigFile: any file content is either applied or refused with
+// ErrConfig; it never panics.
+func FuzzConfigFile(f *testing.F) {
+	for _, s := range []string{`{"sampling-rate": 0.05, "sampling-fixed": true, "store-retention": "2h"}`,
+		`{"breaker-threshold": 3}`, `{}`, `[]`, `{"config": "x"}`, `{"sampling-rate": {"a": 1}}`, "\x00"} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var m monitorFlags
+		var pf peerFlags
+		m.register(fs)
+		pf.register(fs)
+		if err := applyConfigFile(fs, p); err != nil && !errors.Is(err, ErrConfig) {
+			t.Fatalf("error without ErrConfig: %v", err)
+		}
+	})
+}

@@ -44,6 +44,7 @@ func run() int {
 		scenarios = flag.String("scenarios", "default", "comma-separated scenarios, \"default\", \"all\" or \"none\": "+strings.Join(testnet.ScenarioNames(), ", "))
 		prefix    = flag.String("prefix", "", "namespace prefix (default antb<pid>-)")
 		logDir    = flag.String("logs", "", "write daemon, bootstrap and failed-connect logs to this directory")
+		soakFor   = flag.Duration("soak", 10*time.Minute, "how long the soak scenario runs (--scenarios soak)")
 	)
 	flag.Parse()
 	if *cleanup {
@@ -69,6 +70,7 @@ func run() int {
 			cfg.Classes = append(cfg.Classes, cl)
 		}
 	}
+	cfg.SoakFor = *soakFor
 	switch *scenarios {
 	case "none", "":
 	case "all":

@@ -1,0 +1,166 @@
+// Command benchreport runs antnode's benchmarks and writes what they
+// measured: BENCHMARKS.md (the numbers, the machine they came from, how to
+// reproduce them) and bench-report.json. It runs, in order:
+//
+//   - go test -bench over every package (monitoring cost per event and
+//     throughput with monitoring on versus off, relay throughput against
+//     direct and coturn, the bootstrap at 1 000, 5 000 and 10 000 peers,
+//     what failed attempts leave behind), each ratio taken within one run;
+//   - the in-process NAT model's time to connect in round trips
+//     (virtual time: deterministic);
+//   - as root, the NAT testbed's EIM pairs with 20 ms one-way delay on
+//     every access link (skipped, and said so, without root).
+//
+// It starts no goroutines of its own beyond those of the commands it runs.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		md        = flag.String("md", "BENCHMARKS.md", "Markdown report")
+		out       = flag.String("json", "bench-report.json", "JSON report")
+		benchtime = flag.String("benchtime", "1s", "go test -benchtime")
+		pkgs      = flag.String("pkgs", "./...", "packages to benchmark")
+		bin       = flag.String("bin", "bin/antnode", "antnode binary for the testbed")
+		testbed   = flag.Bool("testbed", true, "run the testbed's EIM pairs (needs root)")
+	)
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rep := Report{Generated: time.Now().UTC().Format(time.RFC3339), Machine: readMachine(),
+		Command: "make bench"}
+	rep.Commit = strings.TrimSpace(output(ctx, "git", "rev-parse", "--short", "HEAD"))
+
+	fmt.Println("== go test -bench (this takes a few minutes)")
+	raw, err := tee(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", *benchtime, "-timeout", "30m", *pkgs)
+	if err != nil {
+		return fmt.Errorf("go test -bench: %w", err)
+	}
+	rep.Benchmarks = ParseBench(raw)
+
+	fmt.Println("== NAT model: time to connect in round trips")
+	raw, err = tee(ctx, "go", "test", "-count=1", "-run", "^TestTimeToConnectInRoundTrips$", "-v", "./traversal")
+	if err != nil {
+		return fmt.Errorf("model round trips: %w", err)
+	}
+	rep.ModelRoundTrips = ParseModelRTTs(raw)
+
+	switch {
+	case !*testbed:
+		rep.TestbedNote = "not run (--testbed=false)"
+	case os.Geteuid() != 0:
+		rep.TestbedNote = "not run: the testbed needs root (network namespaces); run make bench as root"
+	default:
+		fmt.Println("== testbed: EIM pairs, 20 ms one-way delay per access link")
+		tmp, err := os.MkdirTemp("", "benchreport")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		report := tmp + "/testbed-report.json"
+		if _, err := tee(ctx, "go", "run", "./testnet/cmd/testbed", "--bin", *bin, "--classes", "public,eim-eif,eim-adf,eim-apdf",
+			"--runs", "5", "--delay", "20ms", "--scenarios", "none", "--report", report); err != nil {
+			return fmt.Errorf("testbed: %w", err)
+		}
+		b, err := os.ReadFile(report)
+		if err != nil {
+			return err
+		}
+		if rep.TestbedRoundTrips, err = ParseTestbedRTTs(b); err != nil {
+			return err
+		}
+	}
+
+	rep.Targets = Targets(rep)
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(*md, []byte(Markdown(rep)), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s and %s\n", *md, *out)
+	for _, t := range rep.Targets {
+		fmt.Printf("target %-58s %-12s measured %-14s %s\n", t.Name, t.Target, t.Measured, metWord(t.Met))
+	}
+	return nil
+}
+
+func metWord(met bool) string {
+	if met {
+		return "met"
+	}
+	return "NOT MET"
+}
+
+// tee runs a command, copying its output to stdout as it comes, and
+// returns the output.
+func tee(ctx context.Context, name string, args ...string) (string, error) {
+	var buf bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout = io.MultiWriter(os.Stdout, &buf)
+	cmd.Stderr = io.MultiWriter(os.Stderr, &buf)
+	err := cmd.Run()
+	return buf.String(), err
+}
+
+// output runs a command and returns its stdout ("" on error).
+func output(ctx context.Context, name string, args ...string) string {
+	b, err := exec.CommandContext(ctx, name, args...).Output()
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+// readMachine describes this machine from /proc.
+func readMachine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				var kb int64
+				fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+				m.MemoryMiB = kb / 1024
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Report is bench-report.json.
+type Report struct {
+	Generated         string      `json:"generated"`
+	Commit            string      `json:"commit"`
+	Command           string      `json:"command"`
+	Machine           Machine     `json:"machine"`
+	Targets           []Target    `json:"targets"`
+	ModelRoundTrips   []RoundTrip `json:"model_round_trips"`
+	TestbedRoundTrips []RoundTrip `json:"testbed_round_trips,omitempty"`
+	TestbedNote       string      `json:"testbed_note,omitempty"`
+	Benchmarks        []Bench     `json:"benchmarks"`
+}
+
+// Machine is where the numbers came from.
+type Machine struct {
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	MemoryMiB int64  `json:"memory_mib"`
+	Kernel    string `json:"kernel"`
+	OS        string `json:"os"`
+	Go        string `json:"go"`
+}
+
+// Bench is one benchmark result line.
+type Bench struct {
+	Package string             `json:"package"`
+	Name    string             `json:"name"` // without the -GOMAXPROCS suffix
+	Runs    int64              `json:"runs"`
+	Metrics map[string]float64 `json:"metrics"` // unit -> value
+}
+
+// RoundTrip is one pair's time to connect.
+type RoundTrip struct {
+	Pair       string  `json:"pair"`
+	Millis     float64 `json:"time_to_connect_ms"`
+	RTTMillis  float64 `json:"rtt_ms,omitempty"`
+	RoundTrips float64 `json:"round_trips"`
+}
+
+// Target is a goal and whether this run reached it.
+type Target struct {
+	Name     string `json:"name"`
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Met      bool   `json:"met"`
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.+)$`)
+
+// ParseBench reads go test -bench output: "pkg:" lines name the package of
+// the result lines that follow.
+func ParseBench(out string) []Bench {
+	var res []Bench
+	pkg := ""
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
+			pkg = p
+			continue
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		runs, _ := strconv.ParseInt(m[2], 10, 64)
+		f := strings.Fields(m[3])
+		b := Bench{Package: pkg, Name: m[1], Runs: runs, Metrics: map[string]float64{}}
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			b.Metrics[f[i+1]] = v
+		}
+		res = append(res, b)
+	}
+	return res
+}
+
+var modelLine = regexp.MustCompile(`:\s+(.+?): (\S+) = ([0-9.]+) round trips`)
+
+// ParseModelRTTs reads the t.Logf lines of TestTimeToConnectInRoundTrips.
+func ParseModelRTTs(out string) []RoundTrip {
+	var res []RoundTrip
+	for _, line := range strings.Split(out, "\n") {
+		m := modelLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		rt, _ := strconv.ParseFloat(m[3], 64)
+		r := RoundTrip{Pair: m[1], RoundTrips: rt}
+		if d, err := parseDuration(m[2]); err == nil {
+			r.Millis = d
+		}
+		res = append(res, r)
+	}
+	return res
+}
+
+func parseDuration(s string) (float64, error) {
+	for _, u := range []struct {
+		suffix string
+		ms     float64
+	}{{"ms", 1}, {"µs", 1e-3}, {"us", 1e-3}, {"ns", 1e-6}, {"s", 1000}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f * u.ms, err
+		}
+	}
+	return 0, fmt.Errorf("duration %q", s)
+}
+
+// ParseTestbedRTTs reads a testbed report: each pair's median time to
+// connect over its median path RTT.
+func ParseTestbedRTTs(b []byte) ([]RoundTrip, error) {
+	var r struct {
+		Pairs []struct {
+			A        string  `json:"a"`
+			B        string  `json:"b"`
+			Topology string  `json:"topology"`
+			Direct   int     `json:"direct"`
+			P50      float64 `json:"time_to_connect_ms_p50"`
+			RTT      float64 `json:"rtt_ms_p50"`
+		} `json:"pairs"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("testbed report: %w", err)
+	}
+	var res []RoundTrip
+	for _, p := range r.Pairs {
+		if p.Direct == 0 || p.RTT <= 0 {
+			continue
+		}
+		if p.Topology != "" && p.Topology != "different-nat" {
+			continue // behind one NAT the path is the LAN, not the 20 ms links
+		}
+		name := p.A + " to " + p.B
+		res = append(res, RoundTrip{Pair: name, Millis: p.P50, RTTMillis: p.RTT, RoundTrips: round2(p.P50 / p.RTT)})
+	}
+	return res, nil
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// metric finds a benchmark's metric.
+func (r Report) metric(name, unit string) (float64, bool) {
+	for _, b := range r.Benchmarks {
+		if b.Name == name {
+			v, ok := b.Metrics[unit]
+			return v, ok
+		}
+	}
+	return 0, false
+}
+
+// Targets checks the goals of the project against a run.
+func Targets(r Report) []Target {
+	var ts []Target
+	add := func(name, target, bench, unit string, format string, met func(float64) bool) {
+		v, ok := r.metric(bench, unit)
+		t := Target{Name: name, Target: target, Measured: "not measured"}
+		if ok {
+			t.Measured, t.Met = fmt.Sprintf(format, v), met(v)
+		}
+		ts = append(ts, t)
+	}
+	const scale = "BenchmarkBootstrapScale/peers=10000"
+	add("bootstrap memory per idle registered peer (10 000 peers)", "<= 65536 B", scale, "B/peer", "%.0f B",
+		func(v float64) bool { return v <= 65536 })
+	add("coordination requests per second (10 000 peers)", ">= 5000/s", scale, "req/s", "%.0f/s",
+		func(v float64) bool { return v >= 5000 })
+	add("p99 coordination latency under that load", "< 50 ms", scale, "p99-ms", "%.1f ms",
+		func(v float64) bool { return v < 50 })
+	add("bootstrap capacity from its CPU per introduction, all cores (10 000 peers)", ">= 5000/s", scale, "capacity-req/s", "%.0f/s",
+		func(v float64) bool { return v >= 5000 })
+	add("memory retained per failed attempt", "0 (|x| < 256 B: noise)", "BenchmarkFailedAttemptRetention", "retained-B/attempt", "%.0f B",
+		func(v float64) bool { return math.Abs(v) < 256 })
+	add("goroutines retained per failed attempt", "0", "BenchmarkFailedAttemptRetention", "goroutines/attempt", "%.3f",
+		func(v float64) bool { return v <= 0 })
+	add("throughput with monitoring on / off", ">= 0.95", "BenchmarkMonitoringOverhead", "on/off", "%.3f",
+		func(v float64) bool { return v >= 0.95 })
+	worst := 0.0
+	for _, m := range r.ModelRoundTrips {
+		if !strings.Contains(m.Pair, "symmetric") && !strings.Contains(m.Pair, "birthday") {
+			worst = max(worst, m.RoundTrips)
+		}
+	}
+	t := Target{Name: "time to connect through EIM NATs, worst pair (model)", Target: "< 7 round trips (libp2p's testbed figure)", Measured: "not measured"}
+	if worst > 0 {
+		t.Measured, t.Met = fmt.Sprintf("%.2f round trips", worst), worst < 7
+	}
+	return append(ts, t)
+}
+
+// Markdown renders BENCHMARKS.md.
+func Markdown(r Report) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("# antnode benchmarks\n\n")
+	w("Written by `%s` (testnet/cmd/benchreport) at %s, commit %s. Every ratio below comes from one run of one command, its two sides interleaved; no number is asserted by a test on wall-clock time.\n\n", r.Command, r.Generated, r.Commit)
+	m := r.Machine
+	w("**Machine:** %s, %d cores, %d MiB, Linux %s, %s, %s.\n\n", m.CPU, m.Cores, m.MemoryMiB, m.Kernel, m.OS, m.Go)
+
+	w("## Targets\n\n| goal | target | measured | |\n|---|---|---|---|\n")
+	for _, t := range r.Targets {
+		w("| %s | %s | %s | %s |\n", t.Name, t.Target, t.Measured, metWord(t.Met))
+	}
+
+	w("\n## Time to connect, in round trips\n\n")
+	w("In-process NAT model, virtual time (`testing/synctest`), 20 ms one-way per access link (80 ms peer round trip), from the connect request to the completed QUIC handshake:\n\n| pair | time | round trips |\n|---|---|---|\n")
+	for _, x := range r.ModelRoundTrips {
+		w("| %s | %.1f ms | %.2f |\n", x.Pair, x.Millis, x.RoundTrips)
+	}
+	if len(r.TestbedRoundTrips) > 0 {
+		w("\nNAT testbed (network namespaces, nftables NATs, 20 ms one-way delay on every access link), median of 5 runs, time to connect over the median RTT of the path:\n\n| pair | time to connect | RTT | round trips |\n|---|---|---|---|\n")
+		for _, x := range r.TestbedRoundTrips {
+			w("| %s | %.1f ms | %.1f ms | %.2f |\n", x.Pair, x.Millis, x.RTTMillis, x.RoundTrips)
+		}
+	} else {
+		w("\nNAT testbed: %s.\n", r.TestbedNote)
+	}
+
+	w("\n## Bootstrap at scale\n\nOne bootstrap in its own process (production defaults, real monitor) on loopback; the peers in the benchmark process, 100 to a socket, each with its own key and authenticated QUIC control connection. Memory is the bootstrap's Go heap and stacks after collections, grown by registrations alone. *floor* is a bare quic-go server with the same TLS and QUIC settings holding the same idle connections and reading their one stream; *over floor* is what antnode adds. Requests are whole introductions (request, offer, answer, result) between random pairs, 64 in flight; both ends run in the benchmark process on the same cores as the bootstrap, so *requests/s* is what the machine does with the load generator on it, and *capacity* is the machine's cores over the bootstrap's own CPU time per introduction (user and system, idle peers' heartbeats and garbage collection included).\n\n")
+	w("| peers | B/peer | over floor | stacks | RSS/peer | goroutines/peer | registrations/s | requests/s | p50 | p99 | bootstrap CPU/request | capacity |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, n := range []string{"1000", "5000", "10000"} {
+		name := "BenchmarkBootstrapScale/peers=" + n
+		g := func(u string) float64 { v, _ := r.metric(name, u); return v }
+		if _, ok := r.metric(name, "B/peer"); !ok {
+			continue
+		}
+		w("| %s | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f | %.1f ms | %.1f ms | %.0f µs | %.0f/s |\n", n, g("B/peer"), g("over-quic-B/peer"),
+			g("stack-B/peer"), g("RSS-B/peer"), g("goroutines/peer"), g("registrations/s"), g("req/s"), g("p50-ms"), g("p99-ms"),
+			g("bootstrap-CPU-µs/req"), g("capacity-req/s"))
+	}
+
+	w("\n## All results\n\n| package | benchmark | runs | metrics |\n|---|---|---|---|\n")
+	for _, x := range r.Benchmarks {
+		units := make([]string, 0, len(x.Metrics))
+		for u := range x.Metrics {
+			units = append(units, u)
+		}
+		sort.Strings(units)
+		parts := make([]string, 0, len(units))
+		for _, u := range units {
+			parts = append(parts, fmt.Sprintf("%s %s", strconv.FormatFloat(x.Metrics[u], 'g', 6, 64), u))
+		}
+		w("| %s | %s | %d | %s |\n", strings.TrimPrefix(x.Package, "github.com/antnode/antnode/"), x.Name, x.Runs, strings.Join(parts, ", "))
+	}
+
+	w("\n## Reproduce\n\n```\nmake bench            # as root to include the testbed; writes BENCHMARKS.md and bench-report.json\n```\n\n")
+	w("The relay benchmark needs Debian's coturn (`apt-get install coturn`, as `.ci/run` does); the testbed needs root, nftables, conntrack and iproute2. Profiles of the bootstrap under load: `ANTNODE_SCALE_HEAP_PROFILE=/tmp/heap ANTNODE_SCALE_CPU_PROFILE=/tmp/cpu go test -run '^$' -bench BootstrapScale ./bootstrap`; of failed attempts: `ANTNODE_RETENTION_PROFILE=/tmp/ret go test -run TestFailedAttemptsRetainNothing ./traversal`, then `go tool pprof -base /tmp/ret.before /tmp/ret.after`.\n")
+	return b.String()
+}

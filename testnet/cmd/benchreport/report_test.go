@@ -1,0 +1,114 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const sampleBench = `goos: linux
+goarch: amd64
+pkg: github.com/antnode/antnode/bootstrap
+cpu: AMD EPYC
+BenchmarkBootstrapScale/peers=10000-2         	    5000	  200000 ns/op	     71189 B/peer	     73408 RSS-B/peer	         3.000 goroutines/peer	      3269 over-quic-B/peer	        15.46 p50-ms	        19.78 p99-ms	       406.1 registrations/s	      5200 req/s	     18029 stack-B/peer	  309.1 bootstrap-CPU-µs/req	      6471 capacity-req/s
+PASS
+ok  	github.com/antnode/antnode/bootstrap	33.777s
+pkg: github.com/antnode/antnode/traversal
+BenchmarkFailedAttemptRetention 	       1	8000000000 ns/op	        -6.000 retained-B/attempt	         0 goroutines/attempt	      1200 store-B/attempt
+BenchmarkMonitoringOverhead-2   	      10	 100 ns/op	 900.0 on-Mbit/s	 910.0 off-Mbit/s	 0.989 on/off	 12 B/op	 1 allocs/op
+`
+
+func TestParseBench(t *testing.T) {
+	got := ParseBench(sampleBench)
+	if len(got) != 3 {
+		t.Fatalf("%d results, want 3: %+v", len(got), got)
+	}
+	tests := []struct {
+		name, pkg, bench, unit string
+		want                   float64
+	}{
+		{"custom metric", "github.com/antnode/antnode/bootstrap", "BenchmarkBootstrapScale/peers=10000", "req/s", 5200},
+		{"decimal metric", "github.com/antnode/antnode/bootstrap", "BenchmarkBootstrapScale/peers=10000", "p99-ms", 19.78},
+		{"negative metric, no procs suffix", "github.com/antnode/antnode/traversal", "BenchmarkFailedAttemptRetention", "retained-B/attempt", -6},
+		{"benchmem", "github.com/antnode/antnode/traversal", "BenchmarkMonitoringOverhead", "allocs/op", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, b := range got {
+				if b.Name == tt.bench {
+					if b.Package != tt.pkg {
+						t.Fatalf("package %q, want %q", b.Package, tt.pkg)
+					}
+					if v := b.Metrics[tt.unit]; v != tt.want {
+						t.Fatalf("%s = %v, want %v", tt.unit, v, tt.want)
+					}
+					return
+				}
+			}
+			t.Fatalf("no %s", tt.bench)
+		})
+	}
+}
+
+func TestParseModelRTTs(t *testing.T) {
+	out := `=== RUN   TestTimeToConnectInRoundTrips/eim-apdf_to_eim-apdf
+    model_test.go:149: eim-apdf to eim-apdf: 160.5ms = 2.01 round trips
+    model_test.go:149: symmetric to port-restricted (birthday): 1.2s = 15.00 round trips
+--- PASS: TestTimeToConnectInRoundTrips (0.5s)`
+	got := ParseModelRTTs(out)
+	if len(got) != 2 || got[0].Pair != "eim-apdf to eim-apdf" || got[0].RoundTrips != 2.01 || got[0].Millis != 160.5 || got[1].Millis != 1200 {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func TestParseTestbedRTTs(t *testing.T) {
+	js := `{"pairs":[{"a":"eim-eif","b":"eim-apdf","topology":"different-nat","direct":5,"time_to_connect_ms_p50":170,"rtt_ms_p50":85},
+	{"a":"eim-apdf","b":"eim-apdf","topology":"same-nat","direct":5,"time_to_connect_ms_p50":90,"rtt_ms_p50":1.5},
+	{"a":"udp-blocked","b":"public","direct":0,"time_to_connect_ms_p50":400,"rtt_ms_p50":90}]}`
+	got, err := ParseTestbedRTTs([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Pair != "eim-eif to eim-apdf" || got[0].RoundTrips != 2 {
+		t.Fatalf("%+v (relayed pairs and pairs behind one NAT are left out)", got)
+	}
+	if _, err := ParseTestbedRTTs([]byte("{")); err == nil {
+		t.Fatal("a broken report parsed")
+	}
+}
+
+func TestTargets(t *testing.T) {
+	r := Report{Benchmarks: ParseBench(sampleBench), ModelRoundTrips: ParseModelRTTs(
+		"    model_test.go:149: eim-apdf to eim-apdf: 160.5ms = 2.01 round trips")}
+	met := map[string]bool{}
+	for _, tg := range Targets(r) {
+		met[tg.Name] = tg.Met
+	}
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"bootstrap memory per idle registered peer (10 000 peers)", false},
+		{"coordination requests per second (10 000 peers)", true},
+		{"p99 coordination latency under that load", true},
+		{"bootstrap capacity from its CPU per introduction, all cores (10 000 peers)", true},
+		{"memory retained per failed attempt", true},
+		{"goroutines retained per failed attempt", true},
+		{"throughput with monitoring on / off", true},
+		{"time to connect through EIM NATs, worst pair (model)", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := met[tt.name]
+			if !ok || got != tt.want {
+				t.Fatalf("met=%v (present %v), want %v", got, ok, tt.want)
+			}
+		})
+	}
+	r.Targets = Targets(r)
+	md := Markdown(r)
+	for _, want := range []string{"| 10000 | 71189 | 3269 |", "NOT MET", "| eim-apdf to eim-apdf | 160.5 ms | 2.01 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("BENCHMARKS.md lacks %q", want)
+		}
+	}
+}
