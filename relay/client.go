@@ -46,6 +46,30 @@ type Allocation struct {
 	client *turn.Client
 	sock   net.PacketConn
 	once   sync.Once
+	dead   chan struct{} // closed when the socket to the relay fails
+}
+
+// Dead is closed when the socket to the relay fails (a TCP connection
+// reset by a restarted relay, or Close): the allocation is gone.
+func (a *Allocation) Dead() <-chan struct{} { return a.dead }
+
+// watchedConn closes dead on the first read error that is not a timeout:
+// the TURN client's read loop ends there, and so does the allocation.
+type watchedConn struct {
+	net.PacketConn
+	once sync.Once
+	dead chan struct{}
+}
+
+func (w *watchedConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := w.PacketConn.ReadFrom(b)
+	if err != nil {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			w.once.Do(func() { close(w.dead) })
+		}
+	}
+	return n, addr, err
 }
 
 // Allocate opens the client's socket, authenticates, allocates a relayed
@@ -81,6 +105,8 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 			return nil, fmt.Errorf("relay: socket: %w", err)
 		}
 	}
+	watched := &watchedConn{PacketConn: sock, dead: make(chan struct{})}
+	sock = watched
 	cl, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: cfg.Server.String(),
 		TURNServerAddr: cfg.Server.String(),
@@ -128,7 +154,7 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 		}
 		return nil, fmt.Errorf("relay: allocate on %s: %w: %v", cfg.Server, ErrRefused, r.err)
 	}
-	a := &Allocation{Conn: r.conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock}
+	a := &Allocation{Conn: r.conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, dead: watched.dead}
 	a.Relayed = addrPort(r.conn.LocalAddr())
 	return a, nil
 }

@@ -235,3 +235,35 @@ func FuzzParseUsername(f *testing.F) {
 		}
 	})
 }
+
+// TestAllocationDiesWithItsRelay: over TCP, a relay that goes away (a
+// restart) ends the allocation at once, and Dead says so; Close does too.
+func TestAllocationDiesWithItsRelay(t *testing.T) {
+	r := startRelay(t, ServerConfig{}, allowLoopback)
+	a, err := allocate(t, r, r.Credentials(peerID(t), time.Minute), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Dead():
+		t.Fatal("a live allocation is dead")
+	default:
+	}
+	r.Close()
+	select {
+	case <-a.Dead():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the allocation outlived its relay's TCP connection")
+	}
+	r2 := startRelay(t, ServerConfig{}, allowLoopback)
+	b, err := allocate(t, r2, r2.Credentials(peerID(t), time.Minute), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	select {
+	case <-b.Dead():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a closed allocation is not dead")
+	}
+}

@@ -84,6 +84,7 @@ type Server struct {
 	total    int
 	bytes    atomic.Uint64
 	once     sync.Once
+	tcp      *trackingListener // nil without TCP
 }
 
 // NewServer starts the TURN server on cfg.UDP (and cfg.TCP).
@@ -142,7 +143,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: cfg.UDP, RelayAddressGenerator: gen, PermissionHandler: s.permit}},
 	}
 	if cfg.TCP != nil {
-		tcfg.ListenerConfigs = []turn.ListenerConfig{{Listener: cfg.TCP, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
+		s.tcp = &trackingListener{Listener: cfg.TCP, conns: map[net.Conn]struct{}{}}
+		tcfg.ListenerConfigs = []turn.ListenerConfig{{Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
 	}
 	t, err := turn.NewServer(tcfg)
 	if err != nil {
@@ -188,7 +190,12 @@ func (s *Server) BytesRelayed() uint64 { return s.bytes.Load() }
 // Close stops the server and every allocation. It is idempotent.
 func (s *Server) Close() error {
 	var err error
-	s.once.Do(func() { err = s.turn.Close() })
+	s.once.Do(func() {
+		err = s.turn.Close()
+		if s.tcp != nil {
+			s.tcp.closeConns() // clients over TCP learn at once that their allocations are gone
+		}
+	})
 	return err
 }
 
@@ -401,4 +408,46 @@ func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64) promethe
 		return prometheus.NewInvalidMetric(d, err)
 	}
 	return m
+}
+
+// trackingListener remembers the TCP connections it accepted, so that
+// Close can end them (pion's server closes its listeners, not the
+// connections already accepted).
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.conns[c] = struct{}{}
+	l.mu.Unlock()
+	return &trackedConn{Conn: c, l: l}, nil
+}
+
+func (l *trackingListener) closeConns() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		c.Close()
+	}
+	clear(l.conns)
+}
+
+// trackedConn leaves its listener's set when closed.
+type trackedConn struct {
+	net.Conn
+	l *trackingListener
+}
+
+func (c *trackedConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c.Conn)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }

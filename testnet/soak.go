@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 )
@@ -134,7 +135,7 @@ func scenarioSoak(ctx context.Context, e *Env) (bool, string) {
 	detail := fmt.Sprintf("%v: %d connects (%d direct, %d relay), %d failed, %d faults", took.Round(time.Second), connects, direct, relay, len(failed), faults)
 	ok := connects > 0 && len(failed) == 0
 	if len(failed) > 0 {
-		detail += "; first failure: " + failed[0]
+		detail += "; failures: " + strings.Join(failed[:min(len(failed), 5)], " | ")
 	}
 	worst, bounded := soakBounds(samples, took)
 	if !bounded {

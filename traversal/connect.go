@@ -19,6 +19,7 @@ import (
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
 
@@ -145,7 +146,8 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	n.move(peer, StateCoordinating, monitor.ReasonNone, att)
 	creds := holepunch.NewCreds()
 	local := n.NAT()
-	sess, err := n.introduce(ctx, peer, bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
+	intro := bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds}
+	sess, err := n.introduce(ctx, peer, intro, "")
 	if err != nil {
 		att.End(monitor.PhaseCoordinate, monitor.OutcomeFail, Reason(err))
 		return nil, monitor.PhaseCoordinate, err
@@ -161,6 +163,34 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	att.SetNAT(local.Class(), sess.Remote.NAT.Class())
 	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
 
+	qc, path, phase, err := n.attemptVia(ctx, att, peer, g, sess, local, creds, incoming)
+	if r := Reason(err); (r == monitor.ReasonRelayUnavailable || r == monitor.ReasonRelayQuota) && ctx.Err() == nil {
+		// The relay of the bootstrap that made the introduction cannot be
+		// had (restarting, full): introduce again through another
+		// bootstrap and use its relay.
+		intro.Creds = holepunch.NewCreds() // the first session's checks may still be answered
+		if alt, aerr := n.introduce(ctx, peer, intro, sess.Bootstrap().Label()); aerr == nil {
+			n.rec.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "alternate_bootstrap", Outcome: monitor.OutcomeOK,
+				Reason: r, Bootstrap: alt.Bootstrap().Label(), Attempt: att.ID()})
+			sess.Cancel()
+			sess = alt // the deferred close ends this one
+			qc, path, phase, err = n.attemptVia(ctx, att, peer, g, sess, local, intro.Creds, incoming)
+		}
+	}
+	if err != nil {
+		return nil, phase, err
+	}
+	connected = true
+	if c := n.setPath(qc, path); c != nil { // accepted: already tracked
+		return c, monitor.PhaseHandshake, nil
+	}
+	return n.track(qc, peer, path, true), monitor.PhaseHandshake, nil
+}
+
+// attemptVia chooses the strategy for an introduction and runs it: the
+// direct attempt and, when it cannot or did not work, the relayed one.
+func (n *Node) attemptVia(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, g degradation, sess *bootstrap.Session,
+	local nattype.Type, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
 	strat := ChooseStrategy(local, sess.Remote.NAT, true)
 	if g.Light {
 		// Under load: no speculative dials; the birthday search's hundreds
@@ -175,21 +205,13 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	}
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
-		return nil, monitor.PhasePunch, err
+		return nil, monitor.PathNone, monitor.PhasePunch, err
 	}
 	hp.Prime(sess.Remote.Candidates, n.cfg.PrimeTTL)
 	// Keep answering the peer's checks a little longer than this side
 	// needs: it may still be validating when this side is done.
 	defer time.AfterFunc(2*time.Second, hp.Close)
-	qc, path, phase, err := n.connectWith(ctx, att, peer, sess, hp, strat, PlanRelay(local, sess.Remote.NAT, true), creds, incoming)
-	if err != nil {
-		return nil, phase, err
-	}
-	connected = true
-	if c := n.setPath(qc, path); c != nil { // accepted: already tracked
-		return c, monitor.PhaseHandshake, nil
-	}
-	return n.track(qc, peer, path, true), monitor.PhaseHandshake, nil
+	return n.connectWith(ctx, att, peer, sess, hp, strat, PlanRelay(local, sess.Remote.NAT, true), creds, incoming)
 }
 
 // connectWith runs the direct attempt and, when it cannot or did not
@@ -754,8 +776,14 @@ func sleepUntil(ctx context.Context, t time.Time) {
 // to peer, and returns the first session. An unavailable or overloaded
 // bootstrap, or one the peer is not registered with, passes the request on
 // to the next.
-func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootstrap.Intro) (*bootstrap.Session, error) {
+func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootstrap.Intro, skip string) (*bootstrap.Session, error) {
 	clients := n.registered()
+	if skip != "" {
+		clients = slices.DeleteFunc(clients, func(c *bootstrap.Client) bool { return c.Label() == skip })
+		if len(clients) == 0 {
+			return nil, fmt.Errorf("%w: no other registered bootstrap", bootstrap.ErrUnavailable)
+		}
+	}
 	if len(clients) == 0 {
 		all := n.bootstrapClients()
 		if len(all) == 0 {

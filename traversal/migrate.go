@@ -152,7 +152,7 @@ func (n *Node) freshCandidates(ctx context.Context) []wire.Candidate {
 // check arrived.
 func (n *Node) checkRound(ctx context.Context, peer identity.PeerID, purpose wire.Purpose, cands []wire.Candidate, extra []netip.AddrPort) (holepunch.Result, error) {
 	creds := holepunch.NewCreds()
-	sess, err := n.introduce(ctx, peer, bootstrap.Intro{NAT: n.NAT(), Candidates: cands, Creds: creds, Purpose: purpose})
+	sess, err := n.introduce(ctx, peer, bootstrap.Intro{NAT: n.NAT(), Candidates: cands, Creds: creds, Purpose: purpose}, "")
 	if err != nil {
 		return holepunch.Result{}, fmt.Errorf("traversal: %s: introduction: %w", purpose, err)
 	}

@@ -145,7 +145,10 @@ type sharedRelay struct {
 	refs     int
 	users    int
 	detached bool // the allocation is released; the transport may live on
-	idle     *time.Timer
+	// suspect: an attempt through it failed; the next attempt allocates
+	// anew (a relay that restarted forgets allocations without a word).
+	suspect bool
+	idle    *time.Timer
 }
 
 func (r *sharedRelay) close() {
@@ -182,8 +185,8 @@ func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, bc *boots
 	if r != nil {
 		select {
 		case <-r.ready:
-			if r.err != nil || r.detached || time.Until(r.expires) < 5*time.Minute {
-				r = nil // failed, released or about to expire: make a new one
+			if r.err != nil || r.detached || r.suspect || time.Until(r.expires) < 5*time.Minute || isClosed(r.alloc.Dead()) {
+				r = nil // failed, released, dead, suspect or about to expire: make a new one
 			}
 		default: // being allocated by another attempt: share it
 		}
@@ -220,6 +223,15 @@ func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, bc *boots
 		return nil, context.Cause(ctx)
 	}
 	return r, nil
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // releaseRelay drops a reference; the last one starts the idle timer, or
@@ -396,6 +408,11 @@ func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity
 		Strategy{Direct: true, Dial: plan.Dial, Speculative: plan.Dial}, incoming)
 	n.endRelayPhase(att, err)
 	if err != nil {
+		if ctx.Err() == nil || errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			n.relayMu.Lock()
+			r.suspect = true // not cancelled by the caller: the relay may be at fault
+			n.relayMu.Unlock()
+		}
 		n.releaseRelay(r, false)
 		return nil, monitor.PathNone, phase, err
 	}

@@ -306,3 +306,36 @@ func TestFailedRelayAttemptsLeaveNothing(t *testing.T) {
 		t.Errorf("goroutines %d -> %d:\n%s", g0, g1, b.String())
 	}
 }
+
+// TestAlternateBootstrapRelay: when the relay of the bootstrap that made
+// the introduction is gone (its bootstrap is up), the attempt introduces
+// again through the other bootstrap and connects through its relay.
+func TestAlternateBootstrapRelay(t *testing.T) {
+	b0, rs0 := relayBootstrap(t, relay.ServerConfig{})
+	b1, _ := relayBootstrap(t, relay.ServerConfig{})
+	rs0.Close() // bootstrap 0 lives on; its relay does not answer
+	rec := &recorder{}
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b0, b1}, Relay: RelayForce, Recorder: rec})
+	bn := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b0, b1}})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	c, err := a.Connect(ctx, bn.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Path() != monitor.PathRelay {
+		t.Fatalf("path %s", c.Path())
+	}
+	if _, err := c.SendVerified(ctx, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range rec.kinds(monitor.KindRecovery) {
+		found = found || (ev.Detail == "alternate_bootstrap" && ev.Bootstrap == "1" &&
+			(ev.Reason == monitor.ReasonRelayUnavailable || ev.Reason == monitor.ReasonRelayQuota))
+	}
+	if !found {
+		t.Fatalf("no alternate_bootstrap recovery to bootstrap 1: %+v", rec.kinds(monitor.KindRecovery))
+	}
+}

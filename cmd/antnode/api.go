@@ -68,6 +68,7 @@ func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surface
 		return out, up
 	}
 	return surfaceAPI{
+		node: n.ID().String(),
 		status: func() any {
 			nat := n.NAT()
 			bs, _ := bootstraps()
@@ -117,6 +118,7 @@ type bootstrapStatusJSON struct {
 
 func bootstrapAPI(id *identity.Identity, srv *bootstrap.Server, rs *relay.Server, started time.Time) surfaceAPI {
 	return surfaceAPI{
+		node: id.ID().String(),
 		status: func() any {
 			st := bootstrapStatusJSON{ID: id.ID().String(), Role: "bootstrap", UptimeS: time.Since(started).Seconds(),
 				RegisteredPeers: srv.NumPeers(), Relay: rs != nil}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
 	"github.com/antnode/antnode/monitor"
 )
 
@@ -30,6 +32,15 @@ type monitorFlags struct {
 	storeSize    int
 	retention    time.Duration
 	qlogDir      string
+
+	exportInterval time.Duration
+	influxURL      string
+	influxDB       string
+	influxUser     string
+	influxPassFile string
+	cwNamespace    string
+	cwRegion       string
+	cwEndpoint     string
 }
 
 func (f *monitorFlags) register(fs *flag.FlagSet) {
@@ -41,6 +52,14 @@ func (f *monitorFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.storeSize, "store-size", 10_000, "recent attempts kept in memory for the API and diagnostics (about 1.1 KB each)")
 	fs.DurationVar(&f.retention, "store-retention", time.Hour, "how long attempts stay in the store")
 	fs.StringVar(&f.qlogDir, "qlog-dir", "", "write a qlog trace of every peer QUIC connection into this directory (addresses sanitised like the logs)")
+	fs.DurationVar(&f.exportInterval, "export-interval", 30*time.Second, "how often metrics are pushed to InfluxDB or CloudWatch")
+	fs.StringVar(&f.influxURL, "influxdb-url", "", "push metrics to this InfluxDB 1.x server (http://host:8086; empty: off)")
+	fs.StringVar(&f.influxDB, "influxdb-db", "antnode", "InfluxDB database")
+	fs.StringVar(&f.influxUser, "influxdb-user", "", "InfluxDB user (empty: no authentication)")
+	fs.StringVar(&f.influxPassFile, "influxdb-password-file", "", "file holding the InfluxDB user's password")
+	fs.StringVar(&f.cwNamespace, "cloudwatch-namespace", "", "push metrics to CloudWatch under this namespace (empty: off; credentials from the AWS default chain)")
+	fs.StringVar(&f.cwRegion, "cloudwatch-region", "", "CloudWatch region (empty: AWS_REGION or the shared config)")
+	fs.StringVar(&f.cwEndpoint, "cloudwatch-endpoint", "", "CloudWatch endpoint URL override (a VPC endpoint; empty: the region's)")
 }
 
 func (f *monitorFlags) validate() error {
@@ -58,7 +77,74 @@ func (f *monitorFlags) validate() error {
 	if f.retention <= 0 {
 		return fmt.Errorf("--store-retention %v: must be positive", f.retention)
 	}
+	if f.exportInterval < time.Second {
+		return fmt.Errorf("--export-interval %v: at least 1s", f.exportInterval)
+	}
+	if f.influxURL != "" {
+		if _, err := monitor.NewInfluxSink(monitor.InfluxConfig{URL: f.influxURL, Database: f.influxDB}); err != nil {
+			return fmt.Errorf("--influxdb-url: %w", err)
+		}
+	}
 	return nil
+}
+
+// startExporters starts the push exporters that are configured; the
+// returned func stops them.
+func (f *monitorFlags) startExporters(node string, reg prometheus.Gatherer, log *slog.Logger) (func(), error) {
+	var exs []*monitor.Exporter
+	stop := func() {
+		for _, e := range exs {
+			e.Close()
+		}
+	}
+	regr, _ := reg.(prometheus.Registerer)
+	if f.influxURL != "" {
+		pass := ""
+		if f.influxPassFile != "" {
+			b, err := os.ReadFile(f.influxPassFile)
+			if err != nil {
+				return stop, fmt.Errorf("--influxdb-password-file: %w", err)
+			}
+			pass = strings.TrimSpace(string(b))
+		}
+		sink, err := monitor.NewInfluxSink(monitor.InfluxConfig{URL: f.influxURL, Database: f.influxDB,
+			Username: f.influxUser, Password: pass, Tags: map[string]string{"node": node}})
+		if err != nil {
+			return stop, fmt.Errorf("--influxdb-url: %w", err)
+		}
+		e, err := monitor.NewExporter(monitor.ExporterConfig{Name: "influxdb", Gatherer: reg, Sink: sink,
+			Interval: f.exportInterval, Registerer: regr, Logger: log})
+		if err != nil {
+			return stop, err
+		}
+		exs = append(exs, e)
+		log.Info("exporting metrics", "to", "influxdb", "interval", f.exportInterval)
+	}
+	if f.cwNamespace != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var opts []func(*awsconfig.LoadOptions) error
+		if f.cwRegion != "" {
+			opts = append(opts, awsconfig.WithRegion(f.cwRegion))
+		}
+		ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+		if err != nil {
+			return stop, fmt.Errorf("--cloudwatch-namespace: AWS configuration: %w", err)
+		}
+		sink, err := monitor.NewCloudWatchSink(monitor.CloudWatchConfig{Namespace: f.cwNamespace, Region: ac.Region,
+			Credentials: ac.Credentials, Endpoint: f.cwEndpoint, Dimensions: map[string]string{"node": node}})
+		if err != nil {
+			return stop, fmt.Errorf("--cloudwatch-namespace: %w", err)
+		}
+		e, err := monitor.NewExporter(monitor.ExporterConfig{Name: "cloudwatch", Gatherer: reg, Sink: sink,
+			Interval: f.exportInterval, Registerer: regr, Logger: log})
+		if err != nil {
+			return stop, err
+		}
+		exs = append(exs, e)
+		log.Info("exporting metrics", "to", "cloudwatch", "region", ac.Region, "interval", f.exportInterval)
+	}
+	return stop, nil
 }
 
 // readToken reads the bearer token file: one line, at least 16 bytes.
@@ -128,6 +214,7 @@ func (f *monitorFlags) build(log *slog.Logger, mode monitor.AddressMode, reg pro
 
 // surfaceAPI is what a node exposes on its HTTP surface.
 type surfaceAPI struct {
+	node    string // the node's peer ID
 	status  func() any
 	peers   func() any
 	ready   func() error
@@ -138,17 +225,24 @@ type surfaceAPI struct {
 // startSurface starts the HTTP surface unless it is off, and tells
 // stdout where it serves.
 func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api surfaceAPI, log *slog.Logger, stdout io.Writer) (io.Closer, error) {
+	stopExport, err := f.startExporters(api.node, reg, log)
+	if err != nil {
+		stopExport()
+		return nil, err
+	}
 	san := m.mon.Sanitizer()
 	if f.addr == "off" {
-		return io.NopCloser(nil), nil
+		return closerFunc(stopExport), nil
 	}
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
+		stopExport()
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	srv, err := monitor.NewServer(monitor.ServerConfig{Listener: ln, Gatherer: reg, Monitor: m.mon, Token: m.token,
 		Status: api.status, Peers: api.peers, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log})
 	if err != nil {
+		stopExport()
 		ln.Close()
 		return nil, err
 	}
@@ -161,7 +255,15 @@ func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api 
 	if m.token == "" && !isLoopback(ln.Addr()) {
 		log.Warn("the monitoring surface is reachable from the network without a token; set --metrics-token-file")
 	}
-	return srv, nil
+	return closerFunc(func() { srv.Close(); stopExport() }), nil
+}
+
+// closerFunc is an io.Closer that runs a func.
+type closerFunc func()
+
+func (c closerFunc) Close() error {
+	c()
+	return nil
 }
 
 func isLoopback(a net.Addr) bool {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -481,4 +482,73 @@ func FuzzConfigFile(f *testing.F) {
 			t.Fatalf("error without ErrConfig: %v", err)
 		}
 	})
+}
+
+// TestInfluxDBFlags: a bootstrap with --influxdb-url pushes its metrics,
+// tagged with its peer ID, in line protocol to /write (the real InfluxDB
+// round trip is monitor's TestInfluxDBExport; this checks the wiring).
+func TestInfluxDBFlags(t *testing.T) {
+	bodies := make(chan string, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path != "/write" || r.URL.Query().Get("db") != "fleet" || r.URL.Query().Get("precision") != "ms" {
+			http.Error(w, "bad request "+r.URL.String(), http.StatusBadRequest)
+			return
+		}
+		select {
+		case bodies <- string(b):
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	keyDir := t.TempDir()
+	key := filepath.Join(keyDir, "peer.key")
+	_, idOut, _ := run("id", "--key", key)
+	id := strings.TrimSpace(idOut)
+	_, stderr := daemon(t, "--bootstrap", "--listen", "127.0.0.1:"+strconv.Itoa(freePorts(t)), "--key", key, "--metrics-addr", "off",
+		"--influxdb-url", srv.URL, "--influxdb-db", "fleet", "--export-interval", "1s")
+	select {
+	case b := <-bodies:
+		if !strings.Contains(b, "antnode_registered_peers,node="+id+" value=0 ") {
+			t.Fatalf("no registered peers tagged with the bootstrap's ID in:\n%.2000s", b)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no write to InfluxDB within 15 s; the daemon said:\n%s", stderr)
+	}
+}
+
+// TestCloudWatchFlags: a bootstrap with --cloudwatch-namespace puts its
+// metrics, signed with the AWS credentials of its environment, to the
+// endpoint given (monitor's TestCloudWatchExport checks the signature and
+// the data; this checks the wiring).
+func TestCloudWatchFlags(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDWIRINGTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	got := make(chan *http.Request, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case got <- r:
+		default:
+		}
+		w.Header().Set("Smithy-Protocol", "rpc-v2-cbor")
+		w.Header().Set("Content-Type", "application/cbor")
+		w.Write([]byte{0xa0}) // an empty CBOR map: PutMetricData's empty output
+	}))
+	defer srv.Close()
+	key := filepath.Join(t.TempDir(), "boot.key")
+	_, stderr := daemon(t, "--bootstrap", "--listen", "127.0.0.1:"+strconv.Itoa(freePorts(t)), "--key", key, "--metrics-addr", "off",
+		"--cloudwatch-namespace", "antnode", "--cloudwatch-region", "eu-west-1", "--cloudwatch-endpoint", srv.URL, "--export-interval", "1s")
+	select {
+	case r := <-got:
+		if !strings.HasSuffix(r.URL.Path, "/operation/PutMetricData") ||
+			!strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=AKIDWIRINGTEST/") ||
+			!strings.Contains(r.Header.Get("Authorization"), "/eu-west-1/monitoring/aws4_request") {
+			t.Fatalf("request %s with Authorization %q", r.URL.Path, r.Header.Get("Authorization"))
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no PutMetricData within 15 s; the daemon said:\n%s", stderr)
+	}
 }

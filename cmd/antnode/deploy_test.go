@@ -1,0 +1,252 @@
+package main
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/traversal"
+)
+
+// The operator files in deploy/: the alert rules pass promtool's check and
+// their own unit tests, every metric the rules and the Grafana dashboard
+// query is one a node exports, and the example systemd unit's command line
+// starts a bootstrap node.
+
+const deployDir = "../../deploy"
+
+func TestAlertRules(t *testing.T) {
+	promtool := needTool(t, "promtool")
+	for _, args := range [][]string{
+		{"check", "rules", "alerts.yml"},
+		{"test", "rules", "alerts_test.yml"},
+	} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = filepath.Join(deployDir, "prometheus")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// exportedMetrics returns the name of every metric family a bootstrap or
+// peer node can export, from the collectors' descriptions (a vector with
+// no observation yet is absent from /metrics but described).
+func exportedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mon, err := monitor.New(monitor.Config{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	n, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	rs, err := startRelay(nodeOptions{}, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freePorts(t))), mon, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	reg.MustRegister(n.Collector(), rs.Collector())
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		for _, c := range []prometheus.Collector{reg} {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
+	names := map[string]bool{"up": true} // Prometheus adds up per target
+	for d := range ch {
+		if m := fq.FindStringSubmatch(d.String()); m != nil {
+			names[m[1]] = true
+		}
+	}
+	return names
+}
+
+// queriedMetrics returns the metric names in a PromQL expression: the
+// identifiers followed by a selector, a range or a closing parenthesis,
+// less PromQL's own words, with a histogram's series suffixes removed.
+func queriedMetrics(expr string) []string {
+	ident := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
+	promql := map[string]bool{"sum": true, "by": true, "rate": true, "histogram_quantile": true, "and": true, "or": true,
+		"count": true, "min": true, "max": true, "avg": true, "le": true, "without": true, "irate": true, "increase": true}
+	var out []string
+	// Drop label matchers, strings and durations first.
+	clean := regexp.MustCompile(`\{[^}]*\}|"[^"]*"|\[[^\]]*\]`).ReplaceAllString(expr, " ")
+	clean = regexp.MustCompile(`\b(by|without)\s*\([^)]*\)`).ReplaceAllString(clean, " ")
+	for _, id := range ident.FindAllString(clean, -1) {
+		if promql[id] || strings.HasPrefix(id, "$") {
+			continue
+		}
+		if _, err := strconv.ParseFloat(id, 64); err == nil {
+			continue
+		}
+		for _, suf := range []string{"_bucket", "_count", "_sum"} {
+			if s, ok := strings.CutSuffix(id, suf); ok && !strings.HasSuffix(id, "_total") {
+				id = s
+				break
+			}
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+func TestQueriedMetrics(t *testing.T) {
+	tests := []struct {
+		name, expr string
+		want       []string
+	}{
+		{"ratio with matchers", `sum(rate(nat_results_total{result="success"}[5m])) / sum(rate(nat_results_total[5m]))`, []string{"nat_results_total", "nat_results_total"}},
+		{"histogram", `histogram_quantile(0.95, sum by (le, phase) (rate(antnode_phase_duration_seconds_bucket{instance=~"$instance"}[5m])))`, []string{"antnode_phase_duration_seconds"}},
+		{"comparison", `up{job="antnode-bootstrap"} == 0`, []string{"up"}},
+		{"or", `antnode_relay_allocations > 500 or x_total > 1/60`, []string{"antnode_relay_allocations", "x_total"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := queriedMetrics(tt.expr)
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("%q: got %v, want %v", tt.expr, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDeployQueriesExportedMetrics(t *testing.T) {
+	names := exportedMetrics(t)
+	var exprs []string
+	b, err := os.ReadFile(filepath.Join(deployDir, "prometheus", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The expressions are the "expr:" blocks (a line or a literal block).
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		l := strings.TrimSpace(lines[i])
+		v, ok := strings.CutPrefix(l, "expr:")
+		if !ok {
+			continue
+		}
+		if v = strings.TrimSpace(v); v != "|" {
+			exprs = append(exprs, v)
+			continue
+		}
+		// The block is the following lines indented deeper than "expr:".
+		indent := len(lines[i]) - len(strings.TrimLeft(lines[i], " "))
+		var block []string
+		for i+1 < len(lines) && len(lines[i+1])-len(strings.TrimLeft(lines[i+1], " ")) > indent {
+			i++
+			block = append(block, lines[i])
+		}
+		exprs = append(exprs, strings.Join(block, "\n"))
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+		Templating struct {
+			List []struct{ Query any }
+		}
+	}
+	b, err = os.ReadFile(filepath.Join(deployDir, "grafana", "antnode.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("grafana dashboard: %v", err)
+	}
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	if len(exprs) < 20 {
+		t.Fatalf("found only %d expressions", len(exprs))
+	}
+	for _, e := range exprs {
+		ms := queriedMetrics(e)
+		if len(ms) == 0 {
+			t.Errorf("no metric in %q", e)
+		}
+		for _, m := range ms {
+			if !names[m] {
+				t.Errorf("%q queries %s, which no node exports", e, m)
+			}
+		}
+	}
+}
+
+// TestSystemdUnitStartsABootstrap runs the example unit's ExecStart with
+// its paths moved to a temporary directory and its ports to free ones.
+func TestSystemdUnitStartsABootstrap(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(deployDir, "systemd", "antnode-bootstrap.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := strings.ReplaceAll(string(b), "\\\n", " ")
+	var args []string
+	for _, l := range strings.Split(unit, "\n") {
+		if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			args = strings.Fields(v)[1:] // without the binary
+		}
+	}
+	if len(args) == 0 || args[0] != "--bootstrap" {
+		t.Fatalf("ExecStart: %v", args)
+	}
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "metrics-token")
+	if err := os.WriteFile(tokenFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metrics := freeTCP(t)
+	for i, a := range args {
+		a = strings.ReplaceAll(a, "/var/lib/antnode", dir)
+		a = strings.ReplaceAll(a, "/etc/antnode/metrics-token", tokenFile)
+		a = strings.ReplaceAll(a, "0.0.0.0:4433", "127.0.0.1:"+strconv.Itoa(freePorts(t)))
+		a = strings.ReplaceAll(a, "127.0.0.1:9464", metrics)
+		args[i] = a
+	}
+	stdout, stderr := daemon(t, args...)
+	waitFor(t, 10*time.Second, "the bootstrap to be ready", func() bool {
+		code, _ := httpGet(t, "http://"+metrics+"/readyz", "")
+		return code == 200
+	})
+	if _, err := os.Stat(filepath.Join(dir, "bootstrap.key")); err != nil {
+		t.Fatalf("no key created: %v (stdout %s, stderr %s)", err, stdout, stderr)
+	}
+	if code, _ := httpGet(t, "http://"+metrics+"/metrics", "0123456789abcdef0123456789abcdef"); code != 200 {
+		t.Fatalf("metrics with the token file's token: %d", code)
+	}
+}
