@@ -3,7 +3,6 @@ package monitor
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,6 +106,8 @@ type Server struct {
 	lagDone  chan struct{}
 	stopLag  chan struct{}
 	connects chan struct{} // bounds concurrent POST /api/v1/connect
+	streams  chan struct{} // bounds concurrent dashboard streams
+	quit     chan struct{} // closed by Close: ends the streams
 	once     sync.Once
 	closed   error
 }
@@ -117,7 +118,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, done: make(chan struct{}), lagDone: make(chan struct{}), stopLag: make(chan struct{}),
-		connects: make(chan struct{}, 2), lim: newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients, cfg.Now)}
+		connects: make(chan struct{}, 2), streams: make(chan struct{}, maxStreams), quit: make(chan struct{}),
+		lim: newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients, cfg.Now)}
 	if cfg.Token != "" {
 		s.token = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -136,6 +138,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mux.Handle("GET /api/v1/events", s.auth(http.HandlerFunc(s.events)))
 	mux.Handle("GET /api/v1/diagnostics", s.auth(http.HandlerFunc(s.diagnostics)))
 	mux.Handle("POST /api/v1/connect", s.auth(http.HandlerFunc(s.connect)))
+	mux.Handle("GET /api/v1/dashboard", s.auth(s.jsonFunc(func() any { return s.Dashboard() })))
+	mux.Handle("GET /api/v1/stream", s.auth(http.HandlerFunc(s.stream)))
+	mux.HandleFunc("GET /{$}", s.page)
+	mux.HandleFunc("GET /assets/{file}", s.page)
 	s.srv = &http.Server{
 		Handler:           s.limit(mux),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -192,6 +198,7 @@ func (s *Server) Handler() http.Handler { return s.srv.Handler }
 // returns once the serving goroutine has exited. It is idempotent.
 func (s *Server) Close() error {
 	s.once.Do(func() {
+		close(s.quit)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := s.srv.Shutdown(ctx); err != nil {
@@ -248,20 +255,31 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
-			detail := "http: bad token"
-			if !ok {
-				detail = "http: no token"
-			}
-			s.cfg.Monitor.Record(Event{Kind: KindSecurity, Reason: ReasonRefused, Detail: detail, Addr: clientAddr(r)})
-			w.Header().Set("WWW-Authenticate", `Bearer realm="antnode"`)
-			httpError(w, http.StatusUnauthorized, "a bearer token is required")
+		if !s.authorized(r) {
+			s.refuse(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearer returns the request's bearer token.
+func bearer(r *http.Request) (string, bool) {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return strings.TrimSpace(got), ok
+}
+
+// refuse answers an unauthorized request and audits it.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request) {
+	detail := "http: bad token"
+	if _, ok := bearer(r); !ok {
+		if _, err := r.Cookie(tokenCookie); err != nil {
+			detail = "http: no token"
+		}
+	}
+	s.cfg.Monitor.Record(Event{Kind: KindSecurity, Reason: ReasonRefused, Detail: detail, Addr: clientAddr(r)})
+	w.Header().Set("WWW-Authenticate", `Bearer realm="antnode"`)
+	httpError(w, http.StatusUnauthorized, "a bearer token is required (a browser: open /?token=...)")
 }
 
 // readiness is /readyz's answer: ready or why not, and the process's

@@ -1,13 +1,16 @@
 package monitor
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/netip"
 	"strings"
 	"sync"
@@ -247,4 +250,108 @@ func FuzzParseAttemptID(f *testing.F) {
 			t.Fatalf("%q parsed to %v", s, id)
 		}
 	})
+}
+
+// TestDashboard: the page and its data follow the token rules (a browser
+// logs in once with /?token= and carries a cookie), the frame has the
+// node's state and statistics, and the stream sends frames.
+func TestDashboard(t *testing.T) {
+	const token = "dashboard-token-0123456789"
+	m, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		a := StartAttempt(m, "peer", "initiator", "eim-apdf")
+		a.SetNAT("eim-apdf", "apdm")
+		if i == 3 {
+			a.Finish(OutcomeFail, ReasonPunchTimeout, PathNone)
+		} else {
+			a.Finish(OutcomeOK, ReasonNone, PathDirect)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(ServerConfig{Listener: ln, Gatherer: prometheus.NewRegistry(), Monitor: m, Token: token,
+		Status: func() any { return map[string]any{"id": "node-1", "nat": "eim-apdf"} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	tests := []struct {
+		name, path string
+		code       int
+	}{
+		{"page without token", "/", http.StatusUnauthorized},
+		{"script without token", "/assets/app.js", http.StatusUnauthorized},
+		{"data without token", "/api/v1/dashboard", http.StatusUnauthorized},
+		{"wrong token", "/?token=nope", http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if resp, _ := get(tt.path); resp.StatusCode != tt.code {
+				t.Fatalf("%s: %d, want %d", tt.path, resp.StatusCode, tt.code)
+			}
+		})
+	}
+	// Log in: the cookie opens the page, its files and its data.
+	resp, body := get("/?token=" + token)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `<script src="/assets/app.js"`) {
+		t.Fatalf("login: %d %.200s", resp.StatusCode, body)
+	}
+	if resp, _ := get("/assets/app.js"); resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
+		t.Fatalf("app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := get("/assets/missing.js"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a missing asset: %d", resp.StatusCode)
+	}
+	_, body = get("/api/v1/dashboard")
+	var d DashboardJSON
+	if err := json.Unmarshal([]byte(body), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Attempts) != 4 || d.Stored != 4 || len(d.ByNAT) != 1 || d.ByNAT[0].Rate != 0.75 || d.ByNAT[0].Direct != 3 || d.Latency.N != 3 {
+		t.Fatalf("frame: %d attempts, %d stored, by NAT %+v, latency %+v", len(d.Attempts), d.Stored, d.ByNAT, d.Latency)
+	}
+	// The stream sends a frame at once.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/stream", nil)
+	sresp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sresp.Body.Close()
+	if ct := sresp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("stream content type %q", ct)
+	}
+	sc := bufio.NewScanner(sresp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var frame DashboardJSON
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			if err := json.Unmarshal([]byte(data), &frame); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if frame.Stored != 4 {
+		t.Fatalf("stream frame: %+v (%v)", frame, sc.Err())
+	}
 }
