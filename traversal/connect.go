@@ -164,10 +164,11 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
 
 	qc, path, phase, err := n.attemptVia(ctx, att, peer, g, sess, local, creds, incoming)
-	if r := Reason(err); (r == monitor.ReasonRelayUnavailable || r == monitor.ReasonRelayQuota) && ctx.Err() == nil {
+	if r := Reason(err); (r == monitor.ReasonRelayUnavailable || r == monitor.ReasonRelayQuota || r == monitor.ReasonBootstrapUnreachable) && ctx.Err() == nil {
 		// The relay of the bootstrap that made the introduction cannot be
-		// had (restarting, full): introduce again through another
-		// bootstrap and use its relay.
+		// had (restarting, full), or the bootstrap went away in the middle
+		// of it: introduce again through another bootstrap (and use its
+		// relay).
 		intro.Creds = holepunch.NewCreds() // the first session's checks may still be answered
 		if alt, aerr := n.introduce(ctx, peer, intro, sess.Bootstrap().Label()); aerr == nil {
 			n.rec.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "alternate_bootstrap", Outcome: monitor.OutcomeOK,
@@ -568,8 +569,21 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 	var punchErr error
 	punching := true
 	rounds := 1
+	sessDone := sess.Done()
 	for {
 		select {
+		case <-sessDone:
+			sessDone = nil
+			// The introduction's bootstrap went away. With nothing to
+			// check (a relay leg still waiting for the peer's relayed
+			// address, which only the session can bring), waiting is
+			// hopeless: give up now, so the attempt can be made again
+			// through another bootstrap.
+			if len(targets) == 0 && len(relayed) == 0 && pending == 0 && !errors.Is(sess.Err(), bootstrap.ErrPeerCanceled) {
+				err := fmt.Errorf("%w: the introduction ended before the peer's relayed address came", bootstrap.ErrUnavailable)
+				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(err))
+				return nil, monitor.PathNone, monitor.PhasePunch, err
+			}
 		case <-ctx.Done():
 			err := context.Cause(ctx)
 			if punchErr != nil {
