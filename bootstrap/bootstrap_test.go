@@ -873,7 +873,8 @@ func TestCancelReachesTheOtherSide(t *testing.T) {
 			t.Fatal("the other side's session did not end")
 		}
 	}
-	t.Run("requester cancels after the answer", func(t *testing.T) {
+	// introduced returns both sides' sessions of an answered introduction.
+	introduced := func(t *testing.T) (requester, target *Session) {
 		srv := startServer(t, ServerConfig{})
 		offers := make(chan *Session, 1)
 		b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
@@ -888,26 +889,16 @@ func TestCancelReachesTheOtherSide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sb := <-offers
+		return sa, <-offers
+	}
+	t.Run("requester cancels after the answer", func(t *testing.T) {
+		sa, sb := introduced(t)
 		sa.Cancel()
 		ended(t, sb)
 	})
 	t.Run("target cancels after its answer", func(t *testing.T) {
-		srv := startServer(t, ServerConfig{})
-		offers := make(chan *Session, 1)
-		b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
-			if s, err := o.Accept(Intro{}); err == nil {
-				offers <- s
-			}
-		}})
-		a := startClient(t, srv, ClientConfig{})
-		ready(t, a)
-		ready(t, b)
-		sa, err := a.Connect(t.Context(), b.cfg.Identity.ID(), Intro{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		(<-offers).Cancel()
+		sa, sb := introduced(t)
+		sb.Cancel()
 		ended(t, sa)
 	})
 	t.Run("requester gives up before the answer", func(t *testing.T) {
