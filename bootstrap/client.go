@@ -783,35 +783,20 @@ func (c *Client) handle(l *live, m wire.Message) error {
 			ch <- m // buffered 1
 		}
 	case *wire.RelayAddress:
-		c.mu.Lock()
-		s := c.outgoing[m.ID]
-		if m.Offer {
-			s = c.incoming[m.ID]
-		}
-		c.mu.Unlock()
+		s := c.session(m.ID, m.Offer)
 		if s != nil {
 			s.deliverRelay(m.Addr)
 		}
 	case *wire.ConnectOffer:
 		c.handleOffer(l, m)
 	case *wire.PunchNow:
-		c.mu.Lock()
-		s := c.outgoing[m.ID]
-		if m.Offer {
-			s = c.incoming[m.ID]
-		}
-		c.mu.Unlock()
+		s := c.session(m.ID, m.Offer)
 		if s != nil {
 			s.deliver(Punch{Round: m.Round, Delay: time.Duration(m.DelayMicros) * time.Microsecond,
 				PeerRTT: time.Duration(m.PeerRTTMicros) * time.Microsecond, At: time.Now()})
 		}
 	case *wire.ConnectCancel:
-		c.mu.Lock()
-		s := c.outgoing[m.ID]
-		if m.Offer {
-			s = c.incoming[m.ID]
-		}
-		c.mu.Unlock()
+		s := c.session(m.ID, m.Offer)
 		if s != nil {
 			s.end(ErrPeerCanceled)
 		} else if m.Offer && c.offers.Load() > 0 {
@@ -829,6 +814,17 @@ func (c *Client) handle(l *live, m wire.Message) error {
 		return &ProtocolError{Code: wire.CodeBadRequest, Msg: m.Type().String() + " is not sent by bootstraps"}
 	}
 	return nil
+}
+
+// session finds the session a message names: by offer ID on the target's
+// side (offer), by request ID on the requester's.
+func (c *Client) session(id uint64, offer bool) *Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if offer {
+		return c.incoming[id]
+	}
+	return c.outgoing[id]
 }
 
 func (c *Client) handleOffer(l *live, m *wire.ConnectOffer) {

@@ -169,16 +169,21 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	var last [32]byte
 	lastSent := time.Time{}
 	for {
+		// Compare without the timestamp: a frame is news when its data is.
 		frame := s.Dashboard()
-		b, err := json.Marshal(frame)
+		generated := frame.Generated
+		frame.Generated = time.Time{}
+		bare, err := json.Marshal(frame)
 		if err != nil {
 			return
 		}
-		// Compare without the timestamp: a frame is news when its data is.
-		frame.Generated = time.Time{}
-		bare, _ := json.Marshal(frame)
 		sum := sha256.Sum256(bare)
 		if sum != last || time.Since(lastSent) >= 15*time.Second {
+			frame.Generated = generated
+			b, err := json.Marshal(frame)
+			if err != nil {
+				return
+			}
 			rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			if _, err := w.Write(append(append([]byte("event: frame\ndata: "), b...), '\n', '\n')); err != nil {
 				return

@@ -136,7 +136,7 @@ func NewExporter(cfg ExporterConfig) (*Exporter, error) {
 		WithDelay(cfg.BreakerDelay).
 		WithSuccessThreshold(1).
 		OnStateChanged(func(ev circuitbreaker.StateChangedEvent) {
-			cfg.Logger.Warn("export breaker", "exporter", cfg.Name, "state", breakerName(ev.NewState))
+			cfg.Logger.Warn("export breaker", "exporter", cfg.Name, "state", BreakerStateName(ev.NewState))
 		}).
 		Build()
 	labels := prometheus.Labels{"exporter": cfg.Name}
@@ -150,13 +150,7 @@ func NewExporter(cfg ExporterConfig) (*Exporter, error) {
 		Help: "Metric batches waiting for the backend, by exporter.", ConstLabels: labels}, func() float64 { return float64(e.Queued()) })
 	e.state = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "antnode_export_breaker_state",
 		Help: "Circuit breaker of each exporter: 0 closed, 1 half-open, 2 open.", ConstLabels: labels}, func() float64 {
-		switch {
-		case e.breaker.IsOpen():
-			return 2
-		case e.breaker.IsHalfOpen():
-			return 1
-		}
-		return 0
+		return map[circuitbreaker.State]float64{circuitbreaker.HalfOpenState: 1, circuitbreaker.OpenState: 2}[e.breaker.State()]
 	})
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{e.sent, e.failed, e.dropped, e.queued, e.state} {
@@ -172,7 +166,9 @@ func NewExporter(cfg ExporterConfig) (*Exporter, error) {
 	return e, nil
 }
 
-func breakerName(s circuitbreaker.State) string {
+// BreakerStateName names a failsafe-go circuit breaker state as the
+// metrics, logs and API do: closed, half-open or open.
+func BreakerStateName(s circuitbreaker.State) string {
 	switch s {
 	case circuitbreaker.OpenState:
 		return "open"

@@ -598,7 +598,7 @@ func (n *Node) Bootstraps() []BootstrapStatus {
 	out := make([]BootstrapStatus, 0, len(clients))
 	for _, c := range clients {
 		out = append(out, BootstrapStatus{Label: c.Label(), Addr: c.Addr(), ID: c.ServerID(),
-			Breaker: breakerState(n.breakers[c.Label()]), Status: c.Status()})
+			Breaker: monitor.BreakerStateName(n.breakers[c.Label()].State()), Status: c.Status()})
 	}
 	return out
 }

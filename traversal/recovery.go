@@ -49,17 +49,6 @@ func TimeoutsFor(rttBootstrap, rttPeer, budget time.Duration) PhaseTimeouts {
 	return t
 }
 
-// BreakerState is a bootstrap circuit breaker's state.
-func breakerState(cb circuitbreaker.CircuitBreaker[*bootstrap.Session]) string {
-	switch {
-	case cb.IsOpen():
-		return "open"
-	case cb.IsHalfOpen():
-		return "half-open"
-	}
-	return "closed"
-}
-
 // bootstrapFault reports whether err says a bootstrap itself is unwell (it
 // counts against its breaker), as opposed to the peer or the request.
 func bootstrapFault(err error) bool {
@@ -74,9 +63,7 @@ func (n *Node) newBreaker(label string) circuitbreaker.CircuitBreaker[*bootstrap
 		WithDelay(n.cfg.BreakerDelay).
 		WithSuccessThreshold(1).
 		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
-			state := map[circuitbreaker.State]string{circuitbreaker.ClosedState: "closed",
-				circuitbreaker.OpenState: "open", circuitbreaker.HalfOpenState: "half-open"}[e.NewState]
-			n.rec.Record(monitor.Event{Kind: monitor.KindBreaker, Bootstrap: label, Detail: state})
+			n.rec.Record(monitor.Event{Kind: monitor.KindBreaker, Bootstrap: label, Detail: monitor.BreakerStateName(e.NewState)})
 		}).
 		Build()
 }

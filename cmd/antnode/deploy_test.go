@@ -76,9 +76,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	reg.MustRegister(n.Collector(), rs.Collector())
 	ch := make(chan *prometheus.Desc)
 	go func() {
-		for _, c := range []prometheus.Collector{reg} {
-			c.Describe(ch)
-		}
+		reg.Describe(ch)
 		close(ch)
 	}()
 	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
