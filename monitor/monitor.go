@@ -60,7 +60,12 @@ type Config struct {
 	// registered anywhere.
 	Registerer prometheus.Registerer
 	// Addresses says how addresses appear in logs. Zero: sanitised.
+	// Ignored when Sanitizer is set.
 	Addresses AddressMode
+	// Sanitizer renders addresses in logs; share it with the node's
+	// logger (SanitizingHandler) so that all records render an address
+	// alike. Nil: a new one for Addresses.
+	Sanitizer *Sanitizer
 	// Role is "peer" or "bootstrap"; it selects nothing but is reported.
 	// Empty: "peer".
 	Role string
@@ -98,9 +103,12 @@ func New(cfg Config) (*Monitor, error) {
 	if cfg.Role == "" {
 		cfg.Role = "peer"
 	}
-	san, err := NewSanitizer(cfg.Addresses)
-	if err != nil {
-		return nil, err
+	var err error
+	san := cfg.Sanitizer
+	if san == nil {
+		if san, err = NewSanitizer(cfg.Addresses); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Store == nil {
 		if cfg.Store, err = NewStore(StoreConfig{}); err != nil {
@@ -126,8 +134,10 @@ func (m *Monitor) Store() *Store { return m.store }
 
 // Record implements Recorder. Metrics are exact; the log record is written
 // if its level is enabled; the store keeps the event, subject to sampling.
+// An event without a time is stamped only if the store keeps it: metrics
+// and log records (slog stamps its own) do not need one.
 func (m *Monitor) Record(ev Event) {
-	if ev.Time.IsZero() {
+	if ev.Time.IsZero() && (ev.Attempt != 0 || keepNodeEvent(&ev)) {
 		ev.Time = time.Now()
 	}
 	m.metrics.observe(&ev)

@@ -47,6 +47,8 @@ func TestSanitizeText(t *testing.T) {
 		{"v6 bracketed", "write to [2001:db8::7]:9000 failed"},
 		{"bare v4 end of sentence", "peer at 192.0.2.44."},
 		{"v6 bare", "no route to 2001:db8::1 now"},
+		{"list of addresses", "tried [203.0.113.5:4433 10.1.2.3:4433]"},
+		{"list of one", "[192.0.2.44:80]"},
 	}
 	raw := []string{"203.0.113.5", "10.1.2.3", "198.51.100.1", "2001:db8::7", "192.0.2.44", "2001:db8::1"}
 	for _, tc := range tests {

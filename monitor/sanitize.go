@@ -30,10 +30,17 @@ func replaceAddrs(t string, s *Sanitizer) string {
 		if strings.HasPrefix(trimmed, "[") && strings.HasSuffix(tok[:min(len(trimmed)+1, len(tok))], "]") {
 			trimmed = tok[:len(trimmed)+1]
 		}
-		if rep, ok := sanitizeToken(trimmed, s); ok {
-			out.WriteString(t[last:i])
+		start := i
+		rep, ok := sanitizeToken(trimmed, s)
+		if !ok && strings.HasPrefix(trimmed, "[") {
+			// "[" opens a list ("[192.0.2.1:80 ...]"), not a v6 host.
+			start, trimmed = i+1, strings.TrimRight(trimmed[1:], ":.]")
+			rep, ok = sanitizeToken(trimmed, s)
+		}
+		if ok {
+			out.WriteString(t[last:start])
 			out.WriteString(rep)
-			last = i + len(trimmed)
+			last = start + len(trimmed)
 		}
 		i = j
 	}

@@ -131,7 +131,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "antnode connect: --repeat must be 1..1000, --interval and --idle not negative")
 		return exitUsage
 	}
-	log, mode, err := o.log.build(stderr)
+	log, san, err := o.log.build(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode connect:", err)
 		return exitUsage
@@ -139,7 +139,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(o.repeat)*(o.timeout+o.interval+o.idle))
 	defer cancel()
 	tl := &timeline{}
-	res := runConnect(ctx, o, log, mode, prometheus.NewRegistry(), tl)
+	res := runConnect(ctx, o, log, san, prometheus.NewRegistry(), tl)
 	res.PeerNAT = tl.peerNAT()
 	if o.json {
 		b, _ := json.Marshal(res)
@@ -155,7 +155,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 // runConnect registers an (ephemeral) peer, connects to o.peer and
 // optionally verifies a transfer. Every failure is described in the result.
-func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode monitor.AddressMode, reg prometheus.Registerer, tl *timeline) connectResult {
+func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *monitor.Sanitizer, reg prometheus.Registerer, tl *timeline) connectResult {
 	res := connectResult{Peer: o.peer.String(), Path: "none"}
 	fail := func(phase string, reason monitor.Reason, err error) connectResult {
 		res.Phase, res.Reason, res.Error = phase, reason.String(), oneLine(err)
@@ -169,7 +169,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, mode mo
 	if err != nil {
 		return fail("setup", monitor.ReasonInternal, err)
 	}
-	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: reg, Addresses: mode})
+	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: reg, Sanitizer: san})
 	if err != nil {
 		return fail("setup", monitor.ReasonInternal, err)
 	}

@@ -94,23 +94,32 @@ func (l *logFlags) register(fs *flag.FlagSet, defLevel string) {
 	fs.StringVar(&l.addresses, "log-addresses", "sanitized", "addresses in logs: sanitized (keyed hash) or full")
 }
 
-func (l *logFlags) build(w io.Writer) (*slog.Logger, monitor.AddressMode, error) {
+// build returns the logger and the address sanitiser that every record of
+// it (and the monitor's, and the audit log's) goes through.
+func (l *logFlags) build(w io.Writer) (*slog.Logger, *monitor.Sanitizer, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, 0, fmt.Errorf("--log-level: %w", err)
+		return nil, nil, fmt.Errorf("--log-level: %w", err)
 	}
 	mode, err := monitor.ParseAddressMode(l.addresses)
 	if err != nil {
-		return nil, 0, fmt.Errorf("--log-addresses: %w", err)
+		return nil, nil, fmt.Errorf("--log-addresses: %w", err)
+	}
+	san, err := monitor.NewSanitizer(mode)
+	if err != nil {
+		return nil, nil, err
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
 	switch l.format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), mode, nil
+		h = slog.NewTextHandler(w, opts)
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), mode, nil
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, nil, fmt.Errorf("--log-format %q: want text or json", l.format)
 	}
-	return nil, 0, fmt.Errorf("--log-format %q: want text or json", l.format)
+	return slog.New(monitor.SanitizingHandler(h, san)), san, nil
 }
 
 // parseWithPositional parses fs over args, allowing positional arguments

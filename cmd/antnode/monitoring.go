@@ -179,7 +179,7 @@ type monitoring struct {
 }
 
 // buildMonitor builds the sampler, store, audit log and monitor.
-func (f *monitorFlags) build(log *slog.Logger, mode monitor.AddressMode, reg prometheus.Registerer, role string) (*monitoring, error) {
+func (f *monitorFlags) build(log *slog.Logger, san *monitor.Sanitizer, reg prometheus.Registerer, role string) (*monitoring, error) {
 	token, err := readToken(f.tokenFile, log)
 	if err != nil {
 		return nil, err
@@ -199,12 +199,12 @@ func (f *monitorFlags) build(log *slog.Logger, mode monitor.AddressMode, reg pro
 		if err != nil {
 			return nil, fmt.Errorf("--audit-log: %w", err)
 		}
-		audit = slog.New(slog.NewJSONHandler(af, nil)).With("audit", true, "role", role)
+		audit = slog.New(monitor.SanitizingHandler(slog.NewJSONHandler(af, nil), san)).With("audit", true, "role", role)
 		m.close = func() { af.Close() }
 	} else {
 		audit = log.With("audit", true)
 	}
-	m.mon, err = monitor.New(monitor.Config{Logger: log, Registerer: reg, Addresses: mode, Role: role, Store: st, Audit: audit})
+	m.mon, err = monitor.New(monitor.Config{Logger: log, Registerer: reg, Sanitizer: san, Role: role, Store: st, Audit: audit})
 	if err != nil {
 		m.close()
 		return nil, err

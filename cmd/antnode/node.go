@@ -154,7 +154,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return exitUsage
 		}
 	}
-	log, mode, err := o.log.build(stderr)
+	log, san, err := o.log.build(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode:", err)
 		return exitUsage
@@ -165,7 +165,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := runNode(ctx, o, log, mode, reg, stdout); err != nil {
+	if err := runNode(ctx, o, log, san, reg, stdout); err != nil {
 		log.Error("antnode stopped", "err", err)
 		return exitFailure
 	}
@@ -211,7 +211,7 @@ func (o *nodeOptions) validate() error {
 }
 
 // runNode runs a bootstrap node or a peer until ctx ends.
-func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.AddressMode, reg *prometheus.Registry, stdout io.Writer) error {
+func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.Sanitizer, reg *prometheus.Registry, stdout io.Writer) error {
 	id, err := loadIdentity(o.key, log)
 	if err != nil {
 		return err
@@ -220,7 +220,7 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, mode monitor.
 	if o.bootstrap {
 		role = "bootstrap"
 	}
-	mn, err := o.mon.build(log, mode, reg, role)
+	mn, err := o.mon.build(log, san, reg, role)
 	if err != nil {
 		return err
 	}
