@@ -36,7 +36,7 @@ const (
 	KindCheckAnswered                    // Addr, Duration=RTT
 	KindPathValidated                    // Addr, Path, Duration=RTT
 	KindFallback                         // Reason, Detail=from->to
-	KindMigration                        // Outcome, Reason, Duration, Path
+	KindMigration                        // Outcome, Reason (why it happened; if it failed, why it failed), Duration, Path
 	KindStateChange                      // Detail=from, Value unused, Peer; To in Detail2
 	KindBootstrapRequest                 // Bootstrap, Detail=request type, Outcome, Reason, Duration
 	KindBootstrapState                   // Bootstrap, Outcome (OK=up, Fail=down), Reason, Addr
@@ -150,6 +150,9 @@ const (
 	ReasonConnectionLost
 	ReasonSelf
 	ReasonInternal
+	// ReasonDirectAvailable: a relayed connection moved to a direct path
+	// that validated (the reason of an upgrade).
+	ReasonDirectAvailable
 	reasonEnd
 )
 
@@ -161,7 +164,7 @@ var reasonNames = [reasonEnd]string{"none", "timeout", "canceled", "bootstrap_un
 	"key_mismatch", "handshake_failed", "protocol_error", "no_candidates", "udp_blocked",
 	"both_symmetric", "punch_timeout", "relay_unavailable", "relay_quota", "path_blackholed",
 	"mapping_expired", "network_changed", "transfer_mismatch", "connection_lost", "self",
-	"internal"}
+	"internal", "direct_available"}
 
 func (r Reason) String() string {
 	if r < reasonEnd {

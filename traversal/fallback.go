@@ -178,9 +178,7 @@ func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
 		}
 		n.unroute(c)
 	}()
-	if err := sendNotice(c.qc, noticePath, byte(monitor.PathRelay)); err != nil {
-		n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
-	}
+	n.notifyPath(c, monitor.PathRelay, monitor.ReasonPathBlackholed, time.Since(start))
 	return nil
 }
 

@@ -226,12 +226,23 @@ func (n *Node) handleMigrationOffer(o *bootstrap.Offer) {
 	if err == nil {
 		_, err = hp.Punch(ctx, o.Remote.Candidates, holepunch.PunchConfig{Start: p.At.Add(p.Delay), Round: p.Round})
 	}
-	outcome := monitor.OutcomeOK
+	outcome, reason := monitor.OutcomeOK, purposeReason(o.Remote.Purpose)
 	if err != nil {
-		outcome = monitor.OutcomeFail
+		outcome, reason = monitor.OutcomeFail, Reason(err)
 	}
-	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: outcome, Reason: monitor.ReasonNetworkChanged,
+	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: outcome, Reason: reason,
 		Detail: "peer " + o.Remote.Purpose.String(), Duration: time.Since(start), Peer: o.From.String(), Err: err})
+}
+
+// purposeReason is why a peer asks for a check round under a connection.
+func purposeReason(p wire.Purpose) monitor.Reason {
+	switch p {
+	case wire.PurposeUpgrade:
+		return monitor.ReasonDirectAvailable
+	case wire.PurposeFallback:
+		return monitor.ReasonPathBlackholed
+	}
+	return monitor.ReasonNetworkChanged
 }
 
 // keepalive is the keepalive period for connections made now: under the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/migration"
@@ -73,7 +74,7 @@ func (n *Node) upgrade(c *Conn) (err error) {
 	defer func() {
 		d := time.Since(start)
 		o, to := monitor.OutcomeOK, monitor.PathDirect
-		reason := monitor.ReasonNone
+		reason := monitor.ReasonDirectAvailable
 		if err != nil {
 			o, to = monitor.OutcomeFail, monitor.PathRelay
 			reason = Reason(err)
@@ -84,7 +85,7 @@ func (n *Node) upgrade(c *Conn) (err error) {
 				n.move(c.peer, StateConnectedRelay, reason, nil)
 			}
 		} else {
-			n.move(c.peer, StateConnectedDirect, monitor.ReasonNone, nil)
+			n.move(c.peer, StateConnectedDirect, reason, nil)
 		}
 		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: o, Reason: reason, Detail: "upgrade",
 			Duration: d, Path: to, Peer: c.peer.String(), Err: err})
@@ -111,9 +112,7 @@ func (n *Node) upgrade(c *Conn) (err error) {
 		n.unroute(c)
 		c.setPath(monitor.PathDirect)
 		n.leaveRelay(c.qc)
-		if err := sendNotice(c.qc, noticePath, byte(monitor.PathDirect)); err != nil {
-			n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
-		}
+		n.notifyPath(c, monitor.PathDirect, monitor.ReasonDirectAvailable, time.Since(start))
 		return nil
 	}
 	p, err := c.qc.AddPath(n.cfg.Endpoint.Transport())
@@ -130,9 +129,7 @@ func (n *Node) upgrade(c *Conn) (err error) {
 	}
 	c.setPath(monitor.PathDirect)
 	n.leaveRelay(c.qc)
-	if err := sendNotice(c.qc, noticePath, byte(monitor.PathDirect)); err != nil {
-		n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
-	}
+	n.notifyPath(c, monitor.PathDirect, monitor.ReasonDirectAvailable, time.Since(start))
 	return nil
 }
 
@@ -148,8 +145,59 @@ func (n *Node) san(a netip.AddrPort) string {
 // per unidirectional stream: a type byte and its payload.
 const (
 	noticeNominate byte = nominationByte // the dialler keeps this connection: no payload
-	noticePath     byte = 'P'            // the dialler moved the connection: payload is the new monitor.Path
+	noticePath     byte = 'P'            // the dialler moved the connection: payload is pathNotice
 )
+
+// pathNotice is the payload of noticePath: the new monitor.Path, why the
+// dialler moved (a monitor.Reason) and how long the move took (a QUIC
+// varint of microseconds). A notice of an older peer ends after the path.
+type pathNotice struct {
+	path     monitor.Path
+	reason   monitor.Reason
+	duration time.Duration
+}
+
+func (p pathNotice) encode() []byte {
+	return quicvarint.Append([]byte{byte(p.path), byte(p.reason)}, uint64(p.duration.Microseconds()))
+}
+
+// decodePathNotice parses a noticePath payload; a missing reason or
+// duration is zero.
+func decodePathNotice(b []byte) (pathNotice, error) {
+	if len(b) == 0 {
+		return pathNotice{}, errBadNotice
+	}
+	p := pathNotice{path: monitor.Path(b[0])}
+	if p.path != monitor.PathDirect && p.path != monitor.PathRelay {
+		return pathNotice{}, errBadNotice
+	}
+	if len(b) == 1 {
+		return p, nil
+	}
+	if r := monitor.Reason(b[1]); int(r) < monitor.NumReasons {
+		p.reason = r
+	}
+	if len(b) > 2 {
+		us, _, err := quicvarint.Parse(b[2:])
+		if err != nil || us > uint64(time.Hour/time.Microsecond) {
+			return pathNotice{}, errBadNotice
+		}
+		p.duration = time.Duration(us) * time.Microsecond
+	}
+	return p, nil
+}
+
+var errBadNotice = errors.New("traversal: malformed path notice")
+
+// maxNotice bounds what is read of one notice.
+const maxNotice = 16
+
+// notifyPath tells the peer that this side moved c to path, and why.
+func (n *Node) notifyPath(c *Conn, path monitor.Path, reason monitor.Reason, took time.Duration) {
+	if err := sendNotice(c.qc, noticePath, pathNotice{path: path, reason: reason, duration: took}.encode()...); err != nil {
+		n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
+	}
+}
 
 func sendNotice(qc *quic.Conn, typ byte, payload ...byte) error {
 	str, err := qc.OpenUniStream()
@@ -179,20 +227,21 @@ func (c *Conn) serveNotices() {
 		case noticeNominate:
 			c.nominateOnce.Do(func() { close(c.nominated) })
 		case noticePath:
-			if _, err := io.ReadFull(str, b[1:]); err != nil {
+			payload, err := io.ReadAll(io.LimitReader(str, maxNotice))
+			if err != nil {
 				str.CancelRead(0)
 				continue
 			}
-			p := monitor.Path(b[1])
-			if p != monitor.PathDirect && p != monitor.PathRelay {
+			pn, err := decodePathNotice(payload)
+			if err != nil {
 				continue
 			}
 			from := c.Path()
-			c.setPath(p)
-			c.node.move(c.peer, connectedState(p), monitor.ReasonNone, nil)
-			c.node.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: monitor.OutcomeOK, Detail: "peer moved " + from.String() + "->" + p.String(),
-				Path: p, Peer: c.peer.String()})
-			c.addMigration(Migration{At: time.Now(), Kind: "peer-moved", OK: true, From: from, To: p})
+			c.setPath(pn.path)
+			c.node.move(c.peer, connectedState(pn.path), pn.reason, nil)
+			c.node.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: monitor.OutcomeOK, Reason: pn.reason,
+				Detail: "peer moved " + from.String() + "->" + pn.path.String(), Duration: pn.duration, Path: pn.path, Peer: c.peer.String()})
+			c.addMigration(Migration{At: time.Now(), Kind: "peer-moved", Reason: pn.reason, OK: true, Duration: pn.duration, From: from, To: pn.path})
 		default:
 			str.CancelRead(0) // a newer peer's notice: ignore
 		}

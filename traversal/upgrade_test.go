@@ -98,7 +98,8 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 			up = &m
 		}
 	}
-	if up == nil || up.From != monitor.PathRelay || up.To != monitor.PathDirect {
+	if up == nil || up.From != monitor.PathRelay || up.To != monitor.PathDirect ||
+		up.Reason != monitor.ReasonDirectAvailable || up.Duration <= 0 {
 		t.Fatalf("migrations %+v", c.Migrations())
 	}
 	t.Logf("upgraded in %v; migrations %+v", up.Duration, c.Migrations())
@@ -112,6 +113,7 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 		t.Fatalf("%d allocations left after the upgrade", n)
 	}
 	waitPeerPath(t, peer, a, monitor.PathDirect)
+	peerMoved(t, peer, a, monitor.ReasonDirectAvailable)
 	if res, err := c.SendVerified(ctx, 1<<20); err != nil || res.Bytes != 1<<20 {
 		t.Fatalf("after the upgrade: %+v %v", res, err)
 	}
@@ -129,6 +131,30 @@ func waitPeerPath(t *testing.T, peer, of *Node, want monitor.Path) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("the peer does not see the %s path", want)
+}
+
+// peerMoved waits until peer has recorded of's move with the mover's
+// reason and duration (carried by the path notice).
+func peerMoved(t *testing.T, peer, of *Node, want monitor.Reason) {
+	t.Helper()
+	var seen []Migration
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		seen = seen[:0]
+		for _, pc := range peer.Conns() {
+			if pc.Peer() != of.ID() {
+				continue
+			}
+			for _, m := range pc.Migrations() {
+				if m.Kind == "peer-moved" && m.Reason == want && m.Duration > 0 {
+					return
+				}
+				seen = append(seen, m)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the peer's migrations %+v lack a peer-moved with reason %s and a duration", seen, want)
 }
 
 // TestBlackholedPathFallsBackToRelay: the direct path of a connection
@@ -185,9 +211,57 @@ func TestBlackholedPathFallsBackToRelay(t *testing.T) {
 			fb = &m
 		}
 	}
-	if fb == nil || c.Path() != monitor.PathRelay || rs.Allocations() != 1 {
+	if fb == nil || c.Path() != monitor.PathRelay || rs.Allocations() != 1 ||
+		fb.Reason != monitor.ReasonPathBlackholed || fb.Duration <= 0 {
 		t.Fatalf("path %s, %d allocations, migrations %+v", c.Path(), rs.Allocations(), c.Migrations())
 	}
 	t.Logf("blackholed at +0; fallback done at +%v (took %v)", fb.At.Add(fb.Duration).Sub(shut), fb.Duration)
 	waitPeerPath(t, peer, a, monitor.PathRelay)
+	peerMoved(t, peer, a, monitor.ReasonPathBlackholed)
+	for _, ev := range rec.kinds(monitor.KindMigration) {
+		if ev.Reason == monitor.ReasonNone {
+			t.Errorf("migration event without a reason: %+v", ev)
+		}
+	}
+}
+
+func TestPathNotice(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []byte
+		want pathNotice
+		err  bool
+	}{
+		{"full", pathNotice{monitor.PathDirect, monitor.ReasonDirectAvailable, 1234567 * time.Microsecond}.encode(),
+			pathNotice{monitor.PathDirect, monitor.ReasonDirectAvailable, 1234567 * time.Microsecond}, false},
+		{"older peer: path only", []byte{byte(monitor.PathRelay)}, pathNotice{path: monitor.PathRelay}, false},
+		{"unknown reason", []byte{byte(monitor.PathRelay), 250, 1}, pathNotice{path: monitor.PathRelay, duration: time.Microsecond}, false},
+		{"empty", nil, pathNotice{}, true},
+		{"no such path", []byte{9, 1, 1}, pathNotice{}, true},
+		{"truncated duration", []byte{byte(monitor.PathDirect), 1, 0x40}, pathNotice{}, true},
+		{"duration over an hour", pathNotice{monitor.PathDirect, 1, 2 * time.Hour}.encode(), pathNotice{}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodePathNotice(tc.in)
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("decode(%x) = %+v, %v; want %+v, error %v", tc.in, got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func FuzzPathNotice(f *testing.F) {
+	f.Add(pathNotice{monitor.PathDirect, monitor.ReasonDirectAvailable, time.Second}.encode())
+	f.Add([]byte{byte(monitor.PathRelay)})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := decodePathNotice(b)
+		if err != nil {
+			return
+		}
+		// What decodes re-encodes to a notice that decodes the same.
+		if q, err := decodePathNotice(p.encode()); err != nil || q != p {
+			t.Fatalf("%x: %+v then %+v %v", b, p, q, err)
+		}
+	})
 }
