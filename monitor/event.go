@@ -173,6 +173,19 @@ func (r Reason) String() string {
 	return "reason(" + strconv.Itoa(int(r)) + ")"
 }
 
+// MarshalText renders a Reason by its name (in JSON, for one).
+func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText parses a Reason's name.
+func (r *Reason) UnmarshalText(b []byte) error {
+	v, err := ParseReason(string(b))
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
+
 // ParseReason is the inverse of Reason.String.
 func ParseReason(s string) (Reason, error) {
 	for i, n := range reasonNames {

@@ -78,9 +78,10 @@ var ErrInvalidTransition = errors.New("traversal: invalid state transition")
 
 // Transition is one recorded move.
 type Transition struct {
-	From, To State
-	At       time.Time
-	Reason   monitor.Reason
+	From   State          `json:"from"`
+	To     State          `json:"to"`
+	At     time.Time      `json:"at"`
+	Reason monitor.Reason `json:"reason"`
 }
 
 // historyLen bounds a machine's recorded transitions.

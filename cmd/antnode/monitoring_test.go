@@ -173,10 +173,13 @@ func TestDaemonsWithPrometheus(t *testing.T) {
 	bport := freePorts(t)
 	boot := strings.TrimSpace(idOut) + "@127.0.0.1:" + strconv.Itoa(bport)
 	bootMetrics, peerMetrics := freeTCP(t), freeTCP(t)
+	auditLog, qlogDir := filepath.Join(dir, "audit.json"), filepath.Join(dir, "qlog")
 	_, bootLog := daemon(t, "--bootstrap", "--listen", "127.0.0.1:"+strconv.Itoa(bport), "--key", bootKey,
-		"--metrics-addr", bootMetrics, "--metrics-token-file", tokenFile, "--log-format", "json", "--log-level", "debug")
+		"--metrics-addr", bootMetrics, "--metrics-token-file", tokenFile, "--log-format", "json", "--log-level", "debug",
+		"--audit-log", auditLog)
 	_, peerLog := daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot,
-		"--metrics-addr", peerMetrics, "--metrics-token-file", tokenFile, "--log-format", "json", "--log-level", "debug")
+		"--metrics-addr", peerMetrics, "--metrics-token-file", tokenFile, "--log-format", "json", "--log-level", "debug",
+		"--qlog-dir", qlogDir)
 	peerURL := "http://" + peerMetrics
 	waitFor(t, 10*time.Second, "the peer to be ready", func() bool {
 		code, _ := httpGet(t, peerURL+"/readyz", "")
@@ -293,6 +296,86 @@ scrape_configs:
 		}
 		if v, ok := query(`up{job="antnode"}`); !ok || v != 1 {
 			t.Fatalf("up = %v", v)
+		}
+	})
+
+	t.Run("peers API", func(t *testing.T) {
+		c, body := httpGet(t, peerURL+"/api/v1/peers", token)
+		var r struct {
+			Peers []struct {
+				ID          string `json:"id"`
+				Transitions []struct {
+					To     string `json:"to"`
+					Reason string `json:"reason"`
+				} `json:"transitions"`
+			} `json:"peers"`
+			Transitions map[string][]string `json:"transitions"`
+		}
+		if c != 200 || json.Unmarshal([]byte(body), &r) != nil || len(r.Peers) != 1 || len(r.Transitions) == 0 {
+			t.Fatalf("%d %s", c, body)
+		}
+		var states []string
+		for _, tr := range r.Peers[0].Transitions {
+			states = append(states, tr.To)
+		}
+		if r.Peers[0].ID == "" || !contains(states, "connected-direct") || r.Peers[0].Transitions[0].Reason != "none" {
+			t.Fatalf("the connecting peer's history %v lacks connected-direct: %s", states, body)
+		}
+	})
+
+	t.Run("latency and throughput from the connection", func(t *testing.T) {
+		_, metrics := httpGet(t, peerURL+"/metrics", token)
+		for _, want := range []string{`connection_latency_ms_count{path="direct"} 1`, `connection_throughput_mbps_count{path="direct"} 1`} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("the peer's metrics lack %s:\n%s", want, grepLines(metrics, "connection_"))
+			}
+		}
+	})
+
+	t.Run("qlog", func(t *testing.T) {
+		var traces []string
+		waitFor(t, 10*time.Second, "a qlog trace of the accepted connection", func() bool {
+			traces, _ = filepath.Glob(filepath.Join(qlogDir, "*"))
+			return len(traces) > 0
+		})
+		b, err := os.ReadFile(traces[0])
+		if err != nil || !bytes.Contains(b, []byte("qlog")) {
+			t.Fatalf("trace %s: %v, %.200s", traces[0], err, b)
+		}
+		if bytes.Contains(b, []byte("127.0.0.1")) {
+			t.Fatal("the trace holds a raw address")
+		}
+	})
+
+	t.Run("audit log", func(t *testing.T) {
+		// The unauthenticated requests above, and a relay allocation.
+		code, out, errOut := run("connect", status.ID, "--bootstrap-nodes", boot, "--relay", "force", "--send", "16KiB", "--json")
+		if code != exitOK || decode(t, out).Path != "relay" {
+			t.Fatalf("connect through the relay: %d %s %s", code, out, errOut)
+		}
+		var kinds []string
+		waitFor(t, 5*time.Second, "the relay allocation in the audit log", func() bool {
+			b, _ := os.ReadFile(auditLog)
+			kinds = kinds[:0]
+			for _, rec := range jsonLines(t, string(b)) {
+				if rec["audit"] != true {
+					t.Fatalf("record without audit=true: %v", rec)
+				}
+				ev, _ := rec["event"].(string)
+				detail, _ := rec["detail"].(string)
+				kinds = append(kinds, ev+"/"+detail)
+			}
+			return contains(kinds, "relay/allocate")
+		})
+		security := false
+		for _, k := range kinds {
+			security = security || strings.HasPrefix(k, "security/")
+		}
+		if !security {
+			t.Fatalf("no authentication failure in the audit log: %v", kinds)
+		}
+		if b, _ := os.ReadFile(auditLog); bytes.Contains(b, []byte("127.0.0.1")) {
+			t.Fatal("the audit log holds a raw address")
 		}
 	})
 
@@ -551,4 +634,15 @@ func TestCloudWatchFlags(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("no PutMetricData within 15 s; the daemon said:\n%s", stderr)
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
