@@ -20,7 +20,7 @@ func TestWriteTTL(t *testing.T) {
 		}
 		t.Skip("needs root and the testbed tools (runs in CI)")
 	}
-	spec := testnet.Spec{Prefix: fmt.Sprintf("antbe%d-", os.Getpid()%10000), Sites: []testnet.SiteSpec{{Name: "pub", Class: testnet.ClassPublic}}}
+	spec := testnet.Spec{Prefix: fmt.Sprintf("antbe%d-", os.Getpid()), Sites: []testnet.SiteSpec{{Name: "pub", Class: testnet.ClassPublic}}}
 	tb, err := testnet.Build(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,14 @@ import (
 // port of the other, packets pass both ways. With n sockets and m probes
 // over R ports the chance is about 1-exp(-n*m/R): 256 sockets and 1000
 // probes over 64512 ports give 98 %.
+//
+// Port prediction comes first: many symmetric NATs allocate ports in
+// sequence (the next mapping gets the last port plus a small stride).
+// When the symmetric side's observed mappings (one per bootstrap) lie a
+// small stride apart, the spraying side's new sockets are likely to be
+// mapped just above them, and the scan probes those ports before any
+// random one (PredictPorts). A NAT that allocates at random gives
+// observations far apart, and the scan is random from the start.
 
 // BirthdayConfig bounds the search. Every field's zero value is a default.
 type BirthdayConfig struct {
@@ -48,6 +57,10 @@ type BirthdayConfig struct {
 	PortMin, PortMax uint16
 	// Seed makes the scan order reproducible. Zero: random.
 	Seed uint64
+	// Predict is how many predicted ports the scan probes first when the
+	// peer's mappings look sequential (see PredictPorts); they count
+	// against Probes. Zero: twice Sockets. Negative: no prediction.
+	Predict int
 }
 
 func (c BirthdayConfig) withDefaults() BirthdayConfig {
@@ -75,13 +88,47 @@ func (c BirthdayConfig) withDefaults() BirthdayConfig {
 	if c.PortMax < c.PortMin {
 		c.PortMin, c.PortMax = c.PortMax, c.PortMin
 	}
+	if c.Predict == 0 {
+		c.Predict = 2 * c.Sockets
+	}
 	return c
 }
 
-// ScanPlan returns the scanning side's probes: distinct random ports of
-// addr in [PortMin, PortMax], Rate per second, at most Probes and within
-// Budget. It is a pure function of its arguments (and Seed).
-func ScanPlan(addr netip.Addr, cfg BirthdayConfig) []Probe {
+// maxStride is the largest port stride between mappings that PredictPorts
+// takes for sequential allocation.
+const maxStride = 16
+
+// PredictPorts returns up to n ports that a NAT allocating in sequence
+// would give its next mappings, from the ports it gave the mappings
+// observed so far: above the highest, at the stride the observations
+// show (their span over their count, at most maxStride). Observations
+// that are fewer than two, equal, or far apart (a NAT that allocates at
+// random) predict nothing. It is a pure function.
+func PredictPorts(observed []uint16, n int) []uint16 {
+	if len(observed) < 2 || n <= 0 {
+		return nil
+	}
+	lo, hi := observed[0], observed[0]
+	for _, p := range observed[1:] {
+		lo, hi = min(lo, p), max(hi, p)
+	}
+	span := int(hi) - int(lo)
+	stride := (span + len(observed) - 2) / (len(observed) - 1) // rounded up
+	if span == 0 || stride > maxStride {
+		return nil
+	}
+	out := make([]uint16, 0, n)
+	for p := int(hi) + stride; p <= 65535 && len(out) < n; p += stride {
+		out = append(out, uint16(p))
+	}
+	return out
+}
+
+// ScanPlan returns the scanning side's probes to addr: first the predicted
+// ports (at most Predict of them, those in [PortMin, PortMax]), then
+// distinct random ports in that range, Rate per second, at most Probes in
+// all and within Budget. It is a pure function of its arguments (and Seed).
+func ScanPlan(addr netip.Addr, predicted []uint16, cfg BirthdayConfig) []Probe {
 	cfg = cfg.withDefaults()
 	seed := cfg.Seed
 	if seed == 0 {
@@ -91,7 +138,22 @@ func ScanPlan(addr netip.Addr, cfg BirthdayConfig) []Probe {
 	span := int(cfg.PortMax) - int(cfg.PortMin) + 1
 	n := min(cfg.Probes, span, int(cfg.Budget.Seconds()*float64(cfg.Rate)))
 	gap := time.Second / time.Duration(cfg.Rate)
-	// A partial Fisher-Yates shuffle of the port range: n distinct ports.
+	out := make([]Probe, 0, n)
+	seen := make(map[uint16]bool, min(len(predicted), max(cfg.Predict, 0)))
+	add := func(port uint16) {
+		out = append(out, Probe{At: time.Duration(len(out)) * gap, Target: netip.AddrPortFrom(addr, port), Kind: wire.KindPeerReflexive})
+	}
+	for _, port := range predicted {
+		if len(seen) >= cfg.Predict || len(out) >= n {
+			break
+		}
+		if port >= cfg.PortMin && port <= cfg.PortMax && !seen[port] {
+			seen[port] = true
+			add(port)
+		}
+	}
+	// A partial Fisher-Yates shuffle of the port range: distinct ports,
+	// skipping the predicted ones.
 	ports := make(map[int]int, n)
 	at := func(i int) int {
 		if v, ok := ports[i]; ok {
@@ -99,13 +161,13 @@ func ScanPlan(addr netip.Addr, cfg BirthdayConfig) []Probe {
 		}
 		return i
 	}
-	out := make([]Probe, 0, n)
-	for i := range n {
+	for i := 0; i < span && len(out) < n; i++ {
 		j := i + rng.IntN(span-i)
 		vi, vj := at(i), at(j)
 		ports[i], ports[j] = vj, vi
-		port := uint16(int(cfg.PortMin) + vj)
-		out = append(out, Probe{At: time.Duration(i) * gap, Target: netip.AddrPortFrom(addr, port), Kind: wire.KindPeerReflexive})
+		if port := uint16(int(cfg.PortMin) + vj); !seen[port] {
+			add(port)
+		}
 	}
 	return out
 }
@@ -124,12 +186,14 @@ func (s *Session) checkRequest(priority uint32) (*stun.Message, error) {
 var ErrBirthdayFailed = errors.New("holepunch: birthday search found no path")
 
 // Scan runs the scanning side: one check (a single transaction) sent from
-// the session's socket to many random ports of addr, paced. It returns the
-// first validated pair. The peer's checks are answered all along by the
-// Agent.
-func (s *Session) Scan(ctx context.Context, addr netip.Addr, cfg BirthdayConfig) (Pair, error) {
+// the session's socket to many ports of addr, paced: first those that
+// observed, the ports at which the peer's NAT mapped it so far, predict
+// (PredictPorts), then random ones. It returns the first validated pair.
+// The peer's checks are answered all along by the Agent.
+func (s *Session) Scan(ctx context.Context, addr netip.Addr, observed []uint16, cfg BirthdayConfig) (Pair, error) {
 	cfg = cfg.withDefaults()
-	plan := ScanPlan(addr, cfg)
+	predicted := PredictPorts(observed, cfg.Predict)
+	plan := ScanPlan(addr, predicted, cfg)
 	req, err := s.checkRequest(Priority(wire.KindPeerReflexive, 0))
 	if err != nil {
 		return Pair{}, err
@@ -180,8 +244,12 @@ func (s *Session) Scan(ctx context.Context, addr netip.Addr, cfg BirthdayConfig)
 				p.RTT = r.At.Sub(at)
 			}
 			s.att.End(monitor.PhasePunch, monitor.OutcomeOK, monitor.ReasonNone)
+			how := "birthday scan"
+			if slices.Contains(predicted, r.From.Port()) {
+				how = "port prediction"
+			}
 			s.att.Record(monitor.Event{Kind: monitor.KindPathValidated, Addr: p.Remote, Duration: p.RTT,
-				Path: monitor.PathDirect, Value: float64(next), Detail: "birthday scan"})
+				Path: monitor.PathDirect, Value: float64(next), Detail: how})
 			return p, nil
 		}
 	}

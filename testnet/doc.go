@@ -10,8 +10,11 @@
 // link's "wire" namespace). Close stops the delay lines, kills every
 // process left in the testbed's namespaces and deletes them; Cleanup does
 // the same for the leftovers of a run that could not clean up (SIGKILL),
-// by name prefix.
+// by name prefix, keeping the namespaces of runs whose process (its ID is
+// in the prefix) is still alive.
 //
 // The Model starts no goroutines; packet delivery uses timers, so it runs
-// under testing/synctest.
+// under testing/synctest. It models every class of the testbed: nested
+// NATs (cgnat), a NAT that lets no UDP out (udp-blocked), and, as an
+// option, sequential port allocation for port-prediction tests.
 package testnet

@@ -20,6 +20,14 @@ import (
 // quic-go run on it unchanged. A packet takes the access delay of its
 // sender plus that of its receiver. Delivery uses timers only, so a Model
 // runs under testing/synctest with virtual time.
+//
+// The classes of the namespace testbed map to NATConfig as follows:
+// public is a socket on the public network (no NAT); eim-eif, eim-adf and
+// eim-apdf are MappingEIM with FilteringEIF, ADF or APDF; apdm is
+// MappingAPDM with FilteringAPDF (Sequential for a NAT that allocates its
+// ports in order); cgnat is an eim-apdf home NAT whose Behind is an
+// eim-apdf carrier NAT (Hairpin on the carrier for same-carrier pairs);
+// udp-blocked is a NAT with BlockUDP.
 type Model struct {
 	// OnDrop, if set before use, is called (with the network locked) for
 	// every dropped packet: for debugging tests.
@@ -27,7 +35,8 @@ type Model struct {
 
 	mu      sync.Mutex
 	public  map[netip.AddrPort]*ModelConn // sockets on public addresses
-	nats    map[netip.Addr]*ModelNAT      // by public address
+	nats    map[netip.Addr]*ModelNAT      // NATs on the public network, by public address
+	all     []*ModelNAT                   // every NAT, nested ones too
 	blocked map[[2]netip.Addr]bool        // public address pairs that cannot reach each other
 	dropped int
 }
@@ -57,7 +66,7 @@ func (m *Model) OpenSockets() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := len(m.public)
-	for _, nat := range m.nats {
+	for _, nat := range m.all {
 		n += len(nat.private)
 	}
 	return n
@@ -70,16 +79,50 @@ func NewModel() *Model {
 
 // NATConfig configures a modelled NAT.
 type NATConfig struct {
-	Public    netip.Addr // the NAT's public address. Required.
-	Mapping   nattype.Mapping
+	// Public is the NAT's outside address: on the public network, or on
+	// Behind's private network (for a home NAT behind a carrier NAT, an
+	// address in 100.64.0.0/10). Required.
+	Public netip.Addr
+	// Mapping is the mapping behaviour: MappingEIM (keeps the source port
+	// when it is free), MappingADM or MappingAPDM (a new port per
+	// destination). Zero: endpoint-independent, with a random port.
+	Mapping nattype.Mapping
+	// Filtering is the filtering behaviour: FilteringEIF (or
+	// FilteringNone), FilteringADF or FilteringAPDF. Zero: as
+	// FilteringAPDF.
 	Filtering nattype.Filtering
-	Hairpin   bool
+	// Hairpin lets a host reach a mapping of its own NAT (for a carrier
+	// NAT: two homes behind it reach each other's carrier mappings). Zero:
+	// off, such packets are dropped.
+	Hairpin bool
 	// Timeout forgets a mapping this long after its last outbound packet.
 	// Zero: 2 minutes.
 	Timeout time.Duration
-	// Delay is the access delay of the NAT's hosts (one way, to the
-	// public network).
+	// Delay is the one-way delay of the link from the NAT to the network
+	// its Public address is on: for a NAT on the public network, the
+	// access delay of its hosts. Zero: none.
 	Delay time.Duration
+	// Behind, if set, is the carrier NAT this NAT sits behind (nested NAT,
+	// the cgnat class): Public is then an address on Behind's private
+	// network, and packets to the outside are translated twice, here and
+	// at Behind. Behind must belong to the same Model. Zero (nil): the NAT
+	// is on the public network.
+	Behind *ModelNAT
+	// BlockUDP drops every packet from the NAT's hosts to the outside,
+	// their own NAT's public address included (the udp-blocked class: a
+	// firewall that lets only TCP out, and the Model carries no TCP).
+	// Packets between hosts behind the NAT still pass. Zero: false.
+	BlockUDP bool
+	// Sequential allocates the external port of every new mapping that
+	// does not keep its source port (ADM and APDM: one per destination)
+	// as the port after the last one allocated, NAT-wide (20000, 20001,
+	// ...; skipping ports in use, wrapping from 65535 to 1024), as NATs
+	// with sequential port allocation do: the next mapping's port is
+	// predictable (apdm with Sequential is the "apdm-seq" NAT of
+	// port-prediction tests). MappingEIM keeps the source port when it is
+	// free either way. Zero: false, a random port per mapping, as Linux's
+	// "masquerade random" does.
+	Sequential bool
 }
 
 // ModelNAT is one NAT router.
@@ -90,7 +133,10 @@ type ModelNAT struct {
 	mappings map[mapKey]*mapping
 	byPort   map[uint16]*mapping
 	nextPort uint16
-	rng      *rand.Rand // random ports of destination-dependent mappings
+	rng      *rand.Rand               // random ports of destination-dependent mappings
+	lastSeq  uint16                   // the last port a Sequential NAT allocated (0: none yet)
+	parent   *ModelNAT                // cfg.Behind
+	children map[netip.Addr]*ModelNAT // NATs on this NAT's private network
 }
 
 type mapKey struct {
@@ -113,15 +159,29 @@ func (m *Model) AddNAT(cfg NATConfig) (*ModelNAT, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
+	if cfg.Behind != nil && cfg.Behind.m != m {
+		return nil, errors.New("testnet: model NAT behind a NAT of another model")
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.nats[cfg.Public] != nil {
+	outside := m.nats
+	if cfg.Behind != nil {
+		outside = cfg.Behind.children
+		for ap := range cfg.Behind.private {
+			if ap.Addr() == cfg.Public {
+				return nil, fmt.Errorf("testnet: model address %v in use behind %v", cfg.Public, cfg.Behind.cfg.Public)
+			}
+		}
+	}
+	if outside[cfg.Public] != nil {
 		return nil, fmt.Errorf("testnet: model NAT %v exists", cfg.Public)
 	}
 	seed := binary.BigEndian.Uint32(cfg.Public.AsSlice()[len(cfg.Public.AsSlice())-4:])
 	n := &ModelNAT{m: m, cfg: cfg, private: map[netip.AddrPort]*ModelConn{}, mappings: map[mapKey]*mapping{},
-		byPort: map[uint16]*mapping{}, nextPort: 20000, rng: rand.New(rand.NewPCG(uint64(seed), 7))}
-	m.nats[cfg.Public] = n
+		byPort: map[uint16]*mapping{}, nextPort: 20000, rng: rand.New(rand.NewPCG(uint64(seed), 7)),
+		parent: cfg.Behind, children: map[netip.Addr]*ModelNAT{}}
+	outside[cfg.Public] = n
+	m.all = append(m.all, n)
 	return n, nil
 }
 
@@ -153,7 +213,7 @@ func (m *Model) Listen(addr netip.AddrPort, nat *ModelNAT, delay time.Duration) 
 		closed: make(chan struct{}), changed: make(chan struct{})}
 	if nat != nil {
 		c.delay = nat.cfg.Delay
-		if nat.private[addr] != nil {
+		if nat.private[addr] != nil || nat.children[addr.Addr()] != nil {
 			return nil, fmt.Errorf("testnet: model address %v in use", addr)
 		}
 		nat.private[addr] = c
@@ -206,6 +266,9 @@ func (n *ModelNAT) outbound(src, dst netip.AddrPort, now time.Time) netip.AddrPo
 	if mp == nil {
 		port := src.Port()
 		switch {
+		case n.cfg.Mapping != nattype.MappingEIM && n.cfg.Sequential:
+			port = nextSeqPort(n.lastSeq, func(p uint16) bool { return n.byPort[p] != nil })
+			n.lastSeq = port
 		case n.cfg.Mapping != nattype.MappingEIM:
 			// Destination-dependent mappings get a random port, like
 			// Linux's "masquerade random" (seeded: deterministic).
@@ -227,6 +290,36 @@ func (n *ModelNAT) outbound(src, dst netip.AddrPort, now time.Time) netip.AddrPo
 	mp.lastOut = now
 	mp.allowed[dst] = true
 	return netip.AddrPortFrom(n.cfg.Public, mp.external)
+}
+
+// Sequential port allocation: the first port, and where allocation wraps
+// to after 65535.
+const (
+	seqFirstPort = 20000
+	seqWrapPort  = 1024
+)
+
+// nextSeqPort returns the port a Sequential NAT allocates after last (0:
+// none allocated yet: seqFirstPort): last+1, past the ports taken reports
+// in use, wrapping from 65535 to seqWrapPort. The loop is bounded by the
+// size of the port range; were every port taken, it would return one in
+// use (a NAT never holds that many mappings in a test).
+func nextSeqPort(last uint16, taken func(uint16) bool) uint16 {
+	p := last
+	if p == 0 {
+		p = seqFirstPort - 1
+	}
+	for range 65536 - seqWrapPort {
+		if p == 65535 {
+			p = seqWrapPort
+		} else {
+			p++
+		}
+		if !taken(p) {
+			return p
+		}
+	}
+	return p
 }
 
 // inbound finds the private destination of a packet to the NAT's public
@@ -259,16 +352,25 @@ type modelPacket struct {
 	from netip.AddrPort
 }
 
-// route delivers b from socket c to dst after the path's delay.
+// route delivers b from socket c to dst after the path's delay. A packet
+// from behind a NAT climbs the NATs it is behind, translated at each,
+// until it reaches a network where dst is (the NAT's LAN, a hairpin at the
+// NAT, or the public network); every NAT it crosses adds its Delay, and a
+// public sender adds its own.
 func (m *Model) route(c *ModelConn, b []byte, dst netip.AddrPort) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	src := c.local
-	delay := c.delay
-	if n := c.nat; n != nil {
-		if peer := n.private[dst]; peer != nil { // same LAN
-			m.deliverLocked(peer, b, src, 0)
+	var delay time.Duration
+	for n := c.nat; n != nil; n = n.parent {
+		// The packet is on n's private network, from src.
+		if n.private[dst] != nil || n.children[dst.Addr()] != nil { // same LAN
+			m.deliverOn(n, dst, b, src, delay)
+			return
+		}
+		if n.cfg.BlockUDP {
+			m.drop(src, dst, "udp blocked")
 			return
 		}
 		if dst.Addr() == n.cfg.Public { // hairpin
@@ -278,23 +380,43 @@ func (m *Model) route(c *ModelConn, b []byte, dst netip.AddrPort) {
 			}
 			pub := n.outbound(src, dst, now)
 			if to, ok := n.inbound(pub, dst, now); ok {
-				m.deliverLocked(n.private[to], b, pub, 0)
+				m.deliverOn(n, to, b, pub, delay)
 				return
 			}
 			m.drop(src, dst, "hairpin filtered")
 			return
 		}
 		src = n.outbound(src, dst, now)
+		delay += n.cfg.Delay
+	}
+	if c.nat == nil {
+		delay += c.delay
 	}
 	if m.blocked[[2]netip.Addr{src.Addr(), dst.Addr()}] {
 		m.drop(src, dst, "blocked")
 		return
 	}
-	if peer := m.public[dst]; peer != nil {
-		m.deliverLocked(peer, b, src, delay+peer.delay)
+	m.deliverOn(nil, dst, b, src, delay)
+}
+
+// deliverOn delivers b, after delay, to dst on the private network of nat
+// (nil: the public network): to a socket there (on the public network
+// after the receiver's access delay too), or through a NAT whose outside
+// address dst is, which filters and translates it and passes it on to its
+// own private network. Called with m.mu held.
+func (m *Model) deliverOn(nat *ModelNAT, dst netip.AddrPort, b []byte, src netip.AddrPort, delay time.Duration) {
+	sockets, nats := m.public, m.nats
+	if nat != nil {
+		sockets, nats = nat.private, nat.children
+	}
+	if peer := sockets[dst]; peer != nil {
+		if nat == nil {
+			delay += peer.delay
+		}
+		m.deliverLocked(peer, b, src, delay)
 		return
 	}
-	if n := m.nats[dst.Addr()]; n != nil {
+	if n := nats[dst.Addr()]; n != nil {
 		// The NAT sits at the far end of the receiver's access link: it
 		// filters when the packet arrives there, not when it was sent.
 		b := append([]byte(nil), b...)
@@ -302,14 +424,18 @@ func (m *Model) route(c *ModelConn, b []byte, dst netip.AddrPort) {
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			if to, ok := n.inbound(src, dst, time.Now()); ok {
-				m.deliverLocked(n.private[to], b, src, 0)
+				m.deliverOn(n, to, b, src, 0)
 				return
 			}
 			m.drop(src, dst, "filtered")
 		})
 		return
 	}
-	m.drop(src, dst, "no route")
+	if nat == nil {
+		m.drop(src, dst, "no route")
+		return
+	}
+	m.drop(src, dst, "no socket")
 }
 
 // drop counts a dropped packet. Called with m.mu held.

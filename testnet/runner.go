@@ -151,16 +151,22 @@ func (r ConnectResult) migrated(kind string) (string, bool) {
 
 // PairReport is one pair's line in the report.
 type PairReport struct {
-	A             Class          `json:"a"`
-	B             Class          `json:"b"`
-	Topology      string         `json:"topology"`
-	Runs          int            `json:"runs"`
-	Connected     int            `json:"connected"`
-	Direct        int            `json:"direct"`
-	Relay         int            `json:"relay"`
-	P50           float64        `json:"time_to_connect_ms_p50"`
-	P95           float64        `json:"time_to_connect_ms_p95"`
-	RTTP50        float64        `json:"rtt_ms_p50"`
+	A         Class   `json:"a"`
+	B         Class   `json:"b"`
+	Topology  string  `json:"topology"`
+	Runs      int     `json:"runs"`
+	Connected int     `json:"connected"`
+	Direct    int     `json:"direct"`
+	Relay     int     `json:"relay"`
+	P50       float64 `json:"time_to_connect_ms_p50"`
+	P95       float64 `json:"time_to_connect_ms_p95"`
+	RTTP50    float64 `json:"rtt_ms_p50"`
+	// RTTsP50 is P50 / RTTP50: the median time to connect in round trips
+	// between the peers (zero when either is unknown).
+	RTTsP50 float64 `json:"rtts_p50"`
+	// InTime counts the runs that reached the expected level within the
+	// expectation's time ("direct>=0.9 within 10s"); nil when it has none.
+	InTime        *int           `json:"reached_in_time,omitempty"`
 	BytesVerified int64          `json:"bytes_verified"`
 	Failures      map[string]int `json:"failures"`
 	Expect        string         `json:"expect"`
@@ -639,15 +645,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		}
 	}
 	for i, p := range pairs {
-		pr := summarize(p, results[i])
-		e := cfg.Expect.For(p.Key())
-		pr.Expect = e.String()
-		pr.Met = e.Met(pr.Runs, pr.Connected, pr.Direct, pr.Relay)
-		if !pr.Met {
-			rep.Unmet = append(rep.Unmet, fmt.Sprintf("%s: expected %s, got %d/%d connected (%d direct, %d relay)",
-				p.Key(), e, pr.Connected, pr.Runs, pr.Direct, pr.Relay))
-		}
-		rep.Pairs = append(rep.Pairs, pr)
+		rep.AddPair(p, results[i], cfg.Expect.ForPair(p))
 	}
 	for _, name := range cfg.Scenarios {
 		fmt.Fprintf(progress, "scenario %s ...\n", name)
@@ -671,10 +669,53 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 
 func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/100) / 10 }
 
-func summarize(p PairSpec, rs []ConnectResult) PairReport {
+// AddPair judges a pair's runs against its expectation e (from
+// Expectations.ForPair), adds the pair's line to the report and, when it
+// falls short, a line to Unmet; it returns the pair's line.
+func (r *Report) AddPair(p PairSpec, rs []ConnectResult, e Expectation) PairReport {
+	pr, unmet := judge(p, rs, e)
+	if unmet != "" {
+		r.Unmet = append(r.Unmet, unmet)
+	}
+	r.Pairs = append(r.Pairs, pr)
+	return pr
+}
+
+// judge summarizes a pair's runs and checks them against its expectation
+// e (from Expectations.ForPair). It returns the pair's report line and,
+// when the pair falls short, its line for Report.Unmet (else "").
+func judge(p PairSpec, rs []ConnectResult, e Expectation) (PairReport, string) {
+	pr := summarize(p, rs, e)
+	pr.Expect = e.String()
+	short := e.Check(pr)
+	pr.Met = len(short) == 0
+	if pr.Met {
+		return pr, ""
+	}
+	details := make([]string, len(short))
+	for i, s := range short {
+		details[i] = s.Detail
+	}
+	return pr, p.Key() + ": " + strings.Join(details, "; ")
+}
+
+// summarize builds a pair's report line from its runs: counts by path,
+// failures by reason (with one sample error each), time-to-connect and RTT
+// percentiles of the connected runs, and, when e has a time (Within), the
+// runs that reached e's level within it.
+func summarize(p PairSpec, rs []ConnectResult, e Expectation) PairReport {
 	pr := PairReport{A: p.A, B: p.B, Topology: p.Topology, Runs: len(rs), Failures: map[string]int{}}
 	var ttc, rtt []float64
 	seen := map[string]bool{}
+	if e.Within > 0 {
+		n := 0
+		for _, r := range rs {
+			if reached(e.Level, r) && r.TimeToConnect <= float64(e.Within)/float64(time.Millisecond) {
+				n++
+			}
+		}
+		pr.InTime = &n
+	}
 	for _, r := range rs {
 		if r.Connected && r.Error == "" {
 			pr.Connected++
@@ -700,13 +741,16 @@ func summarize(p PairSpec, rs []ConnectResult) PairReport {
 		}
 	}
 	pr.P50, pr.P95, pr.RTTP50 = percentile(ttc, 50), percentile(ttc, 95), percentile(rtt, 50)
+	if pr.P50 > 0 && pr.RTTP50 > 0 {
+		pr.RTTsP50 = math.Round(pr.P50/pr.RTTP50*100) / 100
+	}
 	return pr
 }
 
 // Table renders the pair results as a text table.
 func (r *Report) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-34s %5s %5s %5s %5s %9s %9s  %-14s %s\n", "pair (a/b@topology)", "runs", "conn", "dir", "relay", "p50 ms", "p95 ms", "expect", "failures")
+	fmt.Fprintf(&b, "%-34s %5s %5s %5s %5s %9s %9s %6s  %-24s %s\n", "pair (a/b@topology)", "runs", "conn", "dir", "relay", "p50 ms", "p95 ms", "rtts", "expect", "failures")
 	for _, p := range r.Pairs {
 		key := string(p.A) + "/" + string(p.B)
 		if p.Topology != TopoDifferent {
@@ -721,7 +765,7 @@ func (r *Report) Table() string {
 		if !p.Met {
 			mark = " UNMET"
 		}
-		fmt.Fprintf(&b, "%-34s %5d %5d %5d %5d %9.1f %9.1f  %-14s %s%s\n", key, p.Runs, p.Connected, p.Direct, p.Relay, p.P50, p.P95, p.Expect, strings.Join(fails, " "), mark)
+		fmt.Fprintf(&b, "%-34s %5d %5d %5d %5d %9.1f %9.1f %6.2f  %-24s %s%s\n", key, p.Runs, p.Connected, p.Direct, p.Relay, p.P50, p.P95, p.RTTsP50, p.Expect, strings.Join(fails, " "), mark)
 	}
 	for _, s := range r.Scenarios {
 		fmt.Fprintf(&b, "scenario %-24s ok=%v %s\n", s.Name, s.OK, s.Detail)

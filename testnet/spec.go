@@ -84,7 +84,9 @@ type SiteSpec struct {
 // Spec is a whole testbed.
 type Spec struct {
 	// Prefix names every namespace of the testbed; it must be unique per
-	// concurrent run. Empty: "antb" + the process ID + "-".
+	// concurrent run. Empty: "antb" + the process ID + "-". Cleanup reads
+	// the owner's process ID from prefixes of the form "antb" + optional
+	// lower-case letters + ID, and keeps the namespaces of live owners.
 	Prefix string
 	Sites  []SiteSpec
 	// Link is the impairment of every access link (site to internet).

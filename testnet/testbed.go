@@ -329,28 +329,6 @@ func removeNamespaces(names []string) {
 	cmd.Run()
 }
 
-// Cleanup removes every namespace whose name starts with prefix (all
-// testbeds when prefix is "antb"), and what runs in them. It returns the
-// names it removed.
-func Cleanup(prefix string) ([]string, error) {
-	if prefix == "" {
-		return nil, errors.New("testnet: empty cleanup prefix")
-	}
-	out, err := run(context.Background(), "ip", "netns", "list")
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) > 0 && strings.HasPrefix(f[0], prefix) {
-			names = append(names, f[0])
-		}
-	}
-	removeNamespaces(names)
-	return names, nil
-}
-
 // Conntrack flushes the conntrack table of ns (NAT rebinding).
 func (tb *Testbed) Conntrack(ctx context.Context, ns string) error {
 	_, err := runIn(ctx, ns, "conntrack", "-F")

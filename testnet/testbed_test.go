@@ -28,7 +28,10 @@ func needRoot(t *testing.T) {
 	t.Skip("needs root and ip/nft/tc/conntrack/ethtool (runs in CI)")
 }
 
-func uniquePrefix(tag string) string { return fmt.Sprintf("antbt%d%s-", os.Getpid()%10000, tag) }
+// uniquePrefix names a test's namespaces after the test process (its
+// whole ID, so that Cleanup knows the owner is alive): at most 16
+// characters for a 7-digit ID and a 2-character tag.
+func uniquePrefix(tag string) string { return fmt.Sprintf("antbt%d%s-", os.Getpid(), tag) }
 
 func build(t *testing.T, spec Spec) *Testbed {
 	t.Helper()
@@ -364,7 +367,7 @@ func TestRunnerSIGINTLeavesNothing(t *testing.T) {
 		t.Fatal("the runner did not exit within 60 s of SIGINT")
 	}
 	if left := leftovers(t, prefix); len(left) > 0 {
-		Cleanup(prefix)
+		removeNamespaces(left)
 		t.Fatalf("namespaces left after SIGINT: %v", left)
 	}
 	if ps, _ := exec.Command("pgrep", "-f", bin).Output(); len(strings.TrimSpace(string(ps))) > 0 {

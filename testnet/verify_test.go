@@ -45,43 +45,6 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-func TestExpectations(t *testing.T) {
-	x, err := ParseExpectations([]byte(`{"default": "direct", "pairs": {"apdm/apdm": "relay", "apdm/eim-apdf": "direct>=0.9", "cgnat/cgnat@same-carrier-nat": "connect"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		key                       string
-		runs, conn, direct, relay int
-		met                       bool
-	}{
-		{"eim-eif/apdm", 3, 3, 3, 0, true},
-		{"eim-eif/apdm", 3, 3, 2, 1, false},
-		{"apdm/apdm", 3, 3, 0, 3, true},
-		{"apdm/apdm", 3, 2, 0, 2, false},
-		{"apdm/eim-apdf", 10, 10, 9, 1, true},
-		{"apdm/eim-apdf", 10, 10, 8, 2, false},
-		{"cgnat/cgnat@same-carrier-nat", 3, 3, 0, 3, true},
-		{"cgnat/cgnat", 3, 3, 0, 3, false},
-	}
-	for _, tc := range tests {
-		if got := x.For(tc.key).Met(tc.runs, tc.conn, tc.direct, tc.relay); got != tc.met {
-			t.Errorf("%s %d/%d/%d/%d: met %v, want %v", tc.key, tc.runs, tc.conn, tc.direct, tc.relay, got, tc.met)
-		}
-	}
-	for _, bad := range []string{
-		`{"pairs": {"x/y": "direct"}}`, `{"pairs": {"apdm/apdm": "fast"}}`, `{"pairs": {"apdm/apdm": "direct>=2"}}`, `not json`,
-	} {
-		if _, err := ParseExpectations([]byte(bad)); err == nil {
-			t.Errorf("accepted %s", bad)
-		}
-	}
-	// The table in the repository parses.
-	if _, err := LoadExpectations("expectations.json"); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestSoakBounds(t *testing.T) {
 	const mib = 1 << 20
 	run := 9 * time.Minute

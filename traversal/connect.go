@@ -514,7 +514,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				break
 			}
 			sleepUntil(rctx, start)
-			_, err = lg.hp.Scan(rctx, target.Addr(), n.cfg.Birthday)
+			_, err = lg.hp.Scan(rctx, target.Addr(), reflexivePorts(remote, target.Addr()), n.cfg.Birthday)
 		default:
 			_, err = lg.hp.Punch(rctx, targets, holepunch.PunchConfig{
 				Round: p.Round, Start: start, Plan: holepunch.PlanConfig{Budget: to.Punch},
@@ -766,6 +766,18 @@ func reflexive(in bootstrap.Intro) (netip.AddrPort, bool) {
 		}
 	}
 	return netip.AddrPort{}, false
+}
+
+// reflexivePorts returns the ports at which the peer's NAT mapped it on
+// addr, as the bootstraps observed them: what port prediction starts from.
+func reflexivePorts(in bootstrap.Intro, addr netip.Addr) []uint16 {
+	var out []uint16
+	for _, c := range in.Candidates {
+		if c.Kind == wire.KindServerReflexive && c.Addr.Addr() == addr {
+			out = append(out, c.Addr.Port())
+		}
+	}
+	return out
 }
 
 // sprayAddr is the local address the birthday search binds its sockets to.

@@ -37,6 +37,8 @@ func (n *Node) pathWatch(c *Conn) {
 	t := time.NewTicker(n.cfg.DeadPathCheck)
 	defer t.Stop()
 	var silence migration.Silence
+	var sent uint64        // packets sent at the last look
+	lastSend := time.Now() // when that count last grew
 	for {
 		select {
 		case <-t.C:
@@ -50,6 +52,18 @@ func (n *Node) pathWatch(c *Conn) {
 			continue
 		}
 		st := c.qc.ConnectionStats()
+		// Keepalive at the learned pace: QUIC's own keepalive period was
+		// fixed when the connection was made, and the NAT's mapping
+		// lifetime may have been learned (shorter) since. A ping notice
+		// makes the peer answer too, which refreshes its mapping.
+		if now := time.Now(); st.PacketsSent != sent {
+			sent, lastSend = st.PacketsSent, now
+		} else if now.Sub(lastSend) >= n.keepalive() {
+			if err := sendNotice(c.qc, noticePing); err != nil {
+				n.log.Debug("traversal: keepalive", "peer", c.peer.Short(), "err", err)
+			}
+			lastSend = now
+		}
 		threshold := migration.DeadAfter(n.cfg.DeadAfter/3, st.SmoothedRTT, 3)
 		if !silence.Observe(time.Now(), st.PacketsSent, st.PacketsReceived, threshold) {
 			continue

@@ -50,6 +50,7 @@ func (n *Node) startNetWatch() error {
 
 // onNetworkChange runs on the watcher's goroutine.
 func (n *Node) onNetworkChange(c migration.Change) {
+	n.netGen.Add(1)
 	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Reason: monitor.ReasonNetworkChanged, Outcome: monitor.OutcomeOK,
 		Detail: fmt.Sprintf("addresses: %d added, %d removed", len(c.Added), len(c.Removed))})
 	n.poke() // new candidates and NAT type, announced to the bootstraps
@@ -60,9 +61,12 @@ func (n *Node) onNetworkChange(c migration.Change) {
 // a new NAT measurement always, and when the mapping changed under the
 // same local addresses (the NAT rebound the socket: a mapping expired or
 // conntrack was flushed), a rebind of the connections this node dialled.
+// A mapping that changed because the local addresses did (a network
+// change, handled by onNetworkChange) teaches nothing about the NAT.
 func (n *Node) observedFunc(i int) func(netip.AddrPort) {
 	var mu sync.Mutex
 	var prev netip.AddrPort
+	var prevGen uint64
 	return func(addr netip.AddrPort) {
 		n.poke()
 		// Only the UDP mapping matters (a TCP registration's observed
@@ -71,9 +75,10 @@ func (n *Node) observedFunc(i int) func(netip.AddrPort) {
 		if i >= len(clients) || clients[i].Status().Transport != bootstrap.TransportQUIC {
 			return
 		}
+		gen := n.netGen.Load()
 		mu.Lock()
-		changed := prev.IsValid() && addr != prev
-		prev = addr
+		changed := prev.IsValid() && addr != prev && gen == prevGen
+		prev, prevGen = addr, gen
 		mu.Unlock()
 		if !changed {
 			return

@@ -10,6 +10,7 @@ import (
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/monitor"
 )
 
@@ -115,7 +116,12 @@ func TestMappingLifetimeIsLearned(t *testing.T) {
 	if a.MappingLifetime() != 0 {
 		t.Fatal("learned from an unchanged mapping")
 	}
-	observed(netip.MustParseAddrPort("198.51.100.7:40123")) // mapped anew
+	a.onNetworkChange(migration.Change{}) // the local addresses changed: a new mapping is no expiry
+	observed(netip.MustParseAddrPort("198.51.100.8:40000"))
+	if a.MappingLifetime() != 0 {
+		t.Fatal("learned a lifetime from a network change")
+	}
+	observed(netip.MustParseAddrPort("198.51.100.8:40123")) // mapped anew
 	if got := a.MappingLifetime(); got != 10*time.Second {
 		t.Fatalf("learned %v, want the 10 s heartbeat", got)
 	}
@@ -131,5 +137,45 @@ func TestMappingLifetimeIsLearned(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no event for the learned lifetime")
+	}
+}
+
+// TestConnectionsKeepTheLearnedPace: a connection made before the NAT's
+// mapping lifetime was learned keeps QUIC's keepalive period of then
+// (10 s); once a shorter lifetime is learned, the connection is pinged at
+// the new pace (here every second) instead of going quiet for longer than
+// the mapping lives.
+func TestConnectionsKeepTheLearnedPace(t *testing.T) {
+	b := startBootstrap(t)
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, DeadPathCheck: 100 * time.Millisecond})
+	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, DeadPathCheck: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.Connect(ctx, peer.ID()); err != nil {
+		t.Fatal(err)
+	}
+	sent := func() uint64 { // by both ends: whichever dialled pings
+		var n uint64
+		for _, node := range []*Node{a, peer} {
+			for _, c := range node.Conns() {
+				n += c.qc.ConnectionStats().PacketsSent
+			}
+		}
+		return n
+	}
+	idle := func() uint64 {
+		before := sent()
+		time.Sleep(2500 * time.Millisecond)
+		return sent() - before
+	}
+	time.Sleep(300 * time.Millisecond) // the handshake's last packets
+	quiet := idle()
+	for _, node := range []*Node{a, peer} {
+		node.learnMappingLifetime(2500 * time.Millisecond) // keepalive: 1 s
+	}
+	paced := idle()
+	t.Logf("packets in 2.5 s idle: %d at QUIC's 10 s keepalive, %d at the learned 1 s pace", quiet, paced)
+	if quiet > 1 || paced < quiet+2 {
+		t.Fatalf("idle packets %d before and %d after learning a 2.5 s mapping lifetime", quiet, paced)
 	}
 }

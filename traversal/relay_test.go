@@ -307,6 +307,28 @@ func TestFailedRelayAttemptsLeaveNothing(t *testing.T) {
 	}
 }
 
+// waitRegistered waits until every node is registered with all its
+// bootstraps (startNodeCfg waits for one).
+func waitRegistered(t *testing.T, nodes ...*Node) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, n := range nodes {
+		for {
+			all := true
+			for _, b := range n.Bootstraps() {
+				all = all && b.Registered
+			}
+			if all {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not registered with every bootstrap: %+v", n.ID().Short(), n.Bootstraps())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 // TestAlternateBootstrapRelay: when the relay of the bootstrap that made
 // the introduction is gone (its bootstrap is up), the attempt introduces
 // again through the other bootstrap and connects through its relay.
@@ -317,6 +339,9 @@ func TestAlternateBootstrapRelay(t *testing.T) {
 	rec := &recorder{}
 	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b0, b1}, Relay: RelayForce, Recorder: rec})
 	bn := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b0, b1}})
+	// Both registered with both bootstraps: bootstrap 0 introduces (an
+	// unknown peer there would be another recovery).
+	waitRegistered(t, a, bn)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	c, err := a.Connect(ctx, bn.ID())

@@ -146,6 +146,7 @@ func (n *Node) san(a netip.AddrPort) string {
 const (
 	noticeNominate byte = nominationByte // the dialler keeps this connection: no payload
 	noticePath     byte = 'P'            // the dialler moved the connection: payload is pathNotice
+	noticePing     byte = 'K'            // a keepalive: no payload, nothing to do
 )
 
 // pathNotice is the payload of noticePath: the new monitor.Path, why the
@@ -242,6 +243,7 @@ func (c *Conn) serveNotices() {
 			c.node.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: monitor.OutcomeOK, Reason: pn.reason,
 				Detail: "peer moved " + from.String() + "->" + pn.path.String(), Duration: pn.duration, Path: pn.path, Peer: c.peer.String()})
 			c.addMigration(Migration{At: time.Now(), Kind: "peer-moved", Reason: pn.reason, OK: true, Duration: pn.duration, From: from, To: pn.path})
+		case noticePing:
 		default:
 			str.CancelRead(0) // a newer peer's notice: ignore
 		}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -38,7 +39,7 @@ func run() int {
 		timeout   = flag.Duration("timeout", 15*time.Second, "per connect")
 		parallel  = flag.Int("parallel", 6, "concurrent connects")
 		keep      = flag.Bool("keep", false, "keep the topology and daemons up after the run, until Ctrl-C")
-		cleanup   = flag.Bool("cleanup", false, "remove every testbed namespace (prefix antb) left by killed runs, then exit")
+		cleanup   = flag.Bool("cleanup", false, "remove the testbed namespaces (prefix antb, or --prefix) left by killed runs, keeping those of live runs, then exit")
 		report    = flag.String("report", "testbed-report.json", "where to write the report")
 		expect    = flag.String("expect", "testnet/expectations.json", "expectation table")
 		scenarios = flag.String("scenarios", "default", "comma-separated scenarios, \"default\", \"all\" or \"none\": "+strings.Join(testnet.ScenarioNames(), ", "))
@@ -48,13 +49,7 @@ func run() int {
 	)
 	flag.Parse()
 	if *cleanup {
-		names, err := testnet.Cleanup("antb")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "testbed:", err)
-			return 1
-		}
-		fmt.Printf("removed %d namespaces\n", len(names))
-		return 0
+		return runCleanup(cleanupConfig(*prefix), os.Stdout, os.Stderr)
 	}
 	cfg := testnet.RunConfig{Bin: *bin, Runs: *runs, BirthdayRuns: *bday, Send: *send, Timeout: *timeout,
 		Parallel: *parallel, Keep: *keep, Progress: os.Stderr, Commit: commit(), LogDir: *logDir}
@@ -93,33 +88,68 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := testnet.Run(ctx, cfg)
+	return finish(rep, err, *report, os.Stdout, os.Stderr)
+}
+
+// finish writes the report to path, prints the table and what fell short,
+// and returns the exit status: 1 when the run failed, a pair did worse
+// than its expectation (UNMET), a scenario failed or the report could not
+// be written; else 0.
+func finish(rep *testnet.Report, runErr error, path string, stdout, stderr io.Writer) int {
 	status := 0
 	if rep != nil {
-		if b, jerr := json.MarshalIndent(rep, "", "  "); jerr == nil {
-			if werr := os.WriteFile(*report, append(b, '\n'), 0o644); werr != nil {
-				fmt.Fprintln(os.Stderr, "testbed: write report:", werr)
-				status = 1
-			}
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err == nil {
+			err = os.WriteFile(path, append(b, '\n'), 0o644)
 		}
-		fmt.Print(rep.Table())
-		fmt.Printf("build %.0f ms, teardown %.0f ms, %d namespaces, %.1f s in all; report: %s\n",
-			rep.BuildMS, rep.TeardownMS, rep.Namespaces, rep.DurationS, *report)
+		if err != nil {
+			fmt.Fprintln(stderr, "testbed: write report:", err)
+			status = 1
+		}
+		fmt.Fprint(stdout, rep.Table())
+		fmt.Fprintf(stdout, "build %.0f ms, teardown %.0f ms, %d namespaces, %.1f s in all; report: %s\n",
+			rep.BuildMS, rep.TeardownMS, rep.Namespaces, rep.DurationS, path)
 		for _, u := range rep.Unmet {
-			fmt.Println("UNMET:", u)
+			fmt.Fprintln(stdout, "UNMET:", u)
 			status = 1
 		}
 		for _, s := range rep.Scenarios {
 			if !s.OK {
-				fmt.Println("SCENARIO FAILED:", s.Name, s.Detail)
+				fmt.Fprintln(stdout, "SCENARIO FAILED:", s.Name, s.Detail)
 				status = 1
 			}
 		}
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testbed:", err)
+	if runErr != nil {
+		fmt.Fprintln(stderr, "testbed:", runErr)
 		status = 1
 	}
 	return status
+}
+
+// cleanupConfig is what --cleanup removes: the leftovers of every killed
+// run (prefix antb), or, with --prefix, those under that prefix, including
+// namespaces whose name carries no owner process ID (the operator named
+// them). Namespaces of live runs are kept either way.
+func cleanupConfig(prefix string) testnet.CleanupConfig {
+	if prefix == "" {
+		return testnet.CleanupConfig{Prefix: "antb"}
+	}
+	return testnet.CleanupConfig{Prefix: prefix, Unowned: true}
+}
+
+// runCleanup runs --cleanup and returns the exit status.
+func runCleanup(cfg testnet.CleanupConfig, stdout, stderr io.Writer) int {
+	res, err := testnet.Cleanup(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "testbed:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "removed %d namespaces, kept %d\n", len(res.Removed), len(res.Kept))
+	for _, k := range res.Kept {
+		fmt.Fprintf(stdout, "  kept %s: %s\n", k.Name, k.Why)
+	}
+	return 0
 }
 
 func classList() string {

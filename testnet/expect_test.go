@@ -1,0 +1,287 @@
+package testnet
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseExpectation(t *testing.T) {
+	good := []struct {
+		in   string
+		want Expectation
+	}{
+		{"direct", Expectation{Level: "direct", Min: 1}},
+		{"relay", Expectation{Level: "relay", Min: 1}},
+		{"none", Expectation{Level: "none", Min: 1}},
+		{"direct>=0.9", Expectation{Level: "direct", Min: 0.9}},
+		{"direct>=0.9 within 10s", Expectation{Level: "direct", Min: 0.9, Within: 10 * time.Second}},
+		{"direct rtts<=3", Expectation{Level: "direct", Min: 1, MaxRTTs: 3}},
+		{"connect>=0.5 within 1.5s rtts<=4.5", Expectation{Level: "connect", Min: 0.5, Within: 1500 * time.Millisecond, MaxRTTs: 4.5}},
+	}
+	for _, tc := range good {
+		t.Run(tc.in, func(t *testing.T) {
+			e, err := ParseExpectation(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e != tc.want {
+				t.Fatalf("parsed %+v, want %+v", e, tc.want)
+			}
+			if e.String() != tc.in {
+				t.Fatalf("String() = %q, want %q", e.String(), tc.in)
+			}
+		})
+	}
+	for _, in := range []string{"", "fast", "direct>=2", "direct>=0", "direct within", "direct within -1s",
+		"direct within soon", "direct rtts<=0", "direct rtts<=x", "direct sometimes", "none within 10s", "none rtts<=3"} {
+		t.Run("bad "+in, func(t *testing.T) {
+			if _, err := ParseExpectation(in); !errors.Is(err, ErrBadExpectation) {
+				t.Fatalf("ParseExpectation(%q) = %v, want ErrBadExpectation", in, err)
+			}
+		})
+	}
+}
+
+func TestParseExpectationsRejects(t *testing.T) {
+	tests := []struct{ name, json string }{
+		{"unknown class in a pair", `{"pairs": {"x/y": "direct"}}`},
+		{"bad level", `{"pairs": {"apdm/apdm": "fast"}}`},
+		{"bad fraction", `{"pairs": {"apdm/apdm": "direct>=2"}}`},
+		{"bad default", `{"default": "soon"}`},
+		{"not json", `not json`},
+		{"unknown exempt class", `{"nat_exempt": ["x"]}`},
+		{"bound without classes", `{"rtt_bounds": [{"max_rtts_p50": 3}]}`},
+		{"bound with an unknown class", `{"rtt_bounds": [{"classes": ["x"], "max_rtts_p50": 3}]}`},
+		{"bound with an unknown topology", `{"rtt_bounds": [{"classes": ["public"], "topology": "far", "max_rtts_p50": 3}]}`},
+		{"bound with a bad level", `{"rtt_bounds": [{"classes": ["public"], "level": "none", "max_rtts_p50": 3}]}`},
+		{"bound without a bound", `{"rtt_bounds": [{"classes": ["public"]}]}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseExpectations([]byte(tc.json)); !errors.Is(err, ErrBadExpectation) {
+				t.Fatalf("accepted or wrong error: %v", err)
+			}
+		})
+	}
+}
+
+func loadRepoExpectations(t *testing.T) Expectations {
+	t.Helper()
+	x, err := LoadExpectations("expectations.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// eimClasses are the classes with endpoint-independent mapping (issue 4:
+// their pairs connect in at most 3 round trips at the median).
+var eimClasses = []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassCGNAT}
+
+// TestRepoExpectations checks the table in the repository against the
+// acceptance of issue 4: every EIM pair on different NATs must be direct
+// within 3 round trips at the median; every birthday pair direct within
+// 10 s in 90% of its runs; same-NAT pairs and pairs with a non-EIM side
+// carry no round-trip bound.
+func TestRepoExpectations(t *testing.T) {
+	x := loadRepoExpectations(t)
+	for _, a := range Classes() {
+		for _, b := range Classes() {
+			p := PairSpec{A: a, B: b, Topology: TopoDifferent}
+			e := x.ForPair(p)
+			eim := slices.Contains(eimClasses, a) && slices.Contains(eimClasses, b)
+			switch {
+			case p.NeedsBirthday():
+				if e.Level != "direct" || e.Min != 0.9 || e.Within != 10*time.Second || e.MaxRTTs != 0 {
+					t.Errorf("%s: %v, want direct>=0.9 within 10s", p.Key(), e)
+				}
+			case eim:
+				if e.Level != "direct" || e.Min != 1 || e.Within != 0 || e.MaxRTTs != 3 {
+					t.Errorf("%s: %v, want direct rtts<=3", p.Key(), e)
+				}
+			case e.MaxRTTs != 0:
+				t.Errorf("%s: %v, want no round-trip bound", p.Key(), e)
+			}
+		}
+	}
+	for _, p := range []PairSpec{{A: ClassEIMAPDF, B: ClassEIMAPDF, Topology: TopoSameNAT}, {A: ClassCGNAT, B: ClassCGNAT, Topology: TopoSameCarrier}} {
+		if e := x.ForPair(p); e.String() != "direct" {
+			t.Errorf("%s: %v, want direct (no bound: the peers' RTT is a LAN's)", p.Key(), e)
+		}
+	}
+}
+
+func TestForPairBounds(t *testing.T) {
+	x, err := ParseExpectations([]byte(`{"default": "direct", "pairs": {"public/eim-eif": "direct rtts<=5", "eim-eif/public": "relay"},
+		"rtt_bounds": [{"classes": ["public", "eim-eif"], "max_rtts_p50": 4}, {"classes": ["public"], "level": "direct", "max_rtts_p50": 2}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		a, b Class
+		want string
+	}{
+		{ClassPublic, ClassPublic, "direct rtts<=2"}, // the tighter of two bounds
+		{ClassEIMEIF, ClassEIMEIF, "direct rtts<=4"}, // one bound
+		{ClassPublic, ClassEIMEIF, "direct rtts<=5"}, // the pair's own bound wins
+		{ClassEIMEIF, ClassPublic, "relay rtts<=4"},  // a bound without a level applies to relays too
+		{ClassEIMEIF, ClassEIMADF, "direct"},         // one side outside the classes
+	}
+	for _, tc := range tests {
+		p := PairSpec{A: tc.a, B: tc.b, Topology: TopoDifferent}
+		if got := x.ForPair(p).String(); got != tc.want {
+			t.Errorf("%s: %s, want %s", p.Key(), got, tc.want)
+		}
+	}
+}
+
+func direct(ttc, rtt float64) ConnectResult {
+	return ConnectResult{Connected: true, Path: "direct", TimeToConnect: ttc, RTT: rtt, BytesVerified: 1 << 20}
+}
+
+func relayed(ttc, rtt float64) ConnectResult {
+	return ConnectResult{Connected: true, Path: "relay", TimeToConnect: ttc, RTT: rtt, BytesVerified: 1 << 20}
+}
+
+func failed(reason, err string) ConnectResult {
+	return ConnectResult{Path: "none", Reason: reason, Error: err}
+}
+
+func repeat(n int, r ConnectResult) []ConnectResult {
+	out := make([]ConnectResult, n)
+	for i := range out {
+		out[i] = r
+	}
+	return out
+}
+
+// TestJudge checks pairs' runs against the repository's table: the
+// round-trip bound of the EIM pairs and the 10 s window of the birthday
+// pairs, met and unmet.
+func TestJudge(t *testing.T) {
+	x := loadRepoExpectations(t)
+	pair := func(a, b Class) PairSpec { return PairSpec{A: a, B: b, Topology: TopoDifferent} }
+	tests := []struct {
+		name  string
+		p     PairSpec
+		rs    []ConnectResult
+		short []string // kinds of shortfall; none: met
+	}{
+		{"eim pair at 2 round trips", pair(ClassEIMEIF, ClassEIMAPDF), repeat(3, direct(170, 83)), nil},
+		{"eim pair at exactly 3 round trips", pair(ClassCGNAT, ClassCGNAT), repeat(3, direct(240, 80)), nil},
+		{"eim pair at 3.5 round trips", pair(ClassPublic, ClassEIMADF), repeat(3, direct(280, 80)), []string{ShortRTTs}},
+		{"eim pair whose median run is slow", pair(ClassEIMADF, ClassCGNAT),
+			[]ConnectResult{direct(170, 80), direct(400, 80), direct(410, 80)}, []string{ShortRTTs}},
+		{"eim pair whose p95 only is slow", pair(ClassEIMADF, ClassCGNAT),
+			[]ConnectResult{direct(170, 80), direct(175, 80), direct(900, 80)}, nil},
+		{"eim pair without an rtt", pair(ClassEIMEIF, ClassEIMEIF), repeat(3, direct(170, 0)), []string{ShortNoRTT}},
+		{"eim pair with a relayed run, slow", pair(ClassEIMEIF, ClassEIMEIF),
+			[]ConnectResult{direct(300, 80), direct(300, 80), relayed(400, 80)}, []string{ShortLevel, ShortRTTs}},
+		{"eim pair that never connects", pair(ClassEIMEIF, ClassEIMEIF), repeat(3, failed("timeout", "no answer")), []string{ShortLevel}},
+		{"same-carrier pair at LAN round trips", PairSpec{A: ClassCGNAT, B: ClassCGNAT, Topology: TopoSameCarrier}, repeat(3, direct(95, 2)), nil},
+		{"apdm with a full cone: no bound", pair(ClassAPDM, ClassEIMEIF), repeat(3, direct(400, 80)), nil},
+		{"udp-blocked over the relay: no bound", pair(ClassUDPBlocked, ClassPublic), repeat(3, relayed(420, 84)), nil},
+		{"birthday: 10 of 10 within 10 s", pair(ClassAPDM, ClassEIMAPDF), repeat(10, direct(900, 80)), nil},
+		{"birthday: 9 within 10 s, 1 at 12 s", pair(ClassEIMAPDF, ClassAPDM),
+			append(repeat(9, direct(900, 80)), direct(12000, 80)), nil},
+		{"birthday: a run at exactly 10 s counts", pair(ClassCGNAT, ClassAPDM),
+			append(repeat(8, direct(900, 80)), direct(10000, 80), failed("timeout", "")), nil},
+		{"birthday: all direct, 2 after 10 s", pair(ClassAPDM, ClassCGNAT),
+			append(repeat(8, direct(900, 80)), direct(10001, 80), direct(14000, 80)), []string{ShortLevel}},
+		{"birthday: 9 direct and 1 relayed, fast", pair(ClassAPDM, ClassEIMAPDF),
+			append(repeat(9, direct(900, 80)), relayed(700, 80)), nil},
+		{"birthday: 8 direct, 2 failed", pair(ClassAPDM, ClassEIMAPDF),
+			append(repeat(8, direct(900, 80)), failed("timeout", ""), failed("timeout", "")), []string{ShortLevel}},
+		{"birthday: a slow median is no failure", pair(ClassAPDM, ClassEIMAPDF), repeat(10, direct(5000, 80)), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := x.ForPair(tc.p)
+			pr := summarize(tc.p, tc.rs, e)
+			var kinds []string
+			for _, s := range e.Check(pr) {
+				kinds = append(kinds, s.Kind)
+			}
+			if !slices.Equal(kinds, tc.short) {
+				t.Fatalf("%s with %v: shortfalls %v, want %v (%+v)", tc.p.Key(), e, e.Check(pr), tc.short, pr)
+			}
+			var rep Report
+			got := rep.AddPair(tc.p, tc.rs, e)
+			wantUnmet := 0
+			if tc.short != nil {
+				wantUnmet = 1 // one line per pair, whatever the shortfalls
+			}
+			if got.Met != (tc.short == nil) || len(rep.Unmet) != wantUnmet {
+				t.Fatalf("met %v, unmet %q; want met %v", got.Met, rep.Unmet, tc.short == nil)
+			}
+			if !got.Met && !strings.HasPrefix(rep.Unmet[0], tc.p.Key()+": ") {
+				t.Fatalf("unmet line %q does not name the pair", rep.Unmet[0])
+			}
+			if got.Expect != e.String() {
+				t.Fatalf("report says expect %q, want %q", got.Expect, e)
+			}
+			if e.Within > 0 && got.InTime == nil {
+				t.Fatal("a pair with a time window reports no reached_in_time")
+			}
+		})
+	}
+}
+
+// TestSummarizeFailures checks the report's failure path: failures are
+// counted by reason (a run that connected but did not verify its bytes is
+// a failure too), one sample error is kept per reason, only verified runs
+// count toward paths, bytes and times, and the pair is unmet.
+func TestSummarizeFailures(t *testing.T) {
+	p := PairSpec{A: ClassEIMEIF, B: ClassEIMAPDF, Topology: TopoDifferent}
+	rs := []ConnectResult{
+		failed("timeout", "punch: no answer"),
+		failed("timeout", "punch: no answer again"),
+		failed("", "exit status 2"),
+		failed("crash", "no JSON result"),
+		{Connected: true, Path: "direct", TimeToConnect: 150, RTT: 80, BytesVerified: 4096, Reason: "verify", Error: "short read"},
+		direct(170, 80),
+	}
+	x := loadRepoExpectations(t)
+	var rep Report
+	pr := rep.AddPair(p, rs, x.ForPair(p))
+	wantFailures := map[string]int{"timeout": 2, "unknown": 1, "crash": 1, "verify": 1}
+	if !maps.Equal(pr.Failures, wantFailures) {
+		t.Fatalf("failures %v, want %v", pr.Failures, wantFailures)
+	}
+	wantErrors := []string{"timeout: punch: no answer", "unknown: exit status 2", "crash: no JSON result", "verify: short read"}
+	if !slices.Equal(pr.Errors, wantErrors) {
+		t.Fatalf("sample errors %q, want %q", pr.Errors, wantErrors)
+	}
+	if pr.Runs != 6 || pr.Connected != 1 || pr.Direct != 1 || pr.Relay != 0 || pr.BytesVerified != 1<<20 {
+		t.Fatalf("runs %d connected %d direct %d relay %d bytes %d; want 6 1 1 0 %d", pr.Runs, pr.Connected, pr.Direct, pr.Relay, pr.BytesVerified, 1<<20)
+	}
+	if pr.P50 != 170 || pr.P95 != 170 || pr.RTTP50 != 80 || pr.RTTsP50 != 2.13 {
+		t.Fatalf("p50 %v p95 %v rtt %v rtts %v; want 170 170 80 2.13 (verified runs only)", pr.P50, pr.P95, pr.RTTP50, pr.RTTsP50)
+	}
+	if pr.Met || len(rep.Unmet) != 1 {
+		t.Fatalf("met %v, unmet %q; want unmet", pr.Met, rep.Unmet)
+	}
+	table := rep.Table()
+	if !strings.Contains(table, "crash:1 timeout:2 unknown:1 verify:1 UNMET") {
+		t.Fatalf("the table does not show the failures and UNMET:\n%s", table)
+	}
+
+	// No runs at all (the run was interrupted): unmet unless nothing was
+	// expected.
+	for _, tc := range []struct {
+		e    string
+		want bool
+	}{{"direct", false}, {"relay", false}, {"none", true}} {
+		e, err := ParseExpectation(tc.e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pr, _ := judge(p, nil, e); pr.Met != tc.want || pr.Runs != 0 {
+			t.Errorf("no runs, expect %s: met %v, want %v", tc.e, pr.Met, tc.want)
+		}
+	}
+}
