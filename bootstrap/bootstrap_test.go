@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -289,21 +292,48 @@ func TestMalformedControlMessages(t *testing.T) {
 	ready(t, c)
 }
 
-// TestCorpusNeverCrashesServer replays the wire fuzz corpus and random
-// mutations of valid frames on real control streams after a valid
-// registration. Each input may end the connection; the server must keep
-// serving.
+// readCorpusFile decodes a fuzz corpus file of one []byte value (Go's
+// "go test fuzz v1" format).
+func readCorpusFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" ||
+		!strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
+		return nil, fmt.Errorf("%s: not a corpus file of one []byte", path)
+	}
+	v, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return []byte(v), nil
+}
+
+// TestCorpusNeverCrashesServer replays the committed wire fuzz corpus
+// (bootstrap/wire/testdata/fuzz) and random mutations of valid frames on
+// real control streams after a valid registration. Each input may end the
+// connection; one whose first frame does not decode must end it with a
+// protocol error; the server must keep serving.
 func TestCorpusNeverCrashesServer(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	register := mustMarshal(t, &wire.Register{Version: wire.Version})
 	var inputs [][]byte
-	if files, err := filepath.Glob(filepath.Join("wire", "testdata", "fuzz", "*", "*")); err == nil {
+	for _, target := range []string{"FuzzParse", "FuzzReader"} {
+		files, err := filepath.Glob(filepath.Join("wire", "testdata", "fuzz", target, "*"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no %s corpus in wire/testdata/fuzz (%v)", target, err)
+		}
 		for _, f := range files {
-			if b, err := os.ReadFile(f); err == nil {
-				inputs = append(inputs, b)
+			b, err := readCorpusFile(f)
+			if err != nil {
+				t.Fatal(err)
 			}
+			inputs = append(inputs, b)
 		}
 	}
+	corpus := len(inputs)
 	seeds := []wire.Message{
 		&wire.ConnectRequest{ID: 1, Candidates: []wire.Candidate{{Kind: wire.KindHost, Addr: netip.MustParseAddrPort("10.0.0.1:1")}}},
 		&wire.AddAddress{Candidate: wire.Candidate{Kind: wire.KindHost, Addr: netip.MustParseAddrPort("10.0.0.1:1")}},
@@ -317,10 +347,17 @@ func TestCorpusNeverCrashesServer(t *testing.T) {
 		}
 		inputs = append(inputs, b)
 	}
-	for _, in := range inputs {
+	for i, in := range inputs {
 		conn, str := rawControl(t, srv)
 		str.Write(append(append([]byte{}, register...), in...))
 		str.Close()
+		_, _, perr := wire.Parse(in)
+		if i < corpus && len(in) > 0 && (errors.Is(perr, wire.ErrMalformed) || errors.Is(perr, wire.ErrTooLarge)) {
+			if got := closedByServer(t, conn); got != closeProtocol {
+				t.Fatalf("corpus input %q: close code %#x, want %#x (protocol error)", in, got, closeProtocol)
+			}
+			continue
+		}
 		select {
 		case <-conn.Context().Done():
 		case <-time.After(300 * time.Millisecond): // accepted as valid: fine

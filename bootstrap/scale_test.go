@@ -334,7 +334,9 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 			return err
 		}
 		c, err := NewClient(ClientConfig{Identity: id, Endpoint: f.eps[len(f.eps)-1], Addr: f.srv.addr, ID: f.srv.id,
-			Label: "0", DialTimeout: 20 * time.Second, OnOffer: func(o *Offer) {
+			// The load generator shares the cores (and, under -race, is
+			// slow): a late acknowledgement is load, not a dead bootstrap.
+			Label: "0", DialTimeout: 20 * time.Second, MinAckWait: 10 * time.Second, OnOffer: func(o *Offer) {
 				f.offers.Add(1)
 				if s, err := o.Accept(Intro{}); err == nil {
 					s.Close()

@@ -136,6 +136,8 @@ type ConnectResult struct {
 		AtMS       float64 `json:"at_ms"`
 		AtUnixMS   int64   `json:"at_unix_ms"`
 	} `json:"migrations"`
+	MappingLifetimeMS float64 `json:"mapping_lifetime_ms"`
+	KeepaliveMS       float64 `json:"keepalive_ms"`
 }
 
 // migrated returns the first successful migration of kind and whether

@@ -250,6 +250,10 @@ func purposeReason(p wire.Purpose) monitor.Reason {
 	return monitor.ReasonNetworkChanged
 }
 
+// Keepalive returns the pace at which the node keeps its NAT mappings
+// alive: under the learned mapping lifetime, at most Config.KeepAlive.
+func (n *Node) Keepalive() time.Duration { return n.keepalive() }
+
 // keepalive is the keepalive period for connections made now: under the
 // learned NAT mapping lifetime, at most the configured KeepAlive.
 func (n *Node) keepalive() time.Duration {

@@ -61,7 +61,7 @@ func sendVerified(ctx context.Context, conn *quic.Conn, size int64) (TransferRes
 	hdr[4] = transferVersion
 	binary.BigEndian.PutUint64(hdr[5:], uint64(size))
 	if _, err := str.Write(hdr[:]); err != nil {
-		return TransferResult{}, fmt.Errorf("traversal: transfer: %w", ctxErr(ctx, err))
+		return TransferResult{}, sendErr(ctx, err)
 	}
 	var seed [32]byte
 	rand.Read(seed[:])
@@ -73,7 +73,7 @@ func sendVerified(ctx context.Context, conn *quic.Conn, size int64) (TransferRes
 		src.Read(buf[:n])
 		h.Write(buf[:n])
 		if _, err := str.Write(buf[:n]); err != nil {
-			return TransferResult{}, fmt.Errorf("traversal: transfer: %w", ctxErr(ctx, err))
+			return TransferResult{}, sendErr(ctx, err)
 		}
 		left -= int64(n)
 	}
@@ -101,6 +101,17 @@ func sendVerified(ctx context.Context, conn *quic.Conn, size int64) (TransferRes
 		res.Mbps = float64(size) * 8 / d.Seconds() / 1e6
 	}
 	return res, nil
+}
+
+// sendErr is the error of a failed write of a transfer. A receiver that
+// refuses the announced size stops the stream with streamTooLarge, which
+// the sender of a large transfer sees while it is still writing.
+func sendErr(ctx context.Context, err error) error {
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote && se.ErrorCode == streamTooLarge {
+		return ErrTransferTooLarge
+	}
+	return fmt.Errorf("traversal: transfer: %w", ctxErr(ctx, err))
 }
 
 func ctxErr(ctx context.Context, err error) error {

@@ -1,9 +1,18 @@
 package traversal
 
 import (
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"io"
+	"net"
 	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/antnode/antnode/monitor"
 )
 
 func header(magic string, version byte, size uint64) [13]byte {
@@ -51,4 +60,122 @@ func FuzzParseTransferHeader(f *testing.F) {
 			t.Fatalf("accepted size %d with limit %d", size, limit)
 		}
 	})
+}
+
+// loopbackConn returns a real authenticated QUIC connection over loopback
+// whose accepting side hands every stream the dialler opens to serve.
+func loopbackConn(t *testing.T, serve func(*quic.Stream)) *quic.Conn {
+	t.Helper()
+	server, client := newIdentity(t), newIdentity(t)
+	ln, err := newEndpoint(t).Transport().Listen(server.ServerTLS(PeerALPN), &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		qc, err := ln.Accept(t.Context())
+		if err != nil {
+			return
+		}
+		defer qc.CloseWithError(0, "")
+		for range 4 { // the tests open one stream each
+			str, err := qc.AcceptStream(t.Context())
+			if err != nil {
+				return
+			}
+			serve(str)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	qc, err := newEndpoint(t).Transport().Dial(ctx, net.UDPAddrFromAddrPort(ln.Addr().(*net.UDPAddr).AddrPort()),
+		client.ClientTLS(server.ID(), PeerALPN), &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		qc.CloseWithError(0, "")
+		<-done
+	})
+	return qc
+}
+
+// lyingReceiver reads a transfer like receiveVerified but answers with
+// what reply makes of the true digest and count.
+func lyingReceiver(reply func(digest [32]byte, n int64) []byte) func(*quic.Stream) {
+	return func(str *quic.Stream) {
+		defer str.Close()
+		var hdr [13]byte
+		if _, err := io.ReadFull(str, hdr[:]); err != nil {
+			return
+		}
+		size, err := parseTransferHeader(hdr, 1<<20)
+		if err != nil {
+			return
+		}
+		h := sha256.New()
+		n, _ := io.CopyN(h, str, size)
+		str.Write(reply([32]byte(h.Sum(nil)), n))
+	}
+}
+
+func encodeReply(digest [32]byte, n int64) []byte {
+	return binary.BigEndian.AppendUint64(digest[:], uint64(n))
+}
+
+// TestSendVerifiedDetectsAWrongReply: over a real QUIC connection, a
+// receiver whose digest or count differs from what was sent makes the
+// sender fail with ErrTransferMismatch; a cut reply is an error but not a
+// mismatch; a receiver that refuses the size is ErrTransferTooLarge
+// whenever the sender notices; an honest receiver verifies.
+func TestSendVerifiedDetectsAWrongReply(t *testing.T) {
+	tests := []struct {
+		name     string
+		size     int64
+		receiver func(*quic.Stream)
+		want     error // nil: verified
+	}{
+		{"honest receiver", 100_000, func(str *quic.Stream) { receiveVerified(str, 1<<20, 5*time.Second) }, nil},
+		{"honest receiver, empty", 0, func(str *quic.Stream) { receiveVerified(str, 1<<20, 5*time.Second) }, nil},
+		{"digest bit flipped", 100_000, lyingReceiver(func(d [32]byte, n int64) []byte {
+			d[31] ^= 1
+			return encodeReply(d, n)
+		}), ErrTransferMismatch},
+		{"digest of nothing", 100_000, lyingReceiver(func(_ [32]byte, n int64) []byte {
+			return encodeReply(sha256.Sum256(nil), n)
+		}), ErrTransferMismatch},
+		{"count one short", 100_000, lyingReceiver(func(d [32]byte, n int64) []byte { return encodeReply(d, n-1) }), ErrTransferMismatch},
+		{"count one over", 100_000, lyingReceiver(func(d [32]byte, n int64) []byte { return encodeReply(d, n+1) }), ErrTransferMismatch},
+		{"empty, count one", 0, lyingReceiver(func(d [32]byte, n int64) []byte { return encodeReply(d, n+1) }), ErrTransferMismatch},
+		{"empty, zero digest", 0, lyingReceiver(func(_ [32]byte, n int64) []byte { return encodeReply([32]byte{}, n) }), ErrTransferMismatch},
+		{"reply cut short", 100_000, lyingReceiver(func(d [32]byte, n int64) []byte { return encodeReply(d, n)[:20] }), io.ErrUnexpectedEOF},
+		// The receiver stops the stream when it reads the header; the
+		// sender sees that while writing (a large transfer) or when it
+		// reads the reply (a small one).
+		{"size refused while writing", 8 << 20, func(str *quic.Stream) { receiveVerified(str, 1000, 5*time.Second) }, ErrTransferTooLarge},
+		{"size refused, one over", 1001, func(str *quic.Stream) { receiveVerified(str, 1000, 5*time.Second) }, ErrTransferTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			qc := loopbackConn(t, tc.receiver)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			res, err := sendVerified(ctx, qc, tc.size)
+			if tc.want == nil {
+				if err != nil || res.Bytes != tc.size {
+					t.Fatalf("got %+v, %v; want %d bytes verified", res, err, tc.size)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || res != (TransferResult{}) {
+				t.Fatalf("got %+v, %v; want %v", res, err, tc.want)
+			}
+			mismatch := errors.Is(err, ErrTransferMismatch)
+			if mismatch != (tc.want == ErrTransferMismatch) || mismatch != (Reason(err) == monitor.ReasonTransferMismatch) {
+				t.Fatalf("%v: mismatch %v, reason %s", err, mismatch, Reason(err))
+			}
+		})
+	}
 }

@@ -60,6 +60,11 @@ type connectResult struct {
 	Runs []connectRun `json:"runs,omitempty"`
 	// Bootstraps is the state of each bootstrap at the end.
 	Bootstraps []bootstrapState `json:"bootstraps,omitempty"`
+	// MappingLifetimeMS is the NAT mapping lifetime the node learned (an
+	// upper bound; 0: none learned), KeepaliveMS the keepalive pace that
+	// follows from it.
+	MappingLifetimeMS float64 `json:"mapping_lifetime_ms,omitempty"`
+	KeepaliveMS       float64 `json:"keepalive_ms"`
 }
 
 type migrationJSON struct {
@@ -225,6 +230,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		res.Bootstraps = append(res.Bootstraps, bootstrapState{Label: b.Label, Registered: b.Registered,
 			Transport: b.Transport, Breaker: b.Breaker})
 	}
+	res.MappingLifetimeMS, res.KeepaliveMS = ms(node.MappingLifetime()), ms(node.Keepalive())
 	return res
 }
 
