@@ -3,6 +3,7 @@ package holepunch
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -153,4 +154,63 @@ func FuzzHandle(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPrime: priming sends one TTL-limited Binding indication to each of
+// the peer's reflexive candidates (the ones behind its NAT, where an early
+// packet would leave a clashing conntrack entry if it got that far), none
+// to host candidates, and nothing with a TTL of 0.
+func TestPrime(t *testing.T) {
+	a, _ := agentOn(t)
+	listen := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	host, srflx, prflx := listen(), listen(), listen()
+	cand := func(k wire.CandidateKind, c *net.UDPConn) wire.Candidate {
+		return wire.Candidate{Kind: k, Priority: Priority(k, 1), Addr: c.LocalAddr().(*net.UDPAddr).AddrPort()}
+	}
+	remote := []wire.Candidate{cand(wire.KindHost, host), cand(wire.KindServerReflexive, srflx), cand(wire.KindPeerReflexive, prflx)}
+	s, err := a.Open(NewCreds(), NewCreds(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := s.Prime(remote, 0); n != 0 {
+		t.Fatalf("TTL 0 primed %d", n)
+	}
+	if n := s.Prime(remote, 2); n != 2 {
+		t.Fatalf("primed %d candidates, want the 2 reflexive ones", n)
+	}
+	for _, tc := range []struct {
+		name string
+		c    *net.UDPConn
+		want bool
+	}{{"host", host, false}, {"server reflexive", srflx, true}, {"peer reflexive", prflx, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			buf := make([]byte, 1500)
+			n, err := tc.c.Read(buf)
+			if !tc.want {
+				if err == nil {
+					t.Fatalf("a host candidate was primed (%d bytes)", n)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := &stun.Message{Raw: buf[:n]}
+			if err := m.Decode(); err != nil || m.Type != stun.NewType(stun.MethodBinding, stun.ClassIndication) {
+				t.Fatalf("primed with %v (%v), want a Binding indication", m.Type, err)
+			}
+			if err := stun.Fingerprint.Check(m); err != nil {
+				t.Fatalf("no valid fingerprint: %v", err)
+			}
+		})
+	}
 }
