@@ -350,7 +350,7 @@ type Node struct {
 	injMu sync.Mutex
 	inj   *endpoint.Injector // nil until a connection is rerouted
 
-	mapLife atomic.Int64 // learned NAT mapping lifetime bound, ns (0: none)
+	mapLife atomic.Int64  // learned NAT mapping lifetime bound, ns (0: none)
 	netGen  atomic.Uint64 // local address changes seen (a new observed address then is no expiry)
 
 	breakers map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session] // by label; set in New
