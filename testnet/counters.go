@@ -19,24 +19,35 @@ type Counters struct {
 	ResponderSuccess  float64 `json:"responder_success"`  // nat_results_total{role="responder",result="success"}
 	ResponderFailure  float64 `json:"responder_failure"`  // nat_results_total{role="responder",result="failure"}
 	BootstrapConnects float64 `json:"bootstrap_connects"` // bootstrap_requests_total{bootstrap="server",type="connect"}
+	ResponderDirect   float64 `json:"responder_direct"`   // nat_results_total{role="responder",result="success",path="direct"}
+	ResponderRelay    float64 `json:"responder_relay"`    // nat_results_total{role="responder",result="success",path="relay"}
+}
+
+// Tally is the runner's own count of the matrix's connects.
+type Tally struct {
+	Connects  int `json:"connects"`  // connects the runner made
+	Connected int `json:"connected"` // of which connected with verified bytes
+	Direct    int `json:"direct"`    // of those, on a direct path
+	Relay     int `json:"relay"`     // of those, through a relay
 }
 
 // CounterCheck compares Counters with the runner's own count.
 type CounterCheck struct {
-	Connects  int      `json:"connects"`  // connects the runner made
-	Connected int      `json:"connected"` // of which connected with verified bytes
-	Counters  Counters `json:"counters"`
-	Agree     bool     `json:"agree"`
-	Detail    string   `json:"detail,omitempty"`
+	Tally
+	Counters Counters `json:"counters"`
+	Agree    bool     `json:"agree"`
+	Detail   string   `json:"detail,omitempty"`
 }
 
 // CheckCounters is the pure comparison: every connect reaches its
 // responder exactly once (one responder attempt each), the responders'
-// successes are the connects that connected and their failures the rest,
-// and the bootstraps saw at least one connect request per connect (an
-// initiator whose first bootstrap does not acknowledge asks the other).
-func CheckCounters(connects, connected int, c Counters) CounterCheck {
-	cc := CounterCheck{Connects: connects, Connected: connected, Counters: c, Agree: true}
+// successes are the connects that connected, by path, and their failures
+// the rest, and the bootstraps saw at least one connect request per
+// connect (an initiator whose first bootstrap does not acknowledge asks
+// the other).
+func CheckCounters(t Tally, c Counters) CounterCheck {
+	connects, connected := t.Connects, t.Connected
+	cc := CounterCheck{Tally: t, Counters: c, Agree: true}
 	var bad []string
 	if c.ResponderAttempts != float64(connects) {
 		bad = append(bad, fmt.Sprintf("nat_attempts_total{role=responder} rose by %v for %d connects", c.ResponderAttempts, connects))
@@ -50,6 +61,10 @@ func CheckCounters(connects, connected int, c Counters) CounterCheck {
 	if c.BootstrapConnects < float64(connects) {
 		bad = append(bad, fmt.Sprintf("the bootstraps counted %v connect requests for %d connects", c.BootstrapConnects, connects))
 	}
+	if c.ResponderDirect != float64(t.Direct) || c.ResponderRelay != float64(t.Relay) {
+		bad = append(bad, fmt.Sprintf("nat_results_total{result=success} by path: %v direct and %v relay for %d and %d",
+			c.ResponderDirect, c.ResponderRelay, t.Direct, t.Relay))
+	}
 	if len(bad) > 0 {
 		cc.Agree, cc.Detail = false, strings.Join(bad, "; ")
 	}
@@ -57,9 +72,18 @@ func CheckCounters(connects, connected int, c Counters) CounterCheck {
 }
 
 // Sub returns c - o.
-func (c Counters) Sub(o Counters) Counters {
-	return Counters{c.ResponderAttempts - o.ResponderAttempts, c.ResponderSuccess - o.ResponderSuccess,
-		c.ResponderFailure - o.ResponderFailure, c.BootstrapConnects - o.BootstrapConnects}
+func (c Counters) Sub(o Counters) Counters { return c.Add(o.scale(-1)) }
+
+// Add returns c + o.
+func (c Counters) Add(o Counters) Counters {
+	return Counters{c.ResponderAttempts + o.ResponderAttempts, c.ResponderSuccess + o.ResponderSuccess,
+		c.ResponderFailure + o.ResponderFailure, c.BootstrapConnects + o.BootstrapConnects,
+		c.ResponderDirect + o.ResponderDirect, c.ResponderRelay + o.ResponderRelay}
+}
+
+func (c Counters) scale(f float64) Counters {
+	return Counters{c.ResponderAttempts * f, c.ResponderSuccess * f, c.ResponderFailure * f, c.BootstrapConnects * f,
+		c.ResponderDirect * f, c.ResponderRelay * f}
 }
 
 // CountersFrom sums the counters in a Prometheus text exposition.
@@ -87,6 +111,8 @@ func CountersFrom(text string) (Counters, error) {
 	c.ResponderSuccess = sum("nat_results_total", map[string]string{"role": "responder", "result": "success"})
 	c.ResponderFailure = sum("nat_results_total", map[string]string{"role": "responder", "result": "failure"})
 	c.BootstrapConnects = sum("bootstrap_requests_total", map[string]string{"bootstrap": "server", "type": "connect"})
+	c.ResponderDirect = sum("nat_results_total", map[string]string{"role": "responder", "result": "success", "path": "direct"})
+	c.ResponderRelay = sum("nat_results_total", map[string]string{"role": "responder", "result": "success", "path": "relay"})
 	return c, nil
 }
 
@@ -120,10 +146,7 @@ func (e *Env) ScrapeCounters(ctx context.Context) (Counters, error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", ns, err)
 		}
-		total.ResponderAttempts += c.ResponderAttempts
-		total.ResponderSuccess += c.ResponderSuccess
-		total.ResponderFailure += c.ResponderFailure
-		total.BootstrapConnects += c.BootstrapConnects
+		total = total.Add(c)
 		return nil
 	}
 	for ns := range e.Daemons {
@@ -144,25 +167,31 @@ func (e *Env) ScrapeCounters(ctx context.Context) (Counters, error) {
 // an attempt a little after the initiator; the comparison is retried for
 // a few seconds before it is reported.
 func (e *Env) checkCounters(ctx context.Context, base Counters, baseErr error, results [][]ConnectResult) *CounterCheck {
-	connects, connected := 0, 0
+	var t Tally
 	for _, rs := range results {
 		for _, r := range rs {
-			connects++
+			t.Connects++
 			if r.Connected && r.Error == "" {
-				connected++
+				t.Connected++
+				switch r.Path {
+				case "direct":
+					t.Direct++
+				case "relay":
+					t.Relay++
+				}
 			}
 		}
 	}
 	if baseErr != nil {
-		return &CounterCheck{Connects: connects, Connected: connected, Detail: baseErr.Error()}
+		return &CounterCheck{Tally: t, Detail: baseErr.Error()}
 	}
 	var cc CounterCheck
 	for try := range 20 {
 		after, err := e.ScrapeCounters(ctx)
 		if err != nil {
-			return &CounterCheck{Connects: connects, Connected: connected, Detail: err.Error()}
+			return &CounterCheck{Tally: t, Detail: err.Error()}
 		}
-		cc = CheckCounters(connects, connected, after.Sub(base))
+		cc = CheckCounters(t, after.Sub(base))
 		if cc.Agree || try == 19 {
 			break
 		}

@@ -4,21 +4,22 @@ import "testing"
 
 func TestCheckCounters(t *testing.T) {
 	tests := []struct {
-		name                string
-		connects, connected int
-		c                   Counters
-		agree               bool
+		name  string
+		tally Tally
+		c     Counters
+		agree bool
 	}{
-		{"all connected", 10, 10, Counters{10, 10, 0, 10}, true},
-		{"failures counted", 10, 8, Counters{10, 8, 2, 12}, true},
-		{"a responder attempt missing", 10, 10, Counters{9, 9, 0, 10}, false},
-		{"a success counted as failure", 10, 10, Counters{10, 9, 1, 10}, false},
-		{"bootstrap missed requests", 10, 10, Counters{10, 10, 0, 7}, false},
-		{"extra responder attempts", 10, 10, Counters{11, 10, 1, 10}, false},
+		{"all connected", Tally{10, 10, 7, 3}, Counters{10, 10, 0, 10, 7, 3}, true},
+		{"failures counted", Tally{10, 8, 8, 0}, Counters{10, 8, 2, 12, 8, 0}, true},
+		{"a responder attempt missing", Tally{10, 10, 10, 0}, Counters{9, 9, 0, 10, 9, 0}, false},
+		{"a success counted as failure", Tally{10, 10, 10, 0}, Counters{10, 9, 1, 10, 9, 0}, false},
+		{"bootstrap missed requests", Tally{10, 10, 10, 0}, Counters{10, 10, 0, 7, 10, 0}, false},
+		{"extra responder attempts", Tally{10, 10, 10, 0}, Counters{11, 10, 1, 10, 10, 0}, false},
+		{"a relayed success counted as direct", Tally{10, 10, 7, 3}, Counters{10, 10, 0, 10, 8, 2}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := CheckCounters(tc.connects, tc.connected, tc.c)
+			got := CheckCounters(tc.tally, tc.c)
 			if got.Agree != tc.agree || (got.Agree == (got.Detail != "")) {
 				t.Fatalf("%+v", got)
 			}
@@ -47,9 +48,12 @@ bootstrap_requests_total{bootstrap="0",result="success",type="connect"} 3
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Counters{ResponderAttempts: 7, ResponderSuccess: 6, ResponderFailure: 1, BootstrapConnects: 8}
+	want := Counters{ResponderAttempts: 7, ResponderSuccess: 6, ResponderFailure: 1, BootstrapConnects: 8, ResponderDirect: 5, ResponderRelay: 1}
 	if c != want {
 		t.Fatalf("got %+v, want %+v", c, want)
+	}
+	if got, want := c.Sub(want), (Counters{}); got != want {
+		t.Fatalf("c - c = %+v", got)
 	}
 	if _, err := CountersFrom("nat_attempts_total{role=\"x\" 1\n"); err == nil {
 		t.Fatal("a malformed exposition parsed")

@@ -4,6 +4,9 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime"
+	"runtime/pprof"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,6 +66,7 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 		PunchBudget: 300 * time.Millisecond, UpgradeBase: 200 * time.Millisecond, UpgradeMax: 400 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	g0 := runtime.NumGoroutine()
 	c, err := a.Connect(ctx, peer.ID())
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +120,19 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 	peerMoved(t, peer, a, monitor.ReasonDirectAvailable)
 	if res, err := c.SendVerified(ctx, 1<<20); err != nil || res.Bytes != 1<<20 {
 		t.Fatalf("after the upgrade: %+v %v", res, err)
+	}
+	// The relay's transport outlived its allocation only for the
+	// connection that migrated off it: once that connection is gone, so
+	// are the transport's goroutines (and its socket).
+	c.Close()
+	deadline = time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > g0 {
+		var b strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&b, 1)
+		t.Fatalf("goroutines %d before the connect, %d after it closed:\n%s", g0, g, b.String())
 	}
 }
 
