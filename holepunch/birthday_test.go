@@ -2,6 +2,7 @@ package holepunch
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -297,4 +298,78 @@ func TestPortPredictionThroughModel(t *testing.T) {
 			})
 		})
 	}
+}
+
+// countingListener opens model sockets and counts them, open and in all.
+type countingListener struct {
+	m      *testnet.Model
+	nat    *testnet.ModelNAT
+	mu     sync.Mutex
+	opened int
+	conns  []net.PacketConn
+}
+
+func (l *countingListener) listen(ap netip.AddrPort) (net.PacketConn, error) {
+	c, err := l.m.Listen(ap, l.nat, 0)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.opened++
+	l.conns = append(l.conns, c)
+	return c, nil
+}
+
+// TestBirthdayIsBounded: against a peer that never answers, both sides of
+// the search give up with ErrBirthdayFailed when their budget runs out:
+// the sprayer with at most Sockets sockets, all closed again, and the
+// scanner after at most Probes probes at Rate.
+func TestBirthdayIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := testnet.NewModel()
+		symNAT, _ := m.AddNAT(testnet.NATConfig{Public: netip.MustParseAddr("198.51.100.1"), Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF})
+		c, err := m.Listen(netip.MustParseAddrPort("192.168.1.10:4000"), symNAT, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep, err := endpoint.New(endpoint.Config{Conn: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ep.Close()
+		ag, _ := NewAgent(AgentConfig{Endpoint: ep})
+		s, _ := ag.Open(NewCreds(), NewCreds(), nil)
+		defer s.Close()
+		cfg := BirthdayConfig{Sockets: 32, Probes: 100, Rate: 50, Budget: 3 * time.Second, Seed: 1}
+		l := &countingListener{m: m, nat: symNAT}
+		start := time.Now()
+		_, _, err = s.Spray(context.Background(), l.listen, netip.MustParseAddr("192.168.1.10"), netip.MustParseAddrPort("198.51.100.9:4000"), cfg)
+		if !errors.Is(err, ErrBirthdayFailed) {
+			t.Fatalf("spray: %v, want ErrBirthdayFailed", err)
+		}
+		if d := time.Since(start); d != cfg.Budget {
+			t.Fatalf("spray gave up after %v, want its budget %v", d, cfg.Budget)
+		}
+		if l.opened != cfg.Sockets {
+			t.Fatalf("spray opened %d sockets, want %d", l.opened, cfg.Sockets)
+		}
+		for i, c := range l.conns {
+			if _, err := c.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.9:4000"))); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("spray socket %d still open after the search: %v", i, err)
+			}
+		}
+
+		start = time.Now()
+		_, err = s.Scan(context.Background(), netip.MustParseAddr("198.51.100.9"), nil, cfg)
+		if !errors.Is(err, ErrBirthdayFailed) {
+			t.Fatalf("scan: %v, want ErrBirthdayFailed", err)
+		}
+		if d := time.Since(start); d != cfg.Budget {
+			t.Fatalf("scan gave up after %v, want its budget %v", d, cfg.Budget)
+		}
+		if n := len(ScanPlan(netip.MustParseAddr("198.51.100.9"), nil, cfg)); n != cfg.Probes {
+			t.Fatalf("the scan plans %d probes, want Probes=%d (50/s for 3 s would allow 150)", n, cfg.Probes)
+		}
+	})
 }
