@@ -345,16 +345,10 @@ func (c *Client) Close() error {
 
 func (c *Client) run() {
 	defer c.wg.Done()
-	policy := retrypolicy.NewBuilder[*live]().
-		WithMaxRetries(-1).
-		WithBackoff(c.cfg.MinBackoff, c.cfg.MaxBackoff).
-		WithJitterFactor(0.25).
-		AbortIf(func(_ *live, err error) bool { return c.ctx.Err() != nil || errors.Is(err, identity.ErrKeyMismatch) }).
-		ReturnLastFailure().
-		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[*live]) {
+	policy := registrationRetry(c.cfg.MinBackoff, c.cfg.MaxBackoff, func() bool { return c.ctx.Err() != nil },
+		func(e failsafe.ExecutionScheduledEvent[*live]) {
 			c.log.Debug("bootstrap: re-registering", "bootstrap", c.cfg.Label, "in", e.Delay, "attempt", e.Attempts())
-		}).
-		Build()
+		})
 	for c.ctx.Err() == nil {
 		l, err := failsafe.With(policy).WithContext(c.ctx).GetWithExecution(c.dialAndRegister)
 		if err != nil {
@@ -374,6 +368,45 @@ func (c *Client) run() {
 		c.sleep(jitter(c.cfg.MinBackoff))
 	}
 	c.failAll(ErrClosed)
+}
+
+// backoffJitter is how much a registration retry's delay varies: up to
+// this fraction of the exponential delay either way (see backoff).
+const backoffJitter = 0.25
+
+// registrationRetry is the retry policy of (re-)registration: attempts
+// without end, each retry after backoff(minD, maxD, n, random), until
+// stopped reports true or the bootstrap presents another key than the
+// configured one (which no retry mends). onScheduled, if not nil, hears
+// every scheduled retry and its delay.
+func registrationRetry[R any](minD, maxD time.Duration, stopped func() bool,
+	onScheduled func(failsafe.ExecutionScheduledEvent[R])) retrypolicy.RetryPolicy[R] {
+	b := retrypolicy.NewBuilder[R]().
+		WithMaxRetries(-1).
+		WithDelayFunc(func(exec failsafe.ExecutionAttempt[R]) time.Duration {
+			return backoff(minD, maxD, exec.Attempts(), rand.Float64())
+		}).
+		AbortIf(func(_ R, err error) bool { return stopped() || errors.Is(err, identity.ErrKeyMismatch) }).
+		ReturnLastFailure()
+	if onScheduled != nil {
+		b = b.OnRetryScheduled(onScheduled)
+	}
+	return b.Build()
+}
+
+// backoff is the delay before retry n (1: the first): minD doubled n-1
+// times, at most maxD; then jitter: r (uniform in [0, 1)) picks the delay
+// in that value's ±backoffJitter range, cut to [minD, maxD] (the bounds
+// hold with jitter too, and no delay value is more likely than another).
+// It is a pure function.
+func backoff(minD, maxD time.Duration, n int, r float64) time.Duration {
+	base := float64(maxD)
+	if n >= 1 && n <= 63 {
+		base = min(base, float64(minD)*float64(uint64(1)<<(n-1)))
+	}
+	lo := max(float64(minD), base*(1-backoffJitter))
+	hi := min(float64(maxD), base*(1+backoffJitter))
+	return time.Duration(lo + r*(hi-lo))
 }
 
 func jitter(d time.Duration) time.Duration {

@@ -72,6 +72,26 @@ type routedPacketConn struct {
 	router
 }
 
+// SetReadBuffer and SetWriteBuffer let quic-go size the socket's buffers
+// when the socket can (a relayed conn over a UDP socket that forwards
+// them); a socket that cannot (an in-process one, a TURN conn over TCP)
+// has no kernel buffer to size, and saying so would only make quic-go
+// print a warning on the standard logger, outside the node's logs.
+func (c *routedPacketConn) SetReadBuffer(n int) error {
+	if b, ok := c.PacketConn.(interface{ SetReadBuffer(int) error }); ok {
+		return b.SetReadBuffer(n)
+	}
+	return nil
+}
+
+// SetWriteBuffer: see SetReadBuffer.
+func (c *routedPacketConn) SetWriteBuffer(n int) error {
+	if b, ok := c.PacketConn.(interface{ SetWriteBuffer(int) error }); ok {
+		return b.SetWriteBuffer(n)
+	}
+	return nil
+}
+
 func (c *routedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if send := c.route(addr, b); send != nil {
 		if err := send(b); err != nil {

@@ -58,6 +58,20 @@ func (c PlanConfig) withDefaults() PlanConfig {
 	return c
 }
 
+// Slower returns c paced k times slower: the gap between probes and the
+// retransmission timeouts (defaults filled in first) multiplied by k, so
+// the same Budget carries fewer probes. k below 2 leaves c as it is.
+func (c PlanConfig) Slower(k int) PlanConfig {
+	if k < 2 {
+		return c
+	}
+	d := c.withDefaults()
+	c.Pace = d.Pace * time.Duration(k)
+	c.FirstRTO = d.FirstRTO * time.Duration(k)
+	c.MaxRTO = d.MaxRTO * time.Duration(k)
+	return c
+}
+
 // Targets orders the remote candidates for checking: highest priority
 // first, duplicates and unusable addresses (unspecified, multicast, port 0,
 // another address family) removed.

@@ -297,6 +297,13 @@ func (g *generator) AllocatePacketConn(network string, port int) (net.PacketConn
 	}
 	lc := &limitedConn{PacketConn: c, s: g.s, deadline: time.Now().Add(g.s.cfg.MaxLifetime),
 		in: newRate(g.s.cfg.BytesPerSecond), out: newRate(g.s.cfg.BytesPerSecond)}
+	// At the end of its lifetime the relayed socket's read fails, and
+	// pion deletes the allocation: its quota slot frees, and the client's
+	// next refresh is refused.
+	if err := c.SetReadDeadline(lc.deadline); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("relay: allocation lifetime: %w", err)
+	}
 	return lc, c.LocalAddr(), nil
 }
 
@@ -305,8 +312,8 @@ func (g *generator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 }
 
 // limitedConn is a relayed socket: it counts bytes, holds each direction
-// to the allocation's bandwidth (by delaying, as a shaper does), and stops
-// carrying data after the allocation's maximum lifetime.
+// to the allocation's bandwidth (by delaying, as a shaper does), and ends
+// the allocation after its maximum lifetime.
 type limitedConn struct {
 	net.PacketConn
 	s        *Server
@@ -319,11 +326,11 @@ var errLifetime = errors.New("relay: allocation lifetime exceeded")
 func (c *limitedConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, a, err := c.PacketConn.ReadFrom(b)
+		if !time.Now().Before(c.deadline) {
+			return 0, nil, errLifetime // pion deletes the allocation
+		}
 		if err != nil {
 			return n, a, err
-		}
-		if time.Now().After(c.deadline) {
-			continue // expired: drop what peers send
 		}
 		c.in.wait(n)
 		c.s.bytes.Add(uint64(n))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/timeout"
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -88,7 +89,7 @@ func Reason(err error) monitor.Reason {
 		return monitor.ReasonCanceled
 	case errors.As(err, &hs):
 		return monitor.ReasonHandshakeFailed
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &idle):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, timeout.ErrExceeded), errors.As(err, &idle):
 		return monitor.ReasonTimeout
 	}
 	return monitor.ReasonInternal
@@ -192,18 +193,7 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 // direct attempt and, when it cannot or did not work, the relayed one.
 func (n *Node) attemptVia(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, g degradation, sess *bootstrap.Session,
 	local nattype.Type, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
-	strat := ChooseStrategy(local, sess.Remote.NAT, true)
-	if g.Light {
-		// Under load: no speculative dials; the birthday search's hundreds
-		// of sockets and thousands of probes give way to the relay.
-		strat.Speculative = false
-		if strat.Birthday != BirthdayNone && n.cfg.Relay != RelayNever {
-			strat = Strategy{Reason: monitor.ReasonOverloaded}
-		}
-	}
-	if g.RelayOnly && n.cfg.Relay != RelayNever {
-		strat = Strategy{Reason: g.Reason}
-	}
+	strat := g.apply(ChooseStrategy(local, sess.Remote.NAT, true), n.cfg.Relay)
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
 		return nil, monitor.PathNone, monitor.PhasePunch, err
@@ -277,7 +267,7 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	}
 	incoming, release := n.expect(o.From)
 	defer release()
-	n.degrade.begin(o.From, n.cfg.MaxInflight, time.Now())
+	g := n.degrade.begin(o.From, n.cfg.MaxInflight, time.Now())
 	defer n.degrade.end()
 
 	att.Begin(monitor.PhaseDiscover)
@@ -314,6 +304,12 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
 
 	strat := ChooseStrategy(local, o.Remote.NAT, false)
+	if g.Light {
+		// Under load: slower checks (the roles stay as the initiator
+		// expects them).
+		strat.Slow = true
+		att.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: monitor.OutcomeOK})
+	}
 	var qc *quic.Conn
 	var path monitor.Path
 	if !strat.Direct && n.cfg.Relay == RelayNever {
@@ -411,13 +407,14 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		err error
 	}
 	punchDone := make(chan roundResult, 1)
+	to := n.phaseTimeouts(sess)
 	pending := 0
 	dialed := map[netip.AddrPort]int{}
 	dial := func(ep *endpoint.Endpoint, addr netip.AddrPort, own bool) {
 		pending++
 		dialed[addr]++
 		go func() {
-			qc, err := ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(addr), n.cfg.Identity.ClientTLS(peer, PeerALPN), n.peerQUIC())
+			qc, err := n.dialPeer(ctx, ep, addr, peer, to.Handshake)
 			r := dialResult{qc: qc, addr: addr, err: err}
 			if own {
 				r.ep = ep
@@ -445,18 +442,14 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		}()
 	}()
 
-	rttB := sess.Bootstrap().Status().RTT
-	to := TimeoutsFor(rttB, rttB+sess.PeerRTT, n.cfg.PunchBudget)
 	punch := lg.start
 	if punch == nil {
 		att.Begin(monitor.PhaseSync)
-		sctx, scancel := context.WithTimeout(ctx, to.Sync)
-		p, err := waitPunch(sctx, sess)
-		scancel()
+		p, err := waitPunchWithin(ctx, sess, to.Sync)
 		switch {
 		case err == nil:
 			att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
-		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		case ctx.Err() == nil && errors.Is(err, timeout.ErrExceeded):
 			// The bootstrap's PunchNow is late (lost with the bootstrap?):
 			// punch now rather than not at all.
 			att.End(monitor.PhaseSync, monitor.OutcomeFail, monitor.ReasonTimeout)
@@ -482,7 +475,14 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 	runRound := func(rctx context.Context, id int, p bootstrap.Punch, targets []wire.Candidate) {
 		start := p.At.Add(p.Delay)
 		var err error
-		switch strat.Birthday {
+		birthday := strat.Birthday
+		if slices.ContainsFunc(targets, func(c wire.Candidate) bool { return c.Kind == wire.KindRelay }) {
+			// The peer went to a relay (its attempt was degraded, or its
+			// search failed): its relayed address wants plain checks,
+			// which open this side's NAT to it, not a search.
+			birthday = BirthdayNone
+		}
+		switch birthday {
 		case BirthdaySpray:
 			target, ok := reflexive(remote)
 			if !ok {
@@ -517,7 +517,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			_, err = lg.hp.Scan(rctx, target.Addr(), reflexivePorts(remote, target.Addr()), n.cfg.Birthday)
 		default:
 			_, err = lg.hp.Punch(rctx, targets, holepunch.PunchConfig{
-				Round: p.Round, Start: start, Plan: holepunch.PlanConfig{Budget: to.Punch},
+				Round: p.Round, Start: start, Plan: punchPlan(to, strat),
 				OnValidated: func(pr holepunch.Pair) {
 					select {
 					case validated <- pr:

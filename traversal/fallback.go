@@ -72,15 +72,20 @@ func (n *Node) pathWatch(c *Conn) {
 		if !c.migrating.CompareAndSwap(false, true) {
 			continue
 		}
-		err := n.fallback(c, threshold)
+		n.demote(c, threshold)
 		c.migrating.Store(false)
-		if err == nil {
-			n.wg.Add(1)
-			go func() {
-				defer n.wg.Done()
-				n.upgradeLoop(c)
-			}()
-		}
+	}
+}
+
+// demote moves c, whose direct path has been silent for silent, to the
+// relay, and keeps trying to bring it back; the caller holds c.migrating.
+func (n *Node) demote(c *Conn, silent time.Duration) {
+	if err := n.fallback(c, silent); err == nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.upgradeLoop(c)
+		}()
 	}
 }
 

@@ -112,6 +112,7 @@ func (n *Node) rebindAll(reason monitor.Reason) {
 // the new address in. It reports a migration event either way.
 func (n *Node) rebind(conn *Conn, reason monitor.Reason) error {
 	start := time.Now()
+	before := conn.qc.ConnectionStats()
 	n.move(conn.peer, StateMigrating, reason, nil)
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ConnectTimeout)
 	defer cancel()
@@ -126,6 +127,13 @@ func (n *Node) rebind(conn *Conn, reason monitor.Reason) error {
 	conn.addMigration(Migration{At: start, Kind: "rebind", Reason: reason, OK: err == nil, Duration: d, From: conn.Path(), To: conn.Path()})
 	if conn.qc.Context().Err() == nil {
 		n.move(conn.peer, connectedState(conn.Path()), monitor.ReasonNone, nil)
+	}
+	// No direct path remains: the rebind round failed and the connection
+	// heard nothing back all along while it kept sending. Go to the relay
+	// now rather than after the dead-path watch's silence as well.
+	if after := conn.qc.ConnectionStats(); err != nil && conn.Path() == monitor.PathDirect && conn.qc.Context().Err() == nil &&
+		after.PacketsReceived == before.PacketsReceived && after.PacketsSent > before.PacketsSent {
+		n.demote(conn, d)
 	}
 	return err
 }

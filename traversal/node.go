@@ -738,7 +738,9 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, out
 			}
 			n.mu.Unlock()
 			if !others {
-				n.move(peer, StateClosed, monitor.ReasonNone, nil)
+				if err := n.machine(peer).ConnectionClosed(monitor.ReasonNone); err != nil {
+					n.log.Debug("traversal: state", "peer", peer.Short(), "err", err)
+				}
 			}
 		}()
 		c.serveStreams()

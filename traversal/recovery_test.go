@@ -12,20 +12,32 @@ import (
 )
 
 func TestTimeoutsFor(t *testing.T) {
-	ms := time.Millisecond
+	ms, s := time.Millisecond, time.Second
+	limit := PhaseTimeouts{Sync: 5 * s, Punch: 3 * s, Relay: 10 * s, Handshake: 5 * s}
 	tests := []struct {
-		name               string
-		rttB, rttP, budget time.Duration
-		want               PhaseTimeouts
+		name       string
+		rttB, rttP time.Duration
+		limit      PhaseTimeouts
+		want       PhaseTimeouts
 	}{
-		{"unknown peer rtt", 20 * ms, 0, 3 * time.Second, PhaseTimeouts{Sync: 500 * ms, Punch: 3 * time.Second}},
-		{"lan", ms, 2 * ms, 3 * time.Second, PhaseTimeouts{Sync: 500 * ms, Punch: time.Second}},
-		{"internet", 40 * ms, 80 * ms, 3 * time.Second, PhaseTimeouts{Sync: 500 * ms, Punch: 2400 * ms}},
-		{"satellite", 600 * ms, 1200 * ms, 3 * time.Second, PhaseTimeouts{Sync: 2400 * ms, Punch: 3 * time.Second}},
+		{"unknown peer rtt", 20 * ms, 0, limit,
+			PhaseTimeouts{Sync: 500 * ms, Punch: 3 * s, Relay: 2 * s, Handshake: 5 * s}},
+		{"lan: lower bounds", ms, 2 * ms, limit,
+			PhaseTimeouts{Sync: 500 * ms, Punch: s, Relay: 2 * s, Handshake: 2 * s}},
+		{"internet: round trips", 40 * ms, 80 * ms, limit,
+			PhaseTimeouts{Sync: 500 * ms, Punch: 2400 * ms, Relay: 2 * s, Handshake: 2 * s}},
+		{"far bootstrap and peer", 300 * ms, 400 * ms, limit,
+			PhaseTimeouts{Sync: 1200 * ms, Punch: 3 * s, Relay: 3 * s, Handshake: 4 * s}},
+		{"satellite: upper bounds", 600 * ms, 1200 * ms, limit,
+			PhaseTimeouts{Sync: 2400 * ms, Punch: 3 * s, Relay: 6 * s, Handshake: 5 * s}},
+		{"beyond every upper bound", 3 * s, 3 * s, limit,
+			PhaseTimeouts{Sync: 5 * s, Punch: 3 * s, Relay: 10 * s, Handshake: 5 * s}},
+		{"upper bounds below the lower ones win", ms, ms, PhaseTimeouts{Sync: 100 * ms, Punch: 300 * ms, Relay: 200 * ms, Handshake: 300 * ms},
+			PhaseTimeouts{Sync: 100 * ms, Punch: 300 * ms, Relay: 200 * ms, Handshake: 300 * ms}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := TimeoutsFor(tc.rttB, tc.rttP, tc.budget); got != tc.want {
+			if got := TimeoutsFor(tc.rttB, tc.rttP, tc.limit); got != tc.want {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})

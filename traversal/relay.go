@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/timeout"
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -382,8 +383,17 @@ func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity
 		n.endRelayPhase(att, err)
 		return qc, path, phase, err
 	}
-	r, err := n.acquireRelay(ctx, att, sess.Bootstrap(), plan.TCP)
+	// The allocation is bounded by the Relay phase timeout: a relay that
+	// does not answer costs that much rather than the attempt's whole
+	// time, and the attempt can still go through another bootstrap.
+	limit := n.phaseTimeouts(sess).Relay
+	r, err := within(ctx, limit, func(ctx context.Context) (*sharedRelay, error) {
+		return n.acquireRelay(ctx, att, sess.Bootstrap(), plan.TCP)
+	})
 	if err != nil {
+		if errors.Is(err, timeout.ErrExceeded) {
+			err = fmt.Errorf("%w: bootstrap %s: no allocation within %v: %w", ErrNoRelay, sess.Bootstrap().Label(), limit, err)
+		}
 		n.endRelayPhase(att, err)
 		return nil, monitor.PathNone, monitor.PhaseRelay, err
 	}

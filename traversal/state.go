@@ -125,9 +125,21 @@ func (m *Machine) History() []Transition {
 // To moves the machine to s. Moving to the current state is a no-op; a
 // move the transition table does not allow is refused.
 func (m *Machine) To(s State, reason monitor.Reason, attempt monitor.AttemptID) error {
+	return m.to(s, reason, attempt, nil)
+}
+
+// ConnectionClosed moves the machine to StateClosed when the peer's last
+// connection ended, unless no connection is what the machine stands for
+// (a new attempt under way owns the state; a failed one keeps it).
+func (m *Machine) ConnectionClosed(reason monitor.Reason) error {
+	return m.to(StateClosed, reason, 0, State.Connected)
+}
+
+// to moves the machine to s if its current state satisfies when (nil: any).
+func (m *Machine) to(s State, reason monitor.Reason, attempt monitor.AttemptID, when func(State) bool) error {
 	m.mu.Lock()
 	from := m.state
-	if from == s {
+	if from == s || when != nil && !when(from) {
 		m.mu.Unlock()
 		return nil
 	}

@@ -81,3 +81,41 @@ func TestMachine(t *testing.T) {
 		t.Fatalf("history holds %d transitions, want %d", len(h), historyLen)
 	}
 }
+
+// TestConnectionClosed: the end of a peer's last connection closes the
+// machine only while it stands for a connection; an attempt under way (a
+// reconnect that started before the old connection's goroutine noticed
+// its end) keeps its state.
+func TestConnectionClosed(t *testing.T) {
+	tests := []struct {
+		name string
+		path []State
+		want State
+	}{
+		{"connected direct", []State{StateDiscovering, StateCoordinating, StatePunching, StateConnectedDirect}, StateClosed},
+		{"degraded on the relay", []State{StateDiscovering, StateCoordinating, StateRelaying, StateConnectedRelay, StateDegraded}, StateClosed},
+		{"upgrading", []State{StateDiscovering, StateCoordinating, StateRelaying, StateConnectedRelay, StateUpgrading}, StateClosed},
+		{"a new attempt coordinating", []State{StateDiscovering, StateCoordinating, StatePunching, StateConnectedDirect,
+			StateDiscovering, StateCoordinating}, StateCoordinating},
+		{"a new attempt punching", []State{StateDiscovering, StateCoordinating, StatePunching}, StatePunching},
+		{"failed", []State{StateDiscovering, StateFailed}, StateFailed},
+		{"already closed", []State{StateDiscovering, StateCoordinating, StatePunching, StateConnectedDirect, StateClosed}, StateClosed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id, _ := identity.Generate()
+			m := NewMachine(id.ID(), nil)
+			for _, s := range tc.path {
+				if err := m.To(s, monitor.ReasonNone, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := m.ConnectionClosed(monitor.ReasonNone); err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := m.State(); st != tc.want {
+				t.Fatalf("state %s, want %s", st, tc.want)
+			}
+		})
+	}
+}

@@ -45,6 +45,9 @@ type Strategy struct {
 	// Speculative dials the other side's candidates while the checks run,
 	// so that a path that works connects in one round trip less.
 	Speculative bool
+	// Slow spreads this side's checks out to half the pace (an attempt
+	// degraded under load; see punchPlan).
+	Slow bool
 }
 
 // ChooseStrategy is the strategy for a side with NAT local talking to a

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
 )
@@ -179,6 +180,15 @@ func peerMoved(t *testing.T, peer, of *Node, want monitor.Reason) {
 // side notices the silence, moves the connection to the relay, and the
 // transfer completes verified.
 func TestBlackholedPathFallsBackToRelay(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		networkChange bool // the host's addresses change as the path dies
+	}{{"blackhole", false}, {"network change leaves no direct path", true}} {
+		t.Run(tc.name, func(t *testing.T) { blackholeToRelay(t, tc.networkChange) })
+	}
+}
+
+func blackholeToRelay(t *testing.T, networkChange bool) {
 	b, rs := relayBootstrap(t, relay.ServerConfig{})
 	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
 	raw, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -219,6 +229,11 @@ func TestBlackholedPathFallsBackToRelay(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	shut := time.Now()
 	gate.shut.Store(true)
+	if networkChange {
+		// The rebind round towards the "new" address fails (nothing
+		// gets through): the connection must still end on the relay.
+		a.onNetworkChange(migration.Change{})
+	}
 	if err := <-done; err != nil {
 		t.Fatalf("transfer across the blackhole: %v; migrations %+v", err, c.Migrations())
 	}
@@ -235,10 +250,17 @@ func TestBlackholedPathFallsBackToRelay(t *testing.T) {
 	t.Logf("blackholed at +0; fallback done at +%v (took %v)", fb.At.Add(fb.Duration).Sub(shut), fb.Duration)
 	waitPeerPath(t, peer, a, monitor.PathRelay)
 	peerMoved(t, peer, a, monitor.ReasonPathBlackholed)
+	rebinds := 0
 	for _, ev := range rec.kinds(monitor.KindMigration) {
 		if ev.Reason == monitor.ReasonNone {
 			t.Errorf("migration event without a reason: %+v", ev)
 		}
+		if ev.Detail == "rebind" {
+			rebinds++
+		}
+	}
+	if networkChange && rebinds == 0 {
+		t.Error("the network change made no rebind attempt")
 	}
 }
 
