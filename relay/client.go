@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/pion/stun/v3"
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/turn/v4"
 )
 
@@ -99,7 +100,11 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 	} else {
 		listen := cfg.ListenUDP
 		if listen == nil {
-			listen = func() (net.PacketConn, error) { return net.ListenPacket("udp4", ":0") }
+			network := "udp4"
+			if cfg.Server.Addr().Is6() && !cfg.Server.Addr().Is4In6() {
+				network = "udp6"
+			}
+			listen = func() (net.PacketConn, error) { return net.ListenPacket(network, ":0") }
 		}
 		if sock, err = listen(); err != nil {
 			return nil, fmt.Errorf("relay: socket: %w", err)
@@ -107,9 +112,15 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 	}
 	watched := &watchedConn{PacketConn: sock, dead: make(chan struct{})}
 	sock = watched
+	stdNet, err := stdnet.NewNet()
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("relay: client: %w", err)
+	}
 	cl, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: cfg.Server.String(),
 		TURNServerAddr: cfg.Server.String(),
+		Net:            familyNet{stdNet},
 		Username:       cfg.Credentials.Username,
 		Password:       cfg.Credentials.Password,
 		Conn:           sock,
@@ -189,4 +200,16 @@ func (a *Allocation) Close() error {
 		a.sock.Close()
 	})
 	return nil
+}
+
+// familyNet resolves a server address in its own family: pion's TURN
+// client asks for "udp4" whatever the address, which fails for an IPv6
+// server.
+type familyNet struct{ *stdnet.Net }
+
+func (n familyNet) ResolveUDPAddr(network, address string) (*net.UDPAddr, error) {
+	if ap, err := netip.ParseAddrPort(address); err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		network = "udp6"
+	}
+	return n.Net.ResolveUDPAddr(network, address)
 }

@@ -291,6 +291,12 @@ type generator struct {
 func (g *generator) Validate() error { return nil }
 
 func (g *generator) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
+	// The relayed address is of the relay IP's family, whatever family
+	// the client asked for (pion's client asks for IPv4, RFC 6156's
+	// default): the peers of an IPv6 relay are IPv6 nodes.
+	if g.ip.Is6() && !g.ip.Is4In6() {
+		network = "udp6"
+	}
 	c, err := g.s.cfg.ListenRelay(network, net.JoinHostPort(g.ip.String(), strconv.Itoa(port)))
 	if err != nil {
 		return nil, nil, err

@@ -179,7 +179,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		return fail("setup", monitor.ReasonInternal, err)
 	}
 	tl.next = mon
-	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
+	ep, err := endpoint.Listen(udpNetwork(o.listen), o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return fail("setup", monitor.ReasonInternal, err)
 	}

@@ -143,7 +143,7 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	if err != nil {
 		return nil, err
 	}
-	ep, err := endpoint.Listen("udp4", listen, endpoint.Config{Logger: log})
+	ep, err := endpoint.Listen(udpNetwork(listen), listen, endpoint.Config{Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -314,12 +314,13 @@ func stunProbe(ctx context.Context, ep *endpoint.Endpoint, server netip.AddrPort
 // hairpin maps a fresh socket through server, then sends to that public
 // mapping from a second socket: hairpinning works if it arrives.
 func hairpin(ctx context.Context, server netip.AddrPort, public netip.Addr) bool {
-	a, err := net.ListenUDP("udp4", nil)
+	network := udpNetwork(server.String())
+	a, err := net.ListenUDP(network, nil)
 	if err != nil {
 		return false
 	}
 	defer a.Close()
-	b, err := net.ListenUDP("udp4", nil)
+	b, err := net.ListenUDP(network, nil)
 	if err != nil {
 		return false
 	}

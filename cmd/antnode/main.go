@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -211,4 +213,22 @@ func parseBootstraps(s string) ([]traversal.Bootstrap, error) {
 		return nil, fmt.Errorf("--bootstrap-nodes: %w", err)
 	}
 	return bs, nil
+}
+
+// udpNetwork and tcpNetwork name the socket family of a HOST:PORT: IPv6
+// for an IPv6 literal host ("[::]:4433", "[2001:db8::1]:4433"), else IPv4.
+// A node's sockets are all of its --listen address's family.
+func udpNetwork(hostport string) string { return "udp" + family(hostport) }
+
+func tcpNetwork(hostport string) string { return "tcp" + family(hostport) }
+
+func family(hostport string) string {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "4"
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() && !a.Is4In6() {
+		return "6"
+	}
+	return "4"
 }

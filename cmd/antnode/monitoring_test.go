@@ -61,10 +61,13 @@ func daemon(t *testing.T, args ...string) (stdout, stderr *lockedBuffer) {
 
 // freePorts returns a loopback port p with p, p+1 and p+2 free on UDP
 // and TCP (a bootstrap uses all three).
-func freePorts(t *testing.T) int {
+func freePorts(t *testing.T) int { return freePortsOn(t, "127.0.0.1") }
+
+// freePortsOn is freePorts on another loopback address (an IP literal).
+func freePortsOn(t *testing.T, host string) int {
 	t.Helper()
 	for range 50 {
-		l, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		l, err := net.ListenPacket(udpNetwork(net.JoinHostPort(host, "0")), net.JoinHostPort(host, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,9 +78,9 @@ func freePorts(t *testing.T) int {
 		}
 		ok := true
 		for i := range 3 {
-			a := "127.0.0.1:" + strconv.Itoa(p+i)
-			u, err1 := net.ListenPacket("udp4", a)
-			c, err2 := net.Listen("tcp4", a)
+			a := net.JoinHostPort(host, strconv.Itoa(p+i))
+			u, err1 := net.ListenPacket(udpNetwork(a), a)
+			c, err2 := net.Listen(tcpNetwork(a), a)
 			ok = ok && err1 == nil && err2 == nil
 			if u != nil {
 				u.Close()

@@ -226,7 +226,7 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 	}
 	defer mn.close()
 	mon := mn.mon
-	ep, err := endpoint.Listen("udp4", o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
+	ep, err := endpoint.Listen(udpNetwork(o.listen), o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return err
 	}
@@ -303,14 +303,14 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		if port == 0 {
 			port = int(local.Port()) + 1
 		}
-		alt, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), uint16(port))))
+		alt, err := net.ListenUDP(udpNetwork(local.String()), net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), uint16(port))))
 		if err != nil {
 			return fmt.Errorf("--stun-alt-port %d: %w", port, err)
 		}
 		cfg.AltSTUN = alt
 		closers = append(closers, alt)
 	}
-	tcp, err := net.Listen("tcp4", local.String())
+	tcp, err := net.Listen(tcpNetwork(local.String()), local.String())
 	if err != nil {
 		return fmt.Errorf("control over TCP on %s: %w", local, err)
 	}
@@ -372,11 +372,11 @@ func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *
 		port = int(local.Port()) + 2
 	}
 	addr := netip.AddrPortFrom(local.Addr(), uint16(port))
-	udp, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+	udp, err := net.ListenUDP(udpNetwork(addr.String()), net.UDPAddrFromAddrPort(addr))
 	if err != nil {
 		return nil, fmt.Errorf("relay UDP %s: %w", addr, err)
 	}
-	tcp, err := net.Listen("tcp4", addr.String())
+	tcp, err := net.Listen(tcpNetwork(addr.String()), addr.String())
 	if err != nil {
 		udp.Close()
 		return nil, fmt.Errorf("relay TCP %s: %w", addr, err)
