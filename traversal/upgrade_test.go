@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
@@ -67,7 +66,7 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 		PunchBudget: 300 * time.Millisecond, UpgradeBase: 200 * time.Millisecond, UpgradeMax: 400 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	g0 := runtime.NumGoroutine()
+	eps0 := endpointsRunning()
 	c, err := a.Connect(ctx, peer.ID())
 	if err != nil {
 		t.Fatal(err)
@@ -122,19 +121,27 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 	if res, err := c.SendVerified(ctx, 1<<20); err != nil || res.Bytes != 1<<20 {
 		t.Fatalf("after the upgrade: %+v %v", res, err)
 	}
-	// The relay's transport outlived its allocation only for the
-	// connection that migrated off it: once that connection is gone, so
-	// are the transport's goroutines (and its socket).
+	// The relay's transport (an endpoint on the relayed socket) outlived
+	// its allocation only for the connection that migrated off it: once
+	// that connection is gone, so is the endpoint (its reader ends).
+	if n := endpointsRunning(); n != eps0+1 {
+		t.Fatalf("%d endpoints running before the connect, %d while it runs (want the relay's one more)", eps0, n)
+	}
 	c.Close()
 	deadline = time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
+	for endpointsRunning() > eps0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if g := runtime.NumGoroutine(); g > g0 {
-		var b strings.Builder
-		pprof.Lookup("goroutine").WriteTo(&b, 1)
-		t.Fatalf("goroutines %d before the connect, %d after it closed:\n%s", g0, g, b.String())
+	if n := endpointsRunning(); n > eps0 {
+		t.Fatalf("%d endpoints running before the connect, %d after it closed: the relay's transport was not retired", eps0, n)
 	}
+}
+
+// endpointsRunning counts the endpoints whose reader goroutine runs.
+func endpointsRunning() int {
+	var b strings.Builder
+	pprof.Lookup("goroutine").WriteTo(&b, 2)
+	return strings.Count(b.String(), "endpoint.(*Endpoint).readLoop(")
 }
 
 func waitPeerPath(t *testing.T, peer, of *Node, want monitor.Path) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
@@ -52,6 +53,42 @@ type peerFlags struct {
 	turnSecret       string
 	breakerThreshold int
 	breakerDelay     time.Duration
+	birthday         birthdayFlags
+}
+
+// birthdayFlags bound the birthday search (holepunch.BirthdayConfig).
+type birthdayFlags struct {
+	sockets, probes, rate, predict int
+	budget                         time.Duration
+}
+
+func (f *birthdayFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.sockets, "birthday-sockets", 256, "birthday search: sockets the symmetric side opens (1-1024)")
+	fs.IntVar(&f.probes, "birthday-probes", 4096, "birthday search: most probes the other side sends (1-65535)")
+	fs.IntVar(&f.rate, "birthday-rate", 2000, "birthday search: probes per second (1-20000)")
+	fs.DurationVar(&f.budget, "birthday-budget", 8*time.Second, "birthday search: time before it gives up (100ms-60s)")
+	fs.IntVar(&f.predict, "birthday-predict", 512, "birthday search: predicted ports probed first when the peer's NAT allocates in sequence (0: none)")
+}
+
+// config validates the flags into a holepunch.BirthdayConfig.
+func (f birthdayFlags) config() (holepunch.BirthdayConfig, error) {
+	switch {
+	case f.sockets < 1 || f.sockets > 1024:
+		return holepunch.BirthdayConfig{}, fmt.Errorf("--birthday-sockets %d: want 1 to 1024", f.sockets)
+	case f.probes < 1 || f.probes > 65535:
+		return holepunch.BirthdayConfig{}, fmt.Errorf("--birthday-probes %d: want 1 to 65535", f.probes)
+	case f.rate < 1 || f.rate > 20000:
+		return holepunch.BirthdayConfig{}, fmt.Errorf("--birthday-rate %d: want 1 to 20000 per second", f.rate)
+	case f.budget < 100*time.Millisecond || f.budget > time.Minute:
+		return holepunch.BirthdayConfig{}, fmt.Errorf("--birthday-budget %v: want 100ms to 60s", f.budget)
+	case f.predict < 0 || f.predict > f.probes:
+		return holepunch.BirthdayConfig{}, fmt.Errorf("--birthday-predict %d: want 0 to --birthday-probes", f.predict)
+	}
+	predict := f.predict
+	if predict == 0 {
+		predict = -1 // BirthdayConfig: negative is none
+	}
+	return holepunch.BirthdayConfig{Sockets: f.sockets, Probes: f.probes, Rate: f.rate, Budget: f.budget, Predict: predict}, nil
 }
 
 func (f *peerFlags) register(fs *flag.FlagSet) {
@@ -60,6 +97,7 @@ func (f *peerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.turnSecret, "turn-secret-file", "", "file holding the TURN server's shared secret (coturn static-auth-secret)")
 	fs.IntVar(&f.breakerThreshold, "breaker-threshold", 5, "consecutive failures that open a bootstrap's circuit breaker")
 	fs.DurationVar(&f.breakerDelay, "breaker-timeout", 60*time.Second, "how long an open breaker waits before a trial request")
+	f.birthday.register(fs)
 }
 
 // apply validates the flags and sets them on a node configuration.
@@ -73,6 +111,9 @@ func (f *peerFlags) apply(cfg *traversal.Config) error {
 		return errors.New("--breaker-threshold and --breaker-timeout must be positive")
 	}
 	cfg.BreakerThreshold, cfg.BreakerDelay = f.breakerThreshold, f.breakerDelay
+	if cfg.Birthday, err = f.birthday.config(); err != nil {
+		return err
+	}
 	if f.turnServer == "" {
 		if f.turnSecret != "" {
 			return errors.New("--turn-secret-file needs --turn-server")
