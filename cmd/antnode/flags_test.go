@@ -19,7 +19,9 @@ func TestBirthdayFlags(t *testing.T) {
 	}{
 		{"defaults", func(*birthdayFlags) {}, holepunch.BirthdayConfig{Sockets: 256, Probes: 4096, Rate: 2000, Budget: 8 * time.Second, Predict: 512}, false},
 		{"no prediction", func(f *birthdayFlags) { f.predict = 0 }, holepunch.BirthdayConfig{Sockets: 256, Probes: 4096, Rate: 2000, Budget: 8 * time.Second, Predict: -1}, false},
-		{"smallest", func(f *birthdayFlags) { *f = birthdayFlags{sockets: 1, probes: 1, rate: 1, budget: 100 * time.Millisecond} },
+		{"smallest", func(f *birthdayFlags) {
+			*f = birthdayFlags{sockets: 1, probes: 1, rate: 1, budget: 100 * time.Millisecond}
+		},
 			holepunch.BirthdayConfig{Sockets: 1, Probes: 1, Rate: 1, Budget: 100 * time.Millisecond, Predict: -1}, false},
 		{"too many sockets", func(f *birthdayFlags) { f.sockets = 1025 }, holepunch.BirthdayConfig{}, true},
 		{"no sockets", func(f *birthdayFlags) { f.sockets = 0 }, holepunch.BirthdayConfig{}, true},
