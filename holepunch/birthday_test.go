@@ -128,28 +128,38 @@ func TestScanPlanProbesPredictedPortsFirst(t *testing.T) {
 	}
 }
 
+// birthdayModel is the birthday search's world in the in-process model:
+// host A (192.168.1.10:4000) behind a symmetric NAT on 198.51.100.1 that
+// allocates at random or in sequence, host B (192.168.2.10:4000) behind a
+// port-restricted cone NAT on 198.51.100.2, 20 ms one way on each access.
+func birthdayModel(t *testing.T, sequential bool) (m *testnet.Model, symNAT *testnet.ModelNAT, epA, epB *endpoint.Endpoint) {
+	t.Helper()
+	m = testnet.NewModel()
+	delay := 20 * time.Millisecond
+	symNAT, _ = m.AddNAT(testnet.NATConfig{Public: netip.MustParseAddr("198.51.100.1"), Mapping: nattype.MappingAPDM,
+		Filtering: nattype.FilteringAPDF, Delay: delay, Sequential: sequential})
+	eimNAT, _ := m.AddNAT(testnet.NATConfig{Public: netip.MustParseAddr("198.51.100.2"), Mapping: nattype.MappingEIM,
+		Filtering: nattype.FilteringAPDF, Delay: delay})
+	listen := func(nat *testnet.ModelNAT, ap netip.AddrPort) *endpoint.Endpoint {
+		c, err := m.Listen(ap, nat, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep, err := endpoint.New(endpoint.Config{Conn: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ep.Close() })
+		return ep
+	}
+	return m, symNAT, listen(symNAT, netip.MustParseAddrPort("192.168.1.10:4000")), listen(eimNAT, netip.MustParseAddrPort("192.168.2.10:4000"))
+}
+
 // TestBirthdayThroughModel: a symmetric NAT against a port-restricted one,
 // in the in-process model: the spray and the scan meet.
 func TestBirthdayThroughModel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := testnet.NewModel()
-		delay := 20 * time.Millisecond
-		symNAT, _ := m.AddNAT(testnet.NATConfig{Public: netip.MustParseAddr("198.51.100.1"), Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF, Delay: delay})
-		eimNAT, _ := m.AddNAT(testnet.NATConfig{Public: netip.MustParseAddr("198.51.100.2"), Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF, Delay: delay})
-		listen := func(nat *testnet.ModelNAT, ap netip.AddrPort) *endpoint.Endpoint {
-			c, err := m.Listen(ap, nat, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ep, err := endpoint.New(endpoint.Config{Conn: c})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ep.Close() })
-			return ep
-		}
-		epA := listen(symNAT, netip.MustParseAddrPort("192.168.1.10:4000"))
-		epB := listen(eimNAT, netip.MustParseAddrPort("192.168.2.10:4000"))
+		m, symNAT, epA, epB := birthdayModel(t, false)
 		agA, _ := NewAgent(AgentConfig{Endpoint: epA})
 		agB, _ := NewAgent(AgentConfig{Endpoint: epB})
 		ca, cb := NewCreds(), NewCreds()
@@ -221,26 +231,7 @@ func TestPortPredictionThroughModel(t *testing.T) {
 	}{{"predicted", true, "port prediction"}, {"random", false, "birthday scan"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				m := testnet.NewModel()
-				delay := 20 * time.Millisecond
-				symNAT, _ := m.AddNAT(testnet.NATConfig{Public: netip.MustParseAddr("198.51.100.1"), Mapping: nattype.MappingAPDM,
-					Filtering: nattype.FilteringAPDF, Delay: delay, Sequential: true})
-				eimNAT, _ := m.AddNAT(testnet.NATConfig{Public: netip.MustParseAddr("198.51.100.2"), Mapping: nattype.MappingEIM,
-					Filtering: nattype.FilteringAPDF, Delay: delay})
-				listen := func(nat *testnet.ModelNAT, ap netip.AddrPort) *endpoint.Endpoint {
-					c, err := m.Listen(ap, nat, 0)
-					if err != nil {
-						t.Fatal(err)
-					}
-					ep, err := endpoint.New(endpoint.Config{Conn: c})
-					if err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { ep.Close() })
-					return ep
-				}
-				epA := listen(symNAT, netip.MustParseAddrPort("192.168.1.10:4000"))
-				epB := listen(eimNAT, netip.MustParseAddrPort("192.168.2.10:4000"))
+				m, symNAT, epA, epB := birthdayModel(t, true)
 				// Two bootstraps observe the symmetric side's mappings.
 				var observed []uint16
 				for _, b := range []string{"203.0.113.1:3478", "203.0.113.2:3478"} {
