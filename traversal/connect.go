@@ -133,7 +133,8 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, g degradation) (*Conn, monitor.Phase, error) {
 	// A connection from peer may arrive (this side may be the one that
 	// waits): listen for it from the start.
-	incoming, release := n.expect(peer)
+	creds := holepunch.NewCreds()
+	incoming, release := n.expect(peer, creds.Ufrag)
 	defer release()
 
 	att.Begin(monitor.PhaseDiscover)
@@ -145,7 +146,6 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 
 	att.Begin(monitor.PhaseCoordinate)
 	n.move(peer, StateCoordinating, monitor.ReasonNone, att)
-	creds := holepunch.NewCreds()
 	local := n.NAT()
 	intro := bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds}
 	sess, err := n.introduce(ctx, peer, intro, "")
@@ -265,7 +265,8 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 		n.move(o.From, StateFailed, reason, att)
 		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
 	}
-	incoming, release := n.expect(o.From)
+	creds := holepunch.NewCreds()
+	incoming, release := n.expect(o.From, creds.Ufrag)
 	defer release()
 	g := n.degrade.begin(o.From, n.cfg.MaxInflight, time.Now())
 	defer n.degrade.end()
@@ -273,7 +274,6 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	att.Begin(monitor.PhaseDiscover)
 	cands := n.candidates()
 	att.End(monitor.PhaseDiscover, monitor.OutcomeOK, monitor.ReasonNone)
-	creds := holepunch.NewCreds()
 	hp, err := n.agent.Open(creds, o.Remote.Creds, att)
 	if err != nil {
 		o.Decline(wire.CodeOverloaded)
@@ -341,6 +341,11 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	n.move(o.From, connectedState(path), monitor.ReasonNone, att)
 	att.Finish(monitor.OutcomeOK, monitor.ReasonNone, path)
 	n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
+	if qc.Context().Err() != nil {
+		// Over already (the dialler closed it at once): its end may have
+		// come before this attempt's and left the machine to it.
+		n.closedIfGone(o.From)
+	}
 }
 
 func connectedState(p monitor.Path) State {
@@ -414,7 +419,12 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 		pending++
 		dialed[addr]++
 		go func() {
-			qc, err := n.dialPeer(ctx, ep, addr, peer, to.Handshake)
+			// Not the attempt's context: a dial cut off by the end of the
+			// attempt mid-handshake would leave the other side a
+			// connection it completed and nobody closes (until its idle
+			// timeout). Bounded by its handshake timeout, a late dial
+			// completes and is closed as superseded (below).
+			qc, err := n.dialPeer(n.ctx, ep, addr, peer, sess.Remote.Creds.Ufrag, to.Handshake)
 			r := dialResult{qc: qc, addr: addr, err: err}
 			if own {
 				r.ep = ep
@@ -433,7 +443,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			for range left {
 				r := <-results
 				if r.err == nil {
-					r.qc.CloseWithError(0, "superseded")
+					r.qc.CloseWithError(codeSuperseded, "superseded")
 				}
 				if r.ep != nil {
 					r.ep.Close()
@@ -641,7 +651,7 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			pending--
 			if r.err == nil {
 				if err := nominate(r.qc); err != nil {
-					r.qc.CloseWithError(0, "nomination failed")
+					r.qc.CloseWithError(codeSuperseded, "nomination failed")
 					if r.ep != nil {
 						r.ep.Close()
 					}
@@ -717,27 +727,55 @@ func nominate(qc *quic.Conn) error {
 	return str.Close()
 }
 
+// Application error codes of peer connections.
+const (
+	codeClosed     quic.ApplicationErrorCode = 0 // closed after use
+	codeSuperseded quic.ApplicationErrorCode = 2 // a dial the dialler does not keep
+)
+
 // awaitNomination delivers qc to nominated if the dialler nominates it
 // before ctx ends or qc closes. The nomination arrives as a notice (see
-// serveNotices), read by the connection's notice loop.
+// serveNotices), read by the connection's notice loop. A connection the
+// dialler closed after use (not as superseded) was the one it kept, even
+// if its nomination did not make it.
 func (n *Node) awaitNomination(ctx context.Context, qc *quic.Conn, nominated chan<- *quic.Conn) {
 	n.mu.Lock()
 	c := n.conns[qc]
 	n.mu.Unlock()
 	if c == nil {
-		return // accepted connections are tracked before they are handed out
+		// Accepted connections are tracked before they are handed out,
+		// and no longer once they have ended: this one is over already.
+		if closedAfterUse(qc) {
+			select {
+			case nominated <- qc:
+			case <-ctx.Done():
+			}
+		}
+		return
 	}
 	select {
 	case <-c.nominated:
 	case <-ctx.Done():
 		return
 	case <-qc.Context().Done():
-		return
+		select {
+		case <-c.nominated: // read just before the close
+		default:
+			if !closedAfterUse(qc) {
+				return
+			}
+		}
 	}
 	select {
 	case nominated <- qc:
 	case <-ctx.Done():
 	}
+}
+
+// closedAfterUse reports whether the peer closed qc as done with it.
+func closedAfterUse(qc *quic.Conn) bool {
+	var ae *quic.ApplicationError
+	return errors.As(context.Cause(qc.Context()), &ae) && ae.Remote && ae.ErrorCode == codeClosed
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -363,7 +363,7 @@ type Node struct {
 	nat        nattype.Type
 	announced  []wire.Candidate
 	reclassify chan struct{}
-	expected   map[identity.PeerID][]chan *quic.Conn
+	expected   map[identity.PeerID][]expectation
 	conns      map[*quic.Conn]*Conn
 
 	ctx    context.Context
@@ -383,7 +383,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
-		expected: make(map[identity.PeerID][]chan *quic.Conn), conns: make(map[*quic.Conn]*Conn),
+		expected: make(map[identity.PeerID][]expectation), conns: make(map[*quic.Conn]*Conn),
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
 		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel}
 	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(PeerALPN), n.listenQUIC())
@@ -660,19 +660,28 @@ func (n *Node) registered() []*bootstrap.Client {
 	return out
 }
 
-// expect registers interest in an incoming connection from peer.
-func (n *Node) expect(peer identity.PeerID) (<-chan *quic.Conn, func()) {
+// expectation is an attempt waiting for connections from a peer: the
+// ufrag of this side's credentials for the attempt, which the dialler
+// sends as its TLS server name (attemptName), and where they go.
+type expectation struct {
+	ufrag string
+	ch    chan *quic.Conn
+}
+
+// expect registers interest in incoming connections from peer for the
+// attempt whose local credentials have ufrag.
+func (n *Node) expect(peer identity.PeerID, ufrag string) (<-chan *quic.Conn, func()) {
 	// Several connections from the peer may arrive (the dialler may have
 	// several dials succeed); the attempt takes the nominated one.
 	ch := make(chan *quic.Conn, 8)
 	n.mu.Lock()
-	n.expected[peer] = append(n.expected[peer], ch)
+	n.expected[peer] = append(n.expected[peer], expectation{ufrag: ufrag, ch: ch})
 	n.mu.Unlock()
 	return ch, func() {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		l := n.expected[peer]
-		if i := slices.Index(l, ch); i >= 0 {
+		if i := slices.IndexFunc(l, func(e expectation) bool { return e.ch == ch }); i >= 0 {
 			l = slices.Delete(l, i, i+1)
 		}
 		if len(l) == 0 {
@@ -704,10 +713,7 @@ func (n *Node) acceptOn(ln *quic.Listener) {
 		}
 		n.track(qc, peer, monitor.PathDirect, false)
 		n.mu.Lock()
-		var waiter chan *quic.Conn
-		if l := n.expected[peer]; len(l) > 0 {
-			waiter = l[0]
-		}
+		waiter := pickExpectation(n.expected[peer], qc.ConnectionState().TLS.ServerName)
 		n.mu.Unlock()
 		if waiter != nil {
 			select {
@@ -715,6 +721,46 @@ func (n *Node) acceptOn(ln *quic.Listener) {
 			default:
 			}
 		}
+	}
+}
+
+// attemptName is the TLS server name a dialler sends: the ufrag of the
+// accepting side's credentials for the attempt, so that the accepting
+// side hands the connection to that attempt when a peer has several under
+// way (it connected, closed and connects again, say).
+func attemptName(ufrag string) string { return ufrag + attemptSuffix }
+
+const attemptSuffix = ".attempt.antnode"
+
+// pickExpectation returns where a connection whose dialler sent
+// serverName goes: the attempt it names, or (a dialler that names none)
+// the peer's oldest one. It is a pure function.
+func pickExpectation(l []expectation, serverName string) chan *quic.Conn {
+	if ufrag, ok := strings.CutSuffix(serverName, attemptSuffix); ok {
+		if i := slices.IndexFunc(l, func(e expectation) bool { return e.ufrag == ufrag }); i >= 0 {
+			return l[i].ch
+		}
+		return nil // an attempt that is over
+	}
+	if len(l) > 0 {
+		return l[0].ch
+	}
+	return nil
+}
+
+// closedIfGone moves peer's machine to closed when no live connection to
+// it is left (and the machine stands for one: see ConnectionClosed).
+func (n *Node) closedIfGone(peer identity.PeerID) {
+	n.mu.Lock()
+	for _, c := range n.conns {
+		if c.peer == peer && c.qc.Context().Err() == nil {
+			n.mu.Unlock()
+			return
+		}
+	}
+	n.mu.Unlock()
+	if err := n.machine(peer).ConnectionClosed(monitor.ReasonNone); err != nil {
+		n.log.Debug("traversal: state", "peer", peer.Short(), "err", err)
 	}
 }
 
@@ -732,16 +778,8 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, out
 		defer func() {
 			n.mu.Lock()
 			delete(n.conns, qc)
-			others := false
-			for _, o := range n.conns {
-				others = others || o.peer == peer
-			}
 			n.mu.Unlock()
-			if !others {
-				if err := n.machine(peer).ConnectionClosed(monitor.ReasonNone); err != nil {
-					n.log.Debug("traversal: state", "peer", peer.Short(), "err", err)
-				}
-			}
+			n.closedIfGone(peer)
 		}()
 		c.serveStreams()
 	}()

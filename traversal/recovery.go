@@ -127,10 +127,13 @@ func within[R any](ctx context.Context, d time.Duration, fn func(context.Context
 	return r, err
 }
 
-// dialPeer dials peer at addr from ep, the handshake bounded by limit.
-func (n *Node) dialPeer(ctx context.Context, ep *endpoint.Endpoint, addr netip.AddrPort, peer identity.PeerID, limit time.Duration) (*quic.Conn, error) {
+// dialPeer dials peer at addr from ep for the attempt whose credentials
+// on the peer's side have ufrag, the handshake bounded by limit.
+func (n *Node) dialPeer(ctx context.Context, ep *endpoint.Endpoint, addr netip.AddrPort, peer identity.PeerID, ufrag string, limit time.Duration) (*quic.Conn, error) {
+	tlsConf := n.cfg.Identity.ClientTLS(peer, PeerALPN)
+	tlsConf.ServerName = attemptName(ufrag)
 	qc, err := within(ctx, limit, func(ctx context.Context) (*quic.Conn, error) {
-		return ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(addr), n.cfg.Identity.ClientTLS(peer, PeerALPN), n.peerQUIC())
+		return ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(addr), tlsConf, n.peerQUIC())
 	})
 	if errors.Is(err, timeout.ErrExceeded) {
 		return nil, fmt.Errorf("traversal: QUIC handshake with %s: %w", n.san(addr), err)
