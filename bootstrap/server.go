@@ -150,13 +150,7 @@ func (c *ServerConfig) validate() error {
 		return errors.New("bootstrap: invalid ProbeAddr")
 	}
 	if c.ListenProbe == nil {
-		c.ListenProbe = func(ap netip.AddrPort) (net.PacketConn, error) {
-			network := "udp4"
-			if ap.Addr().Is6() && !ap.Addr().Is4In6() {
-				network = "udp6"
-			}
-			return net.ListenUDP(network, net.UDPAddrFromAddrPort(ap))
-		}
+		c.ListenProbe = func(ap netip.AddrPort) (net.PacketConn, error) { return endpoint.ListenUDP(ap) }
 	}
 	return nil
 }

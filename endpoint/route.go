@@ -262,16 +262,12 @@ func (e *Endpoint) NewInjector() (*Injector, error) {
 	to := e.local
 	if to.Addr().IsUnspecified() {
 		lo := netip.MustParseAddr("127.0.0.1")
-		if to.Addr().Is6() && !to.Addr().Is4In6() {
+		if Family(to.Addr()) == "6" {
 			lo = netip.IPv6Loopback()
 		}
 		to = netip.AddrPortFrom(lo, to.Port())
 	}
-	network := "udp4"
-	if to.Addr().Is6() && !to.Addr().Is4In6() {
-		network = "udp6"
-	}
-	c, err := net.ListenUDP(network, nil)
+	c, err := net.ListenUDP("udp"+Family(to.Addr()), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -259,13 +259,7 @@ func (s *Session) Scan(ctx context.Context, addr netip.Addr, observed []uint16, 
 type Listener func(netip.AddrPort) (net.PacketConn, error)
 
 // ListenUDP is the Listener of real sockets.
-func ListenUDP(ap netip.AddrPort) (net.PacketConn, error) {
-	network := "udp4"
-	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
-		network = "udp6"
-	}
-	return net.ListenUDP(network, net.UDPAddrFromAddrPort(ap))
-}
+func ListenUDP(ap netip.AddrPort) (net.PacketConn, error) { return endpoint.ListenUDP(ap) }
 
 // Spray runs the spraying side: it opens cfg.Sockets sockets on local with
 // listen, sends a check from each to target (again every Resend), answers

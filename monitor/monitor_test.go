@@ -121,6 +121,18 @@ func TestReasonNames(t *testing.T) {
 	if _, err := ParseReason("nope"); err == nil {
 		t.Fatal("unknown reason parsed")
 	}
+	// In JSON a reason is its name, both ways.
+	b, err := json.Marshal(map[string]Reason{"r": ReasonDirectAvailable})
+	if err != nil || string(b) != `{"r":"direct_available"}` {
+		t.Fatalf("marshalled %s, %v", b, err)
+	}
+	var back map[string]Reason
+	if err := json.Unmarshal(b, &back); err != nil || back["r"] != ReasonDirectAvailable {
+		t.Fatalf("unmarshalled %v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"r":"nope"}`), &back); err == nil {
+		t.Fatal("an unknown reason name unmarshalled")
+	}
 }
 
 // seedNames are the metric names of the specification, which keep their

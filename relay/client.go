@@ -12,6 +12,8 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/turn/v4"
+
+	"github.com/antnode/antnode/endpoint"
 )
 
 // ClientConfig configures an allocation.
@@ -100,11 +102,9 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 	} else {
 		listen := cfg.ListenUDP
 		if listen == nil {
-			network := "udp4"
-			if cfg.Server.Addr().Is6() && !cfg.Server.Addr().Is4In6() {
-				network = "udp6"
+			listen = func() (net.PacketConn, error) {
+				return net.ListenPacket("udp"+endpoint.Family(cfg.Server.Addr()), ":0")
 			}
-			listen = func() (net.PacketConn, error) { return net.ListenPacket(network, ":0") }
 		}
 		if sock, err = listen(); err != nil {
 			return nil, fmt.Errorf("relay: socket: %w", err)
@@ -208,8 +208,8 @@ func (a *Allocation) Close() error {
 type familyNet struct{ *stdnet.Net }
 
 func (n familyNet) ResolveUDPAddr(network, address string) (*net.UDPAddr, error) {
-	if ap, err := netip.ParseAddrPort(address); err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6() {
-		network = "udp6"
+	if ap, err := netip.ParseAddrPort(address); err == nil {
+		network = "udp" + endpoint.Family(ap.Addr())
 	}
 	return n.Net.ResolveUDPAddr(network, address)
 }

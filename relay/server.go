@@ -30,6 +30,7 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
 )
@@ -290,14 +291,11 @@ type generator struct {
 
 func (g *generator) Validate() error { return nil }
 
-func (g *generator) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
-	// The relayed address is of the relay IP's family, whatever family
-	// the client asked for (pion's client asks for IPv4, RFC 6156's
-	// default): the peers of an IPv6 relay are IPv6 nodes.
-	if g.ip.Is6() && !g.ip.Is4In6() {
-		network = "udp6"
-	}
-	c, err := g.s.cfg.ListenRelay(network, net.JoinHostPort(g.ip.String(), strconv.Itoa(port)))
+// AllocatePacketConn makes the relayed socket in the relay IP's family,
+// whatever family the client asked for (pion's client asks for IPv4, RFC
+// 6156's default): the peers of an IPv6 relay are IPv6 nodes.
+func (g *generator) AllocatePacketConn(_ string, port int) (net.PacketConn, net.Addr, error) {
+	c, err := g.s.cfg.ListenRelay("udp"+endpoint.Family(g.ip), net.JoinHostPort(g.ip.String(), strconv.Itoa(port)))
 	if err != nil {
 		return nil, nil, err
 	}

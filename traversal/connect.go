@@ -742,24 +742,19 @@ func (n *Node) awaitNomination(ctx context.Context, qc *quic.Conn, nominated cha
 	n.mu.Lock()
 	c := n.conns[qc]
 	n.mu.Unlock()
-	if c == nil {
-		// Accepted connections are tracked before they are handed out,
-		// and no longer once they have ended: this one is over already.
-		if closedAfterUse(qc) {
-			select {
-			case nominated <- qc:
-			case <-ctx.Done():
-			}
-		}
-		return
+	// Accepted connections are tracked before they are handed out, and no
+	// longer once they have ended: an untracked one is over already.
+	var nominatedC <-chan struct{}
+	if c != nil {
+		nominatedC = c.nominated
 	}
 	select {
-	case <-c.nominated:
+	case <-nominatedC:
 	case <-ctx.Done():
 		return
 	case <-qc.Context().Done():
 		select {
-		case <-c.nominated: // read just before the close
+		case <-nominatedC: // read just before the close
 		default:
 			if !closedAfterUse(qc) {
 				return

@@ -58,7 +58,7 @@ func (n *Node) pathWatch(c *Conn) {
 		// makes the peer answer too, which refreshes its mapping.
 		if now := time.Now(); st.PacketsSent != sent {
 			sent, lastSend = st.PacketsSent, now
-		} else if now.Sub(lastSend) >= n.keepalive() {
+		} else if now.Sub(lastSend) >= n.Keepalive() {
 			if err := sendNotice(c.qc, noticePing); err != nil {
 				n.log.Debug("traversal: keepalive", "peer", c.peer.Short(), "err", err)
 			}

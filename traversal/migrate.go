@@ -259,12 +259,10 @@ func purposeReason(p wire.Purpose) monitor.Reason {
 }
 
 // Keepalive returns the pace at which the node keeps its NAT mappings
-// alive: under the learned mapping lifetime, at most Config.KeepAlive.
-func (n *Node) Keepalive() time.Duration { return n.keepalive() }
-
-// keepalive is the keepalive period for connections made now: under the
-// learned NAT mapping lifetime, at most the configured KeepAlive.
-func (n *Node) keepalive() time.Duration {
+// alive (bootstrap heartbeats, new connections' QUIC keepalive, pings of
+// older connections): under the learned mapping lifetime, at most
+// Config.KeepAlive.
+func (n *Node) Keepalive() time.Duration {
 	return migration.KeepaliveFor(time.Duration(n.mapLife.Load()), time.Second, n.cfg.KeepAlive)
 }
 
@@ -284,7 +282,7 @@ func (n *Node) learnMappingLifetime(upper time.Duration) {
 			break
 		}
 	}
-	ka := n.keepalive()
+	ka := n.Keepalive()
 	for _, c := range n.bootstrapClients() {
 		c.SetHeartbeat(ka)
 	}

@@ -523,7 +523,7 @@ func (c *Config) peerQUIC(keepalive time.Duration) *quic.Config {
 
 // peerQUIC is the QUIC configuration of peer connections made now: the
 // keepalive follows the learned NAT mapping lifetime.
-func (n *Node) peerQUIC() *quic.Config { return n.cfg.peerQUIC(n.keepalive()) }
+func (n *Node) peerQUIC() *quic.Config { return n.cfg.peerQUIC(n.Keepalive()) }
 
 // listenQUIC is the configuration of a listener: each accepted connection
 // gets the configuration of the moment it arrives.

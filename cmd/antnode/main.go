@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/traversal"
@@ -227,8 +228,9 @@ func family(hostport string) string {
 	if err != nil {
 		return "4"
 	}
-	if a, err := netip.ParseAddr(host); err == nil && a.Is6() && !a.Is4In6() {
-		return "6"
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return "4"
 	}
-	return "4"
+	return endpoint.Family(a)
 }
