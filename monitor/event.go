@@ -153,6 +153,13 @@ const (
 	// ReasonDirectAvailable: a relayed connection moved to a direct path
 	// that validated (the reason of an upgrade).
 	ReasonDirectAvailable
+	// Refusals of application streams (package service): no such
+	// service, a peer not on its allow list, a local target that did not
+	// answer, a peer at its stream limit.
+	ReasonUnknownService
+	ReasonNotAllowed
+	ReasonTargetUnreachable
+	ReasonStreamLimit
 	reasonEnd
 )
 
@@ -164,7 +171,8 @@ var reasonNames = [reasonEnd]string{"none", "timeout", "canceled", "bootstrap_un
 	"key_mismatch", "handshake_failed", "protocol_error", "no_candidates", "udp_blocked",
 	"both_symmetric", "punch_timeout", "relay_unavailable", "relay_quota", "path_blackholed",
 	"mapping_expired", "network_changed", "transfer_mismatch", "connection_lost", "self",
-	"internal", "direct_available"}
+	"internal", "direct_available", "unknown_service", "not_allowed", "target_unreachable",
+	"stream_limit"}
 
 func (r Reason) String() string {
 	if r < reasonEnd {

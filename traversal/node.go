@@ -35,6 +35,7 @@ import (
 	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
+	"github.com/antnode/antnode/service"
 )
 
 // PeerALPN is the TLS application protocol of peer-to-peer connections.
@@ -234,6 +235,11 @@ type Config struct {
 	// when the socket is bound to loopback or every bootstrap is on
 	// loopback.
 	AllowLoopback bool
+	// Services configures the application streams peers open to this
+	// node (limits, metrics; see package service). Its Local is set to
+	// the node's ID; nil Recorder and Logger default to the node's. The
+	// zero value: service's defaults, metrics not registered.
+	Services service.Config
 }
 
 func (c *Config) validate() error {
@@ -244,6 +250,9 @@ func (c *Config) validate() error {
 		return errors.New("traversal: Config.Endpoint is required")
 	case c.ConnectTimeout < 0, c.PunchBudget < 0, c.HandshakeTimeout < 0, c.KeepAlive < 0, c.IdleTimeout < 0, c.MaxTransfer < 0:
 		return errors.New("traversal: Config has a negative duration or limit")
+	}
+	if c.Services.MaxStreamsPerPeer == 0 {
+		c.Services.MaxStreamsPerPeer = 1024 // service's default, also sizes QUIC's stream limit
 	}
 	if c.Recorder == nil {
 		c.Recorder = monitor.Nop{}
@@ -366,6 +375,10 @@ type Node struct {
 	expected   map[identity.PeerID][]expectation
 	conns      map[*quic.Conn]*Conn
 
+	services *service.Mux
+	dialMu   sync.Mutex
+	dialing  map[identity.PeerID]*connCall // PeerConn's attempts in flight
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -385,7 +398,13 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
 		expected: make(map[identity.PeerID][]expectation), conns: make(map[*quic.Conn]*Conn),
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
-		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel}
+		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel,
+		dialing: make(map[identity.PeerID]*connCall)}
+	if n.services, err = n.newServices(); err != nil {
+		cancel()
+		agent.Close()
+		return nil, err
+	}
 	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(PeerALPN), n.listenQUIC())
 	if err != nil {
 		cancel()
@@ -515,8 +534,8 @@ func (c *Config) peerQUIC(keepalive time.Duration) *quic.Config {
 		HandshakeIdleTimeout:  c.HandshakeTimeout,
 		MaxIdleTimeout:        c.IdleTimeout,
 		KeepAlivePeriod:       keepalive,
-		MaxIncomingStreams:    16,
-		MaxIncomingUniStreams: 4, // notices: the nomination, path moves
+		MaxIncomingStreams:    int64(c.Services.MaxStreamsPerPeer) + 16, // past the service limit: refusals, not stalls
+		MaxIncomingUniStreams: 4,                                        // notices: the nomination, path moves
 		Tracer:                c.Tracer,
 	}
 }
@@ -573,6 +592,7 @@ func (n *Node) Close() error {
 			c.CloseWithError(0, "node closing")
 		}
 		n.closeRelays()
+		n.services.Close()
 		n.wg.Wait()
 		n.injMu.Lock()
 		if n.inj != nil {
@@ -1009,10 +1029,15 @@ func (c *Conn) QUIC() *quic.Conn { return c.qc }
 // Close closes the connection.
 func (c *Conn) Close() error { return c.qc.CloseWithError(0, "closed") }
 
-// SendVerified sends size pseudo-random bytes that the peer verifies by
-// SHA-256; it fails unless the peer confirms exactly what was sent.
+// SendVerified sends size pseudo-random bytes to the peer's transfer
+// service, which verifies them by SHA-256; it fails unless the peer
+// confirms exactly what was sent.
 func (c *Conn) SendVerified(ctx context.Context, size int64) (TransferResult, error) {
-	res, err := sendVerified(ctx, c.qc, size)
+	str, err := c.node.services.Open(ctx, c.qc, c.peer, TransferService)
+	if err != nil {
+		return TransferResult{}, fmt.Errorf("traversal: transfer: %w", err)
+	}
+	res, err := sendVerified(ctx, str, size)
 	if err == nil {
 		c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.Path(), Value: res.Mbps,
 			Duration: res.Duration, Peer: c.peer.String(), Detail: "sent"})
@@ -1020,7 +1045,10 @@ func (c *Conn) SendVerified(ctx context.Context, size int64) (TransferResult, er
 	return res, err
 }
 
+// serveStreams hands every stream the peer opens to the node's services,
+// each on a goroutine of its own, until the connection closes.
 func (c *Conn) serveStreams() {
+	ctx := context.WithValue(c.qc.Context(), connKey{}, c)
 	for {
 		str, err := c.qc.AcceptStream(c.node.ctx)
 		if err != nil {
@@ -1029,16 +1057,7 @@ func (c *Conn) serveStreams() {
 		c.node.wg.Add(1)
 		go func() {
 			defer c.node.wg.Done()
-			start := time.Now()
-			n, err := receiveVerified(str, c.node.cfg.MaxTransfer, c.node.cfg.IdleTimeout)
-			if err != nil {
-				c.node.log.Debug("traversal: transfer from peer failed", "peer", c.peer.Short(), "err", err)
-				return
-			}
-			if d := time.Since(start); d > 0 && n > 0 {
-				c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.Path(),
-					Value: float64(n) * 8 / d.Seconds() / 1e6, Duration: d, Peer: c.peer.String(), Detail: "received"})
-			}
+			c.node.services.Serve(ctx, c.peer, str)
 		}()
 	}
 }

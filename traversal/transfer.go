@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/antnode/antnode/service"
 )
 
 // The verified-transfer protocol on a peer stream:
@@ -43,17 +45,12 @@ type TransferResult struct {
 	Mbps     float64
 }
 
-// sendVerified sends size pseudo-random bytes on a new stream and waits for
-// the receiver's digest.
-func sendVerified(ctx context.Context, conn *quic.Conn, size int64) (TransferResult, error) {
-	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		return TransferResult{}, fmt.Errorf("traversal: open transfer stream: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() {
-		str.CancelRead(quic.StreamErrorCode(1))
-		str.CancelWrite(quic.StreamErrorCode(1))
-	})
+// sendVerified sends size pseudo-random bytes on str, a stream opened to
+// the peer's transfer service, and waits for the receiver's digest. It
+// closes str.
+func sendVerified(ctx context.Context, str *service.Conn, size int64) (TransferResult, error) {
+	defer str.Close()
+	stop := context.AfterFunc(ctx, func() { str.Abort(1) })
 	defer stop()
 	start := time.Now()
 	var hdr [13]byte
@@ -77,7 +74,7 @@ func sendVerified(ctx context.Context, conn *quic.Conn, size int64) (TransferRes
 		}
 		left -= int64(n)
 	}
-	if err := str.Close(); err != nil {
+	if err := str.CloseWrite(); err != nil {
 		return TransferResult{}, fmt.Errorf("traversal: transfer: %w", err)
 	}
 	var reply [40]byte
@@ -137,14 +134,14 @@ func parseTransferHeader(hdr [13]byte, maxSize int64) (int64, error) {
 }
 
 // receiveVerified serves one transfer stream: it reads the announced bytes,
-// hashes them and replies with the digest and count.
-func receiveVerified(str *quic.Stream, maxSize int64, idle time.Duration) (int64, error) {
+// hashes them and replies with the digest and count. It closes str.
+func receiveVerified(str *service.Conn, maxSize int64, idle time.Duration) (int64, error) {
 	defer str.Close()
 	br := bufio.NewReaderSize(str, 64<<10)
 	str.SetReadDeadline(time.Now().Add(idle))
 	var hdr [13]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		str.CancelRead(1)
+		str.Abort(1)
 		return 0, fmt.Errorf("traversal: transfer header: %w", err)
 	}
 	size, err := parseTransferHeader(hdr, maxSize)
@@ -153,8 +150,7 @@ func receiveVerified(str *quic.Stream, maxSize int64, idle time.Duration) (int64
 		if errors.Is(err, ErrTransferTooLarge) {
 			code = streamTooLarge
 		}
-		str.CancelRead(code)
-		str.CancelWrite(code)
+		str.Abort(code)
 		return 0, err
 	}
 	h := sha256.New()
@@ -171,7 +167,7 @@ func receiveVerified(str *quic.Stream, maxSize int64, idle time.Duration) (int64
 			if n == size && errors.Is(err, io.EOF) {
 				break
 			}
-			str.CancelWrite(1)
+			str.Abort(1)
 			return n, fmt.Errorf("traversal: transfer body: %w", err)
 		}
 	}
@@ -180,6 +176,9 @@ func receiveVerified(str *quic.Stream, maxSize int64, idle time.Duration) (int64
 	binary.BigEndian.PutUint64(reply[32:], uint64(n))
 	str.SetWriteDeadline(time.Now().Add(idle))
 	if _, err := str.Write(reply[:]); err != nil {
+		return n, fmt.Errorf("traversal: transfer reply: %w", err)
+	}
+	if err := str.CloseWrite(); err != nil {
 		return n, fmt.Errorf("traversal: transfer reply: %w", err)
 	}
 	return n, nil

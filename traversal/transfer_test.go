@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/service"
 )
 
 func header(magic string, version byte, size uint64) [13]byte {
@@ -62,9 +63,10 @@ func FuzzParseTransferHeader(f *testing.F) {
 	})
 }
 
-// loopbackConn returns a real authenticated QUIC connection over loopback
-// whose accepting side hands every stream the dialler opens to serve.
-func loopbackConn(t *testing.T, serve func(*quic.Stream)) *quic.Conn {
+// loopbackStream returns a stream to the transfer service over a real
+// authenticated QUIC connection on loopback, whose accepting side's
+// service mux hands it to serve.
+func loopbackStream(t *testing.T, serve func(*service.Conn)) *service.Conn {
 	t.Helper()
 	server, client := newIdentity(t), newIdentity(t)
 	ln, err := newEndpoint(t).Transport().Listen(server.ServerTLS(PeerALPN), &quic.Config{})
@@ -72,6 +74,18 @@ func loopbackConn(t *testing.T, serve func(*quic.Stream)) *quic.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	mux, err := service.New(service.Config{Local: server.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = mux.Handle(TransferService, service.AllowAny, "", func(r *service.Request) {
+		if s, err := r.Accept(); err == nil {
+			serve(s)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -85,7 +99,7 @@ func loopbackConn(t *testing.T, serve func(*quic.Stream)) *quic.Conn {
 			if err != nil {
 				return
 			}
-			serve(str)
+			mux.Serve(t.Context(), client.ID(), str)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -99,13 +113,21 @@ func loopbackConn(t *testing.T, serve func(*quic.Stream)) *quic.Conn {
 		qc.CloseWithError(0, "")
 		<-done
 	})
-	return qc
+	cmux, err := service.New(service.Config{Local: client.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	str, err := cmux.Open(ctx, qc, server.ID(), TransferService)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return str
 }
 
 // lyingReceiver reads a transfer like receiveVerified but answers with
 // what reply makes of the true digest and count.
-func lyingReceiver(reply func(digest [32]byte, n int64) []byte) func(*quic.Stream) {
-	return func(str *quic.Stream) {
+func lyingReceiver(reply func(digest [32]byte, n int64) []byte) func(*service.Conn) {
+	return func(str *service.Conn) {
 		defer str.Close()
 		var hdr [13]byte
 		if _, err := io.ReadFull(str, hdr[:]); err != nil {
@@ -118,6 +140,7 @@ func lyingReceiver(reply func(digest [32]byte, n int64) []byte) func(*quic.Strea
 		h := sha256.New()
 		n, _ := io.CopyN(h, str, size)
 		str.Write(reply([32]byte(h.Sum(nil)), n))
+		str.CloseWrite()
 	}
 }
 
@@ -134,11 +157,11 @@ func TestSendVerifiedDetectsAWrongReply(t *testing.T) {
 	tests := []struct {
 		name     string
 		size     int64
-		receiver func(*quic.Stream)
+		receiver func(*service.Conn)
 		want     error // nil: verified
 	}{
-		{"honest receiver", 100_000, func(str *quic.Stream) { receiveVerified(str, 1<<20, 5*time.Second) }, nil},
-		{"honest receiver, empty", 0, func(str *quic.Stream) { receiveVerified(str, 1<<20, 5*time.Second) }, nil},
+		{"honest receiver", 100_000, func(str *service.Conn) { receiveVerified(str, 1<<20, 5*time.Second) }, nil},
+		{"honest receiver, empty", 0, func(str *service.Conn) { receiveVerified(str, 1<<20, 5*time.Second) }, nil},
 		{"digest bit flipped", 100_000, lyingReceiver(func(d [32]byte, n int64) []byte {
 			d[31] ^= 1
 			return encodeReply(d, n)
@@ -154,15 +177,15 @@ func TestSendVerifiedDetectsAWrongReply(t *testing.T) {
 		// The receiver stops the stream when it reads the header; the
 		// sender sees that while writing (a large transfer) or when it
 		// reads the reply (a small one).
-		{"size refused while writing", 8 << 20, func(str *quic.Stream) { receiveVerified(str, 1000, 5*time.Second) }, ErrTransferTooLarge},
-		{"size refused, one over", 1001, func(str *quic.Stream) { receiveVerified(str, 1000, 5*time.Second) }, ErrTransferTooLarge},
+		{"size refused while writing", 8 << 20, func(str *service.Conn) { receiveVerified(str, 1000, 5*time.Second) }, ErrTransferTooLarge},
+		{"size refused, one over", 1001, func(str *service.Conn) { receiveVerified(str, 1000, 5*time.Second) }, ErrTransferTooLarge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			qc := loopbackConn(t, tc.receiver)
+			str := loopbackStream(t, tc.receiver)
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			res, err := sendVerified(ctx, qc, tc.size)
+			res, err := sendVerified(ctx, str, tc.size)
 			if tc.want == nil {
 				if err != nil || res.Bytes != tc.size {
 					t.Fatalf("got %+v, %v; want %d bytes verified", res, err, tc.size)
