@@ -60,6 +60,10 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return mainConnect(ctx, args, stdout, stderr)
 	case "diagnose":
 		return mainDiagnose(ctx, args, stdout, stderr)
+	case "forward":
+		return mainForward(ctx, args, stdout, stderr)
+	case "pipe":
+		return mainPipe(ctx, args, os.Stdin, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return exitOK
@@ -72,11 +76,16 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   antnode [--bootstrap] --listen HOST:PORT [--bootstrap-nodes ADDR[,ADDR...]] --key PATH [flags]
-      run a peer (default) or a bootstrap node (--bootstrap)
+      run a peer (default) or a bootstrap node (--bootstrap); a peer serves local
+      TCP services to other peers with --expose NAME=HOST:PORT --allow PEERID
   antnode id --key PATH
       print the peer ID of a key (creating the key if missing)
   antnode connect PEERID --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json]
       connect to a peer through a bootstrap, optionally verify a transfer
+  antnode forward PEERID SERVICE --local HOST:PORT --bootstrap-nodes ADDR[,ADDR...] --key PATH [--json]
+      carry each TCP connection accepted on --local to PEERID's service SERVICE
+  antnode pipe PEERID SERVICE --bootstrap-nodes ADDR[,ADDR...] --key PATH
+      join stdin and stdout to one stream to PEERID's service SERVICE (like netcat)
   antnode diagnose --bootstrap-nodes ADDR[,ADDR...] [--json] [--redact]
       measure this host's network (UDP, NAT type, bootstraps, relay) and say what is wrong
 ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).

@@ -298,18 +298,39 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		if name == "config" || fs.Lookup(name) == nil {
 			return fmt.Errorf("%w %s: unknown setting %q (settings are the flag names, without dashes in front)", ErrConfig, path, name)
 		}
-		v, err := scalar(settings[name])
+		vals, err := flagValues(settings[name])
 		if err != nil {
 			return fmt.Errorf("%w %s: %q: %w", ErrConfig, path, name, err)
 		}
 		if given[name] {
 			continue
 		}
-		if err := fs.Set(name, v); err != nil {
-			return fmt.Errorf("%w %s: %q: %w", ErrConfig, path, name, err)
+		for _, v := range vals {
+			if err := fs.Set(name, v); err != nil {
+				return fmt.Errorf("%w %s: %q: %w", ErrConfig, path, name, err)
+			}
 		}
 	}
 	return nil
+}
+
+// flagValues renders a setting as flag texts: a scalar is one, an array
+// (of a repeatable flag, such as "expose") one per element.
+func flagValues(raw json.RawMessage) ([]string, error) {
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) != nil {
+		v, err := scalar(raw)
+		return []string{v}, err
+	}
+	out := make([]string, 0, len(list))
+	for _, r := range list {
+		v, err := scalar(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // scalar renders a JSON string, number or boolean as flag text.

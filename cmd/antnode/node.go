@@ -41,6 +41,7 @@ type nodeOptions struct {
 	relayMbps      int
 	relayMaxAllocs int
 	peer           peerFlags
+	svc            serviceFlags
 	log            logFlags
 	mon            monitorFlags
 	config         string
@@ -175,6 +176,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.relayMbps, "relay-bandwidth-mbps", 100, "bootstrap: bandwidth per relay allocation, each direction, in Mbit/s")
 	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer")
 	o.peer.register(fs)
+	o.svc.register(fs)
 	o.log.register(fs, "info")
 	o.mon.register(fs)
 	fs.StringVar(&o.config, "config", "", "JSON file of settings: flag names as keys (\"sampling-rate\": 0.05); flags on the command line win")
@@ -248,6 +250,12 @@ func (o *nodeOptions) validate() error {
 	if !o.bootstrap && o.bootstrapNodes == "" {
 		return errors.New("a peer needs --bootstrap-nodes (or run with --bootstrap)")
 	}
+	if o.bootstrap && len(o.svc.expose) > 0 {
+		return errors.New("--expose is for peers, not for a bootstrap node")
+	}
+	if err := o.svc.validate(); err != nil {
+		return err
+	}
 	return o.mon.validate()
 }
 
@@ -281,7 +289,8 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 	if err != nil {
 		return err
 	}
-	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log}
+	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log,
+		Services: o.svc.config(reg)}
 	if err := o.peer.apply(&ncfg); err != nil {
 		return err
 	}
@@ -297,6 +306,9 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 	defer node.Close()
 	if err := reg.Register(node.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := o.svc.serve(node, log); err != nil {
+		return err
 	}
 	surface, err := o.mon.startSurface(mn, reg, peerAPI(node, mon, started), log, stdout)
 	if err != nil {

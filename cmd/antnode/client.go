@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/service"
+	"github.com/antnode/antnode/traversal"
+)
+
+// clientOptions are the flags of the commands that use one peer's service
+// for a while (forward, pipe): a node of their own, its bootstraps, and
+// how long to wait for the peer.
+type clientOptions struct {
+	peer           identity.PeerID
+	service        string
+	bootstrapNodes string
+	key            string
+	listen         string
+	timeout        time.Duration
+	relay          peerFlags
+	log            logFlags
+}
+
+func (o *clientOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
+	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity, which no --allow list names)")
+	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address of this node's socket")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "how long to wait for the peer connection (at start, and for each stream)")
+	o.relay.register(fs)
+	o.log.register(fs, "warn")
+}
+
+// parse parses args (flags and the positional PEERID SERVICE).
+func (o *clientOptions) parse(fs *flag.FlagSet, args []string) error {
+	pos, err := parseWithPositional(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return errors.New("want PEERID SERVICE")
+	}
+	if o.peer, err = identity.ParsePeerID(pos[0]); err != nil {
+		return err
+	}
+	o.service = pos[1]
+	if err := service.ValidName(o.service); err != nil {
+		return err
+	}
+	if o.bootstrapNodes == "" {
+		return errors.New("--bootstrap-nodes is required")
+	}
+	if o.timeout <= 0 {
+		return errors.New("--timeout must be positive")
+	}
+	return nil
+}
+
+// clientNode is the node of a forward or pipe, registered with its
+// bootstraps.
+type clientNode struct {
+	node *traversal.Node
+	ep   *endpoint.Endpoint
+}
+
+func (c *clientNode) Close() {
+	c.node.Close()
+	c.ep.Close()
+}
+
+// startClient starts the node and waits (within the timeout) until a
+// bootstrap has registered it.
+func startClient(ctx context.Context, o clientOptions, log *slog.Logger, rec monitor.Recorder) (*clientNode, error) {
+	bs, err := parseBootstraps(o.bootstrapNodes)
+	if err != nil {
+		return nil, err
+	}
+	id, err := loadIdentity(o.key, log)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := endpoint.Listen(udpNetwork(o.listen), o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
+	if err != nil {
+		return nil, err
+	}
+	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: rec, Logger: log,
+		ConnectTimeout: o.timeout, Services: service.Config{Names: []string{o.service}}}
+	if err := o.relay.apply(&ncfg); err != nil {
+		ep.Close()
+		return nil, err
+	}
+	node, err := traversal.New(ncfg)
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	c := &clientNode{node: node, ep: ep}
+	rctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if err := node.WaitReady(rctx); err != nil {
+		c.Close()
+		return nil, &traversal.ConnectError{Phase: monitor.PhaseRegister, Reason: monitor.ReasonBootstrapUnreachable, Err: err}
+	}
+	return c, nil
+}
+
+// failLine prints a failure as one line: what failed, the reason from the
+// closed set, and the error.
+func failLine(w io.Writer, cmd string, err error) {
+	reason := traversal.Reason(err)
+	var se *service.StreamError
+	if errors.As(err, &se) {
+		reason = streamReason(se.Code)
+	}
+	fmt.Fprintf(w, "antnode %s: %s: %s\n", cmd, reason, oneLine(err))
+}
+
+// streamReason maps a service refusal to the reason diagnosis and the
+// CLI name.
+func streamReason(c service.Code) monitor.Reason {
+	switch c {
+	case service.CodeUnknownService:
+		return monitor.ReasonUnknownService
+	case service.CodeNotAllowed:
+		return monitor.ReasonNotAllowed
+	case service.CodeTargetUnreachable:
+		return monitor.ReasonTargetUnreachable
+	case service.CodeStreamLimit:
+		return monitor.ReasonStreamLimit
+	case service.CodeIdle:
+		return monitor.ReasonTimeout
+	}
+	return monitor.ReasonRefused
+}

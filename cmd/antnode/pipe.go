@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// mainPipe joins stdin and stdout to one stream to a peer's service, as
+// netcat does: stdin's end becomes the stream's FIN, and the command ends
+// when the service has ended its side too.
+func mainPipe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o clientOptions
+	fs := flag.NewFlagSet("antnode pipe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.register(fs)
+	if err := o.parse(fs, args); err != nil {
+		fmt.Fprintln(stderr, "antnode pipe:", err)
+		return exitUsage
+	}
+	log, _, err := o.log.build(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode pipe:", err)
+		return exitUsage
+	}
+	c, err := startClient(ctx, o, log, nil)
+	if err != nil {
+		failLine(stderr, "pipe", err)
+		return exitFailure
+	}
+	defer c.Close()
+	dctx, cancel := context.WithTimeout(ctx, o.timeout)
+	s, err := c.node.Dial(dctx, o.peer, o.service)
+	cancel()
+	if err != nil {
+		failLine(stderr, "pipe", err)
+		return exitFailure
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, s.Reset)
+	defer stop()
+	up := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(s, stdin)
+		if err == nil {
+			err = s.CloseWrite()
+		}
+		up <- err
+	}()
+	_, err = io.Copy(stdout, s)
+	if err == nil {
+		// The service ended its side; stdin's side ends when stdin does
+		// (or when the service stops reading).
+		err = <-up
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = errors.Join(errors.New("interrupted"), err)
+		}
+		failLine(stderr, "pipe", err)
+		return exitFailure
+	}
+	return exitOK
+}
