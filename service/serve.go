@@ -50,15 +50,11 @@ func (m *Mux) Serve(ctx context.Context, peer identity.PeerID, str *quic.Stream)
 		m.refuse(str, st, peer, name, CodeStreamLimit, nil)
 		return
 	}
-	r := &Request{ctx: ctx, m: m, str: str, st: st, release: release,
+	r := &Request{ctx: ctx, m: m, str: str, st: st, release: release, answered: make(chan struct{}),
 		Local: Addr{m.cfg.Local, name}, Remote: Addr{peer, name}}
 	e.handler(r)
-	r.mu.Lock()
-	answered := r.answered
-	r.mu.Unlock()
-	if !answered {
-		r.Refuse(CodeShutdown)
-	}
+	r.Refuse(CodeShutdown) // a handler that returned without an answer
+
 }
 
 // refuse resets both directions of str with code, and counts it.
@@ -83,22 +79,22 @@ type Request struct {
 	st      *stats
 	release func()
 
-	mu       sync.Mutex
-	answered bool
+	once     sync.Once
+	answered chan struct{} // closed by the answer
 }
 
 // Context is the context Serve was given: it ends when the peer
 // connection does.
 func (r *Request) Context() context.Context { return r.ctx }
 
+// answer claims the one answer a request gets.
 func (r *Request) answer() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.answered {
-		return false
-	}
-	r.answered = true
-	return true
+	first := false
+	r.once.Do(func() {
+		first = true
+		close(r.answered)
+	})
+	return first
 }
 
 // Accept tells the peer the service has taken the stream, and returns it.
@@ -155,6 +151,8 @@ func (m *Mux) Listen(name string, allow Allow) (*Listener, error) {
 	return l, nil
 }
 
+// handle queues r for Accept and waits until Accept (or Close) has
+// answered it, within the header timeout.
 func (l *Listener) handle(r *Request) {
 	t := time.NewTimer(l.m.cfg.HeaderTimeout)
 	defer t.Stop()
@@ -162,8 +160,17 @@ func (l *Listener) handle(r *Request) {
 	case l.backlog <- r:
 	case <-l.closed:
 		r.Refuse(CodeShutdown)
+		return
 	case <-t.C:
 		r.Refuse(CodeStreamLimit)
+		return
+	}
+	select {
+	case <-r.answered:
+	case <-l.closed:
+		r.Refuse(CodeShutdown)
+	case <-t.C:
+		r.Refuse(CodeStreamLimit) // queued, but not taken in time
 	}
 }
 

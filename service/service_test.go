@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -456,5 +457,63 @@ func TestMetricsLint(t *testing.T) {
 	}
 	if unknown.Refused[CodeUnknownService.String()] != 2 {
 		t.Fatalf("unknown label: %+v, want 2 unknown_service refusals", unknown)
+	}
+}
+
+// TestListener: Accept returns streams as net.Conns naming the peer; a
+// stream that Accept does not take within the header timeout is refused
+// with CodeStreamLimit; Close refuses what waits and ends Accept.
+func TestListener(t *testing.T) {
+	server, client := newNode(t, Config{HeaderTimeout: 300 * time.Millisecond}), newNode(t, Config{})
+	ln, err := server.mux.Listen("web", AllowAny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.mux.Listen("web", AllowAny); !errors.Is(err, ErrServiceExists) {
+		t.Fatalf("second Listen: %v", err)
+	}
+	l := connect(t, client, server)
+
+	// Not accepted in time: refused.
+	_, err = l.dial("web")
+	var se *StreamError
+	if !errors.As(err, &se) || se.Code != CodeStreamLimit {
+		t.Fatalf("unaccepted stream: %v, want %s", err, CodeStreamLimit)
+	}
+
+	// Accepted: the conn names the peer, and bytes flow.
+	accepted := make(chan *Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c.(*Conn)
+		}
+		close(accepted)
+	}()
+	c, err := l.dial("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := <-accepted
+	if sc == nil || sc.Peer() != client.id.ID() || sc.RemoteAddr().String() != client.id.ID().String()+"/web" {
+		t.Fatalf("accepted %v", sc)
+	}
+	c.Write([]byte("hi"))
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(sc, b); err != nil || string(b) != "hi" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	sc.Close()
+	c.Close()
+
+	// Closed: Accept ends, new streams are refused as unknown.
+	acceptErr := make(chan error, 1)
+	go func() { _, err := ln.Accept(); acceptErr <- err }()
+	ln.Close()
+	if err := <-acceptErr; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close: %v", err)
+	}
+	if _, err := l.dial("web"); !errors.As(err, &se) || se.Code != CodeUnknownService {
+		t.Fatalf("after Close: %v, want %s", err, CodeUnknownService)
 	}
 }

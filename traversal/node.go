@@ -3,10 +3,35 @@
 // that takes two peers from "introduce me" to an authenticated QUIC
 // connection (discover, coordinate, synchronise, punch, validate, dial).
 //
+// # Carrying traffic
+//
+// A Node carries its user's own streams to other peers, in net's shapes.
+// One node serves a service by name; another opens streams to it by peer
+// ID; the node finds or makes the connection underneath (direct, through
+// the birthday search or a relay) and keeps it for the next stream:
+//
+//	ln, err := node.Listen("web", service.Allow{Peers: []identity.PeerID{friend}})
+//	http.Serve(ln, handler) // each Accept: a net.Conn from a permitted peer
+//
+//	conn, err := node.Dial(ctx, serverID, "web") // a net.Conn
+//	hc := &http.Client{Transport: &http.Transport{DialContext: node.HTTPDialer("web")}}
+//	resp, err := hc.Get("http://" + serverID.String() + "/")
+//
+// Streams of every service share the one QUIC connection per peer pair
+// and survive what the connection survives: a relay-to-direct upgrade, a
+// network change, a NAT rebinding. A refused stream fails with a
+// *service.StreamError naming the reason (unknown_service, not_allowed,
+// target_unreachable, stream_limit). The built-in verified transfer
+// (Conn.SendVerified) is the service TransferService. Limits and metrics
+// of the streams are Config.Services; package service has the details.
+//
+// # Goroutines
+//
 // New starts: the bootstrap clients (see package bootstrap), one goroutine
 // accepting peer connections, one per accepted connection serving its
-// streams, and one per incoming offer. Close stops all of them and returns
-// after they exit; it does not close the endpoint, which the caller owns.
+// streams, one per incoming stream while its service handles it, and one
+// per incoming offer. Close stops all of them and returns after they
+// exit; it does not close the endpoint, which the caller owns.
 package traversal
 
 import (
