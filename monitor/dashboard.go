@@ -28,6 +28,7 @@ type DashboardJSON struct {
 	Generated time.Time     `json:"generated"`
 	Status    any           `json:"status"`
 	Peers     any           `json:"peers"`
+	Services  any           `json:"services"`
 	Attempts  []AttemptJSON `json:"attempts"` // newest first
 	ByNAT     []NATStat     `json:"by_nat"`
 	Latency   LatencyJSON   `json:"time_to_connect_ms"`
@@ -71,6 +72,9 @@ func (s *Server) Dashboard() DashboardJSON {
 	}
 	if s.cfg.Peers != nil {
 		d.Peers = s.cfg.Peers()
+	}
+	if s.cfg.Services != nil {
+		d.Services = s.cfg.Services()
 	}
 	recs := s.cfg.Monitor.Store().Attempts(AttemptFilter{Limit: dashboardWindow})
 	d.Stored = len(recs)

@@ -34,6 +34,11 @@ const (
 	CausePathBlackholed       Cause = "path_blackholed"
 	CauseNetworkChanged       Cause = "network_changed"
 	CauseOverloaded           Cause = "overloaded"
+	// Refused service streams (package service).
+	CauseUnknownService    Cause = "unknown_service"
+	CauseNotAllowed        Cause = "not_allowed"
+	CauseTargetUnreachable Cause = "target_unreachable"
+	CauseStreamLimit       Cause = "stream_limit"
 )
 
 // CauseInfo documents a cause.
@@ -86,6 +91,18 @@ func Causes() []CauseInfo {
 		{CauseOverloaded, "Overloaded",
 			"The node or a bootstrap shed work because too many attempts ran at once.",
 			"Reduce concurrent attempts or spread peers over more bootstraps."},
+		{CauseUnknownService, "Stream to an unknown service",
+			"A stream named a service that the node at the other end does not serve.",
+			"Check the service name against the serving node's --expose NAME=HOST:PORT (or its Listen); names are case-sensitive."},
+		{CauseNotAllowed, "Peer not allowed to use a service",
+			"A peer opened a stream to a service whose allow list does not name it; the stream was refused (and audited).",
+			"If that peer should use the service, add its ID to --allow (or the service's allow=... in --expose); if not, nothing is wrong: the audit log names it."},
+		{CauseTargetUnreachable, "Service target unreachable",
+			"An exposed service's local TCP target refused the connection or did not answer, so the stream was refused.",
+			"Start the local service, or fix the HOST:PORT in --expose; `curl` or `nc` to it from the serving host shows the same error."},
+		{CauseStreamLimit, "Per-peer stream limit reached",
+			"A peer had as many streams open to this node's services as --max-streams allows; further streams were refused while the others kept flowing.",
+			"If the load is legitimate, raise --max-streams (each open stream costs memory); otherwise find what opens so many streams on that peer."},
 	}
 }
 
@@ -397,6 +414,12 @@ func diagnoseNodeEvent(b *builder, ev *Event, facts NodeFacts) {
 			b.add(CauseRateLimited, "node", SeverityWarning, wExplicit, e, "")
 		case ReasonOverloaded:
 			b.add(CauseOverloaded, "node", SeverityWarning, wExplicit, e, "")
+		case ReasonNotAllowed:
+			b.add(CauseNotAllowed, scopeOfPeer(ev), SeverityWarning, wExplicit, e, "")
+		}
+	case KindStream:
+		if c, ok := streamCause(ev.Reason); ok {
+			b.add(c, scopeOfPeer(ev), SeverityWarning, wExplicit, e, "")
 		}
 	case KindRelay:
 		if ev.Outcome == OutcomeFail {
@@ -434,6 +457,21 @@ func diagnoseFacts(b *builder, f NodeFacts, now time.Time) {
 		b.add(CauseBootstrapUnreachable, "node", SeverityError, wExplicit,
 			Evidence{Time: now, Kind: "state", Detail: "registered with no bootstrap"}, "")
 	}
+}
+
+// streamCause is the cause of a refused service stream, by its reason.
+func streamCause(r Reason) (Cause, bool) {
+	switch r {
+	case ReasonUnknownService:
+		return CauseUnknownService, true
+	case ReasonNotAllowed:
+		return CauseNotAllowed, true
+	case ReasonTargetUnreachable:
+		return CauseTargetUnreachable, true
+	case ReasonStreamLimit:
+		return CauseStreamLimit, true
+	}
+	return "", false
 }
 
 func scopeOfPeer(ev *Event) string {

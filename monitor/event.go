@@ -48,13 +48,14 @@ const (
 	KindRelay                            // Outcome, Reason, Detail=operation, Value=bytes
 	KindNATType                          // NAT
 	KindBreaker                          // Bootstrap, Detail=state (closed, half-open, open)
+	KindStream                           // Reason (why a service stream was refused), Peer, Detail=service (incoming) or "dial SERVICE" (refused by the peer), Value=similar events suppressed before it
 	kindEnd
 )
 
 var kindNames = [kindEnd]string{"", "attempt_start", "attempt_end", "phase_start", "phase_end",
 	"candidate", "check_sent", "check_answered", "path_validated", "fallback", "migration",
 	"state_change", "bootstrap_request", "bootstrap_state", "registration", "latency",
-	"throughput", "recovery", "security", "relay", "nat_type", "breaker"}
+	"throughput", "recovery", "security", "relay", "nat_type", "breaker", "stream"}
 
 func (k Kind) String() string {
 	if k < kindEnd {

@@ -41,6 +41,9 @@ type ServerConfig struct {
 	// /api/v1/peers. Nil: 404.
 	Status func() any
 	Peers  func() any
+	// Services produces /api/v1/services: the application services the
+	// node serves and dials, with their counters. Nil: 404.
+	Services func() any
 	// Ready says whether the node can do its job; /readyz answers 503 with
 	// the error otherwise. Nil: always ready.
 	Ready func() error
@@ -133,6 +136,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		ErrorHandling: promhttp.ContinueOnError, ErrorLog: slogErrorLog{cfg.Logger}})))
 	mux.Handle("GET /api/v1/status", s.auth(s.jsonFunc(cfg.Status)))
 	mux.Handle("GET /api/v1/peers", s.auth(s.jsonFunc(cfg.Peers)))
+	mux.Handle("GET /api/v1/services", s.auth(s.jsonFunc(cfg.Services)))
 	mux.Handle("GET /api/v1/attempts", s.auth(http.HandlerFunc(s.attempts)))
 	mux.Handle("GET /api/v1/attempts/{id}", s.auth(http.HandlerFunc(s.attempt)))
 	mux.Handle("GET /api/v1/events", s.auth(http.HandlerFunc(s.events)))

@@ -244,6 +244,8 @@ func levelOf(ev *Event) (slog.Level, string) {
 		return slog.LevelInfo, "migration"
 	case KindStateChange:
 		return slog.LevelInfo, "state change"
+	case KindStream:
+		return slog.LevelWarn, "service stream refused"
 	case KindBootstrapRequest:
 		if ev.Outcome == OutcomeOK {
 			return slog.LevelDebug, "bootstrap request"

@@ -308,7 +308,7 @@ func (s *Store) expire(now time.Time) {
 func keepNodeEvent(ev *Event) bool {
 	switch ev.Kind {
 	case KindSecurity, KindBootstrapState, KindRelay, KindNATType, KindBreaker, KindRegistration,
-		KindRecovery, KindMigration, KindFallback, KindStateChange:
+		KindRecovery, KindMigration, KindFallback, KindStateChange, KindStream:
 		return true
 	case KindBootstrapRequest:
 		return ev.Outcome != OutcomeOK // failures only: successes are heartbeats

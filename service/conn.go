@@ -55,6 +55,7 @@ type Conn struct {
 	idleTimer  *time.Timer
 	closeOnce  sync.Once
 	release    func() // returns the stream's slot; nil when it holds none
+	refused    func(Code) // hears the peer's refusal of a stream this node opened
 }
 
 func newConn(str *quic.Stream, local, remote Addr, outgoing bool, st *stats, idle time.Duration, release func()) *Conn {
@@ -101,8 +102,11 @@ func (c *Conn) awaitStatus() error {
 		switch {
 		case err != nil:
 			c.statusErr = c.streamErr(err)
-			if _, ok := codeOf(err); ok {
+			if code, ok := codeOf(err); ok && code.Refusal() {
 				c.st.peerRefused.Add(1)
+				if c.refused != nil {
+					c.refused(code)
+				}
 			}
 		case b[0] != statusAccepted:
 			c.statusErr = fmt.Errorf("%w: status %d", ErrBadHeader, b[0])

@@ -142,6 +142,7 @@ type Handler func(r *Request)
 type Mux struct {
 	cfg    Config
 	labels *labels
+	gate   gate // bounds the refusal events recorded
 
 	mu       sync.Mutex
 	services map[string]*entry
@@ -270,5 +271,7 @@ func (m *Mux) Open(ctx context.Context, qc *quic.Conn, peer identity.PeerID, nam
 	}
 	st, _ := m.labels.get(name)
 	st.opened.Add(1)
-	return newConn(str, Addr{m.cfg.Local, name}, Addr{peer, name}, true, st, m.cfg.IdleTimeout, nil), nil
+	c := newConn(str, Addr{m.cfg.Local, name}, Addr{peer, name}, true, st, m.cfg.IdleTimeout, nil)
+	c.refused = func(code Code) { m.recordRefusal(peer, name, code, false) }
+	return c, nil
 }

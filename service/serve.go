@@ -10,7 +10,6 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // Serve routes one stream that peer opened: it reads the header, checks
@@ -40,8 +39,6 @@ func (m *Mux) Serve(ctx context.Context, peer identity.PeerID, str *quic.Stream)
 		m.refuse(str, st, peer, name, CodeUnknownService, nil)
 		return
 	case !e.allow.Allows(peer):
-		m.cfg.Recorder.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonNotAllowed,
-			Peer: peer.String(), Detail: "service " + name + ": peer not allowed"})
 		m.refuse(str, st, peer, name, CodeNotAllowed, nil)
 		return
 	}
@@ -61,6 +58,7 @@ func (m *Mux) Serve(ctx context.Context, peer identity.PeerID, str *quic.Stream)
 func (m *Mux) refuse(str *quic.Stream, st *stats, peer identity.PeerID, name string, code Code, err error) {
 	if code.Refusal() {
 		st.refused[refusalIndex(code)].Add(1)
+		m.recordRefusal(peer, name, code, true)
 	}
 	str.CancelWrite(quic.StreamErrorCode(code))
 	str.CancelRead(quic.StreamErrorCode(code))

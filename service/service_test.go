@@ -290,6 +290,7 @@ func TestStreamLimitUnderFlood(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	refused := 0
+	start := time.Now()
 	for range flood {
 		wg.Add(1)
 		go func() {
@@ -317,6 +318,21 @@ func TestStreamLimitUnderFlood(t *testing.T) {
 	wg.Wait()
 	if refused != flood {
 		t.Fatalf("%d of %d flood streams refused with %s", refused, flood, CodeStreamLimit)
+	}
+	// Counted exactly, recorded within the event bound.
+	if v := metricValue(t, server, MetricStreams, "hold", CodeStreamLimit.String()); v != flood {
+		t.Fatalf("stream_limit refusals counted %v, want %d", v, flood)
+	}
+	events := 0
+	server.rec.mu.Lock()
+	for _, ev := range server.rec.ev {
+		if ev.Kind == monitor.KindStream && ev.Reason == monitor.ReasonStreamLimit {
+			events++
+		}
+	}
+	server.rec.mu.Unlock()
+	if bound := eventsPerSecond * (int(time.Since(start).Seconds()) + 2); events == 0 || events > bound {
+		t.Fatalf("%d stream_limit events recorded for %d refusals, want 1..%d", events, flood, bound)
 	}
 	roundTrip(t, echoConn, []byte("after"))
 	for _, c := range held {
@@ -515,5 +531,28 @@ func TestListener(t *testing.T) {
 	}
 	if _, err := l.dial("web"); !errors.As(err, &se) || se.Code != CodeUnknownService {
 		t.Fatalf("after Close: %v, want %s", err, CodeUnknownService)
+	}
+}
+
+// TestGate: at most eventsPerSecond events pass each second; the next
+// that passes carries how many were suppressed.
+func TestGate(t *testing.T) {
+	var g gate
+	t0 := time.Unix(1000, 0)
+	passed := 0
+	for i := range eventsPerSecond + 5 {
+		if ok, _ := g.pass(t0.Add(time.Duration(i) * time.Millisecond)); ok {
+			passed++
+		}
+	}
+	if passed != eventsPerSecond {
+		t.Fatalf("%d passed in one second, want %d", passed, eventsPerSecond)
+	}
+	ok, sup := g.pass(t0.Add(time.Second))
+	if !ok || sup != 5 {
+		t.Fatalf("next second: ok=%v suppressed=%d, want true, 5", ok, sup)
+	}
+	if ok, sup := g.pass(t0.Add(time.Second)); !ok || sup != 0 {
+		t.Fatalf("then: ok=%v suppressed=%d", ok, sup)
 	}
 }

@@ -76,8 +76,9 @@ func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surface
 				NAT: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String(),
 				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns())}
 		},
-		peers: func() any { return map[string]any{"peers": n.Peers(), "transitions": transitionsJSON()} },
-		facts: func() monitor.NodeFacts { return peerFacts(n) },
+		peers:    func() any { return map[string]any{"peers": n.Peers(), "transitions": transitionsJSON()} },
+		services: func() any { return servicesJSON(n) },
+		facts:    func() monitor.NodeFacts { return peerFacts(n) },
 		connect: func(ctx context.Context, peer string, send int64) (any, error) {
 			id, err := identity.ParsePeerID(peer)
 			if err != nil {
@@ -92,6 +93,13 @@ func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surface
 			return nil
 		},
 	}
+}
+
+// servicesJSON is /api/v1/services: every service label with its
+// counters (served ones with their target and allow list; the names this
+// node dials; "unknown" for the rest) and the per-peer stream limit.
+func servicesJSON(n *traversal.Node) any {
+	return map[string]any{"services": n.Services().Services(), "max_streams_per_peer": n.Services().MaxStreamsPerPeer()}
 }
 
 // transitionsJSON is the state machine as data, for the API's readers.

@@ -118,25 +118,7 @@ func failLine(w io.Writer, cmd string, err error) {
 	reason := traversal.Reason(err)
 	var se *service.StreamError
 	if errors.As(err, &se) {
-		reason = streamReason(se.Code)
+		reason = se.Reason()
 	}
 	fmt.Fprintf(w, "antnode %s: %s: %s\n", cmd, reason, oneLine(err))
-}
-
-// streamReason maps a service refusal to the reason diagnosis and the
-// CLI name.
-func streamReason(c service.Code) monitor.Reason {
-	switch c {
-	case service.CodeUnknownService:
-		return monitor.ReasonUnknownService
-	case service.CodeNotAllowed:
-		return monitor.ReasonNotAllowed
-	case service.CodeTargetUnreachable:
-		return monitor.ReasonTargetUnreachable
-	case service.CodeStreamLimit:
-		return monitor.ReasonStreamLimit
-	case service.CodeIdle:
-		return monitor.ReasonTimeout
-	}
-	return monitor.ReasonRefused
 }

@@ -214,12 +214,13 @@ func (f *monitorFlags) build(log *slog.Logger, san *monitor.Sanitizer, reg prome
 
 // surfaceAPI is what a node exposes on its HTTP surface.
 type surfaceAPI struct {
-	node    string // the node's peer ID
-	status  func() any
-	peers   func() any
-	ready   func() error
-	facts   func() monitor.NodeFacts
-	connect func(ctx context.Context, peer string, send int64) (any, error)
+	node     string // the node's peer ID
+	status   func() any
+	peers    func() any
+	services func() any
+	ready    func() error
+	facts    func() monitor.NodeFacts
+	connect  func(ctx context.Context, peer string, send int64) (any, error)
 }
 
 // startSurface starts the HTTP surface unless it is off, and tells
@@ -240,7 +241,7 @@ func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api 
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	srv, err := monitor.NewServer(monitor.ServerConfig{Listener: ln, Gatherer: reg, Monitor: m.mon, Token: m.token,
-		Status: api.status, Peers: api.peers, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log})
+		Status: api.status, Peers: api.peers, Services: api.services, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log})
 	if err != nil {
 		stopExport()
 		ln.Close()

@@ -47,6 +47,31 @@ function renderNode(f) {
     el("td", {}, new Date(p.since).toLocaleTimeString()))));
 }
 
+function bytes(n) {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + u[i];
+}
+
+// renderServices lists the services the node serves and dials; refusals
+// show their total, the codes in the cell's title.
+function renderServices(f) {
+  const list = (f.services && f.services.services) || [];
+  const rows = list.filter(s => s.served || s.opened || s.accepted || s.active || Object.keys(s.refused || {}).length);
+  replaceRows("service-rows", rows.map(s => {
+    const refused = s.refused || {};
+    const total = Object.values(refused).reduce((a, b) => a + b, 0);
+    const codes = Object.entries(refused).map(([k, v]) => `${k}: ${v}`).join(", ");
+    return el("tr", { "data-service": s.service },
+      el("td", {}, s.service), el("td", {}, s.served ? (s.target || "yes") : "-"),
+      el("td", {}, s.allow || "-"), el("td", {}, s.active),
+      el("td", {}, s.accepted), el("td", { class: total ? "warn" : "", title: codes, "data-refused": total }, total),
+      el("td", {}, s.opened), el("td", { class: s.peer_refused ? "warn" : "" }, s.peer_refused),
+      el("td", {}, bytes(s.bytes_in)), el("td", {}, bytes(s.bytes_out)));
+  }));
+}
+
 // phaseBar draws an attempt's phases on one time axis.
 function phaseBar(a) {
   const w = 260, h = 14, total = Math.max(a.duration_ms, 1);
@@ -107,7 +132,7 @@ function renderFindings(f) {
 }
 
 function render(f) {
-  renderNode(f); renderAttempts(f); renderNAT(f); renderLatency(f); renderFindings(f);
+  renderNode(f); renderServices(f); renderAttempts(f); renderNAT(f); renderLatency(f); renderFindings(f);
   document.body.dataset.frames = String(Number(document.body.dataset.frames || 0) + 1);
 }
 
