@@ -54,7 +54,7 @@ type Conn struct {
 	idle       time.Duration
 	idleTimer  *time.Timer
 	closeOnce  sync.Once
-	release    func() // returns the stream's slot; nil when it holds none
+	release    func()     // returns the stream's slot; nil when it holds none
 	refused    func(Code) // hears the peer's refusal of a stream this node opened
 }
 
