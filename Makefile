@@ -18,7 +18,8 @@ test:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 demo: build
-	BIN=./$(BIN) bash scripts/demo.sh
+	$(GO) build -o bin/httpfile ./examples/httpfile
+	BIN=./$(BIN) HTTPFILE=./bin/httpfile bash scripts/demo.sh
 
 # The benchmarks: writes BENCHMARKS.md and bench-report.json. As root it
 # adds the testbed's time to connect at 20 ms delay. Needs coturn.

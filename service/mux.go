@@ -128,6 +128,9 @@ func (a Allow) String() string {
 	case len(a.Peers) == 0:
 		return "nobody"
 	}
+	if len(a.Peers) == 1 {
+		return "1 peer"
+	}
 	return fmt.Sprintf("%d peers", len(a.Peers))
 }
 

@@ -6,9 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
 
 	"github.com/antnode/antnode/service"
+	"github.com/antnode/antnode/traversal"
 )
 
 // forwardReady is what `antnode forward --json` prints once it listens.
@@ -74,6 +80,13 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	} else {
 		fmt.Fprintf(stdout, "forwarding %s -> %s/%s\n", ln.Addr(), o.peer, o.service)
 	}
+	kctx, stopKeep := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		keepPeer(kctx, c.node, pc, log)
+	}()
+	defer func() { stopKeep(); <-kept }()
 	f := &service.Forwarder{Listener: ln, Timeout: o.timeout, Logger: log,
 		Dial: func(ctx context.Context) (*service.Conn, error) { return c.node.DialEarly(ctx, o.peer, o.service) }}
 	if err := f.Serve(ctx); err != nil {
@@ -81,4 +94,35 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitFailure
 	}
 	return exitOK
+}
+
+// keepPeer keeps a connection to the peer while ctx lasts: when the
+// current one ends it connects again at once, then with backoff (0.5 s
+// doubling to 30 s, jittered) while attempts fail, so that a forwarded
+// connection finds the peer connection up, or waits for it within its
+// --timeout. It returns when ctx ends.
+func keepPeer(ctx context.Context, node *traversal.Node, c *traversal.Conn, log *slog.Logger) {
+	retry := retrypolicy.NewBuilder[*traversal.Conn]().
+		WithMaxRetries(-1).
+		WithBackoff(500*time.Millisecond, 30*time.Second).
+		WithJitterFactor(0.25).
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[*traversal.Conn]) {
+			log.Warn("forward: reconnecting to the peer", "attempt", e.Attempts(), "in", e.Delay, "err", e.LastError())
+		}).Build()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.QUIC().Context().Done():
+		}
+		log.Warn("forward: peer connection lost; reconnecting", "err", context.Cause(c.QUIC().Context()))
+		next, err := failsafe.With(retry).WithContext(ctx).Get(func() (*traversal.Conn, error) {
+			return node.PeerConn(ctx, c.Peer())
+		})
+		if err != nil {
+			return // ctx ended
+		}
+		log.Info("forward: peer connection up", "path", next.Path().String())
+		c = next
+	}
 }
