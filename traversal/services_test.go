@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -217,12 +218,13 @@ func TestForwardThroughNodes(t *testing.T) {
 	}}
 	served := make(chan error, 1)
 	go func() { served <- f.Serve(ctx) }()
-	for i := range 5 {
+	digest := func(i int) {
+		t.Helper()
 		c, err := net.Dial("tcp", local.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := make([]byte, 100_000*(i+1))
+		req := make([]byte, 10_000*(i%10+1))
 		rand.Read(req)
 		c.Write(req)
 		c.(*net.TCPConn).CloseWrite()
@@ -233,6 +235,32 @@ func TestForwardThroughNodes(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want[:]) {
 			t.Fatalf("connection %d: %x, %v", i, got, err)
 		}
+	}
+	digest(0)
+	before := runtime.NumGoroutine()
+	for i := range 200 {
+		digest(i)
+	}
+	// Finished connections leave no goroutine behind (a few may still be
+	// winding down: wait, bounded).
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before {
+		t.Fatalf("goroutines %d after 200 forwarded connections, %d before", g, before)
+	}
+	// The peer connection goes away: the next connection makes a new one.
+	for _, c := range srv.Conns() {
+		c.Close()
+	}
+	waitGone := time.Now().Add(5 * time.Second)
+	for conns(a, srv.ID()) > 0 && time.Now().Before(waitGone) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	digest(1)
+	if n := conns(a, srv.ID()); n != 1 {
+		t.Fatalf("%d connections after the reconnect, want 1", n)
 	}
 	cancel()
 	if err := <-served; err != nil {
