@@ -1,3 +1,5 @@
+//go:build unix
+
 package traversal
 
 import (
@@ -12,11 +14,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,7 +93,7 @@ func BenchmarkForwardThroughput(b *testing.B) {
 			b.Fatalf("%s: %v", s.name, err)
 		}
 	}
-	var spent [2]time.Duration // raw, forward
+	var spent, cpu [2]time.Duration // raw, forward
 	ratios := make([]float64, 0, b.N)
 	b.SetBytes(size * 2)
 	b.ResetTimer()
@@ -97,12 +101,13 @@ func BenchmarkForwardThroughput(b *testing.B) {
 		var took [2]time.Duration
 		for k := range 2 {
 			j := (k + i) % 2
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuTime()
 			if err := sides[j].run(); err != nil {
 				b.Fatalf("%s: %v", sides[j].name, err)
 			}
 			took[j] = time.Since(start)
 			spent[j] += took[j]
+			cpu[j] += cpuTime() - cpu0
 		}
 		ratios = append(ratios, took[0].Seconds()/took[1].Seconds())
 	}
@@ -113,6 +118,11 @@ func BenchmarkForwardThroughput(b *testing.B) {
 	mbps := func(i int) float64 { return float64(size) * float64(b.N) * 8 / spent[i].Seconds() / 1e6 }
 	b.ReportMetric(mbps(0), "raw-Mbit/s")
 	b.ReportMetric(mbps(1), "fwd-Mbit/s")
+	// CPU time of the whole process (both nodes, client and sink) per
+	// byte: where the machine is the bottleneck, the forward's extra TCP
+	// legs show here.
+	b.ReportMetric(float64(cpu[0])/float64(size)/float64(b.N), "raw-CPU-ns/B")
+	b.ReportMetric(float64(cpu[1])/float64(size)/float64(b.N), "fwd-CPU-ns/B")
 	slices.Sort(ratios)
 	b.ReportMetric(ratios[len(ratios)/2], "fwd/raw")
 }
@@ -217,6 +227,9 @@ func BenchmarkForwardConnections(b *testing.B) {
 		conns   = 1000
 		payload = 16 << 10
 	)
+	if os.Getenv("ANTNODE_FORWARD_HEAP_PROFILE") != "" {
+		runtime.MemProfileRate = 512 // finer than the default, at some cost
+	}
 	boot := startBootstrap(b)
 	cli, srv := startNode(b, nil, boot), startNode(b, nil, boot)
 	echo := benchTCPServer(b, func(c net.Conn) {
@@ -242,7 +255,7 @@ func BenchmarkForwardConnections(b *testing.B) {
 	}
 	var (
 		fwdLive, floorLive, fwdRSS, fwdG, floorG, leftG, openS float64
-		verified                                            = conns
+		verified                                               = conns
 	)
 	b.ResetTimer()
 	for range b.N {
@@ -252,6 +265,9 @@ func BenchmarkForwardConnections(b *testing.B) {
 		held, ok, err := holdVerified(fwd, conns, payload)
 		openS += time.Since(start).Seconds()
 		full := sampleMem()
+		if p := os.Getenv("ANTNODE_FORWARD_HEAP_PROFILE"); p != "" {
+			writeHeapProfile(b, p)
+		}
 		if ok < conns {
 			b.Logf("%d of %d forwarded connections verified; first failure: %v", ok, conns, err)
 		}
@@ -508,11 +524,23 @@ type memSample struct {
 }
 
 func sampleMem() memSample {
-	runtime.GC()        // sync.Pool keeps its contents for one more cycle
+	runtime.GC()         // sync.Pool keeps its contents for one more cycle
 	debug.FreeOSMemory() // collects again and returns freed pages: RSS follows
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return memSample{live: ms.HeapAlloc + ms.StackInuse, rss: readRSS(), goroutines: runtime.NumGoroutine()}
+}
+
+// writeHeapProfile writes the heap's live objects to path.
+func writeHeapProfile(tb testing.TB, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // readRSS is the process's resident set (VmRSS), 0 where unknown.
@@ -537,3 +565,10 @@ func quantile(xs []float64, q float64) float64 {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// cpuTime is the process's CPU time so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

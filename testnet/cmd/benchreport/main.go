@@ -5,7 +5,9 @@
 //   - go test -bench over every package (monitoring cost per event and
 //     throughput with monitoring on versus off, relay throughput against
 //     direct and coturn, the bootstrap at 1 000, 5 000 and 10 000 peers,
-//     what failed attempts leave behind), each ratio taken within one run;
+//     what failed attempts leave behind, forwarded TCP against a raw
+//     stream, time to first byte through a forward, 1 000 forwarded
+//     connections at once), each ratio taken within one run;
 //   - the in-process NAT model's time to connect in round trips
 //     (virtual time: deterministic);
 //   - as root, the NAT testbed's EIM pairs with 20 ms one-way delay on
@@ -37,8 +39,19 @@ func main() {
 	}
 }
 
-// overhead is the benchmark of monitoring's cost to throughput.
-const overhead = "BenchmarkMonitoringOverhead"
+// Benchmarks of package traversal that run on their own, each with its
+// own -benchtime: an iteration of these is a pair of transfers, a
+// connection or a thousand, not a second's worth of small operations.
+const (
+	// overhead is the benchmark of monitoring's cost to throughput.
+	overhead = "BenchmarkMonitoringOverhead"
+	// forwardThroughput compares forwarded TCP with a raw stream.
+	forwardThroughput = "BenchmarkForwardThroughput"
+	// forwardTTFB is the time to first byte through a forward.
+	forwardTTFB = "BenchmarkForwardTTFB"
+	// forwardConns holds 1 000 forwarded connections at once.
+	forwardConns = "BenchmarkForwardConnections"
+)
 
 func run() error {
 	var (
@@ -46,6 +59,9 @@ func run() error {
 		out          = flag.String("json", "bench-report.json", "JSON report")
 		benchtime    = flag.String("benchtime", "1s", "go test -benchtime")
 		overheadRuns = flag.String("overhead-benchtime", "60x", "go test -benchtime of "+overhead+" (paired transfers)")
+		forwardRuns  = flag.String("forward-benchtime", "40x", "go test -benchtime of "+forwardThroughput+" (paired transfers)")
+		ttfbRuns     = flag.String("ttfb-benchtime", "100x", "go test -benchtime of "+forwardTTFB+" (connections)")
+		connsRuns    = flag.String("conns-benchtime", "1x", "go test -benchtime of "+forwardConns+" (rounds of 1 000 connections)")
 		pkgs         = flag.String("pkgs", "./...", "packages to benchmark")
 		bin          = flag.String("bin", "bin/antnode", "antnode binary for the testbed")
 		testbed      = flag.Bool("testbed", true, "run the testbed's EIM pairs (needs root)")
@@ -59,19 +75,32 @@ func run() error {
 	rep.Commit = strings.TrimSpace(output(ctx, "git", "rev-parse", "--short", "HEAD"))
 
 	fmt.Println("== go test -bench (this takes a few minutes)")
-	raw, err := tee(ctx, "go", "test", "-run", "^$", "-bench", ".", "-skip", "^"+overhead+"$", "-benchmem", "-benchtime", *benchtime, "-timeout", "30m", *pkgs)
+	// The monitoring overhead and the forward's throughput are ratios of
+	// two throughputs a few per cent apart: they need many paired
+	// transfers, not a second's worth. The time to first byte is a median
+	// of many connections, and 1 000 connections are one round.
+	alone := []struct{ bench, benchtime string }{
+		{overhead, *overheadRuns},
+		{forwardThroughput, *forwardRuns},
+		{forwardTTFB, *ttfbRuns},
+		{forwardConns, *connsRuns},
+	}
+	skip := make([]string, len(alone))
+	for i, a := range alone {
+		skip[i] = a.bench
+	}
+	raw, err := tee(ctx, "go", "test", "-run", "^$", "-bench", ".", "-skip", "^("+strings.Join(skip, "|")+")$", "-benchmem", "-benchtime", *benchtime, "-timeout", "30m", *pkgs)
 	if err != nil {
 		return fmt.Errorf("go test -bench: %w", err)
 	}
 	rep.Benchmarks = ParseBench(raw)
-	// The monitoring overhead is a ratio of two throughputs within a few
-	// per cent of each other: it needs many paired transfers, not a
-	// second's worth.
-	raw, err = tee(ctx, "go", "test", "-run", "^$", "-bench", "^"+overhead+"$", "-benchmem", "-benchtime", *overheadRuns, "-timeout", "30m", "./traversal")
-	if err != nil {
-		return fmt.Errorf("go test -bench %s: %w", overhead, err)
+	for _, a := range alone {
+		raw, err = tee(ctx, "go", "test", "-run", "^$", "-bench", "^"+a.bench+"$", "-benchmem", "-benchtime", a.benchtime, "-timeout", "30m", "./traversal")
+		if err != nil {
+			return fmt.Errorf("go test -bench %s: %w", a.bench, err)
+		}
+		rep.Benchmarks = append(rep.Benchmarks, ParseBench(raw)...)
 	}
-	rep.Benchmarks = append(rep.Benchmarks, ParseBench(raw)...)
 
 	fmt.Println("== NAT model: time to connect in round trips")
 	raw, err = tee(ctx, "go", "test", "-count=1", "-run", "^TestTimeToConnectInRoundTrips$", "-v", "./traversal")

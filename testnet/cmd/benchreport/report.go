@@ -168,6 +168,16 @@ func (r Report) metric(name, unit string) (float64, bool) {
 	return 0, false
 }
 
+// bench finds a benchmark's result.
+func (r Report) bench(name string) (Bench, bool) {
+	for _, b := range r.Benchmarks {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Bench{}, false
+}
+
 // Targets checks the goals of the project against a run.
 func Targets(r Report) []Target {
 	var ts []Target
@@ -209,6 +219,24 @@ func Targets(r Report) []Target {
 		}
 		ts = append(ts, t)
 	}
+	// Carrying traffic (package traversal's forward benchmarks).
+	add("forwarded TCP throughput / raw stream on the same peer connection", ">= 0.9", "BenchmarkForwardThroughput", "fwd/raw", "%.3f",
+		func(v float64) bool { return v >= 0.9 })
+	t := Target{Name: "time to first byte of a new TCP connection through an established forward", Target: "<= 1.1 peer RTT", Measured: "not measured"}
+	if b, ok := r.bench("BenchmarkForwardTTFB"); ok {
+		if v, ok := b.Metrics["ttfb/rtt"]; ok {
+			t.Measured, t.Met = fmt.Sprintf("%.2f RTT (%.1f ms, RTT %.1f ms)", v, b.Metrics["ttfb-ms"], b.Metrics["rtt-ms"]), v <= 1.1
+		}
+	}
+	ts = append(ts, t)
+	t = Target{Name: "1 000 concurrent forwarded TCP connections through one forward, each verified", Target: "1000 of 1000", Measured: "not measured"}
+	if b, ok := r.bench("BenchmarkForwardConnections"); ok {
+		if v, ok := b.Metrics["verified-conns"]; ok {
+			t.Measured, t.Met = fmt.Sprintf("%.0f of 1000, %.0f KiB/connection", v, b.Metrics["B/conn"]/1024), v >= 1000
+		}
+	}
+	ts = append(ts, t)
+
 	const rttTarget = "<= 3 round trips (libp2p's testbed figure: about 7)"
 	worst := 0.0
 	for _, m := range r.ModelRoundTrips {
@@ -216,7 +244,7 @@ func Targets(r Report) []Target {
 			worst = max(worst, m.RoundTrips)
 		}
 	}
-	t := Target{Name: "time to connect through EIM NATs, worst pair (model)", Target: rttTarget, Measured: "not measured"}
+	t = Target{Name: "time to connect through EIM NATs, worst pair (model)", Target: rttTarget, Measured: "not measured"}
 	if worst > 0 {
 		t.Measured, t.Met = fmt.Sprintf("%.2f round trips", worst), worst <= 3
 	}
@@ -273,6 +301,8 @@ func Markdown(r Report) string {
 			g("bootstrap-CPU-µs/req"), g("capacity-req/s"))
 	}
 
+	w("%s", carrying(r))
+
 	w("\n## All results\n\n| package | benchmark | runs | metrics |\n|---|---|---|---|\n")
 	for _, x := range r.Benchmarks {
 		units := make([]string, 0, len(x.Metrics))
@@ -288,6 +318,38 @@ func Markdown(r Report) string {
 	}
 
 	w("\n## Reproduce\n\n```\nmake bench            # as root to include the testbed; writes BENCHMARKS.md and bench-report.json\n```\n\n")
-	w("The relay benchmark needs Debian's coturn (`apt-get install coturn`, as `.ci/run` does); the testbed needs root, nftables, conntrack and iproute2. Profiles of the bootstrap under load: `ANTNODE_SCALE_HEAP_PROFILE=/tmp/heap ANTNODE_SCALE_CPU_PROFILE=/tmp/cpu go test -run '^$' -bench BootstrapScale ./bootstrap`; of failed attempts: `ANTNODE_RETENTION_PROFILE=/tmp/ret go test -run TestFailedAttemptsRetainNothing ./traversal`, then `go tool pprof -base /tmp/ret.before /tmp/ret.after`.\n")
+	w("The relay benchmark needs Debian's coturn (`apt-get install coturn`, as `.ci/run` does); the testbed needs root, nftables, conntrack and iproute2. Profiles of the bootstrap under load: `ANTNODE_SCALE_HEAP_PROFILE=/tmp/heap ANTNODE_SCALE_CPU_PROFILE=/tmp/cpu go test -run '^$' -bench BootstrapScale ./bootstrap`; of failed attempts: `ANTNODE_RETENTION_PROFILE=/tmp/ret go test -run TestFailedAttemptsRetainNothing ./traversal`, then `go tool pprof -base /tmp/ret.before /tmp/ret.after`; of 1 000 forwarded connections held open: `ANTNODE_FORWARD_HEAP_PROFILE=/tmp/fwd go test -run '^$' -bench ForwardConnections -benchtime 1x ./traversal`.\n")
+	return b.String()
+}
+
+// carrying renders the section on application traffic through forwards,
+// or nothing when none of its benchmarks ran.
+func carrying(r Report) string {
+	tp, okT := r.bench("BenchmarkForwardThroughput")
+	tt, okF := r.bench("BenchmarkForwardTTFB")
+	cn, okC := r.bench("BenchmarkForwardConnections")
+	if !okT && !okF && !okC {
+		return ""
+	}
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("\n## Carrying traffic\n\nTwo nodes in the benchmark process, with the TCP clients and targets. A forward is `service.Forwarder` on a local TCP port opening one stream per connection with `DialEarly` (as `antnode forward`); the serving node's handler dials its TCP target and joins it to the stream (`service.Join`, as `--expose`).\n\n")
+	if okT {
+		m := tp.Metrics
+		w("**Throughput** (loopback): 16 MiB from a TCP client through the forward to a TCP sink, against 16 MiB on a raw stream (`Node.Dial` to a service that reads to the end) on the same peer connection; each transfer a new connection that waits for the receiver's count. %d pairs, back to back, order alternating; the ratio is the median of the pairs'.\n\n", tp.Runs)
+		w("| raw stream | forwarded TCP | forward / raw |\n|---|---|---|\n| %.0f Mbit/s | %.0f Mbit/s | %.3f |\n\n", m["raw-Mbit/s"], m["fwd-Mbit/s"], m["fwd/raw"])
+	}
+	if okF {
+		m := tt.Metrics
+		w("**Time to first byte** through an established forward: the nodes on the in-process NAT model in real time, public, 20 ms one-way on each access link (an 80 ms peer round trip; loopback's is below the nodes' own scheduling). From the connect to the forward's port, a 64-byte request written at once, to the first byte of a target that answers as soon as it has the request; over the peer connection's smoothed RTT read right after. %d connections, one after another.\n\n", tt.Runs)
+		w("| time to first byte (median) | smoothed RTT (median) | min RTT | TTFB / RTT (median) | p90 | TTFB / min RTT |\n|---|---|---|---|---|---|\n| %.1f ms | %.1f ms | %.1f ms | %.3f | %.3f | %.3f |\n\n",
+			m["ttfb-ms"], m["rtt-ms"], m["min-rtt-ms"], m["ttfb/rtt"], m["p90-ttfb/rtt"], m["ttfb/min-rtt"])
+	}
+	if okC {
+		m := cn.Metrics
+		w("**1 000 connections at once** through one forward (loopback) to a TCP echo target, each sending 16 KiB of random bytes and checking the SHA-256 of the echo, all held open while the process's growth is measured (Go heap and stacks after collections; RSS), over 1 000. *floor* is the same connections made to the target directly (the test client's and the target's own cost); *over floor* is what the two nodes add per connection, both ends together.\n\n")
+		w("| verified | B/conn | RSS/conn | floor | over floor | goroutines/conn | goroutines left after closing | open and verify all |\n|---|---|---|---|---|---|---|---|\n| %.0f of 1000 | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f | %.0f ms |\n",
+			m["verified-conns"], m["B/conn"], m["RSS-B/conn"], m["floor-B/conn"], m["over-floor-B/conn"], m["goroutines/conn"], m["goroutines-left"], m["open-all-ms"])
+	}
 	return b.String()
 }

@@ -15,6 +15,9 @@ ok  	github.com/antnode/antnode/bootstrap	33.777s
 pkg: github.com/antnode/antnode/traversal
 BenchmarkFailedAttemptRetention 	       1	8000000000 ns/op	        -6.000 retained-B/attempt	         0 goroutines/attempt	      1200 store-B/attempt
 BenchmarkMonitoringOverhead-2   	      10	 100 ns/op	 900.0 on-Mbit/s	 910.0 off-Mbit/s	 0.989 on/off	 12 B/op	 1 allocs/op
+BenchmarkForwardThroughput-2   	      40	 214083242 ns/op	 156.74 MB/s	      1308 fwd-Mbit/s	         0.9064 fwd/raw	      1444 raw-Mbit/s
+BenchmarkForwardTTFB-2   	     100	  82682626 ns/op	        80.72 min-rtt-ms	         1.017 p90-ttfb/rtt	        81.84 rtt-ms	        82.07 ttfb-ms	         1.003 ttfb/rtt	 1.017 ttfb/min-rtt
+BenchmarkForwardConnections-2   	       1	1743121073 ns/op	    168210 B/conn	     99389 RSS-B/conn	      6275 floor-B/conn	         1.000 floor-goroutines/conn	         0 goroutines-left	         5.000 goroutines/conn	      1077 open-all-ms	    161935 over-floor-B/conn	      999 verified-conns
 pkg: github.com/antnode/antnode/monitor
 BenchmarkRecord/attempt_event-2         	 8075986	       286.0 ns/op	       9 B/op	       0 allocs/op
 BenchmarkRecord/node_event-2                     	29534473	        82.10 ns/op	       0 B/op	       0 allocs/op
@@ -22,8 +25,8 @@ BenchmarkRecord/node_event-2                     	29534473	        82.10 ns/op	 
 
 func TestParseBench(t *testing.T) {
 	got := ParseBench(sampleBench)
-	if len(got) != 5 {
-		t.Fatalf("%d results, want 5: %+v", len(got), got)
+	if len(got) != 8 {
+		t.Fatalf("%d results, want 8: %+v", len(got), got)
 	}
 	tests := []struct {
 		name, pkg, bench, unit string
@@ -100,6 +103,9 @@ func TestTargets(t *testing.T) {
 		{"throughput with monitoring on / off", false}, // 0.989 < 0.99
 		{"cost of recording a node event", true},
 		{"cost of recording an attempt event (1% of successes kept)", false},
+		{"forwarded TCP throughput / raw stream on the same peer connection", true}, // 0.906
+		{"time to first byte of a new TCP connection through an established forward", true},
+		{"1 000 concurrent forwarded TCP connections through one forward, each verified", false}, // 999
 		{"time to connect through EIM NATs, worst pair (model)", true},
 		{"time to connect through EIM NATs, worst pair's median (testbed)", false}, // not measured
 	}
@@ -113,9 +119,23 @@ func TestTargets(t *testing.T) {
 	}
 	r.Targets = Targets(r)
 	md := Markdown(r)
-	for _, want := range []string{"| 10000 | 71189 | 3269 |", "NOT MET", "| eim-apdf to eim-apdf | 160.5 ms | 2.01 |"} {
+	for _, want := range []string{"| 10000 | 71189 | 3269 |", "NOT MET", "| eim-apdf to eim-apdf | 160.5 ms | 2.01 |",
+		"| 1444 Mbit/s | 1308 Mbit/s | 0.906 |", "| 82.1 ms | 81.8 ms | 80.7 ms | 1.003 | 1.017 | 1.017 |",
+		"| 999 of 1000 | 168210 | 99389 | 6275 | 161935 | 5.0 | 0 | 1077 ms |",
+		"| time to first byte of a new TCP connection through an established forward | <= 1.1 peer RTT | 1.00 RTT (82.1 ms, RTT 81.8 ms) | met |",
+		"| 999 of 1000, 164 KiB/connection | NOT MET |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
 		}
+	}
+}
+
+func TestCarryingOnlyWhenMeasured(t *testing.T) {
+	if s := carrying(Report{}); s != "" {
+		t.Fatalf("a section without its benchmarks: %q", s)
+	}
+	r := Report{Benchmarks: ParseBench("pkg: github.com/antnode/antnode/traversal\nBenchmarkForwardTTFB-2 \t 10\t 1 ns/op\t 80 rtt-ms\t 84 ttfb-ms\t 1.05 ttfb/rtt\n")}
+	if s := carrying(r); !strings.Contains(s, "| 84.0 ms | 80.0 ms |") || strings.Contains(s, "Throughput") {
+		t.Fatalf("%s", s)
 	}
 }
