@@ -130,6 +130,8 @@ func Scenarios() map[string]ScenarioFunc {
 		"diag-nat-classes":    scenarioDiagNATClasses,
 		"relay-coturn":        scenarioRelayCoturn,
 		"soak":                scenarioSoak,
+		"tunnel":              scenarioTunnel,
+		"tunnel-migration":    scenarioTunnelMigration,
 	}
 }
 

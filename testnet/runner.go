@@ -181,6 +181,9 @@ type ScenarioResult struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
+	// Tunnels are the downloads through `antnode forward` of the tunnel
+	// scenarios.
+	Tunnels []TunnelRun `json:"tunnels,omitempty"`
 }
 
 // Report is testbed-report.json.
@@ -250,6 +253,8 @@ type Env struct {
 	Timeout        time.Duration
 	LogDir         string
 	SoakFor        time.Duration // the soak scenario's length (zero: 10 min)
+	// tunnels collects the running scenario's downloads (addTunnel).
+	tunnels []TunnelRun
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -651,8 +656,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 	}
 	for _, name := range cfg.Scenarios {
 		fmt.Fprintf(progress, "scenario %s ...\n", name)
+		env.tunnels = nil
 		ok, detail := Scenarios()[name](ctx, env)
-		rep.Scenarios = append(rep.Scenarios, ScenarioResult{Name: name, OK: ok, Detail: detail})
+		rep.Scenarios = append(rep.Scenarios, ScenarioResult{Name: name, OK: ok, Detail: detail, Tunnels: env.tunnels})
 		fmt.Fprintf(progress, "scenario %s: ok=%v %s\n", name, ok, detail)
 	}
 	if cfg.Keep {
