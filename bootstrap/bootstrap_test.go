@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,6 +58,23 @@ func startServer(t testing.TB, cfg ServerConfig) *testServer {
 	t.Helper()
 	if cfg.Identity == nil {
 		cfg.Identity = newIdentity(t)
+	}
+	if cfg.Endpoint == nil && cfg.TCP == nil {
+		// Control over TLS on TCP, on the same port number as QUIC: a
+		// TCP port that another socket holds (tests of other packages run
+		// at the same time) means a fresh UDP port; bounded.
+		for i := 0; cfg.TCP == nil; i++ {
+			ep := newEndpoint(t, "127.0.0.1:0")
+			l, err := net.Listen("tcp4", ep.LocalAddr().String())
+			switch {
+			case err == nil:
+				cfg.Endpoint, cfg.TCP = ep, l
+			case !errors.Is(err, syscall.EADDRINUSE) || i == 20:
+				t.Fatal(err)
+			default:
+				ep.Close()
+			}
+		}
 	}
 	if cfg.Endpoint == nil {
 		cfg.Endpoint = newEndpoint(t, "127.0.0.1:0")

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,8 +49,8 @@ func startCoturn(t testing.TB) (netip.AddrPort, []byte) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-c", conf)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &syncBuilder{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -95,4 +96,23 @@ func TestThroughCoturn(t *testing.T) {
 	if err != nil || res.Bytes != 1<<20 {
 		t.Fatalf("transfer through coturn: %+v %v", res, err)
 	}
+}
+
+// syncBuilder is a strings.Builder that a process writes while the test
+// reads it.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

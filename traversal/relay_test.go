@@ -2,12 +2,14 @@ package traversal
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,22 +22,52 @@ import (
 
 // relayBootstrap starts a loopback bootstrap with TCP control and a TURN
 // relay (UDP and TCP).
+// onSamePort opens a UDP socket (open: its address and how to close it)
+// and a TCP listener on the same port number, as a bootstrap's control
+// and relay sockets are. A TCP port that another socket holds (tests of
+// other packages run at the same time) means a fresh UDP port; bounded.
+func onSamePort(t testing.TB, open func() (string, func(), error)) net.Listener {
+	t.Helper()
+	for range 20 {
+		addr, closeUDP, err := open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp4", addr)
+		if err == nil {
+			return l
+		}
+		closeUDP()
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("no UDP port whose TCP twin is free in 20 tries")
+	return nil
+}
+
 func relayBootstrap(t testing.TB, relayCfg relay.ServerConfig) (Bootstrap, *relay.Server) {
 	t.Helper()
 	id := newIdentity(t)
-	ep := newEndpoint(t)
-	ctl, err := net.Listen("tcp4", ep.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp, err := net.Listen("tcp4", udp.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var ep *endpoint.Endpoint
+	ctl := onSamePort(t, func() (string, func(), error) {
+		e, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+		if err != nil {
+			return "", nil, err
+		}
+		ep = e
+		return e.LocalAddr().String(), func() { e.Close() }, nil
+	})
+	t.Cleanup(func() { ep.Close() })
+	var udp net.PacketConn
+	tcp := onSamePort(t, func() (string, func(), error) {
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			return "", nil, err
+		}
+		udp = u
+		return u.LocalAddr().String(), func() { u.Close() }, nil
+	})
 	relayCfg.UDP, relayCfg.TCP, relayCfg.RelayIP = udp, tcp, netip.MustParseAddr("127.0.0.1")
 	rs, err := relay.NewServer(relayCfg)
 	if err != nil {
