@@ -210,6 +210,18 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatalf("row %+v, API %+v", row, api.Attempts[0])
 	}
 
+	// The services table shows the built-in transfer service with the
+	// stream the connect opened, as the API counts it.
+	var svc struct{ Accepted, In string }
+	waitFor(t, 10*time.Second, "the transfer service's row", func() bool {
+		wd.js(`const r = document.querySelector('#service-rows tr[data-service="transfer"]'); if (!r) return {};
+			return {Accepted: r.children[4].textContent, In: r.children[8].textContent}`, &svc)
+		return svc.Accepted != "" && svc.Accepted != "0"
+	})
+	if svc.In == "0 B" {
+		t.Fatalf("services row %+v: no bytes in", svc)
+	}
+
 	// The screenshot, for people.
 	var png string
 	if err := json.Unmarshal(wd.call(http.MethodGet, "/session/"+wd.session+"/screenshot", nil), &png); err != nil {
