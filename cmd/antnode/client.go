@@ -39,29 +39,49 @@ func (o *clientOptions) register(fs *flag.FlagSet) {
 	o.log.register(fs, "warn")
 }
 
-// parse parses args (flags and the positional PEERID SERVICE).
-func (o *clientOptions) parse(fs *flag.FlagSet, args []string) error {
+// parse parses args (flags and the positional PEERID SERVICE) and builds
+// the logger. Its errors are usage errors.
+func (o *clientOptions) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
 	pos, err := parseWithPositional(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(pos) != 2 {
-		return errors.New("want PEERID SERVICE")
+		return nil, errors.New("want PEERID SERVICE")
 	}
 	if o.peer, err = identity.ParsePeerID(pos[0]); err != nil {
-		return err
+		return nil, err
 	}
 	o.service = pos[1]
 	if err := service.ValidName(o.service); err != nil {
-		return err
+		return nil, err
 	}
 	if o.bootstrapNodes == "" {
-		return errors.New("--bootstrap-nodes is required")
+		return nil, errors.New("--bootstrap-nodes is required")
 	}
 	if o.timeout <= 0 {
-		return errors.New("--timeout must be positive")
+		return nil, errors.New("--timeout must be positive")
 	}
-	return nil
+	log, _, err := o.log.build(stderr)
+	return log, err
+}
+
+// open starts the node and opens one stream to the peer's service,
+// waiting (within the timeout) until the service has taken it: a refusal
+// such as not_allowed is its error.
+func (o *clientOptions) open(ctx context.Context, log *slog.Logger) (*clientNode, *service.Conn, error) {
+	c, err := startClient(ctx, *o, log, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	s, err := c.node.Dial(dctx, o.peer, o.service)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, s, nil
 }
 
 // clientNode is the node of a forward or pipe, registered with its

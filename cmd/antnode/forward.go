@@ -33,15 +33,10 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	o.register(fs)
 	local := fs.String("local", "127.0.0.1:0", "local TCP address to accept connections on")
 	asJSON := fs.Bool("json", false, "print one JSON object when ready")
-	if err := o.parse(fs, args); err != nil {
-		fmt.Fprintln(stderr, "antnode forward:", err)
-		return exitUsage
+	log, err := o.parse(fs, args, stderr)
+	if err == nil {
+		_, _, err = net.SplitHostPort(*local)
 	}
-	if _, _, err := net.SplitHostPort(*local); err != nil {
-		fmt.Fprintln(stderr, "antnode forward: --local:", err)
-		return exitUsage
-	}
-	log, _, err := o.log.build(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode forward:", err)
 		return exitUsage
@@ -52,21 +47,14 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitFailure
 	}
 	defer ln.Close()
-	c, err := startClient(ctx, o, log, nil)
+	// Ready means: the peer is connected and its service takes this
+	// node's streams (a refusal such as not_allowed ends the command).
+	c, probe, err := o.open(ctx, log)
 	if err != nil {
 		failLine(stderr, "forward", err)
 		return exitFailure
 	}
 	defer c.Close()
-	// Ready means: the peer is connected and its service takes this
-	// node's streams (a refusal such as not_allowed ends the command).
-	pctx, cancel := context.WithTimeout(ctx, o.timeout)
-	probe, err := c.node.Dial(pctx, o.peer, o.service)
-	cancel()
-	if err != nil {
-		failLine(stderr, "forward", err)
-		return exitFailure
-	}
 	probe.Close()
 	pc, err := c.node.PeerConn(ctx, o.peer)
 	if err != nil {

@@ -16,28 +16,17 @@ func mainPipe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs := flag.NewFlagSet("antnode pipe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o.register(fs)
-	if err := o.parse(fs, args); err != nil {
-		fmt.Fprintln(stderr, "antnode pipe:", err)
-		return exitUsage
-	}
-	log, _, err := o.log.build(stderr)
+	log, err := o.parse(fs, args, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode pipe:", err)
 		return exitUsage
 	}
-	c, err := startClient(ctx, o, log, nil)
+	c, s, err := o.open(ctx, log)
 	if err != nil {
 		failLine(stderr, "pipe", err)
 		return exitFailure
 	}
 	defer c.Close()
-	dctx, cancel := context.WithTimeout(ctx, o.timeout)
-	s, err := c.node.Dial(dctx, o.peer, o.service)
-	cancel()
-	if err != nil {
-		failLine(stderr, "pipe", err)
-		return exitFailure
-	}
 	defer s.Close()
 	stop := context.AfterFunc(ctx, s.Reset)
 	defer stop()
