@@ -1,7 +1,6 @@
 package endpoint
 
 import (
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -162,29 +161,6 @@ func (c *routedConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, er
 		n, oobn = len(b), len(oob)
 	}
 	return n, oobn, err
-}
-
-// gsoSegment returns the UDP_SEGMENT size in a control message buffer, or
-// 0 (Linux: level SOL_UDP 17, type UDP_SEGMENT 103, a uint16).
-func gsoSegment(oob []byte) int {
-	const hdr = 16 // cmsghdr on 64-bit Linux: len uint64, level int32, type int32
-	for len(oob) >= hdr {
-		l := int(binary.NativeEndian.Uint64(oob[0:8]))
-		level := int32(binary.NativeEndian.Uint32(oob[8:12]))
-		typ := int32(binary.NativeEndian.Uint32(oob[12:16]))
-		if l < hdr || l > len(oob) {
-			return 0
-		}
-		if level == 17 && typ == 103 && l >= hdr+2 {
-			return int(binary.NativeEndian.Uint16(oob[hdr : hdr+2]))
-		}
-		step := (l + 7) &^ 7
-		if step > len(oob) {
-			return 0
-		}
-		oob = oob[step:]
-	}
-	return 0
 }
 
 // Reroute sends the QUIC packets that the socket would send to dst through

@@ -23,3 +23,18 @@ func ttlControl(to netip.AddrPort, ttl int) []byte {
 	binary.NativeEndian.PutUint32(oob[unix.CmsgLen(0):], uint32(ttl))
 	return oob
 }
+
+// gsoSegment returns the UDP_SEGMENT size (GSO: one write of several
+// datagrams of that size) in a control message buffer, or 0.
+func gsoSegment(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_UDP && m.Header.Type == unix.UDP_SEGMENT && len(m.Data) >= 2 {
+			return int(binary.NativeEndian.Uint16(m.Data[:2]))
+		}
+	}
+	return 0
+}

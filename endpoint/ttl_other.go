@@ -8,3 +8,6 @@ import "net/netip"
 // ErrTTLUnsupported (a priming packet with the default TTL would reach the
 // far NAT, which is what priming must not do).
 func ttlControl(netip.AddrPort, int) []byte { return nil }
+
+// gsoSegment: only Linux has UDP_SEGMENT (GSO).
+func gsoSegment([]byte) int { return 0 }
