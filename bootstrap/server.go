@@ -1159,14 +1159,9 @@ func (s *Server) handleSTUN(req *stun.Message, from netip.AddrPort) {
 // `from`. It carries XOR-MAPPED-ADDRESS, and FINGERPRINT if the request
 // had one.
 func BindingResponse(req *stun.Message, from netip.AddrPort) (*stun.Message, error) {
-	setters := []stun.Setter{
-		stun.NewTransactionIDSetter(req.TransactionID),
-		stun.BindingSuccess,
-		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
-		stun.NewSoftware("antnode"),
-	}
+	extra := []stun.Setter{stun.NewSoftware("antnode")}
 	if _, err := req.Get(stun.AttrFingerprint); err == nil {
-		setters = append(setters, stun.Fingerprint)
+		extra = append(extra, stun.Fingerprint)
 	}
-	return stun.Build(setters...)
+	return endpoint.BindingSuccess(req, from, extra...)
 }

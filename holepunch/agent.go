@@ -195,9 +195,7 @@ func (a *Agent) handle(m *stun.Message, from netip.AddrPort) {
 		a.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonProtocolError, Addr: from, Detail: "check integrity"})
 		return
 	}
-	resp, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
-		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
-		stun.NewShortTermIntegrity(s.local.Pwd), stun.Fingerprint)
+	resp, err := endpoint.BindingSuccess(m, from, stun.NewShortTermIntegrity(s.local.Pwd), stun.Fingerprint)
 	if err != nil {
 		return
 	}
@@ -486,13 +484,7 @@ func (e *executor) verify(r endpoint.Response) (Pair, bool) {
 		e.s.a.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonProtocolError, Addr: r.From, Detail: "check response integrity"})
 		return Pair{}, false
 	}
-	var mapped stun.XORMappedAddress
-	var mappedAP netip.AddrPort
-	if err := mapped.GetFrom(r.Msg); err == nil {
-		if a, ok := netip.AddrFromSlice(mapped.IP); ok {
-			mappedAP = netip.AddrPortFrom(a.Unmap(), uint16(mapped.Port))
-		}
-	}
+	mappedAP, _ := endpoint.MappedAddress(r.Msg) // none: the zero value
 	p := Pair{Remote: r.From, Priority: sn.probe.Priority, Kind: sn.probe.Kind, RTT: r.At.Sub(sn.at), Mapped: mappedAP, At: r.At}
 	if r.From != sn.probe.Target {
 		// Answered from another address than probed: that address is a

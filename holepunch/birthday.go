@@ -414,9 +414,7 @@ func (sp *sprayer) read(c net.PacketConn) {
 			if stun.NewShortTermIntegrity(s.local.Pwd).Check(m) != nil {
 				continue
 			}
-			resp, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
-				&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())},
-				stun.NewShortTermIntegrity(s.local.Pwd), stun.Fingerprint)
+			resp, err := endpoint.BindingSuccess(m, src, stun.NewShortTermIntegrity(s.local.Pwd), stun.Fingerprint)
 			if err == nil {
 				c.WriteTo(resp.Raw, ua)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 )
@@ -213,15 +214,8 @@ func (n *Node) stunMapped(ctx context.Context, server netip.AddrPort, rtt time.D
 	if err != nil {
 		return netip.AddrPort{}
 	}
-	var x stun.XORMappedAddress
-	if x.GetFrom(resp.Msg) != nil {
-		return netip.AddrPort{}
-	}
-	a, ok := netip.AddrFromSlice(x.IP)
-	if !ok {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(x.Port))
+	mapped, _ := endpoint.MappedAddress(resp.Msg) // none: the zero value
+	return mapped
 }
 
 // probe asks c for an unsolicited probe of kind and reports whether it
