@@ -670,13 +670,24 @@ func (t TunnelRun) describe() string {
 	return b.String()
 }
 
-// tunnelSize is the body of the tunnel scenario.
-const tunnelSize = 64 << 20
+// tunnelSizes returns the bodies of the tunnel and tunnel-migration
+// scenarios for links that lose lossPct percent of their packets: 64 and
+// 256 MiB on clean links; on lossy ones, where a QUIC flow gets a few
+// Mbit/s at most (1 % per access link is about 2 % per path, about
+// 1.5 Mbit/s at 80 ms), 4 and 8 MiB, so that the downloads stay within
+// their bounds.
+func tunnelSizes(lossPct float64) (tunnel, migration int64) {
+	if lossPct > 0 {
+		return 4 << 20, 8 << 20
+	}
+	return 64 << 20, 256 << 20
+}
 
 // scenarioTunnel: an HTTP server in B's namespace, exposed by a daemon
-// there to A only; A runs `antnode forward` and fetches 64 MiB through it
-// with curl, for a direct pair, a birthday pair and a relay-only pair
-// both ways (the UDP-blocked side forwarding, then serving). Every body
+// there to A only; A runs `antnode forward` and fetches 64 MiB (4 MiB on
+// lossy links, see tunnelSizes) through it with curl, for a direct pair,
+// a birthday pair and a relay-only pair both ways (the UDP-blocked side
+// forwarding, then serving). Every body
 // must arrive whole with the served SHA-256; the path each pair should
 // take is reported next to the one it took, not judged (the matrix
 // judges paths, over many runs).
@@ -695,7 +706,8 @@ func scenarioTunnel(ctx context.Context, e *Env) (bool, string) {
 		{"relay-only", ClassUDPBlocked, ClassCGNAT, 0, 0, "relay"},
 		{"relay-only", ClassCGNAT, ClassUDPBlocked, 1, 1, "relay"},
 	}
-	payload := NewPayload(tunnelSize)
+	size, _ := tunnelSizes(e.Spec.Link.Loss)
+	payload := NewPayload(size)
 	sum := payload.SHA256()
 	// Every pair's server and daemon start at once; the downloads run
 	// one after the other (their numbers are each alone on the links).
@@ -731,7 +743,7 @@ func scenarioTunnel(ctx context.Context, e *Env) (bool, string) {
 	for i, t := range setups {
 		var run TunnelRun
 		if errs[i] != nil {
-			run = TunnelRun{Pair: t.pair(), Kind: t.kind, WantBytes: tunnelSize, CurlExit: -1, Error: errs[i].Error()}
+			run = TunnelRun{Pair: t.pair(), Kind: t.kind, WantBytes: size, CurlExit: -1, Error: errs[i].Error()}
 		} else {
 			run = e.download(ctx, t, 90*time.Second, nil)
 		}
@@ -745,7 +757,7 @@ func scenarioTunnel(ctx context.Context, e *Env) (bool, string) {
 		ok = ok && run.OK()
 		lines = append(lines, line)
 	}
-	return ok, fmt.Sprintf("64 MiB over HTTP through forward, sha256 %s...: %s", sum[:12], strings.Join(lines, "; "))
+	return ok, fmt.Sprintf("%d MiB over HTTP through forward, sha256 %s...: %s", size>>20, sum[:12], strings.Join(lines, "; "))
 }
 
 // addTunnel records a run for the scenario's report.
@@ -753,7 +765,6 @@ func (e *Env) addTunnel(r TunnelRun) { e.tunnels = append(e.tunnels, r) }
 
 // Migration under a tunnel.
 const (
-	tunnelMigrationSize = 256 << 20
 	// The faults land by progress, so they land mid-transfer however
 	// fast the machine is: the direct path opens 1.5 s into the download
 	// (on the relay), the address changes at 30 % of the bytes, and the
@@ -762,15 +773,15 @@ const (
 	tunnelUnblockAt   = 1500 * time.Millisecond
 	tunnelMoveAt      = 0.30
 	tunnelFlushAt     = 0.60
-	tunnelFaultWait   = 25 * time.Second
+	tunnelFaultWait   = 40 * time.Second
 	tunnelUpgradeWait = 5 * time.Second
 )
 
-// scenarioTunnelMigration: a 256 MiB download through forward while the
-// path changes under it three times, one after the other: the direct path
-// opens after a relay start (upgrade), the downloader's address changes
-// (network change), and both NATs forget their mappings (conntrack
-// flushed). curl must exit 0 with every byte, the SHA-256 must match, and
+// scenarioTunnelMigration: a 256 MiB download (8 MiB on lossy links, see
+// tunnelSizes) through forward while the path changes under it three
+// times, one after the other: the direct path opens after a relay start
+// (upgrade), the downloader's address changes (network change), and both
+// NATs forget their mappings (conntrack flushed). curl must exit 0 with every byte, the SHA-256 must match, and
 // the serving daemon must have seen the connection go from the relay to
 // the direct path.
 func scenarioTunnelMigration(ctx context.Context, e *Env) (bool, string) {
@@ -783,7 +794,8 @@ func scenarioTunnelMigration(ctx context.Context, e *Env) (bool, string) {
 		return false, err.Error()
 	}
 	defer e.TB.SetDirectBlocked(context.WithoutCancel(ctx), a.Site, false)
-	payload := NewPayload(tunnelMigrationSize)
+	_, size := tunnelSizes(e.Spec.Link.Loss)
+	payload := NewPayload(size)
 	t, err := e.setupTunnel(ctx, "migration", "migration", a, b, payload)
 	defer t.close(e)
 	if err != nil {
@@ -793,7 +805,7 @@ func scenarioTunnelMigration(ctx context.Context, e *Env) (bool, string) {
 	hp := e.hostPtr(a)
 	var notes []string
 	upgraded := false
-	run := e.download(ctx, t, 90*time.Second, func(start time.Time, got func() int64) []FaultMark {
+	run := e.download(ctx, t, 120*time.Second, func(start time.Time, got func() int64) []FaultMark {
 		var marks []FaultMark
 		mark := func(name string) {
 			marks = append(marks, FaultMark{Name: name, AtS: secs(time.Since(start)), Bytes: got()})
@@ -814,7 +826,7 @@ func scenarioTunnelMigration(ctx context.Context, e *Env) (bool, string) {
 			return true
 		}
 		reached := func(f float64) func() bool {
-			return func() bool { return got() >= int64(f*float64(tunnelMigrationSize)) }
+			return func() bool { return got() >= int64(f*float64(size)) }
 		}
 		select {
 		case <-time.After(tunnelUnblockAt):

@@ -355,3 +355,21 @@ func TestFileServer(t *testing.T) {
 		t.Fatalf("unknown name: status %d", resp.StatusCode)
 	}
 }
+
+func TestTunnelSizes(t *testing.T) {
+	tests := []struct {
+		loss              float64
+		tunnel, migration int64
+	}{
+		{0, 64 << 20, 256 << 20},
+		{0.5, 4 << 20, 8 << 20},
+		{1, 4 << 20, 8 << 20},
+		{5, 4 << 20, 8 << 20},
+	}
+	for _, tc := range tests {
+		tu, mi := tunnelSizes(tc.loss)
+		if tu != tc.tunnel || mi != tc.migration {
+			t.Errorf("tunnelSizes(%v) = %d, %d; want %d, %d", tc.loss, tu, mi, tc.tunnel, tc.migration)
+		}
+	}
+}
