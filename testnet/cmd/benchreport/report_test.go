@@ -15,7 +15,7 @@ ok  	github.com/antnode/antnode/bootstrap	33.777s
 pkg: github.com/antnode/antnode/traversal
 BenchmarkFailedAttemptRetention 	       1	8000000000 ns/op	        -6.000 retained-B/attempt	         0 goroutines/attempt	      1200 store-B/attempt
 BenchmarkMonitoringOverhead-2   	      10	 100 ns/op	 900.0 on-Mbit/s	 910.0 off-Mbit/s	 0.989 on/off	 12 B/op	 1 allocs/op
-BenchmarkForwardThroughput-2   	      40	 214083242 ns/op	 156.74 MB/s	      1308 fwd-Mbit/s	         0.9064 fwd/raw	      1444 raw-Mbit/s
+BenchmarkForwardThroughput-2   	      40	 214083242 ns/op	 156.74 MB/s	      1308 fwd-Mbit/s	         0.9064 fwd/raw	      1444 raw-Mbit/s	 4.691 raw-CPU-ns/B	 5.885 fwd-CPU-ns/B
 BenchmarkForwardTTFB-2   	     100	  82682626 ns/op	        80.72 min-rtt-ms	         1.017 p90-ttfb/rtt	        81.84 rtt-ms	        82.07 ttfb-ms	         1.003 ttfb/rtt	 1.017 ttfb/min-rtt
 BenchmarkForwardConnections-2   	       1	1743121073 ns/op	    168210 B/conn	     99389 RSS-B/conn	      6275 floor-B/conn	         1.000 floor-goroutines/conn	         0 goroutines-left	         5.000 goroutines/conn	      1077 open-all-ms	    161935 over-floor-B/conn	      999 verified-conns
 pkg: github.com/antnode/antnode/monitor
@@ -120,7 +120,7 @@ func TestTargets(t *testing.T) {
 	r.Targets = Targets(r)
 	md := Markdown(r)
 	for _, want := range []string{"| 10000 | 71189 | 3269 |", "NOT MET", "| eim-apdf to eim-apdf | 160.5 ms | 2.01 |",
-		"| 1444 Mbit/s | 1308 Mbit/s | 0.906 |", "| 82.1 ms | 81.8 ms | 80.7 ms | 1.003 | 1.017 | 1.017 |",
+		"| 1444 Mbit/s | 1308 Mbit/s | 0.906 | 4.69 ns | 5.88 ns |", "| 82.1 ms | 81.8 ms | 80.7 ms | 1.003 | 1.017 | 1.017 |",
 		"| 999 of 1000 | 168210 | 99389 | 6275 | 161935 | 5.0 | 0 | 1077 ms |",
 		"| time to first byte of a new TCP connection through an established forward | <= 1.1 peer RTT | 1.00 RTT (82.1 ms, RTT 81.8 ms) | met |",
 		"| 999 of 1000, 164 KiB/connection | NOT MET |"} {
