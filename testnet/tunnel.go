@@ -144,6 +144,9 @@ type TunnelRun struct {
 	// antnode_connections gauge).
 	Path      string `json:"path"`
 	FinalPath string `json:"final_path,omitempty"`
+	// FinalPeerState is the serving daemon's state machine for the
+	// forwarder at the end (its antnode_peers gauge).
+	FinalPeerState string `json:"final_peer_state,omitempty"`
 	// ExpectedPath is the path the pair should take, if it has one.
 	ExpectedPath string  `json:"expected_path,omitempty"`
 	RTTMS        float64 `json:"rtt_ms"`
@@ -205,26 +208,38 @@ func mbitPerS(bytes int64, d time.Duration) float64 {
 // (its antnode_connections gauge above zero), sorted, "+"-joined; "none"
 // when it has none.
 func connPaths(metrics string) (string, error) {
+	return gaugeLabels(metrics, "antnode_connections", "path")
+}
+
+// peerStates returns the states of a node's peer state machines (its
+// antnode_peers gauge above zero), as connPaths.
+func peerStates(metrics string) (string, error) {
+	return gaugeLabels(metrics, "antnode_peers", "state")
+}
+
+// gaugeLabels returns the values of label of the samples of gauge name
+// above zero, sorted, "+"-joined; "none" when there are none.
+func gaugeLabels(metrics, name, label string) (string, error) {
 	mfs, err := parseMetrics(metrics)
 	if err != nil {
 		return "", err
 	}
-	var paths []string
-	for _, m := range mfs["antnode_connections"].GetMetric() {
+	var vals []string
+	for _, m := range mfs[name].GetMetric() {
 		if m.GetGauge().GetValue() <= 0 {
 			continue
 		}
 		for _, l := range m.GetLabel() {
-			if l.GetName() == "path" {
-				paths = append(paths, l.GetValue())
+			if l.GetName() == label {
+				vals = append(vals, l.GetValue())
 			}
 		}
 	}
-	if len(paths) == 0 {
+	if len(vals) == 0 {
 		return "none", nil
 	}
-	sort.Strings(paths)
-	return strings.Join(paths, "+"), nil
+	sort.Strings(vals)
+	return strings.Join(vals, "+"), nil
 }
 
 // migrationCounts returns antnode_migrations_total by "reason/outcome".
@@ -633,6 +648,7 @@ func (e *Env) download(ctx context.Context, t *tunnelSetup, maxTime time.Duratio
 		if err1 == nil && err2 == nil {
 			run.Migrations = counterRise(b, a)
 		}
+		run.FinalPeerState, _ = peerStates(after)
 	}
 	if res.Exit != 0 {
 		run.Error = fmt.Sprintf("curl exit %d: %s", res.Exit, tail(res.Stderr, 200))
@@ -898,8 +914,8 @@ func judgeTunnelMigration(run TunnelRun, upgraded bool) (bool, string) {
 		migs = append(migs, fmt.Sprintf("%s %.0f", k, v))
 	}
 	sort.Strings(migs)
-	detail := fmt.Sprintf("%s; faults (%d of 3): %s; serving daemon's path: %s; its migrations: %s",
-		run.describe(), len(run.Faults), strings.Join(faults, ", "), strings.Join(paths, ", "), strings.Join(migs, ", "))
+	detail := fmt.Sprintf("%s; faults (%d of 3): %s; serving daemon's path: %s; its migrations: %s; its state for the peer at the end: %s",
+		run.describe(), len(run.Faults), strings.Join(faults, ", "), strings.Join(paths, ", "), strings.Join(migs, ", "), run.FinalPeerState)
 	if !upgraded {
 		detail += "; NOT upgraded to direct"
 	}

@@ -114,6 +114,11 @@ const tunnelMetrics = `# HELP antnode_connections Open peer connections, by path
 antnode_connections{path="direct"} %d
 antnode_connections{path="none"} 0
 antnode_connections{path="relay"} %d
+# HELP antnode_peers Peers this node knows, by the state of their connection state machine.
+# TYPE antnode_peers gauge
+antnode_peers{state="closed"} 2
+antnode_peers{state="connected-direct"} 0
+antnode_peers{state="connected-relay"} 1
 # HELP antnode_migrations_total Connection migrations and path upgrades, by reason and outcome.
 # TYPE antnode_migrations_total counter
 antnode_migrations_total{outcome="ok",reason="direct_available"} %d
@@ -152,6 +157,9 @@ func TestConnPaths(t *testing.T) {
 	}
 	if got, err := connPaths(""); err != nil || got != "none" {
 		t.Fatalf("empty exposition: %q %v", got, err)
+	}
+	if got, err := peerStates(metricsText(1, 0, 0, 0)); err != nil || got != "closed+connected-relay" {
+		t.Fatalf("peer states: %q %v", got, err)
 	}
 }
 
