@@ -23,8 +23,8 @@ import (
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -571,7 +571,7 @@ func TestRegistryBound(t *testing.T) {
 	}
 	// Depending on timing the client reads the Error frame or only sees
 	// the close; either way it must be classified as overload.
-	if err := c2.Status().LastError; classify(err) != monitor.ReasonOverloaded {
+	if err := c2.Status().LastError; classify(err) != event.ReasonOverloaded {
 		t.Fatalf("last error %v classified %v, want overloaded", err, classify(err))
 	}
 	if srv.NumPeers() != 1 {
@@ -845,8 +845,8 @@ type stateRecorder struct {
 	errs []error
 }
 
-func (r *stateRecorder) Record(ev monitor.Event) {
-	if ev.Kind == monitor.KindBootstrapState && ev.Outcome == monitor.OutcomeFail {
+func (r *stateRecorder) Record(ev event.Event) {
+	if ev.Kind == event.KindBootstrapState && ev.Outcome == event.OutcomeFail {
 		r.mu.Lock()
 		r.errs = append(r.errs, ev.Err)
 		r.mu.Unlock()

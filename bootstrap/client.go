@@ -19,8 +19,8 @@ import (
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 )
 
@@ -41,7 +41,7 @@ type ClientConfig struct {
 	// Label names the bootstrap in metrics (a small index). Empty: "0".
 	Label string
 	// Recorder receives events. Nil: discarded.
-	Recorder monitor.Recorder
+	Recorder event.Recorder
 	// Logger receives records that are not events. Nil: discarded.
 	Logger *slog.Logger
 	// Local returns what the peer announces at each (re)registration.
@@ -99,7 +99,7 @@ func (c *ClientConfig) validate() error {
 		c.Label = "0"
 	}
 	if c.Recorder == nil {
-		c.Recorder = monitor.Nop{}
+		c.Recorder = event.Nop{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -210,7 +210,7 @@ type live struct {
 // Close stops them all and returns after they exit.
 type Client struct {
 	cfg ClientConfig
-	rec monitor.Recorder
+	rec event.Recorder
 	log *slog.Logger
 
 	hbOverride atomic.Int64 // SetHeartbeat's period, ns (0: cfg.Heartbeat)
@@ -426,23 +426,23 @@ func (c *Client) sleep(d time.Duration) {
 func (c *Client) dialAndRegister(exec failsafe.Execution[*live]) (*live, error) {
 	start := time.Now()
 	l, err := c.tryRegister(exec.Context())
-	o, reason := monitor.OutcomeOK, monitor.ReasonNone
+	o, reason := event.OutcomeOK, event.ReasonNone
 	if err != nil {
-		o, reason = monitor.OutcomeFail, classify(err)
+		o, reason = event.OutcomeFail, classify(err)
 		c.mu.Lock()
 		c.lastErr = err
 		c.mu.Unlock()
-		c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
+		c.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
 			Outcome: o, Reason: reason, Duration: time.Since(start), Addr: c.cfg.Addr, Err: err})
 		return nil, err
 	}
-	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
+	c.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
 		Outcome: o, Duration: time.Since(start), Addr: c.cfg.Addr})
 	return l, nil
 }
 
 // classify maps an error of a bootstrap interaction to a Reason.
-func classify(err error) monitor.Reason {
+func classify(err error) event.Reason {
 	var idle *quic.IdleTimeoutError
 	var hs *quic.HandshakeTimeoutError
 	var app *quic.ApplicationError
@@ -451,23 +451,23 @@ func classify(err error) monitor.Reason {
 	var te *quic.TransportError
 	switch {
 	case errors.Is(err, identity.ErrKeyMismatch):
-		return monitor.ReasonKeyMismatch
+		return event.ReasonKeyMismatch
 	case errors.Is(err, identity.ErrUnauthenticated), errors.As(err, &te):
-		return monitor.ReasonHandshakeFailed
+		return event.ReasonHandshakeFailed
 	case errors.As(err, &re):
 		return codeReason(re.Code)
 	case errors.As(err, &pe):
 		return codeReason(pe.Code)
 	case errors.As(err, &app) && app.ErrorCode == closeOverloaded:
-		return monitor.ReasonOverloaded
+		return event.ReasonOverloaded
 	case errors.Is(err, context.Canceled):
-		return monitor.ReasonCanceled
+		return event.ReasonCanceled
 	case errors.As(err, &hs), errors.As(err, &idle), errors.Is(err, context.DeadlineExceeded):
-		return monitor.ReasonBootstrapUnreachable
+		return event.ReasonBootstrapUnreachable
 	case errors.Is(err, net.ErrClosed):
-		return monitor.ReasonConnectionLost
+		return event.ReasonConnectionLost
 	}
-	return monitor.ReasonBootstrapUnreachable
+	return event.ReasonBootstrapUnreachable
 }
 
 // tryRegister registers over QUIC; if that has not succeeded within
@@ -617,7 +617,7 @@ func (c *Client) commit(l *live) {
 	c.lastErr = nil
 	close(c.ready)
 	c.mu.Unlock()
-	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: monitor.OutcomeOK,
+	c.rec.Record(event.Event{Kind: event.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: event.OutcomeOK,
 		Addr: c.cfg.Addr, Detail: l.conn.Transport()})
 	if c.cfg.OnObserved != nil && l.observed.IsValid() {
 		c.cfg.OnObserved(l.observed)
@@ -667,9 +667,9 @@ func (c *Client) serve(l *live) {
 	c.mu.Unlock()
 	reason := classify(err)
 	if c.ctx.Err() != nil {
-		reason = monitor.ReasonCanceled
+		reason = event.ReasonCanceled
 	}
-	c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: monitor.OutcomeFail,
+	c.rec.Record(event.Event{Kind: event.KindBootstrapState, Bootstrap: c.cfg.Label, Outcome: event.OutcomeFail,
 		Reason: reason, Addr: c.cfg.Addr, Err: err})
 	c.failAll(fmt.Errorf("%w: connection to bootstrap %s lost: %w", ErrUnavailable, c.cfg.Label, err))
 }
@@ -740,15 +740,15 @@ func (c *Client) heartbeat(l *live) {
 			case got := <-l.pong:
 				if got == seq {
 					timeout.Stop()
-					c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "heartbeat",
-						Outcome: monitor.OutcomeOK, Duration: time.Since(start)})
+					c.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "heartbeat",
+						Outcome: event.OutcomeOK, Duration: time.Since(start)})
 					break wait
 				}
 			case <-timeout.C:
 				err := fmt.Errorf("%w within %v", ErrHeartbeat, time.Since(start).Round(time.Millisecond))
 				l.hbErr.Store(&err)
-				c.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "heartbeat",
-					Outcome: monitor.OutcomeFail, Reason: monitor.ReasonTimeout, Duration: time.Since(start)})
+				c.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "heartbeat",
+					Outcome: event.OutcomeFail, Reason: event.ReasonTimeout, Duration: time.Since(start)})
 				l.conn.Close(closeNormal, "heartbeat timeout")
 				return
 			}
@@ -948,10 +948,10 @@ func (c *Client) RequestProbe(kind uint64, txID [12]byte) error {
 func (c *Client) Connect(ctx context.Context, target identity.PeerID, local Intro) (*Session, error) {
 	start := time.Now()
 	s, err := c.connect(ctx, target, local.clamp())
-	ev := monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "connect",
-		Outcome: monitor.OutcomeOK, Duration: time.Since(start)}
+	ev := event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "connect",
+		Outcome: event.OutcomeOK, Duration: time.Since(start)}
 	if err != nil {
-		ev.Outcome, ev.Reason, ev.Err = monitor.OutcomeFail, classify(err), err
+		ev.Outcome, ev.Reason, ev.Err = event.OutcomeFail, classify(err), err
 	}
 	c.rec.Record(ev)
 	return s, err

@@ -12,24 +12,24 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // eventLog keeps every event a server records.
 type eventLog struct {
 	mu     sync.Mutex
-	events []monitor.Event
+	events []event.Event
 }
 
-func (l *eventLog) Record(ev monitor.Event) {
+func (l *eventLog) Record(ev event.Event) {
 	l.mu.Lock()
 	l.events = append(l.events, ev)
 	l.mu.Unlock()
 }
 
 // find returns the first event that match accepts.
-func (l *eventLog) find(match func(monitor.Event) bool) (monitor.Event, bool) {
+func (l *eventLog) find(match func(event.Event) bool) (event.Event, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, ev := range l.events {
@@ -37,7 +37,7 @@ func (l *eventLog) find(match func(monitor.Event) bool) (monitor.Event, bool) {
 			return ev, true
 		}
 	}
-	return monitor.Event{}, false
+	return event.Event{}, false
 }
 
 // dialControl opens a control connection and stream as id, without the
@@ -140,11 +140,11 @@ func TestPendingIntroductionsPerPeer(t *testing.T) {
 			// One over the limit: refused at once, never offered.
 			_, err := a.Connect(ctx, bID, Intro{})
 			var re *RequestError
-			if !errors.As(err, &re) || re.Code != wire.CodeTooMany || !errors.Is(err, ErrOverloaded) || classify(err) != monitor.ReasonOverloaded {
+			if !errors.As(err, &re) || re.Code != wire.CodeTooMany || !errors.Is(err, ErrOverloaded) || classify(err) != event.ReasonOverloaded {
 				t.Fatalf("request %d: %v, want CodeTooMany (overloaded)", tc.limit+1, err)
 			}
-			if _, ok := rec.find(func(ev monitor.Event) bool {
-				return ev.Kind == monitor.KindBootstrapRequest && ev.Outcome == monitor.OutcomeFail && ev.Reason == monitor.ReasonOverloaded
+			if _, ok := rec.find(func(ev event.Event) bool {
+				return ev.Kind == event.KindBootstrapRequest && ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonOverloaded
 			}); !ok {
 				t.Fatal("the server recorded no refused request")
 			}
@@ -240,8 +240,8 @@ func TestCandidateLimit(t *testing.T) {
 			if got := closedByServer(t, conn); got != closeProtocol {
 				t.Fatalf("close code %#x, want %#x", got, closeProtocol)
 			}
-			ev, ok := rec.find(func(ev monitor.Event) bool {
-				return ev.Kind == monitor.KindSecurity && ev.Reason == monitor.ReasonProtocolError
+			ev, ok := rec.find(func(ev event.Event) bool {
+				return ev.Kind == event.KindSecurity && ev.Reason == event.ReasonProtocolError
 			})
 			var pe *ProtocolError
 			if !ok || !errors.As(ev.Err, &pe) || pe.Code != wire.CodeTooMany {
@@ -284,15 +284,15 @@ func TestOfferExpires(t *testing.T) {
 	_, err := a.Connect(ctx, b.cfg.Identity.ID(), Intro{})
 	elapsed := time.Since(start)
 	var re *RequestError
-	if !errors.As(err, &re) || re.Code != wire.CodeExpired || !errors.Is(err, ErrExpired) || classify(err) != monitor.ReasonExpired {
+	if !errors.As(err, &re) || re.Code != wire.CodeExpired || !errors.Is(err, ErrExpired) || classify(err) != event.ReasonExpired {
 		t.Fatalf("Connect: %v, want CodeExpired (ErrExpired)", err)
 	}
 	if elapsed < offerTimeout {
 		t.Fatalf("expired after %v, before the offer timeout %v", elapsed, offerTimeout)
 	}
 	late := nextOffer(t, offers) // the target was offered it and stayed silent
-	if _, ok := rec.find(func(ev monitor.Event) bool {
-		return ev.Kind == monitor.KindBootstrapRequest && ev.Outcome == monitor.OutcomeFail && ev.Reason == monitor.ReasonExpired
+	if _, ok := rec.find(func(ev event.Event) bool {
+		return ev.Kind == event.KindBootstrapRequest && ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonExpired
 	}); !ok {
 		t.Fatal("the server recorded no expired request")
 	}

@@ -32,8 +32,8 @@ import (
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -46,7 +46,7 @@ type ServerConfig struct {
 	// Required. The server does not close it.
 	Endpoint *endpoint.Endpoint
 	// Recorder receives the server's events. Nil: discarded.
-	Recorder monitor.Recorder
+	Recorder event.Recorder
 	// Logger receives records that are not events. Nil: discarded.
 	Logger *slog.Logger
 	// MaxPeers bounds the registry. Zero: 100 000.
@@ -108,7 +108,7 @@ func (c *ServerConfig) validate() error {
 		return errors.New("bootstrap: ServerConfig has a negative limit")
 	}
 	if c.Recorder == nil {
-		c.Recorder = monitor.Nop{}
+		c.Recorder = event.Nop{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -209,7 +209,7 @@ type session struct {
 type Server struct {
 	cfg ServerConfig
 	ln  *quic.Listener
-	rec monitor.Recorder
+	rec event.Recorder
 	log *slog.Logger
 
 	mu       sync.Mutex
@@ -424,7 +424,7 @@ func (s *Server) acceptLoop() {
 			c := quicCtl{conn}
 			id, err := identity.PeerFromState(conn.ConnectionState().TLS)
 			if err != nil { // cannot happen: the TLS config requires a valid certificate
-				s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonHandshakeFailed,
+				s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonHandshakeFailed,
 					Addr: c.RemoteAddr(), Detail: "no peer identity"})
 				c.Close(closeProtocol, "unauthenticated")
 				return
@@ -509,17 +509,17 @@ func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
 	if err != nil {
 		ctl.sendError(wire.CodeOverloaded, err.Error())
 		conn.Close(closeOverloaded, "registry full")
-		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonOverloaded, Peer: id.String(), Detail: "registry full"})
+		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonOverloaded, Peer: id.String(), Detail: "registry full"})
 		return
 	}
 	if old != nil {
 		old.conn.Close(closeReplaced, "replaced by a newer registration")
 	}
-	s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeOK, Peer: id.String(), Addr: p.observed,
+	s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeOK, Peer: id.String(), Addr: p.observed,
 		NAT: reg.NAT.Class(), Detail: conn.Transport()})
 	defer func() {
 		reason := s.unregister(p)
-		s.rec.Record(monitor.Event{Kind: monitor.KindRegistration, Outcome: monitor.OutcomeFail, Reason: reason, Peer: id.String(), Addr: p.observed})
+		s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeFail, Reason: reason, Peer: id.String(), Addr: p.observed})
 	}()
 	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.altSTUNAddrs(),
 		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps()})
@@ -544,7 +544,7 @@ func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
 			return
 		}
 		if !p.touch() {
-			s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: id.String(), Detail: "messages"})
+			s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRateLimited, Peer: id.String(), Detail: "messages"})
 			s.protocolFailure(conn, ctl, id, &ProtocolError{Code: wire.CodeRateLimited, Msg: "message rate exceeded"})
 			return
 		}
@@ -568,7 +568,7 @@ func (s *Server) protocolFailure(conn ctlConn, ctl *ctlStream, id identity.PeerI
 		conn.Close(closeNormal, "")
 		return
 	}
-	s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonProtocolError, Peer: id.String(),
+	s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonProtocolError, Peer: id.String(),
 		Addr: conn.RemoteAddr(), Err: err})
 	conn.Close(closeProtocol, "protocol error")
 }
@@ -629,7 +629,7 @@ func (s *Server) register(p *peer) (old *peer, err error) {
 
 // unregister removes p (if it is still the registered connection for its
 // ID) and fails the sessions it is part of.
-func (s *Server) unregister(p *peer) monitor.Reason {
+func (s *Server) unregister(p *peer) event.Reason {
 	s.mu.Lock()
 	replaced := s.peers[p.id] != p
 	if !replaced {
@@ -649,9 +649,9 @@ func (s *Server) unregister(p *peer) monitor.Reason {
 		s.finishRequest(ss, wire.CodeGone, nil)
 	}
 	if replaced {
-		return monitor.ReasonNone
+		return event.ReasonNone
 	}
-	return monitor.ReasonConnectionLost
+	return event.ReasonConnectionLost
 }
 
 func (s *Server) lookup(id identity.PeerID) *peer {
@@ -699,7 +699,7 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 		return s.handleRelayAddress(p, m)
 	case *wire.ProbeRequest:
 		if !p.allow() {
-			s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "probe"})
+			s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRateLimited, Peer: p.id.String(), Detail: "probe"})
 			return nil
 		}
 		if s.probeCaps()&m.Kind == 0 {
@@ -728,34 +728,34 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 	return nil
 }
 
-func codeReason(c wire.Code) monitor.Reason {
+func codeReason(c wire.Code) event.Reason {
 	switch c {
 	case wire.CodeOK:
-		return monitor.ReasonNone
+		return event.ReasonNone
 	case wire.CodeUnknownPeer:
-		return monitor.ReasonUnknownPeer
+		return event.ReasonUnknownPeer
 	case wire.CodeRateLimited:
-		return monitor.ReasonRateLimited
+		return event.ReasonRateLimited
 	case wire.CodeExpired:
-		return monitor.ReasonExpired
+		return event.ReasonExpired
 	case wire.CodeRefused:
-		return monitor.ReasonRefused
+		return event.ReasonRefused
 	case wire.CodeOverloaded, wire.CodeTooMany:
-		return monitor.ReasonOverloaded
+		return event.ReasonOverloaded
 	case wire.CodeSelf:
-		return monitor.ReasonSelf
+		return event.ReasonSelf
 	case wire.CodeGone:
-		return monitor.ReasonConnectionLost
+		return event.ReasonConnectionLost
 	}
-	return monitor.ReasonProtocolError
+	return event.ReasonProtocolError
 }
 
 // reply sends a ConnectResult that ends a request early and reports it.
 func (s *Server) reply(p *peer, id uint64, code wire.Code) {
-	s.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: "server", Detail: "connect",
-		Outcome: monitor.OutcomeFail, Reason: codeReason(code), Peer: p.id.String()})
+	s.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: "server", Detail: "connect",
+		Outcome: event.OutcomeFail, Reason: codeReason(code), Peer: p.id.String()})
 	if code == wire.CodeRateLimited {
-		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "connect"})
+		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRateLimited, Peer: p.id.String(), Detail: "connect"})
 	}
 	s.sendTo(p, &wire.ConnectResult{ID: id, Code: code})
 }
@@ -871,7 +871,7 @@ func (s *Server) handleRelayRequest(p *peer, m *wire.RelayRequest) error {
 		return nil
 	}
 	cr := s.cfg.Relay.Credentials(p.id, s.cfg.RelayTTL)
-	s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "credentials", Outcome: monitor.OutcomeOK, Peer: p.id.String()})
+	s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "credentials", Outcome: event.OutcomeOK, Peer: p.id.String()})
 	s.sendTo(p, &wire.RelayGrant{ID: m.ID, Code: wire.CodeOK, Username: cr.Username, Password: cr.Password,
 		UDP: s.cfg.Relay.UDPAddr(), TCP: s.cfg.Relay.TCPAddr(), ExpiresUnix: uint64(cr.Expires.Unix())})
 	return nil
@@ -997,11 +997,11 @@ func (s *Server) finishRequest(ss *session, code wire.Code, res *wire.ConnectRes
 	if code == wire.CodeOK {
 		res.PeerRTTMicros = uint64(ss.target.conn.RTT().Microseconds())
 	}
-	o := monitor.OutcomeOK
+	o := event.OutcomeOK
 	if code != wire.CodeOK {
-		o = monitor.OutcomeFail
+		o = event.OutcomeFail
 	}
-	s.rec.Record(monitor.Event{Kind: monitor.KindBootstrapRequest, Bootstrap: "server", Detail: "connect",
+	s.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: "server", Detail: "connect",
 		Outcome: o, Reason: codeReason(code), Duration: time.Since(ss.created), Peer: r.id.String()})
 	s.sendTo(r, res)
 }
@@ -1067,7 +1067,7 @@ func (s *Server) handleCancel(p *peer, m *wire.ConnectCancel) {
 
 func (s *Server) handlePunchRequest(p *peer, m *wire.PunchRequest) error {
 	if !p.allow() {
-		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRateLimited, Peer: p.id.String(), Detail: "punch"})
+		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRateLimited, Peer: p.id.String(), Detail: "punch"})
 		return nil
 	}
 	s.mu.Lock()

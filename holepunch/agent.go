@@ -28,7 +28,7 @@ import (
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 )
 
 // AgentConfig configures an Agent.
@@ -37,7 +37,7 @@ type AgentConfig struct {
 	// request handler on it.
 	Endpoint *endpoint.Endpoint
 	// Recorder receives check events. Nil: discarded.
-	Recorder monitor.Recorder
+	Recorder event.Recorder
 	// Logger receives records that are not events. Nil: discarded.
 	Logger *slog.Logger
 	// MaxSessions bounds concurrent sessions. Zero: 1024.
@@ -57,7 +57,7 @@ var (
 // Agent answers and sends connectivity checks on one endpoint.
 type Agent struct {
 	ep  *endpoint.Endpoint
-	rec monitor.Recorder
+	rec event.Recorder
 	log *slog.Logger
 	max int
 
@@ -76,7 +76,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, errors.New("holepunch: negative MaxSessions")
 	}
 	if cfg.Recorder == nil {
-		cfg.Recorder = monitor.Nop{}
+		cfg.Recorder = event.Nop{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -117,7 +117,7 @@ type Session struct {
 	a      *Agent
 	local  wire.Creds
 	remote wire.Creds
-	att    *monitor.Attempt
+	att    *event.Attempt
 
 	// triggered receives the sources of valid checks from the peer, for
 	// triggered checks back (peer-reflexive candidates).
@@ -133,7 +133,7 @@ type Session struct {
 
 // Open starts answering checks authenticated with local (the peer sends
 // them with remote's ufrag) and returns the Session.
-func (a *Agent) Open(local, remote wire.Creds, att *monitor.Attempt) (*Session, error) {
+func (a *Agent) Open(local, remote wire.Creds, att *event.Attempt) (*Session, error) {
 	if local.Ufrag == "" || local.Pwd == "" || remote.Ufrag == "" || remote.Pwd == "" {
 		return nil, errors.New("holepunch: empty credentials")
 	}
@@ -192,7 +192,7 @@ func (a *Agent) handle(m *stun.Message, from netip.AddrPort) {
 	}
 	if err := stun.NewShortTermIntegrity(s.local.Pwd).Check(m); err != nil {
 		a.stats.badIntegrity.Add(1)
-		a.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonProtocolError, Addr: from, Detail: "check integrity"})
+		a.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonProtocolError, Addr: from, Detail: "check integrity"})
 		return
 	}
 	resp, err := endpoint.BindingSuccess(m, from, stun.NewShortTermIntegrity(s.local.Pwd), stun.Fingerprint)
@@ -323,18 +323,18 @@ func (s *Session) Punch(ctx context.Context, remote []wire.Candidate, cfg PunchC
 	e := &executor{s: s, round: cfg.Round, inflight: make(map[[stun.TransactionIDSize]byte]sent),
 		resp: make(chan endpoint.Response, len(probes)+64)}
 	defer e.releaseAll()
-	s.att.Begin(monitor.PhasePunch)
+	s.att.Begin(event.PhasePunch)
 	res, err := e.run(ctx, probes, cfg)
 	switch {
 	case err == nil:
-		s.att.End(monitor.PhaseValidate, monitor.OutcomeOK, monitor.ReasonNone)
-		s.att.Record(monitor.Event{Kind: monitor.KindPathValidated, Addr: res.Best.Remote, Duration: res.Best.RTT,
-			Path: monitor.PathDirect, Value: float64(len(res.Validated))})
+		s.att.End(event.PhaseValidate, event.OutcomeOK, event.ReasonNone)
+		s.att.Record(event.Event{Kind: event.KindPathValidated, Addr: res.Best.Remote, Duration: res.Best.RTT,
+			Path: event.PathDirect, Value: float64(len(res.Validated))})
 	case errors.Is(err, ErrNoPath):
-		s.att.End(monitor.PhasePunch, monitor.OutcomeFail, monitor.ReasonPunchTimeout)
+		s.att.End(event.PhasePunch, event.OutcomeFail, event.ReasonPunchTimeout)
 	default:
-		s.att.End(monitor.PhasePunch, monitor.OutcomeCanceled, monitor.ReasonCanceled)
-		s.att.End(monitor.PhaseValidate, monitor.OutcomeCanceled, monitor.ReasonCanceled)
+		s.att.End(event.PhasePunch, event.OutcomeCanceled, event.ReasonCanceled)
+		s.att.End(event.PhaseValidate, event.OutcomeCanceled, event.ReasonCanceled)
 	}
 	return res, err
 }
@@ -376,7 +376,7 @@ func (e *executor) send(p Probe) {
 	}
 	e.inflight[m.TransactionID] = sent{at: at, probe: p, release: release}
 	e.res.Sent++
-	s.att.Record(monitor.Event{Kind: monitor.KindCheckSent, Addr: p.Target, Value: float64(e.round)})
+	s.att.Record(event.Event{Kind: event.KindCheckSent, Addr: p.Target, Value: float64(e.round)})
 }
 
 type rawAttr struct {
@@ -438,8 +438,8 @@ func (e *executor) run(ctx context.Context, probes []Probe, cfg PunchConfig) (Re
 				cfg.OnValidated(p)
 			}
 			if graceC == nil {
-				e.s.att.End(monitor.PhasePunch, monitor.OutcomeOK, monitor.ReasonNone)
-				e.s.att.Begin(monitor.PhaseValidate)
+				e.s.att.End(event.PhasePunch, event.OutcomeOK, event.ReasonNone)
+				e.s.att.Begin(event.PhaseValidate)
 			}
 			if p.Priority >= top {
 				return e.res, nil // nothing better can come
@@ -481,7 +481,7 @@ func (e *executor) verify(r endpoint.Response) (Pair, bool) {
 		return Pair{}, false
 	}
 	if err := stun.NewShortTermIntegrity(e.s.remote.Pwd).Check(r.Msg); err != nil {
-		e.s.a.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonProtocolError, Addr: r.From, Detail: "check response integrity"})
+		e.s.a.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonProtocolError, Addr: r.From, Detail: "check response integrity"})
 		return Pair{}, false
 	}
 	mappedAP, _ := endpoint.MappedAddress(r.Msg) // none: the zero value
@@ -504,6 +504,6 @@ func (e *executor) verify(r endpoint.Response) (Pair, bool) {
 		(p.Priority == e.res.Best.Priority && p.RTT < e.res.Best.RTT) {
 		e.res.Best = p
 	}
-	e.s.att.Record(monitor.Event{Kind: monitor.KindCheckAnswered, Addr: p.Remote, Duration: p.RTT})
+	e.s.att.Record(event.Event{Kind: event.KindCheckAnswered, Addr: p.Remote, Duration: p.RTT})
 	return p, true
 }

@@ -18,7 +18,7 @@ import (
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 )
 
 // The birthday search connects a NAT whose mapping depends on the
@@ -206,7 +206,7 @@ func (s *Session) Scan(ctx context.Context, addr netip.Addr, observed []uint16, 
 	defer release()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Budget)
 	defer cancel()
-	s.att.Begin(monitor.PhasePunch)
+	s.att.Begin(event.PhasePunch)
 	start := time.Now()
 	sent := map[netip.AddrPort]time.Time{}
 	t := time.NewTimer(0)
@@ -215,7 +215,7 @@ func (s *Session) Scan(ctx context.Context, addr netip.Addr, observed []uint16, 
 	for {
 		select {
 		case <-ctx.Done():
-			s.att.End(monitor.PhasePunch, monitor.OutcomeFail, monitor.ReasonPunchTimeout)
+			s.att.End(event.PhasePunch, event.OutcomeFail, event.ReasonPunchTimeout)
 			if err := context.Cause(ctx); errors.Is(err, context.DeadlineExceeded) {
 				return Pair{}, fmt.Errorf("%w: scanned %d ports", ErrBirthdayFailed, next)
 			}
@@ -243,13 +243,13 @@ func (s *Session) Scan(ctx context.Context, addr netip.Addr, observed []uint16, 
 			if at, ok := sent[r.From]; ok {
 				p.RTT = r.At.Sub(at)
 			}
-			s.att.End(monitor.PhasePunch, monitor.OutcomeOK, monitor.ReasonNone)
+			s.att.End(event.PhasePunch, event.OutcomeOK, event.ReasonNone)
 			how := "birthday scan"
 			if slices.Contains(predicted, r.From.Port()) {
 				how = "port prediction"
 			}
-			s.att.Record(monitor.Event{Kind: monitor.KindPathValidated, Addr: p.Remote, Duration: p.RTT,
-				Path: monitor.PathDirect, Value: float64(next), Detail: how})
+			s.att.Record(event.Event{Kind: event.KindPathValidated, Addr: p.Remote, Duration: p.RTT,
+				Path: event.PathDirect, Value: float64(next), Detail: how})
 			return p, nil
 		}
 	}
@@ -273,7 +273,7 @@ func (s *Session) Spray(ctx context.Context, listen Listener, local netip.Addr, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Budget)
 	defer cancel()
-	s.att.Begin(monitor.PhasePunch)
+	s.att.Begin(event.PhasePunch)
 	sp := &sprayer{s: s, target: target, winner: make(chan sprayWin, 1)}
 	var socks []net.PacketConn
 	defer func() {
@@ -293,7 +293,7 @@ func (s *Session) Spray(ctx context.Context, listen Listener, local netip.Addr, 
 		socks = append(socks, c)
 	}
 	if len(socks) == 0 {
-		s.att.End(monitor.PhasePunch, monitor.OutcomeFail, monitor.ReasonInternal)
+		s.att.End(event.PhasePunch, event.OutcomeFail, event.ReasonInternal)
 		return nil, Pair{}, errors.New("holepunch: spray: no socket")
 	}
 	for _, c := range socks {
@@ -320,14 +320,14 @@ func (s *Session) Spray(ctx context.Context, listen Listener, local netip.Addr, 
 			}
 			sp.wg.Wait()
 			w.conn.SetReadDeadline(time.Time{})
-			s.att.End(monitor.PhasePunch, monitor.OutcomeOK, monitor.ReasonNone)
-			s.att.Record(monitor.Event{Kind: monitor.KindPathValidated, Addr: w.pair.Remote, Duration: w.pair.RTT,
-				Path: monitor.PathDirect, Value: float64(len(socks)), Detail: "birthday spray"})
+			s.att.End(event.PhasePunch, event.OutcomeOK, event.ReasonNone)
+			s.att.Record(event.Event{Kind: event.KindPathValidated, Addr: w.pair.Remote, Duration: w.pair.RTT,
+				Path: event.PathDirect, Value: float64(len(socks)), Detail: "birthday spray"})
 			return w.conn, w.pair, nil
 		case <-tick.C:
 			sendAll()
 		case <-ctx.Done():
-			s.att.End(monitor.PhasePunch, monitor.OutcomeFail, monitor.ReasonPunchTimeout)
+			s.att.End(event.PhasePunch, event.OutcomeFail, event.ReasonPunchTimeout)
 			if err := context.Cause(ctx); errors.Is(err, context.DeadlineExceeded) {
 				return nil, Pair{}, fmt.Errorf("%w: %d sockets", ErrBirthdayFailed, len(socks))
 			}

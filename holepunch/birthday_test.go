@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/endpoint"
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/testnet"
 )
@@ -194,21 +194,21 @@ func TestBirthdayThroughModel(t *testing.T) {
 
 type eventLog struct {
 	mu     sync.Mutex
-	events []monitor.Event
+	events []event.Event
 }
 
-func (l *eventLog) Record(ev monitor.Event) {
+func (l *eventLog) Record(ev event.Event) {
 	l.mu.Lock()
 	l.events = append(l.events, ev)
 	l.mu.Unlock()
 }
 
-func (l *eventLog) validated() []monitor.Event {
+func (l *eventLog) validated() []event.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []monitor.Event
+	var out []event.Event
 	for _, ev := range l.events {
-		if ev.Kind == monitor.KindPathValidated {
+		if ev.Kind == event.KindPathValidated {
 			out = append(out, ev)
 		}
 	}
@@ -258,7 +258,7 @@ func TestPortPredictionThroughModel(t *testing.T) {
 				ca, cb := NewCreds(), NewCreds()
 				var log eventLog
 				sa, _ := agA.Open(ca, cb, nil)
-				sb, _ := agB.Open(cb, ca, monitor.StartAttempt(&log, "a", "initiator", "eim-apdf"))
+				sb, _ := agB.Open(cb, ca, event.StartAttempt(&log, "a", "initiator", "eim-apdf"))
 				defer sa.Close()
 				defer sb.Close()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -110,7 +110,7 @@ func TestConfidenceGrowsWithEvidence(t *testing.T) {
 }
 
 func TestEveryCauseIsDocumented(t *testing.T) {
-	for r := Reason(0); r < reasonEnd; r++ {
+	for r := Reason(0); r < Reason(NumReasons); r++ {
 		if c, _, ok := causeOfReason(r); ok {
 			ci := causeInfo(c)
 			if ci.Explanation == "" || ci.NextStep == "" {

@@ -414,7 +414,7 @@ func parseOutcome(q string) (Outcome, error) {
 	if q == "" {
 		return OutcomeNone, nil
 	}
-	for o := OutcomeOK; o < outcomeEnd; o++ {
+	for o := OutcomeOK; o < Outcome(NumOutcomes); o++ {
 		if o.String() == q {
 			return o, nil
 		}

@@ -120,7 +120,7 @@ type metrics struct {
 	byType       *cache[natKey, prometheus.Counter]
 	latency      *enumCache[prometheus.Observer]
 	throughput   *enumCache[prometheus.Observer]
-	phase        *enumCache[prometheus.Observer] // phase*outcomeEnd + outcome
+	phase        *enumCache[prometheus.Observer] // phase*NumOutcomes + outcome
 	events       *enumCache[prometheus.Counter]
 	candidates   *cache[string, prometheus.Counter]
 	checkSent    prometheus.Counter
@@ -203,7 +203,7 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 40, 80, 150, 300, 600, 1200},
 	}, []string{"path"})
 	add(latency)
-	m.latency = newEnumCache(int(pathEnd), func(p int) prometheus.Observer { return latency.WithLabelValues(Path(p).String()) })
+	m.latency = newEnumCache(NumPaths, func(p int) prometheus.Observer { return latency.WithLabelValues(Path(p).String()) })
 
 	thru := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    MetricConnectionThru,
@@ -211,7 +211,7 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 		Buckets: []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000},
 	}, []string{"path"})
 	add(thru)
-	m.throughput = newEnumCache(int(pathEnd), func(p int) prometheus.Observer { return thru.WithLabelValues(Path(p).String()) })
+	m.throughput = newEnumCache(NumPaths, func(p int) prometheus.Observer { return thru.WithLabelValues(Path(p).String()) })
 
 	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "antnode_phase_duration_seconds",
@@ -219,8 +219,8 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"phase", "outcome"})
 	add(phase)
-	m.phase = newEnumCache(int(phaseEnd)*int(outcomeEnd), func(k int) prometheus.Observer {
-		return phase.WithLabelValues(Phase(k/int(outcomeEnd)).String(), Outcome(k%int(outcomeEnd)).String())
+	m.phase = newEnumCache(NumPhases*NumOutcomes, func(k int) prometheus.Observer {
+		return phase.WithLabelValues(Phase(k/NumOutcomes).String(), Outcome(k%NumOutcomes).String())
 	})
 
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -228,7 +228,7 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 		Help: "Monitoring events reported, by kind.",
 	}, []string{"kind"})
 	add(events)
-	m.events = newEnumCache(int(kindEnd), func(k int) prometheus.Counter { return events.WithLabelValues(Kind(k).String()) })
+	m.events = newEnumCache(NumKinds, func(k int) prometheus.Counter { return events.WithLabelValues(Kind(k).String()) })
 
 	cands := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "antnode_candidates_total",
@@ -249,7 +249,7 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 		Help: "Fallbacks taken (e.g. direct to relay), by reason.",
 	}, []string{"reason"})
 	add(fb)
-	m.fallbacks = newEnumCache(int(reasonEnd), func(r int) prometheus.Counter { return fb.WithLabelValues(Reason(r).String()) })
+	m.fallbacks = newEnumCache(NumReasons, func(r int) prometheus.Counter { return fb.WithLabelValues(Reason(r).String()) })
 
 	mig := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "antnode_migrations_total",
@@ -274,7 +274,7 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 		Help: "Security events (authentication failures, rate limits, refused requests), by reason.",
 	}, []string{"reason"})
 	add(sec)
-	m.security = newEnumCache(int(reasonEnd), func(r int) prometheus.Counter { return sec.WithLabelValues(Reason(r).String()) })
+	m.security = newEnumCache(NumReasons, func(r int) prometheus.Counter { return sec.WithLabelValues(Reason(r).String()) })
 
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "antnode_bootstrap_up",
@@ -379,7 +379,7 @@ func (m *metrics) observe(ev *Event) {
 		}
 		m.byType.get(natKey{local: local, peer: peer, result: r}).Inc()
 	case KindPhaseEnd:
-		m.phase.get(int(ev.Phase)*int(outcomeEnd) + int(ev.Outcome)).Observe(ev.Duration.Seconds())
+		m.phase.get(int(ev.Phase)*NumOutcomes + int(ev.Outcome)).Observe(ev.Duration.Seconds())
 	case KindBootstrapRequest:
 		r := result(ev.Outcome)
 		m.bsRequests.get(bsKey{bootstrap: ev.Bootstrap, typ: ev.Detail, result: r}).Inc()

@@ -129,6 +129,10 @@ func New(cfg Config) (*Monitor, error) {
 // log records of the node can render addresses the same way.
 func (m *Monitor) Sanitizer() *Sanitizer { return m.san }
 
+// SanitizeAddrPort renders an address as the monitor's logs do
+// (event.AddrSanitizer).
+func (m *Monitor) SanitizeAddrPort(ap netip.AddrPort) string { return m.san.AddrPort(ap) }
+
 // Store returns the store of recent attempts.
 func (m *Monitor) Store() *Store { return m.store }
 

@@ -31,8 +31,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // Realm is the TURN realm of the built-in relay.
@@ -62,7 +62,7 @@ type ServerConfig struct {
 	// sockets (net.ListenPacket).
 	ListenRelay func(network, addr string) (net.PacketConn, error)
 	// Recorder receives relay events. Nil: discarded.
-	Recorder monitor.Recorder
+	Recorder event.Recorder
 	// Logger receives pion's records (debug level and up). Nil: discarded.
 	Logger *slog.Logger
 }
@@ -76,7 +76,7 @@ var (
 type Server struct {
 	cfg   ServerConfig
 	turn  *turn.Server
-	rec   monitor.Recorder
+	rec   event.Recorder
 	allow atomic.Pointer[func(identity.PeerID, netip.Addr) bool]
 
 	mu       sync.Mutex
@@ -114,7 +114,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.BytesPerSecond = 12_500_000
 	}
 	if cfg.Recorder == nil {
-		cfg.Recorder = monitor.Nop{}
+		cfg.Recorder = event.Nop{}
 	}
 	if cfg.ListenRelay == nil {
 		cfg.ListenRelay = net.ListenPacket
@@ -132,12 +132,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, _ net.Addr, proto, user, _ string, relay net.Addr, _ int) {
 				s.account(user, +1)
-				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK,
+				s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeOK,
 					Peer: userPeer(user), Addr: addrPort(src)})
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, proto, user, _ string) {
 				s.account(user, -1)
-				s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK,
+				s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "release", Outcome: event.OutcomeOK,
 					Peer: userPeer(user), Addr: addrPort(src)})
 			},
 		},
@@ -212,7 +212,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 func (s *Server) auth(user, realm string, src net.Addr) ([]byte, bool) {
 	peer, err := ParseUsername(user, time.Now())
 	if err != nil {
-		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonKeyMismatch, Addr: addrPort(src), Detail: "relay credentials: " + errText(err)})
+		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonKeyMismatch, Addr: addrPort(src), Detail: "relay credentials: " + errText(err)})
 		return nil, false
 	}
 	s.mu.Lock()
@@ -237,9 +237,9 @@ func (s *Server) quota(user, _ string, src net.Addr) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.allocs[peer] >= s.cfg.MaxAllocationsPerPeer {
-		s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeFail,
-			Reason: monitor.ReasonRelayQuota, Peer: peer.String()})
-		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRelayQuota, Addr: addrPort(src), Detail: "relay quota"})
+		s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeFail,
+			Reason: event.ReasonRelayQuota, Peer: peer.String()})
+		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRelayQuota, Addr: addrPort(src), Detail: "relay quota"})
 		return false
 	}
 	return true
@@ -274,11 +274,11 @@ func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
 	ip, ipok := netip.AddrFromSlice(peerIP)
 	allow := s.allow.Load()
 	if !ok || !ipok || allow == nil || !(*allow)(peer, ip.Unmap()) {
-		s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "permission", Outcome: monitor.OutcomeFail, Reason: monitor.ReasonRefused})
-		s.rec.Record(monitor.Event{Kind: monitor.KindSecurity, Reason: monitor.ReasonRefused, Addr: addrPort(client), Detail: "relay permission refused"})
+		s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "permission", Outcome: event.OutcomeFail, Reason: event.ReasonRefused})
+		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRefused, Addr: addrPort(client), Detail: "relay permission refused"})
 		return false
 	}
-	s.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "permission", Outcome: monitor.OutcomeOK})
+	s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "permission", Outcome: event.OutcomeOK})
 	return true
 }
 

@@ -4,8 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // eventsPerSecond bounds the refusal events a Mux records: a peer that
@@ -41,27 +41,27 @@ func (g *gate) pass(now time.Time) (bool, int) {
 }
 
 // reasonOf is the monitor's reason for a refusal code.
-func reasonOf(c Code) monitor.Reason {
+func reasonOf(c Code) event.Reason {
 	switch c {
 	case CodeUnknownService:
-		return monitor.ReasonUnknownService
+		return event.ReasonUnknownService
 	case CodeNotAllowed:
-		return monitor.ReasonNotAllowed
+		return event.ReasonNotAllowed
 	case CodeTargetUnreachable:
-		return monitor.ReasonTargetUnreachable
+		return event.ReasonTargetUnreachable
 	case CodeStreamLimit:
-		return monitor.ReasonStreamLimit
+		return event.ReasonStreamLimit
 	case CodeBadHeader:
-		return monitor.ReasonProtocolError
+		return event.ReasonProtocolError
 	case CodeIdle:
-		return monitor.ReasonTimeout
+		return event.ReasonTimeout
 	}
-	return monitor.ReasonRefused
+	return event.ReasonRefused
 }
 
 // Reason is the monitor's reason for a stream error: the refusal's or
 // reset's code as a reason from the closed set.
-func (e *StreamError) Reason() monitor.Reason { return reasonOf(e.Code) }
+func (e *StreamError) Reason() event.Reason { return reasonOf(e.Code) }
 
 // recordRefusal records a refusal: one this node made of a peer's stream
 // (incoming), or one a peer made of this node's (not incoming). A peer
@@ -71,13 +71,13 @@ func (m *Mux) recordRefusal(peer identity.PeerID, service string, code Code, inc
 	if !ok {
 		return
 	}
-	ev := monitor.Event{Kind: monitor.KindStream, Reason: reasonOf(code), Peer: peer.String(),
+	ev := event.Event{Kind: event.KindStream, Reason: reasonOf(code), Peer: peer.String(),
 		Detail: service, Value: float64(suppressed)}
 	switch {
 	case !incoming:
 		ev.Detail = "dial " + service
 	case code == CodeNotAllowed:
-		ev.Kind, ev.Detail = monitor.KindSecurity, "service "+service+": peer not allowed"
+		ev.Kind, ev.Detail = event.KindSecurity, "service "+service+": peer not allowed"
 	}
 	m.cfg.Recorder.Record(ev)
 }

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // Config configures a Mux.
@@ -38,7 +38,7 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Recorder receives security events (refusals of peers that are not
 	// allowed: the audit trail). Nil: discarded.
-	Recorder monitor.Recorder
+	Recorder event.Recorder
 	// Logger receives debug records of refused and failed streams. Nil:
 	// discarded.
 	Logger *slog.Logger
@@ -66,7 +66,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.Recorder == nil {
-		c.Recorder = monitor.Nop{}
+		c.Recorder = event.Nop{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -14,8 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // TestRefusals: each refusal reaches the dialler as a *StreamError with
@@ -68,7 +68,7 @@ func TestRefusals(t *testing.T) {
 			}
 			if tc.audit {
 				ev := server.rec.security()[0]
-				if ev.Reason != monitor.ReasonNotAllowed || ev.Peer != client.id.ID().String() {
+				if ev.Reason != event.ReasonNotAllowed || ev.Peer != client.id.ID().String() {
 					t.Fatalf("audit event %+v", ev)
 				}
 			}
@@ -326,7 +326,7 @@ func TestStreamLimitUnderFlood(t *testing.T) {
 	events := 0
 	server.rec.mu.Lock()
 	for _, ev := range server.rec.ev {
-		if ev.Kind == monitor.KindStream && ev.Reason == monitor.ReasonStreamLimit {
+		if ev.Kind == event.KindStream && ev.Reason == event.ReasonStreamLimit {
 			events++
 		}
 	}

@@ -8,9 +8,9 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // TestWrongKeyAtPeerAddressIsRejected: the bootstrap introduces A to B (a
@@ -73,7 +73,7 @@ func TestWrongKeyAtPeerAddressIsRejected(t *testing.T) {
 				t.Fatalf("connected to %s although the node that answered holds %s's key", bID.ID().Short(), impostorID.ID().Short())
 			}
 			var ce *ConnectError
-			if !errors.As(err, &ce) || ce.Reason != monitor.ReasonKeyMismatch || ce.Phase != monitor.PhaseHandshake {
+			if !errors.As(err, &ce) || ce.Reason != event.ReasonKeyMismatch || ce.Phase != event.PhaseHandshake {
 				t.Fatalf("got %v, want a key mismatch in the handshake", err)
 			}
 			var km *identity.KeyMismatchError
@@ -92,18 +92,18 @@ func TestWrongKeyAtPeerAddressIsRejected(t *testing.T) {
 				}
 			}
 			hs := false
-			for _, ev := range recA.kinds(monitor.KindPhaseEnd) {
-				if ev.Phase == monitor.PhaseHandshake {
-					hs = ev.Outcome == monitor.OutcomeFail && ev.Reason == monitor.ReasonKeyMismatch
+			for _, ev := range recA.kinds(event.KindPhaseEnd) {
+				if ev.Phase == event.PhaseHandshake {
+					hs = ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonKeyMismatch
 				}
 			}
 			if !hs {
-				t.Fatalf("handshake phase events %+v, want a key mismatch failure", recA.kinds(monitor.KindPhaseEnd))
+				t.Fatalf("handshake phase events %+v, want a key mismatch failure", recA.kinds(event.KindPhaseEnd))
 			}
-			if ends := recA.kinds(monitor.KindAttemptEnd); len(ends) != 1 || ends[0].Reason != monitor.ReasonKeyMismatch {
+			if ends := recA.kinds(event.KindAttemptEnd); len(ends) != 1 || ends[0].Reason != event.ReasonKeyMismatch {
 				t.Fatalf("attempt ends %+v, want one with key mismatch", ends)
 			}
-			if fb := recA.kinds(monitor.KindFallback); len(fb) != 0 {
+			if fb := recA.kinds(event.KindFallback); len(fb) != 0 {
 				t.Fatalf("fell back after a key mismatch: %+v", fb)
 			}
 			select {

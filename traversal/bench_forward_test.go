@@ -24,8 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/service"
 )
 
@@ -158,7 +158,7 @@ func BenchmarkForwardTTFB(b *testing.B) {
 	benchExpose(b, srv, "web", target)
 	fwd := benchForward(b, cli, srv.ID(), "web")
 	pc := benchPeerConn(b, cli, srv.ID())
-	if p := pc.Path(); p != monitor.PathDirect {
+	if p := pc.Path(); p != event.PathDirect {
 		b.Fatalf("path %v, want direct", p)
 	}
 	once := func() (time.Duration, error) {

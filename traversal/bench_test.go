@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
 )
@@ -126,13 +127,13 @@ func BenchmarkMonitoringOverhead(b *testing.B) {
 }
 
 // switchedRecorder forwards to a Monitor while on, and drops every event
-// while off (as a node without monitoring, whose Recorder is monitor.Nop).
+// while off (as a node without monitoring, whose Recorder is event.Nop).
 type switchedRecorder struct {
 	on atomic.Bool
 	m  *monitor.Monitor
 }
 
-func (r *switchedRecorder) Record(ev monitor.Event) {
+func (r *switchedRecorder) Record(ev event.Event) {
 	if r.on.Load() {
 		r.m.Record(ev)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/nattype"
 )
 
@@ -124,7 +124,7 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	if len(clients) == 0 {
 		return nattype.Type{}, ErrNotClassified
 	}
-	n.rec.Record(monitor.Event{Kind: monitor.KindPhaseStart, Phase: monitor.PhaseClassify})
+	n.rec.Record(event.Event{Kind: event.KindPhaseStart, Phase: event.PhaseClassify})
 	obs := NATObservations{Local: n.cfg.Endpoint.LocalAddr()}
 	if obs.Local.Addr().IsUnspecified() {
 		obs.LocalAddrs = interfaceAddrs()
@@ -189,13 +189,13 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	n.nat = t
 	n.mu.Unlock()
 	d := time.Since(start)
-	o := monitor.OutcomeOK
+	o := event.OutcomeOK
 	if !t.Known() {
-		o = monitor.OutcomeFail
+		o = event.OutcomeFail
 	}
-	n.rec.Record(monitor.Event{Kind: monitor.KindPhaseEnd, Phase: monitor.PhaseClassify, Outcome: o, Duration: d})
+	n.rec.Record(event.Event{Kind: event.KindPhaseEnd, Phase: event.PhaseClassify, Outcome: o, Duration: d})
 	if changed {
-		n.rec.Record(monitor.Event{Kind: monitor.KindNATType, NAT: t.Class(),
+		n.rec.Record(event.Event{Kind: event.KindNATType, NAT: t.Class(),
 			Detail: fmt.Sprintf("mapping %s filtering %s", t.Mapping, t.Filtering)})
 	}
 	return t, nil

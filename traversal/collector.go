@@ -3,7 +3,7 @@ package traversal
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 )
 
 // Collector returns the node's gauges for a Prometheus registry, computed
@@ -47,7 +47,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for s, v := range states {
 		ch <- gauge(peersDesc, float64(v), State(s).String())
 	}
-	for _, p := range []monitor.Path{monitor.PathDirect, monitor.PathRelay} {
+	for _, p := range []event.Path{event.PathDirect, event.PathRelay} {
 		ch <- gauge(connsDesc, float64(paths[p]), p.String())
 	}
 }

@@ -17,9 +17,9 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -27,11 +27,11 @@ import (
 // ConnectError is a failed connection attempt: the phase it failed in, a
 // reason from monitor's closed set, and the underlying error.
 type ConnectError struct {
-	Phase  monitor.Phase
-	Reason monitor.Reason
+	Phase  event.Phase
+	Reason event.Reason
 	Err    error
 	// Attempt is the failed attempt's ID (zero if it never started).
-	Attempt monitor.AttemptID
+	Attempt event.AttemptID
 }
 
 func (e *ConnectError) Error() string {
@@ -49,50 +49,50 @@ var (
 	ErrNoDirectPath = errors.New("traversal: no direct path can exist between these NATs")
 )
 
-// Reason maps an error of a connection attempt to a monitor.Reason.
-func Reason(err error) monitor.Reason {
+// Reason maps an error of a connection attempt to a event.Reason.
+func Reason(err error) event.Reason {
 	var ce *ConnectError
 	var idle *quic.IdleTimeoutError
 	var hs *quic.HandshakeTimeoutError
 	switch {
 	case err == nil:
-		return monitor.ReasonNone
+		return event.ReasonNone
 	case errors.As(err, &ce):
 		return ce.Reason
 	case errors.Is(err, identity.ErrKeyMismatch):
-		return monitor.ReasonKeyMismatch
+		return event.ReasonKeyMismatch
 	case errors.Is(err, relay.ErrQuota):
-		return monitor.ReasonRelayQuota
+		return event.ReasonRelayQuota
 	case errors.Is(err, ErrNoRelay), errors.Is(err, relay.ErrRefused):
-		return monitor.ReasonRelayUnavailable
+		return event.ReasonRelayUnavailable
 	case errors.Is(err, bootstrap.ErrUnknownPeer):
-		return monitor.ReasonUnknownPeer
+		return event.ReasonUnknownPeer
 	case errors.Is(err, bootstrap.ErrRateLimited):
-		return monitor.ReasonRateLimited
+		return event.ReasonRateLimited
 	case errors.Is(err, bootstrap.ErrExpired):
-		return monitor.ReasonExpired
+		return event.ReasonExpired
 	case errors.Is(err, bootstrap.ErrRefused):
-		return monitor.ReasonRefused
+		return event.ReasonRefused
 	case errors.Is(err, bootstrap.ErrOverloaded):
-		return monitor.ReasonOverloaded
+		return event.ReasonOverloaded
 	case errors.Is(err, bootstrap.ErrUnavailable):
-		return monitor.ReasonBootstrapUnreachable
+		return event.ReasonBootstrapUnreachable
 	case errors.Is(err, bootstrap.ErrPeerCanceled):
-		return monitor.ReasonCanceled
+		return event.ReasonCanceled
 	case errors.Is(err, holepunch.ErrNoPath), errors.Is(err, holepunch.ErrBirthdayFailed):
-		return monitor.ReasonPunchTimeout
+		return event.ReasonPunchTimeout
 	case errors.Is(err, holepunch.ErrNoCandidates):
-		return monitor.ReasonNoCandidates
+		return event.ReasonNoCandidates
 	case errors.Is(err, ErrTransferMismatch):
-		return monitor.ReasonTransferMismatch
+		return event.ReasonTransferMismatch
 	case errors.Is(err, context.Canceled):
-		return monitor.ReasonCanceled
+		return event.ReasonCanceled
 	case errors.As(err, &hs):
-		return monitor.ReasonHandshakeFailed
+		return event.ReasonHandshakeFailed
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, timeout.ErrExceeded), errors.As(err, &idle):
-		return monitor.ReasonTimeout
+		return event.ReasonTimeout
 	}
-	return monitor.ReasonInternal
+	return event.ReasonInternal
 }
 
 // Connect establishes an authenticated connection to peer through the
@@ -102,56 +102,56 @@ func Reason(err error) monitor.Reason {
 // the QUIC connection that one side dialled over it.
 func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error) {
 	if peer == n.ID() {
-		return nil, &ConnectError{Phase: monitor.PhaseCoordinate, Reason: monitor.ReasonSelf, Err: ErrSelf}
+		return nil, &ConnectError{Phase: event.PhaseCoordinate, Reason: event.ReasonSelf, Err: ErrSelf}
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
 	defer cancel()
-	att := monitor.StartAttempt(n.rec, peer.String(), "initiator", n.NAT().Class())
-	n.move(peer, StateDiscovering, monitor.ReasonNone, att)
+	att := event.StartAttempt(n.rec, peer.String(), "initiator", n.NAT().Class())
+	n.move(peer, StateDiscovering, event.ReasonNone, att)
 	g := n.degrade.begin(peer, n.cfg.MaxInflight, time.Now())
 	defer n.degrade.end()
 	if g.RelayOnly || g.Light {
-		att.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: monitor.OutcomeOK})
+		att.Record(event.Event{Kind: event.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: event.OutcomeOK})
 	}
 	c, phase, err := n.connect(ctx, att, peer, g)
 	if err != nil {
 		reason := Reason(err)
 		n.move(peer, StateFailed, reason, att)
-		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
+		att.Finish(event.OutcomeFail, reason, event.PathNone)
 		return nil, &ConnectError{Phase: phase, Reason: reason, Err: err, Attempt: att.ID()}
 	}
-	n.move(peer, connectedState(c.Path()), monitor.ReasonNone, att)
-	if g.RelayOnly && c.Path() == monitor.PathRelay {
+	n.move(peer, connectedState(c.Path()), event.ReasonNone, att)
+	if g.RelayOnly && c.Path() == event.PathRelay {
 		n.move(peer, StateDegraded, g.Reason, att) // kept on the relay on purpose
 	}
 	c.attempt = att.ID()
-	c.timeToConnect = att.Finish(monitor.OutcomeOK, monitor.ReasonNone, c.Path())
-	n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: c.Path(), Duration: c.RTT(), Attempt: att.ID()})
+	c.timeToConnect = att.Finish(event.OutcomeOK, event.ReasonNone, c.Path())
+	n.rec.Record(event.Event{Kind: event.KindLatency, Path: c.Path(), Duration: c.RTT(), Attempt: att.ID()})
 	return c, nil
 }
 
-func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, g degradation) (*Conn, monitor.Phase, error) {
+func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.PeerID, g degradation) (*Conn, event.Phase, error) {
 	// A connection from peer may arrive (this side may be the one that
 	// waits): listen for it from the start.
 	creds := holepunch.NewCreds()
 	incoming, release := n.expect(peer, creds.Ufrag)
 	defer release()
 
-	att.Begin(monitor.PhaseDiscover)
+	att.Begin(event.PhaseDiscover)
 	cands := n.candidates()
 	for _, c := range cands {
-		att.Record(monitor.Event{Kind: monitor.KindCandidate, Addr: c.Addr, Detail: c.Kind.String(), Value: float64(c.Priority)})
+		att.Record(event.Event{Kind: event.KindCandidate, Addr: c.Addr, Detail: c.Kind.String(), Value: float64(c.Priority)})
 	}
-	att.End(monitor.PhaseDiscover, monitor.OutcomeOK, monitor.ReasonNone)
+	att.End(event.PhaseDiscover, event.OutcomeOK, event.ReasonNone)
 
-	att.Begin(monitor.PhaseCoordinate)
-	n.move(peer, StateCoordinating, monitor.ReasonNone, att)
+	att.Begin(event.PhaseCoordinate)
+	n.move(peer, StateCoordinating, event.ReasonNone, att)
 	local := n.NAT()
 	intro := bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds}
 	sess, err := n.introduce(ctx, peer, intro, "")
 	if err != nil {
-		att.End(monitor.PhaseCoordinate, monitor.OutcomeFail, Reason(err))
-		return nil, monitor.PhaseCoordinate, err
+		att.End(event.PhaseCoordinate, event.OutcomeFail, Reason(err))
+		return nil, event.PhaseCoordinate, err
 	}
 	connected := false
 	defer func() {
@@ -162,17 +162,17 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 		}
 	}()
 	att.SetNAT(local.Class(), sess.Remote.NAT.Class())
-	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
+	att.End(event.PhaseCoordinate, event.OutcomeOK, event.ReasonNone)
 
 	qc, path, phase, err := n.attemptVia(ctx, att, peer, g, sess, local, creds, incoming)
-	if r := Reason(err); (r == monitor.ReasonRelayUnavailable || r == monitor.ReasonRelayQuota || r == monitor.ReasonBootstrapUnreachable) && ctx.Err() == nil {
+	if r := Reason(err); (r == event.ReasonRelayUnavailable || r == event.ReasonRelayQuota || r == event.ReasonBootstrapUnreachable) && ctx.Err() == nil {
 		// The relay of the bootstrap that made the introduction cannot be
 		// had (restarting, full), or the bootstrap went away in the middle
 		// of it: introduce again through another bootstrap (and use its
 		// relay).
 		intro.Creds = holepunch.NewCreds() // the first session's checks may still be answered
 		if alt, aerr := n.introduce(ctx, peer, intro, sess.Bootstrap().Label()); aerr == nil {
-			n.rec.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "alternate_bootstrap", Outcome: monitor.OutcomeOK,
+			n.rec.Record(event.Event{Kind: event.KindRecovery, Detail: "alternate_bootstrap", Outcome: event.OutcomeOK,
 				Reason: r, Bootstrap: alt.Bootstrap().Label(), Attempt: att.ID()})
 			sess.Cancel()
 			sess = alt // the deferred close ends this one
@@ -184,19 +184,19 @@ func (n *Node) connect(ctx context.Context, att *monitor.Attempt, peer identity.
 	}
 	connected = true
 	if c := n.setPath(qc, path); c != nil { // accepted: already tracked
-		return c, monitor.PhaseHandshake, nil
+		return c, event.PhaseHandshake, nil
 	}
-	return n.track(qc, peer, path, true), monitor.PhaseHandshake, nil
+	return n.track(qc, peer, path, true), event.PhaseHandshake, nil
 }
 
 // attemptVia chooses the strategy for an introduction and runs it: the
 // direct attempt and, when it cannot or did not work, the relayed one.
-func (n *Node) attemptVia(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, g degradation, sess *bootstrap.Session,
-	local nattype.Type, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
+func (n *Node) attemptVia(ctx context.Context, att *event.Attempt, peer identity.PeerID, g degradation, sess *bootstrap.Session,
+	local nattype.Type, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	strat := g.apply(ChooseStrategy(local, sess.Remote.NAT, true), n.cfg.Relay)
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
-		return nil, monitor.PathNone, monitor.PhasePunch, err
+		return nil, event.PathNone, event.PhasePunch, err
 	}
 	hp.Prime(sess.Remote.Candidates, n.cfg.PrimeTTL)
 	// Keep answering the peer's checks a little longer than this side
@@ -207,28 +207,28 @@ func (n *Node) attemptVia(ctx context.Context, att *monitor.Attempt, peer identi
 
 // connectWith runs the direct attempt and, when it cannot or did not
 // work and the relay mode allows, the relayed one.
-func (n *Node) connectWith(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, sess *bootstrap.Session,
-	hp *holepunch.Session, strat Strategy, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
+func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identity.PeerID, sess *bootstrap.Session,
+	hp *holepunch.Session, strat Strategy, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	noDirect := func() error {
-		return &ConnectError{Phase: monitor.PhasePunch, Reason: strat.Reason,
+		return &ConnectError{Phase: event.PhasePunch, Reason: strat.Reason,
 			Err: fmt.Errorf("%w (local %s, peer %s)", ErrNoDirectPath, n.NAT().Class(), sess.Remote.NAT.Class())}
 	}
 	switch {
 	case n.cfg.Relay == RelayForce:
-		att.Record(monitor.Event{Kind: monitor.KindFallback, Detail: "direct->relay (forced)"})
-		n.move(peer, StateRelaying, monitor.ReasonNone, att)
+		att.Record(event.Event{Kind: event.KindFallback, Detail: "direct->relay (forced)"})
+		n.move(peer, StateRelaying, event.ReasonNone, att)
 		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
 	case !strat.Direct && n.cfg.Relay == RelayNever:
-		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
-		return nil, monitor.PathNone, monitor.PhasePunch, noDirect()
+		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
+		return nil, event.PathNone, event.PhasePunch, noDirect()
 	case !strat.Direct:
 		// No direct path can exist: straight to the relay.
-		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
+		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
 		n.move(peer, StateRelaying, strat.Reason, att)
 		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
 	}
-	n.move(peer, StatePunching, monitor.ReasonNone, att)
-	qc, path, phase, err := n.establish(ctx, att, peer, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect}, strat, incoming)
+	n.move(peer, StatePunching, event.ReasonNone, att)
+	qc, path, phase, err := n.establish(ctx, att, peer, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}, strat, incoming)
 	if err == nil {
 		n.degrade.directWorked(peer)
 	} else if ctx.Err() == nil && !errors.Is(err, identity.ErrKeyMismatch) {
@@ -240,8 +240,8 @@ func (n *Node) connectWith(ctx context.Context, att *monitor.Attempt, peer ident
 	// The direct attempt failed within its budget: fall back to the
 	// relay with the time that is left.
 	reason := Reason(err)
-	att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: reason, Detail: "direct->relay"})
-	n.rec.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "relay_fallback", Reason: reason, Outcome: monitor.OutcomeOK, Attempt: att.ID()})
+	att.Record(event.Event{Kind: event.KindFallback, Reason: reason, Detail: "direct->relay"})
+	n.rec.Record(event.Event{Kind: event.KindRecovery, Detail: "relay_fallback", Reason: reason, Outcome: event.OutcomeOK, Attempt: att.ID()})
 	n.move(peer, StateRelaying, reason, att)
 	return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
 }
@@ -258,12 +258,12 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	ctx, giveUp := context.WithCancelCause(ctx)
 	defer giveUp(nil)
 	local := n.NAT()
-	att := monitor.StartAttempt(n.rec, o.From.String(), "responder", local.Class())
+	att := event.StartAttempt(n.rec, o.From.String(), "responder", local.Class())
 	att.SetNAT(local.Class(), o.Remote.NAT.Class())
-	n.move(o.From, StateDiscovering, monitor.ReasonNone, att)
-	fail := func(reason monitor.Reason) {
+	n.move(o.From, StateDiscovering, event.ReasonNone, att)
+	fail := func(reason event.Reason) {
 		n.move(o.From, StateFailed, reason, att)
-		att.Finish(monitor.OutcomeFail, reason, monitor.PathNone)
+		att.Finish(event.OutcomeFail, reason, event.PathNone)
 	}
 	creds := holepunch.NewCreds()
 	incoming, release := n.expect(o.From, creds.Ufrag)
@@ -271,18 +271,18 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	g := n.degrade.begin(o.From, n.cfg.MaxInflight, time.Now())
 	defer n.degrade.end()
 
-	att.Begin(monitor.PhaseDiscover)
+	att.Begin(event.PhaseDiscover)
 	cands := n.candidates()
-	att.End(monitor.PhaseDiscover, monitor.OutcomeOK, monitor.ReasonNone)
+	att.End(event.PhaseDiscover, event.OutcomeOK, event.ReasonNone)
 	hp, err := n.agent.Open(creds, o.Remote.Creds, att)
 	if err != nil {
 		o.Decline(wire.CodeOverloaded)
-		fail(monitor.ReasonOverloaded)
+		fail(event.ReasonOverloaded)
 		return
 	}
 	defer time.AfterFunc(2*time.Second, hp.Close)
-	att.Begin(monitor.PhaseCoordinate)
-	n.move(o.From, StateCoordinating, monitor.ReasonNone, att)
+	att.Begin(event.PhaseCoordinate)
+	n.move(o.From, StateCoordinating, event.ReasonNone, att)
 	sess, err := o.Accept(bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
 	if err != nil {
 		fail(Reason(err))
@@ -300,7 +300,7 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 		case <-ctx.Done():
 		}
 	}()
-	att.End(monitor.PhaseCoordinate, monitor.OutcomeOK, monitor.ReasonNone)
+	att.End(event.PhaseCoordinate, event.OutcomeOK, event.ReasonNone)
 	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
 
 	strat := ChooseStrategy(local, o.Remote.NAT, false)
@@ -308,29 +308,29 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 		// Under load: slower checks (the roles stay as the initiator
 		// expects them).
 		strat.Slow = true
-		att.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: monitor.OutcomeOK})
+		att.Record(event.Event{Kind: event.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: event.OutcomeOK})
 	}
 	var qc *quic.Conn
-	var path monitor.Path
+	var path event.Path
 	if !strat.Direct && n.cfg.Relay == RelayNever {
-		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
+		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
 		fail(strat.Reason)
 		return
 	}
 	if !strat.Direct {
-		att.Record(monitor.Event{Kind: monitor.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
+		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
 		n.move(o.From, StateRelaying, strat.Reason, att)
 		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, PlanRelay(local, o.Remote.NAT, false), creds, incoming)
 	} else {
-		n.move(o.From, StatePunching, monitor.ReasonNone, att)
+		n.move(o.From, StatePunching, event.ReasonNone, att)
 		// Direct; if the initiator falls back to the relay, its relayed
 		// address arrives on the session and this side checks it.
-		qc, path, _, err = n.establish(ctx, att, o.From, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect}, strat, incoming)
+		qc, path, _, err = n.establish(ctx, att, o.From, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}, strat, incoming)
 	}
 	if err != nil {
 		reason := Reason(err)
 		if n.ctx.Err() != nil {
-			reason = monitor.ReasonCanceled
+			reason = event.ReasonCanceled
 		}
 		fail(reason)
 		return
@@ -338,9 +338,9 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	if n.setPath(qc, path) == nil { // dialled: not tracked yet
 		n.track(qc, o.From, path, true)
 	}
-	n.move(o.From, connectedState(path), monitor.ReasonNone, att)
-	att.Finish(monitor.OutcomeOK, monitor.ReasonNone, path)
-	n.rec.Record(monitor.Event{Kind: monitor.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
+	n.move(o.From, connectedState(path), event.ReasonNone, att)
+	att.Finish(event.OutcomeOK, event.ReasonNone, path)
+	n.rec.Record(event.Event{Kind: event.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
 	if qc.Context().Err() != nil {
 		// Over already (the dialler closed it at once): its end may have
 		// come before this attempt's and left the machine to it.
@@ -348,8 +348,8 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	}
 }
 
-func connectedState(p monitor.Path) State {
-	if p == monitor.PathRelay {
+func connectedState(p event.Path) State {
+	if p == event.PathRelay {
 		return StateConnectedRelay
 	}
 	return StateConnectedDirect
@@ -368,7 +368,7 @@ type dialResult struct {
 type leg struct {
 	ep    *endpoint.Endpoint
 	hp    *holepunch.Session
-	path  monitor.Path
+	path  event.Path
 	alloc *relay.Allocation // relay legs: new targets need permissions
 	// start, if set, is the first round, begun at once instead of
 	// waiting for the bootstrap's PunchNow (relay legs).
@@ -386,8 +386,8 @@ type leg struct {
 // round supersedes the previous one; a relayed address the peer announces
 // becomes a target (this side then checks it, opening its NAT towards the
 // relay, or dials it through its own allocation).
-func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, sess *bootstrap.Session,
-	lg leg, strat Strategy, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
+func (n *Node) establish(ctx context.Context, att *event.Attempt, peer identity.PeerID, sess *bootstrap.Session,
+	lg leg, strat Strategy, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -454,33 +454,33 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 
 	punch := lg.start
 	if punch == nil {
-		att.Begin(monitor.PhaseSync)
+		att.Begin(event.PhaseSync)
 		p, err := waitPunchWithin(ctx, sess, to.Sync)
 		switch {
 		case err == nil:
-			att.End(monitor.PhaseSync, monitor.OutcomeOK, monitor.ReasonNone)
+			att.End(event.PhaseSync, event.OutcomeOK, event.ReasonNone)
 		case ctx.Err() == nil && errors.Is(err, timeout.ErrExceeded):
 			// The bootstrap's PunchNow is late (lost with the bootstrap?):
 			// punch now rather than not at all.
-			att.End(monitor.PhaseSync, monitor.OutcomeFail, monitor.ReasonTimeout)
-			att.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "sync_timeout", Reason: monitor.ReasonTimeout, Outcome: monitor.OutcomeOK})
+			att.End(event.PhaseSync, event.OutcomeFail, event.ReasonTimeout)
+			att.Record(event.Event{Kind: event.KindRecovery, Detail: "sync_timeout", Reason: event.ReasonTimeout, Outcome: event.OutcomeOK})
 			p = bootstrap.Punch{Round: 1, At: time.Now()}
 		default:
-			att.End(monitor.PhaseSync, monitor.OutcomeFail, Reason(err))
-			return nil, monitor.PathNone, monitor.PhaseSync, err
+			att.End(event.PhaseSync, event.OutcomeFail, Reason(err))
+			return nil, event.PathNone, event.PhaseSync, err
 		}
 		punch = &p
 	}
 	start := punch.At.Add(punch.Delay)
-	att.Begin(monitor.PhaseHandshake)
+	att.Begin(event.PhaseHandshake)
 
 	remote := sess.Remote
 	relayed := map[netip.AddrPort]bool{} // the peer's relayed addresses
-	pathOf := func(qc *quic.Conn) monitor.Path {
-		if lg.path == monitor.PathRelay || relayed[addrPortOf(qc.RemoteAddr())] {
-			return monitor.PathRelay
+	pathOf := func(qc *quic.Conn) event.Path {
+		if lg.path == event.PathRelay || relayed[addrPortOf(qc.RemoteAddr())] {
+			return event.PathRelay
 		}
-		return monitor.PathDirect
+		return event.PathDirect
 	}
 	runRound := func(rctx context.Context, id int, p bootstrap.Punch, targets []wire.Candidate) {
 		start := p.At.Add(p.Delay)
@@ -591,28 +591,28 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 			// through another bootstrap.
 			if len(targets) == 0 && len(relayed) == 0 && pending == 0 && !errors.Is(sess.Err(), bootstrap.ErrPeerCanceled) {
 				err := fmt.Errorf("%w: the introduction ended before the peer's relayed address came", bootstrap.ErrUnavailable)
-				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(err))
-				return nil, monitor.PathNone, monitor.PhasePunch, err
+				att.End(event.PhaseHandshake, event.OutcomeFail, Reason(err))
+				return nil, event.PathNone, event.PhasePunch, err
 			}
 		case <-ctx.Done():
 			err := context.Cause(ctx)
 			if punchErr != nil {
 				err = fmt.Errorf("%w (punch: %v)", err, punchErr)
 			}
-			att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(err))
-			return nil, monitor.PathNone, monitor.PhasePunch, err
+			att.End(event.PhaseHandshake, event.OutcomeFail, Reason(err))
+			return nil, event.PathNone, event.PhasePunch, err
 		case qc := <-incoming:
 			// The dialler may have several dials succeed; it keeps one and
 			// nominates it. Wait for the nomination before taking it.
 			go n.awaitNomination(ctx, qc, nominated)
 		case qc := <-nominated:
-			att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
-			return qc, pathOf(qc), monitor.PhaseHandshake, nil
+			att.End(event.PhaseHandshake, event.OutcomeOK, event.ReasonNone)
+			return qc, pathOf(qc), event.PhaseHandshake, nil
 		case w := <-sprayed:
 			dial(w.ep, w.target, true)
 		case r := <-sess.Relays():
 			relayed[r] = true
-			att.Record(monitor.Event{Kind: monitor.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})
+			att.Record(event.Event{Kind: event.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})
 			cand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r}
 			switch {
 			case lg.alloc != nil && strat.Dial:
@@ -657,22 +657,22 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 					}
 					continue
 				}
-				att.End(monitor.PhaseHandshake, monitor.OutcomeOK, monitor.ReasonNone)
+				att.End(event.PhaseHandshake, event.OutcomeOK, event.ReasonNone)
 				if r.ep != nil {
 					n.ownEndpoint(r.qc, r.ep)
 				}
-				return r.qc, pathOf(r.qc), monitor.PhaseHandshake, nil
+				return r.qc, pathOf(r.qc), event.PhaseHandshake, nil
 			}
 			if r.ep != nil {
 				r.ep.Close()
 			}
 			if errors.Is(r.err, identity.ErrKeyMismatch) {
-				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, monitor.ReasonKeyMismatch)
-				return nil, monitor.PathNone, monitor.PhaseHandshake, r.err
+				att.End(event.PhaseHandshake, event.OutcomeFail, event.ReasonKeyMismatch)
+				return nil, event.PathNone, event.PhaseHandshake, r.err
 			}
 			if !punching && pending == 0 && strat.Dial && lg.alloc == nil {
-				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(r.err))
-				return nil, monitor.PathNone, monitor.PhaseHandshake, r.err
+				att.End(event.PhaseHandshake, event.OutcomeFail, Reason(r.err))
+				return nil, event.PathNone, event.PhaseHandshake, r.err
 			}
 		case rr := <-punchDone:
 			if rr.id != roundID {
@@ -698,8 +698,8 @@ func (n *Node) establish(ctx context.Context, att *monitor.Attempt, peer identit
 				}
 			}
 			if pending == 0 && (strat.Dial || strat.Birthday == BirthdayScan) {
-				att.End(monitor.PhaseHandshake, monitor.OutcomeFail, Reason(punchErr))
-				return nil, monitor.PathNone, monitor.PhasePunch, punchErr
+				att.End(event.PhaseHandshake, event.OutcomeFail, Reason(punchErr))
+				return nil, event.PathNone, event.PhasePunch, punchErr
 			}
 		case next := <-sess.Punches():
 			// The other side asked for a new round: it supersedes ours.
@@ -846,7 +846,7 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 	if len(clients) == 0 {
 		all := n.bootstrapClients()
 		if len(all) == 0 {
-			return nil, &ConnectError{Phase: monitor.PhaseCoordinate, Reason: monitor.ReasonNoBootstrap, Err: errors.New("no bootstraps configured")}
+			return nil, &ConnectError{Phase: event.PhaseCoordinate, Reason: event.ReasonNoBootstrap, Err: errors.New("no bootstraps configured")}
 		}
 		var last error
 		for _, c := range all {
@@ -854,7 +854,7 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 				last = err
 			}
 		}
-		return nil, &ConnectError{Phase: monitor.PhaseCoordinate, Reason: monitor.ReasonBootstrapUnreachable,
+		return nil, &ConnectError{Phase: event.PhaseCoordinate, Reason: event.ReasonBootstrapUnreachable,
 			Err: fmt.Errorf("not registered with any bootstrap (last error: %v)", last)}
 	}
 	var errs []error
@@ -882,8 +882,8 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 			break
 		}
 		if i+1 < len(clients) {
-			n.rec.Record(monitor.Event{Kind: monitor.KindRecovery, Detail: "alternate_bootstrap",
-				Outcome: monitor.OutcomeOK, Reason: Reason(err), Bootstrap: clients[i+1].Label()})
+			n.rec.Record(event.Event{Kind: event.KindRecovery, Detail: "alternate_bootstrap",
+				Outcome: event.OutcomeOK, Reason: Reason(err), Bootstrap: clients[i+1].Label()})
 		}
 	}
 	if len(errs) == 1 {

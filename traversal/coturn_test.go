@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/relay"
 )
 
@@ -89,7 +89,7 @@ func TestThroughCoturn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Path() != monitor.PathRelay {
+	if c.Path() != event.PathRelay {
 		t.Fatalf("path %s", c.Path())
 	}
 	res, err := c.SendVerified(ctx, 1<<20)

@@ -11,9 +11,9 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/migration"
-	"github.com/antnode/antnode/monitor"
 )
 
 // Dead direct paths and the move to the relay.
@@ -47,7 +47,7 @@ func (n *Node) pathWatch(c *Conn) {
 		case <-n.ctx.Done():
 			return
 		}
-		if c.Path() != monitor.PathDirect || c.migrating.Load() {
+		if c.Path() != event.PathDirect || c.migrating.Load() {
 			silence.Reset()
 			continue
 		}
@@ -92,22 +92,22 @@ func (n *Node) demote(c *Conn, silent time.Duration) {
 // fallback moves c from its dead direct path to the relay.
 func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
 	start := time.Now()
-	n.rec.Record(monitor.Event{Kind: monitor.KindFallback, Reason: monitor.ReasonPathBlackholed, Detail: "direct->relay",
+	n.rec.Record(event.Event{Kind: event.KindFallback, Reason: event.ReasonPathBlackholed, Detail: "direct->relay",
 		Peer: c.peer.String(), Duration: silent})
-	n.move(c.peer, StateMigrating, monitor.ReasonPathBlackholed, nil)
+	n.move(c.peer, StateMigrating, event.ReasonPathBlackholed, nil)
 	defer func() {
 		d := time.Since(start)
-		o, to := monitor.OutcomeOK, monitor.PathRelay
+		o, to := event.OutcomeOK, event.PathRelay
 		if err != nil {
-			o, to = monitor.OutcomeFail, monitor.PathDirect
+			o, to = event.OutcomeFail, event.PathDirect
 		}
 		if c.qc.Context().Err() == nil {
-			n.move(c.peer, connectedState(to), monitor.ReasonPathBlackholed, nil)
+			n.move(c.peer, connectedState(to), event.ReasonPathBlackholed, nil)
 		}
-		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: o, Reason: monitor.ReasonPathBlackholed, Detail: "fallback",
+		n.rec.Record(event.Event{Kind: event.KindMigration, Outcome: o, Reason: event.ReasonPathBlackholed, Detail: "fallback",
 			Duration: d, Path: to, Peer: c.peer.String(), Err: err})
-		c.addMigration(Migration{At: start, Kind: "fallback", Reason: monitor.ReasonPathBlackholed, OK: err == nil,
-			Duration: d, From: monitor.PathDirect, To: to})
+		c.addMigration(Migration{At: start, Kind: "fallback", Reason: event.ReasonPathBlackholed, OK: err == nil,
+			Duration: d, From: event.PathDirect, To: to})
 	}()
 	if n.cfg.Relay == RelayNever {
 		return fmt.Errorf("%w: relaying is off (--relay never)", ErrNoRelay)
@@ -186,7 +186,7 @@ func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
 	}
 	keep = true
 	c.reroute.Store(&rerouted{r: r, dst: remote})
-	c.setPath(monitor.PathRelay)
+	c.setPath(event.PathRelay)
 	n.ownRelay(c.qc, r) // the reference acquireRelay took is the connection's now
 	n.wg.Add(1)
 	go func() { // the route dies with the connection
@@ -197,7 +197,7 @@ func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
 		}
 		n.unroute(c)
 	}()
-	n.notifyPath(c, monitor.PathRelay, monitor.ReasonPathBlackholed, time.Since(start))
+	n.notifyPath(c, event.PathRelay, event.ReasonPathBlackholed, time.Since(start))
 	return nil
 }
 

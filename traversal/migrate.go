@@ -10,10 +10,10 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/migration"
-	"github.com/antnode/antnode/monitor"
 )
 
 // Keeping connections across network changes.
@@ -51,10 +51,10 @@ func (n *Node) startNetWatch() error {
 // onNetworkChange runs on the watcher's goroutine.
 func (n *Node) onNetworkChange(c migration.Change) {
 	n.netGen.Add(1)
-	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Reason: monitor.ReasonNetworkChanged, Outcome: monitor.OutcomeOK,
+	n.rec.Record(event.Event{Kind: event.KindMigration, Reason: event.ReasonNetworkChanged, Outcome: event.OutcomeOK,
 		Detail: fmt.Sprintf("addresses: %d added, %d removed", len(c.Added), len(c.Removed))})
 	n.poke() // new candidates and NAT type, announced to the bootstraps
-	n.rebindAll(monitor.ReasonNetworkChanged)
+	n.rebindAll(event.ReasonNetworkChanged)
 }
 
 // observedFunc returns the OnObserved callback of one bootstrap client:
@@ -83,20 +83,20 @@ func (n *Node) observedFunc(i int) func(netip.AddrPort) {
 		if !changed {
 			return
 		}
-		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Reason: monitor.ReasonMappingExpired, Outcome: monitor.OutcomeOK,
+		n.rec.Record(event.Event{Kind: event.KindMigration, Reason: event.ReasonMappingExpired, Outcome: event.OutcomeOK,
 			Detail: "the NAT mapped this node anew", Addr: addr})
 		// The control connection is never idle for more than a
 		// heartbeat: the mapping lived less than that.
 		n.learnMappingLifetime(clients[i].Heartbeat())
-		n.rebindAll(monitor.ReasonMappingExpired)
+		n.rebindAll(event.ReasonMappingExpired)
 	}
 }
 
 // rebindAll rebinds every direct connection this node dialled (one
 // migration per connection at a time).
-func (n *Node) rebindAll(reason monitor.Reason) {
+func (n *Node) rebindAll(reason event.Reason) {
 	for _, conn := range n.Conns() {
-		if conn.outgoing && conn.Path() == monitor.PathDirect && conn.migrating.CompareAndSwap(false, true) {
+		if conn.outgoing && conn.Path() == event.PathDirect && conn.migrating.CompareAndSwap(false, true) {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
@@ -110,28 +110,28 @@ func (n *Node) rebindAll(reason monitor.Reason) {
 // rebind asks the peer of conn for a check round towards this node's
 // current candidates, so that its NAT lets the connection's packets from
 // the new address in. It reports a migration event either way.
-func (n *Node) rebind(conn *Conn, reason monitor.Reason) error {
+func (n *Node) rebind(conn *Conn, reason event.Reason) error {
 	start := time.Now()
 	before := conn.qc.ConnectionStats()
 	n.move(conn.peer, StateMigrating, reason, nil)
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ConnectTimeout)
 	defer cancel()
 	_, err := n.checkRound(ctx, conn.peer, wire.PurposeRebind, n.freshCandidates(ctx), []netip.AddrPort{addrPortOf(conn.qc.RemoteAddr())})
-	o := monitor.OutcomeOK
+	o := event.OutcomeOK
 	if err != nil {
-		o = monitor.OutcomeFail
+		o = event.OutcomeFail
 	}
 	d := time.Since(start)
-	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Reason: reason, Outcome: o, Detail: "rebind",
+	n.rec.Record(event.Event{Kind: event.KindMigration, Reason: reason, Outcome: o, Detail: "rebind",
 		Duration: d, Path: conn.Path(), Peer: conn.peer.String(), Err: err})
 	conn.addMigration(Migration{At: start, Kind: "rebind", Reason: reason, OK: err == nil, Duration: d, From: conn.Path(), To: conn.Path()})
 	if conn.qc.Context().Err() == nil {
-		n.move(conn.peer, connectedState(conn.Path()), monitor.ReasonNone, nil)
+		n.move(conn.peer, connectedState(conn.Path()), event.ReasonNone, nil)
 	}
 	// No direct path remains: the rebind round failed and the connection
 	// heard nothing back all along while it kept sending. Go to the relay
 	// now rather than after the dead-path watch's silence as well.
-	if after := conn.qc.ConnectionStats(); err != nil && conn.Path() == monitor.PathDirect && conn.qc.Context().Err() == nil &&
+	if after := conn.qc.ConnectionStats(); err != nil && conn.Path() == event.PathDirect && conn.qc.Context().Err() == nil &&
 		after.PacketsReceived == before.PacketsReceived && after.PacketsSent > before.PacketsSent {
 		n.demote(conn, d)
 	}
@@ -217,7 +217,7 @@ func (n *Node) handleMigrationOffer(o *bootstrap.Offer) {
 	}
 	if !have {
 		o.Decline(wire.CodeRefused)
-		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: monitor.OutcomeFail, Reason: monitor.ReasonRefused,
+		n.rec.Record(event.Event{Kind: event.KindMigration, Outcome: event.OutcomeFail, Reason: event.ReasonRefused,
 			Detail: "peer " + o.Remote.Purpose.String() + ": no connection", Peer: o.From.String()})
 		return
 	}
@@ -239,23 +239,23 @@ func (n *Node) handleMigrationOffer(o *bootstrap.Offer) {
 	if err == nil {
 		_, err = hp.Punch(ctx, o.Remote.Candidates, holepunch.PunchConfig{Start: p.At.Add(p.Delay), Round: p.Round})
 	}
-	outcome, reason := monitor.OutcomeOK, purposeReason(o.Remote.Purpose)
+	outcome, reason := event.OutcomeOK, purposeReason(o.Remote.Purpose)
 	if err != nil {
-		outcome, reason = monitor.OutcomeFail, Reason(err)
+		outcome, reason = event.OutcomeFail, Reason(err)
 	}
-	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: outcome, Reason: reason,
+	n.rec.Record(event.Event{Kind: event.KindMigration, Outcome: outcome, Reason: reason,
 		Detail: "peer " + o.Remote.Purpose.String(), Duration: time.Since(start), Peer: o.From.String(), Err: err})
 }
 
 // purposeReason is why a peer asks for a check round under a connection.
-func purposeReason(p wire.Purpose) monitor.Reason {
+func purposeReason(p wire.Purpose) event.Reason {
 	switch p {
 	case wire.PurposeUpgrade:
-		return monitor.ReasonDirectAvailable
+		return event.ReasonDirectAvailable
 	case wire.PurposeFallback:
-		return monitor.ReasonPathBlackholed
+		return event.ReasonPathBlackholed
 	}
-	return monitor.ReasonNetworkChanged
+	return event.ReasonNetworkChanged
 }
 
 // Keepalive returns the pace at which the node keeps its NAT mappings
@@ -286,7 +286,7 @@ func (n *Node) learnMappingLifetime(upper time.Duration) {
 	for _, c := range n.bootstrapClients() {
 		c.SetHeartbeat(ka)
 	}
-	n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Reason: monitor.ReasonMappingExpired, Outcome: monitor.OutcomeOK,
+	n.rec.Record(event.Event{Kind: event.KindMigration, Reason: event.ReasonMappingExpired, Outcome: event.OutcomeOK,
 		Detail: fmt.Sprintf("NAT mapping lifetime under %v: keepalives every %v", upper, ka), Duration: upper})
 }
 

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/migration"
-	"github.com/antnode/antnode/monitor"
 )
 
 func TestRebindRoundAndRefusal(t *testing.T) {
@@ -32,7 +32,7 @@ func TestRebindRoundAndRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitConn(t, peer, a.ID())
-	if err := a.rebind(c, monitor.ReasonNetworkChanged); err != nil {
+	if err := a.rebind(c, event.ReasonNetworkChanged); err != nil {
 		t.Fatalf("rebind: %v", err)
 	}
 	ms := c.Migrations()
@@ -72,7 +72,7 @@ func TestNetworkChangeTriggersRebind(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, m := range c.Migrations() {
-			if m.Reason == monitor.ReasonNetworkChanged {
+			if m.Reason == event.ReasonNetworkChanged {
 				if !m.OK {
 					t.Fatalf("migration %+v", m)
 				}
@@ -81,7 +81,7 @@ func TestNetworkChangeTriggersRebind(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("no rebind after the address change; events %v", rec.kinds(monitor.KindMigration))
+	t.Fatalf("no rebind after the address change; events %v", rec.kinds(event.KindMigration))
 }
 
 // waitConn waits until n has a connection with peer.
@@ -132,8 +132,8 @@ func TestMappingLifetimeIsLearned(t *testing.T) {
 		t.Fatalf("bootstrap heartbeat %v, want 4 s", got)
 	}
 	found := false
-	for _, ev := range rec.kinds(monitor.KindMigration) {
-		found = found || ev.Reason == monitor.ReasonMappingExpired && ev.Duration == 10*time.Second
+	for _, ev := range rec.kinds(event.KindMigration) {
+		found = found || ev.Reason == event.ReasonMappingExpired && ev.Duration == 10*time.Second
 	}
 	if !found {
 		t.Fatal("no event for the learned lifetime")

@@ -12,8 +12,8 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/testnet"
 )
@@ -58,7 +58,7 @@ func (mn *modelNet) peer(i int, nat nattype.Type, delay time.Duration) *Node {
 	return mn.peerRec(i, nat, delay, nil)
 }
 
-func (mn *modelNet) peerRec(i int, nat nattype.Type, delay time.Duration, rec monitor.Recorder) *Node {
+func (mn *modelNet) peerRec(i int, nat nattype.Type, delay time.Duration, rec event.Recorder) *Node {
 	t := mn.t
 	var n *testnet.ModelNAT
 	local := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(100 + i)}), 4000)
@@ -169,7 +169,7 @@ func TestBothSymmetricFailsFast(t *testing.T) {
 		start := time.Now()
 		_, err := a.Connect(context.Background(), b.ID())
 		var ce *ConnectError
-		if !errors.As(err, &ce) || ce.Reason != monitor.ReasonBothSymmetric || !errors.Is(err, ErrNoDirectPath) {
+		if !errors.As(err, &ce) || ce.Reason != event.ReasonBothSymmetric || !errors.Is(err, ErrNoDirectPath) {
 			t.Fatalf("got %v, want both_symmetric", err)
 		}
 		if d := time.Since(start); d > 2*4*delay {
@@ -180,7 +180,7 @@ func TestBothSymmetricFailsFast(t *testing.T) {
 		a.cfg.Relay = RelayAuto
 		start = time.Now()
 		_, err = a.Connect(context.Background(), b.ID())
-		if !errors.As(err, &ce) || ce.Reason != monitor.ReasonRelayUnavailable || !errors.Is(err, ErrNoRelay) {
+		if !errors.As(err, &ce) || ce.Reason != event.ReasonRelayUnavailable || !errors.Is(err, ErrNoRelay) {
 			t.Fatalf("got %v, want relay_unavailable", err)
 		}
 		if d := time.Since(start); d > 3*4*delay {

@@ -55,10 +55,10 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/migration"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/service"
 )
@@ -167,7 +167,7 @@ type Config struct {
 	// accepts direct connections).
 	Bootstraps []Bootstrap
 	// Recorder receives every phase's events. Nil: discarded.
-	Recorder monitor.Recorder
+	Recorder event.Recorder
 	// Logger receives records that are not events. Nil: discarded.
 	Logger *slog.Logger
 	// ConnectTimeout bounds one connection attempt, both as initiator and
@@ -280,7 +280,7 @@ func (c *Config) validate() error {
 		c.Services.MaxStreamsPerPeer = 1024 // service's default, also sizes QUIC's stream limit
 	}
 	if c.Recorder == nil {
-		c.Recorder = monitor.Nop{}
+		c.Recorder = event.Nop{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -369,7 +369,7 @@ func (c *Config) validate() error {
 // other peers through them and accepts their connections.
 type Node struct {
 	cfg   Config
-	rec   monitor.Recorder
+	rec   event.Recorder
 	log   *slog.Logger
 	agent *holepunch.Agent
 	ln    *quic.Listener
@@ -550,7 +550,7 @@ func (n *Node) announce() {
 		}
 	}
 	for _, a := range add {
-		n.rec.Record(monitor.Event{Kind: monitor.KindCandidate, Addr: a.Addr, Detail: a.Kind.String(), Value: float64(a.Priority)})
+		n.rec.Record(event.Event{Kind: event.KindCandidate, Addr: a.Addr, Detail: a.Kind.String(), Value: float64(a.Priority)})
 	}
 }
 
@@ -644,7 +644,7 @@ func (n *Node) Bootstraps() []BootstrapStatus {
 	out := make([]BootstrapStatus, 0, len(clients))
 	for _, c := range clients {
 		out = append(out, BootstrapStatus{Label: c.Label(), Addr: c.Addr(), ID: c.ServerID(),
-			Breaker: monitor.BreakerStateName(n.breakers[c.Label()].State()), Status: c.Status()})
+			Breaker: n.breakers[c.Label()].State().String(), Status: c.Status()})
 	}
 	return out
 }
@@ -756,7 +756,7 @@ func (n *Node) acceptOn(ln *quic.Listener) {
 			qc.CloseWithError(1, "unauthenticated")
 			continue
 		}
-		n.track(qc, peer, monitor.PathDirect, false)
+		n.track(qc, peer, event.PathDirect, false)
 		n.mu.Lock()
 		waiter := pickExpectation(n.expected[peer], qc.ConnectionState().TLS.ServerName)
 		n.mu.Unlock()
@@ -804,14 +804,14 @@ func (n *Node) closedIfGone(peer identity.PeerID) {
 		}
 	}
 	n.mu.Unlock()
-	if err := n.machine(peer).ConnectionClosed(monitor.ReasonNone); err != nil {
+	if err := n.machine(peer).ConnectionClosed(event.ReasonNone); err != nil {
 		n.log.Debug("traversal: state", "peer", peer.Short(), "err", err)
 	}
 }
 
 // track records a peer connection and serves its incoming streams until it
 // closes.
-func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, outgoing bool) *Conn {
+func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgoing bool) *Conn {
 	c := &Conn{node: n, qc: qc, peer: peer, outgoing: outgoing, since: time.Now(), nominated: make(chan struct{})}
 	c.setPath(path)
 	n.mu.Lock()
@@ -833,14 +833,14 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path monitor.Path, out
 		defer n.wg.Done()
 		c.serveNotices()
 	}()
-	if outgoing && path == monitor.PathDirect {
+	if outgoing && path == event.PathDirect {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
 			n.pathWatch(c)
 		}()
 	}
-	if outgoing && path == monitor.PathRelay && n.relayOf(qc) != nil {
+	if outgoing && path == event.PathRelay && n.relayOf(qc) != nil {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -906,7 +906,7 @@ func (n *Node) evictMachinesLocked() {
 
 // move drives peer's machine; a refused move (concurrent attempts to the
 // same peer) is logged, not fatal.
-func (n *Node) move(peer identity.PeerID, s State, reason monitor.Reason, att *monitor.Attempt) {
+func (n *Node) move(peer identity.PeerID, s State, reason event.Reason, att *event.Attempt) {
 	if err := n.machine(peer).To(s, reason, att.ID()); err != nil {
 		n.log.Debug("traversal: state", "peer", peer.Short(), "err", err)
 	}
@@ -938,7 +938,7 @@ func (n *Node) Peers() []PeerStatus {
 	out := make([]PeerStatus, 0, len(machines))
 	for id, m := range machines {
 		st, since := m.State()
-		ps := PeerStatus{ID: id, State: st, Since: since, Path: monitor.PathNone.String(), Transitions: m.History()}
+		ps := PeerStatus{ID: id, State: st, Since: since, Path: event.PathNone.String(), Transitions: m.History()}
 		for _, c := range conns {
 			if c.peer == id {
 				ps.Connections++
@@ -966,10 +966,10 @@ func (n *Node) Conns() []*Conn {
 type Migration struct {
 	At       time.Time
 	Kind     string // rebind, upgrade, fallback
-	Reason   monitor.Reason
+	Reason   event.Reason
 	OK       bool
 	Duration time.Duration
-	From, To monitor.Path
+	From, To event.Path
 }
 
 // maxMigrations bounds the history a connection keeps.
@@ -997,7 +997,7 @@ type Conn struct {
 	node     *Node
 	qc       *quic.Conn
 	peer     identity.PeerID
-	path     atomic.Uint32 // monitor.Path: changes on relay <-> direct moves
+	path     atomic.Uint32 // event.Path: changes on relay <-> direct moves
 	outgoing bool
 	since    time.Time
 	// migrating is set while a migration of this connection runs.
@@ -1011,13 +1011,13 @@ type Conn struct {
 	// behind QUIC's back (a dead direct path, see fallback).
 	reroute atomic.Pointer[rerouted]
 
-	attempt       monitor.AttemptID
+	attempt       event.AttemptID
 	timeToConnect time.Duration
 }
 
 // Attempt returns the ID of the attempt that created the connection (zero
 // for accepted connections).
-func (c *Conn) Attempt() monitor.AttemptID { return c.attempt }
+func (c *Conn) Attempt() event.AttemptID { return c.attempt }
 
 // TimeToConnect returns how long the attempt that created the connection
 // took, from the connect call to the completed handshake.
@@ -1027,12 +1027,12 @@ func (c *Conn) TimeToConnect() time.Duration { return c.timeToConnect }
 func (c *Conn) Peer() identity.PeerID { return c.peer }
 
 // Path returns whether the connection runs direct or over a relay.
-func (c *Conn) Path() monitor.Path { return monitor.Path(c.path.Load()) }
+func (c *Conn) Path() event.Path { return event.Path(c.path.Load()) }
 
-func (c *Conn) setPath(p monitor.Path) { c.path.Store(uint32(p)) }
+func (c *Conn) setPath(p event.Path) { c.path.Store(uint32(p)) }
 
 // setPath records the path of a tracked connection.
-func (n *Node) setPath(qc *quic.Conn, p monitor.Path) *Conn {
+func (n *Node) setPath(qc *quic.Conn, p event.Path) *Conn {
 	n.mu.Lock()
 	c := n.conns[qc]
 	n.mu.Unlock()
@@ -1064,7 +1064,7 @@ func (c *Conn) SendVerified(ctx context.Context, size int64) (TransferResult, er
 	}
 	res, err := sendVerified(ctx, str, size)
 	if err == nil {
-		c.node.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: c.Path(), Value: res.Mbps,
+		c.node.rec.Record(event.Event{Kind: event.KindThroughput, Path: c.Path(), Value: res.Mbps,
 			Duration: res.Duration, Peer: c.peer.String(), Detail: "sent"})
 	}
 	return res, err

@@ -12,8 +12,8 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 func newIdentity(t testing.TB) *identity.Identity {
@@ -57,19 +57,19 @@ func startBootstrapCfg(t testing.TB, cfg bootstrap.ServerConfig) Bootstrap {
 // recorder keeps every event, for assertions.
 type recorder struct {
 	mu     sync.Mutex
-	events []monitor.Event
+	events []event.Event
 }
 
-func (r *recorder) Record(ev monitor.Event) {
+func (r *recorder) Record(ev event.Event) {
 	r.mu.Lock()
 	r.events = append(r.events, ev)
 	r.mu.Unlock()
 }
 
-func (r *recorder) kinds(k monitor.Kind) []monitor.Event {
+func (r *recorder) kinds(k event.Kind) []event.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []monitor.Event
+	var out []event.Event
 	for _, ev := range r.events {
 		if ev.Kind == k {
 			out = append(out, ev)
@@ -78,7 +78,7 @@ func (r *recorder) kinds(k monitor.Kind) []monitor.Event {
 	return out
 }
 
-func startNode(t testing.TB, rec monitor.Recorder, bs ...Bootstrap) *Node {
+func startNode(t testing.TB, rec event.Recorder, bs ...Bootstrap) *Node {
 	t.Helper()
 	n, err := New(Config{Identity: newIdentity(t), Endpoint: newEndpoint(t), Bootstraps: bs, Recorder: rec})
 	if err != nil {
@@ -103,7 +103,7 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Peer() != bn.ID() || c.Path() != monitor.PathDirect {
+	if c.Peer() != bn.ID() || c.Path() != event.PathDirect {
 		t.Fatalf("conn to %s over %s", c.Peer().Short(), c.Path())
 	}
 	if c.TimeToConnect() <= 0 || c.Attempt() == 0 {
@@ -120,10 +120,10 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	}
 	// Every phase event of the initiator's attempt carries its ID; the
 	// others are the node's own NAT classification.
-	var phases []monitor.Phase
-	outcome := map[monitor.Phase]monitor.Outcome{}
-	for _, ev := range recA.kinds(monitor.KindPhaseEnd) {
-		if ev.Attempt == 0 && ev.Phase == monitor.PhaseClassify {
+	var phases []event.Phase
+	outcome := map[event.Phase]event.Outcome{}
+	for _, ev := range recA.kinds(event.KindPhaseEnd) {
+		if ev.Attempt == 0 && ev.Phase == event.PhaseClassify {
 			continue
 		}
 		if ev.Attempt != c.Attempt() {
@@ -132,27 +132,27 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 		phases = append(phases, ev.Phase)
 		outcome[ev.Phase] = ev.Outcome
 	}
-	want := []monitor.Phase{monitor.PhaseDiscover, monitor.PhaseCoordinate, monitor.PhaseSync}
+	want := []event.Phase{event.PhaseDiscover, event.PhaseCoordinate, event.PhaseSync}
 	if len(phases) < 4 || !reflect.DeepEqual(phases[:3], want) {
 		t.Fatalf("phases %v, want %v first", phases, want)
 	}
 	for _, p := range want {
-		if outcome[p] != monitor.OutcomeOK {
+		if outcome[p] != event.OutcomeOK {
 			t.Fatalf("phase %s ended %s", p, outcome[p])
 		}
 	}
-	if outcome[monitor.PhaseHandshake] != monitor.OutcomeOK {
-		t.Fatalf("handshake ended %s (phases %v)", outcome[monitor.PhaseHandshake], phases)
+	if outcome[event.PhaseHandshake] != event.OutcomeOK {
+		t.Fatalf("handshake ended %s (phases %v)", outcome[event.PhaseHandshake], phases)
 	}
 	// Checks may have been overtaken by the speculative dial; they end
 	// either way.
-	if o := outcome[monitor.PhasePunch]; o != monitor.OutcomeOK && o != monitor.OutcomeCanceled {
+	if o := outcome[event.PhasePunch]; o != event.OutcomeOK && o != event.OutcomeCanceled {
 		t.Fatalf("punch ended %s", o)
 	}
 	// The peer's state machine went the whole way, and every move is an
 	// event.
 	var states []string
-	for _, ev := range recA.kinds(monitor.KindStateChange) {
+	for _, ev := range recA.kinds(event.KindStateChange) {
 		if ev.Peer == bn.ID().String() {
 			states = append(states, ev.To)
 		}
@@ -160,16 +160,16 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	if want := []string{"discovering", "coordinating", "punching", "connected-direct"}; !reflect.DeepEqual(states, want) {
 		t.Fatalf("states %v, want %v", states, want)
 	}
-	ends := recA.kinds(monitor.KindAttemptEnd)
-	if len(ends) != 1 || ends[0].Outcome != monitor.OutcomeOK || ends[0].Path != monitor.PathDirect {
+	ends := recA.kinds(event.KindAttemptEnd)
+	if len(ends) != 1 || ends[0].Outcome != event.OutcomeOK || ends[0].Path != event.PathDirect {
 		t.Fatalf("initiator attempt ends: %+v", ends)
 	}
 	// The responder finished its own attempt successfully.
 	deadline := time.Now().Add(3 * time.Second)
-	for len(recB.kinds(monitor.KindAttemptEnd)) == 0 && time.Now().Before(deadline) {
+	for len(recB.kinds(event.KindAttemptEnd)) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if ends := recB.kinds(monitor.KindAttemptEnd); len(ends) != 1 || ends[0].Outcome != monitor.OutcomeOK || ends[0].Detail != "responder" {
+	if ends := recB.kinds(event.KindAttemptEnd); len(ends) != 1 || ends[0].Outcome != event.OutcomeOK || ends[0].Detail != "responder" {
 		t.Fatalf("responder attempt ends: %+v", ends)
 	}
 	c.Close()
@@ -190,11 +190,11 @@ func TestConnectFailures(t *testing.T) {
 	tests := []struct {
 		name   string
 		peer   identity.PeerID
-		reason monitor.Reason
+		reason event.Reason
 		is     error
 	}{
-		{"unknown peer", newIdentity(t).ID(), monitor.ReasonUnknownPeer, bootstrap.ErrUnknownPeer},
-		{"self", a.ID(), monitor.ReasonSelf, ErrSelf},
+		{"unknown peer", newIdentity(t).ID(), event.ReasonUnknownPeer, bootstrap.ErrUnknownPeer},
+		{"self", a.ID(), event.ReasonSelf, ErrSelf},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -252,8 +252,8 @@ func TestAlternateBootstrap(t *testing.T) {
 	if _, err := a.Connect(ctx, bn.ID()); err != nil {
 		t.Fatal(err)
 	}
-	rs := rec.kinds(monitor.KindRecovery)
-	if len(rs) != 1 || rs[0].Detail != "alternate_bootstrap" || rs[0].Reason != monitor.ReasonUnknownPeer {
+	rs := rec.kinds(event.KindRecovery)
+	if len(rs) != 1 || rs[0].Detail != "alternate_bootstrap" || rs[0].Reason != event.ReasonUnknownPeer {
 		t.Fatalf("recovery events %+v", rs)
 	}
 }

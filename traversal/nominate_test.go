@@ -7,7 +7,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 )
 
 // TestConnectAndCloseAtOnce: an initiator that closes each connection as
@@ -35,8 +35,8 @@ func TestConnectAndCloseAtOnce(t *testing.T) {
 		c.Close()
 	}
 	ends := func() (ok, failed int) {
-		for _, ev := range recB.kinds(monitor.KindAttemptEnd) {
-			if ev.Outcome == monitor.OutcomeOK {
+		for _, ev := range recB.kinds(event.KindAttemptEnd) {
+			if ev.Outcome == event.OutcomeOK {
 				ok++
 			} else {
 				failed++

@@ -16,9 +16,9 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // The recovery ladder: every attempt runs under these policies, and each
@@ -172,7 +172,7 @@ func (n *Node) newBreaker(label string) circuitbreaker.CircuitBreaker[*bootstrap
 		WithDelay(n.cfg.BreakerDelay).
 		WithSuccessThreshold(1).
 		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
-			n.rec.Record(monitor.Event{Kind: monitor.KindBreaker, Bootstrap: label, Detail: monitor.BreakerStateName(e.NewState)})
+			n.rec.Record(event.Event{Kind: event.KindBreaker, Bootstrap: label, Detail: e.NewState.String()})
 		}).
 		Build()
 }
@@ -192,7 +192,7 @@ type degradation struct {
 	// Light: under load: no speculative dials, no birthday search, slower
 	// checks.
 	Light  bool
-	Reason monitor.Reason
+	Reason event.Reason
 }
 
 // apply returns the initiator's strategy s as degraded by g under relay
@@ -204,7 +204,7 @@ func (g degradation) apply(s Strategy, mode RelayMode) Strategy {
 	if g.Light {
 		s.Speculative, s.Slow = false, true
 		if s.Birthday != BirthdayNone && mode != RelayNever {
-			s = Strategy{Reason: monitor.ReasonOverloaded}
+			s = Strategy{Reason: event.ReasonOverloaded}
 		}
 	}
 	if g.RelayOnly && mode != RelayNever {
@@ -235,12 +235,12 @@ func (d *degrader) begin(peer identity.PeerID, maxInflight int, now time.Time) d
 		}
 	}
 	if recent >= repeatFailures {
-		g.RelayOnly, g.Reason = true, monitor.ReasonPunchTimeout
+		g.RelayOnly, g.Reason = true, event.ReasonPunchTimeout
 	}
 	if d.inflight > maxInflight {
 		g.Light = true
-		if g.Reason == monitor.ReasonNone {
-			g.Reason = monitor.ReasonOverloaded
+		if g.Reason == event.ReasonNone {
+			g.Reason = event.ReasonOverloaded
 		}
 	}
 	return g

@@ -15,9 +15,9 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
 )
 
@@ -53,8 +53,8 @@ func blackholedFrom(t *testing.T, ep *endpoint.Endpoint) *endpoint.Endpoint {
 }
 
 // ofAttempt returns the events of one attempt, of kind k.
-func (r *recorder) ofAttempt(id monitor.AttemptID, k monitor.Kind) []monitor.Event {
-	var out []monitor.Event
+func (r *recorder) ofAttempt(id event.AttemptID, k event.Kind) []event.Event {
+	var out []event.Event
 	for _, ev := range r.kinds(k) {
 		if ev.Attempt == id {
 			out = append(out, ev)
@@ -64,15 +64,15 @@ func (r *recorder) ofAttempt(id monitor.AttemptID, k monitor.Kind) []monitor.Eve
 }
 
 // statesOf returns the states an attempt moved its peer through.
-func (r *recorder) statesOf(id monitor.AttemptID) []string {
+func (r *recorder) statesOf(id event.AttemptID) []string {
 	var out []string
-	for _, ev := range r.ofAttempt(id, monitor.KindStateChange) {
+	for _, ev := range r.ofAttempt(id, event.KindStateChange) {
 		out = append(out, ev.To)
 	}
 	return out
 }
 
-func hasRecovery(evs []monitor.Event, detail string, reason monitor.Reason) bool {
+func hasRecovery(evs []event.Event, detail string, reason event.Reason) bool {
 	for _, ev := range evs {
 		if ev.Detail == detail && ev.Reason == reason {
 			return true
@@ -92,7 +92,7 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 	rec := &recorder{}
 	a := startNodeCfg(t, Config{Endpoint: aEP, Bootstraps: []Bootstrap{b}, Recorder: rec, MaxRounds: 1, UpgradeBase: -1})
 	peer := startNodeCfg(t, Config{Endpoint: blackholedFrom(t, aEP), Bootstraps: []Bootstrap{b}, UpgradeBase: -1})
-	var ids []monitor.AttemptID
+	var ids []event.AttemptID
 	for i := range repeatFailures + 1 {
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		start := time.Now()
@@ -102,7 +102,7 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 			t.Fatalf("connect %d: %v", i+1, err)
 		}
 		t.Logf("connect %d: %s in %v", i+1, c.Path(), time.Since(start).Round(time.Millisecond))
-		if c.Path() != monitor.PathRelay {
+		if c.Path() != event.PathRelay {
 			t.Fatalf("connect %d over %s, want the relay", i+1, c.Path())
 		}
 		if _, err := c.SendVerified(t.Context(), 32<<10); err != nil {
@@ -123,7 +123,7 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 			t.Fatalf("after connect %d the peer is %s, want degraded; transitions %+v", i+1, st.State, st.Transitions)
 		}
 		last := st.Transitions[len(st.Transitions)-1]
-		if last.From != StateConnectedRelay || last.To != StateDegraded || last.Reason != monitor.ReasonPunchTimeout {
+		if last.From != StateConnectedRelay || last.To != StateDegraded || last.Reason != event.ReasonPunchTimeout {
 			t.Fatalf("last transition %+v, want connected-relay -> degraded (punch_timeout)", last)
 		}
 		c.Close()
@@ -133,8 +133,8 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 		if states := rec.statesOf(id); len(states) < 4 || !reflect.DeepEqual(states[:4], []string{"discovering", "coordinating", "punching", "relaying"}) {
 			t.Fatalf("connect %d: states %v", i+1, states)
 		}
-		recs := rec.ofAttempt(id, monitor.KindRecovery)
-		if len(rec.ofAttempt(id, monitor.KindCheckSent)) == 0 || len(recs) != 1 || recs[0].Detail != "relay_fallback" {
+		recs := rec.ofAttempt(id, event.KindRecovery)
+		if len(rec.ofAttempt(id, event.KindCheckSent)) == 0 || len(recs) != 1 || recs[0].Detail != "relay_fallback" {
 			t.Fatalf("connect %d: no direct checks, or recoveries %+v (want one relay_fallback)", i+1, recs)
 		}
 	}
@@ -143,16 +143,16 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 	if states := rec.statesOf(third); !reflect.DeepEqual(states, want) {
 		t.Fatalf("degraded connect: states %v, want %v", states, want)
 	}
-	recs := rec.ofAttempt(third, monitor.KindRecovery)
-	if len(recs) != 1 || recs[0].Detail != "degrade" || recs[0].Reason != monitor.ReasonPunchTimeout {
+	recs := rec.ofAttempt(third, event.KindRecovery)
+	if len(recs) != 1 || recs[0].Detail != "degrade" || recs[0].Reason != event.ReasonPunchTimeout {
 		t.Fatalf("degraded connect: recoveries %+v, want one degrade (punch_timeout)", recs)
 	}
-	fb := rec.ofAttempt(third, monitor.KindFallback)
-	if len(fb) != 1 || fb[0].Detail != "direct->relay" || fb[0].Reason != monitor.ReasonPunchTimeout {
+	fb := rec.ofAttempt(third, event.KindFallback)
+	if len(fb) != 1 || fb[0].Detail != "direct->relay" || fb[0].Reason != event.ReasonPunchTimeout {
 		t.Fatalf("degraded connect: fallbacks %+v", fb)
 	}
-	for _, ev := range rec.ofAttempt(third, monitor.KindPhaseStart) {
-		if ev.Phase == monitor.PhaseSync {
+	for _, ev := range rec.ofAttempt(third, event.KindPhaseStart) {
+		if ev.Phase == event.PhaseSync {
 			t.Fatal("the degraded connect waited for a punch round")
 		}
 	}
@@ -215,20 +215,20 @@ func TestOverloadedAttemptIsDegraded(t *testing.T) {
 		t.Fatalf("the attempt under load: %v", err)
 	}
 	defer c.Close()
-	if c.Path() != monitor.PathDirect {
+	if c.Path() != event.PathDirect {
 		t.Fatalf("under load connected over %s", c.Path())
 	}
-	degraded := func(id monitor.AttemptID) bool {
-		recs := rec.ofAttempt(id, monitor.KindRecovery)
-		return len(recs) == 1 && recs[0].Detail == "degrade" && recs[0].Reason == monitor.ReasonOverloaded
+	degraded := func(id event.AttemptID) bool {
+		recs := rec.ofAttempt(id, event.KindRecovery)
+		return len(recs) == 1 && recs[0].Detail == "degrade" && recs[0].Reason == event.ReasonOverloaded
 	}
 	if !degraded(c.Attempt()) {
-		t.Fatalf("recoveries of the attempt under load %+v, want one degrade (overloaded)", rec.ofAttempt(c.Attempt(), monitor.KindRecovery))
+		t.Fatalf("recoveries of the attempt under load %+v, want one degrade (overloaded)", rec.ofAttempt(c.Attempt(), event.KindRecovery))
 	}
-	var ids [2]monitor.AttemptID
+	var ids [2]event.AttemptID
 	for i := range slow {
 		var ce *ConnectError
-		if err := <-failed[i]; !errors.As(err, &ce) || ce.Reason != monitor.ReasonPunchTimeout {
+		if err := <-failed[i]; !errors.As(err, &ce) || ce.Reason != event.ReasonPunchTimeout {
 			t.Fatalf("attempt %d to an unreachable peer: %v", i+1, err)
 		}
 		ids[i] = ce.Attempt
@@ -237,7 +237,7 @@ func TestOverloadedAttemptIsDegraded(t *testing.T) {
 		t.Fatalf("degraded: first attempt %v, second %v; want only the second", degraded(ids[0]), degraded(ids[1]))
 	}
 	// The same round bound (1 s on loopback), half the pace.
-	full, half := rec.ofAttempt(ids[0], monitor.KindCheckSent), rec.ofAttempt(ids[1], monitor.KindCheckSent)
+	full, half := rec.ofAttempt(ids[0], event.KindCheckSent), rec.ofAttempt(ids[1], event.KindCheckSent)
 	cands := checkedCandidates(half)
 	lo, hi := len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: time.Second}.Slower(2))),
 		len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: 2 * time.Second}.Slower(2)))
@@ -251,14 +251,14 @@ func TestOverloadedAttemptIsDegraded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if recs := rec.ofAttempt(c2.Attempt(), monitor.KindRecovery); len(recs) != 0 {
+	if recs := rec.ofAttempt(c2.Attempt(), event.KindRecovery); len(recs) != 0 {
 		t.Fatalf("an attempt without load was degraded: %+v", recs)
 	}
 }
 
 // checkedCandidates returns the addresses that check events went to, as
 // candidates (for the schedule they were sent on).
-func checkedCandidates(sent []monitor.Event) []wire.Candidate {
+func checkedCandidates(sent []event.Event) []wire.Candidate {
 	var cands []wire.Candidate
 	seen := map[netip.AddrPort]bool{}
 	for _, ev := range sent {
@@ -280,11 +280,11 @@ func TestBlackholedAttemptGivesUpAtRTTBound(t *testing.T) {
 	tests := []struct {
 		name   string
 		cfg    Config
-		reason monitor.Reason
+		reason event.Reason
 		is     error
 	}{
-		{"punch round", Config{PunchBudget: configured, SpeculativeDials: -1}, monitor.ReasonPunchTimeout, holepunch.ErrNoPath},
-		{"handshake", Config{PunchBudget: 300 * time.Millisecond, HandshakeTimeout: configured}, monitor.ReasonTimeout, timeout.ErrExceeded},
+		{"punch round", Config{PunchBudget: configured, SpeculativeDials: -1}, event.ReasonPunchTimeout, holepunch.ErrNoPath},
+		{"handshake", Config{PunchBudget: 300 * time.Millisecond, HandshakeTimeout: configured}, event.ReasonTimeout, timeout.ErrExceeded},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,8 +304,8 @@ func TestBlackholedAttemptGivesUpAtRTTBound(t *testing.T) {
 				t.Fatalf("got %v, want reason %s", err, tc.reason)
 			}
 			var punch time.Duration
-			for _, ev := range rec.ofAttempt(ce.Attempt, monitor.KindPhaseEnd) {
-				if ev.Phase == monitor.PhasePunch {
+			for _, ev := range rec.ofAttempt(ce.Attempt, event.KindPhaseEnd) {
+				if ev.Phase == event.PhasePunch {
 					punch = ev.Duration
 				}
 			}
@@ -313,12 +313,12 @@ func TestBlackholedAttemptGivesUpAtRTTBound(t *testing.T) {
 			if took >= configured/2 {
 				t.Fatalf("gave up after %v: the configured %v, not the round-trip bound", took, configured)
 			}
-			if tc.reason != monitor.ReasonPunchTimeout {
+			if tc.reason != event.ReasonPunchTimeout {
 				return
 			}
 			// The round's checks: the schedule of the 1 s bound (2 s if
 			// loopback round trips were slower than 33 ms), not of 20 s.
-			sent := rec.ofAttempt(ce.Attempt, monitor.KindCheckSent)
+			sent := rec.ofAttempt(ce.Attempt, event.KindCheckSent)
 			cands := checkedCandidates(sent)
 			lo := len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: time.Second}))
 			hi := len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: 2 * time.Second}))
@@ -396,7 +396,7 @@ func TestSilentRelayGivesWayToAnother(t *testing.T) {
 	}
 	defer c.Close()
 	t.Logf("connected through bootstrap 1's relay after %v", time.Since(start).Round(time.Millisecond))
-	if c.Path() != monitor.PathRelay || rs1.Allocations() != 1 {
+	if c.Path() != event.PathRelay || rs1.Allocations() != 1 {
 		t.Fatalf("path %s, %d allocations on bootstrap 1's relay", c.Path(), rs1.Allocations())
 	}
 	if reads.Load() == 0 {
@@ -406,13 +406,13 @@ func TestSilentRelayGivesWayToAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := false
-	for _, ev := range rec.ofAttempt(c.Attempt(), monitor.KindPhaseEnd) {
-		failed = failed || (ev.Phase == monitor.PhaseRelay && ev.Outcome == monitor.OutcomeFail && ev.Reason == monitor.ReasonRelayUnavailable)
+	for _, ev := range rec.ofAttempt(c.Attempt(), event.KindPhaseEnd) {
+		failed = failed || (ev.Phase == event.PhaseRelay && ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonRelayUnavailable)
 	}
 	if !failed {
 		t.Fatal("no failed relay phase (relay_unavailable) before the alternate bootstrap")
 	}
-	if !hasRecovery(rec.kinds(monitor.KindRecovery), "alternate_bootstrap", monitor.ReasonRelayUnavailable) {
-		t.Fatalf("no alternate_bootstrap recovery: %+v", rec.kinds(monitor.KindRecovery))
+	if !hasRecovery(rec.kinds(event.KindRecovery), "alternate_bootstrap", event.ReasonRelayUnavailable) {
+		t.Fatalf("no alternate_bootstrap recovery: %+v", rec.kinds(event.KindRecovery))
 	}
 }

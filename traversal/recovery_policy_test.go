@@ -16,6 +16,7 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/monitor"
 )
@@ -70,8 +71,8 @@ func TestWithin(t *testing.T) {
 				if tc.notErr != nil && errors.Is(err, tc.notErr) {
 					t.Fatalf("%v also reads as %v", err, tc.notErr)
 				}
-				if errors.Is(tc.wantErr, timeout.ErrExceeded) && Reason(err) != monitor.ReasonTimeout {
-					t.Fatalf("reason %s, want %s", Reason(err), monitor.ReasonTimeout)
+				if errors.Is(tc.wantErr, timeout.ErrExceeded) && Reason(err) != event.ReasonTimeout {
+					t.Fatalf("reason %s, want %s", Reason(err), event.ReasonTimeout)
 				}
 				if took != tc.wantTook {
 					t.Fatalf("took %v, want %v", took, tc.wantTook)
@@ -131,17 +132,17 @@ func TestDegradationApply(t *testing.T) {
 		want Strategy
 	}{
 		{"not degraded", degradation{}, easy, RelayAuto, easy},
-		{"light: no speculation, slow checks", degradation{Light: true, Reason: monitor.ReasonOverloaded}, easy, RelayAuto,
+		{"light: no speculation, slow checks", degradation{Light: true, Reason: event.ReasonOverloaded}, easy, RelayAuto,
 			Strategy{Direct: true, Dial: true, Slow: true}},
-		{"light: the birthday search gives way to the relay", degradation{Light: true, Reason: monitor.ReasonOverloaded}, spray, RelayAuto,
-			Strategy{Reason: monitor.ReasonOverloaded}},
-		{"light without a relay: the search stays, slower", degradation{Light: true, Reason: monitor.ReasonOverloaded}, spray, RelayNever,
+		{"light: the birthday search gives way to the relay", degradation{Light: true, Reason: event.ReasonOverloaded}, spray, RelayAuto,
+			Strategy{Reason: event.ReasonOverloaded}},
+		{"light without a relay: the search stays, slower", degradation{Light: true, Reason: event.ReasonOverloaded}, spray, RelayNever,
 			Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true, Slow: true}},
-		{"relay only", degradation{RelayOnly: true, Reason: monitor.ReasonPunchTimeout}, easy, RelayAuto,
-			Strategy{Reason: monitor.ReasonPunchTimeout}},
-		{"relay only without a relay: direct", degradation{RelayOnly: true, Reason: monitor.ReasonPunchTimeout}, easy, RelayNever, easy},
-		{"both", degradation{RelayOnly: true, Light: true, Reason: monitor.ReasonPunchTimeout}, easy, RelayAuto,
-			Strategy{Reason: monitor.ReasonPunchTimeout}},
+		{"relay only", degradation{RelayOnly: true, Reason: event.ReasonPunchTimeout}, easy, RelayAuto,
+			Strategy{Reason: event.ReasonPunchTimeout}},
+		{"relay only without a relay: direct", degradation{RelayOnly: true, Reason: event.ReasonPunchTimeout}, easy, RelayNever, easy},
+		{"both", degradation{RelayOnly: true, Light: true, Reason: event.ReasonPunchTimeout}, easy, RelayAuto,
+			Strategy{Reason: event.ReasonPunchTimeout}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -235,7 +236,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 					t.Fatalf("after the trial: %s, want %s", state(), tc.want)
 				}
 				var evts []string
-				for _, ev := range rec.kinds(monitor.KindBreaker) {
+				for _, ev := range rec.kinds(event.KindBreaker) {
 					if ev.Bootstrap != "0" {
 						t.Fatalf("breaker event for bootstrap %q", ev.Bootstrap)
 					}

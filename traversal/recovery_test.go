@@ -7,8 +7,8 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 func TestTimeoutsFor(t *testing.T) {
@@ -54,7 +54,7 @@ func TestDegrader(t *testing.T) {
 	d.end()
 	d.directFailed(a, now)
 	d.directFailed(a, now.Add(time.Minute))
-	if g := d.begin(a, 2, now.Add(2*time.Minute)); !g.RelayOnly || g.Reason != monitor.ReasonPunchTimeout {
+	if g := d.begin(a, 2, now.Add(2*time.Minute)); !g.RelayOnly || g.Reason != event.ReasonPunchTimeout {
 		t.Fatalf("after two direct failures: %+v", g)
 	}
 	d.end()
@@ -66,7 +66,7 @@ func TestDegrader(t *testing.T) {
 		t.Fatal("another peer's failures count")
 	}
 	d.begin(b, 2, now)
-	if g := d.begin(b, 2, now); !g.Light || g.Reason != monitor.ReasonOverloaded || !d.busy(2) {
+	if g := d.begin(b, 2, now); !g.Light || g.Reason != event.ReasonOverloaded || !d.busy(2) {
 		t.Fatalf("three in flight over a limit of two: %+v", g)
 	}
 	d.end()
@@ -110,7 +110,7 @@ func TestBootstrapBreakerFailsOver(t *testing.T) {
 	// The first two connects asked bootstrap 0 (and waited for its
 	// acknowledgement in vain); once the breaker is open it is skipped.
 	asked := 0
-	for _, ev := range rec.kinds(monitor.KindBootstrapRequest) {
+	for _, ev := range rec.kinds(event.KindBootstrapRequest) {
 		if ev.Bootstrap == "0" && ev.Detail == "connect" {
 			asked++
 		}
@@ -119,7 +119,7 @@ func TestBootstrapBreakerFailsOver(t *testing.T) {
 		t.Fatalf("bootstrap 0 was asked %d times, want 2 (the breaker threshold)", asked)
 	}
 	opened := false
-	for _, ev := range rec.kinds(monitor.KindBreaker) {
+	for _, ev := range rec.kinds(event.KindBreaker) {
 		opened = opened || (ev.Bootstrap == "0" && ev.Detail == "open")
 	}
 	if !opened {

@@ -14,9 +14,9 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -175,7 +175,7 @@ func (r *sharedRelay) closeTransport() {
 // acquireRelay returns the shared allocation on the relay of the
 // introduction's bootstrap (or the configured TURN server), allocating it
 // (over TCP if tcp) when there is none or its credentials run out soon.
-func (n *Node) acquireRelay(ctx context.Context, att *monitor.Attempt, bc *bootstrap.Client, tcp bool) (*sharedRelay, error) {
+func (n *Node) acquireRelay(ctx context.Context, att *event.Attempt, bc *bootstrap.Client, tcp bool) (*sharedRelay, error) {
 	key := "bootstrap:" + bc.Label()
 	if n.cfg.TURN != nil {
 		key = "turn:" + n.cfg.TURN.Addr.String()
@@ -291,7 +291,7 @@ func (n *Node) detachRelayLocked(r *sharedRelay) {
 	if r.users == 0 {
 		r.closeTransport()
 	}
-	n.rec.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "release", Outcome: monitor.OutcomeOK})
+	n.rec.Record(event.Event{Kind: event.KindRelay, Detail: "release", Outcome: event.OutcomeOK})
 }
 
 // userDone drops a connection that used the relay's transport; the last
@@ -323,7 +323,7 @@ func (n *Node) closeRelays() {
 	}
 }
 
-func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, bc *bootstrap.Client, tcp bool, r *sharedRelay) error {
+func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *bootstrap.Client, tcp bool, r *sharedRelay) error {
 	g, err := n.relayCredentials(ctx, bc)
 	if err != nil {
 		return err
@@ -340,10 +340,10 @@ func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, bc *boo
 	alloc, err := relay.Allocate(ctx, relay.ClientConfig{Server: server, TCP: useTCP,
 		Credentials: g.creds, ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log})
 	if err != nil {
-		att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeFail, Reason: Reason(err), Err: err})
+		att.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeFail, Reason: Reason(err), Err: err})
 		return err
 	}
-	att.Record(monitor.Event{Kind: monitor.KindRelay, Detail: "allocate", Outcome: monitor.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
+	att.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
 	r.alloc, r.expires = alloc, g.creds.Expires
 	r.conn = newDetachConn(alloc.Conn)
 	fail := func(err error) error {
@@ -370,15 +370,15 @@ func (n *Node) allocateShared(ctx context.Context, att *monitor.Attempt, bc *boo
 // viaRelay connects through the relay under plan: allocate and dial (or
 // accept on the allocation), or check the peer's relayed address and
 // accept on the node's socket.
-func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity.PeerID, sess *bootstrap.Session,
-	hp *holepunch.Session, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, monitor.Path, monitor.Phase, error) {
-	att.Begin(monitor.PhaseRelay)
+func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.PeerID, sess *bootstrap.Session,
+	hp *holepunch.Session, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
+	att.Begin(event.PhaseRelay)
 	now := &bootstrap.Punch{Round: 1 << 20, At: time.Now()}
 	if !plan.Allocate {
 		// The peer allocates and dials; its relayed address arrives on the
 		// session, this side checks it and accepts.
 		qc, path, phase, err := n.establish(ctx, att, peer, sess,
-			leg{ep: n.cfg.Endpoint, hp: hp, path: monitor.PathDirect, start: now, targets: []wire.Candidate{}},
+			leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect, start: now, targets: []wire.Candidate{}},
 			Strategy{Direct: true}, incoming)
 		n.endRelayPhase(att, err)
 		return qc, path, phase, err
@@ -395,26 +395,26 @@ func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity
 			err = fmt.Errorf("%w: bootstrap %s: no allocation within %v: %w", ErrNoRelay, sess.Bootstrap().Label(), limit, err)
 		}
 		n.endRelayPhase(att, err)
-		return nil, monitor.PathNone, monitor.PhaseRelay, err
+		return nil, event.PathNone, event.PhaseRelay, err
 	}
 	rhp, err := r.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
 		n.releaseRelay(r, false)
 		n.endRelayPhase(att, err)
-		return nil, monitor.PathNone, monitor.PhaseRelay, err
+		return nil, event.PathNone, event.PhaseRelay, err
 	}
 	defer time.AfterFunc(2*time.Second, rhp.Close)
 	if err := sess.AnnounceRelay(r.alloc.Relayed); err != nil {
 		n.releaseRelay(r, false)
 		n.endRelayPhase(att, err)
-		return nil, monitor.PathNone, monitor.PhaseRelay, err
+		return nil, event.PathNone, event.PhaseRelay, err
 	}
 	targets := sess.Remote.Candidates
 	if !plan.Dial {
 		targets = []wire.Candidate{}
 	}
 	qc, _, phase, err := n.establish(ctx, att, peer, sess,
-		leg{ep: r.ep, hp: rhp, path: monitor.PathRelay, alloc: r.alloc, start: now, targets: targets},
+		leg{ep: r.ep, hp: rhp, path: event.PathRelay, alloc: r.alloc, start: now, targets: targets},
 		Strategy{Direct: true, Dial: plan.Dial, Speculative: plan.Dial}, incoming)
 	n.endRelayPhase(att, err)
 	if err != nil {
@@ -424,18 +424,18 @@ func (n *Node) viaRelay(ctx context.Context, att *monitor.Attempt, peer identity
 			n.relayMu.Unlock()
 		}
 		n.releaseRelay(r, false)
-		return nil, monitor.PathNone, phase, err
+		return nil, event.PathNone, phase, err
 	}
 	n.ownRelay(qc, r)
-	return qc, monitor.PathRelay, phase, nil
+	return qc, event.PathRelay, phase, nil
 }
 
-func (n *Node) endRelayPhase(att *monitor.Attempt, err error) {
+func (n *Node) endRelayPhase(att *event.Attempt, err error) {
 	if err != nil {
-		att.End(monitor.PhaseRelay, monitor.OutcomeFail, Reason(err))
+		att.End(event.PhaseRelay, event.OutcomeFail, Reason(err))
 		return
 	}
-	att.End(monitor.PhaseRelay, monitor.OutcomeOK, monitor.ReasonNone)
+	att.End(event.PhaseRelay, event.OutcomeOK, event.ReasonNone)
 }
 
 // relayUse is a connection's use of a shared relay.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
 )
 
@@ -124,7 +124,7 @@ func TestForcedRelayCarriesVerifiedBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Path() != monitor.PathRelay {
+	if c.Path() != event.PathRelay {
 		t.Fatalf("path %s, want relay", c.Path())
 	}
 	res, err := c.SendVerified(ctx, 1<<20)
@@ -134,14 +134,14 @@ func TestForcedRelayCarriesVerifiedBytes(t *testing.T) {
 	if rs.Allocations() != 1 || rs.BytesRelayed() < 1<<20 {
 		t.Fatalf("relay: %d allocations, %d bytes", rs.Allocations(), rs.BytesRelayed())
 	}
-	if len(rec.kinds(monitor.KindFallback)) == 0 {
+	if len(rec.kinds(event.KindFallback)) == 0 {
 		t.Fatal("no fallback event")
 	}
 	// The peer's side sees the relay too.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, pc := range peer.Conns() {
-			if pc.Peer() == a.ID() && pc.Path() == monitor.PathRelay {
+			if pc.Peer() == a.ID() && pc.Path() == event.PathRelay {
 				return
 			}
 		}
@@ -184,7 +184,7 @@ func TestUDPBlockedPeerIsReachableThroughRelay(t *testing.T) {
 				errs <- err
 				return
 			}
-			if c.Path() != monitor.PathRelay {
+			if c.Path() != event.PathRelay {
 				errs <- &ConnectError{Err: errNotRelay}
 				return
 			}
@@ -381,18 +381,18 @@ func TestAlternateBootstrapRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.Path() != monitor.PathRelay {
+	if c.Path() != event.PathRelay {
 		t.Fatalf("path %s", c.Path())
 	}
 	if _, err := c.SendVerified(ctx, 64<<10); err != nil {
 		t.Fatal(err)
 	}
 	found := false
-	for _, ev := range rec.kinds(monitor.KindRecovery) {
+	for _, ev := range rec.kinds(event.KindRecovery) {
 		found = found || (ev.Detail == "alternate_bootstrap" && ev.Bootstrap == "1" &&
-			(ev.Reason == monitor.ReasonRelayUnavailable || ev.Reason == monitor.ReasonRelayQuota))
+			(ev.Reason == event.ReasonRelayUnavailable || ev.Reason == event.ReasonRelayQuota))
 	}
 	if !found {
-		t.Fatalf("no alternate_bootstrap recovery to bootstrap 1: %+v", rec.kinds(monitor.KindRecovery))
+		t.Fatalf("no alternate_bootstrap recovery to bootstrap 1: %+v", rec.kinds(event.KindRecovery))
 	}
 }

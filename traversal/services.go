@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/service"
 )
 
@@ -54,12 +54,12 @@ func (n *Node) serveTransfer(r *service.Request) {
 		n.log.Debug("traversal: transfer from peer failed", "peer", r.Remote.Peer.Short(), "err", err)
 		return
 	}
-	path := monitor.PathNone
+	path := event.PathNone
 	if c, ok := r.Context().Value(connKey{}).(*Conn); ok {
 		path = c.Path()
 	}
 	if d := time.Since(start); d > 0 && size > 0 {
-		n.rec.Record(monitor.Event{Kind: monitor.KindThroughput, Path: path,
+		n.rec.Record(event.Event{Kind: event.KindThroughput, Path: path,
 			Value: float64(size) * 8 / d.Seconds() / 1e6, Duration: d, Peer: r.Remote.Peer.String(), Detail: "received"})
 	}
 }
@@ -151,7 +151,7 @@ func (n *Node) PeerConn(ctx context.Context, peer identity.PeerID) (*Conn, error
 	case <-call.done:
 		return call.c, call.err
 	case <-ctx.Done():
-		return nil, &ConnectError{Phase: monitor.PhaseCoordinate, Reason: Reason(ctx.Err()), Err: context.Cause(ctx)}
+		return nil, &ConnectError{Phase: event.PhaseCoordinate, Reason: Reason(ctx.Err()), Err: context.Cause(ctx)}
 	}
 }
 

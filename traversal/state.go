@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 // State is where a node's connection to one peer stands.
@@ -78,10 +78,10 @@ var ErrInvalidTransition = errors.New("traversal: invalid state transition")
 
 // Transition is one recorded move.
 type Transition struct {
-	From   State          `json:"from"`
-	To     State          `json:"to"`
-	At     time.Time      `json:"at"`
-	Reason monitor.Reason `json:"reason"`
+	From   State        `json:"from"`
+	To     State        `json:"to"`
+	At     time.Time    `json:"at"`
+	Reason event.Reason `json:"reason"`
 }
 
 // historyLen bounds a machine's recorded transitions.
@@ -91,7 +91,7 @@ const historyLen = 32
 // event. It is safe for concurrent use.
 type Machine struct {
 	peer  identity.PeerID
-	rec   monitor.Recorder
+	rec   event.Recorder
 	allow map[State][]State
 
 	mu      sync.Mutex
@@ -101,9 +101,9 @@ type Machine struct {
 }
 
 // NewMachine returns a machine in StateIdle.
-func NewMachine(peer identity.PeerID, rec monitor.Recorder) *Machine {
+func NewMachine(peer identity.PeerID, rec event.Recorder) *Machine {
 	if rec == nil {
-		rec = monitor.Nop{}
+		rec = event.Nop{}
 	}
 	return &Machine{peer: peer, rec: rec, allow: Transitions(), state: StateIdle, since: time.Now()}
 }
@@ -124,19 +124,19 @@ func (m *Machine) History() []Transition {
 
 // To moves the machine to s. Moving to the current state is a no-op; a
 // move the transition table does not allow is refused.
-func (m *Machine) To(s State, reason monitor.Reason, attempt monitor.AttemptID) error {
+func (m *Machine) To(s State, reason event.Reason, attempt event.AttemptID) error {
 	return m.to(s, reason, attempt, nil)
 }
 
 // ConnectionClosed moves the machine to StateClosed when the peer's last
 // connection ended, unless no connection is what the machine stands for
 // (a new attempt under way owns the state; a failed one keeps it).
-func (m *Machine) ConnectionClosed(reason monitor.Reason) error {
+func (m *Machine) ConnectionClosed(reason event.Reason) error {
 	return m.to(StateClosed, reason, 0, State.Connected)
 }
 
 // to moves the machine to s if its current state satisfies when (nil: any).
-func (m *Machine) to(s State, reason monitor.Reason, attempt monitor.AttemptID, when func(State) bool) error {
+func (m *Machine) to(s State, reason event.Reason, attempt event.AttemptID, when func(State) bool) error {
 	m.mu.Lock()
 	from := m.state
 	if from == s || when != nil && !when(from) {
@@ -154,7 +154,7 @@ func (m *Machine) to(s State, reason monitor.Reason, attempt monitor.AttemptID, 
 		m.history = slices.Delete(m.history, 0, len(m.history)-historyLen)
 	}
 	m.mu.Unlock()
-	m.rec.Record(monitor.Event{Time: now, Kind: monitor.KindStateChange, Attempt: attempt, Peer: m.peer.String(),
+	m.rec.Record(event.Event{Time: now, Kind: event.KindStateChange, Attempt: attempt, Peer: m.peer.String(),
 		Detail: from.String(), To: s.String(), Reason: reason})
 	return nil
 }

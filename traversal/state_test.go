@@ -4,8 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/monitor"
 )
 
 func TestTransitionTable(t *testing.T) {
@@ -49,23 +49,23 @@ func TestMachine(t *testing.T) {
 	path := []State{StateDiscovering, StateCoordinating, StatePunching, StateRelaying, StateConnectedRelay,
 		StateUpgrading, StateConnectedDirect, StateClosed, StateDiscovering}
 	for _, s := range path {
-		if err := m.To(s, monitor.ReasonNone, 0); err != nil {
+		if err := m.To(s, event.ReasonNone, 0); err != nil {
 			t.Fatalf("-> %s: %v", s, err)
 		}
 	}
-	if err := m.To(StateDiscovering, monitor.ReasonNone, 0); err != nil {
+	if err := m.To(StateDiscovering, event.ReasonNone, 0); err != nil {
 		t.Fatalf("a move to the current state: %v", err)
 	}
 	tests := []struct{ to State }{{StateConnectedDirect}, {StateIdle}, {StateUpgrading}}
 	for _, tc := range tests {
-		if err := m.To(tc.to, monitor.ReasonNone, 0); !errors.Is(err, ErrInvalidTransition) {
+		if err := m.To(tc.to, event.ReasonNone, 0); !errors.Is(err, ErrInvalidTransition) {
 			t.Errorf("discovering -> %s: %v, want ErrInvalidTransition", tc.to, err)
 		}
 	}
 	if st, _ := m.State(); st != StateDiscovering {
 		t.Fatalf("a refused move changed the state to %s", st)
 	}
-	evs := rec.kinds(monitor.KindStateChange)
+	evs := rec.kinds(event.KindStateChange)
 	if len(evs) != len(path) {
 		t.Fatalf("%d state events for %d moves", len(evs), len(path))
 	}
@@ -73,9 +73,9 @@ func TestMachine(t *testing.T) {
 		t.Fatalf("event %+v", evs[4])
 	}
 	for range 100 {
-		m.To(StateCoordinating, monitor.ReasonNone, 0)
-		m.To(StateFailed, monitor.ReasonPunchTimeout, 0)
-		m.To(StateDiscovering, monitor.ReasonNone, 0)
+		m.To(StateCoordinating, event.ReasonNone, 0)
+		m.To(StateFailed, event.ReasonPunchTimeout, 0)
+		m.To(StateDiscovering, event.ReasonNone, 0)
 	}
 	if h := m.History(); len(h) != historyLen {
 		t.Fatalf("history holds %d transitions, want %d", len(h), historyLen)
@@ -106,11 +106,11 @@ func TestConnectionClosed(t *testing.T) {
 			id, _ := identity.Generate()
 			m := NewMachine(id.ID(), nil)
 			for _, s := range tc.path {
-				if err := m.To(s, monitor.ReasonNone, 0); err != nil {
+				if err := m.To(s, event.ReasonNone, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := m.ConnectionClosed(monitor.ReasonNone); err != nil {
+			if err := m.ConnectionClosed(event.ReasonNone); err != nil {
 				t.Fatal(err)
 			}
 			if st, _ := m.State(); st != tc.want {

@@ -1,7 +1,7 @@
 package traversal
 
 import (
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/nattype"
 )
 
@@ -36,7 +36,7 @@ func (r BirthdayRole) String() string {
 type Strategy struct {
 	// Direct is false when no direct path can exist; Reason says why.
 	Direct bool
-	Reason monitor.Reason
+	Reason event.Reason
 	// Birthday is this side's role in the birthday search.
 	Birthday BirthdayRole
 	// Dial says whether this side dials QUIC (the other accepts). The
@@ -66,10 +66,10 @@ type Strategy struct {
 // Unknown behaviour is assumed to be the easy kind; the checks find out.
 func ChooseStrategy(local, remote nattype.Type, initiator bool) Strategy {
 	if local.Filtering == nattype.FilteringBlocked || remote.Filtering == nattype.FilteringBlocked {
-		return Strategy{Reason: monitor.ReasonUDPBlocked}
+		return Strategy{Reason: event.ReasonUDPBlocked}
 	}
 	if local.Hard() && remote.Hard() {
-		return Strategy{Reason: monitor.ReasonBothSymmetric}
+		return Strategy{Reason: event.ReasonBothSymmetric}
 	}
 	restricted := func(t nattype.Type) bool {
 		return !t.Hard() && t.Filtering == nattype.FilteringAPDF

@@ -7,7 +7,7 @@ import (
 
 	"github.com/antnode/antnode/bootstrap/wire"
 
-	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/nattype"
 )
 
@@ -38,10 +38,10 @@ func TestChooseStrategy(t *testing.T) {
 		{"symmetric responder vs port-restricted: spray and dial", sym, apdf, false, Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}},
 		{"port-restricted initiator vs symmetric: scan, accept", apdf, sym, true, Strategy{Direct: true, Birthday: BirthdayScan}},
 		{"address-dependent counts as hard", adm, apdf, false, Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}},
-		{"both symmetric", sym, sym, true, Strategy{Reason: monitor.ReasonBothSymmetric}},
-		{"symmetric and address-dependent", sym, adm, false, Strategy{Reason: monitor.ReasonBothSymmetric}},
-		{"udp blocked here", blocked, apdf, true, Strategy{Reason: monitor.ReasonUDPBlocked}},
-		{"udp blocked there", apdf, blocked, true, Strategy{Reason: monitor.ReasonUDPBlocked}},
+		{"both symmetric", sym, sym, true, Strategy{Reason: event.ReasonBothSymmetric}},
+		{"symmetric and address-dependent", sym, adm, false, Strategy{Reason: event.ReasonBothSymmetric}},
+		{"udp blocked here", blocked, apdf, true, Strategy{Reason: event.ReasonUDPBlocked}},
+		{"udp blocked there", apdf, blocked, true, Strategy{Reason: event.ReasonUDPBlocked}},
 		{"unknown is tried", unknown, sym, true, direct(true)},
 	}
 	for _, tc := range tests {

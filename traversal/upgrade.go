@@ -12,8 +12,8 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/migration"
-	"github.com/antnode/antnode/monitor"
 )
 
 // Moving a relayed connection to a direct path, make before break.
@@ -49,7 +49,7 @@ func (n *Node) upgradeLoop(c *Conn) {
 			t.Stop()
 			return
 		}
-		if c.Path() != monitor.PathRelay {
+		if c.Path() != event.PathRelay {
 			return
 		}
 		if n.degrade.busy(n.cfg.MaxInflight) {
@@ -70,16 +70,16 @@ func (n *Node) upgradeLoop(c *Conn) {
 func (n *Node) upgrade(c *Conn) (err error) {
 	start := time.Now()
 	remote := addrPortOf(c.qc.RemoteAddr())
-	n.move(c.peer, StateUpgrading, monitor.ReasonNone, nil)
+	n.move(c.peer, StateUpgrading, event.ReasonNone, nil)
 	defer func() {
 		d := time.Since(start)
-		o, to := monitor.OutcomeOK, monitor.PathDirect
-		reason := monitor.ReasonDirectAvailable
+		o, to := event.OutcomeOK, event.PathDirect
+		reason := event.ReasonDirectAvailable
 		if err != nil {
-			o, to = monitor.OutcomeFail, monitor.PathRelay
+			o, to = event.OutcomeFail, event.PathRelay
 			reason = Reason(err)
 			if errors.Is(err, ErrNoDirectYet) {
-				reason = monitor.ReasonPunchTimeout
+				reason = event.ReasonPunchTimeout
 			}
 			if c.qc.Context().Err() == nil {
 				n.move(c.peer, StateConnectedRelay, reason, nil)
@@ -87,10 +87,10 @@ func (n *Node) upgrade(c *Conn) (err error) {
 		} else {
 			n.move(c.peer, StateConnectedDirect, reason, nil)
 		}
-		n.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: o, Reason: reason, Detail: "upgrade",
+		n.rec.Record(event.Event{Kind: event.KindMigration, Outcome: o, Reason: reason, Detail: "upgrade",
 			Duration: d, Path: to, Peer: c.peer.String(), Err: err})
 		c.addMigration(Migration{At: start, Kind: "upgrade", Reason: reason, OK: err == nil, Duration: d,
-			From: monitor.PathRelay, To: to})
+			From: event.PathRelay, To: to})
 	}()
 	budget := max(3*time.Second, 10*c.RTT())
 	ctx, cancel := context.WithTimeout(n.ctx, budget)
@@ -110,9 +110,9 @@ func (n *Node) upgrade(c *Conn) (err error) {
 		// QUIC never left the direct path (see fallback): stop rerouting
 		// and its packets take the direct path again.
 		n.unroute(c)
-		c.setPath(monitor.PathDirect)
+		c.setPath(event.PathDirect)
 		n.leaveRelay(c.qc)
-		n.notifyPath(c, monitor.PathDirect, monitor.ReasonDirectAvailable, time.Since(start))
+		n.notifyPath(c, event.PathDirect, event.ReasonDirectAvailable, time.Since(start))
 		return nil
 	}
 	p, err := c.qc.AddPath(n.cfg.Endpoint.Transport())
@@ -127,16 +127,16 @@ func (n *Node) upgrade(c *Conn) (err error) {
 		p.Close()
 		return fmt.Errorf("traversal: upgrade: switch: %w", err)
 	}
-	c.setPath(monitor.PathDirect)
+	c.setPath(event.PathDirect)
 	n.leaveRelay(c.qc)
-	n.notifyPath(c, monitor.PathDirect, monitor.ReasonDirectAvailable, time.Since(start))
+	n.notifyPath(c, event.PathDirect, event.ReasonDirectAvailable, time.Since(start))
 	return nil
 }
 
 // san renders an address for error texts the way the logs do.
 func (n *Node) san(a netip.AddrPort) string {
-	if s, ok := n.rec.(interface{ Sanitizer() *monitor.Sanitizer }); ok {
-		return s.Sanitizer().AddrPort(a)
+	if s, ok := n.rec.(event.AddrSanitizer); ok {
+		return s.SanitizeAddrPort(a)
 	}
 	return a.String()
 }
@@ -149,12 +149,12 @@ const (
 	noticePing     byte = 'K'            // a keepalive: no payload, nothing to do
 )
 
-// pathNotice is the payload of noticePath: the new monitor.Path, why the
-// dialler moved (a monitor.Reason) and how long the move took (a QUIC
+// pathNotice is the payload of noticePath: the new event.Path, why the
+// dialler moved (a event.Reason) and how long the move took (a QUIC
 // varint of microseconds). A notice of an older peer ends after the path.
 type pathNotice struct {
-	path     monitor.Path
-	reason   monitor.Reason
+	path     event.Path
+	reason   event.Reason
 	duration time.Duration
 }
 
@@ -168,14 +168,14 @@ func decodePathNotice(b []byte) (pathNotice, error) {
 	if len(b) == 0 {
 		return pathNotice{}, errBadNotice
 	}
-	p := pathNotice{path: monitor.Path(b[0])}
-	if p.path != monitor.PathDirect && p.path != monitor.PathRelay {
+	p := pathNotice{path: event.Path(b[0])}
+	if p.path != event.PathDirect && p.path != event.PathRelay {
 		return pathNotice{}, errBadNotice
 	}
 	if len(b) == 1 {
 		return p, nil
 	}
-	if r := monitor.Reason(b[1]); int(r) < monitor.NumReasons {
+	if r := event.Reason(b[1]); int(r) < event.NumReasons {
 		p.reason = r
 	}
 	if len(b) > 2 {
@@ -194,7 +194,7 @@ var errBadNotice = errors.New("traversal: malformed path notice")
 const maxNotice = 16
 
 // notifyPath tells the peer that this side moved c to path, and why.
-func (n *Node) notifyPath(c *Conn, path monitor.Path, reason monitor.Reason, took time.Duration) {
+func (n *Node) notifyPath(c *Conn, path event.Path, reason event.Reason, took time.Duration) {
 	if err := sendNotice(c.qc, noticePath, pathNotice{path: path, reason: reason, duration: took}.encode()...); err != nil {
 		n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
 	}
@@ -240,7 +240,7 @@ func (c *Conn) serveNotices() {
 			from := c.Path()
 			c.setPath(pn.path)
 			c.node.move(c.peer, connectedState(pn.path), pn.reason, nil)
-			c.node.rec.Record(monitor.Event{Kind: monitor.KindMigration, Outcome: monitor.OutcomeOK, Reason: pn.reason,
+			c.node.rec.Record(event.Event{Kind: event.KindMigration, Outcome: event.OutcomeOK, Reason: pn.reason,
 				Detail: "peer moved " + from.String() + "->" + pn.path.String(), Duration: pn.duration, Path: pn.path, Peer: c.peer.String()})
 			c.addMigration(Migration{At: time.Now(), Kind: "peer-moved", Reason: pn.reason, OK: true, Duration: pn.duration, From: from, To: pn.path})
 		case noticePing:

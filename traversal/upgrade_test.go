@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/migration"
-	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
 )
 
@@ -71,7 +71,7 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Path() != monitor.PathRelay || rs.Allocations() != 1 {
+	if c.Path() != event.PathRelay || rs.Allocations() != 1 {
 		t.Fatalf("path %s with %d allocations, want the relay", c.Path(), rs.Allocations())
 	}
 	// A transfer runs while the path opens and the connection moves.
@@ -90,10 +90,10 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 		t.Fatalf("transfer across the upgrade: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Path() != monitor.PathDirect && time.Now().Before(deadline) {
+	for c.Path() != event.PathDirect && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if c.Path() != monitor.PathDirect {
+	if c.Path() != event.PathDirect {
 		t.Fatalf("still on %s; migrations %+v", c.Path(), c.Migrations())
 	}
 	var up *Migration
@@ -102,8 +102,8 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 			up = &m
 		}
 	}
-	if up == nil || up.From != monitor.PathRelay || up.To != monitor.PathDirect ||
-		up.Reason != monitor.ReasonDirectAvailable || up.Duration <= 0 {
+	if up == nil || up.From != event.PathRelay || up.To != event.PathDirect ||
+		up.Reason != event.ReasonDirectAvailable || up.Duration <= 0 {
 		t.Fatalf("migrations %+v", c.Migrations())
 	}
 	t.Logf("upgraded in %v; migrations %+v", up.Duration, c.Migrations())
@@ -116,8 +116,8 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 	if n := rs.Allocations(); n != 0 {
 		t.Fatalf("%d allocations left after the upgrade", n)
 	}
-	waitPeerPath(t, peer, a, monitor.PathDirect)
-	peerMoved(t, peer, a, monitor.ReasonDirectAvailable)
+	waitPeerPath(t, peer, a, event.PathDirect)
+	peerMoved(t, peer, a, event.ReasonDirectAvailable)
 	if res, err := c.SendVerified(ctx, 1<<20); err != nil || res.Bytes != 1<<20 {
 		t.Fatalf("after the upgrade: %+v %v", res, err)
 	}
@@ -144,7 +144,7 @@ func endpointsRunning() int {
 	return strings.Count(b.String(), "endpoint.(*Endpoint).readLoop(")
 }
 
-func waitPeerPath(t *testing.T, peer, of *Node, want monitor.Path) {
+func waitPeerPath(t *testing.T, peer, of *Node, want event.Path) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -160,7 +160,7 @@ func waitPeerPath(t *testing.T, peer, of *Node, want monitor.Path) {
 
 // peerMoved waits until peer has recorded of's move with the mover's
 // reason and duration (carried by the path notice).
-func peerMoved(t *testing.T, peer, of *Node, want monitor.Reason) {
+func peerMoved(t *testing.T, peer, of *Node, want event.Reason) {
 	t.Helper()
 	var seen []Migration
 	deadline := time.Now().Add(5 * time.Second)
@@ -211,7 +211,7 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 	rec := &recorder{}
 	a := startNodeCfg(t, Config{Endpoint: ep, Bootstraps: []Bootstrap{b}, UpgradeBase: time.Hour, Recorder: rec})
 	defer func() {
-		for _, ev := range rec.kinds(monitor.KindMigration) {
+		for _, ev := range rec.kinds(event.KindMigration) {
 			t.Logf("migration event: %s %s %v", ev.Detail, ev.Outcome, ev.Err)
 		}
 	}()
@@ -221,7 +221,7 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Path() != monitor.PathDirect {
+	if c.Path() != event.PathDirect {
 		t.Fatalf("path %s", c.Path())
 	}
 	const size = 24 << 20
@@ -250,16 +250,16 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 			fb = &m
 		}
 	}
-	if fb == nil || c.Path() != monitor.PathRelay || rs.Allocations() != 1 ||
-		fb.Reason != monitor.ReasonPathBlackholed || fb.Duration <= 0 {
+	if fb == nil || c.Path() != event.PathRelay || rs.Allocations() != 1 ||
+		fb.Reason != event.ReasonPathBlackholed || fb.Duration <= 0 {
 		t.Fatalf("path %s, %d allocations, migrations %+v", c.Path(), rs.Allocations(), c.Migrations())
 	}
 	t.Logf("blackholed at +0; fallback done at +%v (took %v)", fb.At.Add(fb.Duration).Sub(shut), fb.Duration)
-	waitPeerPath(t, peer, a, monitor.PathRelay)
-	peerMoved(t, peer, a, monitor.ReasonPathBlackholed)
+	waitPeerPath(t, peer, a, event.PathRelay)
+	peerMoved(t, peer, a, event.ReasonPathBlackholed)
 	rebinds := 0
-	for _, ev := range rec.kinds(monitor.KindMigration) {
-		if ev.Reason == monitor.ReasonNone {
+	for _, ev := range rec.kinds(event.KindMigration) {
+		if ev.Reason == event.ReasonNone {
 			t.Errorf("migration event without a reason: %+v", ev)
 		}
 		if ev.Detail == "rebind" {
@@ -278,14 +278,14 @@ func TestPathNotice(t *testing.T) {
 		want pathNotice
 		err  bool
 	}{
-		{"full", pathNotice{monitor.PathDirect, monitor.ReasonDirectAvailable, 1234567 * time.Microsecond}.encode(),
-			pathNotice{monitor.PathDirect, monitor.ReasonDirectAvailable, 1234567 * time.Microsecond}, false},
-		{"older peer: path only", []byte{byte(monitor.PathRelay)}, pathNotice{path: monitor.PathRelay}, false},
-		{"unknown reason", []byte{byte(monitor.PathRelay), 250, 1}, pathNotice{path: monitor.PathRelay, duration: time.Microsecond}, false},
+		{"full", pathNotice{event.PathDirect, event.ReasonDirectAvailable, 1234567 * time.Microsecond}.encode(),
+			pathNotice{event.PathDirect, event.ReasonDirectAvailable, 1234567 * time.Microsecond}, false},
+		{"older peer: path only", []byte{byte(event.PathRelay)}, pathNotice{path: event.PathRelay}, false},
+		{"unknown reason", []byte{byte(event.PathRelay), 250, 1}, pathNotice{path: event.PathRelay, duration: time.Microsecond}, false},
 		{"empty", nil, pathNotice{}, true},
 		{"no such path", []byte{9, 1, 1}, pathNotice{}, true},
-		{"truncated duration", []byte{byte(monitor.PathDirect), 1, 0x40}, pathNotice{}, true},
-		{"duration over an hour", pathNotice{monitor.PathDirect, 1, 2 * time.Hour}.encode(), pathNotice{}, true},
+		{"truncated duration", []byte{byte(event.PathDirect), 1, 0x40}, pathNotice{}, true},
+		{"duration over an hour", pathNotice{event.PathDirect, 1, 2 * time.Hour}.encode(), pathNotice{}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -298,8 +298,8 @@ func TestPathNotice(t *testing.T) {
 }
 
 func FuzzPathNotice(f *testing.F) {
-	f.Add(pathNotice{monitor.PathDirect, monitor.ReasonDirectAvailable, time.Second}.encode())
-	f.Add([]byte{byte(monitor.PathRelay)})
+	f.Add(pathNotice{event.PathDirect, event.ReasonDirectAvailable, time.Second}.encode())
+	f.Add([]byte{byte(event.PathRelay)})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := decodePathNotice(b)
 		if err != nil {
