@@ -522,28 +522,6 @@ func TestMessageFloodDisconnects(t *testing.T) {
 	}
 }
 
-func TestBucket(t *testing.T) {
-	now := time.Unix(0, 0)
-	b := newBucket(2, 3, now)
-	for i := range 3 {
-		if !b.take(now) {
-			t.Fatalf("burst token %d refused", i)
-		}
-	}
-	if b.take(now) {
-		t.Fatal("token beyond the burst")
-	}
-	if !b.take(now.Add(500 * time.Millisecond)) { // 2/s refills one in 0.5 s
-		t.Fatal("no token after refill")
-	}
-	if b.take(now.Add(500 * time.Millisecond)) {
-		t.Fatal("refilled more than the rate")
-	}
-	if b2 := newBucket(1, 2, now); !b2.take(now.Add(time.Hour)) || !b2.take(now.Add(time.Hour)) || b2.take(now.Add(time.Hour)) {
-		t.Fatal("refill exceeded the burst")
-	}
-}
-
 func TestPinnedKeyMismatch(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	c := startClient(t, srv, ClientConfig{ID: newIdentity(t).ID()})

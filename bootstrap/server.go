@@ -29,6 +29,7 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
@@ -187,8 +188,8 @@ type peer struct {
 	nat        nattype.Type
 	candidates []wire.Candidate
 	lastSeen   time.Time
-	requests   bucket            // connect and punch requests
-	messages   bucket            // every message
+	requests   *rate.Limiter     // connect and punch requests
+	messages   *rate.Limiter     // every message
 	pending    int               // offers this peer requested that are unanswered
 	reqs       map[uint64]uint64 // requester's request ID -> session (offer) ID
 }
@@ -503,8 +504,8 @@ func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
 	now := time.Now()
 	p := &peer{id: id, conn: conn, ctl: ctl, since: now, observed: conn.RemoteAddr(), nat: reg.NAT,
 		candidates: reg.Candidates, lastSeen: now, reqs: make(map[uint64]uint64),
-		requests: newBucket(s.cfg.RequestRate, s.cfg.RequestBurst, now),
-		messages: newBucket(s.cfg.MessageRate, s.cfg.MessageBurst, now)}
+		requests: rate.NewLimiter(rate.Limit(s.cfg.RequestRate), s.cfg.RequestBurst),
+		messages: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst)}
 	old, err := s.register(p)
 	if err != nil {
 		ctl.sendError(wire.CodeOverloaded, err.Error())
@@ -579,36 +580,14 @@ func (p *peer) touch() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lastSeen = time.Now()
-	return p.messages.take(p.lastSeen)
+	return p.messages.AllowN(p.lastSeen, 1)
 }
 
 // allow takes one token from the peer's request bucket.
 func (p *peer) allow() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.requests.take(time.Now())
-}
-
-// bucket is a token bucket.
-type bucket struct {
-	rate   float64
-	burst  float64
-	tokens float64
-	at     time.Time
-}
-
-func newBucket(rate float64, burst int, now time.Time) bucket {
-	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), at: now}
-}
-
-func (b *bucket) take(now time.Time) bool {
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
-	b.at = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return p.requests.Allow()
 }
 
 var errRegistryFull = errors.New("bootstrap: registry full")
