@@ -12,6 +12,7 @@ import (
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -249,53 +250,58 @@ func (e *Exporter) enqueue(b Batch) {
 
 func (e *Exporter) sendLoop() {
 	defer e.wg.Done()
-	backoff := time.Duration(0)
+	// A failing sink is retried with failsafe-go's backoff (doubling from
+	// a tenth of the interval up to the interval, jittered), each try on
+	// the queue's head as it is then: the bounded queue may have dropped
+	// the batch the previous try failed on.
+	retry := retrypolicy.NewBuilder[any]().
+		WithMaxRetries(-1).
+		WithBackoff(e.cfg.Interval/10, e.cfg.Interval).
+		WithJitterFactor(0.1).
+		Build()
 	for {
-		e.mu.Lock()
-		var b Batch
-		have := len(e.queue) > 0
-		if have {
-			b = e.queue[0]
-		}
-		e.mu.Unlock()
-		if !have {
-			select {
-			case <-e.ctx.Done():
-				return
-			case <-e.wake:
-				continue
-			}
-		}
-		err := failsafe.With[any](e.breaker).WithContext(e.ctx).Run(func() error {
-			ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
-			defer cancel()
-			return e.cfg.Sink.Send(ctx, b)
-		})
-		if err == nil {
-			e.sent.Inc()
-			e.mu.Lock()
-			if len(e.queue) > 0 && e.queue[0].At.Equal(b.At) {
-				e.queue = e.queue[1:]
-			}
-			e.mu.Unlock()
-			backoff = 0
-			continue
-		}
-		if e.ctx.Err() != nil {
+		err := failsafe.With[any](retry, e.breaker).WithContext(e.ctx).Run(e.sendHead)
+		if err != nil { // only the end of the exporter ends the retries
 			return
 		}
-		if !errors.Is(err, circuitbreaker.ErrOpen) {
-			e.failed.Inc()
-		}
-		// Back off (doubling from a tenth of the interval up to the
-		// interval); the batch stays queued, behind a bounded queue.
-		backoff = min(max(2*backoff, e.cfg.Interval/10), e.cfg.Interval)
 		select {
 		case <-e.ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-e.wake:
 		}
 	}
+}
+
+// sendHead sends the batch at the head of the queue, and dequeues it
+// once the sink took it. With an empty queue there is nothing to do.
+func (e *Exporter) sendHead() error {
+	e.mu.Lock()
+	if len(e.queue) == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	b := e.queue[0]
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
+	defer cancel()
+	if err := e.cfg.Sink.Send(ctx, b); err != nil {
+		e.failed.Inc()
+		return err
+	}
+	e.sent.Inc()
+	e.mu.Lock()
+	if len(e.queue) > 0 && e.queue[0].At.Equal(b.At) {
+		e.queue = e.queue[1:]
+	}
+	more := len(e.queue) > 0
+	e.mu.Unlock()
+	if more {
+		select { // the rest of the queue next
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
 
 // Snapshot flattens what g gathers into a batch taken at at.
