@@ -54,7 +54,7 @@ const (
 	KindPathValidated                    // Addr, Path, Duration=RTT
 	KindFallback                         // Reason, Detail=from->to
 	KindMigration                        // Outcome, Reason (why it happened; if it failed, why it failed), Duration, Path
-	KindStateChange                      // Detail=from, Value unused, Peer; To in Detail2
+	KindStateChange                      // Detail=from, To=to, Reason, Peer
 	KindBootstrapRequest                 // Bootstrap, Detail=request type, Outcome, Reason, Duration
 	KindBootstrapState                   // Bootstrap, Outcome (OK=up, Fail=down), Reason, Addr
 	KindRegistration                     // (bootstrap side) Peer, Addr, Outcome (OK=joined, Fail=left), Reason

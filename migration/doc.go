@@ -2,15 +2,13 @@
 // changes. It owns the plans (pure functions: which local addresses
 // changed, when to try the next relay-to-direct upgrade, how often to send
 // keepalives for a learned NAT mapping lifetime, when a silent path is
-// dead) and two small executors: the Watcher, which polls the host's
-// addresses and reports changes, and the Liveness prober, which pings a
-// connection with QUIC datagrams and reports a path that stopped carrying
-// anything.
+// dead, as Silence observes a connection's packet counters) and one small
+// executor: the Watcher, which polls the host's addresses and reports
+// changes.
 //
 // The traversal package acts on what these report: it re-punches, moves
 // QUIC connections between paths (client side: quic-go's AddPath, Probe,
 // Switch) and falls back to or upgrades from the relay.
 //
-// NewWatcher starts one goroutine and Watcher.Close stops it; Liveness.Run
-// runs on its caller's goroutine until its context ends.
+// NewWatcher starts one goroutine and Watcher.Close stops it.
 package migration

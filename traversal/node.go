@@ -221,9 +221,9 @@ type Config struct {
 	// connection. Nil: real sockets.
 	RelayListen  func() (net.PacketConn, error)
 	RelayDialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
-	// TCPFallback registers with bootstraps over TLS on TCP when QUIC does
-	// not get through (UDP blocked). Zero: on; set DisableTCPFallback to
-	// turn it off.
+	// DisableTCPFallback stops the node from registering with bootstraps
+	// over TLS on TCP when QUIC does not get through (UDP blocked). Zero:
+	// the fallback is on.
 	DisableTCPFallback bool
 	// PrimeTTL is the TTL of the priming packets sent as soon as the
 	// peer's candidates are known: enough to leave this side's NAT, too
