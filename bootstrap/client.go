@@ -174,6 +174,9 @@ type RequestError struct{ Code wire.Code }
 
 func (e *RequestError) Error() string { return "bootstrap: request refused: " + e.Code.String() }
 
+// Reason is the code's reason (event.ReasonOf finds it).
+func (e *RequestError) Reason() event.Reason { return codeReason(e.Code) }
+
 // Is maps codes to the package's sentinels.
 func (e *RequestError) Is(target error) bool {
 	switch e.Code {
@@ -455,9 +458,9 @@ func classify(err error) event.Reason {
 	case errors.Is(err, identity.ErrUnauthenticated), errors.As(err, &te):
 		return event.ReasonHandshakeFailed
 	case errors.As(err, &re):
-		return codeReason(re.Code)
+		return re.Reason()
 	case errors.As(err, &pe):
-		return codeReason(pe.Code)
+		return pe.Reason()
 	case errors.As(err, &app) && app.ErrorCode == closeOverloaded:
 		return event.ReasonOverloaded
 	case errors.Is(err, context.Canceled):

@@ -9,6 +9,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
 )
 
 // Application error codes used to close control connections.
@@ -73,6 +74,9 @@ type ProtocolError struct {
 func (e *ProtocolError) Error() string {
 	return fmt.Sprintf("bootstrap: protocol error (%s): %s", e.Code, e.Msg)
 }
+
+// Reason is the code's reason (event.ReasonOf finds it).
+func (e *ProtocolError) Reason() event.Reason { return codeReason(e.Code) }
 
 // ErrProtocol matches every *ProtocolError with errors.Is.
 var ErrProtocol = errors.New("bootstrap: protocol error")

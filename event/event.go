@@ -11,6 +11,7 @@
 package event
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -31,6 +32,17 @@ type Recorder interface {
 // that the text says what the logs say.
 type AddrSanitizer interface {
 	SanitizeAddrPort(netip.AddrPort) string
+}
+
+// ReasonOf returns the Reason of the first error in err's chain that
+// knows its own (a method Reason() Reason: a refused bootstrap request, a
+// refused service stream, ...), and false when none does.
+func ReasonOf(err error) (Reason, bool) {
+	var r interface{ Reason() Reason }
+	if errors.As(err, &r) {
+		return r.Reason(), true
+	}
+	return ReasonNone, false
 }
 
 // Nop is a Recorder that discards everything.
@@ -184,6 +196,10 @@ const (
 	ReasonNotAllowed
 	ReasonTargetUnreachable
 	ReasonStreamLimit
+	// ReasonBadCredentials: credentials (a TURN username and password)
+	// that did not verify or had expired. Not a key mismatch: no peer
+	// presented another key.
+	ReasonBadCredentials
 	reasonEnd
 )
 
@@ -196,7 +212,7 @@ var reasonNames = [reasonEnd]string{"none", "timeout", "canceled", "bootstrap_un
 	"both_symmetric", "punch_timeout", "relay_unavailable", "relay_quota", "path_blackholed",
 	"mapping_expired", "network_changed", "transfer_mismatch", "connection_lost", "self",
 	"internal", "direct_available", "unknown_service", "not_allowed", "target_unreachable",
-	"stream_limit"}
+	"stream_limit", "bad_credentials"}
 
 func (r Reason) String() string {
 	if r < reasonEnd {

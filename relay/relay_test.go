@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
 )
 
@@ -121,8 +123,23 @@ func TestRelayCarriesDataBothWays(t *testing.T) {
 	}
 }
 
+// securityLog keeps the security events a relay records.
+type securityLog struct {
+	mu sync.Mutex
+	ev []event.Event
+}
+
+func (s *securityLog) Record(ev event.Event) {
+	if ev.Kind == event.KindSecurity {
+		s.mu.Lock()
+		s.ev = append(s.ev, ev)
+		s.mu.Unlock()
+	}
+}
+
 func TestRelayRefusesNonEphemeralCredentials(t *testing.T) {
-	r := startRelay(t, ServerConfig{}, allowLoopback)
+	sec := &securityLog{}
+	r := startRelay(t, ServerConfig{Recorder: sec}, allowLoopback)
 	peer := peerID(t)
 	good := r.Credentials(peer, time.Minute)
 	tests := []struct {
@@ -144,6 +161,18 @@ func TestRelayRefusesNonEphemeralCredentials(t *testing.T) {
 	}
 	if r.Allocations() != 0 {
 		t.Fatalf("%d allocations made with bad credentials", r.Allocations())
+	}
+	// Refused credentials are audited as what they are: bad credentials,
+	// not a key mismatch (no peer presented another key).
+	sec.mu.Lock()
+	defer sec.mu.Unlock()
+	if len(sec.ev) == 0 {
+		t.Fatal("no security event for refused credentials")
+	}
+	for _, ev := range sec.ev {
+		if ev.Reason != event.ReasonBadCredentials {
+			t.Fatalf("security event %s (%s), want bad_credentials", ev.Reason, ev.Detail)
+		}
 	}
 }
 

@@ -212,7 +212,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 func (s *Server) auth(user, realm string, src net.Addr) ([]byte, bool) {
 	peer, err := ParseUsername(user, time.Now())
 	if err != nil {
-		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonKeyMismatch, Addr: addrPort(src), Detail: "relay credentials: " + errText(err)})
+		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonBadCredentials, Addr: addrPort(src), Detail: "relay credentials: " + errText(err)})
 		return nil, false
 	}
 	s.mu.Lock()

@@ -49,11 +49,12 @@ var (
 	ErrNoDirectPath = errors.New("traversal: no direct path can exist between these NATs")
 )
 
-// Reason maps an error of a connection attempt to a event.Reason.
+// Reason maps an error of a connection attempt to an event.Reason: the
+// one place that does, for every layer's errors. An error that knows its
+// own reason (a refused bootstrap request, by its wire code; a refused
+// service stream) gives it; sentinels and QUIC's errors are mapped here.
 func Reason(err error) event.Reason {
 	var ce *ConnectError
-	var idle *quic.IdleTimeoutError
-	var hs *quic.HandshakeTimeoutError
 	switch {
 	case err == nil:
 		return event.ReasonNone
@@ -61,20 +62,17 @@ func Reason(err error) event.Reason {
 		return ce.Reason
 	case errors.Is(err, identity.ErrKeyMismatch):
 		return event.ReasonKeyMismatch
+	}
+	if r, ok := event.ReasonOf(err); ok {
+		return r
+	}
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	switch {
 	case errors.Is(err, relay.ErrQuota):
 		return event.ReasonRelayQuota
 	case errors.Is(err, ErrNoRelay), errors.Is(err, relay.ErrRefused):
 		return event.ReasonRelayUnavailable
-	case errors.Is(err, bootstrap.ErrUnknownPeer):
-		return event.ReasonUnknownPeer
-	case errors.Is(err, bootstrap.ErrRateLimited):
-		return event.ReasonRateLimited
-	case errors.Is(err, bootstrap.ErrExpired):
-		return event.ReasonExpired
-	case errors.Is(err, bootstrap.ErrRefused):
-		return event.ReasonRefused
-	case errors.Is(err, bootstrap.ErrOverloaded):
-		return event.ReasonOverloaded
 	case errors.Is(err, bootstrap.ErrUnavailable):
 		return event.ReasonBootstrapUnreachable
 	case errors.Is(err, bootstrap.ErrPeerCanceled):

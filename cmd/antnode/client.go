@@ -135,10 +135,5 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, rec mon
 // failLine prints a failure as one line: what failed, the reason from the
 // closed set, and the error.
 func failLine(w io.Writer, cmd string, err error) {
-	reason := traversal.Reason(err)
-	var se *service.StreamError
-	if errors.As(err, &se) {
-		reason = se.Reason()
-	}
-	fmt.Fprintf(w, "antnode %s: %s: %s\n", cmd, reason, oneLine(err))
+	fmt.Fprintf(w, "antnode %s: %s: %s\n", cmd, traversal.Reason(err), oneLine(err))
 }
