@@ -60,6 +60,7 @@ func TestReason(t *testing.T) {
 		{"relay quota", fmt.Errorf("relay: %w", relay.ErrQuota), event.ReasonRelayQuota},
 		{"relay refused", relay.ErrRefused, event.ReasonRelayUnavailable},
 		{"no relay", ErrNoRelay, event.ReasonRelayUnavailable},
+		{"no relay, the bootstrap refused", fmt.Errorf("%w: bootstrap 0: %w", ErrNoRelay, &bootstrap.RequestError{Code: wire.CodeRefused}), event.ReasonRelayUnavailable},
 		{"bootstrap unavailable", fmt.Errorf("%w: lost", bootstrap.ErrUnavailable), event.ReasonBootstrapUnreachable},
 		{"peer gave up", bootstrap.ErrPeerCanceled, event.ReasonCanceled},
 		{"no path", holepunch.ErrNoPath, event.ReasonPunchTimeout},
