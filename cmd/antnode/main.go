@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -60,12 +61,13 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return mainConnect(ctx, args, stdout, stderr)
 	case "diagnose":
 		return mainDiagnose(ctx, args, stdout, stderr)
+	case "version":
+		return mainVersion(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "antnode: unknown command %q\n", cmd)
-	usage(stderr)
+	fmt.Fprintf(stderr, "antnode: unknown command %q\nRun 'antnode -h' for usage.\n", cmd)
 	return exitUsage
 }
 
@@ -79,7 +81,10 @@ func usage(w io.Writer) {
       connect to a peer through a bootstrap, optionally verify a transfer
   antnode diagnose --bootstrap-nodes ADDR[,ADDR...] [--json] [--redact]
       measure this host's network (UDP, NAT type, bootstraps, relay) and say what is wrong
+  antnode version
+      print the version, the commit and the Go version it was built with
 ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
+Every command takes --config FILE (a JSON object, flag names as keys).
 Run "antnode [command] -h" for the flags of a command.
 `)
 }
@@ -162,18 +167,22 @@ func loadIdentity(path string, log *slog.Logger) (*identity.Identity, error) {
 
 func mainID(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("antnode id", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	key := fs.String("key", "", "path of the node's Ed25519 key (created with mode 0600 if missing)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	key := fs.String("key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; its directory must exist)")
+	configFlag(fs)
+	cmd := command{name: "antnode id", synopsis: "usage: antnode id --key PATH\n  print the peer ID of a key (creating the key if missing)\n"}
+	if _, code, ok := cmd.parse(fs, args, stdout, stderr); !ok {
+		return code
 	}
-	if *key == "" || fs.NArg() != 0 {
+	if *key == "" {
 		fmt.Fprintln(stderr, "antnode id: --key PATH is required")
 		return exitUsage
 	}
 	id, _, err := identity.LoadOrCreate(*key)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode id:", err)
+		if errors.Is(err, identity.ErrNoKeyDir) {
+			return exitUsage
+		}
 		return exitFailure
 	}
 	fmt.Fprintln(stdout, id.ID())
