@@ -198,6 +198,9 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	if err != nil {
 		return bad(err)
 	}
+	if err := checkFamilies(o.listen, bs); err != nil {
+		return bad(err)
+	}
 	id, err := loadIdentity(o.key, log)
 	if err != nil {
 		return bad(fmt.Errorf("--key: %w", err))
@@ -294,6 +297,7 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 	if err != nil {
 		var ce *traversal.ConnectError
 		if errors.As(err, &ce) {
+			res.Attempt = ce.Attempt.String()
 			return fail(ce.Phase.String(), ce.Reason, ce.Err)
 		}
 		return fail("connect", traversal.Reason(err), err)

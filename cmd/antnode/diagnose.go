@@ -98,6 +98,9 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return exitUsage
 	}
 	bs, err := parseBootstraps(*boots)
+	if err == nil {
+		err = checkFamilies(*listen, bs)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitUsage

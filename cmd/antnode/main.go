@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -190,26 +189,8 @@ func mainID(args []string, stdout, stderr io.Writer) int {
 }
 
 // parseSize parses a byte count: a plain number or one with a unit (B, KB,
-// MB, GB, KiB, MiB, GiB).
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || (mult > 1 && n > (1<<62)/mult) {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	return n * mult, nil
-}
+// MB, GB, KiB, MiB, GiB), the same syntax as the API's send=.
+func parseSize(s string) (int64, error) { return monitor.ParseSize(s) }
 
 // waitSignal blocks until ctx ends (SIGINT/SIGTERM).
 func waitSignal(ctx context.Context, log *slog.Logger) {

@@ -234,7 +234,11 @@ func (o *nodeOptions) validate() error {
 		return errors.New("a peer needs --bootstrap-nodes (or run with --bootstrap)")
 	}
 	if !o.bootstrap {
-		if _, err := parseBootstraps(o.bootstrapNodes); err != nil {
+		bs, err := parseBootstraps(o.bootstrapNodes)
+		if err != nil {
+			return err
+		}
+		if err := checkFamilies(o.listen, bs); err != nil {
 			return err
 		}
 	}
