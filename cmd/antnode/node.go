@@ -351,6 +351,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 	}
 	cfg.TCP = tcp
 	closers = append(closers, tcp)
+	relayLine := ""
 	if !o.noRelay {
 		rs, err := startRelay(o, local, mon, log)
 		if err != nil {
@@ -375,6 +376,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		closers = append([]io.Closer{surface}, closers...)
 		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local),
 			"relay", mon.Sanitizer().AddrPort(rs.UDPAddr()))
+		relayLine = fmt.Sprintf("relay on UDP and TCP port %d, allocations on %s\n", rs.UDPAddr().Port(), rs.RelayIP())
 	} else {
 		srv, err := bootstrap.NewServer(cfg)
 		if err != nil {
@@ -389,6 +391,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local), "relay", "off")
 	}
 	fmt.Fprintf(stdout, "bootstrap %s listening on %s\n", id.ID(), local)
+	fmt.Fprint(stdout, relayLine)
 	waitSignal(ctx, log)
 	return nil
 }
