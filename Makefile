@@ -9,7 +9,7 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 VERSION  ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null); if [ -n "$$v" ]; then echo "$${v\#v}"; else echo "0.0.0+git.$(COMMIT)"; fi)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build dist test demo bench soak lint fuzz testbed testbed-cleanup clean
+.PHONY: all build dist readme test demo bench soak lint fuzz testbed testbed-cleanup clean
 
 all: build
 
@@ -24,6 +24,11 @@ dist:
 
 # The test command of README.md and CI: vet, then every test with the race
 # detector.
+# README.md's flag tables, regenerated from each command's --help (a test
+# fails while they differ).
+readme:
+	$(GO) test ./cmd/antnode -run 'TestREADMEFlags$$' -count=1 -update
+
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

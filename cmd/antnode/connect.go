@@ -271,17 +271,14 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 }
 
 // nextStep is diagnosis's next step for a failure's reason, when the
-// reason names one of its causes ("" otherwise).
+// reason points to one of its causes ("" otherwise).
 func nextStep(reason string) string {
-	if reason == "" {
+	r, err := monitor.ParseReason(reason)
+	if err != nil {
 		return ""
 	}
-	for _, c := range monitor.Causes() {
-		if string(c.Cause) == reason {
-			return c.NextStep
-		}
-	}
-	return ""
+	step, _ := monitor.NextStep(r)
+	return step
 }
 
 // connectOnce makes one attempt (and transfer) on a running node.
