@@ -118,7 +118,7 @@ func TestOwnErrorsShowOwnAddresses(t *testing.T) {
 		addr := dead.LocalAddr().String()
 		dead.Close()
 		for _, redact := range []bool{false, true} {
-			args := []string{"diagnose", "--bootstrap-nodes", addr, "--json", "--timeout", "3s"}
+			args := []string{"diagnose", "--bootstrap-nodes", addr, "--json", "--timeout", "1s"}
 			if redact {
 				args = append(args, "--redact")
 			}
