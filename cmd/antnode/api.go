@@ -172,6 +172,11 @@ func apiConnect(ctx context.Context, n *traversal.Node, mon *monitor.Monitor, pe
 			Transport: b.Transport, Breaker: b.Breaker})
 	}
 	res.MappingLifetimeMS, res.KeepaliveMS = ms(n.MappingLifetime()), ms(n.Keepalive())
+	if id, err := monitor.ParseAttemptID(res.Attempt); err == nil {
+		if rec, ok := mon.Store().Attempt(id); ok {
+			res.PeerNAT = rec.PeerNAT
+		}
+	}
 	if res.Reason == "" {
 		return res
 	}
