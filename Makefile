@@ -3,16 +3,32 @@ GO       ?= go
 BIN      := bin/antnode
 FUZZTIME ?= 10s
 PKGS     := ./...
+# The version and commit stamped into the binary (antnode version): the
+# newest v* tag (without the v) when there is one, else 0.0.0+git.COMMIT.
+COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+VERSION  ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null); if [ -n "$$v" ]; then echo "$${v\#v}"; else echo "0.0.0+git.$(COMMIT)"; fi)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build test demo bench soak lint fuzz testbed testbed-cleanup clean
+.PHONY: all build dist readme test demo bench soak lint fuzz testbed testbed-cleanup clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/antnode
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/antnode
+
+# The release: dist/antnode_VERSION_linux_amd64.tar.gz (static binary,
+# README, systemd unit, example configs) and dist/antnode_VERSION_amd64.deb
+# (nfpm; deploy/nfpm.yaml).
+dist:
+	$(GO) run ./deploy/cmd/dist --out dist --version "$(VERSION)" --commit "$(COMMIT)"
 
 # The test command of README.md and CI: vet, then every test with the race
 # detector.
+# README.md's flag tables, regenerated from each command's --help (a test
+# fails while they differ).
+readme:
+	$(GO) test ./cmd/antnode -run 'TestREADMEFlags$$' -count=1 -update
+
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -62,4 +78,4 @@ testbed-cleanup:
 	./bin/testbed --cleanup
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

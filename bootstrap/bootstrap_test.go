@@ -525,10 +525,16 @@ func TestMessageFloodDisconnects(t *testing.T) {
 func TestPinnedKeyMismatch(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	c := startClient(t, srv, ClientConfig{ID: newIdentity(t).ID()})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// A mismatch ends the wait at once, as a mismatch: no retry mends it.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := c.WaitReady(ctx); err == nil {
+	start := time.Now()
+	err := c.WaitReady(ctx)
+	if err == nil {
 		t.Fatal("registered with a bootstrap holding the wrong key")
+	}
+	if !errors.Is(err, identity.ErrKeyMismatch) || ctx.Err() != nil {
+		t.Fatalf("WaitReady after %v: %v, want ErrKeyMismatch before the deadline", time.Since(start), err)
 	}
 	if err := c.Status().LastError; !errors.Is(err, identity.ErrKeyMismatch) {
 		t.Fatalf("last error %v, want ErrKeyMismatch", err)

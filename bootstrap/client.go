@@ -218,10 +218,14 @@ type Client struct {
 
 	hbOverride atomic.Int64 // SetHeartbeat's period, ns (0: cfg.Heartbeat)
 
-	mu       sync.Mutex
-	cur      *live
-	pinned   identity.PeerID
-	ready    chan struct{} // closed while registered; replaced on loss
+	mu     sync.Mutex
+	cur    *live
+	pinned identity.PeerID
+	ready  chan struct{} // closed while registered; replaced on loss
+	// refused is closed when the bootstrap presents another key than the
+	// configured one (no retry mends that; WaitReady returns at once),
+	// and replaced by the next such failure's.
+	refused  chan struct{}
 	nextReq  uint64
 	requests map[uint64]chan *wire.ConnectResult
 	acks     map[uint64]chan struct{}
@@ -253,6 +257,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		log:      cfg.Logger,
 		pinned:   cfg.ID,
 		ready:    make(chan struct{}),
+		refused:  make(chan struct{}),
 		requests: make(map[uint64]chan *wire.ConnectResult),
 		acks:     make(map[uint64]chan struct{}),
 		grants:   make(map[uint64]chan *wire.RelayGrant),
@@ -309,16 +314,22 @@ func (c *Client) Status() Status {
 }
 
 // WaitReady blocks until the client is registered, ctx ends or the client
-// is closed.
+// is closed. A bootstrap that presents another key than the configured
+// one ends the wait at once with an error that matches
+// identity.ErrKeyMismatch: waiting would not mend it.
 func (c *Client) WaitReady(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		ready, registered, lastErr := c.ready, c.cur != nil, c.lastErr
+		ready, refused, registered, lastErr := c.ready, c.refused, c.cur != nil, c.lastErr
 		c.mu.Unlock()
 		if registered {
 			return nil
 		}
+		if errors.Is(lastErr, identity.ErrKeyMismatch) {
+			return fmt.Errorf("bootstrap %s: %w", c.cfg.Addr, lastErr)
+		}
 		select {
+		case <-refused:
 		case <-ready:
 		case <-ctx.Done():
 			if lastErr != nil {
@@ -434,6 +445,10 @@ func (c *Client) dialAndRegister(exec failsafe.Execution[*live]) (*live, error) 
 		o, reason = event.OutcomeFail, classify(err)
 		c.mu.Lock()
 		c.lastErr = err
+		if errors.Is(err, identity.ErrKeyMismatch) {
+			close(c.refused)
+			c.refused = make(chan struct{})
+		}
 		c.mu.Unlock()
 		c.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
 			Outcome: o, Reason: reason, Duration: time.Since(start), Addr: c.cfg.Addr, Err: err})

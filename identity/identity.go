@@ -28,6 +28,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -167,6 +168,10 @@ func (i *Identity) DeriveKey(label string) [32]byte {
 // private key.
 var ErrMalformedKey = errors.New("identity: malformed key")
 
+// ErrNoKeyDir is returned by LoadOrCreate when the key file is missing and
+// so is the directory it would be created in.
+var ErrNoKeyDir = errors.New("identity: the key file's directory does not exist")
+
 const pemType = "PRIVATE KEY"
 
 // LoadOrCreate reads the key at path, or creates a new one there (mode 0600,
@@ -181,6 +186,8 @@ func LoadOrCreate(path string) (id *Identity, created bool, err error) {
 			return nil, false, fmt.Errorf("identity: key file %s: %w", path, err)
 		}
 		return id, false, nil
+	case errors.Is(err, syscall.ENOTDIR):
+		return nil, false, fmt.Errorf("%w: %s is not a directory", ErrNoKeyDir, filepath.Dir(path))
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, fmt.Errorf("identity: read key file: %w", err)
 	}
@@ -231,10 +238,10 @@ func (i *Identity) save(path string) error {
 	if err != nil {
 		return err
 	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("identity: create key directory: %w", err)
-		}
+	// A missing directory is a mistyped path far more often than a wish
+	// for a new tree: never create one.
+	if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%w: %s (create it first, or fix --key)", ErrNoKeyDir, filepath.Dir(path))
 	}
 	// O_EXCL: never overwrite a key another process created meanwhile.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)

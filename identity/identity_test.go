@@ -70,7 +70,7 @@ func mustGenerate(t testing.TB) *Identity {
 
 func TestLoadOrCreate(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "sub", "node.key")
+	path := filepath.Join(dir, "node.key")
 	a, created, err := LoadOrCreate(path)
 	if err != nil || !created {
 		t.Fatalf("first load: created=%v err=%v", created, err)
@@ -88,6 +88,44 @@ func TestLoadOrCreate(t *testing.T) {
 	}
 	if a.ID() != b.ID() {
 		t.Fatal("reloaded key has another peer ID")
+	}
+}
+
+// TestLoadOrCreateNeverCreatesDirectories: a missing file in an existing
+// directory is created; a missing directory is an error, and nothing is
+// created.
+func TestLoadOrCreateNeverCreatesDirectories(t *testing.T) {
+	tests := []struct {
+		name    string
+		path    func(dir string) string
+		wantErr error
+	}{
+		{"file in existing directory", func(dir string) string { return filepath.Join(dir, "node.key") }, nil},
+		{"missing directory", func(dir string) string { return filepath.Join(dir, "typo", "node.key") }, ErrNoKeyDir},
+		{"missing nested directories", func(dir string) string { return filepath.Join(dir, "a", "b", "node.key") }, ErrNoKeyDir},
+		{"parent is a file", func(dir string) string {
+			f := filepath.Join(dir, "file")
+			os.WriteFile(f, nil, 0o600)
+			return filepath.Join(f, "node.key")
+		}, ErrNoKeyDir},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := tc.path(dir)
+			_, created, err := LoadOrCreate(path)
+			if !errors.Is(err, tc.wantErr) || (err == nil) != created {
+				t.Fatalf("LoadOrCreate(%s): created %v, err %v; want err %v", path, created, err, tc.wantErr)
+			}
+			if tc.wantErr != nil {
+				if !strings.Contains(err.Error(), filepath.Dir(path)) {
+					t.Fatalf("error %q does not name the directory", err)
+				}
+				if _, err := os.Stat(filepath.Dir(path)); err == nil && filepath.Base(filepath.Dir(path)) != "file" {
+					t.Fatalf("%s was created", filepath.Dir(path))
+				}
+			}
+		})
 	}
 }
 

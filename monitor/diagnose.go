@@ -252,6 +252,16 @@ func evidenceOf(ev *Event) Evidence {
 	return e
 }
 
+// NextStep returns the next step of the cause a failure's reason points
+// to, and false when the reason names none of the documented causes.
+func NextStep(r Reason) (string, bool) {
+	c, _, ok := causeOfReason(r)
+	if !ok {
+		return "", false
+	}
+	return causeInfo(c).NextStep, true
+}
+
 // causeOfReason maps the reason an attempt failed or detoured with to a
 // cause and the weight of that evidence.
 func causeOfReason(r Reason) (Cause, float64, bool) {

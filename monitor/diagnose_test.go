@@ -161,3 +161,24 @@ func TestGuide(t *testing.T) {
 		t.Fatalf("%+v", g.Steps)
 	}
 }
+
+func TestNextStep(t *testing.T) {
+	tests := []struct {
+		name   string
+		reason Reason
+		cause  Cause
+	}{
+		{"key mismatch", ReasonKeyMismatch, CauseKeyMismatch},
+		{"unknown peer", ReasonUnknownPeer, CausePeerNotRegistered},
+		{"bootstrap unreachable", ReasonBootstrapUnreachable, CauseBootstrapUnreachable},
+		{"none", ReasonNone, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			step, ok := NextStep(tc.reason)
+			if ok != (tc.cause != "") || (ok && step != causeInfo(tc.cause).NextStep) || (ok && step == "") {
+				t.Fatalf("NextStep(%v) = %q, %v", tc.reason, step, ok)
+			}
+		})
+	}
+}

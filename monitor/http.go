@@ -236,8 +236,17 @@ func clientAddr(r *http.Request) netip.AddrPort {
 }
 
 // limit applies the per-client rate limit to every request.
+//
+// The health probes are exempt: a liveness probe that is refused for
+// coming too often would restart a healthy node. They are cheap and
+// answer no data.
 func (s *Server) limit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			w.Header().Set("Cache-Control", "no-store")
+			next.ServeHTTP(w, r)
+			return
+		}
 		ok, first, wait := s.lim.allow(clientIP(r))
 		if !ok {
 			if first { // one audit record per episode, not per request
@@ -350,9 +359,9 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	var send int64
 	if v := q.Get("send"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 || n > maxConnectSend {
-			httpError(w, http.StatusBadRequest, fmt.Sprintf("send %q: want 0..%d bytes", v, maxConnectSend))
+		n, err := ParseSize(v)
+		if err != nil || n > maxConnectSend {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("send %q: want 0 to %d bytes (256MiB), e.g. 4MiB", v, maxConnectSend))
 			return
 		}
 		send = n

@@ -124,14 +124,23 @@ func TestSurfaceAuth(t *testing.T) {
 func TestSurfaceRateLimit(t *testing.T) {
 	s := newSurface(t, ServerConfig{Rate: 0.5, Burst: 3})
 	for i := range 3 {
-		if code, _, _ := s.get(t, "/healthz", ""); code != 200 {
+		if code, _, _ := s.get(t, "/metrics", ""); code != 200 {
 			t.Fatalf("request %d: %d", i, code)
 		}
 	}
 	for range 5 {
-		code, h, _ := s.get(t, "/healthz", "")
+		code, h, _ := s.get(t, "/metrics", "")
 		if code != 429 || h.Get("Retry-After") == "" {
 			t.Fatalf("over the limit: %d, Retry-After %q", code, h.Get("Retry-After"))
+		}
+	}
+	// The health probes are exempt, even for a client over its limit: a
+	// burst of liveness probes all get their answer.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		for i := range 60 {
+			if code, _, _ := s.get(t, path, ""); code == 429 {
+				t.Fatalf("%s request %d of a burst: rate limited", path, i)
+			}
 		}
 	}
 	// Five refusals in a row are one audit record, not five.

@@ -170,6 +170,9 @@ func (s *Server) Credentials(peer identity.PeerID, ttl time.Duration) Credential
 // UDPAddr and TCPAddr return where the server listens (TCP invalid if none).
 func (s *Server) UDPAddr() netip.AddrPort { return addrPort(s.cfg.UDP.LocalAddr()) }
 
+// RelayIP returns the address allocations are made on.
+func (s *Server) RelayIP() netip.Addr { return s.cfg.RelayIP }
+
 // TCPAddr returns the TCP listener's address, or an invalid one.
 func (s *Server) TCPAddr() netip.AddrPort {
 	if s.cfg.TCP == nil {

@@ -60,7 +60,7 @@ echo "== peer A: antnode connect $peer_b --send 8MiB"
 status=0
 "$BIN" connect "$peer_b" --bootstrap-nodes "$boot_id@127.0.0.1:$port" --send 8MiB --timeout 15s || status=$?
 echo
-echo "== a second attempt, as JSON"
+echo "== a second attempt (a fresh connect, 1 MiB verified) as JSON"
 "$BIN" connect "$peer_b" --bootstrap-nodes "$boot_id@127.0.0.1:$port" --send 1MiB --json --timeout 15s || status=$?
 echo
 echo "== peer B's log of the attempts (addresses sanitised)"

@@ -151,6 +151,7 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 			prober = c
 		}
 		for _, alt := range st.AltSTUN {
+			alt = reachedAt(alt, c.Addr()) // a bootstrap on a wildcard address
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

@@ -118,7 +118,18 @@ func (n *Node) relayCredentials(ctx context.Context, c *bootstrap.Client) (relay
 		return relayGrant{}, fmt.Errorf("%w: bootstrap %s: %w", ErrNoRelay, c.Label(), err)
 	}
 	return relayGrant{creds: relay.Credentials{Username: g.Username, Password: g.Password,
-		Expires: time.Unix(int64(g.ExpiresUnix), 0)}, udp: g.UDP, tcp: g.TCP}, nil
+		Expires: time.Unix(int64(g.ExpiresUnix), 0)}, udp: reachedAt(g.UDP, c.Addr()), tcp: reachedAt(g.TCP, c.Addr())}, nil
+}
+
+// reachedAt is a relay address from a grant as this node can reach it: a
+// bootstrap that listens on a wildcard address grants its relay's port on
+// that wildcard, and the relay is then where this node reaches the
+// bootstrap.
+func reachedAt(relayAddr, bootstrap netip.AddrPort) netip.AddrPort {
+	if relayAddr.IsValid() && relayAddr.Addr().IsUnspecified() {
+		return netip.AddrPortFrom(bootstrap.Addr(), relayAddr.Port())
+	}
+	return relayAddr
 }
 
 // sharedRelay is one allocation that all of the node's relayed

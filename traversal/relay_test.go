@@ -396,3 +396,25 @@ func TestAlternateBootstrapRelay(t *testing.T) {
 		t.Fatalf("no alternate_bootstrap recovery to bootstrap 1: %+v", rec.kinds(event.KindRecovery))
 	}
 }
+
+func TestReachedAt(t *testing.T) {
+	boot := netip.MustParseAddrPort("203.0.113.1:4433")
+	tests := []struct {
+		name       string
+		relay, out string
+	}{
+		{"concrete address kept", "198.51.100.7:4435", "198.51.100.7:4435"},
+		{"IPv4 wildcard is the bootstrap's address", "0.0.0.0:4435", "203.0.113.1:4435"},
+		{"IPv6 wildcard is the bootstrap's address", "[::]:4434", "203.0.113.1:4434"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := reachedAt(netip.MustParseAddrPort(tc.relay), boot); got.String() != tc.out {
+				t.Fatalf("reachedAt(%s) = %s, want %s", tc.relay, got, tc.out)
+			}
+		})
+	}
+	if got := reachedAt(netip.AddrPort{}, boot); got.IsValid() {
+		t.Fatalf("no address became %s", got)
+	}
+}

@@ -48,7 +48,9 @@ func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surface
 		var out []bootstrapJSON
 		up := false
 		for _, b := range n.Bootstraps() {
-			j := bootstrapJSON{Label: b.Label, Addr: san.AddrPort(b.Addr), Registered: b.Registered,
+			// The node's own configuration: the addresses as the user
+			// typed them (like its flags), not hashed.
+			j := bootstrapJSON{Label: b.Label, Addr: b.Addr.String(), Registered: b.Registered,
 				Transport: b.Transport, Breaker: b.Breaker}
 			if !b.ID.IsZero() {
 				j.ID = b.ID.String()
@@ -60,7 +62,7 @@ func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surface
 				j.Observed = san.AddrPort(b.Observed)
 			}
 			if b.LastError != nil {
-				j.LastError = san.Text(b.LastError.Error())
+				j.LastError = b.LastError.Error()
 			}
 			up = up || b.Registered
 			out = append(out, j)
@@ -154,52 +156,43 @@ func peerFacts(n *traversal.Node) monitor.NodeFacts {
 	return f
 }
 
-// apiConnectResult is POST /api/v1/connect's answer.
+// apiConnectResult is POST /api/v1/connect's answer: the fields of
+// `antnode connect --json`, and the diagnosis if it failed.
 type apiConnectResult struct {
-	Peer          string            `json:"peer"`
-	Connected     bool              `json:"connected"`
-	Path          string            `json:"path"`
-	TimeToConnect float64           `json:"time_to_connect_ms"`
-	RTT           float64           `json:"rtt_ms,omitempty"`
-	BytesVerified int64             `json:"bytes_verified"`
-	Attempt       string            `json:"attempt_id,omitempty"`
-	Phase         string            `json:"failed_phase,omitempty"`
-	Reason        string            `json:"reason,omitempty"`
-	Error         string            `json:"error,omitempty"`
-	Diagnosis     []monitor.Finding `json:"diagnosis,omitempty"`
+	connectResult
+	Diagnosis []monitor.Finding `json:"diagnosis,omitempty"`
 }
 
+// apiConnectTimeout bounds an API connect's attempt (the request's own
+// deadline bounds the transfer too).
+const apiConnectTimeout = 20 * time.Second
+
 // apiConnect connects the daemon to peer, verifies a transfer and, if it
-// failed, diagnoses the attempt.
+// failed, diagnoses the attempt. Errors are sanitised: they may name the
+// peer's addresses, and the answer leaves the host.
 func apiConnect(ctx context.Context, n *traversal.Node, mon *monitor.Monitor, peer identity.PeerID, send int64) apiConnectResult {
-	res := apiConnectResult{Peer: peer.String(), Path: "none"}
-	san := mon.Sanitizer()
-	c, err := n.Connect(ctx, peer)
-	if err != nil {
-		var ce *traversal.ConnectError
-		res.Reason, res.Error = traversal.Reason(err).String(), san.Text(err.Error())
-		if errors.As(err, &ce) {
-			res.Phase, res.Attempt = ce.Phase.String(), ce.Attempt.String()
+	res := apiConnectResult{connectResult: connectOnce(ctx, n, connectOptions{peer: peer, send: send, timeout: apiConnectTimeout})}
+	res.NAT = n.NAT().Class()
+	res.Error = mon.Sanitizer().Text(res.Error)
+	res.NextStep = nextStep(res.Reason)
+	for _, b := range n.Bootstraps() {
+		res.Bootstraps = append(res.Bootstraps, bootstrapState{Label: b.Label, Registered: b.Registered,
+			Transport: b.Transport, Breaker: b.Breaker})
+	}
+	res.MappingLifetimeMS, res.KeepaliveMS = ms(n.MappingLifetime()), ms(n.Keepalive())
+	if id, err := monitor.ParseAttemptID(res.Attempt); err == nil {
+		if rec, ok := mon.Store().Attempt(id); ok {
+			res.PeerNAT = rec.PeerNAT
 		}
-		rep := mon.Diagnostics(peerFacts(n), time.Now())
-		for _, f := range rep.Findings {
-			if ce != nil && slices.Contains(f.Attempts, ce.Attempt.String()) {
-				res.Diagnosis = append(res.Diagnosis, f)
-			}
-		}
+	}
+	if res.Reason == "" {
 		return res
 	}
-	defer c.Close()
-	res.Connected, res.Path, res.Attempt = true, c.Path().String(), c.Attempt().String()
-	res.TimeToConnect = float64(c.TimeToConnect().Microseconds()) / 1000
-	if send > 0 {
-		tr, err := c.SendVerified(ctx, send)
-		if err != nil {
-			res.Reason, res.Error = traversal.Reason(err).String(), san.Text(err.Error())
-			return res
+	rep := mon.Diagnostics(peerFacts(n), time.Now())
+	for _, f := range rep.Findings {
+		if res.Attempt != "" && slices.Contains(f.Attempts, res.Attempt) {
+			res.Diagnosis = append(res.Diagnosis, f)
 		}
-		res.BytesVerified = tr.Bytes
 	}
-	res.RTT = float64(c.RTT().Microseconds()) / 1000
 	return res
 }

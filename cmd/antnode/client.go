@@ -37,15 +37,29 @@ func (o *clientOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "how long to wait for the peer connection (at start, and for each stream)")
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
+	configFlag(fs)
 }
 
-// parse parses args (flags and the positional PEERID SERVICE) and builds
-// the logger. Its errors are usage errors.
-func (o *clientOptions) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
-	pos, err := parseWithPositional(fs, args)
-	if err != nil {
-		return nil, err
+// parse parses args with cmd's manners (-h, a mistyped flag, --config),
+// then the positional PEERID SERVICE and the flags, and builds the
+// logger. ok is false when the command is done, with exit code code.
+func (o *clientOptions) parse(cmd command, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (log *slog.Logger, code int, ok bool) {
+	pos, code, ok := cmd.parse(fs, args, stdout, stderr)
+	if !ok {
+		return nil, code, false
 	}
+	log, err := o.check(pos, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s -h' for usage.\n", cmd.name, err, cmd.name)
+		return nil, exitUsage, false
+	}
+	return log, exitOK, true
+}
+
+// check checks the positional arguments and the flags, and builds the
+// logger.
+func (o *clientOptions) check(pos []string, stderr io.Writer) (*slog.Logger, error) {
+	var err error
 	if len(pos) != 2 {
 		return nil, errors.New("want PEERID SERVICE")
 	}

@@ -50,7 +50,10 @@ type connectResult struct {
 	Phase         string  `json:"failed_phase,omitempty"`
 	Reason        string  `json:"reason,omitempty"`
 	Error         string  `json:"error,omitempty"`
-	IdleS         float64 `json:"idle_s,omitempty"`
+	// NextStep is what to do about the failure's reason (diagnosis's
+	// next step for it).
+	NextStep string  `json:"next_step,omitempty"`
+	IdleS    float64 `json:"idle_s,omitempty"`
 	// FinalPath is the path at the end (after migrations), Migrations
 	// the moves the connection made.
 	FinalPath  string          `json:"final_path,omitempty"`
@@ -96,7 +99,6 @@ type bootstrapState struct {
 func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o connectOptions
 	fs := flag.NewFlagSet("antnode connect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address to connect from")
@@ -108,10 +110,16 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
-	pos, err := parseWithPositional(fs, args)
-	if err != nil {
-		return exitUsage
+	configFlag(fs)
+	cmd := command{name: "antnode connect", positional: true, synopsis: `usage: antnode connect PEERID --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json] [flags]
+  connect to a peer through a bootstrap, optionally verify a transfer; exit 0 only on success
+ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
+`}
+	pos, code, ok := cmd.parse(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
+	var err error
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "antnode connect: exactly one PEERID is required")
 		return exitUsage
@@ -144,7 +152,16 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(o.repeat)*(o.timeout+o.interval+o.idle))
 	defer cancel()
 	tl := &timeline{}
-	res := runConnect(ctx, o, log, san, prometheus.NewRegistry(), tl)
+	res, err := runConnect(ctx, o, log, san, prometheus.NewRegistry(), tl)
+	if ue := (*usageError)(nil); errors.As(err, &ue) {
+		// Bad input: said plainly, with the user's own addresses.
+		fmt.Fprintln(stderr, "antnode connect:", err)
+		if o.json {
+			b, _ := json.Marshal(res)
+			fmt.Fprintln(stdout, string(b))
+		}
+		return exitUsage
+	}
 	res.PeerNAT = tl.peerNAT()
 	if o.json {
 		b, _ := json.Marshal(res)
@@ -158,21 +175,35 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	return exitOK
 }
 
+// reasonUsage is the reason of a run that bad input stopped before it
+// began (a usage error, exit 2).
+const reasonUsage = "usage"
+
 // runConnect registers an (ephemeral) peer, connects to o.peer and
-// optionally verifies a transfer. Every failure is described in the result.
-func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *monitor.Sanitizer, reg prometheus.Registerer, tl *timeline) connectResult {
+// optionally verifies a transfer. Every failure is described in the result;
+// bad input (a flag's value, the key file, the listen address) is also
+// returned as a *usageError.
+func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *monitor.Sanitizer, reg prometheus.Registerer, tl *timeline) (connectResult, error) {
 	res := connectResult{Peer: o.peer.String(), Path: "none"}
-	fail := func(phase string, reason monitor.Reason, err error) connectResult {
+	fail := func(phase string, reason monitor.Reason, err error) (connectResult, error) {
 		res.Phase, res.Reason, res.Error = phase, reason.String(), oneLine(err)
-		return res
+		res.NextStep = nextStep(res.Reason)
+		return res, nil
+	}
+	bad := func(err error) (connectResult, error) {
+		res.Phase, res.Reason, res.Error = "setup", reasonUsage, oneLine(err)
+		return res, badInput(err)
 	}
 	bs, err := parseBootstraps(o.bootstrapNodes)
 	if err != nil {
-		return fail("setup", monitor.ReasonInternal, err)
+		return bad(err)
+	}
+	if err := checkFamilies(o.listen, bs); err != nil {
+		return bad(err)
 	}
 	id, err := loadIdentity(o.key, log)
 	if err != nil {
-		return fail("setup", monitor.ReasonInternal, err)
+		return bad(fmt.Errorf("--key: %w", err))
 	}
 	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: reg, Sanitizer: san})
 	if err != nil {
@@ -181,12 +212,12 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	tl.next = mon
 	ep, err := endpoint.Listen(udpNetwork(o.listen), o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
-		return fail("setup", monitor.ReasonInternal, err)
+		return bad(fmt.Errorf("--listen: %w", err))
 	}
 	defer ep.Close()
 	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: tl, Logger: log, ConnectTimeout: o.timeout}
 	if err := o.relay.apply(&ncfg); err != nil {
-		return fail("setup", monitor.ReasonInternal, err)
+		return bad(err)
 	}
 	node, err := traversal.New(ncfg)
 	if err != nil {
@@ -195,7 +226,11 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	defer node.Close()
 	res.NAT = "unknown"
 	if err := node.WaitReady(ctx); err != nil {
-		return fail("register", monitor.ReasonBootstrapUnreachable, err)
+		reason := monitor.ReasonBootstrapUnreachable
+		if errors.Is(err, identity.ErrKeyMismatch) {
+			reason = monitor.ReasonKeyMismatch
+		}
+		return fail("register", reason, err)
 	}
 	// The strategy depends on this side's NAT type: measure it first
 	// (bounded; an unknown type is tried as the easy kind).
@@ -231,7 +266,19 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 			Transport: b.Transport, Breaker: b.Breaker})
 	}
 	res.MappingLifetimeMS, res.KeepaliveMS = ms(node.MappingLifetime()), ms(node.Keepalive())
-	return res
+	res.NextStep = nextStep(res.Reason)
+	return res, nil
+}
+
+// nextStep is diagnosis's next step for a failure's reason, when the
+// reason points to one of its causes ("" otherwise).
+func nextStep(reason string) string {
+	r, err := monitor.ParseReason(reason)
+	if err != nil {
+		return ""
+	}
+	step, _ := monitor.NextStep(r)
+	return step
 }
 
 // connectOnce makes one attempt (and transfer) on a running node.
@@ -247,6 +294,7 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 	if err != nil {
 		var ce *traversal.ConnectError
 		if errors.As(err, &ce) {
+			res.Attempt = ce.Attempt.String()
 			return fail(ce.Phase.String(), ce.Reason, ce.Err)
 		}
 		return fail("connect", traversal.Reason(err), err)
@@ -365,6 +413,9 @@ func printHuman(w io.Writer, res connectResult, tl *timeline) {
 	}
 	if !res.Connected {
 		fmt.Fprintf(w, "FAILED (%s, %s): %s\n", res.Phase, res.Reason, res.Error)
+		if res.NextStep != "" {
+			fmt.Fprintf(w, "next step: %s\n", res.NextStep)
+		}
 		return
 	}
 	fmt.Fprintf(w, "connected to %s: path %s, time to connect %.2f ms, rtt %.2f ms (NAT here %s, there %s)\n",
@@ -374,6 +425,9 @@ func printHuman(w io.Writer, res connectResult, tl *timeline) {
 	}
 	if res.Error != "" {
 		fmt.Fprintf(w, "FAILED (%s, %s): %s\n", res.Phase, res.Reason, res.Error)
+		if res.NextStep != "" {
+			fmt.Fprintf(w, "next step: %s\n", res.NextStep)
+		}
 	}
 }
 

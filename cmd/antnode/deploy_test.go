@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -206,45 +205,47 @@ func TestDeployQueriesExportedMetrics(t *testing.T) {
 	}
 }
 
-// TestSystemdUnitStartsABootstrap runs the example unit's ExecStart with
-// its paths moved to a temporary directory and its ports to free ones.
-func TestSystemdUnitStartsABootstrap(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(deployDir, "systemd", "antnode-bootstrap.service"))
+// The systemd unit's exact ExecStart is run, installed from the .deb, on
+// its wildcard address in a namespace as its user, by
+// deploy/dist's TestDebInstallsOnACleanRoot.
+
+// TestScrapeConfig: the shipped scrape configuration passes promtool,
+// scrapes with a bearer token from a file, and provides every job the
+// alert rules select on.
+func TestScrapeConfig(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(deployDir, "prometheus", "prometheus.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	unit := strings.ReplaceAll(string(b), "\\\n", " ")
-	var args []string
-	for _, l := range strings.Split(unit, "\n") {
-		if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
-			args = strings.Fields(v)[1:] // without the binary
-		}
+	jobs := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*- job_name:\s*(\S+)`).FindAllStringSubmatch(string(b), -1) {
+		jobs[m[1]] = true
 	}
-	if len(args) == 0 || args[0] != "--bootstrap" {
-		t.Fatalf("ExecStart: %v", args)
+	if len(jobs) == 0 {
+		t.Fatal("no jobs")
 	}
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "metrics-token")
-	if err := os.WriteFile(tokenFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+	if n := strings.Count(string(b), "credentials_file:"); n != len(jobs) || !strings.Contains(string(b), "type: Bearer") {
+		t.Fatalf("%d jobs, %d with a bearer token file", len(jobs), n)
+	}
+	rules, err := os.ReadFile(filepath.Join(deployDir, "prometheus", "alerts.yml"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	metrics := freeTCP(t)
-	for i, a := range args {
-		a = strings.ReplaceAll(a, "/var/lib/antnode", dir)
-		a = strings.ReplaceAll(a, "/etc/antnode/metrics-token", tokenFile)
-		a = strings.ReplaceAll(a, "0.0.0.0:4433", "127.0.0.1:"+strconv.Itoa(freePorts(t)))
-		a = strings.ReplaceAll(a, "127.0.0.1:9464", metrics)
-		args[i] = a
+	for _, m := range regexp.MustCompile(`job\s*=~?\s*"([^"]+)"`).FindAllStringSubmatch(string(rules), -1) {
+		if !jobs[m[1]] {
+			t.Errorf("alerts.yml selects job %q, which prometheus.yml does not scrape (jobs: %v)", m[1], jobs)
+		}
 	}
-	stdout, stderr := daemon(t, args...)
-	waitFor(t, 10*time.Second, "the bootstrap to be ready", func() bool {
-		code, _ := httpGet(t, "http://"+metrics+"/readyz", "")
-		return code == 200
-	})
-	if _, err := os.Stat(filepath.Join(dir, "bootstrap.key")); err != nil {
-		t.Fatalf("no key created: %v (stdout %s, stderr %s)", err, stdout, stderr)
-	}
-	if code, _ := httpGet(t, "http://"+metrics+"/metrics", "0123456789abcdef0123456789abcdef"); code != 200 {
-		t.Fatalf("metrics with the token file's token: %d", code)
+	promtool := needTool(t, "promtool")
+	// promtool checks that the token file exists: point it at one.
+	dir := t.TempDir()
+	token := filepath.Join(dir, "antnode-token")
+	os.WriteFile(token, []byte("0123456789abcdef0123456789abcdef"), 0o600)
+	cfg := strings.ReplaceAll(string(b), "/etc/prometheus/antnode-token", token)
+	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600)
+	alerts, _ := os.ReadFile(filepath.Join(deployDir, "prometheus", "alerts.yml"))
+	os.WriteFile(filepath.Join(dir, "alerts.yml"), alerts, 0o600)
+	if out, err := exec.Command(promtool, "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check config: %v\n%s", err, out)
 	}
 }

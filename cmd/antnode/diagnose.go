@@ -79,7 +79,6 @@ type relayCheckJSON struct {
 
 func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("antnode diagnose", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	boots := fs.String("bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
 	listen := fs.String("listen", "0.0.0.0:0", "UDP address to test from")
 	asJSON := fs.Bool("json", false, "print one JSON object")
@@ -87,14 +86,21 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	timeout := fs.Duration("timeout", 20*time.Second, "give up on the measurements after this long")
 	var lf logFlags
 	lf.register(fs, "error")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	configFlag(fs)
+	cmd := command{name: "antnode diagnose", synopsis: `usage: antnode diagnose --bootstrap-nodes ADDR[,ADDR...] [--json] [--redact] [flags]
+  measure this host's network (UDP, NAT type, bootstraps, relay) and say what is wrong; exit 1 when something stops the node from working
+`}
+	if _, code, ok := cmd.parse(fs, args, stdout, stderr); !ok {
+		return code
 	}
-	if *boots == "" || fs.NArg() != 0 || *timeout <= 0 {
+	if *boots == "" || *timeout <= 0 {
 		fmt.Fprintln(stderr, "antnode diagnose: --bootstrap-nodes is required (and a positive --timeout)")
 		return exitUsage
 	}
 	bs, err := parseBootstraps(*boots)
+	if err == nil {
+		err = checkFamilies(*listen, bs)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitUsage

@@ -29,16 +29,19 @@ type forwardReady struct {
 func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o clientOptions
 	fs := flag.NewFlagSet("antnode forward", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	o.register(fs)
 	local := fs.String("local", "127.0.0.1:0", "local TCP address to accept connections on")
 	asJSON := fs.Bool("json", false, "print one JSON object when ready")
-	log, err := o.parse(fs, args, stderr)
-	if err == nil {
-		_, _, err = net.SplitHostPort(*local)
+	cmd := command{name: "antnode forward", positional: true, synopsis: `usage: antnode forward PEERID SERVICE --local HOST:PORT --bootstrap-nodes ADDR[,ADDR...] --key PATH [--json] [flags]
+  carry each TCP connection accepted on --local as one stream to PEERID's service SERVICE (like ssh -L);
+  runs until SIGINT or SIGTERM; a refusal (not_allowed, unknown_service, ...) ends it with exit 1
+`}
+	log, code, ok := o.parse(cmd, fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, "antnode forward:", err)
+	if _, _, err := net.SplitHostPort(*local); err != nil {
+		fmt.Fprintf(stderr, "antnode forward: --local: %v\nRun 'antnode forward -h' for usage.\n", err)
 		return exitUsage
 	}
 	ln, err := net.Listen("tcp", *local)

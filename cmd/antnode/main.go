@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,7 +18,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -64,12 +64,13 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return mainForward(ctx, args, stdout, stderr)
 	case "pipe":
 		return mainPipe(ctx, args, os.Stdin, stdout, stderr)
+	case "version":
+		return mainVersion(args, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "antnode: unknown command %q\n", cmd)
-	usage(stderr)
+	fmt.Fprintf(stderr, "antnode: unknown command %q\nRun 'antnode -h' for usage.\n", cmd)
 	return exitUsage
 }
 
@@ -88,7 +89,10 @@ func usage(w io.Writer) {
       join stdin and stdout to one stream to PEERID's service SERVICE (like netcat)
   antnode diagnose --bootstrap-nodes ADDR[,ADDR...] [--json] [--redact]
       measure this host's network (UDP, NAT type, bootstraps, relay) and say what is wrong
+  antnode version
+      print the version, the commit and the Go version it was built with
 ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
+Every command takes --config FILE (a JSON object, flag names as keys).
 Run "antnode [command] -h" for the flags of a command.
 `)
 }
@@ -171,18 +175,22 @@ func loadIdentity(path string, log *slog.Logger) (*identity.Identity, error) {
 
 func mainID(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("antnode id", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	key := fs.String("key", "", "path of the node's Ed25519 key (created with mode 0600 if missing)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	key := fs.String("key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; its directory must exist)")
+	configFlag(fs)
+	cmd := command{name: "antnode id", synopsis: "usage: antnode id --key PATH\n  print the peer ID of a key (creating the key if missing)\n"}
+	if _, code, ok := cmd.parse(fs, args, stdout, stderr); !ok {
+		return code
 	}
-	if *key == "" || fs.NArg() != 0 {
+	if *key == "" {
 		fmt.Fprintln(stderr, "antnode id: --key PATH is required")
 		return exitUsage
 	}
 	id, _, err := identity.LoadOrCreate(*key)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode id:", err)
+		if errors.Is(err, identity.ErrNoKeyDir) {
+			return exitUsage
+		}
 		return exitFailure
 	}
 	fmt.Fprintln(stdout, id.ID())
@@ -190,26 +198,8 @@ func mainID(args []string, stdout, stderr io.Writer) int {
 }
 
 // parseSize parses a byte count: a plain number or one with a unit (B, KB,
-// MB, GB, KiB, MiB, GiB).
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || (mult > 1 && n > (1<<62)/mult) {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	return n * mult, nil
-}
+// MB, GB, KiB, MiB, GiB), the same syntax as the API's send=.
+func parseSize(s string) (int64, error) { return monitor.ParseSize(s) }
 
 // waitSignal blocks until ctx ends (SIGINT/SIGTERM).
 func waitSignal(ctx context.Context, log *slog.Logger) {

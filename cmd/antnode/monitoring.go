@@ -24,7 +24,7 @@ import (
 
 // monitorFlags are the monitoring flags of a long-running node.
 type monitorFlags struct {
-	addr         string
+	addr         addrFlag
 	tokenFile    string
 	auditLog     string
 	samplingRate float64
@@ -44,7 +44,8 @@ type monitorFlags struct {
 }
 
 func (f *monitorFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.addr, "metrics-addr", "127.0.0.1:9464", "HTTP address of /metrics, /healthz, /readyz and the /api/v1/ JSON API (\"off\": none)")
+	f.addr = addrFlag{value: defaultMetricsAddr}
+	fs.Var(&f.addr, "metrics-addr", "HTTP address of /metrics, /healthz, /readyz and the /api/v1/ JSON API (\"off\": none; when the default port is taken, the next free one of the 10 above it)")
 	fs.StringVar(&f.tokenFile, "metrics-token-file", "", "file holding the bearer token required on /metrics and /api/v1/ (empty: no token)")
 	fs.StringVar(&f.auditLog, "audit-log", "", "file that security events (authentication failures, rate limits, refused requests, relay allocations) are appended to as JSON (empty: the main log)")
 	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load")
@@ -63,9 +64,9 @@ func (f *monitorFlags) register(fs *flag.FlagSet) {
 }
 
 func (f *monitorFlags) validate() error {
-	if f.addr != "off" {
-		if _, _, err := net.SplitHostPort(f.addr); err != nil {
-			return fmt.Errorf("--metrics-addr %q: %w", f.addr, err)
+	if f.addr.value != "off" {
+		if _, _, err := net.SplitHostPort(f.addr.value); err != nil {
+			return fmt.Errorf("--metrics-addr %q: %w", f.addr.value, err)
 		}
 	}
 	if f.samplingRate <= 0 || f.samplingRate > 1 || math.IsNaN(f.samplingRate) {
@@ -232,13 +233,16 @@ func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api 
 		return nil, err
 	}
 	san := m.mon.Sanitizer()
-	if f.addr == "off" {
+	if f.addr.value == "off" {
 		return closerFunc(stopExport), nil
 	}
-	ln, err := net.Listen("tcp", f.addr)
+	ln, err := f.addr.listen(log)
 	if err != nil {
 		stopExport()
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	if ln == nil {
+		return closerFunc(stopExport), nil
 	}
 	srv, err := monitor.NewServer(monitor.ServerConfig{Listener: ln, Gatherer: reg, Monitor: m.mon, Token: m.token,
 		Status: api.status, Peers: api.peers, Services: api.services, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log})

@@ -171,7 +171,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.stunAltPort, "stun-alt-port", 0, "bootstrap: second UDP port answering STUN, for NAT mapping classification (0: the listen port + 1; -1: none)")
 	fs.StringVar(&o.probeAddr, "probe-addr", "", "bootstrap: a further local IP, never contacted by peers, that sends the filtering probes \"from another address\"")
 	fs.IntVar(&o.relayPort, "relay-port", 0, "bootstrap: TURN relay port, UDP and TCP (0: the listen port + 2)")
-	fs.StringVar(&o.relayIP, "relay-ip", "", "bootstrap: address relay allocations are made on (default: the listen address)")
+	fs.StringVar(&o.relayIP, "relay-ip", "", "bootstrap: address relay allocations are made on (default: the listen address; on a wildcard, the host's one global address)")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "bootstrap: run no TURN relay")
 	fs.IntVar(&o.relayMbps, "relay-bandwidth-mbps", 100, "bootstrap: bandwidth per relay allocation, each direction, in Mbit/s")
 	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer")
@@ -180,22 +180,8 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.log.register(fs, "info")
 	o.mon.register(fs)
 	fs.StringVar(&o.config, "config", "", "JSON file of settings: flag names as keys (\"sampling-rate\": 0.05); flags on the command line win")
-	fs.Usage = func() {
-		usage(stderr)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "antnode: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
-	}
-	if o.config != "" {
-		if err := applyConfigFile(fs, o.config); err != nil {
-			fmt.Fprintln(stderr, "antnode:", err)
-			return exitUsage
-		}
+	if _, code, ok := nodeCommand().parse(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	log, san, err := o.log.build(stderr)
 	if err != nil {
@@ -209,8 +195,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := runNode(ctx, o, log, san, reg, stdout); err != nil {
-		log.Error("antnode stopped", "err", err)
-		return exitFailure
+		return startupFailed(stderr, err)
 	}
 	return exitOK
 }
@@ -250,6 +235,15 @@ func (o *nodeOptions) validate() error {
 	if !o.bootstrap && o.bootstrapNodes == "" {
 		return errors.New("a peer needs --bootstrap-nodes (or run with --bootstrap)")
 	}
+	if !o.bootstrap {
+		bs, err := parseBootstraps(o.bootstrapNodes)
+		if err != nil {
+			return err
+		}
+		if err := checkFamilies(o.listen, bs); err != nil {
+			return err
+		}
+	}
 	if o.bootstrap && len(o.svc.expose) > 0 {
 		return errors.New("--expose is for peers, not for a bootstrap node")
 	}
@@ -263,7 +257,7 @@ func (o *nodeOptions) validate() error {
 func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.Sanitizer, reg *prometheus.Registry, stdout io.Writer) error {
 	id, err := loadIdentity(o.key, log)
 	if err != nil {
-		return err
+		return badInput(fmt.Errorf("--key: %w", err))
 	}
 	role := "peer"
 	if o.bootstrap {
@@ -369,6 +363,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 	}
 	cfg.TCP = tcp
 	closers = append(closers, tcp)
+	relayLine := ""
 	if !o.noRelay {
 		rs, err := startRelay(o, local, mon, log)
 		if err != nil {
@@ -393,6 +388,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		closers = append([]io.Closer{surface}, closers...)
 		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local),
 			"relay", mon.Sanitizer().AddrPort(rs.UDPAddr()))
+		relayLine = fmt.Sprintf("relay on UDP and TCP port %d, allocations on %s\n", rs.UDPAddr().Port(), rs.RelayIP())
 	} else {
 		srv, err := bootstrap.NewServer(cfg)
 		if err != nil {
@@ -407,6 +403,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local), "relay", "off")
 	}
 	fmt.Fprintf(stdout, "bootstrap %s listening on %s\n", id.ID(), local)
+	fmt.Fprint(stdout, relayLine)
 	waitSignal(ctx, log)
 	return nil
 }
@@ -418,7 +415,14 @@ func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *
 		ip = netip.MustParseAddr(o.relayIP) // validated
 	}
 	if ip.IsUnspecified() {
-		return nil, errors.New("set --relay-ip: the relay must advertise a concrete address when --listen is a wildcard")
+		host, err := hostAddrs()
+		if err != nil {
+			return nil, fmt.Errorf("relay address: %w", err)
+		}
+		if ip, err = chooseRelayIP(ip, host); err != nil {
+			return nil, badInput(err)
+		}
+		log.Info("relay advertises the host's address; set --relay-ip if peers reach this host at another one", "relay_ip", ip.String())
 	}
 	port := o.relayPort
 	if port == 0 {

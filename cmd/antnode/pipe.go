@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 )
 
@@ -14,12 +13,14 @@ import (
 func mainPipe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o clientOptions
 	fs := flag.NewFlagSet("antnode pipe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	o.register(fs)
-	log, err := o.parse(fs, args, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "antnode pipe:", err)
-		return exitUsage
+	cmd := command{name: "antnode pipe", positional: true, synopsis: `usage: antnode pipe PEERID SERVICE --bootstrap-nodes ADDR[,ADDR...] --key PATH [flags]
+  join stdin and stdout to one stream to PEERID's service SERVICE (like netcat); exit 0 once both
+  directions ended normally, else 1 with one line naming the reason
+`}
+	log, code, ok := o.parse(cmd, fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	c, s, err := o.open(ctx, log)
 	if err != nil {
