@@ -72,7 +72,7 @@ func (p Payload) SHA256() string {
 type fileServer struct {
 	srv    *http.Server
 	Addr   netip.AddrPort
-	served atomic.Int64 // body bytes written
+	served atomic.Int64 // body bytes written, as they are written
 }
 
 func serveInNS(ns string, files map[string]Payload) (*fileServer, error) {
@@ -101,14 +101,25 @@ func serveOn(ln net.Listener, files map[string]Payload) *fileServer {
 		if r.Method == http.MethodHead {
 			return
 		}
-		n, _ := io.Copy(w, p.Reader())
-		fs.served.Add(n)
+		io.Copy(countingWriter{w, &fs.served}, p.Reader())
 	})}
 	go fs.srv.Serve(ln)
 	return fs
 }
 
 func (fs *fileServer) Close() { fs.srv.Close() }
+
+// countingWriter adds what it writes to n.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	k, err := c.w.Write(b)
+	c.n.Add(int64(k))
+	return k, err
+}
 
 // ForwardReady is what `antnode forward --json` prints once it is ready.
 type ForwardReady struct {
@@ -616,6 +627,7 @@ func (e *Env) download(ctx context.Context, t *tunnelSetup, maxTime time.Duratio
 	if out, err := e.scrapeExposer(ctx, t); err == nil {
 		before = out
 	}
+	served := t.srv.served.Load()
 	ph := newProgressHash()
 	start := time.Now()
 	watch := e.watch(ctx, t, start, ph.Bytes)
@@ -651,9 +663,11 @@ func (e *Env) download(ctx context.Context, t *tunnelSetup, maxTime time.Duratio
 		run.FinalPeerState, _ = peerStates(after)
 	}
 	if res.Exit != 0 {
-		run.Error = fmt.Sprintf("curl exit %d: %s", res.Exit, tail(res.Stderr, 200))
-		if fwd.Cmd.ProcessState != nil {
-			run.Error += "; forward: " + forwardFailure(fwd.Output())
+		run.Error = fmt.Sprintf("curl exit %d: %s; the server wrote %d bytes", res.Exit, tail(res.Stderr, 200), t.srv.served.Load()-served)
+		select {
+		case <-fwd.Done():
+			run.Error += "; forward exited: " + forwardFailure(fwd.Output())
+		default:
 		}
 	}
 	return run
