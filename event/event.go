@@ -77,7 +77,7 @@ const (
 	KindRelay                            // Outcome, Reason, Detail=operation, Value=bytes
 	KindNATType                          // NAT
 	KindBreaker                          // Bootstrap, Detail=state (closed, half-open, open)
-	KindStream                           // Reason (why a service stream was refused), Peer, Detail=service (incoming) or "dial SERVICE" (refused by the peer), Value=similar events suppressed before it
+	KindStream                           // Reason (why a service stream was refused), Peer, Detail=service, Outcome=fail when the peer refused this node's stream (else this node refused the peer's), Value=similar events suppressed before it
 	kindEnd
 )
 

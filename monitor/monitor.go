@@ -249,6 +249,10 @@ func levelOf(ev *Event) (slog.Level, string) {
 	case KindStateChange:
 		return slog.LevelInfo, "state change"
 	case KindStream:
+		if ev.Outcome == OutcomeFail {
+			// This node's stream: its caller has the error and reports it.
+			return slog.LevelInfo, "service stream refused by the peer"
+		}
 		return slog.LevelWarn, "service stream refused"
 	case KindBootstrapRequest:
 		if ev.Outcome == OutcomeOK {

@@ -75,7 +75,7 @@ func (m *Mux) recordRefusal(peer identity.PeerID, service string, code Code, inc
 		Detail: service, Value: float64(suppressed)}
 	switch {
 	case !incoming:
-		ev.Detail = "dial " + service
+		ev.Outcome = event.OutcomeFail // this node's stream, refused by the peer
 	case code == CodeNotAllowed:
 		ev.Kind, ev.Detail = event.KindSecurity, "service "+service+": peer not allowed"
 	}

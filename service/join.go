@@ -6,7 +6,16 @@ import (
 	"sync"
 )
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// Buffers of the copies: every direction of every joined connection
+// holds a small one while it waits, and borrows a big one only while data
+// comes faster than the small one takes it (a bulk transfer), so that
+// thousands of idle forwarded connections cost little memory.
+const (
+	smallBuf = 2 << 10
+	bigBuf   = 128 << 10
+)
+
+var bigPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
 
 // closeWriter is a connection that can end its sending direction alone
 // (*net.TCPConn, *net.UnixConn, *Conn).
@@ -58,11 +67,45 @@ func Join(local net.Conn, s *Conn) (toPeer, fromPeer int64, err error) {
 	return toPeer, fromPeer, err
 }
 
-// pump copies src to dst until src ends; a clean end is a nil error.
+// pump copies src to dst until src ends; a clean end is a nil error. It
+// reads into a small buffer, moves to a pooled big one when a read fills
+// the small one, and gives the big one back after a read that does not
+// fill it (the end of a burst: the next read may wait long).
 func pump(dst io.Writer, src io.Reader) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	// Hide ReaderFrom/WriterTo: the copy must go through these two
-	// connections' own Read and Write, with this buffer.
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	small := make([]byte, smallBuf)
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bigPool.Put(big)
+		}
+	}()
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr == nil && w < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+		switch {
+		case big == nil && n == len(small):
+			big = bigPool.Get().(*[]byte)
+			buf = *big
+		case big != nil && n < len(buf)/4:
+			bigPool.Put(big)
+			big, buf = nil, small
+		}
+	}
 }

@@ -54,6 +54,17 @@ func startBootstrapCfg(t testing.TB, cfg bootstrap.ServerConfig) Bootstrap {
 	return Bootstrap{Addr: srv.Addr(), ID: id.ID()}
 }
 
+// noRefusedMoves fails the test if the node tried a state change its
+// transition table does not allow (its API would show a stale state).
+func noRefusedMoves(t *testing.T, rec *recorder) {
+	t.Helper()
+	for _, ev := range rec.kinds(event.KindStateChange) {
+		if ev.Outcome == event.OutcomeFail {
+			t.Fatalf("refused state change %s -> %s (reason %s)", ev.Detail, ev.To, ev.Reason)
+		}
+	}
+}
+
 // recorder keeps every event, for assertions.
 type recorder struct {
 	mu     sync.Mutex
@@ -153,7 +164,7 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	// event.
 	var states []string
 	for _, ev := range recA.kinds(event.KindStateChange) {
-		if ev.Peer == bn.ID().String() {
+		if ev.Peer == bn.ID().String() && ev.Outcome != event.OutcomeFail {
 			states = append(states, ev.To)
 		}
 	}
@@ -172,6 +183,8 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	if ends := recB.kinds(event.KindAttemptEnd); len(ends) != 1 || ends[0].Outcome != event.OutcomeOK || ends[0].Detail != "responder" {
 		t.Fatalf("responder attempt ends: %+v", ends)
 	}
+	noRefusedMoves(t, recA)
+	noRefusedMoves(t, recB)
 	c.Close()
 	deadline = time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {

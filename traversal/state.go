@@ -64,12 +64,14 @@ func Transitions() map[State][]State {
 		StatePunching:        {StateConnectedDirect, StateConnectedRelay, StateRelaying, StateFailed, StateClosed},
 		StateRelaying:        {StateConnectedRelay, StateConnectedDirect, StateFailed, StateClosed},
 		StateConnectedDirect: {StateMigrating, StateConnectedRelay, StateClosed, StateDiscovering},
-		StateConnectedRelay:  {StateUpgrading, StateDegraded, StateMigrating, StateClosed, StateDiscovering},
-		StateUpgrading:       {StateConnectedDirect, StateConnectedRelay, StateDegraded, StateClosed},
-		StateMigrating:       {StateConnectedDirect, StateConnectedRelay, StateClosed},
-		StateDegraded:        {StateUpgrading, StateConnectedRelay, StateClosed, StateDiscovering},
-		StateFailed:          start,
-		StateClosed:          start,
+		// A peer that dialled the connection moves it; this side hears
+		// of the move once it is done: connected-relay <-> connected-direct.
+		StateConnectedRelay: {StateUpgrading, StateDegraded, StateMigrating, StateClosed, StateDiscovering, StateConnectedDirect},
+		StateUpgrading:      {StateConnectedDirect, StateConnectedRelay, StateDegraded, StateClosed},
+		StateMigrating:      {StateConnectedDirect, StateConnectedRelay, StateClosed},
+		StateDegraded:       {StateUpgrading, StateConnectedRelay, StateClosed, StateDiscovering},
+		StateFailed:         start,
+		StateClosed:         start,
 	}
 }
 

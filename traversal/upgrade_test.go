@@ -49,7 +49,8 @@ func (g *gateConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // released and both ends see the direct path.
 func TestRelayUpgradesToDirect(t *testing.T) {
 	b, rs := relayBootstrap(t, relay.ServerConfig{})
-	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	peerRec := &recorder{}
+	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Recorder: peerRec})
 	raw, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +118,10 @@ func TestRelayUpgradesToDirect(t *testing.T) {
 		t.Fatalf("%d allocations left after the upgrade", n)
 	}
 	waitPeerPath(t, peer, a, event.PathDirect)
+	waitPeerState(t, peer, a, StateConnectedDirect)
 	peerMoved(t, peer, a, event.ReasonDirectAvailable)
+	noRefusedMoves(t, rec)
+	noRefusedMoves(t, peerRec)
 	if res, err := c.SendVerified(ctx, 1<<20); err != nil || res.Bytes != 1<<20 {
 		t.Fatalf("after the upgrade: %+v %v", res, err)
 	}
@@ -156,6 +160,25 @@ func waitPeerPath(t *testing.T, peer, of *Node, want event.Path) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("the peer does not see the %s path", want)
+}
+
+// waitPeerState waits until peer's machine for of is in want (the state
+// the API and the dashboard show).
+func waitPeerState(t *testing.T, peer, of *Node, want State) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	var got State
+	for time.Now().Before(deadline) {
+		for _, ps := range peer.Peers() {
+			if ps.ID == of.ID() {
+				if got = ps.State; got == want {
+					return
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the peer's state for the mover is %s, want %s", got, want)
 }
 
 // peerMoved waits until peer has recorded of's move with the mover's

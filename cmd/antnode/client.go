@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
@@ -28,6 +30,7 @@ type clientOptions struct {
 	timeout        time.Duration
 	relay          peerFlags
 	log            logFlags
+	san            *monitor.Sanitizer // built with the logger
 }
 
 func (o *clientOptions) register(fs *flag.FlagSet) {
@@ -76,7 +79,8 @@ func (o *clientOptions) check(pos []string, stderr io.Writer) (*slog.Logger, err
 	if o.timeout <= 0 {
 		return nil, errors.New("--timeout must be positive")
 	}
-	log, _, err := o.log.build(stderr)
+	log, san, err := o.log.build(stderr)
+	o.san = san
 	return log, err
 }
 
@@ -84,7 +88,7 @@ func (o *clientOptions) check(pos []string, stderr io.Writer) (*slog.Logger, err
 // waiting (within the timeout) until the service has taken it: a refusal
 // such as not_allowed is its error.
 func (o *clientOptions) open(ctx context.Context, log *slog.Logger) (*clientNode, *service.Conn, error) {
-	c, err := startClient(ctx, *o, log, nil)
+	c, err := startClient(ctx, *o, log, o.san)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -110,9 +114,18 @@ func (c *clientNode) Close() {
 	c.ep.Close()
 }
 
-// startClient starts the node and waits (within the timeout) until a
-// bootstrap has registered it.
-func startClient(ctx context.Context, o clientOptions, log *slog.Logger, rec monitor.Recorder) (*clientNode, error) {
+// startClient starts the node, waits (within the timeout) until a
+// bootstrap has registered it, and measures its NAT: the strategy of every
+// connection depends on this side's type (a node whose UDP is blocked
+// must reach the relay over TCP; a symmetric one needs the birthday
+// search), so a forward or pipe must know it as connect does. The node's
+// events go to a monitor that logs them (at the log level; addresses
+// sanitised).
+func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *monitor.Sanitizer) (*clientNode, error) {
+	rec, err := monitor.New(monitor.Config{Logger: log, Sanitizer: san, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		return nil, err
+	}
 	bs, err := parseBootstraps(o.bootstrapNodes)
 	if err != nil {
 		return nil, err
@@ -142,6 +155,14 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, rec mon
 	if err := node.WaitReady(rctx); err != nil {
 		c.Close()
 		return nil, &traversal.ConnectError{Phase: monitor.PhaseRegister, Reason: monitor.ReasonBootstrapUnreachable, Err: err}
+	}
+	// Bounded, like connect's: an unknown type is tried as the easy kind.
+	cctx, cancel := context.WithTimeout(rctx, 3*time.Second)
+	defer cancel()
+	if nat, err := node.Classify(cctx); err != nil {
+		log.Warn("NAT type unknown; trying as if endpoint-independent", "err", err)
+	} else {
+		log.Info("NAT type", "nat", nat.Class())
 	}
 	return c, nil
 }
