@@ -276,84 +276,17 @@ func (c *Config) validate() error {
 	case c.ConnectTimeout < 0, c.PunchBudget < 0, c.HandshakeTimeout < 0, c.KeepAlive < 0, c.IdleTimeout < 0, c.MaxTransfer < 0:
 		return errors.New("traversal: Config has a negative duration or limit")
 	}
-	if c.Services.MaxStreamsPerPeer == 0 {
-		c.Services.MaxStreamsPerPeer = 1024 // service's default, also sizes QUIC's stream limit
-	}
 	if c.Recorder == nil {
 		c.Recorder = event.Nop{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 15 * time.Second
-	}
-	if c.PunchBudget == 0 {
-		c.PunchBudget = 3 * time.Second
-	}
-	if c.HandshakeTimeout == 0 {
-		c.HandshakeTimeout = 5 * time.Second
-	}
-	if c.KeepAlive == 0 {
-		c.KeepAlive = 10 * time.Second
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 30 * time.Second
-	}
-	if c.MaxTransfer == 0 {
-		c.MaxTransfer = 1 << 30
-	}
-	if c.RelayTTL <= 0 {
-		c.RelayTTL = time.Hour
-	}
-	if c.DeadAfter <= 0 {
-		c.DeadAfter = 1500 * time.Millisecond
-	}
-	if c.DeadPathCheck == 0 {
-		c.DeadPathCheck = 250 * time.Millisecond
-	}
-	if c.UpgradeBase == 0 {
-		c.UpgradeBase = time.Second
-	}
-	if c.UpgradeMax <= 0 {
-		c.UpgradeMax = time.Minute
-	}
-	if c.RelayIdle <= 0 {
-		c.RelayIdle = 30 * time.Second
-	}
-	if c.ReclassifyEvery <= 0 {
-		c.ReclassifyEvery = 10 * time.Minute
-	}
-	if c.MaxRounds <= 0 {
-		c.MaxRounds = 2
-	}
-	if c.BreakerThreshold <= 0 {
-		c.BreakerThreshold = 5
-	}
-	if c.BreakerDelay <= 0 {
-		c.BreakerDelay = 60 * time.Second
-	}
-	if c.MaxInflight <= 0 {
-		c.MaxInflight = 64
-	}
-	if c.MaxPeerStates <= 0 {
-		c.MaxPeerStates = 1024
-	}
-	switch {
-	case c.PrimeTTL == 0:
-		c.PrimeTTL = 2
-	case c.PrimeTTL < 0:
-		c.PrimeTTL = 0
-	}
-	switch {
-	case c.SpeculativeDials == 0:
-		c.SpeculativeDials = 4
-	case c.SpeculativeDials < 0:
-		c.SpeculativeDials = 0
-	}
 	if c.Listen == nil {
 		c.Listen = holepunch.ListenUDP
 	}
+	c.defaultTimes()
+	c.defaultLimits()
 	if !c.AllowLoopback {
 		local := c.Endpoint.LocalAddr().Addr()
 		all := len(c.Bootstraps) > 0
@@ -363,6 +296,52 @@ func (c *Config) validate() error {
 		c.AllowLoopback = local.IsLoopback() || all
 	}
 	return nil
+}
+
+// orZero sets *v to def when it is zero; orPositive when it is zero or
+// negative. Which one a field takes is its documented zero value: a
+// field whose negative value means "never" or "none" takes orZero.
+func orZero[T int | int64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+func orPositive[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// defaultTimes fills in the durations' defaults.
+func (c *Config) defaultTimes() {
+	orZero(&c.ConnectTimeout, 15*time.Second)
+	orZero(&c.PunchBudget, 3*time.Second)
+	orZero(&c.HandshakeTimeout, 5*time.Second)
+	orZero(&c.KeepAlive, 10*time.Second)
+	orZero(&c.IdleTimeout, 30*time.Second)
+	orPositive(&c.RelayTTL, time.Hour)
+	orPositive(&c.DeadAfter, 1500*time.Millisecond)
+	orZero(&c.DeadPathCheck, 250*time.Millisecond) // negative: never
+	orZero(&c.UpgradeBase, time.Second)            // negative: never upgrade
+	orPositive(&c.UpgradeMax, time.Minute)
+	orPositive(&c.RelayIdle, 30*time.Second)
+	orPositive(&c.ReclassifyEvery, 10*time.Minute)
+	orPositive(&c.BreakerDelay, 60*time.Second)
+}
+
+// defaultLimits fills in the counts' defaults.
+func (c *Config) defaultLimits() {
+	orZero(&c.Services.MaxStreamsPerPeer, 1024) // service's default, also sizes QUIC's stream limit
+	orZero(&c.MaxTransfer, 1<<30)
+	orPositive(&c.MaxRounds, 2)
+	orPositive(&c.BreakerThreshold, 5)
+	orPositive(&c.MaxInflight, 64)
+	orPositive(&c.MaxPeerStates, 1024)
+	orZero(&c.PrimeTTL, 2) // negative: no priming
+	c.PrimeTTL = max(c.PrimeTTL, 0)
+	orZero(&c.SpeculativeDials, 4) // negative: none
+	c.SpeculativeDials = max(c.SpeculativeDials, 0)
 }
 
 // Node is a peer: it stays registered with its bootstraps, connects to
