@@ -53,20 +53,37 @@ const (
 	forwardConns = "BenchmarkForwardConnections"
 )
 
-func run() error {
-	var (
-		md           = flag.String("md", "BENCHMARKS.md", "Markdown report")
-		out          = flag.String("json", "bench-report.json", "JSON report")
-		benchtime    = flag.String("benchtime", "1s", "go test -benchtime")
-		overheadRuns = flag.String("overhead-benchtime", "60x", "go test -benchtime of "+overhead+" (paired transfers)")
-		forwardRuns  = flag.String("forward-benchtime", "40x", "go test -benchtime of "+forwardThroughput+" (paired transfers)")
-		ttfbRuns     = flag.String("ttfb-benchtime", "100x", "go test -benchtime of "+forwardTTFB+" (connections)")
-		connsRuns    = flag.String("conns-benchtime", "1x", "go test -benchtime of "+forwardConns+" (rounds of 1 000 connections)")
-		pkgs         = flag.String("pkgs", "./...", "packages to benchmark")
-		bin          = flag.String("bin", "bin/antnode", "antnode binary for the testbed")
-		testbed      = flag.Bool("testbed", true, "run the testbed's EIM pairs (needs root)")
-	)
+// options are benchreport's command-line flags.
+type options struct {
+	md, out                                    string // the Markdown and JSON reports
+	benchtime                                  string // go test -benchtime of the other benchmarks
+	overheadRuns, forwardRuns, ttfbRuns, conns string // -benchtime of the benchmarks run alone
+	pkgs                                       string // packages to benchmark
+	bin                                        string // antnode binary for the testbed
+	testbed                                    bool   // run the testbed's EIM pairs
+}
+
+// parseFlags reads the command line.
+func parseFlags() options {
+	var o options
+	flag.StringVar(&o.md, "md", "BENCHMARKS.md", "Markdown report")
+	flag.StringVar(&o.out, "json", "bench-report.json", "JSON report")
+	flag.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime")
+	flag.StringVar(&o.overheadRuns, "overhead-benchtime", "60x", "go test -benchtime of "+overhead+" (paired transfers)")
+	flag.StringVar(&o.forwardRuns, "forward-benchtime", "40x", "go test -benchtime of "+forwardThroughput+" (paired transfers)")
+	flag.StringVar(&o.ttfbRuns, "ttfb-benchtime", "100x", "go test -benchtime of "+forwardTTFB+" (connections)")
+	flag.StringVar(&o.conns, "conns-benchtime", "1x", "go test -benchtime of "+forwardConns+" (rounds of 1 000 connections)")
+	flag.StringVar(&o.pkgs, "pkgs", "./...", "packages to benchmark")
+	flag.StringVar(&o.bin, "bin", "bin/antnode", "antnode binary for the testbed")
+	flag.BoolVar(&o.testbed, "testbed", true, "run the testbed's EIM pairs (needs root)")
 	flag.Parse()
+	return o
+}
+
+// run runs the benchmarks, the NAT model and (as root) the testbed, and
+// writes the reports.
+func run() error {
+	o := parseFlags()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -74,79 +91,103 @@ func run() error {
 		Command: "make bench"}
 	rep.Commit = strings.TrimSpace(output(ctx, "git", "rev-parse", "--short", "HEAD"))
 
-	fmt.Println("== go test -bench (this takes a few minutes)")
-	// The monitoring overhead and the forward's throughput are ratios of
-	// two throughputs a few per cent apart: they need many paired
-	// transfers, not a second's worth. The time to first byte is a median
-	// of many connections, and 1 000 connections are one round.
-	alone := []struct{ bench, benchtime string }{
-		{overhead, *overheadRuns},
-		{forwardThroughput, *forwardRuns},
-		{forwardTTFB, *ttfbRuns},
-		{forwardConns, *connsRuns},
-	}
-	skip := make([]string, len(alone))
-	for i, a := range alone {
-		skip[i] = a.bench
-	}
-	raw, err := tee(ctx, "go", "test", "-run", "^$", "-bench", ".", "-skip", "^("+strings.Join(skip, "|")+")$", "-benchmem", "-benchtime", *benchtime, "-timeout", "30m", *pkgs)
-	if err != nil {
-		return fmt.Errorf("go test -bench: %w", err)
-	}
-	rep.Benchmarks = ParseBench(raw)
-	for _, a := range alone {
-		raw, err = tee(ctx, "go", "test", "-run", "^$", "-bench", "^"+a.bench+"$", "-benchmem", "-benchtime", a.benchtime, "-timeout", "30m", "./traversal")
-		if err != nil {
-			return fmt.Errorf("go test -bench %s: %w", a.bench, err)
-		}
-		rep.Benchmarks = append(rep.Benchmarks, ParseBench(raw)...)
+	var err error
+	if rep.Benchmarks, err = runBenchmarks(ctx, o); err != nil {
+		return err
 	}
 
 	fmt.Println("== NAT model: time to connect in round trips")
-	raw, err = tee(ctx, "go", "test", "-count=1", "-run", "^TestTimeToConnectInRoundTrips$", "-v", "./traversal")
+	raw, err := tee(ctx, "go", "test", "-count=1", "-run", "^TestTimeToConnectInRoundTrips$", "-v", "./traversal")
 	if err != nil {
 		return fmt.Errorf("model round trips: %w", err)
 	}
 	rep.ModelRoundTrips = ParseModelRTTs(raw)
 
 	switch {
-	case !*testbed:
+	case !o.testbed:
 		rep.TestbedNote = "not run (--testbed=false)"
 	case os.Geteuid() != 0:
 		rep.TestbedNote = "not run: the testbed needs root (network namespaces); run make bench as root"
 	default:
-		fmt.Println("== testbed: EIM pairs, 20 ms one-way delay per access link")
-		tmp, err := os.MkdirTemp("", "benchreport")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		report := tmp + "/testbed-report.json"
-		if _, err := tee(ctx, "go", "run", "./testnet/cmd/testbed", "--bin", *bin, "--classes", "public,eim-eif,eim-adf,eim-apdf",
-			"--runs", "5", "--delay", "20ms", "--scenarios", "none", "--report", report); err != nil {
-			return fmt.Errorf("testbed: %w", err)
-		}
-		b, err := os.ReadFile(report)
-		if err != nil {
-			return err
-		}
-		if rep.TestbedRoundTrips, err = ParseTestbedRTTs(b); err != nil {
+		if rep.TestbedRoundTrips, err = runTestbed(ctx, o.bin); err != nil {
 			return err
 		}
 	}
 
 	rep.Targets = Targets(rep)
+	return writeReports(rep, o.md, o.out)
+}
+
+// runBenchmarks runs go test -bench over o.pkgs, skipping the benchmarks
+// that run alone, then each of those in package traversal with its own
+// -benchtime, and returns what they all measured.
+func runBenchmarks(ctx context.Context, o options) ([]Bench, error) {
+	fmt.Println("== go test -bench (this takes a few minutes)")
+	// The monitoring overhead and the forward's throughput are ratios of
+	// two throughputs a few per cent apart: they need many paired
+	// transfers, not a second's worth. The time to first byte is a median
+	// of many connections, and 1 000 connections are one round.
+	alone := []struct{ bench, benchtime string }{
+		{overhead, o.overheadRuns},
+		{forwardThroughput, o.forwardRuns},
+		{forwardTTFB, o.ttfbRuns},
+		{forwardConns, o.conns},
+	}
+	skip := make([]string, len(alone))
+	for i, a := range alone {
+		skip[i] = a.bench
+	}
+	raw, err := tee(ctx, "go", "test", "-run", "^$", "-bench", ".", "-skip", "^("+strings.Join(skip, "|")+")$", "-benchmem", "-benchtime", o.benchtime, "-timeout", "30m", o.pkgs)
+	if err != nil {
+		return nil, fmt.Errorf("go test -bench: %w", err)
+	}
+	benches := ParseBench(raw)
+	for _, a := range alone {
+		raw, err = tee(ctx, "go", "test", "-run", "^$", "-bench", "^"+a.bench+"$", "-benchmem", "-benchtime", a.benchtime, "-timeout", "30m", "./traversal")
+		if err != nil {
+			return nil, fmt.Errorf("go test -bench %s: %w", a.bench, err)
+		}
+		benches = append(benches, ParseBench(raw)...)
+	}
+	return benches, nil
+}
+
+// runTestbed runs the testbed's EIM pairs with 20 ms one-way delay per
+// access link, using the antnode binary bin, and returns their round
+// trips from its report.
+func runTestbed(ctx context.Context, bin string) ([]RoundTrip, error) {
+	fmt.Println("== testbed: EIM pairs, 20 ms one-way delay per access link")
+	tmp, err := os.MkdirTemp("", "benchreport")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	report := tmp + "/testbed-report.json"
+	if _, err := tee(ctx, "go", "run", "./testnet/cmd/testbed", "--bin", bin, "--classes", "public,eim-eif,eim-adf,eim-apdf",
+		"--runs", "5", "--delay", "20ms", "--scenarios", "none", "--report", report); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTestbedRTTs(b)
+}
+
+// writeReports writes rep as JSON to out and as Markdown to md, and
+// prints each target's verdict.
+func writeReports(rep Report, md, out string) error {
 	js, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(*out, append(js, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(*md, []byte(Markdown(rep)), 0o644); err != nil {
+	if err := os.WriteFile(md, []byte(Markdown(rep)), 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("wrote %s and %s\n", *md, *out)
+	fmt.Printf("wrote %s and %s\n", md, out)
 	for _, t := range rep.Targets {
 		fmt.Printf("target %-58s %-12s measured %-14s %s\n", t.Name, t.Target, t.Measured, metWord(t.Met))
 	}
