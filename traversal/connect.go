@@ -260,10 +260,34 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	att := event.StartAttempt(n.rec, o.From.String(), "responder", local.Class())
 	att.SetNAT(local.Class(), o.Remote.NAT.Class())
 	n.move(o.From, StateDiscovering, event.ReasonNone, att)
-	fail := func(reason event.Reason) {
+	qc, path, err := n.respond(ctx, giveUp, att, o, local)
+	if err != nil {
+		reason := Reason(err)
+		if n.ctx.Err() != nil {
+			reason = event.ReasonCanceled
+		}
 		n.move(o.From, StateFailed, reason, att)
 		att.Finish(event.OutcomeFail, reason, event.PathNone)
+		return
 	}
+	if n.setPath(qc, path) == nil { // dialled: not tracked yet
+		n.track(qc, o.From, path, true)
+	}
+	n.move(o.From, connectedState(path), event.ReasonNone, att)
+	att.Finish(event.OutcomeOK, event.ReasonNone, path)
+	n.rec.Record(event.Event{Kind: event.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
+	if qc.Context().Err() != nil {
+		// Over already (the dialler closed it at once): its end may have
+		// come before this attempt's and left the machine to it.
+		n.closedIfGone(o.From)
+	}
+}
+
+// respond accepts the offer with this node's candidates and fresh check
+// credentials, stops when the initiator gives up (giveUp), and then
+// connects as the strategy says.
+func (n *Node) respond(ctx context.Context, giveUp context.CancelCauseFunc, att *event.Attempt, o *bootstrap.Offer,
+	local nattype.Type) (*quic.Conn, event.Path, error) {
 	creds := holepunch.NewCreds()
 	incoming, release := n.expect(o.From, creds.Ufrag)
 	defer release()
@@ -276,16 +300,14 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	hp, err := n.agent.Open(creds, o.Remote.Creds, att)
 	if err != nil {
 		o.Decline(wire.CodeOverloaded)
-		fail(event.ReasonOverloaded)
-		return
+		return nil, event.PathNone, &ConnectError{Phase: event.PhaseDiscover, Reason: event.ReasonOverloaded, Err: err}
 	}
 	defer time.AfterFunc(2*time.Second, hp.Close)
 	att.Begin(event.PhaseCoordinate)
 	n.move(o.From, StateCoordinating, event.ReasonNone, att)
 	sess, err := o.Accept(bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
 	if err != nil {
-		fail(Reason(err))
-		return
+		return nil, event.PathNone, err
 	}
 	defer sess.Close()
 	// The initiator gave up (its attempt failed or was cancelled): stop
@@ -301,7 +323,14 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	}()
 	att.End(event.PhaseCoordinate, event.OutcomeOK, event.ReasonNone)
 	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
+	return n.respondWith(ctx, att, o, sess, hp, creds, incoming, g, local)
+}
 
+// respondWith runs the responder's strategy: direct (checking the
+// initiator's relayed address if it falls back to the relay) or straight
+// to the relay.
+func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap.Offer, sess *bootstrap.Session,
+	hp *holepunch.Session, creds wire.Creds, incoming <-chan *quic.Conn, g degradation, local nattype.Type) (*quic.Conn, event.Path, error) {
 	strat := ChooseStrategy(local, o.Remote.NAT, false)
 	if g.Light {
 		// Under load: slower checks (the roles stay as the initiator
@@ -311,40 +340,22 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	}
 	var qc *quic.Conn
 	var path event.Path
-	if !strat.Direct && n.cfg.Relay == RelayNever {
+	var err error
+	switch {
+	case !strat.Direct && n.cfg.Relay == RelayNever:
 		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
-		fail(strat.Reason)
-		return
-	}
-	if !strat.Direct {
+		return nil, event.PathNone, &ConnectError{Phase: event.PhasePunch, Reason: strat.Reason, Err: ErrNoDirectPath}
+	case !strat.Direct:
 		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
 		n.move(o.From, StateRelaying, strat.Reason, att)
 		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, PlanRelay(local, o.Remote.NAT, false), creds, incoming)
-	} else {
+	default:
 		n.move(o.From, StatePunching, event.ReasonNone, att)
 		// Direct; if the initiator falls back to the relay, its relayed
 		// address arrives on the session and this side checks it.
 		qc, path, _, err = n.establish(ctx, att, o.From, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}, strat, incoming)
 	}
-	if err != nil {
-		reason := Reason(err)
-		if n.ctx.Err() != nil {
-			reason = event.ReasonCanceled
-		}
-		fail(reason)
-		return
-	}
-	if n.setPath(qc, path) == nil { // dialled: not tracked yet
-		n.track(qc, o.From, path, true)
-	}
-	n.move(o.From, connectedState(path), event.ReasonNone, att)
-	att.Finish(event.OutcomeOK, event.ReasonNone, path)
-	n.rec.Record(event.Event{Kind: event.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
-	if qc.Context().Err() != nil {
-		// Over already (the dialler closed it at once): its end may have
-		// come before this attempt's and left the machine to it.
-		n.closedIfGone(o.From)
-	}
+	return qc, path, err
 }
 
 func connectedState(p event.Path) State {
