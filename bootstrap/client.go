@@ -440,9 +440,7 @@ func (c *Client) sleep(d time.Duration) {
 func (c *Client) dialAndRegister(exec failsafe.Execution[*live]) (*live, error) {
 	start := time.Now()
 	l, err := c.tryRegister(exec.Context())
-	o, reason := event.OutcomeOK, event.ReasonNone
 	if err != nil {
-		o, reason = event.OutcomeFail, classify(err)
 		c.mu.Lock()
 		c.lastErr = err
 		if errors.Is(err, identity.ErrKeyMismatch) {
@@ -451,11 +449,11 @@ func (c *Client) dialAndRegister(exec failsafe.Execution[*live]) (*live, error) 
 		}
 		c.mu.Unlock()
 		c.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
-			Outcome: o, Reason: reason, Duration: time.Since(start), Addr: c.cfg.Addr, Err: err})
+			Outcome: event.OutcomeFail, Reason: classify(err), Duration: time.Since(start), Addr: c.cfg.Addr, Err: err})
 		return nil, err
 	}
 	c.rec.Record(event.Event{Kind: event.KindBootstrapRequest, Bootstrap: c.cfg.Label, Detail: "register",
-		Outcome: o, Duration: time.Since(start), Addr: c.cfg.Addr})
+		Outcome: event.OutcomeOK, Duration: time.Since(start), Addr: c.cfg.Addr})
 	return l, nil
 }
 

@@ -1,7 +1,6 @@
 package bootstrap
 
 import (
-	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -58,11 +57,9 @@ func (q quicCtl) RemoteAddr() netip.AddrPort { return unmapAddrPort(q.c.RemoteAd
 func (q quicCtl) Close(code quic.ApplicationErrorCode, reason string) {
 	q.c.CloseWithError(code, reason)
 }
-func (q quicCtl) Done() <-chan struct{}      { return q.c.Context().Done() }
-func (q quicCtl) RTT() time.Duration         { return q.c.ConnectionStats().SmoothedRTT }
-func (q quicCtl) Transport() string          { return TransportQUIC }
-func (q quicCtl) cause() error               { return context.Cause(q.c.Context()) }
-func (q quicCtl) state() tls.ConnectionState { return q.c.ConnectionState().TLS }
+func (q quicCtl) Done() <-chan struct{} { return q.c.Context().Done() }
+func (q quicCtl) RTT() time.Duration    { return q.c.ConnectionStats().SmoothedRTT }
+func (q quicCtl) Transport() string     { return TransportQUIC }
 
 // tcpCtl is a control connection over TLS on TCP. It ends when Close is
 // called or when the stream fails (its reader or writer calls fail).
@@ -71,8 +68,6 @@ type tcpCtl struct {
 	raw  net.Conn
 	done chan struct{}
 	once sync.Once
-	mu   sync.Mutex
-	err  error
 }
 
 func newTCPCtl(c *tls.Conn, raw net.Conn) *tcpCtl {
@@ -83,25 +78,15 @@ func (t *tcpCtl) RemoteAddr() netip.AddrPort { return unmapAddrPort(t.c.RemoteAd
 func (t *tcpCtl) Transport() string          { return TransportTCP }
 func (t *tcpCtl) Done() <-chan struct{}      { return t.done }
 
-// Close sends nothing more (the caller wrote any Error frame) and closes.
-func (t *tcpCtl) Close(code quic.ApplicationErrorCode, reason string) {
-	t.fail(&quic.ApplicationError{ErrorCode: code, ErrorMessage: reason})
-}
+// Close sends nothing more and closes: TLS on TCP carries no close code
+// (the caller wrote any Error frame, which does).
+func (t *tcpCtl) Close(quic.ApplicationErrorCode, string) { t.fail() }
 
-func (t *tcpCtl) fail(err error) {
+func (t *tcpCtl) fail() {
 	t.once.Do(func() {
-		t.mu.Lock()
-		t.err = err
-		t.mu.Unlock()
 		t.c.Close()
 		close(t.done)
 	})
-}
-
-func (t *tcpCtl) cause() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.err
 }
 
 // RTT reads the kernel's smoothed RTT of the TCP connection (TCP_INFO).
@@ -130,7 +115,7 @@ type failingRW struct{ t *tcpCtl }
 func (f failingRW) Read(b []byte) (int, error) {
 	n, err := f.t.c.Read(b)
 	if err != nil {
-		f.t.fail(err)
+		f.t.fail()
 	}
 	return n, err
 }
@@ -138,7 +123,7 @@ func (f failingRW) Read(b []byte) (int, error) {
 func (f failingRW) Write(b []byte) (int, error) {
 	n, err := f.t.c.Write(b)
 	if err != nil {
-		f.t.fail(err)
+		f.t.fail()
 	}
 	return n, err
 }

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"sync"
@@ -115,7 +116,7 @@ func TestWatcher(t *testing.T) {
 	}
 	w.Close()
 	w.Close()
-	if _, err := NewWatcher(WatcherConfig{}); err != ErrNoOnChange {
+	if _, err := NewWatcher(WatcherConfig{}); !errors.Is(err, ErrNoOnChange) {
 		t.Fatal(err)
 	}
 }

@@ -238,7 +238,8 @@ func TestSurfaceCloseIsIdempotent(t *testing.T) {
 	if err := s.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := http.Get(s.base + "/healthz"); err == nil {
+	if resp, err := http.Get(s.base + "/healthz"); err == nil {
+		resp.Body.Close()
 		t.Fatal("still serving after Close")
 	}
 }
@@ -319,7 +320,7 @@ func TestDashboard(t *testing.T) {
 		})
 	}
 	// Log in: the cookie opens the page, its files and its data.
-	resp, body := get("/?token=" + token)
+	resp, body := get("/?token=" + token) //nolint:bodyclose // get closes it
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `<script src="/assets/app.js"`) {
 		t.Fatalf("login: %d %.200s", resp.StatusCode, body)
 	}

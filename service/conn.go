@@ -146,7 +146,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.st.bytesIn.Add(uint64(n))
 		c.touch()
 	}
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		err = c.streamErr(err)
 	}
 	return n, err

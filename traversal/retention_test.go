@@ -25,10 +25,9 @@ import (
 
 // retentionRig is a bootstrap, a live peer and a node with a full store.
 type retentionRig struct {
-	node   *Node
-	live   identity.PeerID
-	rng    uint64
-	beaten int // attempts that connected before their cancellation
+	node *Node
+	live identity.PeerID
+	rng  uint64
 }
 
 // retentionStore is how many ended attempts, node events and peer states

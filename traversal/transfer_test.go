@@ -196,7 +196,7 @@ func TestSendVerifiedDetectsAWrongReply(t *testing.T) {
 				t.Fatalf("got %+v, %v; want %v", res, err, tc.want)
 			}
 			mismatch := errors.Is(err, ErrTransferMismatch)
-			if mismatch != (tc.want == ErrTransferMismatch) || mismatch != (Reason(err) == event.ReasonTransferMismatch) {
+			if mismatch != errors.Is(tc.want, ErrTransferMismatch) || mismatch != (Reason(err) == event.ReasonTransferMismatch) {
 				t.Fatalf("%v: mismatch %v, reason %s", err, mismatch, Reason(err))
 			}
 		})

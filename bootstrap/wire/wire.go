@@ -529,11 +529,11 @@ func Marshal(m Message) ([]byte, error) {
 func Parse(b []byte) (Message, int, error) {
 	t, n1, err := quicvarint.Parse(b)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: type: %v", ErrMalformed, err)
+		return nil, 0, fmt.Errorf("%w: type: %w", ErrMalformed, err)
 	}
 	l, n2, err := quicvarint.Parse(b[n1:])
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: length: %v", ErrMalformed, err)
+		return nil, 0, fmt.Errorf("%w: length: %w", ErrMalformed, err)
 	}
 	if l > MaxPayload {
 		return nil, 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, l)
@@ -553,7 +553,7 @@ func decodePayload(t Type, p []byte) (Message, error) {
 	}
 	r := reader{b: p}
 	if err := m.decode(&r); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, t, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, t, err)
 	}
 	return m, nil
 }

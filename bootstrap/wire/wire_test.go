@@ -104,7 +104,7 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatalf("read %d: got %#v", i, got)
 				}
 			}
-			if _, err := r.Read(); err != io.EOF {
+			if _, err := r.Read(); !errors.Is(err, io.EOF) {
 				t.Fatalf("after last frame: %v, want io.EOF", err)
 			}
 		})

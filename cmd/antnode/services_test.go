@@ -75,6 +75,7 @@ func TestServicesBar(t *testing.T) {
 	if code != 0 || err != nil {
 		t.Fatalf("pipe: exit %d, %v, stderr %q", code, err, errb.String())
 	}
+	defer resp.Body.Close()
 	var pb bytes.Buffer
 	pb.ReadFrom(resp.Body)
 	if sha256.Sum256(pb.Bytes()) != want {
