@@ -54,25 +54,43 @@ func (r Ruleset) Render() (string, error) {
 	for i, l := range r.LANs {
 		lans[i] = fmt.Sprintf("%q", l)
 	}
-	lanSet := "{ " + strings.Join(lans, ", ") + " }"
-	wan := fmt.Sprintf("%q", r.WAN)
 	to := r.Timeout
 	if to <= 0 {
 		to = 120
 	}
-	addr := r.WANAddr.String()
-	var b strings.Builder
-	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	n := &nftText{r: r, lanSet: "{ " + strings.Join(lans, ", ") + " }", wan: fmt.Sprintf("%q", r.WAN), addr: r.WANAddr.String()}
 	if r.Comment != "" {
-		w("# %s", r.Comment)
+		n.w("# %s", r.Comment)
 	}
-	w("table ip natlab")
-	w("delete table ip natlab")
-	w("table ip natlab {")
-	w("  map inmap  { type inet_service : ipv4_addr . inet_service; flags dynamic,timeout; timeout %ds; }", to)
-	w("  map outmap { type ipv4_addr . inet_service : inet_service; flags dynamic,timeout; timeout %ds; }", to)
-	w("  set adfset { type ipv4_addr . inet_service . ipv4_addr; flags dynamic,timeout; timeout %ds; }", to)
+	n.w("table ip natlab")
+	n.w("delete table ip natlab")
+	n.w("table ip natlab {")
+	n.w("  map inmap  { type inet_service : ipv4_addr . inet_service; flags dynamic,timeout; timeout %ds; }", to)
+	n.w("  map outmap { type ipv4_addr . inet_service : inet_service; flags dynamic,timeout; timeout %ds; }", to)
+	n.w("  set adfset { type ipv4_addr . inet_service . ipv4_addr; flags dynamic,timeout; timeout %ds; }", to)
+	n.natChains()
+	n.trackChain()
+	n.forwardChain()
+	n.inputChain()
+	n.w("}")
+	return n.b.String(), nil
+}
 
+// nftText is a ruleset being rendered: the ruleset, its quoted interface
+// names and address, and the text so far.
+type nftText struct {
+	r                 Ruleset
+	lanSet, wan, addr string
+	b                 strings.Builder
+}
+
+// w appends one line.
+func (n *nftText) w(format string, args ...any) { fmt.Fprintf(&n.b, format+"\n", args...) }
+
+// natChains renders the prerouting (filtering's and hairpin's DNAT) and
+// postrouting (mapping's masquerade and hairpin's SNAT) chains.
+func (n *nftText) natChains() {
+	r, w, lanSet, wan, addr := n.r, n.w, n.lanSet, n.wan, n.addr
 	w("  chain pre {")
 	w("    type nat hook prerouting priority dstnat; policy accept;")
 	if r.Filtering == "eif" || r.Filtering == "adf" {
@@ -100,14 +118,24 @@ func (r Ruleset) Render() (string, error) {
 		w("    oifname %s masquerade random", wan)
 	}
 	w("  }")
+}
 
+// trackChain renders the chain that records each mapping in the dynamic
+// maps.
+func (n *nftText) trackChain() {
+	w, wan := n.w, n.wan
 	w("  chain track {")
 	w("    type filter hook postrouting priority srcnat + 1; policy accept;")
 	w("    oifname %s meta l4proto udp ct direction original update @inmap { ct reply proto-dst : ct original ip saddr . ct original proto-src }", wan)
 	w("    oifname %s meta l4proto udp ct direction original update @outmap { ct original ip saddr . ct original proto-src : ct reply proto-dst }", wan)
 	w("    oifname %s meta l4proto udp ct direction reply ct status dnat update @inmap { ct original proto-dst : ct reply ip saddr . ct reply proto-src }", wan)
 	w("  }")
+}
 
+// forwardChain renders the forward filter: the extra rules, UDP blocking,
+// and what the filtering lets in from the WAN.
+func (n *nftText) forwardChain() {
+	r, w, lanSet, wan := n.r, n.w, n.lanSet, n.wan
 	w("  chain fwd_filter {")
 	w("    type filter hook forward priority filter; policy drop;")
 	for _, e := range r.Extra {
@@ -128,14 +156,17 @@ func (r Ruleset) Render() (string, error) {
 	}
 	w("    counter comment \"dropped unsolicited\"")
 	w("  }")
+}
 
+// inputChain renders the input filter: unsolicited packets to the router
+// itself are dropped, and so is hairpin traffic when hairpin is off.
+func (n *nftText) inputChain() {
+	w := n.w
 	w("  chain in_filter {")
 	w("    type filter hook input priority filter; policy accept;")
-	w("    iifname %s ct state new counter drop comment \"unsolicited to router: drop before conntrack confirm\"", wan)
-	if !r.Hairpin {
-		w("    ip daddr %s ct state new meta l4proto udp counter drop comment \"hairpin off\"", addr)
+	w("    iifname %s ct state new counter drop comment \"unsolicited to router: drop before conntrack confirm\"", n.wan)
+	if !n.r.Hairpin {
+		w("    ip daddr %s ct state new meta l4proto udp counter drop comment \"hairpin off\"", n.addr)
 	}
 	w("  }")
-	w("}")
-	return b.String(), nil
 }

@@ -82,127 +82,170 @@ func PlanFor(s Spec) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Prefix: s.Prefix, Roles: map[string]Role{}, IP: map[string][]string{}, Public: map[string]netip.Addr{}}
-	ns := func(name string, role Role) string {
-		full := s.Prefix + name
-		p.Namespaces = append(p.Namespaces, full)
-		p.Roles[full] = role
-		if role == RoleInet || role == RoleRouter {
-			p.Forward = append(p.Forward, full)
-		}
-		p.IP[full] = append(p.IP[full], "link set lo up")
-		return full
-	}
-	ip := func(n string, format string, args ...any) { p.IP[n] = append(p.IP[n], fmt.Sprintf(format, args...)) }
-	veth := func(nsA, ifA, nsB, ifB string) {
-		p.Links = append(p.Links, link{nsA, ifA, nsB, ifB})
-		ip(nsA, "link set %s up", ifA)
-		ip(nsB, "link set %s up", ifB)
-	}
-
-	inet := ns("inet", RoleInet)
-	srv := ns("srv", RoleServer)
-	veth(srv, "eth0", inet, "srv0")
-	ip(inet, "addr add 203.0.113.254/24 dev srv0")
-	for n := 1; n <= 3; n++ {
-		ip(srv, "addr add %s/24 dev eth0", ServerAddr(n))
-	}
-	ip(srv, "route add default via 203.0.113.254")
-
+	b := &planner{prefix: s.Prefix, p: &Plan{Prefix: s.Prefix, Roles: map[string]Role{}, IP: map[string][]string{}, Public: map[string]netip.Addr{}}}
+	inet := b.core()
 	for i, site := range s.Sites {
-		public, gw := siteWAN(i)
-		p.Public[site.Name] = public
-		inetIf := fmt.Sprintf("a%d", i)
-		// The access link: directly, or through a wire namespace.
-		attach := func(siteNS, siteIf string) {
-			if site.Link.Zero() {
-				veth(siteNS, siteIf, inet, inetIf)
-				return
-			}
-			w := ns(fmt.Sprintf("w%d", i), RoleWire)
-			veth(siteNS, siteIf, w, "x0")
-			veth(w, "x1", inet, inetIf)
-			p.Wires = append(p.Wires, Wire{Site: site.Name, NS: w, IfA: "x0", IfB: "x1", Impair: *site.Link,
-				Neighbours: [2][2]string{{siteNS, siteIf}, {inet, inetIf}}})
-		}
-		ip(inet, "addr add %s/30 dev %s", gw, inetIf)
-
-		if site.Class == ClassPublic {
-			h := ns(fmt.Sprintf("h%da", i), RoleHost)
-			attach(h, "eth0")
-			ip(h, "addr add %s/30 dev eth0", public)
-			ip(h, "route add default via %s", gw)
-			p.Hosts = append(p.Hosts, Host{Site: site.Name, Class: site.Class, NS: h, Addr: public})
-			continue
-		}
-
-		r := ns(fmt.Sprintf("r%d", i), RoleRouter)
-		attach(r, "wan0")
-		ip(r, "addr add %s/30 dev wan0", public)
-		ip(r, "route add default via %s", gw)
-
-		if site.Class == ClassCGNAT {
-			// Carrier NAT with one inner link per home; each home is an
-			// eim-apdf NAT with one host.
-			var inner []string
-			for k := range site.Hosts {
-				in := fmt.Sprintf("in%d", k+1)
-				inner = append(inner, in)
-				home := ns(fmt.Sprintf("r%dh%d", i, k+1), RoleRouter)
-				cgnSide := netip.AddrFrom4([4]byte{100, 64, byte(i), byte(4*k + 1)})
-				homeWAN := netip.AddrFrom4([4]byte{100, 64, byte(i), byte(4*k + 2)})
-				veth(r, in, home, "wan0")
-				ip(r, "addr add %s/30 dev %s", cgnSide, in)
-				ip(home, "addr add %s/30 dev wan0", homeWAN)
-				ip(home, "route add default via %s", cgnSide)
-				h := ns(fmt.Sprintf("h%d%c", i, 'a'+k), RoleHost)
-				lanGW := netip.AddrFrom4([4]byte{192, 168, byte(i + 100*k), 1})
-				hostAddr := netip.AddrFrom4([4]byte{192, 168, byte(i + 100*k), 10})
-				veth(home, "lan0", h, "eth0")
-				ip(home, "addr add %s/24 dev lan0", lanGW)
-				ip(h, "addr add %s/24 dev eth0", hostAddr)
-				ip(h, "route add default via %s", lanGW)
-				p.Routers = append(p.Routers, Router{Site: site.Name, NS: home, Ruleset: Ruleset{
-					WAN: "wan0", WANAddr: homeWAN, LANs: []string{"lan0"}, Mapping: "eim", Filtering: "apdf",
-					Comment: fmt.Sprintf("%s home %d: eim-apdf", site.Name, k+1)}})
-				p.Hosts = append(p.Hosts, Host{Site: site.Name, Class: site.Class, Index: k, NS: h, Addr: hostAddr, Router: home})
-			}
-			p.Routers = append(p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: Ruleset{
-				WAN: "wan0", WANAddr: public, LANs: inner, Mapping: "eim", Filtering: "apdf", Hairpin: site.Hairpin,
-				Comment: fmt.Sprintf("%s carrier NAT: eim-apdf, hairpin %v", site.Name, site.Hairpin)}})
-			continue
-		}
-
-		var lans []string
-		for k := range site.Hosts {
-			lan := fmt.Sprintf("lan%d", k)
-			lans = append(lans, lan)
-			h := ns(fmt.Sprintf("h%d%c", i, 'a'+k), RoleHost)
-			lanGW := netip.AddrFrom4([4]byte{192, 168, byte(i + 100*k), 1})
-			hostAddr := netip.AddrFrom4([4]byte{192, 168, byte(i + 100*k), 10})
-			veth(r, lan, h, "eth0")
-			ip(r, "addr add %s/24 dev %s", lanGW, lan)
-			ip(h, "addr add %s/24 dev eth0", hostAddr)
-			ip(h, "route add default via %s", lanGW)
-			p.Hosts = append(p.Hosts, Host{Site: site.Name, Class: site.Class, Index: k, NS: h, Addr: hostAddr, Router: r})
-		}
-		rs := Ruleset{WAN: "wan0", WANAddr: public, LANs: lans, Hairpin: site.Hairpin,
-			Comment: fmt.Sprintf("%s: %s, hairpin %v", site.Name, site.Class, site.Hairpin)}
-		switch site.Class {
-		case ClassEIMEIF:
-			rs.Mapping, rs.Filtering = "eim", "eif"
-		case ClassEIMADF:
-			rs.Mapping, rs.Filtering = "eim", "adf"
-		case ClassEIMAPDF:
-			rs.Mapping, rs.Filtering = "eim", "apdf"
-		case ClassAPDM:
-			rs.Mapping, rs.Filtering = "apdm", "apdf"
-		case ClassUDPBlocked:
-			rs.Mapping, rs.Filtering, rs.BlockUDP = "eim", "apdf", true
-		}
-		p.Routers = append(p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: rs})
+		b.site(i, site, inet)
 	}
-	return p, nil
+	return b.p, nil
+}
+
+// planner builds a plan: it names namespaces and records them, their
+// links and their ip lines in the order Build applies them.
+type planner struct {
+	prefix string
+	p      *Plan
+}
+
+// ns adds the namespace prefix+name with its role (routing if it is the
+// internet or a NAT router) and returns its full name.
+func (b *planner) ns(name string, role Role) string {
+	full := b.prefix + name
+	b.p.Namespaces = append(b.p.Namespaces, full)
+	b.p.Roles[full] = role
+	if role == RoleInet || role == RoleRouter {
+		b.p.Forward = append(b.p.Forward, full)
+	}
+	b.p.IP[full] = append(b.p.IP[full], "link set lo up")
+	return full
+}
+
+// ip adds an `ip -batch` line to namespace n.
+func (b *planner) ip(n string, format string, args ...any) {
+	b.p.IP[n] = append(b.p.IP[n], fmt.Sprintf(format, args...))
+}
+
+// veth adds a veth pair between ifA in nsA and ifB in nsB, both up.
+func (b *planner) veth(nsA, ifA, nsB, ifB string) {
+	b.p.Links = append(b.p.Links, link{nsA, ifA, nsB, ifB})
+	b.ip(nsA, "link set %s up", ifA)
+	b.ip(nsB, "link set %s up", ifB)
+}
+
+// core adds the internet router and the server namespace behind it, and
+// returns the internet router's namespace.
+func (b *planner) core() string {
+	inet := b.ns("inet", RoleInet)
+	srv := b.ns("srv", RoleServer)
+	b.veth(srv, "eth0", inet, "srv0")
+	b.ip(inet, "addr add 203.0.113.254/24 dev srv0")
+	for n := 1; n <= 3; n++ {
+		b.ip(srv, "addr add %s/24 dev eth0", ServerAddr(n))
+	}
+	b.ip(srv, "route add default via 203.0.113.254")
+	return inet
+}
+
+// site adds site i: its access link to the internet router inet and,
+// by class, a public host, a carrier NAT with its homes, or a NAT router
+// with its hosts.
+func (b *planner) site(i int, site SiteSpec, inet string) {
+	public, gw := siteWAN(i)
+	b.p.Public[site.Name] = public
+	inetIf := fmt.Sprintf("a%d", i)
+	b.ip(inet, "addr add %s/30 dev %s", gw, inetIf)
+
+	if site.Class == ClassPublic {
+		h := b.ns(fmt.Sprintf("h%da", i), RoleHost)
+		b.attach(i, site, h, "eth0", inet, inetIf)
+		b.ip(h, "addr add %s/30 dev eth0", public)
+		b.ip(h, "route add default via %s", gw)
+		b.p.Hosts = append(b.p.Hosts, Host{Site: site.Name, Class: site.Class, NS: h, Addr: public})
+		return
+	}
+
+	r := b.ns(fmt.Sprintf("r%d", i), RoleRouter)
+	b.attach(i, site, r, "wan0", inet, inetIf)
+	b.ip(r, "addr add %s/30 dev wan0", public)
+	b.ip(r, "route add default via %s", gw)
+	if site.Class == ClassCGNAT {
+		b.carrierNAT(i, site, r, public)
+		return
+	}
+	b.natRouter(i, site, r, public)
+}
+
+// attach adds site i's access link from siteIf in siteNS to inetIf in
+// inet: directly, or through a wire namespace when the link is impaired.
+func (b *planner) attach(i int, site SiteSpec, siteNS, siteIf, inet, inetIf string) {
+	if site.Link.Zero() {
+		b.veth(siteNS, siteIf, inet, inetIf)
+		return
+	}
+	w := b.ns(fmt.Sprintf("w%d", i), RoleWire)
+	b.veth(siteNS, siteIf, w, "x0")
+	b.veth(w, "x1", inet, inetIf)
+	b.p.Wires = append(b.p.Wires, Wire{Site: site.Name, NS: w, IfA: "x0", IfB: "x1", Impair: *site.Link,
+		Neighbours: [2][2]string{{siteNS, siteIf}, {inet, inetIf}}})
+}
+
+// lanHost adds host k of site i on a LAN behind router (the router's side
+// of the link is lan) and returns it.
+func (b *planner) lanHost(i, k int, site SiteSpec, router, lan string) Host {
+	h := b.ns(fmt.Sprintf("h%d%c", i, 'a'+k), RoleHost)
+	lanGW := netip.AddrFrom4([4]byte{192, 168, byte(i + 100*k), 1})
+	hostAddr := netip.AddrFrom4([4]byte{192, 168, byte(i + 100*k), 10})
+	b.veth(router, lan, h, "eth0")
+	b.ip(router, "addr add %s/24 dev %s", lanGW, lan)
+	b.ip(h, "addr add %s/24 dev eth0", hostAddr)
+	b.ip(h, "route add default via %s", lanGW)
+	return Host{Site: site.Name, Class: site.Class, Index: k, NS: h, Addr: hostAddr, Router: router}
+}
+
+// carrierNAT adds a cgnat site's homes behind its carrier NAT r (public
+// address public): one inner link per home, each home an eim-apdf NAT
+// with one host; then the carrier NAT's ruleset.
+func (b *planner) carrierNAT(i int, site SiteSpec, r string, public netip.Addr) {
+	var inner []string
+	for k := range site.Hosts {
+		in := fmt.Sprintf("in%d", k+1)
+		inner = append(inner, in)
+		home := b.ns(fmt.Sprintf("r%dh%d", i, k+1), RoleRouter)
+		cgnSide := netip.AddrFrom4([4]byte{100, 64, byte(i), byte(4*k + 1)})
+		homeWAN := netip.AddrFrom4([4]byte{100, 64, byte(i), byte(4*k + 2)})
+		b.veth(r, in, home, "wan0")
+		b.ip(r, "addr add %s/30 dev %s", cgnSide, in)
+		b.ip(home, "addr add %s/30 dev wan0", homeWAN)
+		b.ip(home, "route add default via %s", cgnSide)
+		h := b.lanHost(i, k, site, home, "lan0")
+		b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: home, Ruleset: Ruleset{
+			WAN: "wan0", WANAddr: homeWAN, LANs: []string{"lan0"}, Mapping: "eim", Filtering: "apdf",
+			Comment: fmt.Sprintf("%s home %d: eim-apdf", site.Name, k+1)}})
+		b.p.Hosts = append(b.p.Hosts, h)
+	}
+	b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: Ruleset{
+		WAN: "wan0", WANAddr: public, LANs: inner, Mapping: "eim", Filtering: "apdf", Hairpin: site.Hairpin,
+		Comment: fmt.Sprintf("%s carrier NAT: eim-apdf, hairpin %v", site.Name, site.Hairpin)}})
+}
+
+// natBehaviour is the mapping and filtering of each single-NAT class's
+// router, and whether it blocks UDP.
+var natBehaviour = map[Class]struct {
+	mapping, filtering string
+	blockUDP           bool
+}{
+	ClassEIMEIF:     {"eim", "eif", false},
+	ClassEIMADF:     {"eim", "adf", false},
+	ClassEIMAPDF:    {"eim", "apdf", false},
+	ClassAPDM:       {"apdm", "apdf", false},
+	ClassUDPBlocked: {"eim", "apdf", true},
+}
+
+// natRouter adds a single-NAT site's hosts, one LAN each, behind its
+// router r (public address public), and the router's ruleset for the
+// site's class.
+func (b *planner) natRouter(i int, site SiteSpec, r string, public netip.Addr) {
+	var lans []string
+	for k := range site.Hosts {
+		lan := fmt.Sprintf("lan%d", k)
+		lans = append(lans, lan)
+		b.p.Hosts = append(b.p.Hosts, b.lanHost(i, k, site, r, lan))
+	}
+	nb := natBehaviour[site.Class]
+	rs := Ruleset{WAN: "wan0", WANAddr: public, LANs: lans, Hairpin: site.Hairpin,
+		Mapping: nb.mapping, Filtering: nb.filtering, BlockUDP: nb.blockUDP,
+		Comment: fmt.Sprintf("%s: %s, hairpin %v", site.Name, site.Class, site.Hairpin)}
+	b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: rs})
 }
 
 // String renders the plan for golden tests: namespaces with their roles,
