@@ -239,6 +239,23 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		res.NAT = nat.Class()
 	}
 	cancel()
+	failed := connectRepeatedly(ctx, node, o, &res)
+	if failed && res.Error == "" {
+		res.Error = "at least one run failed"
+	}
+	for _, b := range node.Bootstraps() {
+		res.Bootstraps = append(res.Bootstraps, bootstrapState{Label: b.Label, Registered: b.Registered,
+			Transport: b.Transport, Breaker: b.Breaker})
+	}
+	res.MappingLifetimeMS, res.KeepaliveMS = ms(node.MappingLifetime()), ms(node.Keepalive())
+	res.NextStep = nextStep(res.Reason)
+	return res, nil
+}
+
+// connectRepeatedly makes o.repeat attempts on a ready node, o.interval
+// apart, copying the last run's outcome into res (and each run's summary
+// into res.Runs when there are several); it reports whether any failed.
+func connectRepeatedly(ctx context.Context, node *traversal.Node, o connectOptions, res *connectResult) bool {
 	failed := false
 	for i := range o.repeat {
 		if i > 0 {
@@ -258,16 +275,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 				TimeToConnect: run.TimeToConnect, BytesVerified: run.BytesVerified, Reason: run.Reason})
 		}
 	}
-	if failed && res.Error == "" {
-		res.Error = "at least one run failed"
-	}
-	for _, b := range node.Bootstraps() {
-		res.Bootstraps = append(res.Bootstraps, bootstrapState{Label: b.Label, Registered: b.Registered,
-			Transport: b.Transport, Breaker: b.Breaker})
-	}
-	res.MappingLifetimeMS, res.KeepaliveMS = ms(node.MappingLifetime()), ms(node.Keepalive())
-	res.NextStep = nextStep(res.Reason)
-	return res, nil
+	return failed
 }
 
 // nextStep is diagnosis's next step for a failure's reason, when the

@@ -157,17 +157,8 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 
 	// UDP: a STUN Binding to every bootstrap from the socket, before any
 	// QUIC: the mapped address and the round trip.
-	mapped := map[string]netip.AddrPort{}
-	rtts := map[string]time.Duration{}
-	udpOK := 0
-	for i, b := range bs {
-		label := fmt.Sprint(i)
-		if m, rtt, err := stunProbe(ctx, ep, b.Addr); err == nil {
-			mapped[label], rtts[label] = m, rtt
-			udpOK++
-		}
-	}
-	rep.UDP = checkJSON{OK: udpOK > 0, Detail: fmt.Sprintf("%d of %d bootstraps answered STUN over UDP", udpOK, len(bs))}
+	mapped, rtts, udp := stunProbeAll(ctx, ep, bs)
+	rep.UDP = udp
 
 	node, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log,
 		NetworkPoll: -1, UpgradeBase: -1})
@@ -179,7 +170,60 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	node.WaitReady(rctx) // failures show in the bootstraps' states
 	rcancel()
 	// The other bootstraps get a moment to register too.
-	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	waitAllRegistered(node, 1500*time.Millisecond)
+	rep.Bootstraps = bootstrapsJSON(node.Bootstraps(), mapped, rtts, san)
+
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	nat, err := node.Classify(cctx)
+	ccancel()
+	rep.NAT = natJSON{Class: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String()}
+	if err != nil {
+		rep.NAT.Error = san.Text(err.Error())
+	}
+
+	// Hairpinning: does the NAT loop a packet to its own public address
+	// back in? Only meaningful behind a NAT with a known mapping.
+	rep.Hairpin = hairpinCheck(ctx, bs, mapped, nat.Mapping.String() != "none")
+
+	// Relay: a real allocation over UDP and one over TCP, held at the same
+	// time (a quota of one per peer shows), then released.
+	rep.Relay = relayChecks(ctx, node, mon, san)
+
+	// The clock: a wall clock that jumped while this ran, or one far in
+	// the past, breaks TLS and credential expiry.
+	rep.Clock = clockCheck(wallStart, monoStart)
+
+	facts := peerFacts(node)
+	r := mon.Diagnostics(facts, time.Now())
+	rep.Findings = r.Findings
+	if !rep.UDP.OK {
+		rep.Findings = append(rep.Findings, udpFinding(rep.UDP))
+	}
+	rep.Guide = monitor.MakeGuide(facts, rep.Findings, r.Patterns)
+	return rep, nil
+}
+
+// stunProbeAll sends a STUN Binding to every bootstrap from ep, keyed by
+// the bootstrap's label (its index): the mapped addresses and round trips
+// of those that answered, and the UDP check saying how many did.
+func stunProbeAll(ctx context.Context, ep *endpoint.Endpoint, bs []traversal.Bootstrap) (map[string]netip.AddrPort, map[string]time.Duration, checkJSON) {
+	mapped := map[string]netip.AddrPort{}
+	rtts := map[string]time.Duration{}
+	udpOK := 0
+	for i, b := range bs {
+		label := fmt.Sprint(i)
+		if m, rtt, err := stunProbe(ctx, ep, b.Addr); err == nil {
+			mapped[label], rtts[label] = m, rtt
+			udpOK++
+		}
+	}
+	return mapped, rtts, checkJSON{OK: udpOK > 0, Detail: fmt.Sprintf("%d of %d bootstraps answered STUN over UDP", udpOK, len(bs))}
+}
+
+// waitAllRegistered polls the node's bootstraps every 50 ms until all are
+// registered or wait has passed.
+func waitAllRegistered(node *traversal.Node, wait time.Duration) {
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		all := true
 		for _, b := range node.Bootstraps() {
 			all = all && b.Registered
@@ -188,7 +232,14 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 			break
 		}
 	}
-	for _, b := range node.Bootstraps() {
+}
+
+// bootstrapsJSON reports each bootstrap's state, preferring the STUN
+// probe's round trip and mapped address over the node's own, with
+// addresses and errors passed through san.
+func bootstrapsJSON(states []traversal.BootstrapStatus, mapped map[string]netip.AddrPort, rtts map[string]time.Duration, san *monitor.Sanitizer) []diagBootstrapJSON {
+	var out []diagBootstrapJSON
+	for _, b := range states {
 		j := diagBootstrapJSON{Label: b.Label, Addr: san.AddrPort(b.Addr), Registered: b.Registered, Transport: b.Transport}
 		if r, ok := rtts[b.Label]; ok {
 			j.RTTMS = float64(r.Microseconds()) / 1000
@@ -203,29 +254,28 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 		if b.LastError != nil && !b.Registered {
 			j.Error = san.Text(b.LastError.Error())
 		}
-		rep.Bootstraps = append(rep.Bootstraps, j)
+		out = append(out, j)
 	}
+	return out
+}
 
-	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-	nat, err := node.Classify(cctx)
-	ccancel()
-	rep.NAT = natJSON{Class: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String()}
-	if err != nil {
-		rep.NAT.Error = san.Text(err.Error())
-	}
-
-	// Hairpinning: does the NAT loop a packet to its own public address
-	// back in? Only meaningful behind a NAT with a known mapping.
+// hairpinCheck tests hairpinning through the first bootstrap to one of
+// the mapped addresses, when there is one and behindNAT; nil otherwise.
+func hairpinCheck(ctx context.Context, bs []traversal.Bootstrap, mapped map[string]netip.AddrPort, behindNAT bool) *bool {
 	for _, m := range mapped {
-		if nat.Mapping.String() != "none" {
+		if behindNAT {
 			h := hairpin(ctx, bs[0].Addr, m.Addr())
-			rep.Hairpin = &h
+			return &h
 		}
 		break
 	}
+	return nil
+}
 
-	// Relay: a real allocation over UDP and one over TCP, held at the same
-	// time (a quota of one per peer shows), then released.
+// relayChecks allocates a relay over UDP and one over TCP on every
+// registered bootstrap (6 s each), recording each failure on mon.
+func relayChecks(ctx context.Context, node *traversal.Node, mon *monitor.Monitor, san *monitor.Sanitizer) []relayCheckJSON {
+	var out []relayCheckJSON
 	for _, b := range node.Bootstraps() {
 		if !b.Registered {
 			continue
@@ -242,24 +292,18 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 			} else {
 				j.Relayed, j.TookMS = san.AddrPort(rc.Relayed), float64(rc.Took.Microseconds())/1000
 			}
-			rep.Relay = append(rep.Relay, j)
+			out = append(out, j)
 		}
 	}
+	return out
+}
 
-	// The clock: a wall clock that jumped while this ran, or one far in
-	// the past, breaks TLS and credential expiry.
+// clockCheck is the clock check: fine if the wall clock drifted under a
+// second from the monotonic one since the run began and is not before 2024.
+func clockCheck(wallStart, monoStart time.Time) checkJSON {
 	drift := time.Since(wallStart) - time.Since(monoStart)
-	rep.Clock = checkJSON{OK: drift.Abs() < time.Second && time.Now().Year() >= 2024,
+	return checkJSON{OK: drift.Abs() < time.Second && time.Now().Year() >= 2024,
 		Detail: fmt.Sprintf("%s; wall clock drifted %v from the monotonic clock during the run", time.Now().UTC().Format(time.RFC3339), drift.Round(time.Millisecond))}
-
-	facts := peerFacts(node)
-	r := mon.Diagnostics(facts, time.Now())
-	rep.Findings = r.Findings
-	if !rep.UDP.OK {
-		rep.Findings = append(rep.Findings, udpFinding(rep.UDP))
-	}
-	rep.Guide = monitor.MakeGuide(facts, rep.Findings, r.Patterns)
-	return rep, nil
 }
 
 // udpFinding is the finding for a socket whose STUN went unanswered
