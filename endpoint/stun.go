@@ -11,7 +11,8 @@ import (
 // a Binding success response carrying the address a request came from,
 // and that address read back from a response.
 
-// ErrNoMappedAddress: a STUN message has no usable XOR-MAPPED-ADDRESS.
+// ErrNoMappedAddress is returned for a STUN message without a usable
+// XOR-MAPPED-ADDRESS.
 var ErrNoMappedAddress = errors.New("endpoint: no XOR-MAPPED-ADDRESS")
 
 // MappedAddress returns the XOR-MAPPED-ADDRESS of m (IPv4-mapped IPv6

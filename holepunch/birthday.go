@@ -182,7 +182,8 @@ func (s *Session) checkRequest(priority uint32) (*stun.Message, error) {
 		stun.NewShortTermIntegrity(s.remote.Pwd), stun.Fingerprint)
 }
 
-// ErrBirthdayFailed: no port collision within the budget.
+// ErrBirthdayFailed is returned when the birthday search found no port
+// collision within its budget.
 var ErrBirthdayFailed = errors.New("holepunch: birthday search found no path")
 
 // Scan runs the scanning side: one check (a single transaction) sent from

@@ -215,7 +215,7 @@ func Parse(b []byte) (*Identity, error) {
 	}
 	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformedKey, err)
 	}
 	key, ok := k.(ed25519.PrivateKey)
 	if !ok {

@@ -35,14 +35,14 @@ func peerFromRaw(raw [][]byte) (PeerID, error) {
 	}
 	cert, err := x509.ParseCertificate(raw[0])
 	if err != nil {
-		return PeerID{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return PeerID{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	pub, ok := cert.PublicKey.(ed25519.PublicKey)
 	if !ok {
 		return PeerID{}, fmt.Errorf("%w: certificate key is %T, want Ed25519", ErrUnauthenticated, cert.PublicKey)
 	}
 	if err := cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
-		return PeerID{}, fmt.Errorf("%w: certificate is not self-signed by its key: %v", ErrUnauthenticated, err)
+		return PeerID{}, fmt.Errorf("%w: certificate is not self-signed by its key: %w", ErrUnauthenticated, err)
 	}
 	return PeerIDFromPublicKey(pub)
 }

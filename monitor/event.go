@@ -5,19 +5,35 @@ package monitor
 
 import "github.com/antnode/antnode/event"
 
-// The event vocabulary, from package event.
-type (
-	Recorder  = event.Recorder
-	Nop       = event.Nop
-	Kind      = event.Kind
-	Phase     = event.Phase
-	Outcome   = event.Outcome
-	Reason    = event.Reason
-	Path      = event.Path
-	AttemptID = event.AttemptID
-	Event     = event.Event
-	Attempt   = event.Attempt
-)
+// Recorder is event.Recorder.
+type Recorder = event.Recorder
+
+// Nop is event.Nop.
+type Nop = event.Nop
+
+// Kind is event.Kind.
+type Kind = event.Kind
+
+// Phase is event.Phase.
+type Phase = event.Phase
+
+// Outcome is event.Outcome.
+type Outcome = event.Outcome
+
+// Reason is event.Reason.
+type Reason = event.Reason
+
+// Path is event.Path.
+type Path = event.Path
+
+// Event is event.Event.
+type Event = event.Event
+
+// Attempt is event.Attempt.
+type Attempt = event.Attempt
+
+// AttemptID is event.AttemptID.
+type AttemptID = event.AttemptID
 
 // ParseReason is event.ParseReason.
 func ParseReason(s string) (Reason, error) { return event.ParseReason(s) }

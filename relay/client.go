@@ -161,9 +161,9 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 		sock.Close()
 		var te *stun.TurnError
 		if errors.As(r.err, &te) && te.ErrorCodeAttr.Code == stun.CodeAllocQuotaReached {
-			return nil, fmt.Errorf("relay: allocate on %s: %w: %w: %v", cfg.Server, ErrRefused, ErrQuota, r.err)
+			return nil, fmt.Errorf("relay: allocate on %s: %w: %w: %w", cfg.Server, ErrRefused, ErrQuota, r.err)
 		}
-		return nil, fmt.Errorf("relay: allocate on %s: %w: %v", cfg.Server, ErrRefused, r.err)
+		return nil, fmt.Errorf("relay: allocate on %s: %w: %w", cfg.Server, ErrRefused, r.err)
 	}
 	a := &Allocation{Conn: r.conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, dead: watched.dead}
 	a.Relayed = addrPort(r.conn.LocalAddr())
@@ -186,7 +186,7 @@ func (a *Allocation) Permit(addrs ...netip.AddrPort) error {
 		return nil
 	}
 	if err := a.client.CreatePermission(as...); err != nil {
-		return fmt.Errorf("relay: permission: %w: %v", ErrRefused, err)
+		return fmt.Errorf("relay: permission: %w: %w", ErrRefused, err)
 	}
 	return nil
 }

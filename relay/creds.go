@@ -51,11 +51,11 @@ func ParseUsername(user string, now time.Time) (identity.PeerID, error) {
 	}
 	t, err := strconv.ParseInt(exp, 10, 64)
 	if err != nil {
-		return identity.PeerID{}, fmt.Errorf("%w: %v", ErrBadUsername, err)
+		return identity.PeerID{}, fmt.Errorf("%w: %w", ErrBadUsername, err)
 	}
 	peer, err := identity.ParsePeerID(id)
 	if err != nil {
-		return identity.PeerID{}, fmt.Errorf("%w: %v", ErrBadUsername, err)
+		return identity.PeerID{}, fmt.Errorf("%w: %w", ErrBadUsername, err)
 	}
 	if now.Unix() > t {
 		return identity.PeerID{}, ErrExpired

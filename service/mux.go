@@ -177,10 +177,10 @@ func New(cfg Config) (*Mux, error) {
 // MaxStreamsPerPeer is the per-peer stream limit in force.
 func (m *Mux) MaxStreamsPerPeer() int { return m.cfg.MaxStreamsPerPeer }
 
-// ErrServiceExists: a service of that name is already served.
+// ErrServiceExists is returned for a service name already served.
 var ErrServiceExists = errors.New("service: already served")
 
-// ErrClosed: the Mux is closed.
+// ErrClosed is returned by a closed Mux.
 var ErrClosed = errors.New("service: closed")
 
 // Handle serves the service name with h, for the peers allow lets in.

@@ -27,10 +27,11 @@ const (
 	statusAccepted = 0
 )
 
-// ErrBadHeader: a stream did not start with a valid service header.
+// ErrBadHeader is returned for a stream that did not start with a valid
+// service header.
 var ErrBadHeader = errors.New("service: bad stream header")
 
-// ErrBadName: a service name is empty, too long or has a character
+// ErrBadName is returned for a service name that is empty, too long or has a character
 // outside [A-Za-z0-9._-].
 var ErrBadName = errors.New("service: bad service name")
 

@@ -320,7 +320,7 @@ func (a *attempt) run() attemptEnd {
 		case <-a.ctx.Done():
 			err := context.Cause(a.ctx)
 			if a.punchErr != nil {
-				err = fmt.Errorf("%w (punch: %v)", err, a.punchErr)
+				err = fmt.Errorf("%w (punch: %v)", err, a.punchErr) //nolint:errorlint // the reason is the deadline, not the punch
 			}
 			end = a.fail(event.PhasePunch, err)
 		case qc := <-a.incoming:

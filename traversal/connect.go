@@ -534,7 +534,7 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 			}
 		}
 		return nil, &ConnectError{Phase: event.PhaseCoordinate, Reason: event.ReasonBootstrapUnreachable,
-			Err: fmt.Errorf("not registered with any bootstrap (last error: %v)", last)}
+			Err: fmt.Errorf("not registered with any bootstrap (last error: %w)", last)}
 	}
 	var errs []error
 	for i, c := range clients {

@@ -120,7 +120,7 @@ func within[R any](ctx context.Context, d time.Duration, fn func(context.Context
 		// fn's error says only that its context ended: not wrapped, so that
 		// it does not read as the caller's cancellation.
 		var zero R
-		return zero, fmt.Errorf("%w after %v (%v)", timeout.ErrExceeded, d, ferr)
+		return zero, fmt.Errorf("%w after %v (%v)", timeout.ErrExceeded, d, ferr) //nolint:errorlint // see above
 	case ran:
 		return r, ferr
 	}

@@ -420,26 +420,65 @@ type Error struct {
 	Text string
 }
 
-func (*Register) Type() Type        { return TypeRegister }
-func (*Registered) Type() Type      { return TypeRegistered }
+// Type implements Message.
+func (*Register) Type() Type { return TypeRegister }
+
+// Type implements Message.
+func (*Registered) Type() Type { return TypeRegistered }
+
+// Type implements Message.
 func (*ObservedAddress) Type() Type { return TypeObservedAddress }
-func (*AddAddress) Type() Type      { return TypeAddAddress }
-func (*RemoveAddress) Type() Type   { return TypeRemoveAddress }
-func (*ConnectRequest) Type() Type  { return TypeConnectRequest }
-func (*ConnectOffer) Type() Type    { return TypeConnectOffer }
-func (*ConnectAnswer) Type() Type   { return TypeConnectAnswer }
-func (*ConnectResult) Type() Type   { return TypeConnectResult }
-func (*PunchNow) Type() Type        { return TypePunchNow }
-func (*PunchRequest) Type() Type    { return TypePunchRequest }
-func (*Error) Type() Type           { return TypeError }
-func (*ProbeRequest) Type() Type    { return TypeProbeRequest }
-func (*RelayRequest) Type() Type    { return TypeRelayRequest }
-func (*RelayGrant) Type() Type      { return TypeRelayGrant }
-func (*RelayAddress) Type() Type    { return TypeRelayAddress }
-func (*ConnectAck) Type() Type      { return TypeConnectAck }
-func (*Ping) Type() Type            { return TypePing }
-func (*Pong) Type() Type            { return TypePong }
-func (*ConnectCancel) Type() Type   { return TypeConnectCancel }
+
+// Type implements Message.
+func (*AddAddress) Type() Type { return TypeAddAddress }
+
+// Type implements Message.
+func (*RemoveAddress) Type() Type { return TypeRemoveAddress }
+
+// Type implements Message.
+func (*ConnectRequest) Type() Type { return TypeConnectRequest }
+
+// Type implements Message.
+func (*ConnectOffer) Type() Type { return TypeConnectOffer }
+
+// Type implements Message.
+func (*ConnectAnswer) Type() Type { return TypeConnectAnswer }
+
+// Type implements Message.
+func (*ConnectResult) Type() Type { return TypeConnectResult }
+
+// Type implements Message.
+func (*PunchNow) Type() Type { return TypePunchNow }
+
+// Type implements Message.
+func (*PunchRequest) Type() Type { return TypePunchRequest }
+
+// Type implements Message.
+func (*Error) Type() Type { return TypeError }
+
+// Type implements Message.
+func (*ProbeRequest) Type() Type { return TypeProbeRequest }
+
+// Type implements Message.
+func (*RelayRequest) Type() Type { return TypeRelayRequest }
+
+// Type implements Message.
+func (*RelayGrant) Type() Type { return TypeRelayGrant }
+
+// Type implements Message.
+func (*RelayAddress) Type() Type { return TypeRelayAddress }
+
+// Type implements Message.
+func (*ConnectAck) Type() Type { return TypeConnectAck }
+
+// Type implements Message.
+func (*Ping) Type() Type { return TypePing }
+
+// Type implements Message.
+func (*Pong) Type() Type { return TypePong }
+
+// Type implements Message.
+func (*ConnectCancel) Type() Type { return TypeConnectCancel }
 
 func (e *Error) Error() string { return fmt.Sprintf("wire: remote error %s: %s", e.Code, e.Text) }
 
@@ -579,7 +618,7 @@ func (r *Reader) Read() (Message, error) {
 	}
 	l, err := quicvarint.Read(r.br)
 	if err != nil {
-		return nil, fmt.Errorf("%w: length: %v", ErrMalformed, noEOF(err))
+		return nil, fmt.Errorf("%w: length: %w", ErrMalformed, noEOF(err))
 	}
 	if l > MaxPayload {
 		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, l)
@@ -589,7 +628,7 @@ func (r *Reader) Read() (Message, error) {
 	}
 	p := r.buf[:l]
 	if _, err := io.ReadFull(r.br, p); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, noEOF(err))
+		return nil, fmt.Errorf("%w: payload: %w", ErrMalformed, noEOF(err))
 	}
 	return decodePayload(Type(t), p)
 }
