@@ -144,7 +144,14 @@ func msBuckets() []float64 {
 func newMetrics(st *Store, lag func() time.Duration) *metrics {
 	m := &metrics{}
 	add := func(c prometheus.Collector) { m.collectors = append(m.collectors, c) }
+	m.addSeed(add)
+	m.addPhases(add)
+	m.addNode(add, st, lag)
+	return m
+}
 
+// addSeed makes the eight metrics the monitoring specification names.
+func (m *metrics) addSeed(add func(prometheus.Collector)) {
 	attempts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: MetricNATAttempts,
 		Help: "NAT traversal (connection) attempts started, by role (initiator or responder).",
@@ -212,7 +219,11 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 	}, []string{"path"})
 	add(thru)
 	m.throughput = newEnumCache(NumPaths, func(p int) prometheus.Observer { return thru.WithLabelValues(Path(p).String()) })
+}
 
+// addPhases makes the metrics of the phases: their durations, events,
+// candidates, checks, fallbacks, migrations, recovery and security.
+func (m *metrics) addPhases(add func(prometheus.Collector)) {
 	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "antnode_phase_duration_seconds",
 		Help:    "Duration of each connection phase, by phase and outcome.",
@@ -275,7 +286,12 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 	}, []string{"reason"})
 	add(sec)
 	m.security = newEnumCache(NumReasons, func(r int) prometheus.Counter { return sec.WithLabelValues(Reason(r).String()) })
+}
 
+// addNode makes the metrics of the node as a whole: its bootstraps, its
+// registry (a bootstrap node), its relay, the monitor's own store and
+// scheduler, and its NAT class.
+func (m *metrics) addNode(add func(prometheus.Collector), st *Store, lag func() time.Duration) {
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "antnode_bootstrap_up",
 		Help: "Whether the node is registered with a bootstrap (1) or not (0), by bootstrap.",
@@ -340,7 +356,6 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 		Help: "The node's measured NAT class (value 1 on the current class).",
 	}, []string{"class"})
 	add(m.natInfo)
-	return m
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
