@@ -84,8 +84,38 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	var sock net.PacketConn
-	var err error
+	raw, err := cfg.socket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	watched := &watchedConn{PacketConn: raw, dead: make(chan struct{})}
+	var sock net.PacketConn = watched
+	cl, err := cfg.client(sock)
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	conn, err := requestAllocation(ctx, cl, sock)
+	if err != nil {
+		cl.Close()
+		sock.Close()
+		var te *stun.TurnError
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("relay: allocate: %w", context.Cause(ctx))
+		case errors.As(err, &te) && te.ErrorCodeAttr.Code == stun.CodeAllocQuotaReached:
+			return nil, fmt.Errorf("relay: allocate on %s: %w: %w: %w", cfg.Server, ErrRefused, ErrQuota, err)
+		}
+		return nil, fmt.Errorf("relay: allocate on %s: %w: %w", cfg.Server, ErrRefused, err)
+	}
+	a := &Allocation{Conn: conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, dead: watched.dead}
+	a.Relayed = addrPort(conn.LocalAddr())
+	return a, nil
+}
+
+// socket opens the client's own socket towards the server: a TCP
+// connection framed for STUN, or a UDP socket in the server's family.
+func (cfg *ClientConfig) socket(ctx context.Context) (net.PacketConn, error) {
 	if cfg.TCP {
 		dial := cfg.DialTCP
 		if dial == nil {
@@ -94,27 +124,29 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 				return d.DialContext(ctx, "tcp", a.String())
 			}
 		}
-		var c net.Conn
-		if c, err = dial(ctx, cfg.Server); err != nil {
+		c, err := dial(ctx, cfg.Server)
+		if err != nil {
 			return nil, fmt.Errorf("relay: dial %s over TCP: %w", cfg.Server, err)
 		}
-		sock = turn.NewSTUNConn(c)
-	} else {
-		listen := cfg.ListenUDP
-		if listen == nil {
-			listen = func() (net.PacketConn, error) {
-				return net.ListenPacket("udp"+endpoint.Family(cfg.Server.Addr()), ":0")
-			}
-		}
-		if sock, err = listen(); err != nil {
-			return nil, fmt.Errorf("relay: socket: %w", err)
+		return turn.NewSTUNConn(c), nil
+	}
+	listen := cfg.ListenUDP
+	if listen == nil {
+		listen = func() (net.PacketConn, error) {
+			return net.ListenPacket("udp"+endpoint.Family(cfg.Server.Addr()), ":0")
 		}
 	}
-	watched := &watchedConn{PacketConn: sock, dead: make(chan struct{})}
-	sock = watched
+	sock, err := listen()
+	if err != nil {
+		return nil, fmt.Errorf("relay: socket: %w", err)
+	}
+	return sock, nil
+}
+
+// client starts pion's TURN client on sock.
+func (cfg *ClientConfig) client(sock net.PacketConn) (*turn.Client, error) {
 	stdNet, err := stdnet.NewNet()
 	if err != nil {
-		sock.Close()
 		return nil, fmt.Errorf("relay: client: %w", err)
 	}
 	cl, err := turn.NewClient(&turn.ClientConfig{
@@ -128,14 +160,19 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 		Software:       "antnode",
 	})
 	if err != nil {
-		sock.Close()
 		return nil, fmt.Errorf("relay: client: %w", err)
 	}
 	if err := cl.Listen(); err != nil {
 		cl.Close()
-		sock.Close()
 		return nil, fmt.Errorf("relay: listen: %w", err)
 	}
+	return cl, nil
+}
+
+// requestAllocation asks for the allocation, until ctx ends (which closes
+// the client and its socket); a relayed socket granted after that is
+// closed.
+func requestAllocation(ctx context.Context, cl *turn.Client, sock net.PacketConn) (net.PacketConn, error) {
 	type result struct {
 		conn net.PacketConn
 		err  error
@@ -145,29 +182,17 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 		c, err := cl.Allocate()
 		done <- result{c, err}
 	}()
-	var r result
 	select {
-	case r = <-done:
+	case r := <-done:
+		return r.conn, r.err
 	case <-ctx.Done():
-		cl.Close()
+		cl.Close() // with the socket, ends the Allocate above
 		sock.Close()
 		if r := <-done; r.conn != nil {
 			r.conn.Close()
 		}
-		return nil, fmt.Errorf("relay: allocate: %w", context.Cause(ctx))
+		return nil, context.Cause(ctx)
 	}
-	if r.err != nil {
-		cl.Close()
-		sock.Close()
-		var te *stun.TurnError
-		if errors.As(r.err, &te) && te.ErrorCodeAttr.Code == stun.CodeAllocQuotaReached {
-			return nil, fmt.Errorf("relay: allocate on %s: %w: %w: %w", cfg.Server, ErrRefused, ErrQuota, r.err)
-		}
-		return nil, fmt.Errorf("relay: allocate on %s: %w: %w", cfg.Server, ErrRefused, r.err)
-	}
-	a := &Allocation{Conn: r.conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, dead: watched.dead}
-	a.Relayed = addrPort(r.conn.LocalAddr())
-	return a, nil
 }
 
 // ErrRefused is an allocation or permission the relay did not grant
