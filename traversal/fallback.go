@@ -114,27 +114,51 @@ func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
-	var r *sharedRelay
-	var bc *bootstrap.Client
+	r, bc, err := n.anyRelay(ctx)
+	if err != nil {
+		return err
+	}
+	if err := n.rerouteVia(ctx, c, r, bc); err != nil {
+		n.releaseRelay(r, false)
+		return err
+	}
+	c.reroute.Store(&rerouted{r: r, dst: addrPortOf(c.qc.RemoteAddr())})
+	c.setPath(event.PathRelay)
+	n.ownRelay(c.qc, r) // the reference acquireRelay took is the connection's now
+	n.wg.Add(1)
+	go func() { // the route dies with the connection
+		defer n.wg.Done()
+		select {
+		case <-c.qc.Context().Done():
+		case <-n.ctx.Done():
+		}
+		n.unroute(c)
+	}()
+	n.notifyPath(c, event.PathRelay, event.ReasonPathBlackholed, time.Since(start))
+	return nil
+}
+
+// anyRelay acquires an allocation on the first registered bootstrap's
+// relay that grants one.
+func (n *Node) anyRelay(ctx context.Context) (*sharedRelay, *bootstrap.Client, error) {
 	var errs []error
 	for _, cl := range n.registered() {
-		if r, err = n.acquireRelay(ctx, nil, cl, false); err == nil {
-			bc = cl
-			break
+		r, err := n.acquireRelay(ctx, nil, cl, false)
+		if err == nil {
+			return r, cl, nil
 		}
 		errs = append(errs, err)
 	}
-	if r == nil {
-		return fmt.Errorf("%w: %w", ErrNoRelay, errors.Join(errs...))
-	}
-	keep := false
-	defer func() {
-		if !keep {
-			n.releaseRelay(r, false)
-		}
-	}()
-	// The peer learns the relayed address as a candidate, and checks it
-	// from its main socket: its NAT opens to the relay.
+	return nil, nil, fmt.Errorf("%w: %w", ErrNoRelay, errors.Join(errs...))
+}
+
+// rerouteVia sends c's QUIC packets through the allocation r (on bc's
+// relay) and returns once packets come back that way. The peer learns the
+// relayed address as a candidate and checks it from its main socket: its
+// NAT opens to the relay. The connection keeps its QUIC path; its packets
+// to the peer's address leave through the allocation and the answers come
+// back through it to the main socket.
+func (n *Node) rerouteVia(ctx context.Context, c *Conn, r *sharedRelay, bc *bootstrap.Client) error {
 	creds := holepunch.NewCreds()
 	relayCand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r.alloc.Relayed}
 	sess, err := bc.Connect(ctx, c.peer, bootstrap.Intro{NAT: n.NAT(), Candidates: []wire.Candidate{relayCand}, Creds: creds,
@@ -154,9 +178,6 @@ func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
 	if err != nil {
 		return fmt.Errorf("traversal: fallback: %w", err)
 	}
-	// The connection keeps its QUIC path; its packets to the peer's
-	// address now leave through the allocation and the answers come back
-	// through it to the main socket.
 	before := c.qc.ConnectionStats().PacketsReceived
 	r.conn.Intercept(remote, func(b []byte) { inj.Inject(b) })
 	dst := net.UDPAddrFromAddrPort(remote)
@@ -167,37 +188,19 @@ func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {
 		r.conn.Intercept(remote, nil)
 		return fmt.Errorf("traversal: fallback: %w", err)
 	}
-	undo := func() {
-		n.cfg.Endpoint.Unroute(remote)
-		r.conn.Intercept(remote, nil)
-	}
 	// Packets flowing again is the proof (the lost ones are retransmitted
 	// by QUIC's probe timeout, now through the relay).
-	heard := false
-	for wait := time.NewTicker(20 * time.Millisecond); !heard; {
+	wait := time.NewTicker(20 * time.Millisecond)
+	defer wait.Stop()
+	for c.qc.ConnectionStats().PacketsReceived <= before {
 		select {
 		case <-wait.C:
-			heard = c.qc.ConnectionStats().PacketsReceived > before
 		case <-ctx.Done():
-			wait.Stop()
-			undo()
+			n.cfg.Endpoint.Unroute(remote)
+			r.conn.Intercept(remote, nil)
 			return fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", context.Cause(ctx))
 		}
 	}
-	keep = true
-	c.reroute.Store(&rerouted{r: r, dst: remote})
-	c.setPath(event.PathRelay)
-	n.ownRelay(c.qc, r) // the reference acquireRelay took is the connection's now
-	n.wg.Add(1)
-	go func() { // the route dies with the connection
-		defer n.wg.Done()
-		select {
-		case <-c.qc.Context().Done():
-		case <-n.ctx.Done():
-		}
-		n.unroute(c)
-	}()
-	n.notifyPath(c, event.PathRelay, event.ReasonPathBlackholed, time.Since(start))
 	return nil
 }
 
