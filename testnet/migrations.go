@@ -75,7 +75,7 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, size int64, delay t
 	line := out[strings.LastIndex(out, "\n")+1:]
 	var res ConnectResult
 	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		return res, took, fmt.Errorf("no JSON result: %v: %q", err, tail(out, 300))
+		return res, took, fmt.Errorf("no JSON result: %w: %q", err, tail(out, 300))
 	}
 	return res, took, nil
 }
