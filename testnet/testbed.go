@@ -53,17 +53,28 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 			tb = nil
 		}
 	}()
+	for _, step := range []func(context.Context) error{tb.createNamespaces, tb.setSysctls, tb.configureIP, tb.loadRulesets, tb.startWires} {
+		if err := step(ctx); err != nil {
+			return tb, err
+		}
+	}
+	tb.BuildTime = time.Since(start)
+	return tb, nil
+}
+
+// createNamespaces adds the plan's namespaces and its veth pairs, each
+// created from its first namespace.
+func (tb *Testbed) createNamespaces(ctx context.Context) error {
 	var lines []string
-	for _, n := range plan.Namespaces {
+	for _, n := range tb.Namespaces {
 		lines = append(lines, "netns add "+n)
 	}
 	if err := ipBatch(ctx, lines); err != nil {
-		return tb, err
+		return err
 	}
-	// veth pairs, created from their first namespace.
 	byNS := map[string][]string{}
 	var order []string
-	for _, l := range plan.Links {
+	for _, l := range tb.Links {
 		if _, ok := byNS[l.nsA]; !ok {
 			order = append(order, l.nsA)
 		}
@@ -71,62 +82,82 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 	}
 	for _, n := range order {
 		if err := nsBatch(ctx, n, byNS[n]); err != nil {
-			return tb, err
+			return err
 		}
 	}
-	// sysctls: forwarding where routing, no reverse-path filter anywhere
-	// (pitfall 4: it breaks migration tests).
+	return nil
+}
+
+// setSysctls turns forwarding on where the plan routes, and the reverse-path
+// filter off everywhere (pitfall 4: it breaks migration tests).
+func (tb *Testbed) setSysctls(ctx context.Context) error {
 	fwd := map[string]bool{}
-	for _, n := range plan.Forward {
+	for _, n := range tb.Forward {
 		fwd[n] = true
 	}
-	for _, n := range plan.Namespaces {
+	for _, n := range tb.Namespaces {
 		args := []string{"sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"}
 		if fwd[n] {
 			args = append(args, "net.ipv4.ip_forward=1")
 		}
 		if _, err := runIn(ctx, n, args...); err != nil {
-			return tb, err
+			return err
 		}
 	}
-	for _, n := range plan.Namespaces {
-		if err := nsBatch(ctx, n, plan.IP[n]); err != nil {
-			return tb, err
+	return nil
+}
+
+// configureIP applies each namespace's ip lines (addresses, links up,
+// routes).
+func (tb *Testbed) configureIP(ctx context.Context) error {
+	for _, n := range tb.Namespaces {
+		if err := nsBatch(ctx, n, tb.IP[n]); err != nil {
+			return err
 		}
 	}
-	for _, r := range plan.Routers {
+	return nil
+}
+
+// loadRulesets loads each router's nftables ruleset.
+func (tb *Testbed) loadRulesets(ctx context.Context) error {
+	for _, r := range tb.Routers {
 		text, err := r.Ruleset.Render()
 		if err != nil {
-			return tb, err
+			return err
 		}
 		if err := runStdin(ctx, r.NS, text, "nft", "-f", "-"); err != nil {
-			return tb, err
+			return err
 		}
 	}
-	for _, w := range plan.Wires {
+	return nil
+}
+
+// startWires sets up each impaired link: offloads off at both ends and on
+// the wire, the rate limit if any, and its delay line.
+func (tb *Testbed) startWires(ctx context.Context) error {
+	for _, w := range tb.Wires {
 		// The delay line must see real frames: no segmentation or
 		// checksum offload at either end, nor on the wire itself.
 		for _, nb := range append(w.Neighbours[:], [2]string{w.NS, w.IfA}, [2]string{w.NS, w.IfB}) {
 			if _, err := runIn(ctx, nb[0], "ethtool", "-K", nb[1], "tx", "off", "tso", "off", "gso", "off", "gro", "off"); err != nil {
-				return tb, err
+				return err
 			}
 		}
 		if w.Impair.RateKbit > 0 {
 			for _, ifn := range []string{w.IfA, w.IfB} {
 				if _, err := runIn(ctx, w.NS, "tc", "qdisc", "add", "dev", ifn, "root", "tbf", "rate",
 					strconv.Itoa(w.Impair.RateKbit)+"kbit", "burst", "32kbit", "latency", "100ms"); err != nil {
-					return tb, err
+					return err
 				}
 			}
 		}
 		d, err := startDelayLine(w)
 		if err != nil {
-			return tb, fmt.Errorf("testnet: delay line %s: %w", w.NS, err)
+			return fmt.Errorf("testnet: delay line %s: %w", w.NS, err)
 		}
 		tb.lines = append(tb.lines, d)
 	}
-	tb.BuildTime = time.Since(start)
-	return tb, nil
+	return nil
 }
 
 func nsBatch(ctx context.Context, ns string, lines []string) error {
