@@ -832,77 +832,100 @@ func scenarioTunnelMigration(ctx context.Context, e *Env) (bool, string) {
 		return false, err.Error()
 	}
 	t.sum = payload.SHA256()
-	hp := e.hostPtr(a)
-	var notes []string
-	upgraded := false
+	m := &migrationFaults{e: e, t: t, a: a, b: b, hp: e.hostPtr(a), size: size}
 	run := e.download(ctx, t, 120*time.Second, func(start time.Time, got func() int64) []FaultMark {
-		var marks []FaultMark
-		mark := func(name string) {
-			marks = append(marks, FaultMark{Name: name, AtS: secs(time.Since(start)), Bytes: got()})
-		}
-		// until waits (bounded) for cond, checking every 50 ms.
-		until := func(d time.Duration, cond func() bool) bool {
-			deadline := time.Now().Add(d)
-			for !cond() {
-				if time.Now().After(deadline) {
-					return false
-				}
-				select {
-				case <-time.After(50 * time.Millisecond):
-				case <-ctx.Done():
-					return false
-				}
-			}
-			return true
-		}
-		reached := func(f float64) func() bool {
-			return func() bool { return got() >= int64(f*float64(size)) }
-		}
-		select {
-		case <-time.After(tunnelUnblockAt):
-		case <-ctx.Done():
-			return marks
-		}
-		if err := e.TB.SetDirectBlocked(ctx, a.Site, false); err != nil {
-			notes = append(notes, "unblock: "+err.Error())
-			return marks
-		}
-		mark("direct-opened")
-		upgraded = until(tunnelUpgradeWait, func() bool { return strings.Contains(e.lastServedPath(ctx, t), "direct") })
-		if !upgraded {
-			notes = append(notes, fmt.Sprintf("the serving daemon saw no direct path within %v of the unblock", tunnelUpgradeWait))
-		}
-		if !until(tunnelFaultWait, reached(tunnelMoveAt)) {
-			notes = append(notes, fmt.Sprintf("the download did not reach %.0f %% within %v", tunnelMoveAt*100, tunnelFaultWait))
-			return marks
-		}
-		next, err := e.TB.ChangeAddress(ctx, hp)
-		if err != nil {
-			notes = append(notes, "change address: "+err.Error())
-			return marks
-		}
-		mark("address-changed")
-		notes = append(notes, fmt.Sprintf("%s moved to %s", a.NS, next))
-		if !until(tunnelFaultWait, reached(tunnelFlushAt)) {
-			notes = append(notes, fmt.Sprintf("the download did not reach %.0f %% within %v", tunnelFlushAt*100, tunnelFaultWait))
-			return marks
-		}
-		err1 := e.TB.FlushConntrack(ctx, a.Site)
-		err2 := e.TB.FlushConntrack(ctx, b.Site)
-		if err := errors.Join(err1, err2); err != nil {
-			notes = append(notes, "flush: "+err.Error())
-			return marks
-		}
-		mark("conntrack-flushed")
-		return marks
+		return m.inject(ctx, start, got)
 	})
 	e.addTunnel(run)
-	ok, detail := judgeTunnelMigration(run, upgraded)
-	if len(notes) > 0 {
-		detail += "; " + strings.Join(notes, "; ")
+	ok, detail := judgeTunnelMigration(run, m.upgraded)
+	if len(m.notes) > 0 {
+		detail += "; " + strings.Join(m.notes, "; ")
 	}
 	e.logf("  tunnel %s", detail)
 	return ok, detail
+}
+
+// migrationFaults changes the path under the migration scenario's
+// download, from A (behind the blocked direct path) to B: what it found
+// (whether the serving daemon went direct, and notes on faults that did
+// not land) is read once the download ends.
+type migrationFaults struct {
+	e        *Env
+	t        *tunnelSetup
+	a, b     Host
+	hp       *Host // a in the testbed, whose address changes
+	size     int64 // the body's
+	upgraded bool
+	notes    []string
+}
+
+// inject is the download's during (ctx is the scenario's): it opens the direct path, waits for
+// the upgrade, then changes A's address at tunnelMoveAt of the body and
+// flushes both NATs' conntrack at tunnelFlushAt, and returns the faults
+// that landed. It stops at the first that cannot land.
+func (m *migrationFaults) inject(ctx context.Context, start time.Time, got func() int64) []FaultMark {
+	e := m.e
+	var marks []FaultMark
+	mark := func(name string) {
+		marks = append(marks, FaultMark{Name: name, AtS: secs(time.Since(start)), Bytes: got()})
+	}
+	reached := func(f float64) func() bool {
+		return func() bool { return got() >= int64(f*float64(m.size)) }
+	}
+	select {
+	case <-time.After(tunnelUnblockAt):
+	case <-ctx.Done():
+		return marks
+	}
+	if err := e.TB.SetDirectBlocked(ctx, m.a.Site, false); err != nil {
+		m.notes = append(m.notes, "unblock: "+err.Error())
+		return marks
+	}
+	mark("direct-opened")
+	m.upgraded = waitUntil(ctx, tunnelUpgradeWait, func() bool { return strings.Contains(e.lastServedPath(ctx, m.t), "direct") })
+	if !m.upgraded {
+		m.notes = append(m.notes, fmt.Sprintf("the serving daemon saw no direct path within %v of the unblock", tunnelUpgradeWait))
+	}
+	if !waitUntil(ctx, tunnelFaultWait, reached(tunnelMoveAt)) {
+		m.notes = append(m.notes, fmt.Sprintf("the download did not reach %.0f %% within %v", tunnelMoveAt*100, tunnelFaultWait))
+		return marks
+	}
+	next, err := e.TB.ChangeAddress(ctx, m.hp)
+	if err != nil {
+		m.notes = append(m.notes, "change address: "+err.Error())
+		return marks
+	}
+	mark("address-changed")
+	m.notes = append(m.notes, fmt.Sprintf("%s moved to %s", m.a.NS, next))
+	if !waitUntil(ctx, tunnelFaultWait, reached(tunnelFlushAt)) {
+		m.notes = append(m.notes, fmt.Sprintf("the download did not reach %.0f %% within %v", tunnelFlushAt*100, tunnelFaultWait))
+		return marks
+	}
+	err1 := e.TB.FlushConntrack(ctx, m.a.Site)
+	err2 := e.TB.FlushConntrack(ctx, m.b.Site)
+	if err := errors.Join(err1, err2); err != nil {
+		m.notes = append(m.notes, "flush: "+err.Error())
+		return marks
+	}
+	mark("conntrack-flushed")
+	return marks
+}
+
+// waitUntil waits, at most d and while ctx lasts, for cond, checking every
+// 50 ms; it reports whether cond came true.
+func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // judgeTunnelMigration renders the migration download and judges it: whole
