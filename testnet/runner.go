@@ -478,8 +478,82 @@ func percentile(xs []float64, p float64) float64 {
 // report (with the measurements) and an error.
 func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 	started := time.Now()
+	cfg, spec, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	dir := cfg.WorkDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "antnode-testbed-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	rep := newReport(started, cfg.Commit, spec)
+	progress := cfg.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	fmt.Fprintf(progress, "building testbed %s: %d sites\n", spec.Prefix, len(spec.Sites))
+	tb, err := Build(ctx, spec)
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		if tb != nil {
+			rep.TeardownMS = ms(tb.Close())
+		}
+	}()
+	rep.BuildMS = ms(tb.BuildTime)
+	rep.Namespaces = len(tb.Namespaces)
+	if err := verifyTestbed(ctx, tb, spec, rep, progress); err != nil {
+		return rep, err
+	}
+	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, cfg.LogDir, progress)
+	if err != nil {
+		return rep, err
+	}
+	env.Timeout = cfg.Timeout
+	env.SoakFor = cfg.SoakFor
+	defer env.Close()
+
+	pairs := tb.Pairs(spec, cfg.Classes)
+	base, cerr := env.ScrapeCounters(ctx)
+	results := env.runMatrix(ctx, cfg, pairs, progress)
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	rep.Counters = env.checkCounters(ctx, base, cerr, results)
+	if !rep.Counters.Agree {
+		rep.Unmet = append(rep.Unmet, "counters: "+rep.Counters.Detail)
+	}
+	fmt.Fprintf(progress, "counters: %d connects, %d connected; the nodes counted %+v; agree=%v\n",
+		rep.Counters.Connects, rep.Counters.Connected, rep.Counters.Counters, rep.Counters.Agree)
+	rep.judgeAntnodeNAT(spec, natSeen(pairs, results), cfg.Expect.NATExempt)
+	for i, p := range pairs {
+		rep.AddPair(p, results[i], cfg.Expect.ForPair(p))
+	}
+	rep.runScenarios(ctx, env, cfg.Scenarios, progress)
+	if cfg.Keep {
+		fmt.Fprintf(progress, "keeping the testbed up (prefix %s); enter a host with: ip netns exec %sh0a bash; Ctrl-C to tear down\n", spec.Prefix, spec.Prefix)
+		<-ctx.Done()
+	}
+	env.Close()
+	if cfg.LogDir != "" {
+		env.SaveLogs(cfg.LogDir)
+	}
+	rep.TeardownMS = ms(tb.Close())
+	tb = nil
+	rep.DurationS = math.Round(time.Since(started).Seconds()*10) / 10
+	return rep, nil
+}
+
+// withDefaults checks cfg, fills in the defaults of its zero fields (see
+// RunConfig) and validates its spec and scenarios. It returns cfg so
+// filled and the validated spec.
+func (cfg RunConfig) withDefaults() (RunConfig, Spec, error) {
 	if cfg.Bin == "" {
-		return nil, errors.New("testnet: RunConfig.Bin is required")
+		return cfg, Spec{}, errors.New("testnet: RunConfig.Bin is required")
 	}
 	if cfg.Runs <= 0 {
 		cfg.Runs = 3
@@ -501,39 +575,29 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 	}
 	spec, err := cfg.Spec.Validate()
 	if err != nil {
-		return nil, err
+		return cfg, Spec{}, err
 	}
 	for _, n := range cfg.Scenarios {
 		if _, ok := Scenarios()[n]; !ok {
-			return nil, fmt.Errorf("testnet: unknown scenario %q (have %s)", n, strings.Join(ScenarioNames(), ", "))
+			return cfg, Spec{}, fmt.Errorf("testnet: unknown scenario %q (have %s)", n, strings.Join(ScenarioNames(), ", "))
 		}
 	}
-	dir := cfg.WorkDir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "antnode-testbed-"); err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-	}
-	rep := &Report{Started: started.UTC().Format(time.RFC3339), Commit: cfg.Commit,
+	return cfg, spec, nil
+}
+
+// newReport returns an empty report of a run of spec started at started
+// on commit.
+func newReport(started time.Time, commit string, spec Spec) *Report {
+	return &Report{Started: started.UTC().Format(time.RFC3339), Commit: commit,
 		Link:       LinkReport{DelayMS: float64(spec.Link.Delay.Microseconds()) / 1000, LossPct: spec.Link.Loss},
 		NATClasses: map[string]Measured{}, Sites: map[string]Measured{}, Pairs: []PairReport{}, Scenarios: []ScenarioResult{}, Unmet: []string{}}
-	progress := cfg.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
-	fmt.Fprintf(progress, "building testbed %s: %d sites\n", spec.Prefix, len(spec.Sites))
-	tb, err := Build(ctx, spec)
-	if err != nil {
-		return rep, err
-	}
-	defer func() {
-		if tb != nil {
-			rep.TeardownMS = ms(tb.Close())
-		}
-	}()
-	rep.BuildMS = ms(tb.BuildTime)
-	rep.Namespaces = len(tb.Namespaces)
+}
+
+// verifyTestbed measures how tb's routers behave and records it in rep,
+// per site and per class (a class keeps a site that failed verification,
+// if any). It returns an error if the testbed does not behave as spec
+// says, else prints each site's measurement.
+func verifyTestbed(ctx context.Context, tb *Testbed, spec Spec, rep *Report, progress io.Writer) error {
 	fmt.Fprintf(progress, "built %d namespaces in %.0f ms; verifying NAT behaviour\n", len(tb.Namespaces), rep.BuildMS)
 	meas, verr := tb.Verify(ctx, spec)
 	for _, s := range spec.Sites {
@@ -545,36 +609,42 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		}
 	}
 	if verr != nil {
-		return rep, fmt.Errorf("testnet: the testbed does not behave as specified; refusing to run: %w", verr)
+		return fmt.Errorf("testnet: the testbed does not behave as specified; refusing to run: %w", verr)
 	}
 	for _, s := range spec.Sites {
 		m := rep.Sites[s.Name]
 		fmt.Fprintf(progress, "  %-14s %-12s mapping %-5s filtering %-8s verified\n", s.Name, s.Class, m.Mapping, m.Filtering)
 	}
-	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, cfg.LogDir, progress)
-	if err != nil {
-		return rep, err
-	}
-	env.Timeout = cfg.Timeout
-	env.SoakFor = cfg.SoakFor
-	defer env.Close()
+	return nil
+}
 
-	pairs := tb.Pairs(spec, cfg.Classes)
-	type job struct {
-		pair int
-		run  int
-	}
-	var jobs []job
+// matrixJob is one connect of the matrix: run number run of pairs[pair].
+type matrixJob struct {
+	pair int
+	run  int
+}
+
+// matrixJobs lists the matrix's connects: runs per pair, or birthdayRuns
+// if more for a pair that needs the birthday search.
+func matrixJobs(pairs []PairSpec, runs, birthdayRuns int) []matrixJob {
+	var jobs []matrixJob
 	for i, p := range pairs {
-		n := cfg.Runs
+		n := runs
 		if p.NeedsBirthday() {
-			n = max(n, cfg.BirthdayRuns)
+			n = max(n, birthdayRuns)
 		}
 		for r := range n {
-			jobs = append(jobs, job{i, r})
+			jobs = append(jobs, matrixJob{i, r})
 		}
 	}
-	base, cerr := env.ScrapeCounters(ctx)
+	return jobs
+}
+
+// runMatrix runs the matrix's connects over pairs, cfg.Parallel at a time,
+// printing each as it ends, and returns each pair's results (in the order
+// they ended). It starts no more once ctx ends.
+func (e *Env) runMatrix(ctx context.Context, cfg RunConfig, pairs []PairSpec, progress io.Writer) [][]ConnectResult {
+	jobs := matrixJobs(pairs, cfg.Runs, cfg.BirthdayRuns)
 	results := make([][]ConnectResult, len(pairs))
 	var mu sync.Mutex
 	done := 0
@@ -591,7 +661,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			p := pairs[j.pair]
-			res := env.Connect(ctx, p.From, p.To, cfg.Send, cfg.Timeout)
+			res := e.Connect(ctx, p.From, p.To, cfg.Send, cfg.Timeout)
 			mu.Lock()
 			results[j.pair] = append(results[j.pair], res)
 			done++
@@ -604,16 +674,12 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		}()
 	}
 	wg.Wait()
-	if ctx.Err() != nil {
-		return rep, ctx.Err()
-	}
-	rep.Counters = env.checkCounters(ctx, base, cerr, results)
-	if !rep.Counters.Agree {
-		rep.Unmet = append(rep.Unmet, "counters: "+rep.Counters.Detail)
-	}
-	fmt.Fprintf(progress, "counters: %d connects, %d connected; the nodes counted %+v; agree=%v\n",
-		rep.Counters.Connects, rep.Counters.Connected, rep.Counters.Counters, rep.Counters.Agree)
-	// What antnode measured at each site, from the connects made there.
+	return results
+}
+
+// natSeen counts, per site, the NAT types antnode measured in the connects
+// made from there ("unknown" when it reported none).
+func natSeen(pairs []PairSpec, results [][]ConnectResult) map[string]map[string]int {
 	seen := map[string]map[string]int{}
 	for i, p := range pairs {
 		for _, r := range results[i] {
@@ -627,52 +693,55 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 			seen[p.From.Site][nat]++
 		}
 	}
+	return seen
+}
+
+// mostSeen returns the NAT type counted most (the first by name of a tie).
+func mostSeen(counts map[string]int) string {
+	var got string
+	for nat, n := range counts {
+		if got == "" || n > counts[got] || (n == counts[got] && nat < got) {
+			got = nat
+		}
+	}
+	return got
+}
+
+// judgeAntnodeNAT records, per site and per class, what antnode measured
+// at each site (seen, from natSeen) and whether it agrees with the site's
+// class; a site that disagrees, unless its class is exempt, is unmet.
+func (r *Report) judgeAntnodeNAT(spec Spec, seen map[string]map[string]int, exempt []Class) {
 	for _, s := range spec.Sites {
 		counts := seen[s.Name]
 		if len(counts) == 0 {
 			continue
 		}
-		var got string
-		for nat, n := range counts {
-			if got == "" || n > counts[got] || (n == counts[got] && nat < got) {
-				got = nat
-			}
-		}
+		got := mostSeen(counts)
 		agrees := len(counts) == 1 && got == s.Class.AntnodeClass()
-		m := rep.Sites[s.Name]
+		m := r.Sites[s.Name]
 		m.Antnode, m.AntnodeAgrees = got, &agrees
-		rep.Sites[s.Name] = m
-		cm := rep.NATClasses[string(s.Class)]
+		r.Sites[s.Name] = m
+		cm := r.NATClasses[string(s.Class)]
 		if cm.Antnode == "" || !agrees {
 			cm.Antnode, cm.AntnodeAgrees = got, &agrees
-			rep.NATClasses[string(s.Class)] = cm
+			r.NATClasses[string(s.Class)] = cm
 		}
-		if !agrees && !slices.Contains(cfg.Expect.NATExempt, s.Class) {
-			rep.Unmet = append(rep.Unmet, fmt.Sprintf("site %s (%s): antnode measured %v, want %s", s.Name, s.Class, counts, s.Class.AntnodeClass()))
+		if !agrees && !slices.Contains(exempt, s.Class) {
+			r.Unmet = append(r.Unmet, fmt.Sprintf("site %s (%s): antnode measured %v, want %s", s.Name, s.Class, counts, s.Class.AntnodeClass()))
 		}
 	}
-	for i, p := range pairs {
-		rep.AddPair(p, results[i], cfg.Expect.ForPair(p))
-	}
-	for _, name := range cfg.Scenarios {
+}
+
+// runScenarios runs the named scenarios one after the other on env and
+// adds their results, with the tunnels each measured, to the report.
+func (r *Report) runScenarios(ctx context.Context, env *Env, names []string, progress io.Writer) {
+	for _, name := range names {
 		fmt.Fprintf(progress, "scenario %s ...\n", name)
 		env.tunnels = nil
 		ok, detail := Scenarios()[name](ctx, env)
-		rep.Scenarios = append(rep.Scenarios, ScenarioResult{Name: name, OK: ok, Detail: detail, Tunnels: env.tunnels})
+		r.Scenarios = append(r.Scenarios, ScenarioResult{Name: name, OK: ok, Detail: detail, Tunnels: env.tunnels})
 		fmt.Fprintf(progress, "scenario %s: ok=%v %s\n", name, ok, detail)
 	}
-	if cfg.Keep {
-		fmt.Fprintf(progress, "keeping the testbed up (prefix %s); enter a host with: ip netns exec %sh0a bash; Ctrl-C to tear down\n", spec.Prefix, spec.Prefix)
-		<-ctx.Done()
-	}
-	env.Close()
-	if cfg.LogDir != "" {
-		env.SaveLogs(cfg.LogDir)
-	}
-	rep.TeardownMS = ms(tb.Close())
-	tb = nil
-	rep.DurationS = math.Round(time.Since(started).Seconds()*10) / 10
-	return rep, nil
 }
 
 func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/100) / 10 }
