@@ -311,7 +311,7 @@ func waitOutput(ctx context.Context, p *Proc, s string, d time.Duration) error {
 	for !strings.Contains(p.Output(), s) {
 		select {
 		case <-p.Done():
-			return fmt.Errorf("exited: %v", p.Err())
+			return fmt.Errorf("exited: %w", p.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):

@@ -381,7 +381,7 @@ func (e *Env) startExposer(ctx context.Context, b Host, key, target, allow strin
 	}
 	if err := waitOutput(ctx, p, "bootstrap up", 15*time.Second); err != nil {
 		p.Stop(time.Second)
-		return nil, "", fmt.Errorf("exposing daemon in %s did not register: %v: %s", b.NS, err, tail(p.Output(), 300))
+		return nil, "", fmt.Errorf("exposing daemon in %s did not register: %w: %s", b.NS, err, tail(p.Output(), 300))
 	}
 	// The strategy needs the NAT type; a daemon that cannot classify
 	// (UDP blocked) still serves over the relay.
@@ -415,7 +415,7 @@ func (e *Env) startForward(ctx context.Context, a Host, key, peer string, limit 
 		select {
 		case <-p.Done():
 			e.saveLog("forward-"+a.NS, p)
-			return nil, ForwardReady{}, 0, fmt.Errorf("forward exited before it was ready (%v): %s", p.Err(), forwardFailure(p.Output()))
+			return nil, ForwardReady{}, 0, fmt.Errorf("forward exited before it was ready (%w): %s", p.Err(), forwardFailure(p.Output()))
 		case <-ctx.Done():
 			p.Stop(time.Second)
 			return nil, ForwardReady{}, 0, ctx.Err()
