@@ -17,6 +17,7 @@ import (
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -142,12 +143,12 @@ func reachedAt(relayAddr, bootstrap netip.AddrPort) netip.AddrPort {
 // the live connections that ever ran on its QUIC transport, including
 // those that moved to a direct path since: closing a quic.Transport ends
 // every connection that ever used it, so the transport stays (with the
-// allocation released under it: see detachConn) until the last of them
+// allocation released under it: see migration.DetachConn) until the last of them
 // ends.
 type sharedRelay struct {
 	key      string
 	alloc    *relay.Allocation
-	conn     *detachConn // alloc.Conn, detachable
+	conn     *migration.DetachConn // alloc.Conn, detachable
 	ep       *endpoint.Endpoint
 	agent    *holepunch.Agent
 	ln       *quic.Listener
@@ -356,7 +357,7 @@ func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *boots
 	}
 	att.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
 	r.alloc, r.expires = alloc, g.creds.Expires
-	r.conn = newDetachConn(alloc.Conn)
+	r.conn = migration.NewDetachConn(alloc.Conn)
 	fail := func(err error) error {
 		r.close()
 		return err

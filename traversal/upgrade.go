@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/event"
@@ -145,57 +144,13 @@ func (n *Node) san(a netip.AddrPort) string {
 // per unidirectional stream: a type byte and its payload.
 const (
 	noticeNominate byte = nominationByte // the dialler keeps this connection: no payload
-	noticePath     byte = 'P'            // the dialler moved the connection: payload is pathNotice
+	noticePath     byte = 'P'            // the dialler moved the connection: payload is a migration.PathNotice
 	noticePing     byte = 'K'            // a keepalive: no payload, nothing to do
 )
 
-// pathNotice is the payload of noticePath: the new event.Path, why the
-// dialler moved (a event.Reason) and how long the move took (a QUIC
-// varint of microseconds). A notice of an older peer ends after the path.
-type pathNotice struct {
-	path     event.Path
-	reason   event.Reason
-	duration time.Duration
-}
-
-func (p pathNotice) encode() []byte {
-	return quicvarint.Append([]byte{byte(p.path), byte(p.reason)}, uint64(p.duration.Microseconds()))
-}
-
-// decodePathNotice parses a noticePath payload; a missing reason or
-// duration is zero.
-func decodePathNotice(b []byte) (pathNotice, error) {
-	if len(b) == 0 {
-		return pathNotice{}, errBadNotice
-	}
-	p := pathNotice{path: event.Path(b[0])}
-	if p.path != event.PathDirect && p.path != event.PathRelay {
-		return pathNotice{}, errBadNotice
-	}
-	if len(b) == 1 {
-		return p, nil
-	}
-	if r := event.Reason(b[1]); int(r) < event.NumReasons {
-		p.reason = r
-	}
-	if len(b) > 2 {
-		us, _, err := quicvarint.Parse(b[2:])
-		if err != nil || us > uint64(time.Hour/time.Microsecond) {
-			return pathNotice{}, errBadNotice
-		}
-		p.duration = time.Duration(us) * time.Microsecond
-	}
-	return p, nil
-}
-
-var errBadNotice = errors.New("traversal: malformed path notice")
-
-// maxNotice bounds what is read of one notice.
-const maxNotice = 16
-
 // notifyPath tells the peer that this side moved c to path, and why.
 func (n *Node) notifyPath(c *Conn, path event.Path, reason event.Reason, took time.Duration) {
-	if err := sendNotice(c.qc, noticePath, pathNotice{path: path, reason: reason, duration: took}.encode()...); err != nil {
+	if err := sendNotice(c.qc, noticePath, migration.PathNotice{Path: path, Reason: reason, Duration: took}.Encode()...); err != nil {
 		n.log.Debug("traversal: path notice", "peer", c.peer.Short(), "err", err)
 	}
 }
@@ -228,21 +183,21 @@ func (c *Conn) serveNotices() {
 		case noticeNominate:
 			c.nominateOnce.Do(func() { close(c.nominated) })
 		case noticePath:
-			payload, err := io.ReadAll(io.LimitReader(str, maxNotice))
+			payload, err := io.ReadAll(io.LimitReader(str, migration.MaxNotice))
 			if err != nil {
 				str.CancelRead(0)
 				continue
 			}
-			pn, err := decodePathNotice(payload)
+			pn, err := migration.DecodePathNotice(payload)
 			if err != nil {
 				continue
 			}
 			from := c.Path()
-			c.setPath(pn.path)
-			c.node.move(c.peer, connectedState(pn.path), pn.reason, nil)
-			c.node.rec.Record(event.Event{Kind: event.KindMigration, Outcome: event.OutcomeOK, Reason: pn.reason,
-				Detail: "peer moved " + from.String() + "->" + pn.path.String(), Duration: pn.duration, Path: pn.path, Peer: c.peer.String()})
-			c.addMigration(Migration{At: time.Now(), Kind: "peer-moved", Reason: pn.reason, OK: true, Duration: pn.duration, From: from, To: pn.path})
+			c.setPath(pn.Path)
+			c.node.move(c.peer, connectedState(pn.Path), pn.Reason, nil)
+			c.node.rec.Record(event.Event{Kind: event.KindMigration, Outcome: event.OutcomeOK, Reason: pn.Reason,
+				Detail: "peer moved " + from.String() + "->" + pn.Path.String(), Duration: pn.Duration, Path: pn.Path, Peer: c.peer.String()})
+			c.addMigration(Migration{At: time.Now(), Kind: "peer-moved", Reason: pn.Reason, OK: true, Duration: pn.Duration, From: from, To: pn.Path})
 		case noticePing:
 		default:
 			str.CancelRead(0) // a newer peer's notice: ignore

@@ -1,4 +1,4 @@
-package traversal
+package migration
 
 import (
 	"errors"
@@ -15,22 +15,22 @@ import (
 func TestDetachedReadEnds(t *testing.T) {
 	tests := []struct {
 		name string
-		run  func(d *detachConn)
+		run  func(d *DetachConn)
 	}{
-		{"deadline after the detach", func(d *detachConn) {
+		{"deadline after the detach", func(d *DetachConn) {
 			d.Detach()
 			d.SetReadDeadline(time.Now())
 		}},
-		{"deadline before the detach", func(d *detachConn) {
+		{"deadline before the detach", func(d *DetachConn) {
 			d.SetReadDeadline(time.Now())
 			time.Sleep(20 * time.Millisecond) // the inner read fails on the deadline first
 			d.Detach()
 		}},
-		{"future deadline before the detach", func(d *detachConn) {
+		{"future deadline before the detach", func(d *DetachConn) {
 			d.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			d.Detach()
 		}},
-		{"close", func(d *detachConn) {
+		{"close", func(d *DetachConn) {
 			d.Detach()
 			d.Close()
 		}},
@@ -41,7 +41,7 @@ func TestDetachedReadEnds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := newDetachConn(pc)
+			d := NewDetachConn(pc)
 			defer d.Close()
 			done := make(chan error, 1)
 			go func() {

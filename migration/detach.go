@@ -1,4 +1,4 @@
-package traversal
+package migration
 
 import (
 	"net"
@@ -9,13 +9,13 @@ import (
 	"time"
 )
 
-// detachConn wraps a relayed socket so that the allocation under it can be
+// DetachConn wraps a relayed socket so that the allocation under it can be
 // released while the QUIC transport on top lives on (closing a
 // quic.Transport ends every connection that ever used it, and one whose
 // socket fails closes itself). After Detach, writes are dropped and reads
 // block until the read deadline passes (the transport's own Close sets
 // one) or Close.
-type detachConn struct {
+type DetachConn struct {
 	net.PacketConn
 
 	// intercept maps a peer address to a handler for the QUIC packets
@@ -31,13 +31,14 @@ type detachConn struct {
 	wake     chan struct{} // closed by Close or a past read deadline
 }
 
-func newDetachConn(c net.PacketConn) *detachConn {
-	return &detachConn{PacketConn: c, wake: make(chan struct{})}
+// NewDetachConn wraps c.
+func NewDetachConn(c net.PacketConn) *DetachConn {
+	return &DetachConn{PacketConn: c, wake: make(chan struct{})}
 }
 
 // Detach closes the inner socket (releasing the allocation) but not the
 // wrapper.
-func (d *detachConn) Detach() {
+func (d *DetachConn) Detach() {
 	d.mu.Lock()
 	if d.detached {
 		d.mu.Unlock()
@@ -48,13 +49,16 @@ func (d *detachConn) Detach() {
 	d.PacketConn.Close()
 }
 
-func (d *detachConn) isDetached() bool {
+func (d *DetachConn) isDetached() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.detached
 }
 
-func (d *detachConn) ReadFrom(b []byte) (int, net.Addr, error) {
+// ReadFrom reads from the inner socket, handing intercepted peers' packets
+// to their handlers; once detached it blocks until the read deadline or
+// Close.
+func (d *DetachConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := d.PacketConn.ReadFrom(b)
 		if err != nil && d.isDetached() {
@@ -77,7 +81,7 @@ func (d *detachConn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 // Intercept hands the QUIC packets from peer to h (nil: stop).
-func (d *detachConn) Intercept(peer netip.AddrPort, h func([]byte)) {
+func (d *DetachConn) Intercept(peer netip.AddrPort, h func([]byte)) {
 	d.imu.Lock()
 	defer d.imu.Unlock()
 	m := map[netip.AddrPort]func([]byte){}
@@ -98,7 +102,8 @@ func (d *detachConn) Intercept(peer netip.AddrPort, h func([]byte)) {
 	d.intercept.Store(&m)
 }
 
-func (d *detachConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+// WriteTo writes to the inner socket; once detached, writes are dropped.
+func (d *DetachConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if d.isDetached() {
 		return len(b), nil
 	}
@@ -113,7 +118,7 @@ func (d *detachConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // deadline that has passed, including one set before the detach (the
 // transport's Close may set it just before the socket is detached: the
 // inner read fails on the deadline, and nothing would wake it later).
-func (d *detachConn) waitWake() {
+func (d *DetachConn) waitWake() {
 	d.mu.Lock()
 	dl := d.deadline
 	if !dl.IsZero() && !dl.After(time.Now()) {
@@ -133,7 +138,9 @@ func (d *detachConn) waitWake() {
 	}
 }
 
-func (d *detachConn) SetReadDeadline(t time.Time) error {
+// SetReadDeadline sets the inner socket's read deadline, and wakes a
+// detached read when it has passed.
+func (d *DetachConn) SetReadDeadline(t time.Time) error {
 	d.mu.Lock()
 	d.deadline = t
 	if d.detached && !t.IsZero() && !t.After(time.Now()) {
@@ -147,7 +154,7 @@ func (d *detachConn) SetReadDeadline(t time.Time) error {
 	return d.PacketConn.SetReadDeadline(t)
 }
 
-func (d *detachConn) wakeLocked() {
+func (d *DetachConn) wakeLocked() {
 	select {
 	case <-d.wake:
 	default:
@@ -155,7 +162,8 @@ func (d *detachConn) wakeLocked() {
 	}
 }
 
-func (d *detachConn) Close() error {
+// Close closes the inner socket and ends every read.
+func (d *DetachConn) Close() error {
 	d.mu.Lock()
 	d.wakeLocked()
 	wasDetached := d.detached
