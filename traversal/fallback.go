@@ -13,7 +13,6 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
-	"github.com/antnode/antnode/migration"
 )
 
 // Dead direct paths and the move to the relay.
@@ -26,68 +25,8 @@ import (
 // through a bootstrap to send checks to the relayed address (opening the
 // peer's NAT to it), adds a QUIC path over the allocation, probes it and
 // switches: the connection and its streams carry on through the relay,
-// and the upgrade loop tries to go direct again later.
-
-// pathWatch watches a connection this node dialled while it runs on a
-// direct path and moves it to the relay when the path dies.
-func (n *Node) pathWatch(c *Conn) {
-	if n.cfg.DeadPathCheck < 0 {
-		return
-	}
-	t := time.NewTicker(n.cfg.DeadPathCheck)
-	defer t.Stop()
-	var silence migration.Silence
-	var sent uint64        // packets sent at the last look
-	lastSend := time.Now() // when that count last grew
-	for {
-		select {
-		case <-t.C:
-		case <-c.qc.Context().Done():
-			return
-		case <-n.ctx.Done():
-			return
-		}
-		if c.Path() != event.PathDirect || c.migrating.Load() {
-			silence.Reset()
-			continue
-		}
-		st := c.qc.ConnectionStats()
-		// Keepalive at the learned pace: QUIC's own keepalive period was
-		// fixed when the connection was made, and the NAT's mapping
-		// lifetime may have been learned (shorter) since. A ping notice
-		// makes the peer answer too, which refreshes its mapping.
-		if now := time.Now(); st.PacketsSent != sent {
-			sent, lastSend = st.PacketsSent, now
-		} else if now.Sub(lastSend) >= n.Keepalive() {
-			if err := sendNotice(c.qc, noticePing); err != nil {
-				n.log.Debug("traversal: keepalive", "peer", c.peer.Short(), "err", err)
-			}
-			lastSend = now
-		}
-		threshold := migration.DeadAfter(n.cfg.DeadAfter/3, st.SmoothedRTT, 3)
-		if !silence.Observe(time.Now(), st.PacketsSent, st.PacketsReceived, threshold) {
-			continue
-		}
-		silence.Reset()
-		if !c.migrating.CompareAndSwap(false, true) {
-			continue
-		}
-		n.demote(c, threshold)
-		c.migrating.Store(false)
-	}
-}
-
-// demote moves c, whose direct path has been silent for silent, to the
-// relay, and keeps trying to bring it back; the caller holds c.migrating.
-func (n *Node) demote(c *Conn, silent time.Duration) {
-	if err := n.fallback(c, silent); err == nil {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.upgradeLoop(c)
-		}()
-	}
-}
+// and the upgrade loop tries to go direct again later. The watching and
+// the pacing are the connection's migration.Path; this file has the move.
 
 // fallback moves c from its dead direct path to the relay.
 func (n *Node) fallback(c *Conn, silent time.Duration) (err error) {

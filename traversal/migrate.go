@@ -96,11 +96,11 @@ func (n *Node) observedFunc(i int) func(netip.AddrPort) {
 // migration per connection at a time).
 func (n *Node) rebindAll(reason event.Reason) {
 	for _, conn := range n.Conns() {
-		if conn.outgoing && conn.Path() == event.PathDirect && conn.migrating.CompareAndSwap(false, true) {
+		if conn.outgoing && conn.Path() == event.PathDirect && conn.manager != nil && conn.manager.Begin() {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
-				defer conn.migrating.Store(false)
+				defer conn.manager.End()
 				n.rebind(conn, reason)
 			}()
 		}
@@ -133,7 +133,7 @@ func (n *Node) rebind(conn *Conn, reason event.Reason) error {
 	// now rather than after the dead-path watch's silence as well.
 	if after := conn.qc.ConnectionStats(); err != nil && conn.Path() == event.PathDirect && conn.qc.Context().Err() == nil &&
 		after.PacketsReceived == before.PacketsReceived && after.PacketsSent > before.PacketsSent {
-		n.demote(conn, d)
+		n.fallback(conn, d) // then the connection's path manager tries to upgrade
 	}
 	return err
 }

@@ -812,19 +812,8 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgo
 		defer n.wg.Done()
 		c.serveNotices()
 	}()
-	if outgoing && path == event.PathDirect {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.pathWatch(c)
-		}()
-	}
-	if outgoing && path == event.PathRelay && n.relayOf(qc) != nil {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.upgradeLoop(c)
-		}()
+	if outgoing && (path == event.PathDirect || n.relayOf(qc) != nil) {
+		n.managePath(c)
 	}
 	return c
 }
@@ -986,10 +975,11 @@ type Conn struct {
 	path     atomic.Uint32 // event.Path: changes on relay <-> direct moves
 	outgoing bool
 	since    time.Time
-	// migrating is set while a migration of this connection runs.
-	migrating atomic.Bool
-	migMu     sync.Mutex
-	migs      []Migration
+	// manager manages the path of a connection this node dialled (nil for
+	// accepted ones: the dialler moves a connection).
+	manager *migration.Path
+	migMu   sync.Mutex
+	migs    []Migration
 	// nominated is closed when the dialler nominates the connection.
 	nominated    chan struct{}
 	nominateOnce sync.Once

@@ -31,40 +31,6 @@ import (
 // direct path to the connection's remote address.
 var ErrNoDirectYet = errors.New("traversal: no direct path to the peer yet")
 
-// upgradeLoop tries to move c off the relay, paced by
-// migration.UpgradeDelay, until it succeeds or c ends.
-func (n *Node) upgradeLoop(c *Conn) {
-	if n.cfg.UpgradeBase < 0 || n.cfg.Relay == RelayForce {
-		return
-	}
-	for i := 0; ; i++ {
-		t := time.NewTimer(migration.UpgradeDelay(i, n.cfg.UpgradeBase, n.cfg.UpgradeMax))
-		select {
-		case <-t.C:
-		case <-c.qc.Context().Done():
-			t.Stop()
-			return
-		case <-n.ctx.Done():
-			t.Stop()
-			return
-		}
-		if c.Path() != event.PathRelay {
-			return
-		}
-		if n.degrade.busy(n.cfg.MaxInflight) {
-			continue // under load: upgrades are optional work and wait
-		}
-		if !c.migrating.CompareAndSwap(false, true) {
-			continue
-		}
-		err := n.upgrade(c)
-		c.migrating.Store(false)
-		if err == nil {
-			return
-		}
-	}
-}
-
 // upgrade makes one attempt to move c to a direct path.
 func (n *Node) upgrade(c *Conn) (err error) {
 	start := time.Now()
@@ -204,3 +170,50 @@ func (c *Conn) serveNotices() {
 		}
 	}
 }
+
+// managePath starts the path manager of c, a connection this node
+// dialled: it watches the direct path (keepalive at the learned pace, a
+// dead path to the relay) and upgrades from the relay, until c or the
+// node ends.
+func (n *Node) managePath(c *Conn) {
+	base := n.cfg.UpgradeBase
+	if n.cfg.Relay == RelayForce {
+		base = -1 // relayed on purpose: never upgrade
+	}
+	ctx, stop := context.WithCancel(n.ctx)
+	context.AfterFunc(c.qc.Context(), stop)
+	c.manager = migration.NewPath(migration.PathConfig{Check: n.cfg.DeadPathCheck, DeadAfter: n.cfg.DeadAfter,
+		UpgradeBase: base, UpgradeMax: n.cfg.UpgradeMax, Keepalive: n.Keepalive,
+		Busy: func() bool { return n.degrade.busy(n.cfg.MaxInflight) }}, connMover{n, c}, ctx.Done())
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer stop()
+		c.manager.Run()
+	}()
+}
+
+// connMover is a connection's side of its path manager.
+type connMover struct {
+	n *Node
+	c *Conn
+}
+
+func (m connMover) Stats() (sent, received uint64, rtt time.Duration) {
+	st := m.c.qc.ConnectionStats()
+	return st.PacketsSent, st.PacketsReceived, st.SmoothedRTT
+}
+
+func (m connMover) Direct() bool { return m.c.Path() == event.PathDirect }
+
+// Ping is a notice the peer answers, which also refreshes its mapping.
+func (m connMover) Ping() error {
+	err := sendNotice(m.c.qc, noticePing)
+	if err != nil {
+		m.n.log.Debug("traversal: keepalive", "peer", m.c.peer.Short(), "err", err)
+	}
+	return err
+}
+
+func (m connMover) Fallback(silent time.Duration) error { return m.n.fallback(m.c, silent) }
+func (m connMover) Upgrade() error                      { return m.n.upgrade(m.c) }
