@@ -64,9 +64,7 @@ func (n *Node) onNetworkChange(c migration.Change) {
 // A mapping that changed because the local addresses did (a network
 // change, handled by onNetworkChange) teaches nothing about the NAT.
 func (n *Node) observedFunc(i int) func(netip.AddrPort) {
-	var mu sync.Mutex
-	var prev netip.AddrPort
-	var prevGen uint64
+	var obs mappingObserver
 	return func(addr netip.AddrPort) {
 		n.poke()
 		// Only the UDP mapping matters (a TCP registration's observed
@@ -75,21 +73,42 @@ func (n *Node) observedFunc(i int) func(netip.AddrPort) {
 		if i >= len(clients) || clients[i].Status().Transport != bootstrap.TransportQUIC {
 			return
 		}
-		gen := n.netGen.Load()
-		mu.Lock()
-		changed := prev.IsValid() && addr != prev && gen == prevGen
-		prev, prevGen = addr, gen
-		mu.Unlock()
-		if !changed {
+		rebound, lifetime := obs.observe(addr, n.netGen.Load(), clients[i].Heartbeat())
+		if !rebound {
 			return
 		}
 		n.rec.Record(event.Event{Kind: event.KindMigration, Reason: event.ReasonMappingExpired, Outcome: event.OutcomeOK,
 			Detail: "the NAT mapped this node anew", Addr: addr})
-		// The control connection is never idle for more than a
-		// heartbeat: the mapping lived less than that.
-		n.learnMappingLifetime(clients[i].Heartbeat())
+		n.learnMappingLifetime(lifetime)
 		n.rebindAll(event.ReasonMappingExpired)
 	}
+}
+
+// mappingObserver follows one bootstrap's observations of this node's
+// address. It tells when the NAT mapped the socket anew under the same
+// local addresses (a mapping expired, or conntrack was flushed), and
+// bounds how long the old mapping lived: less than the longest gap
+// between packets on the control connection since the last observation,
+// which is the larger of the heartbeat then and now (a heartbeat is only
+// ever shortened). The heartbeat now alone is not the bound: another
+// bootstrap that saw the same rebinding a moment earlier may have just
+// shortened it, and the lifetime would be learned twice over.
+type mappingObserver struct {
+	mu      sync.Mutex
+	prev    netip.AddrPort
+	prevGen uint64        // local address changes seen at prev
+	prevHB  time.Duration // the heartbeat at prev
+}
+
+// observe takes an observed address, the count of local address changes
+// and the heartbeat now.
+func (o *mappingObserver) observe(addr netip.AddrPort, gen uint64, hb time.Duration) (rebound bool, lifetime time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	rebound = o.prev.IsValid() && addr != o.prev && gen == o.prevGen
+	lifetime = max(o.prevHB, hb)
+	o.prev, o.prevGen, o.prevHB = addr, gen, hb
+	return rebound, lifetime
 }
 
 // rebindAll rebinds every direct connection this node dialled (one
