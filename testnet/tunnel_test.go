@@ -351,6 +351,11 @@ func TestFileServer(t *testing.T) {
 	if got := hex.EncodeToString(h.Sum(nil)); got != p.SHA256() {
 		t.Fatal("the body's SHA-256 differs")
 	}
+	// The handler counts a write once it returned, which may be after the
+	// client has read it: wait for the count (bounded).
+	for deadline := time.Now().Add(5 * time.Second); fs.served.Load() != p.Size && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if fs.served.Load() != p.Size {
 		t.Fatalf("served %d bytes, want %d", fs.served.Load(), p.Size)
 	}
