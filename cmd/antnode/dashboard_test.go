@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // The dashboard in a real browser: Debian's headless Chromium driven by
@@ -108,7 +110,7 @@ func TestDashboardInChromium(t *testing.T) {
 	peerMetrics := freeTCP(t)
 	daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot, "--metrics-addr", peerMetrics, "--metrics-token-file", tokenFile)
 	peerURL := "http://" + peerMetrics
-	waitFor(t, 15*time.Second, "the peer to be ready", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the peer to be ready", func() bool {
 		code, _ := httpGet(t, peerURL+"/readyz", "")
 		return code == 200
 	})
@@ -129,7 +131,7 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	t.Cleanup(func() { cd.Process.Kill(); cd.Wait() })
 	wd := &webDriver{t: t, base: "http://" + dport}
-	waitFor(t, 20*time.Second, "chromedriver", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "chromedriver", func() bool {
 		resp, err := http.Get(wd.base + "/status")
 		if err != nil {
 			return false
@@ -162,7 +164,7 @@ func TestDashboardInChromium(t *testing.T) {
 			Live: document.getElementById("live").dataset.state, Frames: Number(document.body.dataset.frames || 0),
 			Stored: Number(document.getElementById("attempt-count").textContent) || 0}`, &shown)
 	}
-	waitFor(t, 20*time.Second, "the dashboard's first frame", func() bool { read(); return shown.Frames > 0 && shown.Live == "live" })
+	testkit.WaitFor(t, 20*time.Second, "the dashboard's first frame", func() bool { read(); return shown.Frames > 0 && shown.Live == "live" })
 	// The page shows what /api/v1/status says (the NAT type may still be
 	// changing as the node classifies itself: the page must follow).
 	deadline := time.Now().Add(15 * time.Second)
@@ -188,7 +190,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if code, out, errOut := run("connect", status.ID, "--bootstrap-nodes", boot, "--send", "64KiB", "--json"); code != exitOK {
 		t.Fatalf("connect: %d %s %s", code, out, errOut)
 	}
-	waitFor(t, 20*time.Second, "the new attempt on the page", func() bool { read(); return shown.Stored > before })
+	testkit.WaitFor(t, 20*time.Second, "the new attempt on the page", func() bool { read(); return shown.Stored > before })
 	wd.js(`return window.antnodeMarker || 0`, &marker)
 	if marker != 42 {
 		t.Fatal("the page reloaded instead of updating")
@@ -201,7 +203,7 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatalf("attempts: %v %s", err, body)
 	}
 	var row struct{ ID, Outcome, Path string }
-	waitFor(t, 10*time.Second, "the newest attempt's row", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the newest attempt's row", func() bool {
 		wd.js(`const r = document.querySelector("#attempt-rows tr"); if (!r) return {};
 			return {ID: r.dataset.attemptId, Outcome: r.children[3].textContent, Path: r.children[4].textContent}`, &row)
 		return row.ID == api.Attempts[0].ID
@@ -213,7 +215,7 @@ func TestDashboardInChromium(t *testing.T) {
 	// The services table shows the built-in transfer service with the
 	// stream the connect opened, as the API counts it.
 	var svc struct{ Accepted, In string }
-	waitFor(t, 10*time.Second, "the transfer service's row", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the transfer service's row", func() bool {
 		wd.js(`const r = document.querySelector('#service-rows tr[data-service="transfer"]'); if (!r) return {};
 			return {Accepted: r.children[4].textContent, In: r.children[8].textContent}`, &svc)
 		return svc.Accepted != "" && svc.Accepted != "0"

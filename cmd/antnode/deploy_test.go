@@ -17,6 +17,7 @@ import (
 
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/traversal"
 )
@@ -29,7 +30,7 @@ import (
 const deployDir = "../../deploy"
 
 func TestAlertRules(t *testing.T) {
-	promtool := needTool(t, "promtool")
+	promtool := testkit.NeedTool(t, "promtool")
 	for _, args := range [][]string{
 		{"check", "rules", "alerts.yml"},
 		{"test", "rules", "alerts_test.yml"},
@@ -236,7 +237,7 @@ func TestScrapeConfig(t *testing.T) {
 			t.Errorf("alerts.yml selects job %q, which prometheus.yml does not scrape (jobs: %v)", m[1], jobs)
 		}
 	}
-	promtool := needTool(t, "promtool")
+	promtool := testkit.NeedTool(t, "promtool")
 	// promtool checks that the token file exists: point it at one.
 	dir := t.TempDir()
 	token := filepath.Join(dir, "antnode-token")

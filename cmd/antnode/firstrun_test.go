@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // TestDefaultMetricsPortInUse: a second node on a host whose default
@@ -47,7 +48,7 @@ func TestDefaultMetricsPortInUse(t *testing.T) {
 			stdout, stderr := daemon(t, args...)
 			re := regexp.MustCompile(`metrics on http://(127\.0\.0\.1:(\d+))/metrics`)
 			var m []string
-			waitFor(t, 10*time.Second, "the metrics address on stdout", func() bool {
+			testkit.WaitFor(t, 10*time.Second, "the metrics address on stdout", func() bool {
 				m = re.FindStringSubmatch(stdout.String())
 				return m != nil
 			})
@@ -98,7 +99,7 @@ func TestOwnErrorsShowOwnAddresses(t *testing.T) {
 		_, bootAddr, _ := strings.Cut(boot, "@")
 		metrics := freeTCP(t)
 		_, logs := daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot, "--metrics-addr", metrics, "--log-level", "debug")
-		waitFor(t, 10*time.Second, "the peer to be ready", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "the peer to be ready", func() bool {
 			code, _ := httpGet(t, "http://"+metrics+"/readyz", "")
 			return code == 200
 		})
@@ -160,7 +161,7 @@ func TestAPIConnectLikeCLI(t *testing.T) {
 	target := startPeer(t, boot)
 	metrics := freeTCP(t)
 	daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot, "--metrics-addr", metrics)
-	waitFor(t, 10*time.Second, "the peer to be ready", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the peer to be ready", func() bool {
 		code, _ := httpGet(t, "http://"+metrics+"/readyz", "")
 		return code == 200
 	})

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // TestIPv6Node: a node whose --listen is an IPv6 address runs all its
@@ -31,7 +33,7 @@ func TestIPv6Node(t *testing.T) {
 	daemon(t, "--bootstrap", "--listen", "[::1]:"+strconv.Itoa(port), "--key", bootKey, "--metrics-addr", "off")
 	health := freeTCP(t)
 	daemon(t, "--listen", "[::1]:0", "--bootstrap-nodes", boot, "--key", peerKey, "--metrics-addr", health)
-	waitFor(t, 10*time.Second, "the peer to register", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the peer to register", func() bool {
 		code, _ := httpGet(t, "http://"+health+"/readyz", "")
 		return code == 200
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // TestFailureLogsHideAddresses: the records a failure writes (an error
@@ -74,7 +75,7 @@ func TestDaemonLogsHideAddresses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, logs := daemon(t, append([]string{"--listen", "127.0.0.1:0", "--bootstrap-nodes", wrong,
 				"--metrics-addr", "127.0.0.1:0", "--log-level", "debug"}, tc.args...)...)
-			waitFor(t, 10*time.Second, "the key mismatch record", func() bool {
+			testkit.WaitFor(t, 10*time.Second, "the key mismatch record", func() bool {
 				return strings.Contains(logs.String(), "giving up this round")
 			})
 			for line := range strings.Lines(logs.String()) {

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // lockedBuffer collects a daemon's output while the test reads it.
@@ -122,32 +124,6 @@ func httpGet(t *testing.T, u, token string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// waitFor polls cond every 100 ms for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// needTool finds a tool the test cannot do without; outside CI a missing
-// tool skips the test, in CI it fails it (.ci/run installs it).
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed (apt-get install prometheus)", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
-}
-
 // seedNames are the metric names the monitoring specification fixes, with
 // their abbreviated units ("_ms"); linters flag exactly those.
 var seedNames = []string{"nat_attempts_total", "nat_results_total", "nat_duration_ms", "bootstrap_requests_total",
@@ -160,8 +136,8 @@ var seedNames = []string{"nat_attempts_total", "nat_results_total", "nat_duratio
 // seed metric, and the logs: one attempt ID on every record of an
 // attempt and no raw address anywhere.
 func TestDaemonsWithPrometheus(t *testing.T) {
-	promBin := needTool(t, "prometheus")
-	promtool := needTool(t, "promtool")
+	promBin := testkit.NeedTool(t, "prometheus")
+	promtool := testkit.NeedTool(t, "promtool")
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	const token = "integration-test-token-0123456789"
@@ -184,7 +160,7 @@ func TestDaemonsWithPrometheus(t *testing.T) {
 		"--metrics-addr", peerMetrics, "--metrics-token-file", tokenFile, "--log-format", "json", "--log-level", "debug",
 		"--qlog-dir", qlogDir)
 	peerURL := "http://" + peerMetrics
-	waitFor(t, 10*time.Second, "the peer to be ready", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the peer to be ready", func() bool {
 		code, _ := httpGet(t, peerURL+"/readyz", "")
 		return code == 200
 	})
@@ -286,7 +262,7 @@ scrape_configs:
 			return v, err == nil
 		}
 		var got float64
-		waitFor(t, 30*time.Second, "Prometheus to have scraped nat_attempts_total\n"+promOut.String(), func() bool {
+		testkit.WaitFor(t, 30*time.Second, "Prometheus to have scraped nat_attempts_total\n"+promOut.String(), func() bool {
 			v, ok := query(`sum(nat_attempts_total{job="antnode",role="responder"})`)
 			got = v
 			return ok
@@ -337,7 +313,7 @@ scrape_configs:
 
 	t.Run("qlog", func(t *testing.T) {
 		var traces []string
-		waitFor(t, 10*time.Second, "a qlog trace of the accepted connection", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "a qlog trace of the accepted connection", func() bool {
 			traces, _ = filepath.Glob(filepath.Join(qlogDir, "*"))
 			return len(traces) > 0
 		})
@@ -357,7 +333,7 @@ scrape_configs:
 			t.Fatalf("connect through the relay: %d %s %s", code, out, errOut)
 		}
 		var kinds []string
-		waitFor(t, 5*time.Second, "the relay allocation in the audit log", func() bool {
+		testkit.WaitFor(t, 5*time.Second, "the relay allocation in the audit log", func() bool {
 			b, _ := os.ReadFile(auditLog)
 			kinds = kinds[:0]
 			for _, rec := range jsonLines(t, string(b)) {

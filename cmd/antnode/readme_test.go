@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // The README's flag tables are generated from --help, and its "Running"
@@ -186,7 +188,7 @@ func readmeCommands(t *testing.T) []string {
 // a verified transfer. Only the placeholders BOOTID and PEERID are filled
 // in, from the `antnode id` lines before them.
 func TestREADMERunning(t *testing.T) {
-	needRootTools(t, "ip", "curl")
+	testkit.NeedRoot(t, "ip", "curl")
 	cmds := readmeCommands(t)
 	if len(cmds) < 4 {
 		t.Fatalf("Running has %d commands: %q", len(cmds), cmds)
@@ -260,28 +262,6 @@ func TestREADMERunning(t *testing.T) {
 	if !connected {
 		t.Fatal("no connect in the Running commands")
 	}
-}
-
-// needRootTools skips a test that needs root and these tools, unless CI
-// is set (CI runs as root with them: there it fails instead).
-func needRootTools(t *testing.T, tools ...string) {
-	t.Helper()
-	missing := ""
-	if os.Geteuid() != 0 {
-		missing = "root"
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil && missing == "" {
-			missing = tool
-		}
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("CI") == "" {
-		t.Skipf("needs %s (CI runs it)", missing)
-	}
-	t.Fatalf("CI: needs %s", missing)
 }
 
 // buildBinary builds antnode into the test's directory.

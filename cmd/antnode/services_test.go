@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // TestServicesBar is the bar on loopback: a bootstrap; daemon B
@@ -24,7 +26,7 @@ import (
 // request; the same with a third key failing with a one-line not_allowed
 // and B's audit log showing the refusal; and the other refusals' reasons.
 func TestServicesBar(t *testing.T) {
-	curl := needTool(t, "curl")
+	curl := testkit.NeedTool(t, "curl")
 	boot := startBootstrap(t)
 	dir := t.TempDir()
 	keyA, keyB, keyC := filepath.Join(dir, "a.key"), filepath.Join(dir, "b.key"), filepath.Join(dir, "c.key")
@@ -49,7 +51,7 @@ func TestServicesBar(t *testing.T) {
 	daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot, "--key", keyB, "--metrics-addr", maddr,
 		"--expose", "web="+strings.TrimPrefix(web.URL, "http://"), "--expose", "dead="+dead+",allow=any",
 		"--allow", a, "--audit-log", audit)
-	waitFor(t, 10*time.Second, "B ready", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "B ready", func() bool {
 		code, _ := httpGet(t, "http://"+maddr+"/readyz", "")
 		return code == http.StatusOK
 	})
@@ -58,7 +60,7 @@ func TestServicesBar(t *testing.T) {
 	// forward with A's key: ready as JSON, then curl through it.
 	fout, _ := daemon(t, append([]string{"forward", b, "web", "--local", "127.0.0.1:0", "--key", keyA, "--json"}, common...)...)
 	var ready forwardReady
-	waitFor(t, 15*time.Second, "forward ready", func() bool { return json.Unmarshal([]byte(fout.String()), &ready) == nil })
+	testkit.WaitFor(t, 15*time.Second, "forward ready", func() bool { return json.Unmarshal([]byte(fout.String()), &ready) == nil })
 	if ready.Path != "direct" || ready.Peer != b || ready.Service != "web" {
 		t.Fatalf("forward ready: %+v", ready)
 	}

@@ -18,29 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// needRoot skips a test that needs root and these tools, unless CI is set
-// (CI runs as root with them installed: there it fails instead).
-func needRoot(t *testing.T, tools ...string) {
-	t.Helper()
-	missing := ""
-	if os.Geteuid() != 0 {
-		missing = "root"
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil && missing == "" {
-			missing = tool
-		}
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("CI") == "" {
-		t.Skipf("needs %s (CI runs it)", missing)
-	}
-	t.Fatalf("CI: needs %s", missing)
-}
+	"github.com/antnode/antnode/internal/testkit"
+)
 
 // built is set once a test asked for the release.
 var built atomic.Bool
@@ -145,7 +125,7 @@ func TestTarball(t *testing.T) {
 // bootstrap must come up, serve its probes and its token-protected metrics,
 // and stop cleanly on SIGTERM.
 func TestDebInstallsOnACleanRoot(t *testing.T) {
-	needRoot(t, "dpkg", "useradd", "chroot", "ip", "curl")
+	testkit.NeedRoot(t, "dpkg", "useradd", "chroot", "ip", "curl")
 	if runtime.GOARCH != "amd64" {
 		t.Skip("the release is amd64")
 	}
