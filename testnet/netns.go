@@ -12,24 +12,43 @@ import (
 
 // InNS runs fn on an OS thread that has entered network namespace ns.
 // Sockets fn creates belong to ns and stay usable from any goroutine
-// afterwards. The thread is never returned to the runtime's pool: it ends
-// with the goroutine, so no other goroutine ever runs in ns by accident.
+// afterwards. The thread then goes back to its own namespace before it
+// is returned to the runtime's pool, so no other goroutine ever runs in
+// ns by accident; if it cannot go back, it stays locked and ends with the
+// goroutine.
+//
+// A thread must not end for nothing: the processes the testbed starts die
+// with the thread that started them (Pdeathsig), and a daemon started on a
+// thread that a locked goroutine later took and ended was killed at once
+// ("signal: killed", CI's tunnel scenario).
 func InNS(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: the thread exits with this goroutine.
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread() // not moved: any goroutine may have it
+			errc <- fmt.Errorf("testnet: this thread's namespace: %w", err)
+			return
+		}
+		defer own.Close()
 		f, err := os.Open("/var/run/netns/" + ns)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("testnet: open namespace %s: %w", ns, err)
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("testnet: enter namespace %s: %w", ns, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread() // home again: the thread may serve others
+		} // else: locked, the thread ends with this goroutine
+		errc <- err
 	}()
 	return <-errc
 }
