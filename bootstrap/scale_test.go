@@ -37,6 +37,7 @@ import (
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/monitor"
 )
 
@@ -176,24 +177,9 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		m := childMem{Peers: numPeers(), HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse,
-			RSS: rss(), Goroutines: runtime.NumGoroutine()}
+			RSS: testkit.RSS(), Goroutines: runtime.NumGoroutine()}
 		if err := json.NewEncoder(out).Encode(m); err != nil {
 			return fail(err)
-		}
-	}
-	return 0
-}
-
-// rss is the resident set size of this process (Linux), or 0.
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
 		}
 	}
 	return 0

@@ -105,3 +105,49 @@ func TestJoinCarriesFINAndRST(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPTarget: a stream to a TCP target reaches it (a request half-closed,
+// the answer after it); a target that refuses the connection refuses the
+// stream with CodeTargetUnreachable, and the link carries on.
+func TestTCPTarget(t *testing.T) {
+	server, client := newNode(t, Config{}), newNode(t, Config{})
+	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echoLn.Close()
+	go func() {
+		for {
+			c, err := echoLn.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there now
+	server.mux.Handle("echo", AllowAny, echoLn.Addr().String(), TCPTarget(echoLn.Addr().String(), nil))
+	server.mux.Handle("dead", AllowAny, deadAddr, TCPTarget(deadAddr, nil))
+	l := connect(t, client, server)
+
+	var se *StreamError
+	if _, err := l.dial("dead"); !errors.As(err, &se) || se.Code != CodeTargetUnreachable {
+		t.Fatalf("dead target: %v, want %s", err, CodeTargetUnreachable)
+	}
+	c, err := l.dial("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("through the target"))
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := io.ReadAll(c); err != nil || string(got) != "through the target" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+}

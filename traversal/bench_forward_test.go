@@ -16,8 +16,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/service"
 )
 
@@ -377,19 +376,7 @@ func benchTCPServer(tb testing.TB, handle func(net.Conn)) string {
 // otherwise joins the two.
 func benchExpose(tb testing.TB, n *Node, name, target string) {
 	tb.Helper()
-	err := n.Services().Handle(name, service.AllowAny, target, func(r *service.Request) {
-		tc, err := net.DialTimeout("tcp", target, 5*time.Second)
-		if err != nil {
-			r.Refuse(service.CodeTargetUnreachable)
-			return
-		}
-		s, err := r.Accept()
-		if err != nil {
-			tc.Close()
-			return
-		}
-		service.Join(tc, s)
-	})
+	err := n.Services().Handle(name, service.AllowAny, target, service.TCPTarget(target, nil))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -528,7 +515,7 @@ func sampleMem() memSample {
 	debug.FreeOSMemory() // collects again and returns freed pages: RSS follows
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return memSample{live: ms.HeapAlloc + ms.StackInuse, rss: readRSS(), goroutines: runtime.NumGoroutine()}
+	return memSample{live: ms.HeapAlloc + ms.StackInuse, rss: testkit.RSS(), goroutines: runtime.NumGoroutine()}
 }
 
 // writeHeapProfile writes the heap's live objects to path.
@@ -541,21 +528,6 @@ func writeHeapProfile(tb testing.TB, path string) {
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		tb.Fatal(err)
 	}
-}
-
-// readRSS is the process's resident set (VmRSS), 0 where unknown.
-func readRSS() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // quantile is the q-quantile of xs (nearest rank; xs is sorted in place).

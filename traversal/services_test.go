@@ -195,16 +195,7 @@ func TestForwardThroughNodes(t *testing.T) {
 			}()
 		}
 	}()
-	err = srv.Services().Handle("digest", service.AllowAny, target.Addr().String(), func(r *service.Request) {
-		tc, err := net.Dial("tcp", target.Addr().String())
-		if err != nil {
-			r.Refuse(service.CodeTargetUnreachable)
-			return
-		}
-		if s, err := r.Accept(); err == nil {
-			service.Join(tc, s)
-		}
-	})
+	err = srv.Services().Handle("digest", service.AllowAny, target.Addr().String(), service.TCPTarget(target.Addr().String(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -118,7 +117,7 @@ func (f *serviceFlags) serve(node *traversal.Node, log *slog.Logger) error {
 		if e.allow != nil {
 			allow = *e.allow
 		}
-		if err := node.Services().Handle(e.name, allow, e.target, dialTarget(e.target, log)); err != nil {
+		if err := node.Services().Handle(e.name, allow, e.target, service.TCPTarget(e.target, log)); err != nil {
 			return fmt.Errorf("--expose %s: %w", e.name, err)
 		}
 		if allow.Nobody() {
@@ -128,29 +127,4 @@ func (f *serviceFlags) serve(node *traversal.Node, log *slog.Logger) error {
 		}
 	}
 	return nil
-}
-
-// dialTarget is the handler of an exposed service: it connects to the
-// local TCP target first, refuses the stream with target_unreachable when
-// that fails, and otherwise carries the stream to it.
-func dialTarget(target string, log *slog.Logger) service.Handler {
-	return func(r *service.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		var d net.Dialer
-		tc, err := d.DialContext(ctx, "tcp", target)
-		cancel()
-		if err != nil {
-			log.Warn("service target unreachable", "service", r.Local.Service, "err", err)
-			r.Refuse(service.CodeTargetUnreachable)
-			return
-		}
-		s, err := r.Accept()
-		if err != nil {
-			tc.Close()
-			return
-		}
-		if _, _, err := service.Join(tc, s); err != nil {
-			log.Debug("service stream ended with an error", "service", r.Local.Service, "peer", r.Remote.Peer.Short(), "err", err)
-		}
-	}
 }

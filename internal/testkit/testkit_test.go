@@ -44,3 +44,10 @@ func (f *fakeT) Fatalf(string, ...any) {
 	f.failed = true
 	runtime.Goexit()
 }
+
+// TestRSS: this process has a resident set on Linux.
+func TestRSS(t *testing.T) {
+	if runtime.GOOS == "linux" && RSS() == 0 {
+		t.Fatal("no VmRSS read on Linux")
+	}
+}
