@@ -13,6 +13,7 @@ import (
 
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/testnet"
 )
@@ -192,28 +193,7 @@ func TestBirthdayThroughModel(t *testing.T) {
 	})
 }
 
-type eventLog struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (l *eventLog) Record(ev event.Event) {
-	l.mu.Lock()
-	l.events = append(l.events, ev)
-	l.mu.Unlock()
-}
-
-func (l *eventLog) validated() []event.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []event.Event
-	for _, ev := range l.events {
-		if ev.Kind == event.KindPathValidated {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
+type eventLog = testkit.Recorder
 
 // TestPortPredictionThroughModel: a symmetric NAT that allocates its ports
 // in sequence, against a port-restricted one. The ports at which two
@@ -278,7 +258,7 @@ func TestPortPredictionThroughModel(t *testing.T) {
 				if err := <-scanDone; err != nil {
 					t.Fatalf("scan side: %v", err)
 				}
-				v := log.validated()
+				v := log.Kind(event.KindPathValidated)
 				if len(v) != 1 || v[0].Detail != tc.how {
 					t.Fatalf("validated %+v, want one by %q", v, tc.how)
 				}

@@ -2,8 +2,10 @@ package migration
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/antnode/antnode/event"
@@ -54,4 +56,24 @@ func DecodePathNotice(b []byte) (PathNotice, error) {
 		p.Duration = time.Duration(us) * time.Microsecond
 	}
 	return p, nil
+}
+
+// Notices are one-way messages between the two ends of a connection, one
+// per unidirectional stream: a type byte and its payload.
+const (
+	NoticeNominate byte = 'N' // the dialler keeps this connection: no payload
+	NoticePath     byte = 'P' // the dialler moved the connection: a PathNotice
+	NoticePing     byte = 'K' // a keepalive: no payload, nothing to do
+)
+
+// SendNotice sends one notice of type typ on a stream of its own.
+func SendNotice(qc *quic.Conn, typ byte, payload ...byte) error {
+	str, err := qc.OpenUniStream()
+	if err != nil {
+		return fmt.Errorf("migration: notice: %w", err)
+	}
+	if _, err := str.Write(append([]byte{typ}, payload...)); err != nil {
+		return fmt.Errorf("migration: notice: %w", err)
+	}
+	return str.Close()
 }

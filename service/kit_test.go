@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
-	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 const testALPN = "antnode-service-test"
@@ -28,28 +28,7 @@ type node struct {
 }
 
 // events is a Recorder that keeps what it is given.
-type events struct {
-	mu sync.Mutex
-	ev []event.Event
-}
-
-func (e *events) Record(ev event.Event) {
-	e.mu.Lock()
-	e.ev = append(e.ev, ev)
-	e.mu.Unlock()
-}
-
-func (e *events) security() []event.Event {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var out []event.Event
-	for _, ev := range e.ev {
-		if ev.Kind == event.KindSecurity {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
+type events = testkit.Recorder
 
 func newNode(t testing.TB, cfg Config) *node {
 	t.Helper()

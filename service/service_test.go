@@ -63,11 +63,11 @@ func TestRefusals(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want.String()) {
 				t.Fatalf("error %q does not name %s", err, tc.want)
 			}
-			if got := len(server.rec.security()); (got > 0) != tc.audit {
+			if got := len(server.rec.Kind(event.KindSecurity)); (got > 0) != tc.audit {
 				t.Fatalf("%d security events, want audit=%v", got, tc.audit)
 			}
 			if tc.audit {
-				ev := server.rec.security()[0]
+				ev := server.rec.Kind(event.KindSecurity)[0]
 				if ev.Reason != event.ReasonNotAllowed || ev.Peer != client.id.ID().String() {
 					t.Fatalf("audit event %+v", ev)
 				}
@@ -324,13 +324,11 @@ func TestStreamLimitUnderFlood(t *testing.T) {
 		t.Fatalf("stream_limit refusals counted %v, want %d", v, flood)
 	}
 	events := 0
-	server.rec.mu.Lock()
-	for _, ev := range server.rec.ev {
+	for _, ev := range server.rec.Events(nil) {
 		if ev.Kind == event.KindStream && ev.Reason == event.ReasonStreamLimit {
 			events++
 		}
 	}
-	server.rec.mu.Unlock()
 	if bound := eventsPerSecond * (int(time.Since(start).Seconds()) + 2); events == 0 || events > bound {
 		t.Fatalf("%d stream_limit events recorded for %d refusals, want 1..%d", events, flood, bound)
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/internal/testkit"
+
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/event"
@@ -35,19 +37,19 @@ func TestWrongKeyAtPeerAddressIsRejected(t *testing.T) {
 			recA := &recorder{}
 			a := startNode(t, recA, bs)
 
-			impostorID := newIdentity(t)
-			impostorEP := newEndpoint(t)
+			impostorID := testkit.Identity(t)
+			impostorEP := testkit.Endpoint(t)
 			impostor, err := New(Config{Identity: impostorID, Endpoint: impostorEP})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { impostor.Close() })
 
-			bID := newIdentity(t)
+			bID := testkit.Identity(t)
 			bEP := impostorEP
 			var announce []wire.Candidate
 			if !tc.sameSocket {
-				bEP = newEndpoint(t)
+				bEP = testkit.Endpoint(t)
 				announce = []wire.Candidate{{Kind: wire.KindHost, Priority: 0x7effffff, Addr: impostorEP.LocalAddr()}}
 			}
 			sessions := make(chan *bootstrap.Session, 1)
@@ -92,18 +94,18 @@ func TestWrongKeyAtPeerAddressIsRejected(t *testing.T) {
 				}
 			}
 			hs := false
-			for _, ev := range recA.kinds(event.KindPhaseEnd) {
+			for _, ev := range recA.Kind(event.KindPhaseEnd) {
 				if ev.Phase == event.PhaseHandshake {
 					hs = ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonKeyMismatch
 				}
 			}
 			if !hs {
-				t.Fatalf("handshake phase events %+v, want a key mismatch failure", recA.kinds(event.KindPhaseEnd))
+				t.Fatalf("handshake phase events %+v, want a key mismatch failure", recA.Kind(event.KindPhaseEnd))
 			}
-			if ends := recA.kinds(event.KindAttemptEnd); len(ends) != 1 || ends[0].Reason != event.ReasonKeyMismatch {
+			if ends := recA.Kind(event.KindAttemptEnd); len(ends) != 1 || ends[0].Reason != event.ReasonKeyMismatch {
 				t.Fatalf("attempt ends %+v, want one with key mismatch", ends)
 			}
-			if fb := recA.kinds(event.KindFallback); len(fb) != 0 {
+			if fb := recA.Kind(event.KindFallback); len(fb) != 0 {
 				t.Fatalf("fell back after a key mismatch: %+v", fb)
 			}
 			select {

@@ -3,13 +3,15 @@ package traversal
 import (
 	"testing"
 	"time"
+
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // TestConfigDefaults: each field's zero value becomes its documented
 // default, and the fields whose negative value means "never" or "none"
 // keep that meaning.
 func TestConfigDefaults(t *testing.T) {
-	base := func() Config { return Config{Identity: newIdentity(t), Endpoint: newEndpoint(t)} }
+	base := func() Config { return Config{Identity: testkit.Identity(t), Endpoint: testkit.Endpoint(t)} }
 	c := base()
 	if err := c.validate(); err != nil {
 		t.Fatal(err)

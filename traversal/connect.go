@@ -20,6 +20,7 @@ import (
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -64,6 +65,8 @@ func Reason(err error) event.Reason {
 		return event.ReasonKeyMismatch
 	case errors.Is(err, relay.ErrQuota):
 		return event.ReasonRelayQuota
+	case errors.Is(err, ErrNoConnection):
+		return event.ReasonRefused
 	case errors.Is(err, ErrNoRelay), errors.Is(err, relay.ErrRefused):
 		// Whatever the bootstrap answered, the relay is what failed.
 		return event.ReasonRelayUnavailable
@@ -249,7 +252,7 @@ func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identit
 // punches when told, and waits for (or makes) the QUIC connection.
 func (n *Node) handleOffer(o *bootstrap.Offer) {
 	if o.Remote.Purpose != wire.PurposeConnect {
-		n.handleMigrationOffer(o)
+		n.answerRound(o)
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ConnectTimeout)
@@ -388,23 +391,12 @@ type leg struct {
 	targets []wire.Candidate
 }
 
-// nominationByte marks the one connection a dialler keeps: when several
+// nominate marks the one connection a dialler keeps: when several
 // dials succeed, the dialler keeps the first, nominates it on a
 // unidirectional stream and closes the others; the accepting side takes the
 // nominated one. The nomination travels with the dialler's handshake
 // completion, so it costs no round trip.
-const nominationByte = 'N'
-
-func nominate(qc *quic.Conn) error {
-	str, err := qc.OpenUniStream()
-	if err != nil {
-		return err
-	}
-	if _, err := str.Write([]byte{nominationByte}); err != nil {
-		return err
-	}
-	return str.Close()
-}
+func nominate(qc *quic.Conn) error { return migration.SendNotice(qc, migration.NoticeNominate) }
 
 // Application error codes of peer connections.
 const (
@@ -414,7 +406,7 @@ const (
 
 // awaitNomination delivers qc to nominated if the dialler nominates it
 // before ctx ends or qc closes. The nomination arrives as a notice (see
-// serveNotices), read by the connection's notice loop. A connection the
+// migration.Track's OnNominate), read by the connection's notice loop. A connection the
 // dialler closed after use (not as superseded) was the one it kept, even
 // if its nomination did not make it.
 func (n *Node) awaitNomination(ctx context.Context, qc *quic.Conn, nominated chan<- *quic.Conn) {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/internal/testkit"
+
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/relay"
 )
@@ -63,7 +65,7 @@ func startCoturn(t testing.TB) (netip.AddrPort, []byte) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		a, err := relay.Allocate(ctx, relay.ClientConfig{Server: addr, Credentials: relay.NewCredentials([]byte(secret), newIdentity(t).ID(), time.Now(), time.Minute)})
+		a, err := relay.Allocate(ctx, relay.ClientConfig{Server: addr, Credentials: relay.NewCredentials([]byte(secret), testkit.Identity(t).ID(), time.Now(), time.Minute)})
 		cancel()
 		if err == nil {
 			a.Close()

@@ -225,7 +225,7 @@ func TestPhaseBreakdown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, ev := range rec.events {
+		for _, ev := range rec.Events(nil) {
 			if ev.Attempt != 0 {
 				t.Logf("+%v %s %s %v %v", ev.Time.Sub(start), ev.Kind, ev.Phase, ev.Duration, ev.Addr)
 			}

@@ -45,7 +45,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
@@ -358,13 +357,10 @@ type Node struct {
 	// relayUses maps the connections made through a shared relay to it.
 	relayUses map[*quic.Conn]*relayUse
 
-	netWatch *migration.Watcher // nil: not watching
+	paths *migration.Manager // every connection's path: watch, keepalive, moves
 
 	injMu sync.Mutex
 	inj   *endpoint.Injector // nil until a connection is rerouted
-
-	mapLife atomic.Int64  // learned NAT mapping lifetime bound, ns (0: none)
-	netGen  atomic.Uint64 // local address changes seen (a new observed address then is no expiry)
 
 	breakers map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session] // by label; set in New
 	degrade  degrader
@@ -409,9 +405,15 @@ func New(cfg Config) (*Node, error) {
 		agent.Close()
 		return nil, err
 	}
+	if n.paths, err = n.newPaths(); err != nil {
+		cancel()
+		agent.Close()
+		return nil, err
+	}
 	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(PeerALPN), n.listenQUIC())
 	if err != nil {
 		cancel()
+		n.paths.Close()
 		agent.Close()
 		return nil, fmt.Errorf("traversal: listen: %w", err)
 	}
@@ -444,10 +446,6 @@ func New(cfg Config) (*Node, error) {
 	n.mu.Lock()
 	n.clients = clients
 	n.mu.Unlock()
-	if err := n.startNetWatch(); err != nil {
-		n.Close()
-		return nil, err
-	}
 	n.wg.Add(2)
 	go n.acceptLoop()
 	go n.classifyLoop()
@@ -579,9 +577,7 @@ func (n *Node) NAT() nattype.Type {
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.cancel()
-		if n.netWatch != nil {
-			n.netWatch.Close()
-		}
+		n.paths.Close()
 		for _, c := range n.bootstrapClients() {
 			c.Close()
 		}
@@ -792,7 +788,10 @@ func (n *Node) closedIfGone(peer identity.PeerID) {
 // closes.
 func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgoing bool) *Conn {
 	c := &Conn{node: n, qc: qc, peer: peer, outgoing: outgoing, since: time.Now(), nominated: make(chan struct{})}
-	c.setPath(path)
+	c.mc = n.paths.Track(qc, migration.Track{Peer: peer, Path: path,
+		Manage:     outgoing && (path == event.PathDirect || n.relayOf(qc) != nil),
+		NoUpgrade:  n.cfg.Relay == RelayForce, // relayed on purpose: never upgrade
+		OnNominate: func() { close(c.nominated) }})
 	n.mu.Lock()
 	n.conns[qc] = c
 	n.mu.Unlock()
@@ -807,14 +806,6 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgo
 		}()
 		c.serveStreams()
 	}()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		c.serveNotices()
-	}()
-	if outgoing && (path == event.PathDirect || n.relayOf(qc) != nil) {
-		n.managePath(c)
-	}
 	return c
 }
 
@@ -937,55 +928,25 @@ func (n *Node) Conns() []*Conn {
 }
 
 // Migration is one move of a connection: a rebind after a network
-// change, an upgrade from the relay, a fallback to it.
-type Migration struct {
-	At       time.Time
-	Kind     string // rebind, upgrade, fallback
-	Reason   event.Reason
-	OK       bool
-	Duration time.Duration
-	From, To event.Path
-}
-
-// maxMigrations bounds the history a connection keeps.
-const maxMigrations = 32
-
-func (c *Conn) addMigration(m Migration) {
-	c.migMu.Lock()
-	defer c.migMu.Unlock()
-	if len(c.migs) == maxMigrations {
-		copy(c.migs, c.migs[1:])
-		c.migs = c.migs[:maxMigrations-1]
-	}
-	c.migs = append(c.migs, m)
-}
+// change, an upgrade from the relay, a fallback to it, the peer's move.
+type Migration = migration.Move
 
 // Migrations returns the connection's recent migrations, oldest first.
-func (c *Conn) Migrations() []Migration {
-	c.migMu.Lock()
-	defer c.migMu.Unlock()
-	return append([]Migration(nil), c.migs...)
-}
+func (c *Conn) Migrations() []Migration { return c.mc.Moves() }
 
 // Conn is an authenticated QUIC connection to a peer.
 type Conn struct {
 	node     *Node
 	qc       *quic.Conn
 	peer     identity.PeerID
-	path     atomic.Uint32 // event.Path: changes on relay <-> direct moves
 	outgoing bool
 	since    time.Time
-	// manager manages the path of a connection this node dialled (nil for
-	// accepted ones: the dialler moves a connection).
-	manager *migration.Path
-	migMu   sync.Mutex
-	migs    []Migration
-	// nominated is closed when the dialler nominates the connection.
-	nominated    chan struct{}
-	nominateOnce sync.Once
-	// reroute is set while the connection's packets go through a relay
-	// behind QUIC's back (a dead direct path, see fallback).
-	reroute atomic.Pointer[rerouted]
+	// mc is the connection's path, which its path manager owns: the path
+	// it runs on, its moves, the peer's notices.
+	mc *migration.Conn
+	// nominated is closed when the dialler nominates the connection (once:
+	// the notice reader calls OnNominate once).
+	nominated chan struct{}
 
 	attempt       event.AttemptID
 	timeToConnect time.Duration
@@ -1003,9 +964,7 @@ func (c *Conn) TimeToConnect() time.Duration { return c.timeToConnect }
 func (c *Conn) Peer() identity.PeerID { return c.peer }
 
 // Path returns whether the connection runs direct or over a relay.
-func (c *Conn) Path() event.Path { return event.Path(c.path.Load()) }
-
-func (c *Conn) setPath(p event.Path) { c.path.Store(uint32(p)) }
+func (c *Conn) Path() event.Path { return c.mc.Path() }
 
 // setPath records the path of a tracked connection.
 func (n *Node) setPath(qc *quic.Conn, p event.Path) *Conn {
@@ -1013,7 +972,7 @@ func (n *Node) setPath(qc *quic.Conn, p event.Path) *Conn {
 	c := n.conns[qc]
 	n.mu.Unlock()
 	if c != nil {
-		c.setPath(p)
+		c.mc.SetPath(p)
 	}
 	return c
 }

@@ -5,35 +5,15 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
-	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
-
-func newIdentity(t testing.TB) *identity.Identity {
-	t.Helper()
-	id, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-func newEndpoint(t testing.TB) *endpoint.Endpoint {
-	t.Helper()
-	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep.Close() })
-	return ep
-}
 
 func startBootstrap(t testing.TB) Bootstrap {
 	t.Helper()
@@ -44,8 +24,8 @@ func startBootstrap(t testing.TB) Bootstrap {
 // made here).
 func startBootstrapCfg(t testing.TB, cfg bootstrap.ServerConfig) Bootstrap {
 	t.Helper()
-	id := newIdentity(t)
-	cfg.Identity, cfg.Endpoint = id, newEndpoint(t)
+	id := testkit.Identity(t)
+	cfg.Identity, cfg.Endpoint = id, testkit.Endpoint(t)
 	srv, err := bootstrap.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +38,7 @@ func startBootstrapCfg(t testing.TB, cfg bootstrap.ServerConfig) Bootstrap {
 // transition table does not allow (its API would show a stale state).
 func noRefusedMoves(t *testing.T, rec *recorder) {
 	t.Helper()
-	for _, ev := range rec.kinds(event.KindStateChange) {
+	for _, ev := range rec.Kind(event.KindStateChange) {
 		if ev.Outcome == event.OutcomeFail {
 			t.Fatalf("refused state change %s -> %s (reason %s)", ev.Detail, ev.To, ev.Reason)
 		}
@@ -66,32 +46,11 @@ func noRefusedMoves(t *testing.T, rec *recorder) {
 }
 
 // recorder keeps every event, for assertions.
-type recorder struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (r *recorder) Record(ev event.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, ev)
-	r.mu.Unlock()
-}
-
-func (r *recorder) kinds(k event.Kind) []event.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []event.Event
-	for _, ev := range r.events {
-		if ev.Kind == k {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
+type recorder = testkit.Recorder
 
 func startNode(t testing.TB, rec event.Recorder, bs ...Bootstrap) *Node {
 	t.Helper()
-	n, err := New(Config{Identity: newIdentity(t), Endpoint: newEndpoint(t), Bootstraps: bs, Recorder: rec})
+	n, err := New(Config{Identity: testkit.Identity(t), Endpoint: testkit.Endpoint(t), Bootstraps: bs, Recorder: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +92,7 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	// others are the node's own NAT classification.
 	var phases []event.Phase
 	outcome := map[event.Phase]event.Outcome{}
-	for _, ev := range recA.kinds(event.KindPhaseEnd) {
+	for _, ev := range recA.Kind(event.KindPhaseEnd) {
 		if ev.Attempt == 0 && ev.Phase == event.PhaseClassify {
 			continue
 		}
@@ -163,7 +122,7 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	// The peer's state machine went the whole way, and every move is an
 	// event.
 	var states []string
-	for _, ev := range recA.kinds(event.KindStateChange) {
+	for _, ev := range recA.Kind(event.KindStateChange) {
 		if ev.Peer == bn.ID().String() && ev.Outcome != event.OutcomeFail {
 			states = append(states, ev.To)
 		}
@@ -171,16 +130,16 @@ func TestConnectAndVerifiedTransfer(t *testing.T) {
 	if want := []string{"discovering", "coordinating", "punching", "connected-direct"}; !reflect.DeepEqual(states, want) {
 		t.Fatalf("states %v, want %v", states, want)
 	}
-	ends := recA.kinds(event.KindAttemptEnd)
+	ends := recA.Kind(event.KindAttemptEnd)
 	if len(ends) != 1 || ends[0].Outcome != event.OutcomeOK || ends[0].Path != event.PathDirect {
 		t.Fatalf("initiator attempt ends: %+v", ends)
 	}
 	// The responder finished its own attempt successfully.
 	deadline := time.Now().Add(3 * time.Second)
-	for len(recB.kinds(event.KindAttemptEnd)) == 0 && time.Now().Before(deadline) {
+	for len(recB.Kind(event.KindAttemptEnd)) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if ends := recB.kinds(event.KindAttemptEnd); len(ends) != 1 || ends[0].Outcome != event.OutcomeOK || ends[0].Detail != "responder" {
+	if ends := recB.Kind(event.KindAttemptEnd); len(ends) != 1 || ends[0].Outcome != event.OutcomeOK || ends[0].Detail != "responder" {
 		t.Fatalf("responder attempt ends: %+v", ends)
 	}
 	noRefusedMoves(t, recA)
@@ -206,7 +165,7 @@ func TestConnectFailures(t *testing.T) {
 		reason event.Reason
 		is     error
 	}{
-		{"unknown peer", newIdentity(t).ID(), event.ReasonUnknownPeer, bootstrap.ErrUnknownPeer},
+		{"unknown peer", testkit.Identity(t).ID(), event.ReasonUnknownPeer, bootstrap.ErrUnknownPeer},
 		{"self", a.ID(), event.ReasonSelf, ErrSelf},
 	}
 	for _, tc := range tests {
@@ -227,7 +186,7 @@ func TestConnectFailures(t *testing.T) {
 func TestTransferLimit(t *testing.T) {
 	b := startBootstrap(t)
 	a := startNode(t, nil, b)
-	bn, err := New(Config{Identity: newIdentity(t), Endpoint: newEndpoint(t), Bootstraps: []Bootstrap{b}, MaxTransfer: 1000})
+	bn, err := New(Config{Identity: testkit.Identity(t), Endpoint: testkit.Endpoint(t), Bootstraps: []Bootstrap{b}, MaxTransfer: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +224,7 @@ func TestAlternateBootstrap(t *testing.T) {
 	if _, err := a.Connect(ctx, bn.ID()); err != nil {
 		t.Fatal(err)
 	}
-	rs := rec.kinds(event.KindRecovery)
+	rs := rec.Kind(event.KindRecovery)
 	if len(rs) != 1 || rs[0].Detail != "alternate_bootstrap" || rs[0].Reason != event.ReasonUnknownPeer {
 		t.Fatalf("recovery events %+v", rs)
 	}
@@ -324,7 +283,7 @@ func fakeResolve(host string) (netip.Addr, error) {
 }
 
 func TestParseBootstrap(t *testing.T) {
-	id := newIdentity(t).ID()
+	id := testkit.Identity(t).ID()
 	tests := []struct {
 		in      string
 		want    Bootstrap
@@ -380,7 +339,7 @@ func TestPeerStatesAreBounded(t *testing.T) {
 	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, MaxPeerStates: limit})
 	var last identity.PeerID
 	for range 5 * limit {
-		last = newIdentity(t).ID()
+		last = testkit.Identity(t).ID()
 		if _, err := a.Connect(t.Context(), last); err == nil {
 			t.Fatal("a connect to an unregistered peer succeeded")
 		}

@@ -35,7 +35,7 @@ func TestConnectAndCloseAtOnce(t *testing.T) {
 		c.Close()
 	}
 	ends := func() (ok, failed int) {
-		for _, ev := range recB.kinds(event.KindAttemptEnd) {
+		for _, ev := range recB.Kind(event.KindAttemptEnd) {
 			if ev.Outcome == event.OutcomeOK {
 				ok++
 			} else {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/internal/testkit"
+
 	"github.com/failsafe-go/failsafe-go/timeout"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -53,9 +55,9 @@ func blackholedFrom(t *testing.T, ep *endpoint.Endpoint) *endpoint.Endpoint {
 }
 
 // ofAttempt returns the events of one attempt, of kind k.
-func (r *recorder) ofAttempt(id event.AttemptID, k event.Kind) []event.Event {
+func ofAttempt(r *recorder, id event.AttemptID, k event.Kind) []event.Event {
 	var out []event.Event
-	for _, ev := range r.kinds(k) {
+	for _, ev := range r.Kind(k) {
 		if ev.Attempt == id {
 			out = append(out, ev)
 		}
@@ -64,9 +66,9 @@ func (r *recorder) ofAttempt(id event.AttemptID, k event.Kind) []event.Event {
 }
 
 // statesOf returns the states an attempt moved its peer through.
-func (r *recorder) statesOf(id event.AttemptID) []string {
+func statesOf(r *recorder, id event.AttemptID) []string {
 	var out []string
-	for _, ev := range r.ofAttempt(id, event.KindStateChange) {
+	for _, ev := range ofAttempt(r, id, event.KindStateChange) {
 		out = append(out, ev.To)
 	}
 	return out
@@ -88,7 +90,7 @@ func hasRecovery(evs []event.Event, detail string, reason event.Reason) bool {
 // machine ends in degraded with that reason.
 func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 	b, _ := relayBootstrap(t, relay.ServerConfig{})
-	aEP := newEndpoint(t)
+	aEP := testkit.Endpoint(t)
 	rec := &recorder{}
 	a := startNodeCfg(t, Config{Endpoint: aEP, Bootstraps: []Bootstrap{b}, Recorder: rec, MaxRounds: 1, UpgradeBase: -1})
 	peer := startNodeCfg(t, Config{Endpoint: blackholedFrom(t, aEP), Bootstraps: []Bootstrap{b}, UpgradeBase: -1})
@@ -130,28 +132,28 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 	}
 	for i, id := range ids[:repeatFailures] {
 		// A direct attempt that failed, then the relay.
-		if states := rec.statesOf(id); len(states) < 4 || !reflect.DeepEqual(states[:4], []string{"discovering", "coordinating", "punching", "relaying"}) {
+		if states := statesOf(rec, id); len(states) < 4 || !reflect.DeepEqual(states[:4], []string{"discovering", "coordinating", "punching", "relaying"}) {
 			t.Fatalf("connect %d: states %v", i+1, states)
 		}
-		recs := rec.ofAttempt(id, event.KindRecovery)
-		if len(rec.ofAttempt(id, event.KindCheckSent)) == 0 || len(recs) != 1 || recs[0].Detail != "relay_fallback" {
+		recs := ofAttempt(rec, id, event.KindRecovery)
+		if len(ofAttempt(rec, id, event.KindCheckSent)) == 0 || len(recs) != 1 || recs[0].Detail != "relay_fallback" {
 			t.Fatalf("connect %d: no direct checks, or recoveries %+v (want one relay_fallback)", i+1, recs)
 		}
 	}
 	third := ids[repeatFailures]
 	want := []string{"discovering", "coordinating", "relaying", "connected-relay", "degraded"}
-	if states := rec.statesOf(third); !reflect.DeepEqual(states, want) {
+	if states := statesOf(rec, third); !reflect.DeepEqual(states, want) {
 		t.Fatalf("degraded connect: states %v, want %v", states, want)
 	}
-	recs := rec.ofAttempt(third, event.KindRecovery)
+	recs := ofAttempt(rec, third, event.KindRecovery)
 	if len(recs) != 1 || recs[0].Detail != "degrade" || recs[0].Reason != event.ReasonPunchTimeout {
 		t.Fatalf("degraded connect: recoveries %+v, want one degrade (punch_timeout)", recs)
 	}
-	fb := rec.ofAttempt(third, event.KindFallback)
+	fb := ofAttempt(rec, third, event.KindFallback)
 	if len(fb) != 1 || fb[0].Detail != "direct->relay" || fb[0].Reason != event.ReasonPunchTimeout {
 		t.Fatalf("degraded connect: fallbacks %+v", fb)
 	}
-	for _, ev := range rec.ofAttempt(third, event.KindPhaseStart) {
+	for _, ev := range ofAttempt(rec, third, event.KindPhaseStart) {
 		if ev.Phase == event.PhaseSync {
 			t.Fatal("the degraded connect waited for a punch round")
 		}
@@ -187,7 +189,7 @@ func peerState(n *Node, id identity.PeerID) PeerStatus {
 // whole again.
 func TestOverloadedAttemptIsDegraded(t *testing.T) {
 	b := startBootstrap(t)
-	aEP := newEndpoint(t)
+	aEP := testkit.Endpoint(t)
 	rec := &recorder{}
 	a := startNodeCfg(t, Config{Endpoint: aEP, Bootstraps: []Bootstrap{b}, Recorder: rec, MaxInflight: 1, MaxRounds: 1,
 		SpeculativeDials: -1, Relay: RelayNever})
@@ -219,11 +221,11 @@ func TestOverloadedAttemptIsDegraded(t *testing.T) {
 		t.Fatalf("under load connected over %s", c.Path())
 	}
 	degraded := func(id event.AttemptID) bool {
-		recs := rec.ofAttempt(id, event.KindRecovery)
+		recs := ofAttempt(rec, id, event.KindRecovery)
 		return len(recs) == 1 && recs[0].Detail == "degrade" && recs[0].Reason == event.ReasonOverloaded
 	}
 	if !degraded(c.Attempt()) {
-		t.Fatalf("recoveries of the attempt under load %+v, want one degrade (overloaded)", rec.ofAttempt(c.Attempt(), event.KindRecovery))
+		t.Fatalf("recoveries of the attempt under load %+v, want one degrade (overloaded)", ofAttempt(rec, c.Attempt(), event.KindRecovery))
 	}
 	var ids [2]event.AttemptID
 	for i := range slow {
@@ -237,7 +239,7 @@ func TestOverloadedAttemptIsDegraded(t *testing.T) {
 		t.Fatalf("degraded: first attempt %v, second %v; want only the second", degraded(ids[0]), degraded(ids[1]))
 	}
 	// The same round bound (1 s on loopback), half the pace.
-	full, half := rec.ofAttempt(ids[0], event.KindCheckSent), rec.ofAttempt(ids[1], event.KindCheckSent)
+	full, half := ofAttempt(rec, ids[0], event.KindCheckSent), ofAttempt(rec, ids[1], event.KindCheckSent)
 	cands := checkedCandidates(half)
 	lo, hi := len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: time.Second}.Slower(2))),
 		len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: 2 * time.Second}.Slower(2)))
@@ -251,7 +253,7 @@ func TestOverloadedAttemptIsDegraded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if recs := rec.ofAttempt(c2.Attempt(), event.KindRecovery); len(recs) != 0 {
+	if recs := ofAttempt(rec, c2.Attempt(), event.KindRecovery); len(recs) != 0 {
 		t.Fatalf("an attempt without load was degraded: %+v", recs)
 	}
 }
@@ -289,7 +291,7 @@ func TestBlackholedAttemptGivesUpAtRTTBound(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			b := startBootstrap(t)
-			aEP := newEndpoint(t)
+			aEP := testkit.Endpoint(t)
 			rec := &recorder{}
 			cfg := tc.cfg
 			cfg.Endpoint, cfg.Bootstraps, cfg.Recorder = aEP, []Bootstrap{b}, rec
@@ -304,7 +306,7 @@ func TestBlackholedAttemptGivesUpAtRTTBound(t *testing.T) {
 				t.Fatalf("got %v, want reason %s", err, tc.reason)
 			}
 			var punch time.Duration
-			for _, ev := range rec.ofAttempt(ce.Attempt, event.KindPhaseEnd) {
+			for _, ev := range ofAttempt(rec, ce.Attempt, event.KindPhaseEnd) {
 				if ev.Phase == event.PhasePunch {
 					punch = ev.Duration
 				}
@@ -318,7 +320,7 @@ func TestBlackholedAttemptGivesUpAtRTTBound(t *testing.T) {
 			}
 			// The round's checks: the schedule of the 1 s bound (2 s if
 			// loopback round trips were slower than 33 ms), not of 20 s.
-			sent := rec.ofAttempt(ce.Attempt, event.KindCheckSent)
+			sent := ofAttempt(rec, ce.Attempt, event.KindCheckSent)
 			cands := checkedCandidates(sent)
 			lo := len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: time.Second}))
 			hi := len(holepunch.Plan(cands, holepunch.PlanConfig{Budget: 2 * time.Second}))
@@ -344,8 +346,8 @@ func silentRelayBootstrap(t *testing.T) (Bootstrap, *atomic.Int64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rs.Close() })
-	id := newIdentity(t)
-	srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: newEndpoint(t), Relay: rs})
+	id := testkit.Identity(t)
+	srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: testkit.Endpoint(t), Relay: rs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,13 +408,13 @@ func TestSilentRelayGivesWayToAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := false
-	for _, ev := range rec.ofAttempt(c.Attempt(), event.KindPhaseEnd) {
+	for _, ev := range ofAttempt(rec, c.Attempt(), event.KindPhaseEnd) {
 		failed = failed || (ev.Phase == event.PhaseRelay && ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonRelayUnavailable)
 	}
 	if !failed {
 		t.Fatal("no failed relay phase (relay_unavailable) before the alternate bootstrap")
 	}
-	if !hasRecovery(rec.kinds(event.KindRecovery), "alternate_bootstrap", event.ReasonRelayUnavailable) {
-		t.Fatalf("no alternate_bootstrap recovery: %+v", rec.kinds(event.KindRecovery))
+	if !hasRecovery(rec.Kind(event.KindRecovery), "alternate_bootstrap", event.ReasonRelayUnavailable) {
+		t.Fatalf("no alternate_bootstrap recovery: %+v", rec.Kind(event.KindRecovery))
 	}
 }

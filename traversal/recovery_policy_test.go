@@ -236,7 +236,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 					t.Fatalf("after the trial: %s, want %s", state(), tc.want)
 				}
 				var evts []string
-				for _, ev := range rec.kinds(event.KindBreaker) {
+				for _, ev := range rec.Kind(event.KindBreaker) {
 					if ev.Bootstrap != "0" {
 						t.Fatalf("breaker event for bootstrap %q", ev.Bootstrap)
 					}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/internal/testkit"
+
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
@@ -46,7 +48,7 @@ func TestTimeoutsFor(t *testing.T) {
 
 func TestDegrader(t *testing.T) {
 	var d degrader
-	a, b := newIdentity(t).ID(), newIdentity(t).ID()
+	a, b := testkit.Identity(t).ID(), testkit.Identity(t).ID()
 	now := time.Unix(1000, 0)
 	if g := d.begin(a, 2, now); g.RelayOnly || g.Light {
 		t.Fatalf("first attempt degraded: %+v", g)
@@ -110,7 +112,7 @@ func TestBootstrapBreakerFailsOver(t *testing.T) {
 	// The first two connects asked bootstrap 0 (and waited for its
 	// acknowledgement in vain); once the breaker is open it is skipped.
 	asked := 0
-	for _, ev := range rec.kinds(event.KindBootstrapRequest) {
+	for _, ev := range rec.Kind(event.KindBootstrapRequest) {
 		if ev.Bootstrap == "0" && ev.Detail == "connect" {
 			asked++
 		}
@@ -119,7 +121,7 @@ func TestBootstrapBreakerFailsOver(t *testing.T) {
 		t.Fatalf("bootstrap 0 was asked %d times, want 2 (the breaker threshold)", asked)
 	}
 	opened := false
-	for _, ev := range rec.kinds(event.KindBreaker) {
+	for _, ev := range rec.Kind(event.KindBreaker) {
 		opened = opened || (ev.Bootstrap == "0" && ev.Detail == "open")
 	}
 	if !opened {
@@ -130,7 +132,7 @@ func TestBootstrapBreakerFailsOver(t *testing.T) {
 // deadableBootstrap is a bootstrap whose endpoint the test can close.
 func deadableBootstrap(t *testing.T) (Bootstrap, *endpoint.Endpoint, *bootstrap.Server) {
 	id, _ := identity.Generate()
-	ep := newEndpoint(t)
+	ep := testkit.Endpoint(t)
 	srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: ep})
 	if err != nil {
 		t.Fatal(err)

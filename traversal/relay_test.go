@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/internal/testkit"
+
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
@@ -48,7 +50,7 @@ func onSamePort(t testing.TB, open func() (string, func(), error)) net.Listener 
 
 func relayBootstrap(t testing.TB, relayCfg relay.ServerConfig) (Bootstrap, *relay.Server) {
 	t.Helper()
-	id := newIdentity(t)
+	id := testkit.Identity(t)
 	var ep *endpoint.Endpoint
 	ctl := onSamePort(t, func() (string, func(), error) {
 		e, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
@@ -92,10 +94,10 @@ func (blockedConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), n
 func startNodeCfg(t testing.TB, cfg Config) *Node {
 	t.Helper()
 	if cfg.Identity == nil {
-		cfg.Identity = newIdentity(t)
+		cfg.Identity = testkit.Identity(t)
 	}
 	if cfg.Endpoint == nil {
-		cfg.Endpoint = newEndpoint(t)
+		cfg.Endpoint = testkit.Endpoint(t)
 	}
 	n, err := New(cfg)
 	if err != nil {
@@ -134,7 +136,7 @@ func TestForcedRelayCarriesVerifiedBytes(t *testing.T) {
 	if rs.Allocations() != 1 || rs.BytesRelayed() < 1<<20 {
 		t.Fatalf("relay: %d allocations, %d bytes", rs.Allocations(), rs.BytesRelayed())
 	}
-	if len(rec.kinds(event.KindFallback)) == 0 {
+	if len(rec.Kind(event.KindFallback)) == 0 {
 		t.Fatal("no fallback event")
 	}
 	// The peer's side sees the relay too.
@@ -388,12 +390,12 @@ func TestAlternateBootstrapRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	found := false
-	for _, ev := range rec.kinds(event.KindRecovery) {
+	for _, ev := range rec.Kind(event.KindRecovery) {
 		found = found || (ev.Detail == "alternate_bootstrap" && ev.Bootstrap == "1" &&
 			(ev.Reason == event.ReasonRelayUnavailable || ev.Reason == event.ReasonRelayQuota))
 	}
 	if !found {
-		t.Fatalf("no alternate_bootstrap recovery to bootstrap 1: %+v", rec.kinds(event.KindRecovery))
+		t.Fatalf("no alternate_bootstrap recovery to bootstrap 1: %+v", rec.Kind(event.KindRecovery))
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/internal/testkit"
+
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
@@ -76,7 +78,7 @@ func newRetentionRig(tb testing.TB) *retentionRig {
 func (r *retentionRig) fail(tb testing.TB, n int) {
 	for i := 0; i < n; {
 		if i%2 == 0 {
-			if _, err := r.node.Connect(context.Background(), newIdentity(tb).ID()); err == nil {
+			if _, err := r.node.Connect(context.Background(), testkit.Identity(tb).ID()); err == nil {
 				tb.Fatal("a connect to an unregistered peer succeeded")
 			}
 			i++
@@ -176,7 +178,7 @@ func storeBytesPerAttempt(tb testing.TB) float64 {
 	node := startNode(tb, mon, b)
 	heap0, g0 := settled(0)
 	for range n {
-		if _, err := node.Connect(context.Background(), newIdentity(tb).ID()); err == nil {
+		if _, err := node.Connect(context.Background(), testkit.Identity(tb).ID()); err == nil {
 			tb.Fatal("a connect to an unregistered peer succeeded")
 		}
 	}

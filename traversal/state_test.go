@@ -65,7 +65,7 @@ func TestMachine(t *testing.T) {
 	if st, _ := m.State(); st != StateDiscovering {
 		t.Fatalf("a refused move changed the state to %s", st)
 	}
-	evs := rec.kinds(event.KindStateChange)
+	evs := rec.Kind(event.KindStateChange)
 	if len(evs) != len(path) {
 		t.Fatalf("%d state events for %d moves", len(evs), len(path))
 	}

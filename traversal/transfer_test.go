@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/internal/testkit"
+
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/event"
@@ -68,8 +70,8 @@ func FuzzParseTransferHeader(f *testing.F) {
 // service mux hands it to serve.
 func loopbackStream(t *testing.T, serve func(*service.Conn)) *service.Conn {
 	t.Helper()
-	server, client := newIdentity(t), newIdentity(t)
-	ln, err := newEndpoint(t).Transport().Listen(server.ServerTLS(PeerALPN), &quic.Config{})
+	server, client := testkit.Identity(t), testkit.Identity(t)
+	ln, err := testkit.Endpoint(t).Transport().Listen(server.ServerTLS(PeerALPN), &quic.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func loopbackStream(t *testing.T, serve func(*service.Conn)) *service.Conn {
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	qc, err := newEndpoint(t).Transport().Dial(ctx, net.UDPAddrFromAddrPort(ln.Addr().(*net.UDPAddr).AddrPort()),
+	qc, err := testkit.Endpoint(t).Transport().Dial(ctx, net.UDPAddrFromAddrPort(ln.Addr().(*net.UDPAddr).AddrPort()),
 		client.ClientTLS(server.ID(), PeerALPN), &quic.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,10 @@
 // Package testkit is the set-up that tests of several packages share:
 // the rules for tests that need root or an installed tool (skip outside
 // CI, fail in CI, so a missing privilege or package never hides a test),
-// and a bounded wait for a condition. It starts no goroutines.
+// a bounded wait for a condition, identities, node sockets, a QUIC
+// connection on loopback and an event recorder. It starts no goroutines
+// of its own (quic-go's run under the transports it makes, which t's
+// cleanup closes).
 package testkit
 
 import (

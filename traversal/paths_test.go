@@ -32,7 +32,7 @@ func TestRebindRoundAndRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitConn(t, peer, a.ID())
-	if err := a.rebind(c, event.ReasonNetworkChanged); err != nil {
+	if err := c.mc.Rebind(event.ReasonNetworkChanged); err != nil {
 		t.Fatalf("rebind: %v", err)
 	}
 	ms := c.Migrations()
@@ -81,7 +81,7 @@ func TestNetworkChangeTriggersRebind(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("no rebind after the address change; events %v", rec.kinds(event.KindMigration))
+	t.Fatalf("no rebind after the address change; events %v", rec.Kind(event.KindMigration))
 }
 
 // waitConn waits until n has a connection with peer.
@@ -116,7 +116,7 @@ func TestMappingLifetimeIsLearned(t *testing.T) {
 	if a.MappingLifetime() != 0 {
 		t.Fatal("learned from an unchanged mapping")
 	}
-	a.onNetworkChange(migration.Change{}) // the local addresses changed: a new mapping is no expiry
+	a.paths.NetworkChanged(migration.Change{}) // the local addresses changed: a new mapping is no expiry
 	observed(netip.MustParseAddrPort("198.51.100.8:40000"))
 	if a.MappingLifetime() != 0 {
 		t.Fatal("learned a lifetime from a network change")
@@ -132,7 +132,7 @@ func TestMappingLifetimeIsLearned(t *testing.T) {
 		t.Fatalf("bootstrap heartbeat %v, want 4 s", got)
 	}
 	found := false
-	for _, ev := range rec.kinds(event.KindMigration) {
+	for _, ev := range rec.Kind(event.KindMigration) {
 		found = found || ev.Reason == event.ReasonMappingExpired && ev.Duration == 10*time.Second
 	}
 	if !found {
@@ -180,7 +180,7 @@ func TestConnectionsKeepTheLearnedPace(t *testing.T) {
 	}
 	quiet := idle()
 	for _, node := range []*Node{a, peer} {
-		node.learnMappingLifetime(2500 * time.Millisecond) // keepalive: 1 s
+		node.paths.LearnMappingLifetime(2500 * time.Millisecond) // keepalive: 1 s
 	}
 	paced := idle()
 	t.Logf("packets in 2.5 s idle: %d at QUIC's 10 s keepalive, %d at the learned 1 s pace", quiet, paced)
@@ -188,46 +188,5 @@ func TestConnectionsKeepTheLearnedPace(t *testing.T) {
 	// before.
 	if paced < quiet+2 {
 		t.Fatalf("idle packets %d before and %d after learning a 2.5 s mapping lifetime", quiet, paced)
-	}
-}
-
-// TestMappingObserver: a rebinding is a new address under the same local
-// addresses; its lifetime bound is the longest heartbeat since the last
-// observation, not one another observer shortened a moment ago.
-func TestMappingObserver(t *testing.T) {
-	a := netip.MustParseAddrPort("203.0.113.5:4000")
-	b := netip.MustParseAddrPort("203.0.113.5:4001")
-	c := netip.MustParseAddrPort("203.0.113.5:4002")
-	type step struct {
-		addr     netip.AddrPort
-		gen      uint64
-		hb       time.Duration
-		rebound  bool
-		lifetime time.Duration // checked when rebound
-	}
-	tests := []struct {
-		name  string
-		steps []step
-	}{
-		{"first observation", []step{{a, 0, 10 * time.Second, false, 0}}},
-		{"same address", []step{{a, 0, 10 * time.Second, false, 0}, {a, 0, 10 * time.Second, false, 0}}},
-		{"rebound", []step{{a, 0, 10 * time.Second, false, 0}, {b, 0, 10 * time.Second, true, 10 * time.Second}}},
-		{"new address after a local change", []step{{a, 0, 10 * time.Second, false, 0}, {b, 1, 10 * time.Second, false, 0}}},
-		{"heartbeat shortened by another bootstrap meanwhile", []step{
-			{a, 0, 10 * time.Second, false, 0}, {b, 0, 4 * time.Second, true, 10 * time.Second}}},
-		{"then a real expiry at the short pace", []step{
-			{a, 0, 10 * time.Second, false, 0}, {b, 0, 4 * time.Second, true, 10 * time.Second},
-			{c, 0, 4 * time.Second, true, 4 * time.Second}}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var o mappingObserver
-			for i, s := range tc.steps {
-				rebound, lifetime := o.observe(s.addr, s.gen, s.hb)
-				if rebound != s.rebound || (rebound && lifetime != s.lifetime) {
-					t.Fatalf("step %d: rebound %v lifetime %v, want %v %v", i, rebound, lifetime, s.rebound, s.lifetime)
-				}
-			}
-		})
 	}
 }

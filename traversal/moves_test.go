@@ -234,7 +234,7 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 	rec := &recorder{}
 	a := startNodeCfg(t, Config{Endpoint: ep, Bootstraps: []Bootstrap{b}, UpgradeBase: time.Hour, Recorder: rec})
 	defer func() {
-		for _, ev := range rec.kinds(event.KindMigration) {
+		for _, ev := range rec.Kind(event.KindMigration) {
 			t.Logf("migration event: %s %s %v", ev.Detail, ev.Outcome, ev.Err)
 		}
 	}()
@@ -262,7 +262,7 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 	if networkChange {
 		// The rebind round towards the "new" address fails (nothing
 		// gets through): the connection must still end on the relay.
-		a.onNetworkChange(migration.Change{})
+		a.paths.NetworkChanged(migration.Change{})
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("transfer across the blackhole: %v; migrations %+v", err, c.Migrations())
@@ -281,7 +281,7 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 	waitPeerPath(t, peer, a, event.PathRelay)
 	peerMoved(t, peer, a, event.ReasonPathBlackholed)
 	rebinds := 0
-	for _, ev := range rec.kinds(event.KindMigration) {
+	for _, ev := range rec.Kind(event.KindMigration) {
 		if ev.Reason == event.ReasonNone {
 			t.Errorf("migration event without a reason: %+v", ev)
 		}

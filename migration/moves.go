@@ -1,0 +1,214 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
+)
+
+// The moves of a connection this node dialled. Only the side that dialled
+// a QUIC connection (its client) can move it, so only it moves:
+//
+//   - A rebind, when this host's addresses changed or the NAT mapped the
+//     socket anew: QUIC's packets now leave from a new public address,
+//     which the peer's quic-go validates and switches to by itself if the
+//     packets get in. A peer behind a filtering NAT has never sent to the
+//     new address, so the rebind asks it, through a bootstrap (the direct
+//     path is what broke), for a check round towards this node's new
+//     candidates (PurposeRebind): the peer's checks open its NAT.
+//   - A fallback, when a direct path carries nothing back any more (a
+//     firewall change, a NAT that drops the mapping's traffic: packets
+//     vanish with no error). The connection's packets go through a relay
+//     allocation behind QUIC's back (Node.Reroute): quic-go sends no path
+//     probe while the dead path holds the congestion window, so a new
+//     QUIC path could not be validated; the rerouted packets need none.
+//   - An upgrade, make before break, from the relay to a direct path. A
+//     rerouted connection never left its direct QUIC path: the reroute is
+//     undone once a check round validates it. A connection dialled through
+//     the relay's own socket runs on a QUIC path over the allocation: the
+//     upgrade adds a path on the main socket with quic-go's AddPath,
+//     probes it (QUIC path validation) and switches to it.
+//
+// Every move tells the peer on a notice stream, reports its steps to the
+// node (its state machine), records a migration event and is kept in the
+// connection's history.
+
+// ErrNoDirectYet is returned by an upgrade whose check round found no
+// direct path to the connection's remote address.
+var ErrNoDirectYet = errors.New("migration: no direct path to the peer yet")
+
+// remote is the connection's remote address on its current path.
+func (c *Conn) remote() netip.AddrPort {
+	if ua, ok := c.qc.RemoteAddr().(*net.UDPAddr); ok {
+		return ua.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// finish ends a move: the node's state (settled, for settle), the event
+// and the history (for reason).
+func (c *Conn) finish(kind string, start time.Time, reason, settle event.Reason, from, to event.Path, err error) {
+	d := time.Since(start)
+	o := event.OutcomeOK
+	if err != nil {
+		o = event.OutcomeFail
+	}
+	if c.qc.Context().Err() == nil {
+		c.m.cfg.Node.Moved(c.peer, settled(c.Path()), settle)
+	}
+	c.m.rec.Record(event.Event{Kind: event.KindMigration, Outcome: o, Reason: reason, Detail: kind,
+		Duration: d, Path: to, Peer: c.peer.String(), Err: err})
+	c.addMove(Move{At: start, Kind: kind, Reason: reason, OK: err == nil, Duration: d, From: from, To: to})
+}
+
+// Rebind asks the peer for a check round towards this node's current
+// candidates, so that its NAT lets the connection's packets from a new
+// address in; when no direct path remains, it falls back to the relay at
+// once. The caller holds the move (Path.Begin).
+func (c *Conn) Rebind(reason event.Reason) error {
+	start := time.Now()
+	before := c.qc.ConnectionStats()
+	c.m.cfg.Node.Moved(c.peer, StepMigrating, reason)
+	ctx, cancel := context.WithTimeout(c.m.ctx, c.m.cfg.MoveTimeout)
+	defer cancel()
+	_, err := c.m.cfg.Node.CheckRound(ctx, c.peer, wire.PurposeRebind, []netip.AddrPort{c.remote()})
+	c.finish("rebind", start, reason, event.ReasonNone, c.Path(), c.Path(), err)
+	// No direct path remains: the rebind round failed and the connection
+	// heard nothing back all along while it kept sending. Go to the relay
+	// now rather than after the dead-path watch's silence as well.
+	if after := c.qc.ConnectionStats(); err != nil && c.Path() == event.PathDirect && c.qc.Context().Err() == nil &&
+		after.PacketsReceived == before.PacketsReceived && after.PacketsSent > before.PacketsSent {
+		c.fallback(time.Since(start)) // then the pacer tries to upgrade
+	}
+	return err
+}
+
+// fallback moves the connection from its dead direct path to the relay.
+func (c *Conn) fallback(silent time.Duration) (err error) {
+	start := time.Now()
+	c.m.rec.Record(event.Event{Kind: event.KindFallback, Reason: event.ReasonPathBlackholed, Detail: "direct->relay",
+		Peer: c.peer.String(), Duration: silent})
+	c.m.cfg.Node.Moved(c.peer, StepMigrating, event.ReasonPathBlackholed)
+	defer func() {
+		to := event.PathRelay
+		if err != nil {
+			to = event.PathDirect
+		}
+		c.finish("fallback", start, event.ReasonPathBlackholed, event.ReasonPathBlackholed, event.PathDirect, to, err)
+	}()
+	ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
+	defer cancel()
+	unroute, err := c.m.cfg.Node.Reroute(ctx, c.qc, c.peer, c.remote())
+	if err != nil {
+		return fmt.Errorf("migration: fallback: %w", err)
+	}
+	c.unrouter.Store(&unroute)
+	if c.qc.Context().Err() != nil {
+		c.unroute() // ended meanwhile: its AfterFunc may have run already
+	}
+	c.SetPath(event.PathRelay)
+	c.notify(event.PathRelay, event.ReasonPathBlackholed, time.Since(start))
+	return nil
+}
+
+// upgrade makes one attempt to move the connection to a direct path.
+func (c *Conn) upgrade() (err error) {
+	start := time.Now()
+	remote := c.remote()
+	c.m.cfg.Node.Moved(c.peer, StepUpgrading, event.ReasonNone)
+	defer func() {
+		reason, to := event.ReasonDirectAvailable, event.PathDirect
+		if err != nil {
+			reason, to = c.m.cfg.Reason(err), event.PathRelay
+			if errors.Is(err, ErrNoDirectYet) {
+				reason = event.ReasonPunchTimeout
+			}
+		}
+		c.finish("upgrade", start, reason, reason, event.PathRelay, to, err)
+	}()
+	rtt := c.qc.ConnectionStats().SmoothedRTT
+	ctx, cancel := context.WithTimeout(c.m.ctx, max(3*time.Second, 10*rtt))
+	defer cancel()
+	validated, err := c.m.cfg.Node.CheckRound(ctx, c.peer, wire.PurposeUpgrade, []netip.AddrPort{remote})
+	if err != nil {
+		return err
+	}
+	ok := false
+	for _, v := range validated {
+		ok = ok || v == remote
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s did not validate", ErrNoDirectYet, c.m.san(remote))
+	}
+	if c.unrouter.Load() == nil { // a QUIC path over the allocation
+		if err := c.switchPath(ctx); err != nil {
+			return err
+		}
+	}
+	c.unroute() // a rerouted connection never left its direct QUIC path
+	c.SetPath(event.PathDirect)
+	c.m.cfg.Node.LeaveRelay(c.qc)
+	c.notify(event.PathDirect, event.ReasonDirectAvailable, time.Since(start))
+	return nil
+}
+
+// switchPath adds a path on the main socket, probes it and switches to it.
+func (c *Conn) switchPath(ctx context.Context) error {
+	p, err := c.qc.AddPath(c.m.cfg.Transport)
+	if err != nil {
+		return fmt.Errorf("migration: upgrade: add path: %w", err)
+	}
+	if err := p.Probe(ctx); err != nil {
+		p.Close()
+		return fmt.Errorf("migration: upgrade: probe: %w", err)
+	}
+	if err := p.Switch(); err != nil {
+		p.Close()
+		return fmt.Errorf("migration: upgrade: switch: %w", err)
+	}
+	return nil
+}
+
+// notify tells the peer that this side moved the connection, and why.
+func (c *Conn) notify(path event.Path, reason event.Reason, took time.Duration) {
+	if err := SendNotice(c.qc, NoticePath, PathNotice{Path: path, Reason: reason, Duration: took}.Encode()...); err != nil {
+		c.m.log.Debug("migration: path notice", "peer", c.peer.Short(), "err", err)
+	}
+}
+
+// san renders an address for error texts the way the logs do.
+func (m *Manager) san(a netip.AddrPort) string {
+	if s, ok := m.rec.(event.AddrSanitizer); ok {
+		return s.SanitizeAddrPort(a)
+	}
+	return a.String()
+}
+
+// Answered records this side's part of a check round the peer asked for
+// under a connection (the peer rebinds, falls back or upgrades: this
+// side's checks open its NAT).
+func (m *Manager) Answered(peer string, purpose wire.Purpose, took time.Duration, err error) {
+	outcome, reason := event.OutcomeOK, purposeReason(purpose)
+	if err != nil {
+		outcome, reason = event.OutcomeFail, m.cfg.Reason(err)
+	}
+	m.rec.Record(event.Event{Kind: event.KindMigration, Outcome: outcome, Reason: reason,
+		Detail: "peer " + purpose.String(), Duration: took, Peer: peer, Err: err})
+}
+
+// purposeReason is why a peer asks for a check round under a connection.
+func purposeReason(p wire.Purpose) event.Reason {
+	switch p {
+	case wire.PurposeUpgrade:
+		return event.ReasonDirectAvailable
+	case wire.PurposeFallback:
+		return event.ReasonPathBlackholed
+	}
+	return event.ReasonNetworkChanged
+}
