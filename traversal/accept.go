@@ -26,12 +26,12 @@ func (n *Node) expect(peer identity.PeerID, ufrag string) (<-chan *quic.Conn, fu
 	// Several connections from the peer may arrive (the dialler may have
 	// several dials succeed); the attempt takes the nominated one.
 	ch := make(chan *quic.Conn, 8)
-	n.mu.Lock()
+	n.expectMu.Lock()
 	n.expected[peer] = append(n.expected[peer], expectation{ufrag: ufrag, ch: ch})
-	n.mu.Unlock()
+	n.expectMu.Unlock()
 	return ch, func() {
-		n.mu.Lock()
-		defer n.mu.Unlock()
+		n.expectMu.Lock()
+		defer n.expectMu.Unlock()
 		l := n.expected[peer]
 		if i := slices.IndexFunc(l, func(e expectation) bool { return e.ch == ch }); i >= 0 {
 			l = slices.Delete(l, i, i+1)
@@ -64,9 +64,9 @@ func (n *Node) acceptOn(ln *quic.Listener) {
 			continue
 		}
 		n.track(qc, peer, event.PathDirect, false)
-		n.mu.Lock()
+		n.expectMu.Lock()
 		waiter := pickExpectation(n.expected[peer], qc.ConnectionState().TLS.ServerName)
-		n.mu.Unlock()
+		n.expectMu.Unlock()
 		if waiter != nil {
 			select {
 			case waiter <- qc:

@@ -185,10 +185,10 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	}
 	wg.Wait()
 	t := ClassifyNAT(obs)
-	n.mu.Lock()
+	n.natMu.Lock()
 	changed := n.nat != t
 	n.nat = t
-	n.mu.Unlock()
+	n.natMu.Unlock()
 	d := time.Since(start)
 	o := event.OutcomeOK
 	if !t.Known() {

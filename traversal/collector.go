@@ -27,18 +27,13 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
-	c.n.mu.Lock()
-	machines := make([]*Machine, 0, len(c.n.machines))
-	for _, m := range c.n.machines {
-		machines = append(machines, m)
-	}
+	machines := c.n.machineList()
 	var paths [3]int
-	for _, conn := range c.n.conns {
+	for _, conn := range c.n.Conns() {
 		if p := conn.Path(); int(p) < len(paths) {
 			paths[p]++
 		}
 	}
-	c.n.mu.Unlock()
 	var states [stateEnd]int
 	for _, m := range machines { // outside n.mu: machines lock on their own
 		st, _ := m.State()

@@ -24,16 +24,16 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgo
 		Manage:     outgoing && (path == event.PathDirect || n.relayOf(qc) != nil),
 		NoUpgrade:  n.cfg.Relay == RelayForce, // relayed on purpose: never upgrade
 		OnNominate: func() { close(c.nominated) }})
-	n.mu.Lock()
+	n.connsMu.Lock()
 	n.conns[qc] = c
-	n.mu.Unlock()
+	n.connsMu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		defer func() {
-			n.mu.Lock()
+			n.connsMu.Lock()
 			delete(n.conns, qc)
-			n.mu.Unlock()
+			n.connsMu.Unlock()
 			n.closedIfGone(peer)
 		}()
 		c.serveStreams()
@@ -57,8 +57,8 @@ func (n *Node) ownEndpoint(qc *quic.Conn, ep *endpoint.Endpoint) {
 
 // Conns returns the node's peer connections.
 func (n *Node) Conns() []*Conn {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.connsMu.Lock()
+	defer n.connsMu.Unlock()
 	out := make([]*Conn, 0, len(n.conns))
 	for _, c := range n.conns {
 		out = append(out, c)
@@ -105,11 +105,16 @@ func (c *Conn) Peer() identity.PeerID { return c.peer }
 // Path returns whether the connection runs direct or over a relay.
 func (c *Conn) Path() event.Path { return c.mc.Path() }
 
+// connOf returns the tracked connection of qc (nil: not tracked).
+func (n *Node) connOf(qc *quic.Conn) *Conn {
+	n.connsMu.Lock()
+	defer n.connsMu.Unlock()
+	return n.conns[qc]
+}
+
 // setPath records the path of a tracked connection.
 func (n *Node) setPath(qc *quic.Conn, p event.Path) *Conn {
-	n.mu.Lock()
-	c := n.conns[qc]
-	n.mu.Unlock()
+	c := n.connOf(qc)
 	if c != nil {
 		c.mc.SetPath(p)
 	}

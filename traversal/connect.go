@@ -410,9 +410,7 @@ const (
 // dialler closed after use (not as superseded) was the one it kept, even
 // if its nomination did not make it.
 func (n *Node) awaitNomination(ctx context.Context, qc *quic.Conn, nominated chan<- *quic.Conn) {
-	n.mu.Lock()
-	c := n.conns[qc]
-	n.mu.Unlock()
+	c := n.connOf(qc)
 	// Accepted connections are tracked before they are handed out, and no
 	// longer once they have ended: an untracked one is over already.
 	var nominatedC <-chan struct{}

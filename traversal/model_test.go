@@ -304,9 +304,9 @@ func TestFailedAttemptsLeaveNothing(t *testing.T) {
 			if s := n.agent.Sessions(); s != 0 {
 				t.Errorf("%d check sessions still open", s)
 			}
-			n.mu.Lock()
+			n.expectMu.Lock()
 			exp := len(n.expected)
-			n.mu.Unlock()
+			n.expectMu.Unlock()
 			if exp != 0 {
 				t.Errorf("%d expected-connection waiters left", exp)
 			}

@@ -51,6 +51,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
@@ -89,15 +90,21 @@ type Node struct {
 	breakers map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session] // by label; set in New
 	degrade  degrader
 
-	mu         sync.Mutex
-	machines   map[identity.PeerID]*Machine
-	allow      map[State][]State   // the transition table, shared (read-only) by the machines
-	clients    []*bootstrap.Client // set once in New
-	nat        nattype.Type
-	announced  []wire.Candidate
+	allow      map[State][]State // the transition table, shared (read-only) by the machines
 	reclassify chan struct{}
-	expected   map[identity.PeerID][]expectation
-	conns      map[*quic.Conn]*Conn
+	// clients is set once in New, after the clients' goroutines started.
+	clients atomic.Pointer[[]*bootstrap.Client]
+
+	// One lock per concern; none is held while another is taken.
+	peersMu   sync.Mutex
+	machines  map[identity.PeerID]*Machine
+	natMu     sync.Mutex
+	nat       nattype.Type
+	announced []wire.Candidate
+	expectMu  sync.Mutex
+	expected  map[identity.PeerID][]expectation
+	connsMu   sync.Mutex
+	conns     map[*quic.Conn]*Conn
 
 	services *service.Mux
 	dialMu   sync.Mutex
@@ -167,9 +174,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	// The clients' goroutines call back into the node (localIntro)
 	// already; they see the list once it is complete.
-	n.mu.Lock()
-	n.clients = clients
-	n.mu.Unlock()
+	n.clients.Store(&clients)
 	n.wg.Add(2)
 	go n.acceptLoop()
 	go n.classifyLoop()
@@ -237,10 +242,10 @@ func CandidateDiff(prev, cur []wire.Candidate) (add []wire.Candidate, remove []n
 // bootstrap (ADD_ADDRESS / REMOVE_ADDRESS).
 func (n *Node) announce() {
 	cands := n.candidates()
-	n.mu.Lock()
+	n.natMu.Lock()
 	prev := n.announced
 	n.announced = cands
-	n.mu.Unlock()
+	n.natMu.Unlock()
 	add, remove := CandidateDiff(prev, cands)
 	if prev == nil || (len(add) == 0 && len(remove) == 0) {
 		return // the registration carried the first set
@@ -273,15 +278,16 @@ func (n *Node) ID() identity.PeerID { return n.cfg.Identity.ID() }
 // bootstrapClients returns the bootstrap clients (all of them once New
 // has returned).
 func (n *Node) bootstrapClients() []*bootstrap.Client {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.clients
+	if l := n.clients.Load(); l != nil {
+		return *l
+	}
+	return nil
 }
 
 // NAT returns the node's NAT type as measured so far.
 func (n *Node) NAT() nattype.Type {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.natMu.Lock()
+	defer n.natMu.Unlock()
 	return n.nat
 }
 
@@ -295,14 +301,8 @@ func (n *Node) Close() error {
 			c.Close()
 		}
 		n.ln.Close()
-		n.mu.Lock()
-		conns := make([]*quic.Conn, 0, len(n.conns))
-		for c := range n.conns {
-			conns = append(conns, c)
-		}
-		n.mu.Unlock()
-		for _, c := range conns {
-			c.CloseWithError(0, "node closing")
+		for _, c := range n.Conns() {
+			c.qc.CloseWithError(0, "node closing")
 		}
 		n.closeRelays()
 		n.services.Close()

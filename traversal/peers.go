@@ -10,17 +10,25 @@ import (
 
 // Peers: one state machine per peer, bounded, driven by the attempts and moves.
 
+// machineList returns the machines of every peer the node knows.
+func (n *Node) machineList() []*Machine {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	out := make([]*Machine, 0, len(n.machines))
+	for _, m := range n.machines {
+		out = append(out, m)
+	}
+	return out
+}
+
 // closedIfGone moves peer's machine to closed when no live connection to
 // it is left (and the machine stands for one: see ConnectionClosed).
 func (n *Node) closedIfGone(peer identity.PeerID) {
-	n.mu.Lock()
-	for _, c := range n.conns {
+	for _, c := range n.Conns() {
 		if c.peer == peer && c.qc.Context().Err() == nil {
-			n.mu.Unlock()
 			return
 		}
 	}
-	n.mu.Unlock()
 	if err := n.machine(peer).ConnectionClosed(event.ReasonNone); err != nil {
 		n.log.Debug("traversal: state", "peer", peer.Short(), "err", err)
 	}
@@ -28,8 +36,8 @@ func (n *Node) closedIfGone(peer identity.PeerID) {
 
 // machine returns peer's state machine, creating it.
 func (n *Node) machine(peer identity.PeerID) *Machine {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
 	m := n.machines[peer]
 	if m == nil {
 		if len(n.machines) >= n.cfg.MaxPeerStates {
@@ -94,16 +102,13 @@ type PeerStatus struct {
 
 // Peers returns the state of every peer the node knows.
 func (n *Node) Peers() []PeerStatus {
-	n.mu.Lock()
+	n.peersMu.Lock()
 	machines := make(map[identity.PeerID]*Machine, len(n.machines))
 	for id, m := range n.machines {
 		machines[id] = m
 	}
-	conns := make([]*Conn, 0, len(n.conns))
-	for _, c := range n.conns {
-		conns = append(conns, c)
-	}
-	n.mu.Unlock()
+	n.peersMu.Unlock()
+	conns := n.Conns()
 	out := make([]PeerStatus, 0, len(machines))
 	for id, m := range machines {
 		st, since := m.State()

@@ -164,10 +164,8 @@ type connCall struct {
 
 // liveConn returns the newest open connection to peer, or nil.
 func (n *Node) liveConn(peer identity.PeerID) *Conn {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	var best *Conn
-	for _, c := range n.conns {
+	for _, c := range n.Conns() {
 		if c.peer != peer || c.qc.Context().Err() != nil {
 			continue
 		}
