@@ -33,6 +33,10 @@ type monitorFlags struct {
 	retention    time.Duration
 	qlogDir      string
 
+	allowedHosts        string
+	maxStreams          int
+	maxStreamsPerClient int
+
 	exportInterval time.Duration
 	influxURL      string
 	influxDB       string
@@ -46,7 +50,10 @@ type monitorFlags struct {
 func (f *monitorFlags) register(fs *flag.FlagSet) {
 	f.addr = addrFlag{value: defaultMetricsAddr}
 	fs.Var(&f.addr, "metrics-addr", "HTTP address of /metrics, /healthz, /readyz and the /api/v1/ JSON API (\"off\": none; when the default port is taken, the next free one of the 10 above it)")
-	fs.StringVar(&f.tokenFile, "metrics-token-file", "", "file holding the bearer token required on /metrics and /api/v1/ (empty: no token)")
+	fs.StringVar(&f.tokenFile, "metrics-token-file", "", "file holding the bearer token required on /metrics and /api/v1/ (empty: no token, and POST /api/v1/connect is off)")
+	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "further names the HTTP surface answers to in the Host header, comma-separated (always: its listen address and loopback names; others get 421)")
+	fs.IntVar(&f.maxStreams, "http-max-streams", 8, "live dashboard streams at once (1-1024)")
+	fs.IntVar(&f.maxStreamsPerClient, "http-max-streams-per-client", 2, "live dashboard streams at once from one client IP (1 to --http-max-streams)")
 	fs.StringVar(&f.auditLog, "audit-log", "", "file that security events (authentication failures, rate limits, refused requests, relay allocations) are appended to as JSON (empty: the main log)")
 	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load")
 	fs.BoolVar(&f.fixed, "sampling-fixed", false, "keep the sampling rate fixed instead of adapting it to load")
@@ -74,6 +81,17 @@ func (f *monitorFlags) validate() error {
 	}
 	if f.storeSize <= 0 {
 		return fmt.Errorf("--store-size %d: must be positive", f.storeSize)
+	}
+	for _, h := range splitHosts(f.allowedHosts) {
+		if strings.ContainsAny(h, ":/ []") {
+			return fmt.Errorf("--http-allowed-hosts %q: want names without a port, comma-separated", h)
+		}
+	}
+	if f.maxStreams < 1 || f.maxStreams > monitor.MaxStreamsLimit {
+		return fmt.Errorf("--http-max-streams %d: want 1 to %d", f.maxStreams, monitor.MaxStreamsLimit)
+	}
+	if f.maxStreamsPerClient < 1 || f.maxStreamsPerClient > f.maxStreams {
+		return fmt.Errorf("--http-max-streams-per-client %d: want 1 to --http-max-streams (%d)", f.maxStreamsPerClient, f.maxStreams)
 	}
 	if f.retention <= 0 {
 		return fmt.Errorf("--store-retention %v: must be positive", f.retention)
@@ -245,22 +263,44 @@ func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api 
 		return closerFunc(stopExport), nil
 	}
 	srv, err := monitor.NewServer(monitor.ServerConfig{Listener: ln, Gatherer: reg, Monitor: m.mon, Token: m.token,
-		Status: api.status, Peers: api.peers, Services: api.services, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log})
+		Status: api.status, Peers: api.peers, Services: api.services, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log,
+		AllowedHosts: splitHosts(f.allowedHosts), HostsHint: hostsHint, TokenHint: tokenHint,
+		MaxStreams: f.maxStreams, MaxStreamsPerClient: f.maxStreamsPerClient})
 	if err != nil {
 		stopExport()
 		ln.Close()
 		return nil, err
 	}
-	auth := "none"
+	auth, post := "none", "off (no --metrics-token-file)"
 	if m.token != "" {
-		auth = "bearer token"
+		auth, post = "bearer token", "on"
 	}
-	log.Info("monitoring surface", "addr", san.Text(ln.Addr().String()), "auth", auth)
+	log.Info("monitoring surface", "addr", san.Text(ln.Addr().String()), "auth", auth, "post", post)
 	fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", ln.Addr())
 	if m.token == "" && !isLoopback(ln.Addr()) {
 		log.Warn("the monitoring surface is reachable from the network without a token; set --metrics-token-file")
 	}
 	return closerFunc(func() { srv.Close(); stopExport() }), nil
+}
+
+// The ends of the HTTP surface's refusals that tell the operator which
+// flag changes them.
+const (
+	hostsHint = ", or list the name with --http-allowed-hosts"
+	tokenHint = "; to turn them on, start the node with --metrics-token-file FILE (a token of 16 or more characters," +
+		" see README.md, Security) and send Authorization: Bearer TOKEN"
+)
+
+// splitHosts parses --http-allowed-hosts: names, comma-separated, in
+// lower case without a trailing dot.
+func splitHosts(v string) []string {
+	var out []string
+	for _, h := range strings.Split(v, ",") {
+		if h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), "."); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // closerFunc is an io.Closer that runs a func.
