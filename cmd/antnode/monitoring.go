@@ -19,6 +19,7 @@ import (
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
+	"github.com/antnode/antnode/internal/boundedfile"
 	"github.com/antnode/antnode/monitor"
 )
 
@@ -55,12 +56,12 @@ func (f *monitorFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxStreams, "http-max-streams", 8, "live dashboard streams at once (1-1024)")
 	fs.IntVar(&f.maxStreamsPerClient, "http-max-streams-per-client", 2, "live dashboard streams at once from one client IP (1 to --http-max-streams)")
 	fs.StringVar(&f.auditLog, "audit-log", "", "file that security events (authentication failures, rate limits, refused requests, relay allocations) are appended to as JSON (empty: the main log)")
-	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load")
+	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load (0-1, above 0)")
 	fs.BoolVar(&f.fixed, "sampling-fixed", false, "keep the sampling rate fixed instead of adapting it to load")
-	fs.IntVar(&f.storeSize, "store-size", 10_000, "recent attempts kept in memory for the API and diagnostics (about 1.1 KB each)")
-	fs.DurationVar(&f.retention, "store-retention", time.Hour, "how long attempts stay in the store")
+	fs.IntVar(&f.storeSize, "store-size", 10_000, "recent attempts kept in memory for the API and diagnostics (about 1.1 KB each; 1-1000000)")
+	fs.DurationVar(&f.retention, "store-retention", time.Hour, "how long attempts stay in the store (1s-720h)")
 	fs.StringVar(&f.qlogDir, "qlog-dir", "", "write a qlog trace of every peer QUIC connection into this directory (addresses sanitised like the logs)")
-	fs.DurationVar(&f.exportInterval, "export-interval", 30*time.Second, "how often metrics are pushed to InfluxDB or CloudWatch")
+	fs.DurationVar(&f.exportInterval, "export-interval", 30*time.Second, "how often metrics are pushed to InfluxDB or CloudWatch (1s-24h)")
 	fs.StringVar(&f.influxURL, "influxdb-url", "", "push metrics to this InfluxDB 1.x server (http://host:8086; empty: off)")
 	fs.StringVar(&f.influxDB, "influxdb-db", "antnode", "InfluxDB database")
 	fs.StringVar(&f.influxUser, "influxdb-user", "", "InfluxDB user (empty: no authentication)")
@@ -79,25 +80,17 @@ func (f *monitorFlags) validate() error {
 	if f.samplingRate <= 0 || f.samplingRate > 1 || math.IsNaN(f.samplingRate) {
 		return fmt.Errorf("--sampling-rate %v: want a fraction in (0, 1]", f.samplingRate)
 	}
-	if f.storeSize <= 0 {
-		return fmt.Errorf("--store-size %d: must be positive", f.storeSize)
+	if err := firstErr(inRange("store-size", f.storeSize, 1, maxStoreSize),
+		inRange("store-retention", f.retention, time.Second, maxRetention),
+		inRange("export-interval", f.exportInterval, time.Second, maxExportInterval),
+		inRange("http-max-streams", f.maxStreams, 1, monitor.MaxStreamsLimit),
+		inRange("http-max-streams-per-client", f.maxStreamsPerClient, 1, f.maxStreams)); err != nil {
+		return err
 	}
 	for _, h := range splitHosts(f.allowedHosts) {
 		if strings.ContainsAny(h, ":/ []") {
 			return fmt.Errorf("--http-allowed-hosts %q: want names without a port, comma-separated", h)
 		}
-	}
-	if f.maxStreams < 1 || f.maxStreams > monitor.MaxStreamsLimit {
-		return fmt.Errorf("--http-max-streams %d: want 1 to %d", f.maxStreams, monitor.MaxStreamsLimit)
-	}
-	if f.maxStreamsPerClient < 1 || f.maxStreamsPerClient > f.maxStreams {
-		return fmt.Errorf("--http-max-streams-per-client %d: want 1 to --http-max-streams (%d)", f.maxStreamsPerClient, f.maxStreams)
-	}
-	if f.retention <= 0 {
-		return fmt.Errorf("--store-retention %v: must be positive", f.retention)
-	}
-	if f.exportInterval < time.Second {
-		return fmt.Errorf("--export-interval %v: at least 1s", f.exportInterval)
 	}
 	if f.influxURL != "" {
 		if _, err := monitor.NewInfluxSink(monitor.InfluxConfig{URL: f.influxURL, Database: f.influxDB}); err != nil {
@@ -120,7 +113,7 @@ func (f *monitorFlags) startExporters(node string, reg prometheus.Gatherer, log 
 	if f.influxURL != "" {
 		pass := ""
 		if f.influxPassFile != "" {
-			b, err := os.ReadFile(f.influxPassFile)
+			b, err := boundedfile.Read(f.influxPassFile, boundedfile.MaxSecret)
 			if err != nil {
 				return stop, fmt.Errorf("--influxdb-password-file: %w", err)
 			}
@@ -171,7 +164,7 @@ func readToken(path string, log *slog.Logger) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := boundedfile.Read(path, boundedfile.MaxSecret)
 	if err != nil {
 		return "", fmt.Errorf("--metrics-token-file: %w", err)
 	}
@@ -201,7 +194,7 @@ type monitoring struct {
 func (f *monitorFlags) build(log *slog.Logger, san *monitor.Sanitizer, reg prometheus.Registerer, role string) (*monitoring, error) {
 	token, err := readToken(f.tokenFile, log)
 	if err != nil {
-		return nil, err
+		return nil, badInput(err)
 	}
 	sm, err := monitor.NewSampler(monitor.SamplerConfig{BaseRate: f.samplingRate, Fixed: f.fixed})
 	if err != nil {
@@ -324,7 +317,7 @@ var ErrConfig = errors.New("config file")
 // strings, numbers or booleans, written as on the command line ("1h",
 // 0.05, true); each goes through its flag's own parsing and validation.
 func applyConfigFile(fs *flag.FlagSet, path string) error {
-	b, err := os.ReadFile(path)
+	b, err := boundedfile.Read(path, boundedfile.MaxConfig)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
