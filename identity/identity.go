@@ -30,6 +30,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/antnode/antnode/internal/boundedfile"
 )
 
 // PeerIDLen is the length in bytes of a peer ID.
@@ -178,7 +180,7 @@ const pemType = "PRIVATE KEY"
 // parent directory created with mode 0700) if the file does not exist.
 // created reports whether a new key was written.
 func LoadOrCreate(path string) (id *Identity, created bool, err error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedfile.Read(path, boundedfile.MaxKey)
 	switch {
 	case err == nil:
 		id, err := Parse(b)
@@ -188,6 +190,8 @@ func LoadOrCreate(path string) (id *Identity, created bool, err error) {
 		return id, false, nil
 	case errors.Is(err, syscall.ENOTDIR):
 		return nil, false, fmt.Errorf("%w: %s is not a directory", ErrNoKeyDir, filepath.Dir(path))
+	case errors.Is(err, boundedfile.ErrTooLarge):
+		return nil, false, fmt.Errorf("%w: %w", ErrMalformedKey, err)
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, fmt.Errorf("identity: read key file: %w", err)
 	}

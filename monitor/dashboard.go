@@ -59,7 +59,6 @@ type LatencyJSON struct {
 const (
 	dashboardAttempts = 20
 	dashboardWindow   = 1000
-	maxStreams        = 8 // concurrent /api/v1/stream clients
 	tokenCookie       = "antnode_token"
 )
 
@@ -158,13 +157,13 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 // stream sends a frame a second (when it changed, and at least every
 // 15 s) until the client leaves or the server closes.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
-	select {
-	case s.streams <- struct{}{}:
-		defer func() { <-s.streams }()
-	default:
-		httpError(w, http.StatusServiceUnavailable, "too many dashboard streams")
+	ip := clientIP(r)
+	if ok, why := s.streams.acquire(ip); !ok {
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, why)
 		return
 	}
+	defer s.streams.release(ip)
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")

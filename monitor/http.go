@@ -59,6 +59,18 @@ type ServerConfig struct {
 	Burst int
 	// MaxClients bounds the rate limiter's table. Zero: 10 000.
 	MaxClients int
+	// AllowedHosts are further names a request's Host may carry, besides
+	// the listener's address and loopback names (a name in front of the
+	// node: a proxy, a DNS name on a management network). Lower case, no
+	// port.
+	AllowedHosts []string
+	// HostsHint and TokenHint end the messages of a refused Host and of a
+	// state-changing request on a node without a token: how the operator
+	// changes that (the node's flags). Empty: nothing more is said.
+	HostsHint, TokenHint string
+	// MaxStreams and MaxStreamsPerClient bound the dashboard's live
+	// streams, in total and per client IP. Zero: 8 and 2.
+	MaxStreams, MaxStreamsPerClient int
 	// Logger receives the server's own errors. Nil: discarded.
 	Logger *slog.Logger
 	// Now is the clock. Nil: time.Now.
@@ -78,6 +90,19 @@ func (c *ServerConfig) validate() error {
 		return fmt.Errorf("%w: no monitor", ErrBadServerConfig)
 	case c.Rate < 0 || math.IsNaN(c.Rate) || c.Burst < 0 || c.MaxClients < 0:
 		return fmt.Errorf("%w: negative rate limit", ErrBadServerConfig)
+	case c.MaxStreams < 0 || c.MaxStreams > MaxStreamsLimit || c.MaxStreamsPerClient < 0:
+		return fmt.Errorf("%w: stream limits %d, %d: want 0 to %d", ErrBadServerConfig, c.MaxStreams, c.MaxStreamsPerClient, MaxStreamsLimit)
+	}
+	for _, h := range c.AllowedHosts {
+		if h == "" || h != strings.ToLower(h) || strings.ContainsAny(h, ":/ []") {
+			return fmt.Errorf("%w: allowed host %q: want a lower-case name without a port", ErrBadServerConfig, h)
+		}
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = defaultMaxStreams
+	}
+	if c.MaxStreamsPerClient == 0 {
+		c.MaxStreamsPerClient = defaultMaxStreamsPerClient
 	}
 	if c.Rate == 0 {
 		c.Rate = 20
@@ -109,7 +134,9 @@ type Server struct {
 	lagDone  chan struct{}
 	stopLag  chan struct{}
 	connects chan struct{} // bounds concurrent POST /api/v1/connect
-	streams  chan struct{} // bounds concurrent dashboard streams
+	streams  *streamSlots  // bounds concurrent dashboard streams
+	listenIP netip.Addr    // the listener's IP: a Host that names this node
+	hosts    []string      // further names a Host may carry
 	quit     chan struct{} // closed by Close: ends the streams
 	once     sync.Once
 	closed   error
@@ -121,8 +148,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, done: make(chan struct{}), lagDone: make(chan struct{}), stopLag: make(chan struct{}),
-		connects: make(chan struct{}, 2), streams: make(chan struct{}, maxStreams), quit: make(chan struct{}),
-		lim: newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients, cfg.Now)}
+		connects: make(chan struct{}, 2), streams: newStreamSlots(cfg.MaxStreams, cfg.MaxStreamsPerClient),
+		quit: make(chan struct{}), lim: newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients, cfg.Now), hosts: cfg.AllowedHosts}
+	if ap, err := netip.ParseAddrPort(cfg.Listener.Addr().String()); err == nil {
+		s.listenIP = ap.Addr().Unmap()
+	}
 	if cfg.Token != "" {
 		s.token = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -141,13 +171,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mux.Handle("GET /api/v1/attempts/{id}", s.auth(http.HandlerFunc(s.attempt)))
 	mux.Handle("GET /api/v1/events", s.auth(http.HandlerFunc(s.events)))
 	mux.Handle("GET /api/v1/diagnostics", s.auth(http.HandlerFunc(s.diagnostics)))
-	mux.Handle("POST /api/v1/connect", s.auth(http.HandlerFunc(s.connect)))
+	mux.Handle("POST /api/v1/connect", s.mutating(http.HandlerFunc(s.connect)))
 	mux.Handle("GET /api/v1/dashboard", s.auth(s.jsonFunc(func() any { return s.Dashboard() })))
 	mux.Handle("GET /api/v1/stream", s.auth(http.HandlerFunc(s.stream)))
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /assets/{file}", s.page)
 	s.srv = &http.Server{
-		Handler:           s.limit(mux),
+		Handler:           s.limit(s.checkHost(mux)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

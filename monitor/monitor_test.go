@@ -2,6 +2,9 @@ package monitor
 
 import (
 	"bytes"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -174,5 +177,64 @@ func TestLogsCarryAttemptAndHideAddresses(t *testing.T) {
 		if strings.Contains(l, "198.51.100.23") {
 			t.Fatalf("raw address in log: %s", l)
 		}
+	}
+}
+
+// pkcs8With is a PKCS#8 private key whose algorithm is oid (with an empty
+// key): crypto/x509 names the OID in its error.
+func pkcs8With(t *testing.T, oid asn1.ObjectIdentifier) []byte {
+	t.Helper()
+	der, err := asn1.Marshal(struct {
+		Version int
+		Algo    pkix.AlgorithmIdentifier
+		Key     []byte
+	}{0, pkix.AlgorithmIdentifier{Algorithm: oid}, []byte{4, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestSanitizerKeepsOIDs: the sanitiser replaces addresses only; an OID in
+// an error message (crypto/x509's own, a pkix name) survives, even one of
+// four arcs that would parse as IPv4. Issue 21, finding 5.
+func TestSanitizerKeepsOIDs(t *testing.T) {
+	s, _ := NewSanitizer(AddressesSanitized)
+	_, ed448 := x509.ParsePKCS8PrivateKey(pkcs8With(t, asn1.ObjectIdentifier{1, 3, 101, 113}))
+	_, rsaPSS := x509.ParsePKCS8PrivateKey(pkcs8With(t, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}))
+	if ed448 == nil || rsaPSS == nil {
+		t.Fatal("x509 parsed a key without one")
+	}
+	tests := []struct {
+		name string
+		in   string
+		keep []string // must survive
+		hide []string // addresses: must not
+	}{
+		{"x509: a long OID", rsaPSS.Error(), []string{"1.2.840.113549.1.1.11"}, nil},
+		{"x509: a four-arc OID", ed448.Error(), []string{"1.3.101.113"}, nil},
+		{"the issue's message", "tls: bad certificate: signature algorithm 1.2.840.113549.1.1.11 from 203.0.113.5:4433",
+			[]string{"1.2.840.113549.1.1.11"}, []string{"203.0.113.5"}},
+		{"named OID", "unhandled critical extension OID 2.5.29.17 at 198.51.100.7", []string{"2.5.29.17"}, []string{"198.51.100.7"}},
+		{"extension: OID", "x509: unhandled extension: 2.5.29.15", []string{"2.5.29.15"}, nil},
+		{"pkix attribute", "subject 2.5.4.3=alice,2.5.4.10=acme", []string{"2.5.4.3=alice", "2.5.4.10=acme"}, nil},
+		{"OID(...)", "unknown curve (1.3.132.0.35) and OID(1.3.101.112)", []string{"1.3.132.0.35", "1.3.101.112"}, nil},
+		{"an address is still one", "peer 1.3.101.113 left; dial 2.5.29.17:443", nil, []string{"1.3.101.113", "2.5.29.17"}},
+		{"an address after 'from'", "refused from 1.1.1.1", nil, []string{"1.1.1.1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := s.Text(tc.in)
+			for _, k := range tc.keep {
+				if !strings.Contains(out, k) {
+					t.Fatalf("%q lost %s: %q", tc.in, k, out)
+				}
+			}
+			for _, h := range tc.hide {
+				if strings.Contains(out, h) {
+					t.Fatalf("%q still shows the address %s: %q", tc.in, h, out)
+				}
+			}
+		})
 	}
 }

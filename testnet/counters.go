@@ -138,7 +138,8 @@ const metricsPort = 9464
 func (e *Env) ScrapeCounters(ctx context.Context) (Counters, error) {
 	var total Counters
 	add := func(ns string, port int) error {
-		out, err := runIn(ctx, ns, "curl", "-sf", "--max-time", "5", fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		out, err := runIn(ctx, ns, append(append([]string{"curl", "-sf", "--max-time", "5"}, apiAuth()...),
+			fmt.Sprintf("http://127.0.0.1:%d/metrics", port))...)
 		if err != nil {
 			return fmt.Errorf("testnet: scrape %s:%d: %w", ns, port, err)
 		}
@@ -207,7 +208,8 @@ func (e *Env) checkCounters(ctx context.Context, base Counters, baseErr error, r
 // scrapeValue sums the samples of one metric (any labels) on the node
 // serving metrics at port inside ns.
 func scrapeValue(ctx context.Context, ns string, port int, name string) (float64, error) {
-	out, err := runIn(ctx, ns, "curl", "-sf", "--max-time", "5", fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	out, err := runIn(ctx, ns, append(append([]string{"curl", "-sf", "--max-time", "5"}, apiAuth()...),
+		fmt.Sprintf("http://127.0.0.1:%d/metrics", port))...)
 	if err != nil {
 		return 0, fmt.Errorf("testnet: scrape %s:%d: %w", ns, port, err)
 	}

@@ -19,6 +19,15 @@ import (
 // apiURL is a daemon's monitoring surface inside its namespace.
 func apiURL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", metricsPort, path) }
 
+// apiToken is the peer daemons' API token (--metrics-token-file): POST
+// /api/v1/connect is off without one. It guards nothing here but the
+// rule; every curl of the testbed sends it (a node without a token
+// ignores it).
+const apiToken = "testbed-api-token-0123456789abcdef"
+
+// apiAuth is curl's arguments that send apiToken.
+func apiAuth() []string { return []string{"-H", "Authorization: Bearer " + apiToken} }
+
 // diagFinding is the part of a finding the scenarios read.
 type diagFinding struct {
 	Cause      string  `json:"cause"`
@@ -30,7 +39,7 @@ type diagFinding struct {
 
 // diagnostics reads a daemon's findings.
 func (e *Env) diagnostics(ctx context.Context, ns string) ([]diagFinding, error) {
-	out, err := runIn(ctx, ns, "curl", "-sf", "--max-time", "5", apiURL("/api/v1/diagnostics"))
+	out, err := runIn(ctx, ns, append(append([]string{"curl", "-sf", "--max-time", "5"}, apiAuth()...), apiURL("/api/v1/diagnostics"))...)
 	if err != nil {
 		return nil, err
 	}
@@ -73,8 +82,8 @@ func named(f diagFinding) string {
 
 // apiConnect asks a daemon to connect to another (POST /api/v1/connect).
 func (e *Env) apiConnect(ctx context.Context, from Host, peerID string, send int64) (string, error) {
-	return runIn(ctx, from.NS, "curl", "-s", "--max-time", "70", "-X", "POST",
-		apiURL(fmt.Sprintf("/api/v1/connect?peer=%s&send=%d", peerID, send)))
+	return runIn(ctx, from.NS, append(append([]string{"curl", "-s", "--max-time", "70", "-X", "POST"}, apiAuth()...),
+		apiURL(fmt.Sprintf("/api/v1/connect?peer=%s&send=%d", peerID, send)))...)
 }
 
 // randomPeerID is a well-formed peer ID nobody has.
@@ -229,8 +238,8 @@ func scenarioDiagBlackhole(ctx context.Context, e *Env) (bool, string) {
 		return false, "needs an eim-apdf and a cgnat site"
 	}
 	defer e.TB.SetDirectBlocked(context.WithoutCancel(ctx), a.Site, false)
-	p, err := e.TB.Start(a.NS, "curl", "-s", "--max-time", "70", "-X", "POST",
-		apiURL(fmt.Sprintf("/api/v1/connect?peer=%s&send=%d", e.PeerIDs[b.NS], 96<<20)))
+	p, err := e.TB.Start(a.NS, append(append([]string{"curl", "-s", "--max-time", "70", "-X", "POST"}, apiAuth()...),
+		apiURL(fmt.Sprintf("/api/v1/connect?peer=%s&send=%d", e.PeerIDs[b.NS], 96<<20)))...)
 	if err != nil {
 		return false, err.Error()
 	}

@@ -299,12 +299,16 @@ func (e *Env) StartBootstrap(ctx context.Context, i int, extra ...string) (*Proc
 // StartDaemon starts the peer daemon of a host.
 func (e *Env) StartDaemon(h Host) (*Proc, error) {
 	args := []string{e.Bin, "--listen", "0.0.0.0:4000", "--bootstrap-nodes", e.BootstrapAddrs,
-		"--key", filepath.Join(e.Dir, h.NS+".key"), "--log-level", "info"}
+		"--key", filepath.Join(e.Dir, h.NS+".key"), "--log-level", "info", "--metrics-token-file", e.tokenFile()}
 	if e.LogDir != "" {
 		args = append(args, "--log-level", "debug", "--log-addresses", "full")
 	}
 	return e.TB.Start(h.NS, args...)
 }
+
+// tokenFile is the path of the daemons' API token file (apiToken); Setup
+// writes it.
+func (e *Env) tokenFile() string { return filepath.Join(e.Dir, "api.token") }
 
 func waitOutput(ctx context.Context, p *Proc, s string, d time.Duration) error {
 	deadline := time.Now().Add(d)
@@ -337,6 +341,9 @@ func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir, logDir string,
 		addrs = append(addrs, fmt.Sprintf("%s@%s:4433", id, ServerAddr(i+1)))
 	}
 	e.BootstrapAddrs = strings.Join(addrs, ",")
+	if err := os.WriteFile(e.tokenFile(), []byte(apiToken+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("testnet: API token: %w", err)
+	}
 	for i := range 2 {
 		p, err := e.StartBootstrap(ctx, i)
 		if err != nil {

@@ -37,7 +37,7 @@ func (o *clientOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity, which no --allow list names)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address of this node's socket")
-	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "how long to wait for the peer connection (at start, and for each stream)")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "how long to wait for the peer connection (at start, and for each stream; at most 24h)")
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
 	configFlag(fs)
@@ -76,8 +76,8 @@ func (o *clientOptions) check(pos []string, stderr io.Writer) (*slog.Logger, err
 	if o.bootstrapNodes == "" {
 		return nil, errors.New("--bootstrap-nodes is required")
 	}
-	if o.timeout <= 0 {
-		return nil, errors.New("--timeout must be positive")
+	if err := firstErr(inRange("timeout", o.timeout, time.Millisecond, maxCmdTimeout), o.relay.validate()); err != nil {
+		return nil, err
 	}
 	log, san, err := o.log.build(stderr)
 	o.san = san

@@ -103,10 +103,10 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address to connect from")
 	send := fs.String("send", "0", "bytes of pseudo-random data to send and have verified (e.g. 1048576, 4MiB)")
-	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long (each run)")
-	fs.IntVar(&o.repeat, "repeat", 1, "connect this many times in a row (a new attempt each time), for failover tests")
-	fs.DurationVar(&o.interval, "interval", 0, "pause between repeated runs")
-	fs.DurationVar(&o.idle, "idle", 0, "once connected, stay idle this long before the transfer (the connection must survive it)")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long (each run; at most 24h)")
+	fs.IntVar(&o.repeat, "repeat", 1, "connect this many times in a row (a new attempt each time), for failover tests (1-1000)")
+	fs.DurationVar(&o.interval, "interval", 0, "pause between repeated runs (0-1h)")
+	fs.DurationVar(&o.idle, "idle", 0, "once connected, stay idle this long before the transfer (the connection must survive it; 0-1h)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
@@ -136,12 +136,9 @@ ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
 		fmt.Fprintln(stderr, "antnode connect: --bootstrap-nodes is required")
 		return exitUsage
 	}
-	if o.timeout <= 0 {
-		fmt.Fprintln(stderr, "antnode connect: --timeout must be positive")
-		return exitUsage
-	}
-	if o.repeat < 1 || o.repeat > 1000 || o.interval < 0 || o.idle < 0 {
-		fmt.Fprintln(stderr, "antnode connect: --repeat must be 1..1000, --interval and --idle not negative")
+	if err := firstErr(inRange("timeout", o.timeout, time.Millisecond, maxCmdTimeout), inRange("repeat", o.repeat, 1, 1000),
+		inRange("interval", o.interval, 0, maxPause), inRange("idle", o.idle, 0, maxPause), o.relay.validate()); err != nil {
+		fmt.Fprintln(stderr, "antnode connect:", err)
 		return exitUsage
 	}
 	log, san, err := o.log.build(stderr)

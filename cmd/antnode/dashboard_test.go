@@ -89,6 +89,43 @@ func artifactDir(t *testing.T) string {
 	return dir
 }
 
+// startChromium starts chromedriver and a headless Chromium session
+// (its profile in dir, extra command-line args appended) for the rest of
+// the test.
+func startChromium(t *testing.T, chromium, driver, dir string, args ...string) *webDriver {
+	t.Helper()
+	dport := freeTCP(t)
+	_, portStr, _ := strings.Cut(dport, ":")
+	cd := exec.Command(driver, "--port="+portStr, "--allowed-ips=127.0.0.1")
+	var cdOut lockedBuffer
+	cd.Stdout, cd.Stderr = &cdOut, &cdOut
+	if err := cd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cd.Process.Kill(); cd.Wait() })
+	wd := &webDriver{t: t, base: "http://" + dport}
+	testkit.WaitFor(t, 20*time.Second, "chromedriver", func() bool {
+		resp, err := http.Get(wd.base + "/status")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	var sess struct{ SessionID string }
+	raw := wd.call(http.MethodPost, "/session", map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
+		"browserName": "chrome",
+		"goog:chromeOptions": map[string]any{"binary": chromium, "args": append([]string{"--headless=new", "--no-sandbox",
+			"--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100", "--user-data-dir=" + filepath.Join(dir, "chromium")}, args...)},
+	}}})
+	if err := json.Unmarshal(raw, &sess); err != nil || sess.SessionID == "" {
+		t.Fatalf("session: %s (%v)\n%s", raw, err, cdOut.String())
+	}
+	wd.session = sess.SessionID
+	t.Cleanup(func() { wd.call(http.MethodDelete, "/session/"+wd.session, nil) })
+	return wd
+}
+
 // TestDashboardInChromium loads a running peer's dashboard in headless
 // Chromium, checks that it shows what /api/v1/status says, makes a new
 // connection to the peer and sees the page update without a reload, and
@@ -120,36 +157,7 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatalf("status: %v %s", err, body)
 	}
 
-	// chromedriver, and a headless Chromium session.
-	dport := freeTCP(t)
-	_, portStr, _ := strings.Cut(dport, ":")
-	cd := exec.Command(driver, "--port="+portStr, "--allowed-ips=127.0.0.1")
-	var cdOut bytes.Buffer
-	cd.Stdout, cd.Stderr = &cdOut, &cdOut
-	if err := cd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cd.Process.Kill(); cd.Wait() })
-	wd := &webDriver{t: t, base: "http://" + dport}
-	testkit.WaitFor(t, 20*time.Second, "chromedriver", func() bool {
-		resp, err := http.Get(wd.base + "/status")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	var sess struct{ SessionID string }
-	raw := wd.call(http.MethodPost, "/session", map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
-		"browserName": "chrome",
-		"goog:chromeOptions": map[string]any{"binary": chromium, "args": []string{"--headless=new", "--no-sandbox",
-			"--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100", "--user-data-dir=" + filepath.Join(dir, "chromium")}},
-	}}})
-	if err := json.Unmarshal(raw, &sess); err != nil || sess.SessionID == "" {
-		t.Fatalf("session: %s (%v)\n%s", raw, err, cdOut.String())
-	}
-	wd.session = sess.SessionID
-	t.Cleanup(func() { wd.call(http.MethodDelete, "/session/"+wd.session, nil) })
+	wd := startChromium(t, chromium, driver, dir)
 
 	// Log in with the token (the page keeps it as a cookie), then wait for
 	// the first frame.

@@ -83,7 +83,7 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	listen := fs.String("listen", "0.0.0.0:0", "UDP address to test from")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	redact := fs.Bool("redact", false, "hide every address (keyed hash), so the output can be shared")
-	timeout := fs.Duration("timeout", 20*time.Second, "give up on the measurements after this long")
+	timeout := fs.Duration("timeout", 20*time.Second, "give up on the measurements after this long (at most 10m)")
 	var lf logFlags
 	lf.register(fs, "error")
 	configFlag(fs)
@@ -93,8 +93,12 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if _, code, ok := cmd.parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
-	if *boots == "" || *timeout <= 0 {
-		fmt.Fprintln(stderr, "antnode diagnose: --bootstrap-nodes is required (and a positive --timeout)")
+	if err := inRange("timeout", *timeout, time.Millisecond, maxDiagTimeout); err != nil {
+		fmt.Fprintln(stderr, "antnode diagnose:", err)
+		return exitUsage
+	}
+	if *boots == "" {
+		fmt.Fprintln(stderr, "antnode diagnose: --bootstrap-nodes is required")
 		return exitUsage
 	}
 	bs, err := parseBootstraps(*boots)

@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -154,25 +157,57 @@ func TestFamilyMismatch(t *testing.T) {
 	}
 }
 
-// TestAPIConnectLikeCLI: POST /api/v1/connect takes the CLI's size syntax
-// and answers with the fields of `antnode connect --json`.
-func TestAPIConnectLikeCLI(t *testing.T) {
-	boot := startBootstrap(t)
-	target := startPeer(t, boot)
-	metrics := freeTCP(t)
-	daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot, "--metrics-addr", metrics)
-	testkit.WaitFor(t, 10*time.Second, "the peer to be ready", func() bool {
-		code, _ := httpGet(t, "http://"+metrics+"/readyz", "")
-		return code == 200
-	})
-	resp, err := http.Post("http://"+metrics+"/api/v1/connect?peer="+target.String()+"&send=256KiB", "", nil)
+// writeToken writes a token file (mode 0600) and returns its path.
+func writeToken(t *testing.T, token string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(p, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// apiPost POSTs to u as curl would (no Origin), with the bearer token
+// when given, and returns the status and the body.
+func apiPost(t *testing.T, u, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestAPIConnectLikeCLI: POST /api/v1/connect takes the CLI's size syntax
+// and answers with the fields of `antnode connect --json`; on a node
+// without a token it is off, and says how to turn it on.
+func TestAPIConnectLikeCLI(t *testing.T) {
+	const token = "api-connect-token-0123456789"
+	boot := startBootstrap(t)
+	target := startPeer(t, boot)
+	metrics, open := freeTCP(t), freeTCP(t)
+	daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot, "--metrics-addr", metrics, "--metrics-token-file", writeToken(t, token))
+	daemon(t, "--listen", "127.0.0.1:0", "--bootstrap-nodes", boot, "--metrics-addr", open)
+	for _, m := range []string{metrics, open} {
+		testkit.WaitFor(t, 10*time.Second, "the peer to be ready", func() bool {
+			code, _ := httpGet(t, "http://"+m+"/readyz", "")
+			return code == 200
+		})
+	}
+	if code, body := apiPost(t, "http://"+open+"/api/v1/connect?peer="+target.String(), token); code != 403 ||
+		!strings.Contains(body, "--metrics-token-file") {
+		t.Fatalf("a node without a token: %d %s, want 403 naming --metrics-token-file", code, body)
+	}
+	code, body := apiPost(t, "http://"+metrics+"/api/v1/connect?peer="+target.String()+"&send=256KiB", token)
 	var api map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&api); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%d %v", resp.StatusCode, err)
+	if err := json.Unmarshal([]byte(body), &api); err != nil || code != 200 {
+		t.Fatalf("%d %v %s", code, err, body)
 	}
 	if api["connected"] != true || api["bytes_verified"] != float64(256<<10) || api["throughput_mbps"] == nil {
 		t.Fatalf("API answer %v", api)
@@ -191,13 +226,8 @@ func TestAPIConnectLikeCLI(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"lots", "1TiB"} {
-		resp, err := http.Post("http://"+metrics+"/api/v1/connect?peer="+target.String()+"&send="+bad, "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 400 {
-			t.Errorf("send=%s: %d, want 400", bad, resp.StatusCode)
+		if code, _ := apiPost(t, "http://"+metrics+"/api/v1/connect?peer="+target.String()+"&send="+bad, token); code != 400 {
+			t.Errorf("send=%s: %d, want 400", bad, code)
 		}
 	}
 }

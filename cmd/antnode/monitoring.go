@@ -19,6 +19,7 @@ import (
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
+	"github.com/antnode/antnode/internal/boundedfile"
 	"github.com/antnode/antnode/monitor"
 )
 
@@ -33,6 +34,10 @@ type monitorFlags struct {
 	retention    time.Duration
 	qlogDir      string
 
+	allowedHosts        string
+	maxStreams          int
+	maxStreamsPerClient int
+
 	exportInterval time.Duration
 	influxURL      string
 	influxDB       string
@@ -46,14 +51,17 @@ type monitorFlags struct {
 func (f *monitorFlags) register(fs *flag.FlagSet) {
 	f.addr = addrFlag{value: defaultMetricsAddr}
 	fs.Var(&f.addr, "metrics-addr", "HTTP address of /metrics, /healthz, /readyz and the /api/v1/ JSON API (\"off\": none; when the default port is taken, the next free one of the 10 above it)")
-	fs.StringVar(&f.tokenFile, "metrics-token-file", "", "file holding the bearer token required on /metrics and /api/v1/ (empty: no token)")
+	fs.StringVar(&f.tokenFile, "metrics-token-file", "", "file holding the bearer token required on /metrics and /api/v1/ (empty: no token, and POST /api/v1/connect is off)")
+	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "further names the HTTP surface answers to in the Host header, comma-separated (always: its listen address and loopback names; others get 421)")
+	fs.IntVar(&f.maxStreams, "http-max-streams", 8, "live dashboard streams at once (1-1024)")
+	fs.IntVar(&f.maxStreamsPerClient, "http-max-streams-per-client", 2, "live dashboard streams at once from one client IP (1 to --http-max-streams)")
 	fs.StringVar(&f.auditLog, "audit-log", "", "file that security events (authentication failures, rate limits, refused requests, relay allocations) are appended to as JSON (empty: the main log)")
-	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load")
+	fs.Float64Var(&f.samplingRate, "sampling-rate", 0.01, "fraction of successful attempts whose full event detail is kept (failures: all), at the reference load (0-1, above 0)")
 	fs.BoolVar(&f.fixed, "sampling-fixed", false, "keep the sampling rate fixed instead of adapting it to load")
-	fs.IntVar(&f.storeSize, "store-size", 10_000, "recent attempts kept in memory for the API and diagnostics (about 1.1 KB each)")
-	fs.DurationVar(&f.retention, "store-retention", time.Hour, "how long attempts stay in the store")
+	fs.IntVar(&f.storeSize, "store-size", 10_000, "recent attempts kept in memory for the API and diagnostics (about 1.1 KB each; 1-1000000)")
+	fs.DurationVar(&f.retention, "store-retention", time.Hour, "how long attempts stay in the store (1s-720h)")
 	fs.StringVar(&f.qlogDir, "qlog-dir", "", "write a qlog trace of every peer QUIC connection into this directory (addresses sanitised like the logs)")
-	fs.DurationVar(&f.exportInterval, "export-interval", 30*time.Second, "how often metrics are pushed to InfluxDB or CloudWatch")
+	fs.DurationVar(&f.exportInterval, "export-interval", 30*time.Second, "how often metrics are pushed to InfluxDB or CloudWatch (1s-24h)")
 	fs.StringVar(&f.influxURL, "influxdb-url", "", "push metrics to this InfluxDB 1.x server (http://host:8086; empty: off)")
 	fs.StringVar(&f.influxDB, "influxdb-db", "antnode", "InfluxDB database")
 	fs.StringVar(&f.influxUser, "influxdb-user", "", "InfluxDB user (empty: no authentication)")
@@ -72,14 +80,17 @@ func (f *monitorFlags) validate() error {
 	if f.samplingRate <= 0 || f.samplingRate > 1 || math.IsNaN(f.samplingRate) {
 		return fmt.Errorf("--sampling-rate %v: want a fraction in (0, 1]", f.samplingRate)
 	}
-	if f.storeSize <= 0 {
-		return fmt.Errorf("--store-size %d: must be positive", f.storeSize)
+	if err := firstErr(inRange("store-size", f.storeSize, 1, maxStoreSize),
+		inRange("store-retention", f.retention, time.Second, maxRetention),
+		inRange("export-interval", f.exportInterval, time.Second, maxExportInterval),
+		inRange("http-max-streams", f.maxStreams, 1, monitor.MaxStreamsLimit),
+		inRange("http-max-streams-per-client", f.maxStreamsPerClient, 1, f.maxStreams)); err != nil {
+		return err
 	}
-	if f.retention <= 0 {
-		return fmt.Errorf("--store-retention %v: must be positive", f.retention)
-	}
-	if f.exportInterval < time.Second {
-		return fmt.Errorf("--export-interval %v: at least 1s", f.exportInterval)
+	for _, h := range splitHosts(f.allowedHosts) {
+		if strings.ContainsAny(h, ":/ []") {
+			return fmt.Errorf("--http-allowed-hosts %q: want names without a port, comma-separated", h)
+		}
 	}
 	if f.influxURL != "" {
 		if _, err := monitor.NewInfluxSink(monitor.InfluxConfig{URL: f.influxURL, Database: f.influxDB}); err != nil {
@@ -102,7 +113,7 @@ func (f *monitorFlags) startExporters(node string, reg prometheus.Gatherer, log 
 	if f.influxURL != "" {
 		pass := ""
 		if f.influxPassFile != "" {
-			b, err := os.ReadFile(f.influxPassFile)
+			b, err := boundedfile.Read(f.influxPassFile, boundedfile.MaxSecret)
 			if err != nil {
 				return stop, fmt.Errorf("--influxdb-password-file: %w", err)
 			}
@@ -153,7 +164,7 @@ func readToken(path string, log *slog.Logger) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := boundedfile.Read(path, boundedfile.MaxSecret)
 	if err != nil {
 		return "", fmt.Errorf("--metrics-token-file: %w", err)
 	}
@@ -183,7 +194,7 @@ type monitoring struct {
 func (f *monitorFlags) build(log *slog.Logger, san *monitor.Sanitizer, reg prometheus.Registerer, role string) (*monitoring, error) {
 	token, err := readToken(f.tokenFile, log)
 	if err != nil {
-		return nil, err
+		return nil, badInput(err)
 	}
 	sm, err := monitor.NewSampler(monitor.SamplerConfig{BaseRate: f.samplingRate, Fixed: f.fixed})
 	if err != nil {
@@ -245,22 +256,44 @@ func (f *monitorFlags) startSurface(m *monitoring, reg prometheus.Gatherer, api 
 		return closerFunc(stopExport), nil
 	}
 	srv, err := monitor.NewServer(monitor.ServerConfig{Listener: ln, Gatherer: reg, Monitor: m.mon, Token: m.token,
-		Status: api.status, Peers: api.peers, Services: api.services, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log})
+		Status: api.status, Peers: api.peers, Services: api.services, Ready: api.ready, Facts: api.facts, Connect: api.connect, Logger: log,
+		AllowedHosts: splitHosts(f.allowedHosts), HostsHint: hostsHint, TokenHint: tokenHint,
+		MaxStreams: f.maxStreams, MaxStreamsPerClient: f.maxStreamsPerClient})
 	if err != nil {
 		stopExport()
 		ln.Close()
 		return nil, err
 	}
-	auth := "none"
+	auth, post := "none", "off (no --metrics-token-file)"
 	if m.token != "" {
-		auth = "bearer token"
+		auth, post = "bearer token", "on"
 	}
-	log.Info("monitoring surface", "addr", san.Text(ln.Addr().String()), "auth", auth)
+	log.Info("monitoring surface", "addr", san.Text(ln.Addr().String()), "auth", auth, "post", post)
 	fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", ln.Addr())
 	if m.token == "" && !isLoopback(ln.Addr()) {
 		log.Warn("the monitoring surface is reachable from the network without a token; set --metrics-token-file")
 	}
 	return closerFunc(func() { srv.Close(); stopExport() }), nil
+}
+
+// The ends of the HTTP surface's refusals that tell the operator which
+// flag changes them.
+const (
+	hostsHint = ", or list the name with --http-allowed-hosts"
+	tokenHint = "; to turn them on, start the node with --metrics-token-file FILE (a token of 16 or more characters," +
+		" see README.md, Security) and send Authorization: Bearer TOKEN"
+)
+
+// splitHosts parses --http-allowed-hosts: names, comma-separated, in
+// lower case without a trailing dot.
+func splitHosts(v string) []string {
+	var out []string
+	for _, h := range strings.Split(v, ",") {
+		if h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), "."); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // closerFunc is an io.Closer that runs a func.
@@ -284,7 +317,7 @@ var ErrConfig = errors.New("config file")
 // strings, numbers or booleans, written as on the command line ("1h",
 // 0.05, true); each goes through its flag's own parsing and validation.
 func applyConfigFile(fs *flag.FlagSet, path string) error {
-	b, err := os.ReadFile(path)
+	b, err := boundedfile.Read(path, boundedfile.MaxConfig)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}

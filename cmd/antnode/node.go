@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +21,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/boundedfile"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
 	"github.com/antnode/antnode/traversal"
@@ -68,7 +69,7 @@ func (f *birthdayFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.probes, "birthday-probes", 4096, "birthday search: most probes the other side sends (1-65535)")
 	fs.IntVar(&f.rate, "birthday-rate", 2000, "birthday search: probes per second (1-20000)")
 	fs.DurationVar(&f.budget, "birthday-budget", 8*time.Second, "birthday search: time before it gives up (100ms-60s)")
-	fs.IntVar(&f.predict, "birthday-predict", 512, "birthday search: predicted ports probed first when the peer's NAT allocates in sequence (0: none)")
+	fs.IntVar(&f.predict, "birthday-predict", 512, "birthday search: predicted ports probed first when the peer's NAT allocates in sequence (0 to --birthday-probes; 0: none)")
 }
 
 // config validates the flags into a holepunch.BirthdayConfig.
@@ -96,9 +97,16 @@ func (f *peerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.relay, "relay", "auto", "relay use: auto (when no direct path), force (always) or never")
 	fs.StringVar(&f.turnServer, "turn-server", "", "a third-party TURN server (coturn) to relay through instead of the bootstraps' relay: HOST:PORT or turn:HOST:PORT[?transport=tcp]")
 	fs.StringVar(&f.turnSecret, "turn-secret-file", "", "file holding the TURN server's shared secret (coturn static-auth-secret)")
-	fs.IntVar(&f.breakerThreshold, "breaker-threshold", 5, "consecutive failures that open a bootstrap's circuit breaker")
-	fs.DurationVar(&f.breakerDelay, "breaker-timeout", 60*time.Second, "how long an open breaker waits before a trial request")
+	fs.IntVar(&f.breakerThreshold, "breaker-threshold", 5, "consecutive failures that open a bootstrap's circuit breaker (1-1000)")
+	fs.DurationVar(&f.breakerDelay, "breaker-timeout", 60*time.Second, "how long an open breaker waits before a trial request (1ms-24h)")
 	f.birthday.register(fs)
+}
+
+// validate checks the numeric flags against their bounds.
+func (f *peerFlags) validate() error {
+	_, err := f.birthday.config()
+	return firstErr(inRange("breaker-threshold", f.breakerThreshold, 1, maxBreakerFails),
+		inRange("breaker-timeout", f.breakerDelay, time.Millisecond, maxBreakerTimeout), err)
 }
 
 // apply validates the flags and sets them on a node configuration.
@@ -108,8 +116,8 @@ func (f *peerFlags) apply(cfg *traversal.Config) error {
 		return fmt.Errorf("--relay: %w", err)
 	}
 	cfg.Relay = mode
-	if f.breakerThreshold <= 0 || f.breakerDelay <= 0 {
-		return errors.New("--breaker-threshold and --breaker-timeout must be positive")
+	if err := f.validate(); err != nil {
+		return badInput(err)
 	}
 	cfg.BreakerThreshold, cfg.BreakerDelay = f.breakerThreshold, f.breakerDelay
 	if cfg.Birthday, err = f.birthday.config(); err != nil {
@@ -128,7 +136,7 @@ func (f *peerFlags) apply(cfg *traversal.Config) error {
 	if f.turnSecret == "" {
 		return errors.New("--turn-server needs --turn-secret-file")
 	}
-	b, err := os.ReadFile(f.turnSecret)
+	b, err := boundedfile.Read(f.turnSecret, boundedfile.MaxSecret)
 	if err != nil {
 		return fmt.Errorf("--turn-secret-file: %w", err)
 	}
@@ -167,14 +175,14 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on (default 0.0.0.0:4433 for a bootstrap, 0.0.0.0:0 for a peer)")
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
 	fs.StringVar(&o.key, "key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; empty: ephemeral)")
-	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit")
-	fs.IntVar(&o.stunAltPort, "stun-alt-port", 0, "bootstrap: second UDP port answering STUN, for NAT mapping classification (0: the listen port + 1; -1: none)")
+	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit (1-10000000)")
+	fs.IntVar(&o.stunAltPort, "stun-alt-port", 0, "bootstrap: second UDP port answering STUN, for NAT mapping classification (0: the listen port + 1; -1: none; at most 65535)")
 	fs.StringVar(&o.probeAddr, "probe-addr", "", "bootstrap: a further local IP, never contacted by peers, that sends the filtering probes \"from another address\"")
-	fs.IntVar(&o.relayPort, "relay-port", 0, "bootstrap: TURN relay port, UDP and TCP (0: the listen port + 2)")
+	fs.IntVar(&o.relayPort, "relay-port", 0, "bootstrap: TURN relay port, UDP and TCP (0: the listen port + 2; at most 65535)")
 	fs.StringVar(&o.relayIP, "relay-ip", "", "bootstrap: address relay allocations are made on (default: the listen address; on a wildcard, the host's one global address)")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "bootstrap: run no TURN relay")
-	fs.IntVar(&o.relayMbps, "relay-bandwidth-mbps", 100, "bootstrap: bandwidth per relay allocation, each direction, in Mbit/s")
-	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer")
+	fs.IntVar(&o.relayMbps, "relay-bandwidth-mbps", 100, "bootstrap: bandwidth per relay allocation, each direction, in Mbit/s (1-10000)")
+	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer (1-64)")
 	o.peer.register(fs)
 	o.svc.register(fs)
 	o.log.register(fs, "info")
@@ -210,8 +218,11 @@ func (o *nodeOptions) validate() error {
 	if _, _, err := net.SplitHostPort(o.listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", o.listen, err)
 	}
-	if o.maxPeers <= 0 {
-		return errors.New("--max-peers must be positive")
+	if err := firstErr(inRange("max-peers", o.maxPeers, 1, maxMaxPeers),
+		inRange("relay-bandwidth-mbps", o.relayMbps, 1, maxRelayMbps),
+		inRange("relay-max-allocations", o.relayMaxAllocs, 1, maxRelayAllocs),
+		o.derivedPorts()); err != nil {
+		return err
 	}
 	if o.stunAltPort < -1 || o.stunAltPort > 65535 {
 		return fmt.Errorf("--stun-alt-port %d: want -1..65535", o.stunAltPort)
@@ -229,9 +240,6 @@ func (o *nodeOptions) validate() error {
 			return fmt.Errorf("--relay-ip: %w", err)
 		}
 	}
-	if o.relayMbps <= 0 || o.relayMaxAllocs <= 0 {
-		return errors.New("--relay-bandwidth-mbps and --relay-max-allocations must be positive")
-	}
 	if !o.bootstrap && o.bootstrapNodes == "" {
 		return errors.New("a peer needs --bootstrap-nodes (or run with --bootstrap)")
 	}
@@ -247,10 +255,34 @@ func (o *nodeOptions) validate() error {
 	if o.bootstrap && len(o.svc.expose) > 0 {
 		return errors.New("--expose is for peers, not for a bootstrap node")
 	}
-	if err := o.svc.validate(); err != nil {
+	if err := firstErr(o.svc.validate(), o.peer.validate()); err != nil {
 		return err
 	}
 	return o.mon.validate()
+}
+
+// derivedPorts checks, when the listen port is given, that the bootstrap's
+// ports derived from it (STUN listen+1, relay listen+2) exist.
+func (o *nodeOptions) derivedPorts() error {
+	_, ps, err := net.SplitHostPort(o.listen)
+	if err != nil || !o.bootstrap {
+		return nil // the listen address is checked on its own
+	}
+	p, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || p == 0 {
+		return nil // a name or an ephemeral port: checked once bound
+	}
+	if o.stunAltPort == 0 {
+		if _, err := derivePort(uint16(p), 1, "second STUN", "--stun-alt-port"); err != nil {
+			return fmt.Errorf("--listen %s: %w", o.listen, err)
+		}
+	}
+	if o.relayPort == 0 && !o.noRelay {
+		if _, err := derivePort(uint16(p), 2, "relay", "--relay-port"); err != nil {
+			return fmt.Errorf("--listen %s: %w", o.listen, err)
+		}
+	}
+	return nil
 }
 
 // runNode runs a bootstrap node or a peer until ctx ends.
@@ -346,11 +378,14 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		cfg.ProbeAddr = netip.MustParseAddr(o.probeAddr) // validated
 	}
 	if o.stunAltPort >= 0 {
-		port := o.stunAltPort
-		if port == 0 {
-			port = int(local.Port()) + 1
+		port := uint16(o.stunAltPort) // validated: 1..65535
+		if o.stunAltPort == 0 {
+			var err error
+			if port, err = derivePort(local.Port(), 1, "second STUN", "--stun-alt-port"); err != nil {
+				return badInput(err)
+			}
 		}
-		alt, err := net.ListenUDP(udpNetwork(local.String()), net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), uint16(port))))
+		alt, err := net.ListenUDP(udpNetwork(local.String()), net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), port)))
 		if err != nil {
 			return fmt.Errorf("--stun-alt-port %d: %w", port, err)
 		}
@@ -424,11 +459,14 @@ func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *
 		}
 		log.Info("relay advertises the host's address; set --relay-ip if peers reach this host at another one", "relay_ip", ip.String())
 	}
-	port := o.relayPort
-	if port == 0 {
-		port = int(local.Port()) + 2
+	port := uint16(o.relayPort) // validated: 0..65535
+	if o.relayPort == 0 {
+		var err error
+		if port, err = derivePort(local.Port(), 2, "relay", "--relay-port"); err != nil {
+			return nil, badInput(err)
+		}
 	}
-	addr := netip.AddrPortFrom(local.Addr(), uint16(port))
+	addr := netip.AddrPortFrom(local.Addr(), port)
 	udp, err := net.ListenUDP(udpNetwork(addr.String()), net.UDPAddrFromAddrPort(addr))
 	if err != nil {
 		return nil, fmt.Errorf("relay UDP %s: %w", addr, err)

@@ -25,8 +25,8 @@ type serviceFlags struct {
 func (f *serviceFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.expose, "expose", "serve a local TCP service to peers: NAME=HOST:PORT, optionally ,allow=PEERID[+PEERID...] or ,allow=any (repeatable)")
 	fs.StringVar(&f.allow, "allow", "", "peers that may use the exposed services: PEERID[,PEERID...] or any (default: nobody)")
-	fs.IntVar(&f.maxStreams, "max-streams", 1024, "streams one peer may have open to this node's services at once")
-	fs.DurationVar(&f.streamIdle, "stream-idle", 10*time.Minute, "end a service stream on which nothing moved for this long (0: never)")
+	fs.IntVar(&f.maxStreams, "max-streams", 1024, "streams one peer may have open to this node's services at once (1-65536)")
+	fs.DurationVar(&f.streamIdle, "stream-idle", 10*time.Minute, "end a service stream on which nothing moved for this long (0-168h; 0: never)")
 }
 
 // exposed is one --expose: a service name, its TCP target, its own allow
@@ -86,11 +86,9 @@ func (l *exposeList) Set(v string) error {
 }
 
 func (f *serviceFlags) validate() error {
-	if f.maxStreams <= 0 {
-		return fmt.Errorf("--max-streams %d: want > 0", f.maxStreams)
-	}
-	if f.streamIdle < 0 {
-		return fmt.Errorf("--stream-idle %s: want >= 0", f.streamIdle)
+	if err := firstErr(inRange("max-streams", f.maxStreams, 1, maxServiceStreams),
+		inRange("stream-idle", f.streamIdle, 0, maxStreamIdle)); err != nil {
+		return err
 	}
 	_, err := service.ParseAllow(f.allow)
 	if err != nil {
