@@ -151,15 +151,33 @@ func (c *Conn) serveNotices() {
 		}
 		switch b[0] {
 		case NoticeNominate:
-			if c.onNominate != nil {
-				c.nominateOnce.Do(c.onNominate)
-			}
+			c.nominatedBy(str)
 		case NoticePath:
 			c.peerMoved(str)
 		case NoticePing:
 		default:
 			str.CancelRead(0) // a newer peer's notice: ignore
 		}
+	}
+}
+
+// nominatedBy takes the dialler's nomination. Its payload, if any, is the
+// path the dialler made the connection on: a dialler that dialled through
+// its own relay allocation knows the connection is relayed, which this
+// side cannot tell from the remote address (a relayed address looks like
+// any other) until the peer's relayed candidate reaches it, if it ever
+// does before the attempt ends. A claim of a direct path changes nothing:
+// this side may know of a relay the dialler does not (its own).
+func (c *Conn) nominatedBy(str *quic.ReceiveStream) {
+	payload, err := io.ReadAll(io.LimitReader(str, MaxNotice))
+	if err != nil {
+		str.CancelRead(0)
+	}
+	if len(payload) > 0 && event.Path(payload[0]) == event.PathRelay {
+		c.SetPath(event.PathRelay)
+	}
+	if c.onNominate != nil {
+		c.nominateOnce.Do(c.onNominate)
 	}
 }
 

@@ -336,3 +336,41 @@ func TestNetworkChangeRebindsDialledDirect(t *testing.T) {
 		t.Fatal("second Close")
 	}
 }
+
+// TestNominationCarriesThePath: a dialler that nominates a connection it
+// made through its relay says so, and the accepting side calls the
+// connection relayed before it hears of the nomination; no other payload
+// makes a connection relayed.
+func TestNominationCarriesThePath(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload []byte
+		want    event.Path
+	}{
+		{"older peer: no payload", nil, event.PathDirect},
+		{"dialled direct", []byte{byte(event.PathDirect)}, event.PathDirect},
+		{"dialled through its relay", []byte{byte(event.PathRelay)}, event.PathRelay},
+		{"unknown path byte", []byte{0xee}, event.PathDirect},
+		{"oversized payload", append([]byte{byte(event.PathRelay)}, make([]byte, 64)...), event.PathRelay},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testkit.NewQUICPair(t, nil)
+			seen := make(chan struct{})
+			l := newSide(t, p.ListenerTransport, p.Listener, event.PathDirect, Track{Peer: p.DialerID.ID(), OnNominate: func() {
+				close(seen) // the path is set before, and changes only here
+			}})
+			if err := SendNotice(p.Dialer, NoticeNominate, tc.payload...); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-seen:
+				if got := l.c.Path(); got != tc.want {
+					t.Fatalf("path at the nomination %s, want %s", got, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no nomination")
+			}
+		})
+	}
+}

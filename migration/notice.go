@@ -61,7 +61,7 @@ func DecodePathNotice(b []byte) (PathNotice, error) {
 // Notices are one-way messages between the two ends of a connection, one
 // per unidirectional stream: a type byte and its payload.
 const (
-	NoticeNominate byte = 'N' // the dialler keeps this connection: no payload
+	NoticeNominate byte = 'N' // the dialler keeps this connection: its path byte (older peers: none)
 	NoticePath     byte = 'P' // the dialler moved the connection: a PathNotice
 	NoticePing     byte = 'K' // a keepalive: no payload, nothing to do
 )

@@ -158,8 +158,17 @@ func (a *attempt) won(qc *quic.Conn) *attemptEnd {
 	return &attemptEnd{qc: qc, path: a.pathOf(qc), phase: event.PhaseHandshake}
 }
 
+// pathOf decides the path of the winning connection from what this side
+// knows for certain: it dialled or accepted on its own relay leg, the
+// remote address is one the peer announced as relayed, or the dialler
+// nominated the connection as dialled through its relay (however late the
+// peer's relayed candidate would have arrived).
 func (a *attempt) pathOf(qc *quic.Conn) event.Path {
-	if a.lg.path == event.PathRelay || a.relayed[addrPortOf(qc.RemoteAddr())] {
+	relayed := a.lg.path == event.PathRelay || a.relayed[addrPortOf(qc.RemoteAddr())]
+	if c := a.n.connOf(qc); c != nil && c.Path() == event.PathRelay {
+		relayed = true // an accepted connection the dialler nominated as relayed
+	}
+	if relayed {
 		return event.PathRelay
 	}
 	return event.PathDirect
@@ -408,7 +417,7 @@ func (a *attempt) onValidated(p holepunch.Pair) {
 func (a *attempt) onDial(r dialResult) *attemptEnd {
 	a.pending--
 	if r.err == nil {
-		if err := nominate(r.qc); err != nil {
+		if err := nominate(r.qc, a.lg.path); err != nil {
 			r.qc.CloseWithError(codeSuperseded, "nomination failed")
 			if r.ep != nil {
 				r.ep.Close()

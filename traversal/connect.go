@@ -396,7 +396,9 @@ type leg struct {
 // unidirectional stream and closes the others; the accepting side takes the
 // nominated one. The nomination travels with the dialler's handshake
 // completion, so it costs no round trip.
-func nominate(qc *quic.Conn) error { return migration.SendNotice(qc, migration.NoticeNominate) }
+func nominate(qc *quic.Conn, path event.Path) error {
+	return migration.SendNotice(qc, migration.NoticeNominate, byte(path))
+}
 
 // Application error codes of peer connections.
 const (
