@@ -59,6 +59,7 @@ type attempt struct {
 	punching  bool
 	punchErr  error
 	stopRound context.CancelFunc
+	syncLate  bool // punched without the bootstrap's PunchNow
 }
 
 // sprayWin is the birthday search's winning socket and the target it
@@ -148,12 +149,18 @@ func (a *attempt) dial(ep *endpoint.Endpoint, addr netip.AddrPort, own bool) {
 
 // fail ends the attempt in phase with err.
 func (a *attempt) fail(phase event.Phase, err error) *attemptEnd {
+	if a.syncLate {
+		recovered(a.att, "sync_timeout", event.ReasonTimeout, "", err)
+	}
 	a.att.End(event.PhaseHandshake, event.OutcomeFail, Reason(err))
 	return &attemptEnd{path: event.PathNone, phase: phase, err: err}
 }
 
 // won ends the attempt with qc.
 func (a *attempt) won(qc *quic.Conn) *attemptEnd {
+	if a.syncLate {
+		recovered(a.att, "sync_timeout", event.ReasonTimeout, "", nil)
+	}
 	a.att.End(event.PhaseHandshake, event.OutcomeOK, event.ReasonNone)
 	return &attemptEnd{qc: qc, path: a.pathOf(qc), phase: event.PhaseHandshake}
 }
@@ -190,7 +197,7 @@ func (a *attempt) sync() error {
 		// The bootstrap's PunchNow is late (lost with the bootstrap?):
 		// punch now rather than not at all.
 		a.att.End(event.PhaseSync, event.OutcomeFail, event.ReasonTimeout)
-		a.att.Record(event.Event{Kind: event.KindRecovery, Detail: "sync_timeout", Reason: event.ReasonTimeout, Outcome: event.OutcomeOK})
+		a.syncLate = true // a recovery, recorded with the attempt's result
 		p = bootstrap.Punch{Round: 1, At: time.Now()}
 	default:
 		a.att.End(event.PhaseSync, event.OutcomeFail, Reason(err))

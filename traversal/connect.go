@@ -45,6 +45,9 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 var (
 	// ErrSelf: a node was asked to connect to itself.
 	ErrSelf = errors.New("traversal: cannot connect to self")
+	// ErrNoAlternateBootstrap: an introduction through another bootstrap
+	// was wanted, and the node is registered with no other.
+	ErrNoAlternateBootstrap = errors.New("traversal: no other registered bootstrap")
 	// ErrNoDirectPath: the two NAT types leave no direct path (both map
 	// per destination, or UDP is blocked); only a relay can connect them.
 	ErrNoDirectPath = errors.New("traversal: no direct path can exist between these NATs")
@@ -112,10 +115,10 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 	n.move(peer, StateDiscovering, event.ReasonNone, att)
 	g := n.degrade.begin(peer, n.cfg.MaxInflight, time.Now())
 	defer n.degrade.end()
-	if g.RelayOnly || g.Light {
-		att.Record(event.Event{Kind: event.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: event.OutcomeOK})
-	}
 	c, phase, err := n.connect(ctx, att, peer, g)
+	if g.RelayOnly || g.Light {
+		recovered(att, "degrade", g.Reason, "", err)
+	}
 	if err != nil {
 		reason := Reason(err)
 		n.move(peer, StateFailed, reason, att)
@@ -173,12 +176,17 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 		// of it: introduce again through another bootstrap (and use its
 		// relay).
 		intro.Creds = holepunch.NewCreds() // the first session's checks may still be answered
-		if alt, aerr := n.introduce(ctx, peer, intro, sess.Bootstrap().Label()); aerr == nil {
-			n.rec.Record(event.Event{Kind: event.KindRecovery, Detail: "alternate_bootstrap", Outcome: event.OutcomeOK,
-				Reason: r, Bootstrap: alt.Bootstrap().Label(), Attempt: att.ID()})
+		alt, aerr := n.introduce(ctx, peer, intro, sess.Bootstrap().Label())
+		label := ""
+		if aerr == nil {
+			label = alt.Bootstrap().Label()
 			sess.Cancel()
 			sess = alt // the deferred close ends this one
 			qc, path, phase, err = n.attemptVia(ctx, att, peer, g, sess, local, intro.Creds, incoming)
+			aerr = err
+		}
+		if !errors.Is(aerr, ErrNoAlternateBootstrap) { // tried, not merely thought of
+			recovered(att, "alternate_bootstrap", r, label, aerr)
 		}
 	}
 	if err != nil {
@@ -243,9 +251,21 @@ func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identit
 	// relay with the time that is left.
 	reason := Reason(err)
 	att.Record(event.Event{Kind: event.KindFallback, Reason: reason, Detail: "direct->relay"})
-	n.rec.Record(event.Event{Kind: event.KindRecovery, Detail: "relay_fallback", Reason: reason, Outcome: event.OutcomeOK, Attempt: att.ID()})
 	n.move(peer, StateRelaying, reason, att)
-	return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
+	qc, path, phase, err = n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
+	recovered(att, "relay_fallback", reason, "", err)
+	return qc, path, phase, err
+}
+
+// recovered records a recovery action of att once its result is known:
+// detail names the strategy, why what made it necessary, bootstrap the
+// bootstrap it turned to (if any), err its result.
+func recovered(att *event.Attempt, detail string, why event.Reason, bootstrap string, err error) {
+	o := event.OutcomeOK
+	if err != nil {
+		o = event.OutcomeFail
+	}
+	att.Record(event.Event{Kind: event.KindRecovery, Detail: detail, Reason: why, Outcome: o, Bootstrap: bootstrap, Err: err})
 }
 
 // handleOffer is the responder side of an attempt: it answers the offer,
@@ -339,7 +359,6 @@ func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap
 		// Under load: slower checks (the roles stay as the initiator
 		// expects them).
 		strat.Slow = true
-		att.Record(event.Event{Kind: event.KindRecovery, Detail: "degrade", Reason: g.Reason, Outcome: event.OutcomeOK})
 	}
 	var qc *quic.Conn
 	var path event.Path
@@ -357,6 +376,9 @@ func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap
 		// Direct; if the initiator falls back to the relay, its relayed
 		// address arrives on the session and this side checks it.
 		qc, path, _, err = n.establish(ctx, att, o.From, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}, strat, incoming)
+	}
+	if g.Light {
+		recovered(att, "degrade", g.Reason, "", err)
 	}
 	return qc, path, err
 }
@@ -511,7 +533,7 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 	if skip != "" {
 		clients = slices.DeleteFunc(clients, func(c *bootstrap.Client) bool { return c.Label() == skip })
 		if len(clients) == 0 {
-			return nil, fmt.Errorf("%w: no other registered bootstrap", bootstrap.ErrUnavailable)
+			return nil, fmt.Errorf("%w: %w", bootstrap.ErrUnavailable, ErrNoAlternateBootstrap)
 		}
 	}
 	if len(clients) == 0 {
@@ -537,6 +559,14 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 				made = s
 				return s, err
 			})
+		if i > 0 { // the alternate bootstrap, once its result is known
+			o := event.OutcomeOK
+			if err != nil {
+				o = event.OutcomeFail
+			}
+			n.rec.Record(event.Event{Kind: event.KindRecovery, Detail: "alternate_bootstrap", Outcome: o,
+				Reason: Reason(errs[len(errs)-1]), Bootstrap: c.Label(), Err: err})
+		}
 		if err == nil {
 			return sess, nil
 		}
@@ -551,10 +581,6 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 		errs = append(errs, fmt.Errorf("bootstrap %s: %w", c.Label(), err))
 		if ctx.Err() != nil {
 			break
-		}
-		if i+1 < len(clients) {
-			n.rec.Record(event.Event{Kind: event.KindRecovery, Detail: "alternate_bootstrap",
-				Outcome: event.OutcomeOK, Reason: Reason(err), Bootstrap: clients[i+1].Label()})
 		}
 	}
 	if len(errs) == 1 {

@@ -225,7 +225,7 @@ func TestAlternateBootstrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := rec.Kind(event.KindRecovery)
-	if len(rs) != 1 || rs[0].Detail != "alternate_bootstrap" || rs[0].Reason != event.ReasonUnknownPeer {
+	if len(rs) != 1 || rs[0].Detail != "alternate_bootstrap" || rs[0].Reason != event.ReasonUnknownPeer || rs[0].Outcome != event.OutcomeOK {
 		t.Fatalf("recovery events %+v", rs)
 	}
 }

@@ -136,7 +136,7 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 			t.Fatalf("connect %d: states %v", i+1, states)
 		}
 		recs := ofAttempt(rec, id, event.KindRecovery)
-		if len(ofAttempt(rec, id, event.KindCheckSent)) == 0 || len(recs) != 1 || recs[0].Detail != "relay_fallback" {
+		if len(ofAttempt(rec, id, event.KindCheckSent)) == 0 || len(recs) != 1 || recs[0].Detail != "relay_fallback" || recs[0].Outcome != event.OutcomeOK {
 			t.Fatalf("connect %d: no direct checks, or recoveries %+v (want one relay_fallback)", i+1, recs)
 		}
 	}
@@ -146,7 +146,7 @@ func TestRepeatedDirectFailuresStayOnRelay(t *testing.T) {
 		t.Fatalf("degraded connect: states %v, want %v", states, want)
 	}
 	recs := ofAttempt(rec, third, event.KindRecovery)
-	if len(recs) != 1 || recs[0].Detail != "degrade" || recs[0].Reason != event.ReasonPunchTimeout {
+	if len(recs) != 1 || recs[0].Detail != "degrade" || recs[0].Reason != event.ReasonPunchTimeout || recs[0].Outcome != event.OutcomeOK {
 		t.Fatalf("degraded connect: recoveries %+v, want one degrade (punch_timeout)", recs)
 	}
 	fb := ofAttempt(rec, third, event.KindFallback)
@@ -329,6 +329,27 @@ func TestBlackholedAttemptGivesUpAtRTTBound(t *testing.T) {
 				t.Fatalf("%d checks sent to %d addresses, want %d..%d (the whole budget: %d)", len(sent), len(cands), lo, hi, full)
 			}
 		})
+	}
+}
+
+// TestFailedRecoveryIsRecordedAsFailed: a direct attempt that fails falls
+// back to a relay that never answers; the relay fallback is recorded once
+// its result is known, as failed, not as ok when it was decided.
+func TestFailedRecoveryIsRecordedAsFailed(t *testing.T) {
+	b, _ := silentRelayBootstrap(t)
+	aEP := testkit.Endpoint(t)
+	rec := &recorder{}
+	a := startNodeCfg(t, Config{Endpoint: aEP, Bootstraps: []Bootstrap{b}, Recorder: rec, MaxRounds: 1,
+		PunchBudget: 300 * time.Millisecond, ConnectTimeout: 6 * time.Second})
+	peer := startNodeCfg(t, Config{Endpoint: blackholedFrom(t, aEP), Bootstraps: []Bootstrap{b}})
+	_, err := a.Connect(t.Context(), peer.ID())
+	var ce *ConnectError
+	if !errors.As(err, &ce) {
+		t.Fatalf("connect through a silent relay: %v", err)
+	}
+	recs := ofAttempt(rec, ce.Attempt, event.KindRecovery)
+	if len(recs) != 1 || recs[0].Detail != "relay_fallback" || recs[0].Outcome != event.OutcomeFail || recs[0].Err == nil {
+		t.Fatalf("recoveries %+v, want one failed relay_fallback with its error", recs)
 	}
 }
 
