@@ -554,9 +554,9 @@ func TestRegistryBound(t *testing.T) {
 		t.Fatal("registry exceeded its bound")
 	}
 	// Depending on timing the client reads the Error frame or only sees
-	// the close; either way it must be classified as overload.
-	if err := c2.Status().LastError; classify(err) != event.ReasonOverloaded {
-		t.Fatalf("last error %v classified %v, want overloaded", err, classify(err))
+	// the close; either way it must be classified as a full registry.
+	if err := c2.Status().LastError; classify(err) != event.ReasonRegistryFull {
+		t.Fatalf("last error %v classified %v, want registry_full", err, classify(err))
 	}
 	if srv.NumPeers() != 1 {
 		t.Fatalf("%d peers registered", srv.NumPeers())
