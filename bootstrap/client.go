@@ -60,6 +60,10 @@ type ClientConfig struct {
 	// MinBackoff and MaxBackoff bound the re-registration backoff
 	// (exponential with jitter). Zero: 250 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+	// RefusedBackoff is the least wait before registering again after
+	// the bootstrap refused a registration (registry full, or this
+	// address at its cap), at most MaxBackoff. Zero: 10 s.
+	RefusedBackoff time.Duration
 	// DialTimeout bounds one dial and registration. Zero: 5 s.
 	DialTimeout time.Duration
 	// MaxOffers bounds concurrent OnOffer calls; further offers are
@@ -119,6 +123,10 @@ func (c *ClientConfig) validate() error {
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second
 	}
+	if c.RefusedBackoff <= 0 {
+		c.RefusedBackoff = 10 * time.Second
+	}
+	c.RefusedBackoff = min(max(c.RefusedBackoff, c.MinBackoff), c.MaxBackoff)
 	if c.MaxBackoff < c.MinBackoff {
 		return errors.New("bootstrap: MaxBackoff < MinBackoff")
 	}
@@ -163,13 +171,16 @@ var (
 	ErrExpired     = errors.New("bootstrap: peer did not answer in time")
 	ErrRefused     = errors.New("bootstrap: peer refused")
 	ErrOverloaded  = errors.New("bootstrap: overloaded")
+	// ErrRegistryFull: the bootstrap refused a registration because its
+	// registry is full. (An address at its cap is ErrRateLimited.)
+	ErrRegistryFull = errors.New("bootstrap: registry full")
 	// ErrPeerCanceled ends a Session whose other side gave up on the
 	// introduction (Session.Cancel).
 	ErrPeerCanceled = errors.New("bootstrap: the other peer gave up on the introduction")
 )
 
-// RequestError is a connect request that the bootstrap answered with a
-// code other than OK.
+// RequestError is a request (a registration or a connect request) that
+// the bootstrap answered with a code other than OK.
 type RequestError struct{ Code wire.Code }
 
 func (e *RequestError) Error() string { return "bootstrap: request refused: " + e.Code.String() }
@@ -190,6 +201,8 @@ func (e *RequestError) Is(target error) bool {
 		return target == ErrRefused
 	case wire.CodeOverloaded, wire.CodeTooMany:
 		return target == ErrOverloaded
+	case wire.CodeRegistryFull:
+		return target == ErrRegistryFull
 	}
 	return false
 }
@@ -359,7 +372,7 @@ func (c *Client) Close() error {
 
 func (c *Client) run() {
 	defer c.wg.Done()
-	policy := registrationRetry(c.cfg.MinBackoff, c.cfg.MaxBackoff, func() bool { return c.ctx.Err() != nil },
+	policy := registrationRetry(c.cfg.MinBackoff, c.cfg.MaxBackoff, c.cfg.RefusedBackoff, func() bool { return c.ctx.Err() != nil },
 		func(e failsafe.ExecutionScheduledEvent[*live]) {
 			c.log.Debug("bootstrap: re-registering", "bootstrap", c.cfg.Label, "in", e.Delay, "attempt", e.Attempts())
 		})
@@ -384,6 +397,14 @@ func (c *Client) run() {
 	c.failAll(ErrClosed)
 }
 
+// refused reports whether err is a bootstrap's refusal of a registration
+// (registry full, or this address at its cap), which the client backs off
+// on for at least RefusedBackoff.
+func refused(err error) bool {
+	r := classify(err)
+	return err != nil && (r == event.ReasonRegistryFull || r == event.ReasonRateLimited)
+}
+
 // backoffJitter is how much a registration retry's delay varies: up to
 // this fraction of the exponential delay either way (see backoff).
 const backoffJitter = 0.25
@@ -393,12 +414,16 @@ const backoffJitter = 0.25
 // stopped reports true or the bootstrap presents another key than the
 // configured one (which no retry mends). onScheduled, if not nil, hears
 // every scheduled retry and its delay.
-func registrationRetry[R any](minD, maxD time.Duration, stopped func() bool,
+func registrationRetry[R any](minD, maxD, refusedD time.Duration, stopped func() bool,
 	onScheduled func(failsafe.ExecutionScheduledEvent[R])) retrypolicy.RetryPolicy[R] {
 	b := retrypolicy.NewBuilder[R]().
 		WithMaxRetries(-1).
 		WithDelayFunc(func(exec failsafe.ExecutionAttempt[R]) time.Duration {
-			return backoff(minD, maxD, exec.Attempts(), rand.Float64())
+			lo := minD
+			if refused(exec.LastError()) {
+				lo = refusedD // the bootstrap said it has no room: do not insist
+			}
+			return backoff(lo, maxD, exec.Attempts(), rand.Float64())
 		}).
 		AbortIf(func(_ R, err error) bool { return stopped() || errors.Is(err, identity.ErrKeyMismatch) }).
 		ReturnLastFailure()
@@ -476,6 +501,10 @@ func classify(err error) event.Reason {
 		return pe.Reason()
 	case errors.As(err, &app) && app.ErrorCode == closeOverloaded:
 		return event.ReasonOverloaded
+	case errors.As(err, &app) && app.ErrorCode == closeRegistryFull:
+		return event.ReasonRegistryFull
+	case errors.As(err, &app) && app.ErrorCode == closeRateLimited:
+		return event.ReasonRateLimited
 	case errors.Is(err, context.Canceled):
 		return event.ReasonCanceled
 	case errors.As(err, &hs), errors.As(err, &idle), errors.Is(err, context.DeadlineExceeded):
@@ -615,6 +644,9 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 	case *wire.Registered:
 		reg = m
 	case *wire.Error:
+		if m.Code == wire.CodeRegistryFull || m.Code == wire.CodeRateLimited {
+			return fail(&RequestError{Code: m.Code}) // refused: back off (see refused)
+		}
 		return fail(&ProtocolError{Code: m.Code, Msg: "bootstrap said: " + m.Text})
 	default:
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})

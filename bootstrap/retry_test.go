@@ -54,7 +54,7 @@ func TestRegistrationRetry(t *testing.T) {
 	const minD, maxD, failures = 100 * time.Millisecond, 1600 * time.Millisecond, 16
 	synctest.Test(t, func(t *testing.T) {
 		var delays []time.Duration
-		policy := registrationRetry(minD, maxD, func() bool { return false },
+		policy := registrationRetry(minD, maxD, maxD, func() bool { return false },
 			func(e failsafe.ExecutionScheduledEvent[int]) { delays = append(delays, e.Delay) })
 		var at []time.Time // when each attempt ran
 		got, err := failsafe.With(policy).Get(func() (int, error) {
@@ -111,7 +111,7 @@ func TestRegistrationRetryStops(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				scheduled := 0
-				policy := registrationRetry(time.Second, time.Minute, func() bool { return tc.stopped },
+				policy := registrationRetry(time.Second, time.Minute, time.Minute, func() bool { return tc.stopped },
 					func(failsafe.ExecutionScheduledEvent[int]) { scheduled++ })
 				attempts := 0
 				_, err := failsafe.With(policy).Get(func() (int, error) {

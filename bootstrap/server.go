@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/netguard"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -52,8 +54,25 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// MaxPeers bounds the registry. Zero: 100 000.
 	MaxPeers int
-	// IdleTimeout is how long a registration lives without any packet from
-	// the peer (peers send keepalives). Zero: 60 s.
+	// MaxPeersPerIP bounds the registrations from one source IP address;
+	// one more is refused with CodeRateLimited (a full registry with
+	// CodeRegistryFull). Zero: no bound but MaxPeers.
+	MaxPeersPerIP int
+	// MaxTCPConns and MaxTCPConnsPerIP cap the control connections over
+	// TCP held at once, in total and from one source IP; one more is
+	// closed at once. Zero: 4096 and 32.
+	MaxTCPConns, MaxTCPConnsPerIP int
+	// FrameTimeout bounds the reading of one control frame from its first
+	// byte: a peer that leaves a frame incomplete is disconnected. Zero:
+	// 5 s.
+	FrameTimeout time.Duration
+	// AuditInterval is the interval over which repeated security events
+	// (one source, one reason) are aggregated into one record with a
+	// count (event.Aggregator). Zero: 10 s.
+	AuditInterval time.Duration
+	// IdleTimeout is how long a registration lives without a control
+	// message from the peer, over QUIC or TCP (peers send heartbeats).
+	// Zero: 60 s.
 	IdleTimeout time.Duration
 	// RequestRate and RequestBurst bound connect and punch requests per
 	// peer (token bucket). Zero: 20 per second, burst 40.
@@ -88,7 +107,8 @@ type ServerConfig struct {
 	// RelayTTL is the lifetime of issued relay credentials. Zero: 10 min.
 	RelayTTL time.Duration
 	// TCP accepts control connections over TLS on TCP, for peers whose
-	// UDP is blocked. Nil: none. Closed by Close.
+	// UDP is blocked; temporary accept errors (descriptors exhausted) are
+	// retried (internal/netguard). Nil: none. Closed by Close.
 	TCP net.Listener
 	// ListenProbe opens the fresh socket an unsolicited probe leaves from.
 	// Nil: a real UDP socket.
@@ -104,7 +124,7 @@ func (c *ServerConfig) validate() error {
 		return errors.New("bootstrap: ServerConfig.Identity is required")
 	case c.Endpoint == nil:
 		return errors.New("bootstrap: ServerConfig.Endpoint is required")
-	case c.MaxPeers < 0, c.RequestRate < 0, c.RequestBurst < 0, c.MessageRate < 0, c.MessageBurst < 0, c.MaxPendingPerPeer < 0,
+	case c.MaxPeers < 0, c.MaxPeersPerIP < 0, c.MaxTCPConns < 0, c.MaxTCPConnsPerIP < 0, c.FrameTimeout < 0, c.RequestRate < 0, c.RequestBurst < 0, c.MessageRate < 0, c.MessageBurst < 0, c.MaxPendingPerPeer < 0,
 		c.IdleTimeout < 0, c.OfferTimeout < 0, c.SessionTTL < 0, c.HandshakeTimeout < 0:
 		return errors.New("bootstrap: ServerConfig has a negative limit")
 	}
@@ -144,6 +164,12 @@ func (c *ServerConfig) validate() error {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = 5 * time.Second
+	}
+	if c.MaxPeersPerIP == 0 {
+		c.MaxPeersPerIP = c.MaxPeers
+	}
 	if c.RelayTTL <= 0 {
 		c.RelayTTL = 10 * time.Minute
 	}
@@ -178,6 +204,7 @@ type PeerInfo struct {
 // peer is one registered peer.
 type peer struct {
 	id    identity.PeerID
+	ip    netip.Addr // the source address it registered from
 	conn  ctlConn
 	ctl   *ctlStream
 	since time.Time
@@ -208,13 +235,16 @@ type session struct {
 
 // Server is a bootstrap service.
 type Server struct {
-	cfg ServerConfig
-	ln  *quic.Listener
-	rec event.Recorder
-	log *slog.Logger
+	cfg   ServerConfig
+	ln    *quic.Listener
+	tcp   *netguard.Listener // nil without TCP
+	rec   event.Recorder     // audit, for every event
+	audit *event.Aggregator
+	log   *slog.Logger
 
 	mu       sync.Mutex
 	peers    map[identity.PeerID]*peer
+	perIP    map[netip.Addr]int // registrations per source address
 	sessions map[uint64]*session
 	allowed  map[allowKey]time.Time
 	nextID   uint64
@@ -245,12 +275,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("bootstrap: listen: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	audit := event.NewAggregator(cfg.Recorder, cfg.AuditInterval)
 	s := &Server{
 		cfg:      cfg,
 		ln:       ln,
-		rec:      cfg.Recorder,
+		rec:      audit,
+		audit:    audit,
 		log:      cfg.Logger,
 		peers:    make(map[identity.PeerID]*peer),
+		perIP:    make(map[netip.Addr]int),
 		sessions: make(map[uint64]*session),
 		allowed:  make(map[allowKey]time.Time),
 		ctx:      ctx,
@@ -265,6 +298,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		go s.altSTUNLoop()
 	}
 	if cfg.TCP != nil {
+		s.tcp = netguard.New(cfg.TCP, netguard.Config{MaxConns: cfg.MaxTCPConns, MaxConnsPerIP: cfg.MaxTCPConnsPerIP,
+			OnRefused: s.refusedTCP, Logger: cfg.Logger, Name: "bootstrap TCP"})
 		s.wg.Add(1)
 		go s.tcpAcceptLoop()
 	}
@@ -370,13 +405,15 @@ func (s *Server) Close() error {
 		if s.cfg.AltSTUN != nil {
 			s.cfg.AltSTUN.Close()
 		}
-		if s.cfg.TCP != nil {
-			s.cfg.TCP.Close()
+		if s.tcp != nil {
+			s.tcp.Close()
+			s.tcp.CloseConns()
 		}
 		for _, p := range peers {
 			p.conn.Close(closeShutdown, "bootstrap shutting down")
 		}
 		s.wg.Wait()
+		s.audit.Close()
 	})
 	return nil
 }
@@ -437,54 +474,81 @@ func (s *Server) acceptLoop() {
 				c.Close(closeProtocol, "no control stream")
 				return
 			}
-			s.serve(c, str, id)
+			s.serveFrom(c, str, id, time.Now().Add(s.cfg.HandshakeTimeout))
 		}()
 	}
 }
 
-// tcpAcceptLoop serves control connections over TLS on TCP.
+// tcpAcceptLoop serves control connections over TLS on TCP. Its
+// listener retries temporary errors, so the loop ends only with the
+// listener.
 func (s *Server) tcpAcceptLoop() {
 	defer s.wg.Done()
 	tlsConf := s.cfg.Identity.ServerTLS(wire.ALPN)
 	for {
-		raw, err := s.cfg.TCP.Accept()
+		raw, err := s.tcp.Accept()
 		if err != nil {
 			if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				s.log.Error("bootstrap: accept TCP", "err", err)
+				s.log.Error("bootstrap: TCP control listener stopped", "err", err)
 			}
 			return
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer raw.Close()
 			s.connected.Add(1)
 			defer s.connected.Add(-1)
+			// One deadline covers the TLS handshake and the Register
+			// message: nothing unauthenticated holds the connection longer.
+			handshake := time.Now().Add(s.cfg.HandshakeTimeout)
+			if raw.SetDeadline(handshake) != nil {
+				return
+			}
 			tc := tls.Server(raw, tlsConf)
-			hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+			hctx, cancel := context.WithDeadline(s.ctx, handshake)
 			err := tc.HandshakeContext(hctx)
 			cancel()
 			if err != nil {
-				raw.Close()
 				return
 			}
 			id, err := identity.PeerFromState(tc.ConnectionState())
 			if err != nil {
-				raw.Close()
 				return
 			}
 			c := newTCPCtl(tc, raw)
 			stop := context.AfterFunc(s.ctx, func() { c.Close(closeShutdown, "bootstrap shutting down") })
 			defer stop()
-			s.serve(c, failingRW{c}, id)
+			s.serveFrom(c, failingRW{c}, id, handshake)
 			c.Close(closeNormal, "")
 		}()
 	}
 }
 
-// serve runs one authenticated control connection to its end.
-func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
+// refusedTCP records a TCP control connection the caps closed at once.
+func (s *Server) refusedTCP(src netip.AddrPort, perIP bool) {
+	detail := "bootstrap TCP: connection cap"
+	if perIP {
+		detail = "bootstrap TCP: per-IP connection cap"
+	}
+	s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonOverloaded, Addr: src, Detail: detail})
+}
+
+// Ready is nil while the server accepts control connections on every
+// listener, and an error matching netguard.ErrNotAccepting while its TCP
+// listener does not (descriptors exhausted, or stopped).
+func (s *Server) Ready() error {
+	if s.tcp == nil {
+		return nil
+	}
+	return s.tcp.Err()
+}
+
+// serveFrom runs one authenticated control connection to its end. Its
+// Register message must come before handshake.
+func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, handshake time.Time) {
 	ctl := newCtlStream(str)
-	str.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	str.SetReadDeadline(handshake)
 	m, err := ctl.r.Read()
 	str.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -502,15 +566,13 @@ func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
 		return
 	}
 	now := time.Now()
-	p := &peer{id: id, conn: conn, ctl: ctl, since: now, observed: conn.RemoteAddr(), nat: reg.NAT,
+	p := &peer{id: id, ip: conn.RemoteAddr().Addr(), conn: conn, ctl: ctl, since: now, observed: conn.RemoteAddr(), nat: reg.NAT,
 		candidates: reg.Candidates, lastSeen: now, reqs: make(map[uint64]uint64),
 		requests: rate.NewLimiter(rate.Limit(s.cfg.RequestRate), s.cfg.RequestBurst),
 		messages: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst)}
 	old, err := s.register(p)
 	if err != nil {
-		ctl.sendError(wire.CodeOverloaded, err.Error())
-		conn.Close(closeOverloaded, "registry full")
-		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonOverloaded, Peer: id.String(), Detail: "registry full"})
+		s.refuse(p, err)
 		return
 	}
 	if old != nil {
@@ -518,9 +580,12 @@ func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
 	}
 	s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeOK, Peer: id.String(), Addr: p.observed,
 		NAT: reg.NAT.Class(), Detail: conn.Transport()})
+	left := event.ReasonConnectionLost
 	defer func() {
-		reason := s.unregister(p)
-		s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeFail, Reason: reason, Peer: id.String(), Addr: p.observed})
+		if s.unregister(p) {
+			left = event.ReasonNone // replaced
+		}
+		s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeFail, Reason: left, Peer: id.String(), Addr: p.observed})
 	}()
 	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.altSTUNAddrs(),
 		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps()})
@@ -528,32 +593,80 @@ func (s *Server) serve(conn ctlConn, str streamRW, id identity.PeerID) {
 		conn.Close(closeSlowConsumer, "control stream write failed")
 		return
 	}
+	left = s.readLoop(p)
+}
+
+// refuse answers a registration the registry has no room for: the
+// registry is full, or the peer's address is at its cap.
+func (s *Server) refuse(p *peer, err error) {
+	code, closeCode, reason := wire.CodeRegistryFull, closeRegistryFull, event.ReasonRegistryFull
+	if errors.Is(err, errAddrFull) {
+		code, closeCode, reason = wire.CodeRateLimited, closeRateLimited, event.ReasonRateLimited
+	}
+	p.ctl.sendError(code, err.Error())
+	p.conn.Close(closeCode, code.String())
+	s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: reason, Peer: p.id.String(), Addr: p.conn.RemoteAddr(),
+		Detail: "registration refused: " + code.String()})
+}
+
+// readLoop reads a registered peer's control messages until the
+// connection ends, and returns why it ended. A peer silent for IdleTimeout
+// (over QUIC or TCP) is expired; one that leaves a frame incomplete for
+// FrameTimeout is disconnected. Every message counts against the peer's
+// message rate, those of unknown types too.
+func (s *Server) readLoop(p *peer) event.Reason {
+	ctl, conn := p.ctl, p.conn
+	inFrame := false
+	ctl.r.OnFrameStart(func() {
+		inFrame = true
+		ctl.str.SetReadDeadline(time.Now().Add(s.cfg.FrameTimeout))
+	})
 	for {
+		inFrame = false
+		ctl.str.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		m, err := ctl.r.Read()
 		var ut *wire.UnknownTypeError
-		switch {
-		case errors.As(err, &ut):
-			continue // a newer peer's message: ignore
-		case err != nil:
-			select {
-			case <-conn.Done():
-			default:
-				if s.ctx.Err() == nil {
-					s.protocolFailure(conn, ctl, id, err)
-				}
-			}
-			return
+		if err != nil && !errors.As(err, &ut) {
+			return s.readFailed(p, err, inFrame)
 		}
 		if !p.touch() {
-			s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRateLimited, Peer: id.String(), Detail: "messages"})
-			s.protocolFailure(conn, ctl, id, &ProtocolError{Code: wire.CodeRateLimited, Msg: "message rate exceeded"})
-			return
+			s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRateLimited, Peer: p.id.String(),
+				Addr: conn.RemoteAddr(), Detail: "messages"})
+			s.protocolFailure(conn, ctl, p.id, &ProtocolError{Code: wire.CodeRateLimited, Msg: "message rate exceeded"})
+			return event.ReasonRateLimited
+		}
+		if ut != nil {
+			continue // a newer peer's message: ignored (but counted)
 		}
 		if err := s.handle(p, m); err != nil {
-			s.protocolFailure(conn, ctl, id, err)
-			return
+			s.protocolFailure(conn, ctl, p.id, err)
+			return event.ReasonProtocolError
 		}
 	}
+}
+
+// readFailed ends a connection whose read failed and says why.
+func (s *Server) readFailed(p *peer, err error, inFrame bool) event.Reason {
+	select {
+	case <-p.conn.Done():
+		return event.ReasonConnectionLost
+	default:
+	}
+	if s.ctx.Err() != nil {
+		return event.ReasonConnectionLost
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if inFrame {
+			s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonTimeout, Peer: p.id.String(),
+				Addr: p.conn.RemoteAddr(), Detail: "frame deadline"})
+			p.conn.Close(closeProtocol, "frame incomplete")
+			return event.ReasonProtocolError
+		}
+		p.conn.Close(closeNormal, "registration expired: silent")
+		return event.ReasonExpired
+	}
+	s.protocolFailure(p.conn, p.ctl, p.id, err)
+	return event.ReasonConnectionLost
 }
 
 // protocolFailure reports err and closes the connection with a code that
@@ -590,7 +703,11 @@ func (p *peer) allow() bool {
 	return p.requests.Allow()
 }
 
-var errRegistryFull = errors.New("bootstrap: registry full")
+// Refusals of registrations.
+var (
+	errRegistryFull = errors.New("bootstrap: registry full")
+	errAddrFull     = errors.New("bootstrap: too many registrations from this address")
+)
 
 func (s *Server) register(p *peer) (old *peer, err error) {
 	s.mu.Lock()
@@ -602,17 +719,33 @@ func (s *Server) register(p *peer) (old *peer, err error) {
 	if old == nil && len(s.peers) >= s.cfg.MaxPeers {
 		return nil, errRegistryFull
 	}
+	if (old == nil || old.ip != p.ip) && s.perIP[p.ip] >= s.cfg.MaxPeersPerIP {
+		return nil, errAddrFull
+	}
+	if old != nil {
+		s.dropIP(old.ip)
+	}
 	s.peers[p.id] = p
+	s.perIP[p.ip]++
 	return old, nil
 }
 
+// dropIP counts one registration from ip less. Called with s.mu held.
+func (s *Server) dropIP(ip netip.Addr) {
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+}
+
 // unregister removes p (if it is still the registered connection for its
-// ID) and fails the sessions it is part of.
-func (s *Server) unregister(p *peer) event.Reason {
+// ID) and fails the sessions it is part of. It reports whether p had been
+// replaced by a newer registration.
+func (s *Server) unregister(p *peer) (replaced bool) {
 	s.mu.Lock()
-	replaced := s.peers[p.id] != p
+	replaced = s.peers[p.id] != p
 	if !replaced {
 		delete(s.peers, p.id)
+		s.dropIP(p.ip)
 	}
 	var orphaned []*session
 	for id, ss := range s.sessions {
@@ -627,10 +760,7 @@ func (s *Server) unregister(p *peer) event.Reason {
 	for _, ss := range orphaned {
 		s.finishRequest(ss, wire.CodeGone, nil)
 	}
-	if replaced {
-		return event.ReasonNone
-	}
-	return event.ReasonConnectionLost
+	return replaced
 }
 
 func (s *Server) lookup(id identity.PeerID) *peer {
@@ -721,6 +851,8 @@ func codeReason(c wire.Code) event.Reason {
 		return event.ReasonRefused
 	case wire.CodeOverloaded, wire.CodeTooMany:
 		return event.ReasonOverloaded
+	case wire.CodeRegistryFull:
+		return event.ReasonRegistryFull
 	case wire.CodeSelf:
 		return event.ReasonSelf
 	case wire.CodeGone:

@@ -21,6 +21,8 @@ const (
 	closeShutdown     quic.ApplicationErrorCode = 0x4
 	closeSlowConsumer quic.ApplicationErrorCode = 0x5
 	closeVersion      quic.ApplicationErrorCode = 0x6
+	closeRegistryFull quic.ApplicationErrorCode = 0x7
+	closeRateLimited  quic.ApplicationErrorCode = 0x8
 )
 
 // writeTimeout bounds a write to a control stream: a peer that does not read

@@ -73,7 +73,7 @@ const (
 	KindLatency                          // Path, Duration=RTT (QUIC's estimate)
 	KindThroughput                       // Path, Value=Mbit/s, Duration, Detail
 	KindRecovery                         // Detail=strategy, Reason, Outcome
-	KindSecurity                         // Reason, Addr, Detail
+	KindSecurity                         // Reason, Addr, Detail, Value=repeats it stands for (aggregated, see Aggregator)
 	KindRelay                            // Outcome, Reason, Detail=operation, Value=bytes
 	KindNATType                          // NAT
 	KindBreaker                          // Bootstrap, Detail=state (closed, half-open, open)
@@ -200,6 +200,9 @@ const (
 	// that did not verify or had expired. Not a key mismatch: no peer
 	// presented another key.
 	ReasonBadCredentials
+	// ReasonRegistryFull: a bootstrap refused a registration because its
+	// registry holds its maximum of peers.
+	ReasonRegistryFull
 	reasonEnd
 )
 
@@ -212,7 +215,7 @@ var reasonNames = [reasonEnd]string{"none", "timeout", "canceled", "bootstrap_un
 	"both_symmetric", "punch_timeout", "relay_unavailable", "relay_quota", "path_blackholed",
 	"mapping_expired", "network_changed", "transfer_mismatch", "connection_lost", "self",
 	"internal", "direct_available", "unknown_service", "not_allowed", "target_unreachable",
-	"stream_limit", "bad_credentials"}
+	"stream_limit", "bad_credentials", "registry_full"}
 
 func (r Reason) String() string {
 	if r < reasonEnd {

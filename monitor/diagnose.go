@@ -290,7 +290,7 @@ func causeOfReason(r Reason) (Cause, float64, bool) {
 		return CauseMappingExpired, wInferred, true
 	case ReasonNetworkChanged:
 		return CauseNetworkChanged, wExplicit, true
-	case ReasonOverloaded:
+	case ReasonOverloaded, ReasonRegistryFull:
 		return CauseOverloaded, wExplicit, true
 	}
 	return "", 0, false
@@ -422,7 +422,7 @@ func diagnoseNodeEvent(b *builder, ev *Event, facts NodeFacts) {
 		switch ev.Reason {
 		case ReasonRateLimited:
 			b.add(CauseRateLimited, "node", SeverityWarning, wExplicit, e, "")
-		case ReasonOverloaded:
+		case ReasonOverloaded, ReasonRegistryFull:
 			b.add(CauseOverloaded, "node", SeverityWarning, wExplicit, e, "")
 		case ReasonNotAllowed:
 			b.add(CauseNotAllowed, scopeOfPeer(ev), SeverityWarning, wExplicit, e, "")

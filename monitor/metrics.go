@@ -424,7 +424,9 @@ func (m *metrics) observe(ev *Event) {
 	case KindRecovery:
 		m.recovery.get(recKey{strategy: ev.Detail, outcome: ev.Outcome}).Inc()
 	case KindSecurity:
-		m.security.get(int(ev.Reason)).Inc()
+		// An aggregated record stands for itself and the repeats its
+		// Value counts (event.Aggregator).
+		m.security.get(int(ev.Reason)).Add(1 + max(ev.Value, 0))
 	case KindRegistration:
 		m.registration.get(ev.Outcome).Inc()
 		if ev.Outcome == OutcomeOK {

@@ -33,6 +33,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/netguard"
 )
 
 // Realm is the TURN realm of the built-in relay.
@@ -65,6 +66,54 @@ type ServerConfig struct {
 	Recorder event.Recorder
 	// Logger receives pion's records (debug level and up). Nil: discarded.
 	Logger *slog.Logger
+	// MaxTCPConns and MaxTCPConnsPerIP cap the TURN-over-TCP connections
+	// held at once, in total and from one source IP; one more is closed
+	// at once. Zero: 4096 and 32.
+	MaxTCPConns, MaxTCPConnsPerIP int
+	// TCPAuthTimeout ends a TCP connection that has not made an
+	// authenticated request this long after it was accepted. Zero: 10 s.
+	TCPAuthTimeout time.Duration
+	// TCPIdleTimeout ends an authenticated TCP connection that sends
+	// nothing for this long (pion's clients refresh permissions every
+	// 2 min and allocations before they expire). Zero: 10 min.
+	TCPIdleTimeout time.Duration
+	// TCPFrameTimeout ends a TCP connection whose frame has not been
+	// completed this long after its first byte. Zero: 5 s.
+	TCPFrameTimeout time.Duration
+	// AuditInterval is the interval over which repeated security events
+	// (one source, one reason) are aggregated into one record with a
+	// count (event.Aggregator). Zero: 10 s.
+	AuditInterval time.Duration
+}
+
+func (c *ServerConfig) defaults() {
+	if c.MaxAllocationsPerPeer == 0 {
+		c.MaxAllocationsPerPeer = 4
+	}
+	if c.MaxLifetime == 0 {
+		c.MaxLifetime = time.Hour
+	}
+	if c.BytesPerSecond == 0 {
+		c.BytesPerSecond = 12_500_000
+	}
+	if c.Recorder == nil {
+		c.Recorder = event.Nop{}
+	}
+	if c.ListenRelay == nil {
+		c.ListenRelay = net.ListenPacket
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TCPAuthTimeout == 0 {
+		c.TCPAuthTimeout = 10 * time.Second
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = 10 * time.Minute
+	}
+	if c.TCPFrameTimeout == 0 {
+		c.TCPFrameTimeout = 5 * time.Second
+	}
 }
 
 // Errors.
@@ -76,7 +125,8 @@ var (
 type Server struct {
 	cfg   ServerConfig
 	turn  *turn.Server
-	rec   event.Recorder
+	rec   event.Recorder // audit, for every event
+	audit *event.Aggregator
 	allow atomic.Pointer[func(identity.PeerID, netip.Addr) bool]
 
 	mu       sync.Mutex
@@ -85,7 +135,7 @@ type Server struct {
 	total    int
 	bytes    atomic.Uint64
 	once     sync.Once
-	tcp      *trackingListener // nil without TCP
+	tcp      *turnListener // nil without TCP
 }
 
 // NewServer starts the TURN server on cfg.UDP (and cfg.TCP).
@@ -95,7 +145,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("relay: ServerConfig.UDP is required")
 	case !cfg.RelayIP.IsValid():
 		return nil, errors.New("relay: ServerConfig.RelayIP is required")
-	case cfg.MaxAllocationsPerPeer < 0, cfg.MaxLifetime < 0, cfg.BytesPerSecond < 0:
+	case cfg.MaxAllocationsPerPeer < 0, cfg.MaxLifetime < 0, cfg.BytesPerSecond < 0, cfg.MaxTCPConns < 0, cfg.MaxTCPConnsPerIP < 0,
+		cfg.TCPAuthTimeout < 0, cfg.TCPIdleTimeout < 0, cfg.TCPFrameTimeout < 0:
 		return nil, errors.New("relay: negative limit")
 	}
 	if cfg.Secret == nil {
@@ -104,25 +155,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			return nil, err
 		}
 	}
-	if cfg.MaxAllocationsPerPeer == 0 {
-		cfg.MaxAllocationsPerPeer = 4
-	}
-	if cfg.MaxLifetime == 0 {
-		cfg.MaxLifetime = time.Hour
-	}
-	if cfg.BytesPerSecond == 0 {
-		cfg.BytesPerSecond = 12_500_000
-	}
-	if cfg.Recorder == nil {
-		cfg.Recorder = event.Nop{}
-	}
-	if cfg.ListenRelay == nil {
-		cfg.ListenRelay = net.ListenPacket
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Server{cfg: cfg, rec: cfg.Recorder, byClient: map[string]identity.PeerID{}, allocs: map[identity.PeerID]int{}}
+	cfg.defaults()
+	audit := event.NewAggregator(cfg.Recorder, cfg.AuditInterval)
+	s := &Server{cfg: cfg, rec: audit, audit: audit, byClient: map[string]identity.PeerID{}, allocs: map[identity.PeerID]int{}}
 	gen := &generator{s: s, ip: cfg.RelayIP}
 	tcfg := turn.ServerConfig{
 		Realm:         Realm,
@@ -130,6 +165,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		QuotaHandler:  s.quota,
 		LoggerFactory: pionLogs{cfg.Logger},
 		EventHandler: turn.EventHandler{
+			OnAuth: s.onAuth,
 			OnAllocationCreated: func(src, _ net.Addr, proto, user, _ string, relay net.Addr, _ int) {
 				s.account(user, +1)
 				s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeOK,
@@ -144,7 +180,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: cfg.UDP, RelayAddressGenerator: gen, PermissionHandler: s.permit}},
 	}
 	if cfg.TCP != nil {
-		s.tcp = &trackingListener{Listener: cfg.TCP, conns: map[net.Conn]struct{}{}}
+		s.tcp = &turnListener{s: s, conns: map[string]*turnConn{}, Listener: netguard.New(cfg.TCP, netguard.Config{
+			MaxConns: cfg.MaxTCPConns, MaxConnsPerIP: cfg.MaxTCPConnsPerIP, OnRefused: s.refusedTCP,
+			Logger: cfg.Logger, Name: "relay TCP"})}
 		tcfg.ListenerConfigs = []turn.ListenerConfig{{Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
 	}
 	t, err := turn.NewServer(tcfg)
@@ -197,8 +235,9 @@ func (s *Server) Close() error {
 	s.once.Do(func() {
 		err = s.turn.Close()
 		if s.tcp != nil {
-			s.tcp.closeConns() // clients over TCP learn at once that their allocations are gone
+			s.tcp.CloseConns() // clients over TCP learn at once that their allocations are gone
 		}
+		s.audit.Close()
 	})
 	return err
 }
@@ -209,6 +248,29 @@ func addrPort(a net.Addr) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// Ready is nil while the relay's TCP listener accepts (or there is
+// none), and an error matching netguard.ErrNotAccepting while it does not.
+func (s *Server) Ready() error {
+	if s.tcp == nil {
+		return nil
+	}
+	return s.tcp.Err()
+}
+
+// onAuth hears pion's verdict on each authenticated request: a failure
+// (a well-formed, unexpired username with the wrong password) is audited;
+// a success marks a TCP connection authenticated.
+func (s *Server) onAuth(src, _ net.Addr, _, user, _, method string, ok bool) {
+	if ok {
+		if s.tcp != nil {
+			s.tcp.authenticated(src)
+		}
+		return
+	}
+	s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonBadCredentials, Addr: addrPort(src),
+		Peer: userPeer(user), Detail: "relay credentials: wrong password"})
 }
 
 // auth accepts only unexpired REST credentials signed with the secret.
@@ -422,46 +484,4 @@ func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64) promethe
 		return prometheus.NewInvalidMetric(d, err)
 	}
 	return m
-}
-
-// trackingListener remembers the TCP connections it accepted, so that
-// Close can end them (pion's server closes its listeners, not the
-// connections already accepted).
-type trackingListener struct {
-	net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
-
-func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	l.conns[c] = struct{}{}
-	l.mu.Unlock()
-	return &trackedConn{Conn: c, l: l}, nil
-}
-
-func (l *trackingListener) closeConns() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for c := range l.conns {
-		c.Close()
-	}
-	clear(l.conns)
-}
-
-// trackedConn leaves its listener's set when closed.
-type trackedConn struct {
-	net.Conn
-	l *trackingListener
-}
-
-func (c *trackedConn) Close() error {
-	c.l.mu.Lock()
-	delete(c.l.conns, c.Conn)
-	c.l.mu.Unlock()
-	return c.Conn.Close()
 }

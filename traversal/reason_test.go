@@ -25,17 +25,18 @@ import (
 // other layers' errors, wrapped as callers wrap them.
 func TestReason(t *testing.T) {
 	byCode := map[wire.Code]event.Reason{
-		wire.CodeOK:          event.ReasonNone, // never sent as a refusal
-		wire.CodeUnknownPeer: event.ReasonUnknownPeer,
-		wire.CodeRateLimited: event.ReasonRateLimited,
-		wire.CodeExpired:     event.ReasonExpired,
-		wire.CodeRefused:     event.ReasonRefused,
-		wire.CodeOverloaded:  event.ReasonOverloaded,
-		wire.CodeSelf:        event.ReasonSelf,
-		wire.CodeGone:        event.ReasonConnectionLost, // was "expired" here and "connection_lost" in the bootstrap
-		wire.CodeBadRequest:  event.ReasonProtocolError,
-		wire.CodeVersion:     event.ReasonProtocolError,
-		wire.CodeTooMany:     event.ReasonOverloaded,
+		wire.CodeOK:           event.ReasonNone, // never sent as a refusal
+		wire.CodeUnknownPeer:  event.ReasonUnknownPeer,
+		wire.CodeRateLimited:  event.ReasonRateLimited,
+		wire.CodeExpired:      event.ReasonExpired,
+		wire.CodeRefused:      event.ReasonRefused,
+		wire.CodeOverloaded:   event.ReasonOverloaded,
+		wire.CodeSelf:         event.ReasonSelf,
+		wire.CodeGone:         event.ReasonConnectionLost, // was "expired" here and "connection_lost" in the bootstrap
+		wire.CodeBadRequest:   event.ReasonProtocolError,
+		wire.CodeVersion:      event.ReasonProtocolError,
+		wire.CodeTooMany:      event.ReasonOverloaded,
+		wire.CodeRegistryFull: event.ReasonRegistryFull, // a registration refused: the registry is full
 	}
 	for c := wire.Code(0); !strings.HasPrefix(c.String(), "code("); c++ {
 		want, ok := byCode[c]

@@ -133,6 +133,10 @@ const (
 	CodeBadRequest  Code = 8  // a malformed or out-of-order message
 	CodeVersion     Code = 9  // unsupported protocol version
 	CodeTooMany     Code = 10 // a per-peer limit (pending requests, candidates) was reached
+	// CodeRegistryFull refuses a registration: the registry holds its
+	// maximum of peers. (A source address at its own cap is refused with
+	// CodeRateLimited.)
+	CodeRegistryFull Code = 11
 )
 
 func (c Code) String() string {
@@ -159,6 +163,8 @@ func (c Code) String() string {
 		return "version"
 	case CodeTooMany:
 		return "too_many"
+	case CodeRegistryFull:
+		return "registry_full"
 	}
 	return fmt.Sprintf("code(%d)", uint64(c))
 }
@@ -599,9 +605,15 @@ func decodePayload(t Type, p []byte) (Message, error) {
 
 // Reader reads frames from a stream.
 type Reader struct {
-	br  *bufio.Reader
-	buf []byte
+	br      *bufio.Reader
+	buf     []byte
+	onFrame func()
 }
+
+// OnFrameStart sets f to be called by Read once a frame has begun (its
+// type is read) and before the rest of it is: a caller can then put a
+// deadline on the frame, so that a peer cannot hold a partial frame.
+func (r *Reader) OnFrameStart(f func()) { r.onFrame = f }
 
 // NewReader returns a Reader on r.
 func NewReader(r io.Reader) *Reader {
@@ -615,6 +627,9 @@ func (r *Reader) Read() (Message, error) {
 	t, err := quicvarint.Read(r.br)
 	if err != nil {
 		return nil, err // io.EOF at a frame boundary is a clean end
+	}
+	if r.onFrame != nil {
+		r.onFrame()
 	}
 	l, err := quicvarint.Read(r.br)
 	if err != nil {

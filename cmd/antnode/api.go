@@ -137,7 +137,7 @@ func bootstrapAPI(id *identity.Identity, srv *bootstrap.Server, rs *relay.Server
 			}
 			return st
 		},
-		ready: func() error { return nil }, // serving: its sockets are open
+		ready: func() error { return bootstrapReady(srv, rs) }, // every listener accepting
 		facts: func() monitor.NodeFacts { return monitor.NodeFacts{Role: "bootstrap", NAT: "public"} },
 	}
 }

@@ -41,6 +41,7 @@ type nodeOptions struct {
 	noRelay        bool
 	relayMbps      int
 	relayMaxAllocs int
+	limits         limitFlags
 	peer           peerFlags
 	svc            serviceFlags
 	log            logFlags
@@ -183,6 +184,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&o.noRelay, "no-relay", false, "bootstrap: run no TURN relay")
 	fs.IntVar(&o.relayMbps, "relay-bandwidth-mbps", 100, "bootstrap: bandwidth per relay allocation, each direction, in Mbit/s (1-10000)")
 	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer (1-64)")
+	o.limits.register(fs)
 	o.peer.register(fs)
 	o.svc.register(fs)
 	o.log.register(fs, "info")
@@ -222,6 +224,9 @@ func (o *nodeOptions) validate() error {
 		inRange("relay-bandwidth-mbps", o.relayMbps, 1, maxRelayMbps),
 		inRange("relay-max-allocations", o.relayMaxAllocs, 1, maxRelayAllocs),
 		o.derivedPorts()); err != nil {
+		return err
+	}
+	if err := o.limits.validate(o.maxPeers); err != nil {
 		return err
 	}
 	if o.stunAltPort < -1 || o.stunAltPort > 65535 {
@@ -368,6 +373,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 	started := time.Now()
 	local := ep.LocalAddr()
 	cfg := bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers}
+	o.limits.bootstrap(&cfg)
 	var closers []io.Closer
 	defer func() {
 		for _, c := range closers {
@@ -476,8 +482,10 @@ func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *
 		udp.Close()
 		return nil, fmt.Errorf("relay TCP %s: %w", addr, err)
 	}
-	rs, err := relay.NewServer(relay.ServerConfig{UDP: udp, TCP: tcp, RelayIP: ip, Recorder: mon, Logger: log,
-		MaxAllocationsPerPeer: o.relayMaxAllocs, BytesPerSecond: o.relayMbps * 125_000})
+	rcfg := relay.ServerConfig{UDP: udp, TCP: tcp, RelayIP: ip, Recorder: mon, Logger: log,
+		MaxAllocationsPerPeer: o.relayMaxAllocs, BytesPerSecond: o.relayMbps * 125_000}
+	o.limits.relay(&rcfg)
+	rs, err := relay.NewServer(rcfg)
 	if err != nil {
 		udp.Close()
 		tcp.Close()
