@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -459,9 +460,12 @@ func TestIntroductionAndPunchRounds(t *testing.T) {
 	if sa.Remote.Creds.Ufrag != "b" || sa.Remote.NAT.Mapping != nattype.MappingAPDM {
 		t.Fatalf("result %+v", sa.Remote)
 	}
-	// B's announced candidate plus its observed address.
-	if len(sa.Remote.Candidates) != 2 || sa.Remote.Candidates[0] != bCands[0] ||
-		sa.Remote.Candidates[1].Addr != b.Status().Observed || sa.Remote.Candidates[1].Kind != wire.KindServerReflexive {
+	// B's announced candidate plus its observed address, each marked.
+	announced := bCands[0]
+	announced.Origin = wire.OriginAnnounced
+	if len(sa.Remote.Candidates) != 2 || sa.Remote.Candidates[0] != announced ||
+		sa.Remote.Candidates[1].Addr != b.Status().Observed || sa.Remote.Candidates[1].Kind != wire.KindServerReflexive ||
+		sa.Remote.Candidates[1].Origin != wire.OriginObserved {
 		t.Fatalf("candidates %+v", sa.Remote.Candidates)
 	}
 	round := func(s *Session, want uint64) {
@@ -601,6 +605,41 @@ func TestSrflxNeverExceedsLimit(t *testing.T) {
 	}
 	if !bytes.Equal(mustMarshal(t, &wire.ConnectOffer{Candidates: got})[:1], []byte{byte(wire.TypeConnectOffer)}) {
 		t.Fatal("offer with a full candidate list does not marshal")
+	}
+}
+
+// TestSrflxMarksOrigins: the bootstrap marks each candidate it forwards
+// with what it saw: the observed address, another port of the observed
+// IP, or the peer's word alone, whatever the peer claimed.
+func TestSrflxMarksOrigins(t *testing.T) {
+	obs := netip.MustParseAddrPort("198.51.100.1:4000")
+	c := func(addr string, o wire.Origin) wire.Candidate {
+		return wire.Candidate{Kind: wire.KindServerReflexive, Priority: 7, Addr: netip.MustParseAddrPort(addr), Origin: o}
+	}
+	tests := []struct {
+		name string
+		in   []wire.Candidate
+		want []wire.Origin
+	}{
+		{"nothing announced", nil, []wire.Origin{wire.OriginObserved}},
+		{"the observed address announced", []wire.Candidate{c("198.51.100.1:4000", 0)}, []wire.Origin{wire.OriginObserved}},
+		{"another port of the observed IP", []wire.Candidate{c("198.51.100.1:5000", 0)},
+			[]wire.Origin{wire.OriginObservedIP, wire.OriginObserved}},
+		{"a third party's address", []wire.Candidate{c("203.0.113.9:443", 0)}, []wire.Origin{wire.OriginAnnounced, wire.OriginObserved}},
+		{"a claimed origin is not believed", []wire.Candidate{c("203.0.113.9:443", wire.OriginObserved)},
+			[]wire.Origin{wire.OriginAnnounced, wire.OriginObserved}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := srflx(obs, tc.in)
+			var origins []wire.Origin
+			for _, g := range got {
+				origins = append(origins, g.Origin)
+			}
+			if !slices.Equal(origins, tc.want) {
+				t.Fatalf("origins %v, want %v", origins, tc.want)
+			}
+		})
 	}
 }
 

@@ -879,21 +879,29 @@ func (s *Server) sendTo(p *peer, m wire.Message) {
 	}
 }
 
-// srflx returns the peer's observed address as a candidate, unless it is
-// already among cands.
+// srflx returns the candidates to forward for a peer: its announced ones
+// and the address this bootstrap observed it at (unless announced too),
+// each marked with its origin. A peer can announce any address; only
+// what this bootstrap saw is marked observed (see wire.Origin).
 func srflx(observed netip.AddrPort, cands []wire.Candidate) []wire.Candidate {
 	out := make([]wire.Candidate, 0, len(cands)+1)
 	seen := false
 	for _, c := range cands {
-		if c.Addr == observed {
-			seen = true
+		switch {
+		case c.Addr == observed:
+			seen, c.Origin = true, wire.OriginObserved
+		case observed.IsValid() && c.Addr.Addr().Unmap() == observed.Addr().Unmap():
+			c.Origin = wire.OriginObservedIP
+		default:
+			c.Origin = wire.OriginAnnounced
 		}
 		out = append(out, c)
 	}
 	if !seen && observed.IsValid() {
 		// Observed by the bootstrap: the most reliable server-reflexive
 		// candidate; priority per RFC 8445 type preference 100.
-		out = append(out, wire.Candidate{Kind: wire.KindServerReflexive, Priority: 100<<24 | 65535<<8 | 255, Addr: observed})
+		out = append(out, wire.Candidate{Kind: wire.KindServerReflexive, Priority: 100<<24 | 65535<<8 | 255, Addr: observed,
+			Origin: wire.OriginObserved})
 	}
 	if len(out) > wire.MaxCandidates {
 		out = out[len(out)-wire.MaxCandidates:] // keep the observed address

@@ -129,8 +129,12 @@ func (l *link) open(t testing.TB, name string) *Conn {
 }
 
 // dial opens a stream and waits for the service's answer.
-func (l *link) dial(name string) (*Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+func (l *link) dial(name string) (*Conn, error) { return l.dialWithin(name, 5*time.Second) }
+
+// dialWithin is dial bounded by d: a flood of thousands of streams waits
+// its turn for QUIC's stream credit, which a loaded machine gives slowly.
+func (l *link) dialWithin(name string, d time.Duration) (*Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	c, err := l.client.mux.Open(ctx, l.cc, l.server.id.ID(), name)
 	if err != nil {

@@ -295,7 +295,7 @@ func TestStreamLimitUnderFlood(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := fl.dial("hold")
+			_, err := fl.dialWithin("hold", time.Minute)
 			var se *StreamError
 			if errors.As(err, &se) && se.Code == CodeStreamLimit {
 				mu.Lock()

@@ -318,7 +318,10 @@ func (a *attempt) run() attemptEnd {
 	a.startRound(*a.punch, a.targets)
 	if a.strat.Speculative && a.strat.Birthday == BirthdayNone {
 		sleepUntil(a.ctx, start)
-		for i, t := range holepunch.Targets(a.sess.Remote.Candidates, a.lg.ep.LocalAddr().Addr()) {
+		// Only to what a bootstrap observed: a dial is a 1200-byte Initial
+		// and its retransmissions, which an announced address gets only
+		// once a check there was answered (onValidated).
+		for i, t := range holepunch.Targets(observedOnly(a.sess.Remote.Candidates), a.lg.ep.LocalAddr().Addr()) {
 			if i == a.n.cfg.SpeculativeDials {
 				break
 			}
@@ -372,6 +375,10 @@ func (a *attempt) run() attemptEnd {
 // check (a relay leg still waiting for the peer's relayed address, which
 // only the session can bring), waiting is hopeless: give up now, so the
 // attempt can be made again through another bootstrap.
+// maxRelayed bounds the relayed addresses one attempt takes from the peer
+// (each starts a round): its own allocation and one on another relay.
+const maxRelayed = 2
+
 func (a *attempt) onSessionDone() *attemptEnd {
 	if len(a.targets) == 0 && len(a.relayed) == 0 && a.pending == 0 && !errors.Is(a.sess.Err(), bootstrap.ErrPeerCanceled) {
 		return a.fail(event.PhasePunch, fmt.Errorf("%w: the introduction ended before the peer's relayed address came", bootstrap.ErrUnavailable))
@@ -381,6 +388,9 @@ func (a *attempt) onSessionDone() *attemptEnd {
 
 // onRelayed: the peer announced a relayed address.
 func (a *attempt) onRelayed(r netip.AddrPort) {
+	if !a.relayed[r] && len(a.relayed) >= maxRelayed {
+		return // a peer announcing relayed address after relayed address
+	}
 	a.relayed[r] = true
 	a.att.Record(event.Event{Kind: event.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})
 	cand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r}

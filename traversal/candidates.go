@@ -1,6 +1,7 @@
 package traversal
 
 import (
+	"cmp"
 	"net"
 	"net/netip"
 	"slices"
@@ -95,6 +96,55 @@ func ServerReflexive(observed []netip.AddrPort, have []wire.Candidate) []wire.Ca
 		}
 		out = append(out, wire.Candidate{Kind: wire.KindServerReflexive,
 			Priority: holepunch.Priority(wire.KindServerReflexive, uint16(65535-i)), Addr: o})
+	}
+	return out
+}
+
+// MaxAnnouncedTargets bounds the addresses of one introduction that this
+// node checks on the peer's word alone: candidates no bootstrap observed
+// (host candidates, and whatever else the peer announced). A peer can
+// announce anybody's address; this cap, with the check schedule's pacing
+// (holepunch.Plan), bounds what such an address receives from an honest
+// node per attempt. What a bootstrap observed is never capped.
+const MaxAnnouncedTargets = 8
+
+// checkTargets returns the candidates of an introduction that this node
+// will check: every one whose IP a bootstrap observed, and the
+// MaxAnnouncedTargets merely announced ones of highest priority (a
+// bootstrap that does not mark origins counts as announcing). It keeps
+// the input's order and is a pure function.
+func checkTargets(cands []wire.Candidate) []wire.Candidate {
+	var announced []wire.Candidate
+	for _, c := range cands {
+		if !c.Origin.Observed() {
+			announced = append(announced, c)
+		}
+	}
+	if len(announced) <= MaxAnnouncedTargets {
+		return cands
+	}
+	slices.SortStableFunc(announced, func(x, y wire.Candidate) int { return cmp.Compare(y.Priority, x.Priority) })
+	keep := make(map[wire.Candidate]bool, MaxAnnouncedTargets)
+	for _, c := range announced[:MaxAnnouncedTargets] {
+		keep[c] = true
+	}
+	out := make([]wire.Candidate, 0, len(cands))
+	for _, c := range cands {
+		if c.Origin.Observed() || keep[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// observedOnly returns the candidates whose IP a bootstrap observed: the
+// only ones a search or a speculative dial may aim at.
+func observedOnly(cands []wire.Candidate) []wire.Candidate {
+	var out []wire.Candidate
+	for _, c := range cands {
+		if c.Origin.Observed() {
+			out = append(out, c)
+		}
 	}
 	return out
 }

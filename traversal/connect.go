@@ -271,6 +271,7 @@ func recovered(att *event.Attempt, detail string, why event.Reason, bootstrap st
 // handleOffer is the responder side of an attempt: it answers the offer,
 // punches when told, and waits for (or makes) the QUIC connection.
 func (n *Node) handleOffer(o *bootstrap.Offer) {
+	o.Remote.Candidates = checkTargets(o.Remote.Candidates)
 	if o.Remote.Purpose != wire.PurposeConnect {
 		n.answerRound(o)
 		return
@@ -485,8 +486,17 @@ func candidateAddrs(cs []wire.Candidate) []netip.AddrPort {
 
 // reflexive returns the peer's best server-reflexive candidate: its
 // mapping as a bootstrap observed it.
+// Only an address a bootstrap observed qualifies: the birthday search
+// sends thousands of probes to ports of its IP, which must be the peer's
+// own NAT, never an address the peer merely announced.
 func reflexive(in bootstrap.Intro) (netip.AddrPort, bool) {
-	for _, c := range holepunch.Targets(in.Candidates, netip.Addr{}) {
+	obs := observedOnly(in.Candidates)
+	for _, c := range obs {
+		if c.Origin == wire.OriginObserved {
+			return c.Addr, true
+		}
+	}
+	for _, c := range holepunch.Targets(obs, netip.Addr{}) {
 		if c.Kind == wire.KindServerReflexive {
 			return c.Addr, true
 		}
@@ -498,8 +508,8 @@ func reflexive(in bootstrap.Intro) (netip.AddrPort, bool) {
 // addr, as the bootstraps observed them: what port prediction starts from.
 func reflexivePorts(in bootstrap.Intro, addr netip.Addr) []uint16 {
 	var out []uint16
-	for _, c := range in.Candidates {
-		if c.Kind == wire.KindServerReflexive && c.Addr.Addr() == addr {
+	for _, c := range observedOnly(in.Candidates) {
+		if c.Addr.Addr() == addr {
 			out = append(out, c.Addr.Port())
 		}
 	}
@@ -559,6 +569,9 @@ func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootst
 				made = s
 				return s, err
 			})
+		if err == nil {
+			sess.Remote.Candidates = checkTargets(sess.Remote.Candidates)
+		}
 		if i > 0 { // the alternate bootstrap, once its result is known
 			o := event.OutcomeOK
 			if err != nil {

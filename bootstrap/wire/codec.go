@@ -168,6 +168,34 @@ func (r *reader) candidates() []Candidate {
 	return cs
 }
 
+// appendOrigins appends the origins of cs, one byte each after a count.
+func appendOrigins(b []byte, cs []Candidate) []byte {
+	b = quicvarint.Append(b, uint64(len(cs)))
+	for _, c := range cs {
+		b = append(b, byte(c.Origin))
+	}
+	return b
+}
+
+// origins reads the origins of cs, if the message has them (a message of
+// an older bootstrap ends before). A count that does not match cs, or an
+// unknown origin, leaves the origins unknown: never a reason to trust.
+func (r *reader) origins(cs []Candidate) {
+	if r.err != nil || len(r.b) == 0 {
+		return
+	}
+	n := r.count(MaxCandidates)
+	got := r.bytes(n)
+	if r.err != nil || n != len(cs) {
+		return
+	}
+	for i, o := range got {
+		if Origin(o) < originEnd {
+			cs[i].Origin = Origin(o)
+		}
+	}
+}
+
 func appendCandidates(b []byte, cs []Candidate) []byte {
 	b = quicvarint.Append(b, uint64(len(cs)))
 	for _, c := range cs {
@@ -318,7 +346,8 @@ func (m *ConnectOffer) appendPayload(b []byte) []byte {
 	b = appendNAT(b, m.NAT)
 	b = appendCandidates(b, m.Candidates)
 	b = appendCreds(b, m.Creds)
-	return quicvarint.Append(b, uint64(m.Purpose))
+	b = quicvarint.Append(b, uint64(m.Purpose))
+	return appendOrigins(b, m.Candidates)
 }
 
 func (m *ConnectOffer) decode(r *reader) error {
@@ -328,6 +357,7 @@ func (m *ConnectOffer) decode(r *reader) error {
 	m.Candidates = r.candidates()
 	m.Creds = r.creds()
 	m.Purpose = Purpose(r.varint())
+	r.origins(m.Candidates)
 	return r.err
 }
 
@@ -354,7 +384,8 @@ func (m *ConnectResult) appendPayload(b []byte) []byte {
 	b = appendNAT(b, m.NAT)
 	b = appendCandidates(b, m.Candidates)
 	b = appendCreds(b, m.Creds)
-	return quicvarint.Append(b, m.PeerRTTMicros)
+	b = quicvarint.Append(b, m.PeerRTTMicros)
+	return appendOrigins(b, m.Candidates)
 }
 
 func (m *ConnectResult) decode(r *reader) error {
@@ -364,6 +395,7 @@ func (m *ConnectResult) decode(r *reader) error {
 	m.Candidates = r.candidates()
 	m.Creds = r.creds()
 	m.PeerRTTMicros = r.varint()
+	r.origins(m.Candidates)
 	return r.err
 }
 

@@ -200,7 +200,48 @@ type Candidate struct {
 	Kind     CandidateKind
 	Priority uint32
 	Addr     netip.AddrPort
+	// Origin is where the bootstrap that forwarded the candidate says it
+	// came from. It travels in a list after the message's other fields
+	// (ConnectOffer, ConnectResult), not in the candidate's encoding: a
+	// peer's own announcements carry none.
+	Origin Origin
 }
+
+// Origin says where a forwarded candidate came from: what the bootstrap
+// saw for itself, or what the peer merely announced. Only observed
+// addresses are safe to aim a search at: a peer can announce anybody's.
+type Origin uint8
+
+// Origins.
+const (
+	// OriginUnknown: forwarded by a bootstrap that does not say (an older
+	// version); treated as announced.
+	OriginUnknown Origin = iota
+	// OriginAnnounced: announced by the peer, seen by nobody.
+	OriginAnnounced
+	// OriginObserved: the address this bootstrap observed the peer at.
+	OriginObserved
+	// OriginObservedIP: announced by the peer (observed by another
+	// bootstrap, it says) at the IP this bootstrap observed it at: the
+	// peer's own NAT, whatever the port.
+	OriginObservedIP
+	originEnd
+)
+
+func (o Origin) String() string {
+	switch o {
+	case OriginAnnounced:
+		return "announced"
+	case OriginObserved:
+		return "observed"
+	case OriginObservedIP:
+		return "observed-ip"
+	}
+	return "unknown"
+}
+
+// Observed says whether a bootstrap saw the candidate's IP for itself.
+func (o Origin) Observed() bool { return o == OriginObserved || o == OriginObservedIP }
 
 // Creds are the short-term credentials of a peer's connectivity checks for
 // one attempt (ICE's ufrag and password, RFC 8445 section 5.3).
