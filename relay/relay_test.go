@@ -13,6 +13,7 @@ import (
 
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 type testRelay struct {
@@ -294,5 +295,41 @@ func TestAllocationDiesWithItsRelay(t *testing.T) {
 	case <-b.Dead():
 	case <-time.After(5 * time.Second):
 		t.Fatal("a closed allocation is not dead")
+	}
+}
+
+// TestClientStateIsPruned: the relay's state per client 5-tuple goes with
+// the client's last allocation, and an authentication that allocated
+// nothing is forgotten once its grace is over: a stream of clients does
+// not grow the relay without bound.
+func TestClientStateIsPruned(t *testing.T) {
+	r := startRelay(t, ServerConfig{MaxAllocationsPerPeer: 64}, allowLoopback)
+	peer := peerID(t)
+	for i := range 10 {
+		a, err := allocate(t, r, r.Credentials(peer, time.Minute), i%2 == 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := r.Clients(); n != 1 {
+			t.Fatalf("allocation %d: state for %d clients, want 1", i, n)
+		}
+		a.Close()
+		testkit.WaitFor(t, 5*time.Second, "the released client's state to go", func() bool { return r.Clients() == 0 })
+	}
+
+	// Authentications without an allocation, on a virtual clock.
+	t0 := time.Unix(1_700_000_000, 0)
+	src := func(i int) net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, byte(i>>8), byte(i)), Port: 4000} }
+	for i := range 1000 {
+		r.authenticated(src(i), peer, t0)
+	}
+	if n := r.Clients(); n != 1000 {
+		t.Fatalf("%d clients within their grace, want 1000", n)
+	}
+	for i := range 1000 {
+		r.authenticated(src(1000+i), peer, t0.Add(clientGrace+time.Second))
+	}
+	if n := r.Clients(); n > 1000 {
+		t.Fatalf("state for %d clients after the first 1000's grace: not pruned", n)
 	}
 }

@@ -130,7 +130,8 @@ type Server struct {
 	allow atomic.Pointer[func(identity.PeerID, netip.Addr) bool]
 
 	mu       sync.Mutex
-	byClient map[string]identity.PeerID // 5-tuple source -> peer (from auth)
+	byClient map[string]*client // 5-tuple source -> what it authenticated as (see client)
+	prunedAt int                // len(byClient) after the last prune
 	allocs   map[identity.PeerID]int
 	total    int
 	bytes    atomic.Uint64
@@ -157,7 +158,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	cfg.defaults()
 	audit := event.NewAggregator(cfg.Recorder, cfg.AuditInterval)
-	s := &Server{cfg: cfg, rec: audit, audit: audit, byClient: map[string]identity.PeerID{}, allocs: map[identity.PeerID]int{}}
+	s := &Server{cfg: cfg, rec: audit, audit: audit, byClient: map[string]*client{}, allocs: map[identity.PeerID]int{}}
 	gen := &generator{s: s, ip: cfg.RelayIP}
 	tcfg := turn.ServerConfig{
 		Realm:         Realm,
@@ -168,11 +169,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			OnAuth: s.onAuth,
 			OnAllocationCreated: func(src, _ net.Addr, proto, user, _ string, relay net.Addr, _ int) {
 				s.account(user, +1)
+				s.clientAllocated(src, +1)
 				s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeOK,
 					Peer: userPeer(user), Addr: addrPort(src)})
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, proto, user, _ string) {
 				s.account(user, -1)
+				s.clientAllocated(src, -1)
 				s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "release", Outcome: event.OutcomeOK,
 					Peer: userPeer(user), Addr: addrPort(src)})
 			},
@@ -280,10 +283,71 @@ func (s *Server) auth(user, realm string, src net.Addr) ([]byte, bool) {
 		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonBadCredentials, Addr: addrPort(src), Detail: "relay credentials: " + errText(err)})
 		return nil, false
 	}
-	s.mu.Lock()
-	s.byClient[src.String()] = peer
-	s.mu.Unlock()
+	s.authenticated(src, peer, time.Now())
 	return turn.GenerateAuthKey(user, realm, Password(s.cfg.Secret, user)), true
+}
+
+// client is what the relay keeps of one client 5-tuple: the peer it
+// authenticated as (its allocation's permissions are that peer's), its
+// live allocations and when it last authenticated. An entry lives while
+// the client has an allocation; without one (an authenticated request
+// that allocated nothing), until clientGrace has passed.
+type client struct {
+	peer   identity.PeerID
+	allocs int
+	seen   time.Time
+}
+
+// clientGrace is how long an entry without an allocation is kept: past
+// the authenticated requests that precede an allocation.
+const clientGrace = time.Minute
+
+// authenticated records that src authenticated as peer at now, and prunes
+// the entries without an allocation whose grace is over once the map has
+// grown by half since the last prune (so the cost is amortised).
+func (s *Server) authenticated(src net.Addr, peer identity.PeerID, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := src.String()
+	c := s.byClient[k]
+	if c == nil || c.peer != peer {
+		c = &client{peer: peer, allocs: 0}
+		if c0 := s.byClient[k]; c0 != nil {
+			c.allocs = c0.allocs
+		}
+		s.byClient[k] = c
+	}
+	c.seen = now
+	if len(s.byClient) > max(64, s.prunedAt+s.prunedAt/2) {
+		for k, c := range s.byClient {
+			if c.allocs == 0 && now.Sub(c.seen) > clientGrace {
+				delete(s.byClient, k)
+			}
+		}
+		s.prunedAt = len(s.byClient)
+	}
+}
+
+// clientAllocated counts src's allocations; the entry goes with the last.
+func (s *Server) clientAllocated(src net.Addr, d int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := src.String()
+	c := s.byClient[k]
+	if c == nil {
+		return
+	}
+	c.allocs = max(0, c.allocs+d)
+	if c.allocs == 0 && d < 0 {
+		delete(s.byClient, k)
+	}
+}
+
+// Clients returns how many client 5-tuples the relay keeps state for.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byClient)
 }
 
 func errText(err error) string {
@@ -334,7 +398,11 @@ func (s *Server) account(user string, d int) {
 // for the allocation's peer.
 func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
 	s.mu.Lock()
-	peer, ok := s.byClient[client.String()]
+	var peer identity.PeerID
+	c, ok := s.byClient[client.String()]
+	if ok {
+		peer = c.peer
+	}
 	s.mu.Unlock()
 	ip, ipok := netip.AddrFromSlice(peerIP)
 	allow := s.allow.Load()
