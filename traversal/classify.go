@@ -316,3 +316,36 @@ func (n *Node) probeSample(ctx context.Context, c *bootstrap.Client, kind uint64
 	}
 	return p
 }
+
+// contradictionEvery is the least time between two measurements asked for
+// by contradicting evidence: a stream of peers' checks cannot make the
+// node measure without pause.
+const contradictionEvery = time.Minute
+
+// contradicted is called with the source of a peer's check that passed
+// this node's filter although the node sent nothing to that endpoint
+// recently (holepunch.AgentConfig.OnUnsolicited). If the node's filtering
+// class says such a packet is dropped (nattype.Type.Drops), the class is
+// contradicted, and the node measures again (at most once per
+// contradictionEvery). It reports whether it asked for a measurement.
+func (n *Node) contradicted(from netip.AddrPort, addressContacted bool) bool {
+	if a := from.Addr().Unmap(); a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+		return false // a host candidate on this side of the NAT: no filter between
+	}
+	now := time.Now()
+	n.natMu.Lock()
+	t := n.nat
+	ask := t.Drops(addressContacted) &&
+		(n.contradictedAt.IsZero() || now.Sub(n.contradictedAt) >= contradictionEvery)
+	if ask {
+		n.contradictedAt = now
+	}
+	n.natMu.Unlock()
+	if !ask {
+		return false
+	}
+	n.log.Info("traversal: a peer's check passed a filter that should have dropped it; measuring the NAT again",
+		"nat", t.Class(), "filtering", t.Filtering.String(), "from", from, "address_contacted", addressContacted)
+	n.poke()
+	return true
+}
