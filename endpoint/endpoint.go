@@ -403,10 +403,10 @@ func (e *Endpoint) Close() error {
 // transmission, and returns the first response. Unlike RoundTrip it ends
 // after the last wait, with ErrNoResponse: the count of transmissions is
 // bounded as well as the time. retransmits is how many transmissions
-// followed the first.
+// followed the first. An empty schedule is RoundTrip's: 500 ms, 1 s, 2 s.
 func (e *Endpoint) Transact(ctx context.Context, req *stun.Message, to netip.AddrPort, schedule []time.Duration) (resp Response, retransmits int, err error) {
 	if len(schedule) == 0 {
-		schedule = RetransmitSchedule(500*time.Millisecond, 7, 0)[:3]
+		schedule = RetransmitSchedule(500*time.Millisecond, 3, 0)
 	}
 	ch, release, err := e.Expect(req.TransactionID)
 	if err != nil {
