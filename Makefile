@@ -9,7 +9,7 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 VERSION  ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null); if [ -n "$$v" ]; then echo "$${v\#v}"; else echo "0.0.0+git.$(COMMIT)"; fi)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build dist readme test demo bench soak lint fuzz testbed testbed-cleanup clean
+.PHONY: all build dist readme test demo bench soak lint fuzz testbed testbed-lossy testbed-cleanup clean
 
 all: build
 
@@ -73,6 +73,19 @@ fuzz:
 testbed: build
 	$(GO) build -o bin/testbed ./testnet/cmd/testbed
 	./bin/testbed --bin $(BIN) $(TESTBED_FLAGS)
+
+# The lossy pass of CI (root): the same testbed with 2 % random loss on
+# every access link, 256 KiB verified per connect, every pair LOSSY_RUNS
+# times (10 for the birthday pairs), no scenarios. The same expectations
+# (every pair connected at its level, each site's class as antnode measures
+# it, the nodes' counters by path) but the round-trip bounds: under loss a
+# retransmitted handshake packet costs a loss timeout, not a round trip.
+# Writes testbed-lossy-report.json; about 90 s at LOSSY_RUNS=5.
+LOSSY_RUNS ?= 5
+testbed-lossy: build
+	$(GO) build -o bin/testbed ./testnet/cmd/testbed
+	./bin/testbed --bin $(BIN) --loss 2 --send 262144 --runs $(LOSSY_RUNS) --rtt-bounds=false \
+	  --scenarios none --report testbed-lossy-report.json $(TESTBED_FLAGS)
 
 # The soak (root, on demand): 10 minutes of connects, transfers and faults
 # on the testbed, with bounded memory and no failed connect. SOAK=1m for less.

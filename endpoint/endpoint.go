@@ -397,3 +397,37 @@ func (e *Endpoint) Close() error {
 	})
 	return e.closeErr
 }
+
+// Transact sends the STUN request req to `to` once per entry of schedule
+// (see RetransmitSchedule), waiting that entry's time after each
+// transmission, and returns the first response. Unlike RoundTrip it ends
+// after the last wait, with ErrNoResponse: the count of transmissions is
+// bounded as well as the time. retransmits is how many transmissions
+// followed the first. An empty schedule is RoundTrip's: 500 ms, 1 s, 2 s.
+func (e *Endpoint) Transact(ctx context.Context, req *stun.Message, to netip.AddrPort, schedule []time.Duration) (resp Response, retransmits int, err error) {
+	if len(schedule) == 0 {
+		schedule = RetransmitSchedule(500*time.Millisecond, 3, 0)
+	}
+	ch, release, err := e.Expect(req.TransactionID)
+	if err != nil {
+		return Response{}, 0, err
+	}
+	defer release()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for i, wait := range schedule {
+		retransmits = i
+		if err := e.WriteTo(req.Raw, to); err != nil {
+			return Response{}, retransmits, err
+		}
+		t.Reset(wait)
+		select {
+		case r := <-ch:
+			return r, retransmits, nil
+		case <-t.C:
+		case <-ctx.Done():
+			return Response{}, retransmits, fmt.Errorf("endpoint: STUN transaction to %s: %w", to, context.Cause(ctx))
+		}
+	}
+	return Response{}, retransmits, fmt.Errorf("endpoint: STUN transaction to %s after %d transmissions: %w", to, len(schedule), ErrNoResponse)
+}

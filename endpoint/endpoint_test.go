@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -162,5 +163,80 @@ func TestTransientSendIsALoss(t *testing.T) {
 	}
 	if got := r.lost.Load(); got != 1 {
 		t.Fatalf("lost = %d, want 1", got)
+	}
+}
+
+func TestRetransmitSchedule(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name   string
+		rto    time.Duration
+		count  int
+		maxRTO time.Duration
+		want   []time.Duration
+	}{
+		{"doubling", 100 * ms, 4, 0, []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms}},
+		{"capped", 100 * ms, 5, 300 * ms, []time.Duration{100 * ms, 200 * ms, 300 * ms, 300 * ms, 300 * ms}},
+		{"one transmission", 500 * ms, 1, 0, []time.Duration{500 * ms}},
+		{"count below one is one", 50 * ms, 0, 0, []time.Duration{50 * ms}},
+		{"rto below a millisecond", 0, 2, 0, []time.Duration{ms, 2 * ms}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := RetransmitSchedule(tc.rto, tc.count, tc.maxRTO)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("got %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestTransact checks the bounded transaction: an answer after lost
+// requests is found by a retransmission, and silence ends with
+// ErrNoResponse after exactly the scheduled transmissions.
+func TestTransact(t *testing.T) {
+	tests := []struct {
+		name    string
+		drop    int // requests the server ignores before it answers (-1: all)
+		sends   int
+		wantErr error
+		wantRe  int
+	}{
+		{"answered at once", 0, 4, nil, 0},
+		{"first two requests lost", 2, 4, nil, 2},
+		{"every request lost", -1, 3, ErrNoResponse, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := listen(t), listen(t)
+			var seen atomic.Int64
+			b.HandleRequests(func(m *stun.Message, from netip.AddrPort) {
+				n := seen.Add(1)
+				if tc.drop < 0 || n <= int64(tc.drop) {
+					return
+				}
+				resp := stun.MustBuild(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
+					&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())})
+				b.WriteTo(resp.Raw, from)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+			_, re, err := a.Transact(ctx, req, b.LocalAddr(), RetransmitSchedule(30*time.Millisecond, tc.sends, 0))
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if re != tc.wantRe {
+				t.Fatalf("%d retransmits, want %d", re, tc.wantRe)
+			}
+			if tc.wantErr != nil && seen.Load() != int64(tc.sends) {
+				t.Fatalf("server saw %d requests, want exactly %d", seen.Load(), tc.sends)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/pion/stun/v3"
 )
@@ -38,4 +39,27 @@ func BindingSuccess(req *stun.Message, from netip.AddrPort, extra ...stun.Setter
 	setters = append(setters, stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
 		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())})
 	return stun.Build(append(setters, extra...)...)
+}
+
+// ErrNoResponse is returned by Transact when every transmission of a
+// request went unanswered.
+var ErrNoResponse = errors.New("endpoint: no STUN response")
+
+// RetransmitSchedule is RFC 5389's retransmission schedule (section
+// 7.2.1) for count transmissions: the wait after each transmission,
+// starting at rto and doubling, each capped at maxRTO (zero: no cap).
+// The wait after the last one is the time allowed for its answer. It is
+// a pure function; count below 1 is 1, rto below 1 ms is 1 ms.
+func RetransmitSchedule(rto time.Duration, count int, maxRTO time.Duration) []time.Duration {
+	count = max(count, 1)
+	rto = max(rto, time.Millisecond)
+	out := make([]time.Duration, count)
+	for i := range out {
+		if maxRTO > 0 {
+			rto = min(rto, maxRTO)
+		}
+		out[i] = rto
+		rto *= 2
+	}
+	return out
 }

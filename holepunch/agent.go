@@ -42,6 +42,14 @@ type AgentConfig struct {
 	Logger *slog.Logger
 	// MaxSessions bounds concurrent sessions. Zero: 1024.
 	MaxSessions int
+	// OnUnsolicited, if set, is called (on the endpoint's reader; it must
+	// not block) with the source of an authenticated check from the peer
+	// that arrived although this side sent nothing to that endpoint within
+	// ContactMemory: it passed this side's filter unsolicited.
+	// addressContacted says whether this side sent to the source's
+	// address (on another port). A filtering class that would have dropped
+	// it is contradicted (nattype.Type.Drops).
+	OnUnsolicited func(from netip.AddrPort, addressContacted bool)
 }
 
 // Errors.
@@ -60,6 +68,9 @@ type Agent struct {
 	rec event.Recorder
 	log *slog.Logger
 	max int
+
+	onUnsolicited func(netip.AddrPort, bool)
+	contacts      *contacts
 
 	mu       sync.Mutex
 	sessions map[string]*Session // by local ufrag
@@ -85,7 +96,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		cfg.MaxSessions = 1024
 	}
 	a := &Agent{ep: cfg.Endpoint, rec: cfg.Recorder, log: cfg.Logger, max: cfg.MaxSessions,
-		sessions: make(map[string]*Session)}
+		sessions: make(map[string]*Session), onUnsolicited: cfg.OnUnsolicited, contacts: newContacts()}
 	cfg.Endpoint.HandleRequests(a.handle)
 	return a, nil
 }
@@ -199,7 +210,8 @@ func (a *Agent) handle(m *stun.Message, from netip.AddrPort) {
 	if err != nil {
 		return
 	}
-	if err := a.ep.WriteTo(resp.Raw, from); err != nil {
+	report := a.unsolicited(from) // before the answer makes from contacted
+	if err := a.sendTo(resp.Raw, from); err != nil {
 		return
 	}
 	a.stats.answered.Add(1)
@@ -211,11 +223,33 @@ func (a *Agent) handle(m *stun.Message, from netip.AddrPort) {
 	}
 	s.mu.Unlock()
 	if first {
+		report()
 		select {
 		case s.triggered <- from:
 		default:
 		}
 	}
+}
+
+// unsolicited returns what reports the check from `from` to
+// OnUnsolicited, if this side had sent nothing to that endpoint recently
+// (else a no-op): the state is taken now, the report made by the caller
+// for the first check from that source only.
+func (a *Agent) unsolicited(from netip.AddrPort) func() {
+	if a.onUnsolicited == nil {
+		return func() {}
+	}
+	ep, addr, known := a.contacts.contacted(from, time.Now())
+	if !known || ep {
+		return func() {}
+	}
+	return func() { a.onUnsolicited(from, addr) }
+}
+
+// sendTo sends b to dst from the endpoint and remembers dst as contacted.
+func (a *Agent) sendTo(b []byte, dst netip.AddrPort) error {
+	a.contacts.sent(dst, time.Now())
+	return a.ep.WriteTo(b, dst)
 }
 
 // Prime sends one TTL-limited packet to each of the peer's reflexive
@@ -237,6 +271,7 @@ func (s *Session) Prime(remote []wire.Candidate, ttl int) int {
 		if c.Kind != wire.KindServerReflexive && c.Kind != wire.KindPeerReflexive {
 			continue
 		}
+		s.a.contacts.sent(c.Addr, time.Now())
 		if err := s.a.ep.WriteTTL(m.Raw, c.Addr, ttl); err != nil {
 			return n
 		}
@@ -370,7 +405,7 @@ func (e *executor) send(p Probe) {
 		return
 	}
 	at := time.Now() // before the write: the answer can be read before WriteTo returns
-	if err := s.a.ep.WriteTo(m.Raw, p.Target); err != nil {
+	if err := s.a.sendTo(m.Raw, p.Target); err != nil {
 		release()
 		return
 	}

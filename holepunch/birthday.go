@@ -226,7 +226,7 @@ func (s *Session) Scan(ctx context.Context, addr netip.Addr, observed []uint16, 
 			for next < len(plan) && plan[next].At <= now {
 				p := plan[next]
 				sent[p.Target] = time.Now()
-				s.a.ep.WriteTo(req.Raw, p.Target)
+				s.a.sendTo(req.Raw, p.Target)
 				next++
 			}
 			if next < len(plan) {

@@ -131,3 +131,21 @@ func DirectPossible(a, b Type) bool {
 	}
 	return !(a.Hard() && b.Hard())
 }
+
+// Drops reports whether a filter of type t is known to drop an
+// unsolicited packet from an endpoint the host never sent to: one whose
+// address it did send to (addressContacted, from another port) or not.
+// Blocked drops everything; address-dependent filtering drops what comes
+// from an uncontacted address, address-and-port-dependent filtering from
+// any uncontacted endpoint; no filter and endpoint-independent filtering
+// drop nothing; unknown filtering is known to drop nothing. Such a packet
+// arriving contradicts t: the node should measure again.
+func (t Type) Drops(addressContacted bool) bool {
+	switch t.Filtering {
+	case FilteringBlocked, FilteringAPDF:
+		return true
+	case FilteringADF:
+		return !addressContacted
+	}
+	return false
+}

@@ -59,3 +59,30 @@ func TestDirectPossible(t *testing.T) {
 		})
 	}
 }
+
+func TestDrops(t *testing.T) {
+	tests := []struct {
+		name             string
+		t                Type
+		addressContacted bool
+		want             bool
+	}{
+		{"no filter", Type{MappingNone, FilteringNone}, false, false},
+		{"full cone", Type{MappingEIM, FilteringEIF}, false, false},
+		{"restricted, address never contacted", Type{MappingEIM, FilteringADF}, false, true},
+		{"restricted, address contacted on another port", Type{MappingEIM, FilteringADF}, true, false},
+		{"port restricted, address never contacted", Type{MappingEIM, FilteringAPDF}, false, true},
+		{"port restricted, another port of a contacted address", Type{MappingEIM, FilteringAPDF}, true, true},
+		{"symmetric", Type{MappingAPDM, FilteringAPDF}, true, true},
+		{"blocked", Type{Filtering: FilteringBlocked}, true, true},
+		{"unknown filtering: nothing known to drop", Type{MappingEIM, FilteringUnknown}, false, false},
+		{"public, filtering unknown", Type{MappingNone, FilteringUnknown}, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.t.Drops(tc.addressContacted); got != tc.want {
+				t.Fatalf("%v.Drops(%v) = %v, want %v", tc.t, tc.addressContacted, got, tc.want)
+			}
+		})
+	}
+}

@@ -726,7 +726,7 @@ func (r *Report) judgeAntnodeNAT(spec Spec, seen map[string]map[string]int, exem
 		got := mostSeen(counts)
 		agrees := len(counts) == 1 && got == s.Class.AntnodeClass()
 		m := r.Sites[s.Name]
-		m.Antnode, m.AntnodeAgrees = got, &agrees
+		m.Antnode, m.AntnodeAgrees, m.AntnodeSeen = got, &agrees, counts
 		r.Sites[s.Name] = m
 		cm := r.NATClasses[string(s.Class)]
 		if cm.Antnode == "" || !agrees {

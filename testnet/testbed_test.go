@@ -107,6 +107,34 @@ func TestBuildVerifyTeardown(t *testing.T) {
 	}
 }
 
+// TestVerifyUnderLoss checks that the self-verification holds on lossy
+// access links (10 % each way, five times CI's lossy pass): its
+// unsolicited probes are repeated and a site that does not verify is
+// measured again, so a lost probe is not taken for a filter.
+func TestVerifyUnderLoss(t *testing.T) {
+	needRoot(t)
+	lossy := &Impairment{Delay: 5 * time.Millisecond, Loss: 10}
+	spec := Spec{Prefix: uniquePrefix("l"), Sites: []SiteSpec{
+		{Name: "public", Class: ClassPublic, Link: lossy},
+		{Name: "eif", Class: ClassEIMEIF, Link: lossy},
+		{Name: "adf", Class: ClassEIMADF, Link: lossy},
+		{Name: "apdf", Class: ClassEIMAPDF, Link: lossy},
+		{Name: "sym", Class: ClassAPDM, Link: lossy},
+	}}
+	tb := build(t, spec)
+	meas, err := tb.Verify(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range spec.Sites {
+		if m := meas[s.Name]; !m.Verified {
+			t.Errorf("%s: measured %+v", s.Name, m)
+		} else if m.Detail != "" {
+			t.Logf("%s: %s", s.Name, m.Detail)
+		}
+	}
+}
+
 // TestWrongRulesetIsDetected loads a full-cone ruleset onto a router that
 // claims to be port-restricted: verification must refuse it.
 func TestWrongRulesetIsDetected(t *testing.T) {

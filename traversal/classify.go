@@ -25,35 +25,69 @@ type Observation struct {
 	Mapped netip.AddrPort // what it saw (invalid: no answer)
 }
 
+// FilterProbe is the sample of one kind of unsolicited probe (from a port,
+// or an address, the node never contacted): how many the node asked a
+// bootstrap to send, and how many arrived. The zero value: not tested.
+type FilterProbe struct {
+	Requested, Arrived int
+}
+
+// MinFilterSample is how many probes of one kind must have been requested,
+// with none arriving, before their silence is taken as filtering. One lost
+// probe is not proof of a filter: at 2 % loss on each of two links, the
+// chance that 3 probes are all lost is about 1 in 16,000.
+const MinFilterSample = 3
+
+// verdict says whether the probe passes the node's filter: passed (any
+// arrived), filtered (none of a sufficient sample arrived) or unknown.
+func (p FilterProbe) verdict() (passed, known bool) {
+	switch {
+	case p.Arrived > 0:
+		return true, true
+	case p.Requested >= MinFilterSample:
+		return false, true
+	}
+	return false, false
+}
+
+// cut is the sample of a measurement cut short: only the probes that
+// arrived count, because the others were not given their time.
+func (p FilterProbe) cut() FilterProbe { return FilterProbe{Requested: p.Arrived, Arrived: p.Arrived} }
+
 // NATObservations is the evidence that ClassifyNAT turns into a NAT type.
 type NATObservations struct {
 	Local      netip.AddrPort // the socket's bound address
 	LocalAddrs []netip.Addr   // the host's interface addresses
 	Mapped     []Observation
-	// OtherPort and OtherAddr say whether an unsolicited probe from a port
-	// (or address) the node never contacted arrived; nil: not tested.
-	OtherPort, OtherAddr *bool
+	// OtherPort and OtherAddr are the samples of unsolicited probes from
+	// a port of a contacted address, and from an address, the node never
+	// contacted.
+	OtherPort, OtherAddr FilterProbe
 	// UDPBlocked: the node could register with its bootstraps only over
 	// TCP.
 	UDPBlocked bool
 }
 
 // ClassifyNAT derives mapping and filtering behaviour (RFC 4787) from
-// observations. It is a pure function:
+// observations. It is a pure function, and each axis it cannot decide
+// from the evidence is unknown, never guessed:
 //
 //   - registered only over TCP: UDP blocked;
 //   - no answer at all: unknown/unknown;
 //   - the mapped address is one of the host's own: no NAT (mapping none);
-//   - one server address seeing two different mappings on two ports, or
-//     two addresses seeing different mappings with no same-address pair to
-//     tell: address-and-port-dependent; same per address but different
-//     across addresses: address-dependent; the same everywhere:
-//     endpoint-independent;
-//   - a probe from an uncontacted address arrived: endpoint-independent
-//     filtering (none, if not NATed); else one from an uncontacted port
-//     of a contacted address: address-dependent; else, if tested:
-//     address-and-port-dependent. With the address probe untested, a
-//     received port probe says ADF (the conservative choice).
+//   - else at least two answers are needed: one server address seeing two
+//     different mappings on two ports, or two addresses seeing different
+//     mappings with no same-address pair to tell: address-and-port-
+//     dependent; same per address but different across addresses:
+//     address-dependent; the same everywhere: endpoint-independent; a
+//     single answer: unknown;
+//   - filtering, from the probe samples (see FilterProbe.verdict): a probe
+//     from an uncontacted address passed: endpoint-independent filtering
+//     (none, if not NATed); one from an uncontacted port was filtered:
+//     address-and-port-dependent; the port probe passed and the address
+//     probe was filtered: address-dependent. Anything else (a sample too
+//     small, a bootstrap without a second address to probe from) leaves
+//     filtering unknown: a missing answer is not proof of a filter.
 func ClassifyNAT(o NATObservations) nattype.Type {
 	if o.UDPBlocked {
 		return nattype.Type{Filtering: nattype.FilteringBlocked}
@@ -67,57 +101,86 @@ func ClassifyNAT(o NATObservations) nattype.Type {
 	if len(seen) == 0 {
 		return nattype.Type{}
 	}
-	var t nattype.Type
 	own := func(a netip.AddrPort) bool {
 		return a.Port() == o.Local.Port() && (a.Addr() == o.Local.Addr() || slices.Contains(o.LocalAddrs, a.Addr()))
 	}
-	switch {
-	case own(seen[0].Mapped):
-		t.Mapping = nattype.MappingNone
-	default:
-		t.Mapping = nattype.MappingEIM
-		sameAddrDiffers, crossDiffers, samePair := false, false, false
-		for i := range seen {
-			for j := i + 1; j < len(seen); j++ {
-				a, b := seen[i], seen[j]
-				if a.Server.Addr() == b.Server.Addr() {
-					samePair = true
-					sameAddrDiffers = sameAddrDiffers || a.Mapped != b.Mapped
-				} else {
-					crossDiffers = crossDiffers || a.Mapped != b.Mapped
-				}
+	t := nattype.Type{Mapping: nattype.MappingNone}
+	if !own(seen[0].Mapped) {
+		t.Mapping = classifyMapping(seen)
+	}
+	t.Filtering = classifyFiltering(t.Mapping, o.OtherPort, o.OtherAddr)
+	return t
+}
+
+// classifyMapping is ClassifyNAT's mapping behaviour of a NATed socket
+// from the answers seen (all valid).
+func classifyMapping(seen []Observation) nattype.Mapping {
+	if len(seen) < 2 {
+		return nattype.MappingUnknown // nothing to compare
+	}
+	sameAddrDiffers, crossDiffers, samePair := false, false, false
+	for i := range seen {
+		for j := i + 1; j < len(seen); j++ {
+			a, b := seen[i], seen[j]
+			if a.Server.Addr() == b.Server.Addr() {
+				samePair = true
+				sameAddrDiffers = sameAddrDiffers || a.Mapped != b.Mapped
+			} else {
+				crossDiffers = crossDiffers || a.Mapped != b.Mapped
 			}
 		}
-		switch {
-		case sameAddrDiffers:
-			t.Mapping = nattype.MappingAPDM
-		case crossDiffers && samePair:
-			t.Mapping = nattype.MappingADM
-		case crossDiffers:
-			t.Mapping = nattype.MappingAPDM
-		}
 	}
-	is := func(b *bool) bool { return b != nil && *b }
 	switch {
-	case is(o.OtherAddr) && t.Mapping == nattype.MappingNone:
-		t.Filtering = nattype.FilteringNone
-	case is(o.OtherAddr):
-		t.Filtering = nattype.FilteringEIF
-	case is(o.OtherPort):
-		t.Filtering = nattype.FilteringADF
-	case o.OtherPort != nil:
-		t.Filtering = nattype.FilteringAPDF
+	case sameAddrDiffers:
+		return nattype.MappingAPDM
+	case crossDiffers && samePair:
+		return nattype.MappingADM
+	case crossDiffers:
+		return nattype.MappingAPDM
 	}
-	return t
+	return nattype.MappingEIM
+}
+
+// classifyFiltering is ClassifyNAT's filtering behaviour from the probe
+// samples.
+func classifyFiltering(m nattype.Mapping, port, addr FilterProbe) nattype.Filtering {
+	portPassed, portKnown := port.verdict()
+	addrPassed, addrKnown := addr.verdict()
+	switch {
+	case addrPassed && m == nattype.MappingNone:
+		return nattype.FilteringNone
+	case addrPassed:
+		return nattype.FilteringEIF
+	case portKnown && !portPassed:
+		return nattype.FilteringAPDF
+	case portPassed && addrKnown:
+		return nattype.FilteringADF
+	}
+	return nattype.FilteringUnknown
 }
 
 // ErrNotClassified is returned when no bootstrap could be asked.
 var ErrNotClassified = errors.New("traversal: NAT not classified: no registered bootstrap")
 
+// The repetition of the classification's probes (RFC 5389 section 7.2.1
+// for the STUN transactions: an initial RTO from the measured round trip,
+// doubling, a bounded count).
+const (
+	// stunSends is how many times a Binding request to an alternate STUN
+	// address is sent before that address counts as silent.
+	stunSends = 4
+	// filterProbes is how many unsolicited probes of each kind the node
+	// asks for, filterPace apart (at least MinFilterSample).
+	filterProbes = 4
+	filterPace   = 60 * time.Millisecond
+)
+
 // Classify measures the node's NAT with its registered bootstraps: their
 // observed addresses and STUN on their alternate ports (mapping), and
 // unsolicited probes they send from another port and another address
-// (filtering). The result becomes the node's NAT type.
+// (filtering), each repeated so that a lost packet leaves an axis unknown
+// rather than wrong (see ClassifyNAT). The result becomes the node's NAT
+// type.
 func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	start := time.Now()
 	clients := n.registered()
@@ -125,6 +188,31 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 		return nattype.Type{}, ErrNotClassified
 	}
 	n.rec.Record(event.Event{Kind: event.KindPhaseStart, Phase: event.PhaseClassify})
+	obs := n.observe(ctx, clients)
+	t := ClassifyNAT(obs)
+	n.natMu.Lock()
+	changed := n.nat != t
+	n.nat = t
+	n.natMu.Unlock()
+	d := time.Since(start)
+	o := event.OutcomeOK
+	if !t.Known() {
+		o = event.OutcomeFail
+	}
+	n.rec.Record(event.Event{Kind: event.KindPhaseEnd, Phase: event.PhaseClassify, Outcome: o, Duration: d})
+	if changed {
+		n.rec.Record(event.Event{Kind: event.KindNATType, NAT: t.Class(),
+			Detail: fmt.Sprintf("mapping %s filtering %s (port probes %d/%d, address probes %d/%d arrived)",
+				t.Mapping, t.Filtering, obs.OtherPort.Arrived, obs.OtherPort.Requested,
+				obs.OtherAddr.Arrived, obs.OtherAddr.Requested)})
+	}
+	return t, nil
+}
+
+// observe gathers the classification's evidence from clients, in
+// parallel: their observed addresses, STUN to their alternate addresses
+// and the filter probes of the first bootstrap that offers them.
+func (n *Node) observe(ctx context.Context, clients []*bootstrap.Client) NATObservations {
 	obs := NATObservations{Local: n.cfg.Endpoint.LocalAddr()}
 	if obs.Local.Addr().IsUnspecified() {
 		obs.LocalAddrs = interfaceAddrs()
@@ -152,66 +240,33 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 		}
 		for _, alt := range st.AltSTUN {
 			alt = reachedAt(alt, c.Addr()) // a bootstrap on a wildcard address
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				add(Observation{Server: alt, Mapped: n.stunMapped(ctx, alt, st.RTT)})
-			}()
+			wg.Go(func() { add(Observation{Server: alt, Mapped: n.stunMapped(ctx, alt, st.RTT)}) })
 		}
 	}
-	wait := 2*rtt + 250*time.Millisecond
 	if prober != nil {
 		caps := prober.Status().Probes
-		for _, kind := range []uint64{wire.ProbeOtherPort, wire.ProbeOtherAddr} {
-			if caps&kind == 0 {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				got, err := n.probe(ctx, prober, kind, wait)
-				if err != nil {
-					return // untested
-				}
-				mu.Lock()
-				if kind == wire.ProbeOtherPort {
-					obs.OtherPort = &got
-				} else {
-					obs.OtherAddr = &got
-				}
-				mu.Unlock()
-			}()
+		wait := 2*rtt + 500*time.Millisecond
+		if caps&wire.ProbeOtherPort != 0 {
+			wg.Go(func() { obs.OtherPort = n.probeSample(ctx, prober, wire.ProbeOtherPort, wait) })
+		}
+		if caps&wire.ProbeOtherAddr != 0 {
+			wg.Go(func() { obs.OtherAddr = n.probeSample(ctx, prober, wire.ProbeOtherAddr, wait) })
 		}
 	}
 	wg.Wait()
-	t := ClassifyNAT(obs)
-	n.natMu.Lock()
-	changed := n.nat != t
-	n.nat = t
-	n.natMu.Unlock()
-	d := time.Since(start)
-	o := event.OutcomeOK
-	if !t.Known() {
-		o = event.OutcomeFail
-	}
-	n.rec.Record(event.Event{Kind: event.KindPhaseEnd, Phase: event.PhaseClassify, Outcome: o, Duration: d})
-	if changed {
-		n.rec.Record(event.Event{Kind: event.KindNATType, NAT: t.Class(),
-			Detail: fmt.Sprintf("mapping %s filtering %s", t.Mapping, t.Filtering)})
-	}
-	return t, nil
+	return obs
 }
 
-// stunMapped asks a STUN server for the socket's mapped address.
+// stunMapped asks a STUN server for the socket's mapped address, sending
+// the request up to stunSends times (RTO twice the round trip, at least
+// 100 ms, doubling). No answer: the zero value.
 func (n *Node) stunMapped(ctx context.Context, server netip.AddrPort, rtt time.Duration) netip.AddrPort {
-	rto := max(2*rtt, 100*time.Millisecond)
-	ctx, cancel := context.WithTimeout(ctx, 3*rto+100*time.Millisecond)
-	defer cancel()
 	req, err := stun.Build(stun.TransactionID, stun.BindingRequest)
 	if err != nil {
 		return netip.AddrPort{}
 	}
-	resp, _, _, err := n.cfg.Endpoint.RoundTrip(ctx, req, server, []time.Duration{rto})
+	rto := max(2*rtt, 100*time.Millisecond)
+	resp, _, err := n.cfg.Endpoint.Transact(ctx, req, server, endpoint.RetransmitSchedule(rto, stunSends, 4*rto))
 	if err != nil {
 		return netip.AddrPort{}
 	}
@@ -219,27 +274,78 @@ func (n *Node) stunMapped(ctx context.Context, server netip.AddrPort, rtt time.D
 	return mapped
 }
 
-// probe asks c for an unsolicited probe of kind and reports whether it
-// arrived within wait.
-func (n *Node) probe(ctx context.Context, c *bootstrap.Client, kind uint64, wait time.Duration) (bool, error) {
-	var tx [stun.TransactionIDSize]byte
-	rand.Read(tx[:])
-	ch, release, err := n.cfg.Endpoint.Expect(tx)
-	if err != nil {
-		return false, err
-	}
-	defer release()
-	if err := c.RequestProbe(kind, tx); err != nil {
-		return false, err
-	}
-	t := time.NewTimer(wait)
+// probeSample asks c for filterProbes unsolicited probes of kind,
+// filterPace apart, and counts those that arrived within wait of the last
+// request. A request that could not be made is not counted as requested.
+func (n *Node) probeSample(ctx context.Context, c *bootstrap.Client, kind uint64, wait time.Duration) FilterProbe {
+	var p FilterProbe
+	ch := make(chan endpoint.Response, filterProbes)
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
-	select {
-	case <-ch:
-		return true, nil
-	case <-t.C:
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
+	for i := range filterProbes {
+		if i > 0 {
+			t.Reset(filterPace)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return p.cut()
+			}
+		}
+		var tx [stun.TransactionIDSize]byte
+		rand.Read(tx[:])
+		release, err := n.cfg.Endpoint.ExpectInto(tx, ch)
+		if err != nil {
+			continue
+		}
+		defer release()
+		if err := c.RequestProbe(kind, tx); err != nil {
+			continue
+		}
+		p.Requested++
 	}
+	t.Reset(wait)
+	for p.Arrived < p.Requested {
+		select {
+		case <-ch:
+			p.Arrived++
+		case <-t.C:
+			return p
+		case <-ctx.Done():
+			return p.cut()
+		}
+	}
+	return p
+}
+
+// contradictionEvery is the least time between two measurements asked for
+// by contradicting evidence: a stream of peers' checks cannot make the
+// node measure without pause.
+const contradictionEvery = time.Minute
+
+// contradicted is called with the source of a peer's check that passed
+// this node's filter although the node sent nothing to that endpoint
+// recently (holepunch.AgentConfig.OnUnsolicited). If the node's filtering
+// class says such a packet is dropped (nattype.Type.Drops), the class is
+// contradicted, and the node measures again (at most once per
+// contradictionEvery). It reports whether it asked for a measurement.
+func (n *Node) contradicted(from netip.AddrPort, addressContacted bool) bool {
+	if a := from.Addr().Unmap(); a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+		return false // a host candidate on this side of the NAT: no filter between
+	}
+	now := time.Now()
+	n.natMu.Lock()
+	t := n.nat
+	ask := t.Drops(addressContacted) &&
+		(n.contradictedAt.IsZero() || now.Sub(n.contradictedAt) >= contradictionEvery)
+	if ask {
+		n.contradictedAt = now
+	}
+	n.natMu.Unlock()
+	if !ask {
+		return false
+	}
+	n.log.Info("traversal: a peer's check passed a filter that should have dropped it; measuring the NAT again",
+		"nat", t.Class(), "filtering", t.Filtering.String(), "from", from, "address_contacted", addressContacted)
+	n.poke()
+	return true
 }

@@ -96,15 +96,18 @@ type Node struct {
 	clients atomic.Pointer[[]*bootstrap.Client]
 
 	// One lock per concern; none is held while another is taken.
-	peersMu   sync.Mutex
-	machines  map[identity.PeerID]*Machine
-	natMu     sync.Mutex
-	nat       nattype.Type
-	announced []wire.Candidate
-	expectMu  sync.Mutex
-	expected  map[identity.PeerID][]expectation
-	connsMu   sync.Mutex
-	conns     map[*quic.Conn]*Conn
+	peersMu  sync.Mutex
+	machines map[identity.PeerID]*Machine
+	natMu    sync.Mutex
+	nat      nattype.Type
+	// contradictedAt is when evidence last contradicted nat and asked
+	// for a new measurement (see contradicted).
+	contradictedAt time.Time
+	announced      []wire.Candidate
+	expectMu       sync.Mutex
+	expected       map[identity.PeerID][]expectation
+	connsMu        sync.Mutex
+	conns          map[*quic.Conn]*Conn
 
 	services *service.Mux
 	dialMu   sync.Mutex
@@ -121,12 +124,14 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	agent, err := holepunch.NewAgent(holepunch.AgentConfig{Endpoint: cfg.Endpoint, Recorder: cfg.Recorder, Logger: cfg.Logger})
+	var n *Node // set below, before any check session can open
+	agent, err := holepunch.NewAgent(holepunch.AgentConfig{Endpoint: cfg.Endpoint, Recorder: cfg.Recorder, Logger: cfg.Logger,
+		OnUnsolicited: func(from netip.AddrPort, addressContacted bool) { n.contradicted(from, addressContacted) }})
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
+	n = &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
 		expected: make(map[identity.PeerID][]expectation), conns: make(map[*quic.Conn]*Conn),
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
 		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel,

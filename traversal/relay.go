@@ -75,8 +75,10 @@ type RelayPlan struct {
 // can receive nothing directly; otherwise the initiator allocates and
 // dials, and the other side checks the relayed address (opening its NAT
 // towards the relay) and accepts. When both sides' UDP is blocked both
-// allocate, and the initiator dials the other's relayed address. It is a
-// pure function.
+// allocate, and the initiator dials the other's relayed address. A type
+// with an unknown axis plans like any type whose UDP is not blocked: the
+// initiator allocates, so the relay is ready when the direct attempt
+// fails. It is a pure function.
 func PlanRelay(local, remote nattype.Type, initiator bool) RelayPlan {
 	lb := local.Filtering == nattype.FilteringBlocked
 	rb := remote.Filtering == nattype.FilteringBlocked

@@ -63,7 +63,15 @@ type Strategy struct {
 //     of its sockets got through);
 //   - otherwise ordinary checks, and the initiator dials (speculatively).
 //
-// Unknown behaviour is assumed to be the easy kind; the checks find out.
+// An unknown axis (a measurement that lost too many probes to conclude,
+// or a bootstrap without a second address to probe filtering from) is
+// never taken as the restrictive kind: the side tries direct with
+// ordinary checks, and the relay is kept ready (PlanRelay allocates for
+// every type but UDP-blocked, and the attempt falls back to it when no
+// check validates). So an unknown mapping against a port-restricted
+// filter does not spray, and an unknown filter against a symmetric NAT
+// does not scan; a port-restricted filter with an unknown mapping still
+// scans against a symmetric peer, since its own filter is known.
 func ChooseStrategy(local, remote nattype.Type, initiator bool) Strategy {
 	if local.Filtering == nattype.FilteringBlocked || remote.Filtering == nattype.FilteringBlocked {
 		return Strategy{Reason: event.ReasonUDPBlocked}

@@ -21,6 +21,11 @@ func TestChooseStrategy(t *testing.T) {
 		adm     = nattype.Type{Mapping: nattype.MappingADM, Filtering: nattype.FilteringAPDF}
 		blocked = nattype.Type{Filtering: nattype.FilteringBlocked}
 		unknown = nattype.Type{}
+		// One axis unknown (a lossy or partial measurement).
+		eimUnknown     = nattype.Type{Mapping: nattype.MappingEIM}
+		unknownAPDF    = nattype.Type{Filtering: nattype.FilteringAPDF}
+		unknownMapping = nattype.Type{Filtering: nattype.FilteringADF}
+		pubUnknown     = nattype.Type{Mapping: nattype.MappingNone}
 	)
 	direct := func(dial bool) Strategy { return Strategy{Direct: true, Dial: dial, Speculative: dial} }
 	tests := []struct {
@@ -43,6 +48,13 @@ func TestChooseStrategy(t *testing.T) {
 		{"udp blocked here", blocked, apdf, true, Strategy{Reason: event.ReasonUDPBlocked}},
 		{"udp blocked there", apdf, blocked, true, Strategy{Reason: event.ReasonUDPBlocked}},
 		{"unknown is tried", unknown, sym, true, direct(true)},
+		// An unknown axis: try direct, keep the relay ready (PlanRelay
+		// allocates as for any type but blocked).
+		{"unknown filtering against symmetric: ordinary checks", eimUnknown, sym, true, direct(true)},
+		{"symmetric against unknown filtering: no spray", sym, eimUnknown, false, direct(false)},
+		{"unknown mapping, port-restricted, against symmetric: scan", unknownAPDF, sym, false, Strategy{Direct: true, Birthday: BirthdayScan}},
+		{"unknown mapping against symmetric responder", unknownMapping, sym, true, direct(true)},
+		{"public with unknown filtering", pubUnknown, apdf, true, direct(true)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,39 +95,90 @@ func TestClassifyNAT(t *testing.T) {
 	s1, s1alt, s2 := ap("203.0.113.1:4433"), ap("203.0.113.1:4434"), ap("203.0.113.2:4433")
 	local := ap("192.168.1.10:4000")
 	m1, m2, m3 := ap("198.51.100.5:4000"), ap("198.51.100.5:40001"), ap("198.51.100.5:40002")
-	yes, no := true, false
+	// Probe samples: all arrived, one of four arrived (three lost), none
+	// of four, none of two (too few to conclude), none requested.
+	all, one, none, few, untested := FilterProbe{4, 4}, FilterProbe{4, 1}, FilterProbe{4, 0}, FilterProbe{2, 0}, FilterProbe{}
+	eim := []Observation{{s1, m1}, {s1alt, m1}, {s2, m1}}
+	type T = nattype.Type
 	tests := []struct {
 		name string
 		o    NATObservations
 		want nattype.Type
 	}{
-		{"nothing answered", NATObservations{Local: local}, nattype.Type{}},
-		{"full cone", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m1}, {s2, m1}}, OtherPort: &yes, OtherAddr: &yes},
-			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringEIF}},
-		{"restricted", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: &yes, OtherAddr: &no},
-			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
-		{"port restricted", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: &no, OtherAddr: &no},
-			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}},
-		{"symmetric by port", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m2}, {s2, m3}}, OtherPort: &no},
-			nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}},
-		{"address dependent", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m1}, {s2, m2}}, OtherPort: &no},
-			nattype.Type{Mapping: nattype.MappingADM, Filtering: nattype.FilteringAPDF}},
+		{"nothing answered", NATObservations{Local: local}, T{}},
+		{"full cone", NATObservations{Local: local, Mapped: eim, OtherPort: all, OtherAddr: all},
+			T{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringEIF}},
+		{"restricted", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: all, OtherAddr: none},
+			T{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
+		{"port restricted", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: none, OtherAddr: none},
+			T{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}},
+		{"symmetric by port", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m2}, {s2, m3}}, OtherPort: none},
+			T{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}},
+		{"address dependent", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, m1}, {s2, m2}}, OtherPort: none},
+			T{Mapping: nattype.MappingADM, Filtering: nattype.FilteringAPDF}},
 		{"differs across addresses, no port pair", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, m2}}},
-			nattype.Type{Mapping: nattype.MappingAPDM}},
+			T{Mapping: nattype.MappingAPDM}},
 		{"public, open", NATObservations{Local: ap("0.0.0.0:4000"), LocalAddrs: []netip.Addr{m1.Addr()},
-			Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: &yes, OtherAddr: &yes},
-			nattype.Type{Mapping: nattype.MappingNone, Filtering: nattype.FilteringNone}},
-		{"address probe untested", NATObservations{Local: local, Mapped: []Observation{{s1, m1}}, OtherPort: &yes},
-			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
+			Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: all, OtherAddr: all},
+			T{Mapping: nattype.MappingNone, Filtering: nattype.FilteringNone}},
+		{"public, bootstrap without a second address", NATObservations{Local: m1, Mapped: []Observation{{s1, m1}}, OtherPort: all},
+			T{Mapping: nattype.MappingNone}},
+		{"address probe untested", NATObservations{Local: local, Mapped: eim, OtherPort: all},
+			T{Mapping: nattype.MappingEIM}},
 		{"registered only over TCP", NATObservations{Local: local, UDPBlocked: true, Mapped: []Observation{{s1, m1}}},
-			nattype.Type{Filtering: nattype.FilteringBlocked}},
-		{"one server silent", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, netip.AddrPort{}}}, OtherPort: &no},
-			nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}},
+			T{Filtering: nattype.FilteringBlocked}},
+		{"one server silent: nothing to compare", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s2, netip.AddrPort{}}}, OtherPort: none},
+			T{Filtering: nattype.FilteringAPDF}},
+		{"one alternate silent, two agree", NATObservations{Local: local, Mapped: []Observation{{s1, m1}, {s1alt, netip.AddrPort{}}, {s2, m1}}, OtherPort: all, OtherAddr: none},
+			T{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
+		// Loss: a probe that passes is seen once of four; silence of a
+		// sample too small concludes nothing.
+		{"loss: full cone, three address probes lost", NATObservations{Local: local, Mapped: eim, OtherPort: all, OtherAddr: one},
+			T{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringEIF}},
+		{"loss: public, three address probes lost", NATObservations{Local: m1, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: one, OtherAddr: one},
+			T{Mapping: nattype.MappingNone, Filtering: nattype.FilteringNone}},
+		{"loss: restricted, three port probes lost", NATObservations{Local: local, Mapped: eim, OtherPort: one, OtherAddr: none},
+			T{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringADF}},
+		{"loss: address sample too small", NATObservations{Local: local, Mapped: eim, OtherPort: all, OtherAddr: few},
+			T{Mapping: nattype.MappingEIM}},
+		{"loss: port sample too small", NATObservations{Local: local, Mapped: eim, OtherPort: few, OtherAddr: none},
+			T{Mapping: nattype.MappingEIM}},
+		{"loss: both samples too small", NATObservations{Local: local, Mapped: eim, OtherPort: few, OtherAddr: few},
+			T{Mapping: nattype.MappingEIM}},
+		{"public, nothing probed", NATObservations{Local: m1, Mapped: []Observation{{s1, m1}}, OtherPort: untested, OtherAddr: untested},
+			T{Mapping: nattype.MappingNone}},
+		{"public behind a firewall", NATObservations{Local: m1, Mapped: []Observation{{s1, m1}, {s2, m1}}, OtherPort: all, OtherAddr: none},
+			T{Mapping: nattype.MappingNone, Filtering: nattype.FilteringADF}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ClassifyNAT(tc.o); got != tc.want {
 				t.Fatalf("got %+v (%s), want %+v (%s)", got, got.Class(), tc.want, tc.want.Class())
+			}
+		})
+	}
+}
+
+// TestFilterProbeCut checks that a sample cut short (the context ended
+// before the probes had their time) concludes only from what arrived.
+func TestFilterProbeCut(t *testing.T) {
+	tests := []struct {
+		name          string
+		p             FilterProbe
+		passed, known bool
+		cPass, cKnown bool
+	}{
+		{"none arrived", FilterProbe{4, 0}, false, true, false, false},
+		{"one arrived", FilterProbe{4, 1}, true, true, true, true},
+		{"too few requested", FilterProbe{2, 0}, false, false, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if p, k := tc.p.verdict(); p != tc.passed || k != tc.known {
+				t.Fatalf("verdict %v %v, want %v %v", p, k, tc.passed, tc.known)
+			}
+			if p, k := tc.p.cut().verdict(); p != tc.cPass || k != tc.cKnown {
+				t.Fatalf("cut verdict %v %v, want %v %v", p, k, tc.cPass, tc.cKnown)
 			}
 		})
 	}
