@@ -74,11 +74,15 @@ func sendVerified(ctx context.Context, str *service.Conn, size int64) (TransferR
 		}
 		left -= int64(n)
 	}
-	if err := str.CloseWrite(); err != nil {
-		return TransferResult{}, fmt.Errorf("traversal: transfer: %w", err)
-	}
+	// The receiver stops reading once it has the announced bytes: its
+	// STOP_SENDING may beat this side's FIN, and then the close fails
+	// although everything was delivered. The digest decides.
+	closeErr := str.CloseWrite()
 	var reply [40]byte
 	if _, err := io.ReadFull(str, reply[:]); err != nil {
+		if closeErr != nil {
+			return TransferResult{}, fmt.Errorf("traversal: transfer: %w", closeErr)
+		}
 		if size > 0 {
 			var se *quic.StreamError
 			if errors.As(err, &se) && se.ErrorCode == streamTooLarge {
