@@ -118,6 +118,7 @@ const (
 	ReasonNotAllowed           = event.ReasonNotAllowed
 	ReasonTargetUnreachable    = event.ReasonTargetUnreachable
 	ReasonStreamLimit          = event.ReasonStreamLimit
+	ReasonBadCredentials       = event.ReasonBadCredentials
 	PathNone                   = event.PathNone
 	PathDirect                 = event.PathDirect
 	PathRelay                  = event.PathRelay

@@ -203,7 +203,7 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	if !rep.UDP.OK {
 		rep.Findings = append(rep.Findings, udpFinding(rep.UDP))
 	}
-	rep.Guide = monitor.MakeGuide(facts, rep.Findings, r.Patterns)
+	rep.Guide = monitor.MakeGuide(facts, rep.Findings, r.Patterns, monitor.FailuresIn(nil, time.Now(), 0))
 	return rep, nil
 }
 
