@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -438,7 +439,7 @@ func diagnoseFacts(b *builder, f NodeFacts, now time.Time) {
 		}
 		down = append(down, o)
 		b.add(c, "bootstrap "+bf.Label, SeverityWarning, o,
-			Evidence{Time: now, Kind: "state", Detail: "not registered: " + orText(bf.LastError, "no registration has completed yet")}, "")
+			Evidence{Time: now, Kind: "state", Detail: "not registered: " + orText(strings.ReplaceAll(bf.LastError, "\n", "; "), "no registration has completed yet")}, "")
 	}
 	if len(f.Bootstraps) > 0 && len(down) == len(f.Bootstraps) {
 		ev := Evidence{Time: now, Kind: "state", Detail: "registered with no bootstrap"}
