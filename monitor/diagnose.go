@@ -418,9 +418,14 @@ func diagnoseBootstrapDown(b *builder, ev *Event, e Evidence, facts NodeFacts) {
 }
 
 func diagnoseFacts(b *builder, f NodeFacts, now time.Time) {
-	if f.NAT == "udp-blocked" {
-		b.add(CauseUDPBlocked, "node", SeverityWarning, Observation{Source: "NAT classification", Strength: StrengthMeasured},
+	classified := Observation{Source: "NAT classification", Strength: StrengthMeasured}
+	switch f.NAT {
+	case "udp-blocked":
+		b.add(CauseUDPBlocked, "node", SeverityWarning, classified,
 			Evidence{Time: now, Kind: "state", Detail: "NAT class udp-blocked: registered over TCP only"}, "")
+	case "", "unknown":
+	default: // classified from answers over UDP
+		b.contradict(CauseUDPBlocked, "node", classified, Evidence{Time: now, Kind: "state", Detail: "NAT class " + f.NAT + ": measured over UDP"})
 	}
 	var down []Observation
 	for _, bf := range f.Bootstraps {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -341,4 +342,55 @@ func TestBootstrapNATIsUnknown(t *testing.T) {
 			t.Fatalf("a bootstrap is told to measure its NAT: %+v", rep.Guide.Steps)
 		}
 	}
+}
+
+// TestDiagnoseUDPDroppedByFirewall runs a real bootstrap process (UDP
+// and TCP on one port) in a network namespace whose firewall (nftables)
+// drops every UDP packet, and `antnode diagnose` in it: UDP is blocked
+// (the bootstrap answered TLS over TCP on the same port, nothing over
+// UDP), the node registered over TCP, and the bootstrap is not called
+// unreachable.
+func TestDiagnoseUDPDroppedByFirewall(t *testing.T) {
+	testkit.NeedRoot(t, "ip", "nft", "curl")
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	ns := testNamespace(t, "203.0.113.7/24")
+	key := filepath.Join(dir, "boot.key")
+	out, err := exec.Command(bin, "id", "--key", key).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := strings.TrimSpace(string(out)) + "@203.0.113.7:4433"
+	startNode(t, dir, []string{"netns", "exec", ns, bin, "--bootstrap", "--no-relay", "--listen", "203.0.113.7:4433",
+		"--key", key, "--metrics-addr", "203.0.113.7:9100"})
+	waitNS(t, ns, "http://203.0.113.7:9100/healthz", 10*time.Second)
+	for _, rule := range [][]string{
+		{"add", "table", "inet", "antdiag"},
+		{"add", "chain", "inet", "antdiag", "in", "{ type filter hook input priority 0 ; }"},
+		{"add", "rule", "inet", "antdiag", "in", "meta", "l4proto", "udp", "drop"},
+	} {
+		if o, err := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, rule...)...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %v: %v %s", rule, err, o)
+		}
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, bin, "diagnose", "--bootstrap-nodes", boot, "--json", "--timeout", "20s")
+	out, _ = cmd.Output()
+	var rep diagnoseReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if rep.UDP.Status != udpBlocked || len(rep.Bootstraps) != 1 || !rep.Bootstraps[0].TCP.OK || rep.Bootstraps[0].UDP.OK {
+		t.Fatalf("udp %+v, bootstraps %+v", rep.UDP, rep.Bootstraps)
+	}
+	blocked := false
+	for _, f := range rep.Findings {
+		if f.Cause == monitor.CauseBootstrapUnreachable {
+			t.Errorf("a bootstrap that answers over TCP called unreachable: %+v", f)
+		}
+		blocked = blocked || f.Cause == monitor.CauseUDPBlocked
+	}
+	if !blocked {
+		t.Fatalf("no udp_blocked finding: %+v", rep.Findings)
+	}
+	assertNoEmptyField(t, &rep)
 }
