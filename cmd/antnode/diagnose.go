@@ -260,7 +260,7 @@ func bootstrapsJSON(states []traversal.BootstrapStatus, reach []bootReach, san *
 		if !b.Registered {
 			j.Error = "no registration completed during the run"
 			if b.LastError != nil {
-				j.Error = san.Text(oneLine(b.LastError))
+				j.Error = san.Text(errText(b.LastError))
 			}
 		}
 		out = append(out, j)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/antnode/antnode/bootstrap/wire"
@@ -185,10 +186,11 @@ func msText(ms float64) string {
 	return fmt.Sprintf("%.3f ms", ms)
 }
 
-// errText is an error's text on one line, "no answer" for none.
+// errText is an error's text on one line (joined errors joined with
+// "; "), "no answer" for none.
 func errText(err error) string {
 	if err == nil {
 		return "no answer"
 	}
-	return oneLine(err)
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }
