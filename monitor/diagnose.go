@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -15,105 +16,6 @@ import (
 // confidence that grows with independent evidence, and the next step for
 // the operator. It is a pure function; the API, `antnode diagnose` and
 // the dashboard call it.
-
-// Cause is a root cause. The set is closed; Causes documents it.
-type Cause string
-
-// Causes.
-const (
-	CauseBootstrapUnreachable Cause = "bootstrap_unreachable"
-	CauseUDPBlocked           Cause = "udp_blocked"
-	CauseBothSymmetric        Cause = "both_symmetric"
-	CausePeerNotRegistered    Cause = "peer_not_registered"
-	CauseKeyMismatch          Cause = "key_mismatch"
-	CausePunchFiltered        Cause = "punch_filtered"
-	CauseMappingExpired       Cause = "mapping_expired"
-	CauseRelayUnavailable     Cause = "relay_unavailable"
-	CauseRelayQuota           Cause = "relay_quota"
-	CauseRateLimited          Cause = "rate_limited"
-	CausePathBlackholed       Cause = "path_blackholed"
-	CauseNetworkChanged       Cause = "network_changed"
-	CauseOverloaded           Cause = "overloaded"
-	// Refused service streams (package service).
-	CauseUnknownService    Cause = "unknown_service"
-	CauseNotAllowed        Cause = "not_allowed"
-	CauseTargetUnreachable Cause = "target_unreachable"
-	CauseStreamLimit       Cause = "stream_limit"
-)
-
-// CauseInfo documents a cause.
-type CauseInfo struct {
-	Cause       Cause  `json:"cause"`
-	Title       string `json:"title"`
-	Explanation string `json:"explanation"`
-	NextStep    string `json:"next_step"`
-}
-
-// Causes returns the documented set of causes.
-func Causes() []CauseInfo {
-	return []CauseInfo{
-		{CauseBootstrapUnreachable, "Bootstrap unreachable",
-			"The node cannot keep a registration with a bootstrap node: no answer to the QUIC handshake or to the heartbeat.",
-			"Check that the bootstrap runs and listens on its UDP port (and TCP, same port, for the fallback); check firewalls between this node and it; `antnode diagnose` shows the RTT to each bootstrap."},
-		{CauseUDPBlocked, "UDP blocked",
-			"This network lets no UDP out (or nothing back): the node registered over TCP and can only be reached through the relay over TCP.",
-			"Allow outgoing UDP (any port) and its answers if direct connections are wanted; meanwhile connections work through the relay's TCP port."},
-		{CauseBothSymmetric, "Both sides map per destination",
-			"Both NATs give every destination a new port (address-and-port-dependent mapping): no direct path can exist between them, so the connection uses the relay.",
-			"Nothing is broken. For direct connections, put one side behind an endpoint-independent NAT (enable UPnP/NAT-PMP, or a port forward for the node's UDP port)."},
-		{CausePeerNotRegistered, "Peer not registered",
-			"The bootstrap does not know the requested peer ID: the peer is offline, registered with other bootstraps, or the ID is wrong.",
-			"Check the peer ID (`antnode id --key` on the peer) and that the peer runs with at least one of the same --bootstrap-nodes."},
-		{CauseKeyMismatch, "Key mismatch",
-			"The node at the address presented another key than the peer ID expected: a wrong ID in the configuration, a re-keyed node, or someone else at that address.",
-			"Compare the expected ID with `antnode id --key` on the remote node and fix --bootstrap-nodes (PEERID@HOST:PORT) or the peer ID you connect to."},
-		{CausePunchFiltered, "Hole punch timed out on filtering",
-			"Connectivity checks were sent but none came back within the punch budget: a NAT or firewall on the path drops unsolicited packets.",
-			"Check for a firewall that drops UDP from unknown sources on either side; the relay carries the connection meanwhile. A port forward for the node's UDP port on either side makes direct connections possible."},
-		{CauseMappingExpired, "NAT mapping expired",
-			"The NAT forgot the node's UDP mapping while it was idle and mapped it anew: its UDP timeout is shorter than the keepalive interval was.",
-			"The node now sends keepalives faster (see the event's learned lifetime); raising the NAT's UDP timeout saves traffic."},
-		{CauseRelayUnavailable, "Relay unavailable",
-			"A connection needed the relay (no direct path) but no relay could be allocated: none configured, unreachable, or refusing.",
-			"Run the bootstraps with their built-in relay (default; not --no-relay) or give --turn-server; check that the relay port (listen port + 2, UDP and TCP) is reachable."},
-		{CauseRelayQuota, "Relay quota exceeded",
-			"The relay refused an allocation because this peer holds as many as its quota allows.",
-			"Close idle relayed connections, or raise --relay-max-allocations on the bootstrap."},
-		{CauseRateLimited, "Rate limited",
-			"A bootstrap (or the monitoring surface) refused requests because they came too fast.",
-			"Slow down repeated connects; the limits protect the bootstrap. If legitimate load needs more, run more bootstraps."},
-		{CausePathBlackholed, "Direct path blackholed",
-			"A working direct path stopped carrying anything back (a firewall change, a NAT dropping the mapping's traffic); the connection moved to the relay.",
-			"Look for a firewall or NAT change on the path at the time of the event; the node tries the direct path again with backoff."},
-		{CauseNetworkChanged, "Local network changed",
-			"The host's addresses changed (new network, new DHCP lease); the node re-registered and moved its connections.",
-			"Nothing to do if the connections carried on; frequent changes point at an unstable link."},
-		{CauseOverloaded, "Overloaded",
-			"The node or a bootstrap shed work because too many attempts ran at once.",
-			"Reduce concurrent attempts or spread peers over more bootstraps."},
-		{CauseUnknownService, "Stream to an unknown service",
-			"A stream named a service that the node at the other end does not serve.",
-			"Check the service name against the serving node's --expose NAME=HOST:PORT (or its Listen); names are case-sensitive."},
-		{CauseNotAllowed, "Peer not allowed to use a service",
-			"A peer opened a stream to a service whose allow list does not name it; the stream was refused (and audited).",
-			"If that peer should use the service, add its ID to --allow (or the service's allow=... in --expose); if not, nothing is wrong: the audit log names it."},
-		{CauseTargetUnreachable, "Service target unreachable",
-			"An exposed service's local TCP target refused the connection or did not answer, so the stream was refused.",
-			"Start the local service, or fix the HOST:PORT in --expose; `curl` or `nc` to it from the serving host shows the same error."},
-		{CauseStreamLimit, "Per-peer stream limit reached",
-			"A peer had as many streams open to this node's services as --max-streams allows; further streams were refused while the others kept flowing.",
-			"If the load is legitimate, raise --max-streams (each open stream costs memory); otherwise find what opens so many streams on that peer."},
-	}
-}
-
-func causeInfo(c Cause) CauseInfo {
-	for _, ci := range Causes() {
-		if ci.Cause == c {
-			return ci
-		}
-	}
-	return CauseInfo{Cause: c, Title: string(c)}
-}
 
 // Severity ranks findings.
 type Severity string
@@ -137,18 +39,25 @@ type Evidence struct {
 
 // Finding is a diagnosed cause.
 type Finding struct {
-	Cause      Cause      `json:"cause"`
-	Title      string     `json:"title"`
-	Severity   Severity   `json:"severity"`
-	Scope      string     `json:"scope"` // "node", "bootstrap N", "peer ID"
-	Confidence float64    `json:"confidence"`
-	Summary    string     `json:"summary"`
-	NextStep   string     `json:"next_step"`
-	Count      int        `json:"count"`
-	First      time.Time  `json:"first"`
-	Last       time.Time  `json:"last"`
-	Attempts   []string   `json:"attempts,omitempty"`
-	Evidence   []Evidence `json:"evidence"`
+	Cause    Cause    `json:"cause"`
+	Title    string   `json:"title"`
+	Severity Severity `json:"severity"`
+	Scope    string   `json:"scope"` // "node", "bootstrap N", "peer ID"
+	// Confidence is Confidence of the observations for and against it.
+	Confidence float64   `json:"confidence"`
+	Summary    string    `json:"summary"`
+	NextStep   string    `json:"next_step"`
+	Count      int       `json:"count"`
+	First      time.Time `json:"first"`
+	Last       time.Time `json:"last"`
+	Attempts   []string  `json:"attempts,omitempty"`
+	// Sources is the number of independent sources for it.
+	Sources  int        `json:"sources"`
+	Evidence []Evidence `json:"evidence"`
+	// Against is the evidence that contradicts it.
+	Against []Evidence `json:"against,omitempty"`
+	// Unknown is what the evidence does not establish.
+	Unknown string `json:"unknown,omitempty"`
 }
 
 // BootstrapFact is what the node knows about one bootstrap now.
@@ -167,25 +76,34 @@ type NodeFacts struct {
 	Bootstraps []BootstrapFact
 }
 
+// Probe is the result of a test made for a diagnosis (by `antnode
+// diagnose`): an observation for a cause, which makes its finding, or
+// against one, which counts only where the finding exists.
+type Probe struct {
+	Cause    Cause
+	Scope    string
+	Severity Severity
+	Observation
+	Evidence Evidence
+}
+
 // DiagInput is what Diagnose works from.
 type DiagInput struct {
 	Attempts   []AttemptRecord
 	NodeEvents []Event
 	Facts      NodeFacts
+	Probes     []Probe
 	Now        time.Time
-	// Window limits the evidence to recent history. Zero: 1 h.
+	// Window limits the evidence to recent history. Zero: DefaultWindow.
 	Window time.Duration
 }
 
-// Evidence weights: how much one event of a kind supports its cause.
-// Confidence combines independent evidence: 1 - Π(1 - w).
+// DefaultWindow is how far back diagnosis looks by default.
+const DefaultWindow = time.Hour
+
 const (
-	wExplicit  = 0.9  // a peer or bootstrap said so (unknown peer, key mismatch, quota)
-	wInferred  = 0.6  // a timeout whose likely cause is this
-	wSupport   = 0.5  // a corroborating observation
-	maxEvCount = 6    // evidence items kept per finding
-	maxAttIDs  = 5    // attempt IDs kept per finding
-	maxConf    = 0.99 // never certain
+	maxEvCount = 6 // evidence items kept per finding
+	maxAttIDs  = 5 // attempt IDs kept per finding
 )
 
 type findingKey struct {
@@ -193,20 +111,27 @@ type findingKey struct {
 	scope string
 }
 
-type builder struct {
-	m     map[findingKey]*Finding
-	miss  map[findingKey]float64 // Π(1 - w)
-	order []findingKey
+type contradiction struct {
+	key findingKey
+	obs Observation
+	ev  Evidence
 }
 
-func (b *builder) add(c Cause, scope string, sev Severity, w float64, ev Evidence, attempt string) {
+type builder struct {
+	m       map[findingKey]*Finding
+	obs     map[findingKey][]Observation
+	order   []findingKey
+	against []contradiction
+}
+
+func (b *builder) add(c Cause, scope string, sev Severity, o Observation, ev Evidence, attempt string) {
 	k := findingKey{c, scope}
 	f := b.m[k]
 	if f == nil {
 		ci := causeInfo(c)
-		f = &Finding{Cause: c, Title: ci.Title, Severity: sev, Scope: scope, NextStep: ci.NextStep, First: ev.Time, Last: ev.Time}
+		f = &Finding{Cause: c, Title: ci.Title, Severity: sev, Scope: scope, NextStep: ci.NextStep, Unknown: ci.Unknown,
+			First: ev.Time, Last: ev.Time}
 		b.m[k] = f
-		b.miss[k] = 1
 		b.order = append(b.order, k)
 	}
 	if sevRank(sev) > sevRank(f.Severity) {
@@ -225,7 +150,50 @@ func (b *builder) add(c Cause, scope string, sev Severity, w float64, ev Evidenc
 	if attempt != "" && len(f.Attempts) < maxAttIDs && !slices.Contains(f.Attempts, attempt) {
 		f.Attempts = append(f.Attempts, attempt)
 	}
-	b.miss[k] *= 1 - w
+	o.Against = false
+	b.obs[k] = append(b.obs[k], o)
+}
+
+// observe adds one more observation for an existing finding.
+func (b *builder) observe(k findingKey, o Observation) {
+	o.Against = false
+	b.obs[k] = append(b.obs[k], o)
+}
+
+// contradict records an observation against a finding, should it exist
+// once all the evidence is in.
+func (b *builder) contradict(c Cause, scope string, o Observation, ev Evidence) {
+	o.Against = true
+	b.against = append(b.against, contradiction{findingKey{c, scope}, o, ev})
+}
+
+// findings applies the contradictions and computes each confidence.
+func (b *builder) findings() []Finding {
+	for _, x := range b.against {
+		f := b.m[x.key]
+		if f == nil {
+			continue
+		}
+		b.obs[x.key] = append(b.obs[x.key], x.obs)
+		if len(f.Against) < maxEvCount {
+			f.Against = append(f.Against, x.ev)
+		}
+	}
+	out := make([]Finding, 0, len(b.order))
+	for _, k := range b.order {
+		f := b.m[k]
+		f.Confidence = Confidence(b.obs[k])
+		srcs := map[string]bool{}
+		for _, o := range b.obs[k] {
+			if !o.Against {
+				srcs[o.Source] = true
+			}
+		}
+		f.Sources = len(srcs)
+		f.Summary = summary(f)
+		out = append(out, *f)
+	}
+	return out
 }
 
 func sevRank(s Severity) int {
@@ -252,57 +220,13 @@ func evidenceOf(ev *Event) Evidence {
 	return e
 }
 
-// NextStep returns the next step of the cause a failure's reason points
-// to, and false when the reason names none of the documented causes.
-func NextStep(r Reason) (string, bool) {
-	c, _, ok := causeOfReason(r)
-	if !ok {
-		return "", false
-	}
-	return causeInfo(c).NextStep, true
-}
-
-// causeOfReason maps the reason an attempt failed or detoured with to a
-// cause and the weight of that evidence.
-func causeOfReason(r Reason) (Cause, float64, bool) {
-	switch r {
-	case ReasonUnknownPeer:
-		return CausePeerNotRegistered, wExplicit, true
-	case ReasonKeyMismatch:
-		return CauseKeyMismatch, wExplicit, true
-	case ReasonBootstrapUnreachable, ReasonNoBootstrap:
-		return CauseBootstrapUnreachable, wInferred, true
-	case ReasonUDPBlocked:
-		return CauseUDPBlocked, wExplicit, true
-	case ReasonBothSymmetric:
-		return CauseBothSymmetric, wExplicit, true
-	case ReasonPunchTimeout:
-		return CausePunchFiltered, wInferred, true
-	case ReasonRelayUnavailable:
-		return CauseRelayUnavailable, wInferred, true
-	case ReasonRelayQuota:
-		return CauseRelayQuota, wExplicit, true
-	case ReasonRateLimited:
-		return CauseRateLimited, wExplicit, true
-	case ReasonPathBlackholed:
-		return CausePathBlackholed, wInferred, true
-	case ReasonMappingExpired:
-		return CauseMappingExpired, wInferred, true
-	case ReasonNetworkChanged:
-		return CauseNetworkChanged, wExplicit, true
-	case ReasonOverloaded, ReasonRegistryFull:
-		return CauseOverloaded, wExplicit, true
-	}
-	return "", 0, false
-}
-
 // Diagnose returns the findings, most severe and most confident first.
 func Diagnose(in DiagInput) []Finding {
 	if in.Window <= 0 {
-		in.Window = time.Hour
+		in.Window = DefaultWindow
 	}
 	since := in.Now.Add(-in.Window)
-	b := &builder{m: map[findingKey]*Finding{}, miss: map[findingKey]float64{}}
+	b := &builder{m: map[findingKey]*Finding{}, obs: map[findingKey][]Observation{}}
 
 	for i := range in.Attempts {
 		a := &in.Attempts[i]
@@ -319,15 +243,15 @@ func Diagnose(in DiagInput) []Finding {
 		diagnoseNodeEvent(b, ev, in.Facts)
 	}
 	diagnoseFacts(b, in.Facts, in.Now)
-
-	out := make([]Finding, 0, len(b.order))
-	for _, k := range b.order {
-		f := b.m[k]
-		f.Confidence = min(maxConf, 1-b.miss[k])
-		f.Confidence = float64(int(f.Confidence*100+0.5)) / 100
-		f.Summary = summary(f)
-		out = append(out, *f)
+	for _, p := range in.Probes {
+		if p.Against {
+			b.contradict(p.Cause, p.Scope, p.Observation, p.Evidence)
+		} else {
+			b.add(p.Cause, p.Scope, p.Severity, p.Observation, p.Evidence, "")
+		}
 	}
+
+	out := b.findings()
 	slices.SortStableFunc(out, func(x, y Finding) int {
 		if c := cmp.Compare(sevRank(y.Severity), sevRank(x.Severity)); c != 0 {
 			return c
@@ -343,37 +267,53 @@ func Diagnose(in DiagInput) []Finding {
 func diagnoseAttempt(b *builder, a *AttemptRecord) {
 	id := a.ID.String()
 	scope := "peer " + short(a.Peer)
-	at := Evidence{Time: a.End, Kind: "attempt_end", Attempt: id, Reason: a.Reason.String(),
-		Detail: fmt.Sprintf("%s %s → %s", a.Role, natPair(a.NAT, a.PeerNAT), a.Outcome)}
-	if a.Outcome != OutcomeOK {
-		if c, w, ok := causeOfReason(a.Reason); ok {
-			sev := SeverityWarning
-			if c == CauseBootstrapUnreachable || c == CauseUDPBlocked && a.Path == PathNone {
-				sev = SeverityError
-			}
-			if c == CauseBootstrapUnreachable {
-				scope = "node"
-			}
-			b.add(c, scope, sev, w, at, id)
-			// Corroboration from the attempt's own events.
-			sent, answered := 0, 0
-			for i := range a.Events {
-				switch a.Events[i].Kind {
-				case KindCheckSent:
-					sent++
-				case KindCheckAnswered:
-					answered++
-				}
-			}
-			if c == CausePunchFiltered && sent > 0 && answered == 0 {
-				b.add(c, scope, sev, wSupport, Evidence{Time: a.End, Kind: "check_sent", Attempt: id,
-					Detail: fmt.Sprintf("%d checks sent, none answered", sent)}, id)
-			}
-		}
+	src := "attempts with peer " + a.Peer
+	if a.Outcome == OutcomeOK {
+		diagnoseSuccess(b, a, scope, src)
 		return
 	}
-	// Succeeded, but maybe on a detour: the record keeps why (the events,
-	// if the sampler kept them, add the detail).
+	at := Evidence{Time: a.End, Kind: "attempt_end", Attempt: id,
+		Detail: fmt.Sprintf("%s %s → %s%s", a.Role, natPair(a.NAT, a.PeerNAT), a.Outcome, lastPhase(a))}
+	if a.Reason != ReasonNone {
+		at.Reason = a.Reason.String()
+	}
+	c, w, ok := causeOfReason(a.Reason)
+	if !ok {
+		c, w = CauseUnexplainedFailed, StrengthMeasured
+	}
+	sev := SeverityWarning
+	switch {
+	case c == CauseCanceled || c == CauseSelf:
+		sev = SeverityInfo
+	case c == CauseBootstrapUnreachable || c == CauseUDPBlocked && a.Path == PathNone:
+		sev = SeverityError
+	}
+	if c == CauseBootstrapUnreachable {
+		scope = "node"
+	}
+	b.add(c, scope, sev, Observation{Source: src, Strength: w}, at, id)
+	// Corroboration from the attempt's own events: checks sent and none
+	// answered is measured, not inferred.
+	sent, answered := 0, 0
+	for i := range a.Events {
+		switch a.Events[i].Kind {
+		case KindCheckSent:
+			sent++
+		case KindCheckAnswered:
+			answered++
+		}
+	}
+	if c == CausePunchFiltered && sent > 0 && answered == 0 {
+		b.add(c, scope, sev, Observation{Source: src, Strength: StrengthMeasured}, Evidence{Time: a.End, Kind: "check_sent", Attempt: id,
+			Detail: fmt.Sprintf("%d checks sent, none answered", sent)}, id)
+	}
+}
+
+// diagnoseSuccess: a success may have taken a detour (the record keeps
+// why; the events, if the sampler kept them, add the detail), and a
+// direct one contradicts filtering and blocked UDP.
+func diagnoseSuccess(b *builder, a *AttemptRecord, scope, src string) {
+	id := a.ID.String()
 	for _, r := range a.Detours {
 		if c, w, ok := causeOfReason(r); ok {
 			ev := Evidence{Time: a.End, Kind: "fallback", Attempt: id, Reason: r.String(), Detail: "direct->relay, " + a.Path.String() + " path used"}
@@ -382,106 +322,145 @@ func diagnoseAttempt(b *builder, a *AttemptRecord) {
 					ev = evidenceOf(&a.Events[i])
 				}
 			}
-			b.add(c, scope, SeverityInfo, w, ev, id)
+			b.add(c, scope, SeverityInfo, Observation{Source: src, Strength: w}, ev, id)
 		}
 	}
+	if a.Path != PathDirect {
+		return
+	}
+	o := Observation{Source: "direct connection with peer " + a.Peer, Strength: StrengthMeasured}
+	ev := Evidence{Time: a.End, Kind: "attempt_end", Attempt: id, Detail: "connected on a direct path"}
+	b.contradict(CausePunchFiltered, scope, o, ev)
+	b.contradict(CauseBothSymmetric, scope, o, ev)
+	b.contradict(CauseUDPBlocked, "node", o, ev)
+}
+
+// lastPhase names the last phase an attempt began, when its events or
+// phases were kept.
+func lastPhase(a *AttemptRecord) string {
+	if n := len(a.Phases); n > 0 {
+		return ", in phase " + a.Phases[n-1].Phase.String()
+	}
+	for i := len(a.Events) - 1; i >= 0; i-- {
+		if k := a.Events[i].Kind; k == KindPhaseStart || k == KindPhaseEnd {
+			return ", in phase " + a.Events[i].Phase.String()
+		}
+	}
+	return ""
 }
 
 func diagnoseNodeEvent(b *builder, ev *Event, facts NodeFacts) {
 	e := evidenceOf(ev)
+	stated := func(src string) Observation { return Observation{Source: src, Strength: StrengthStated} }
+	measured := func(src string) Observation { return Observation{Source: src, Strength: StrengthMeasured} }
 	switch ev.Kind {
 	case KindBootstrapState:
 		if ev.Outcome == OutcomeFail && ev.Reason != ReasonCanceled {
-			scope := "bootstrap " + ev.Bootstrap
-			sev := SeverityWarning
-			for _, bf := range facts.Bootstraps {
-				if bf.Label == ev.Bootstrap && !bf.Registered {
-					sev = SeverityError // still down now
-				}
-			}
-			c := CauseBootstrapUnreachable
-			if ev.Reason == ReasonKeyMismatch {
-				c = CauseKeyMismatch
-			}
-			b.add(c, scope, sev, wInferred, e, "")
+			diagnoseBootstrapDown(b, ev, e, facts)
 		}
 	case KindBootstrapRequest:
 		if ev.Outcome == OutcomeFail && ev.Reason == ReasonKeyMismatch {
-			b.add(CauseKeyMismatch, "bootstrap "+ev.Bootstrap, SeverityError, wExplicit, e, "")
+			b.add(CauseKeyMismatch, "bootstrap "+ev.Bootstrap, SeverityError, stated("bootstrap "+ev.Bootstrap+" registration"), e, "")
 		}
 	case KindMigration, KindFallback:
 		switch ev.Reason {
 		case ReasonMappingExpired:
-			b.add(CauseMappingExpired, "node", SeverityInfo, wExplicit, e, "")
+			b.add(CauseMappingExpired, "node", SeverityInfo, measured("migrations"), e, "")
 		case ReasonPathBlackholed:
-			b.add(CausePathBlackholed, scopeOfPeer(ev), SeverityInfo, wExplicit, e, "")
+			b.add(CausePathBlackholed, scopeOfPeer(ev), SeverityInfo, measured("paths to "+scopeOfPeer(ev)), e, "")
 		case ReasonNetworkChanged:
-			b.add(CauseNetworkChanged, "node", SeverityInfo, wExplicit, e, "")
+			b.add(CauseNetworkChanged, "node", SeverityInfo, stated("host addresses"), e, "")
 		}
 	case KindSecurity:
 		switch ev.Reason {
 		case ReasonRateLimited:
-			b.add(CauseRateLimited, "node", SeverityWarning, wExplicit, e, "")
+			b.add(CauseRateLimited, "node", SeverityWarning, stated("guard"), e, "")
 		case ReasonOverloaded, ReasonRegistryFull:
-			b.add(CauseOverloaded, "node", SeverityWarning, wExplicit, e, "")
+			b.add(CauseOverloaded, "node", SeverityWarning, stated("guard"), e, "")
 		case ReasonNotAllowed:
-			b.add(CauseNotAllowed, scopeOfPeer(ev), SeverityWarning, wExplicit, e, "")
+			b.add(CauseNotAllowed, scopeOfPeer(ev), SeverityWarning, stated("streams of "+scopeOfPeer(ev)), e, "")
 		}
 	case KindStream:
 		if c, ok := streamCause(ev.Reason); ok {
-			b.add(c, scopeOfPeer(ev), SeverityWarning, wExplicit, e, "")
+			b.add(c, scopeOfPeer(ev), SeverityWarning, stated("streams of "+scopeOfPeer(ev)), e, "")
 		}
 	case KindRelay:
 		if ev.Outcome == OutcomeFail {
 			switch ev.Reason {
 			case ReasonRelayQuota:
-				b.add(CauseRelayQuota, scopeOfPeer(ev), SeverityWarning, wExplicit, e, "")
+				b.add(CauseRelayQuota, scopeOfPeer(ev), SeverityWarning, stated("relay"), e, "")
 			case ReasonRelayUnavailable:
-				b.add(CauseRelayUnavailable, "node", SeverityWarning, wInferred, e, "")
+				b.add(CauseRelayUnavailable, "node", SeverityWarning, Observation{Source: "relay", Strength: StrengthInferred}, e, "")
 			}
 		}
 	case KindNATType:
 		if ev.NAT == "udp-blocked" {
-			b.add(CauseUDPBlocked, "node", SeverityWarning, wExplicit, e, "")
+			b.add(CauseUDPBlocked, "node", SeverityWarning, measured("NAT classification"), e, "")
 		}
 	}
+}
+
+// diagnoseBootstrapDown: a bootstrap's registration failed (or its key
+// did not match); an error while it is still down now.
+func diagnoseBootstrapDown(b *builder, ev *Event, e Evidence, facts NodeFacts) {
+	scope := "bootstrap " + ev.Bootstrap
+	sev := SeverityWarning
+	for _, bf := range facts.Bootstraps {
+		if bf.Label == ev.Bootstrap && !bf.Registered {
+			sev = SeverityError // still down now
+		}
+	}
+	c, w := CauseBootstrapUnreachable, StrengthMeasured
+	if ev.Reason == ReasonKeyMismatch {
+		c, w = CauseKeyMismatch, StrengthStated
+	}
+	b.add(c, scope, sev, Observation{Source: scope + " registration", Strength: w}, e, "")
 }
 
 func diagnoseFacts(b *builder, f NodeFacts, now time.Time) {
-	if f.NAT == "udp-blocked" {
-		b.add(CauseUDPBlocked, "node", SeverityWarning, wSupport, Evidence{Time: now, Kind: "state", Detail: "NAT class udp-blocked: registered over TCP only"}, "")
+	classified := Observation{Source: "NAT classification", Strength: StrengthMeasured}
+	switch f.NAT {
+	case "udp-blocked":
+		b.add(CauseUDPBlocked, "node", SeverityWarning, classified,
+			Evidence{Time: now, Kind: "state", Detail: "NAT class udp-blocked: registered over TCP only"}, "")
+	case "", "unknown":
+	default: // classified from answers over UDP
+		b.contradict(CauseUDPBlocked, "node", classified, Evidence{Time: now, Kind: "state", Detail: "NAT class " + f.NAT + ": measured over UDP"})
 	}
-	down := 0
+	var down []Observation
 	for _, bf := range f.Bootstraps {
-		if !bf.Registered {
-			down++
-			c := CauseBootstrapUnreachable
-			if bf.KeyMismatch {
-				c = CauseKeyMismatch
+		src := "bootstrap " + bf.Label + " registration"
+		if bf.Registered {
+			if bf.Transport == "quic" {
+				b.contradict(CauseUDPBlocked, "node", Observation{Source: src, Strength: StrengthMeasured},
+					Evidence{Time: now, Kind: "state", Detail: "registered with bootstrap " + bf.Label + " over QUIC (UDP)"})
 			}
-			b.add(c, "bootstrap "+bf.Label, SeverityWarning, wSupport,
-				Evidence{Time: now, Kind: "state", Detail: "not registered: " + bf.LastError}, "")
+			continue
 		}
+		o := Observation{Source: src, Strength: StrengthMeasured}
+		c := CauseBootstrapUnreachable
+		if bf.KeyMismatch {
+			c, o.Strength = CauseKeyMismatch, StrengthStated
+		}
+		down = append(down, o)
+		b.add(c, "bootstrap "+bf.Label, SeverityWarning, o,
+			Evidence{Time: now, Kind: "state", Detail: "not registered: " + orText(strings.ReplaceAll(bf.LastError, "\n", "; "), "no registration has completed yet")}, "")
 	}
-	if len(f.Bootstraps) > 0 && down == len(f.Bootstraps) {
-		b.add(CauseBootstrapUnreachable, "node", SeverityError, wExplicit,
-			Evidence{Time: now, Kind: "state", Detail: "registered with no bootstrap"}, "")
+	if len(f.Bootstraps) > 0 && len(down) == len(f.Bootstraps) {
+		ev := Evidence{Time: now, Kind: "state", Detail: "registered with no bootstrap"}
+		b.add(CauseBootstrapUnreachable, "node", SeverityError, down[0], ev, "")
+		for _, o := range down[1:] { // one fact, each bootstrap a source
+			b.observe(findingKey{CauseBootstrapUnreachable, "node"}, o)
+		}
 	}
 }
 
-// streamCause is the cause of a refused service stream, by its reason.
-func streamCause(r Reason) (Cause, bool) {
-	switch r {
-	case ReasonUnknownService:
-		return CauseUnknownService, true
-	case ReasonNotAllowed:
-		return CauseNotAllowed, true
-	case ReasonTargetUnreachable:
-		return CauseTargetUnreachable, true
-	case ReasonStreamLimit:
-		return CauseStreamLimit, true
+// orText is s, or alt where s is empty: a printed field is never empty.
+func orText(s, alt string) string {
+	if s == "" {
+		return alt
 	}
-	return "", false
+	return s
 }
 
 func scopeOfPeer(ev *Event) string {

@@ -119,6 +119,7 @@ const (
 	ReasonTargetUnreachable    = event.ReasonTargetUnreachable
 	ReasonStreamLimit          = event.ReasonStreamLimit
 	ReasonRegistryFull         = event.ReasonRegistryFull
+	ReasonBadCredentials       = event.ReasonBadCredentials
 	PathNone                   = event.PathNone
 	PathDirect                 = event.PathDirect
 	PathRelay                  = event.PathRelay

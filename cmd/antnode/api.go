@@ -138,7 +138,9 @@ func bootstrapAPI(id *identity.Identity, srv *bootstrap.Server, rs *relay.Server
 			return st
 		},
 		ready: func() error { return bootstrapReady(srv, rs) }, // every listener accepting
-		facts: func() monitor.NodeFacts { return monitor.NodeFacts{Role: "bootstrap", NAT: "public"} },
+		// A bootstrap does not measure its own NAT: what it is behind, if
+		// anything, was not observed.
+		facts: func() monitor.NodeFacts { return monitor.NodeFacts{Role: "bootstrap", NAT: "unknown"} },
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
@@ -30,7 +31,7 @@ type diagnoseReport struct {
 	Interfaces []ifaceJSON         `json:"interfaces"`
 	Clock      checkJSON           `json:"clock"`
 	MTU        checkJSON           `json:"mtu"`
-	UDP        checkJSON           `json:"udp"`
+	UDP        udpCheckJSON        `json:"udp"`
 	Bootstraps []diagBootstrapJSON `json:"bootstraps"`
 	NAT        natJSON             `json:"nat"`
 	Hairpin    *bool               `json:"hairpin"`
@@ -57,8 +58,21 @@ type diagBootstrapJSON struct {
 	Registered bool    `json:"registered"`
 	Transport  string  `json:"transport,omitempty"`
 	RTTMS      float64 `json:"rtt_ms,omitempty"`
+	RTTOver    string  `json:"rtt_over,omitempty"` // udp (STUN), quic or tcp (the registration)
 	Mapped     string  `json:"mapped,omitempty"`
 	Error      string  `json:"error,omitempty"`
+	// UDP and TCP are the probes' answers: STUN over UDP, TLS over TCP
+	// on the same port.
+	UDP reachJSON `json:"udp"`
+	TCP reachJSON `json:"tcp"`
+}
+
+// reachJSON is one probe of a bootstrap: answered, and in how long, or
+// the error.
+type reachJSON struct {
+	OK    bool    `json:"ok"`
+	RTTMS float64 `json:"rtt_ms,omitempty"`
+	Error string  `json:"error,omitempty"`
 }
 
 type natJSON struct {
@@ -160,8 +174,10 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	defer ep.Close()
 
 	// UDP: a STUN Binding to every bootstrap from the socket, before any
-	// QUIC: the mapped address and the round trip.
-	mapped, rtts, udp := stunProbeAll(ctx, ep, bs)
+	// QUIC: the mapped address and the round trip; and TLS over TCP to
+	// the same port, which tells UDP blocked from a bootstrap down.
+	reach := probeBootstraps(ctx, ep, id, bs)
+	udp, probes := reachVerdict(reach, time.Now(), san.Text)
 	rep.UDP = udp
 
 	node, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log,
@@ -175,7 +191,7 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	rcancel()
 	// The other bootstraps get a moment to register too.
 	waitAllRegistered(node, 1500*time.Millisecond)
-	rep.Bootstraps = bootstrapsJSON(node.Bootstraps(), mapped, rtts, san)
+	rep.Bootstraps = bootstrapsJSON(node.Bootstraps(), reach, san)
 
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 	nat, err := node.Classify(cctx)
@@ -187,7 +203,7 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 
 	// Hairpinning: does the NAT loop a packet to its own public address
 	// back in? Only meaningful behind a NAT with a known mapping.
-	rep.Hairpin = hairpinCheck(ctx, bs, mapped, nat.Mapping.String() != "none")
+	rep.Hairpin = hairpinCheck(ctx, bs, reach, nat.Mapping.String() != "none")
 
 	// Relay: a real allocation over UDP and one over TCP, held at the same
 	// time (a quota of one per peer shows), then released.
@@ -197,31 +213,9 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	// the past, breaks TLS and credential expiry.
 	rep.Clock = clockCheck(wallStart, monoStart)
 
-	facts := peerFacts(node)
-	r := mon.Diagnostics(facts, time.Now())
-	rep.Findings = r.Findings
-	if !rep.UDP.OK {
-		rep.Findings = append(rep.Findings, udpFinding(rep.UDP))
-	}
-	rep.Guide = monitor.MakeGuide(facts, rep.Findings, r.Patterns)
+	r := mon.DiagnosticsWith(peerFacts(node), time.Now(), probes)
+	rep.Findings, rep.Guide = r.Findings, r.Guide
 	return rep, nil
-}
-
-// stunProbeAll sends a STUN Binding to every bootstrap from ep, keyed by
-// the bootstrap's label (its index): the mapped addresses and round trips
-// of those that answered, and the UDP check saying how many did.
-func stunProbeAll(ctx context.Context, ep *endpoint.Endpoint, bs []traversal.Bootstrap) (map[string]netip.AddrPort, map[string]time.Duration, checkJSON) {
-	mapped := map[string]netip.AddrPort{}
-	rtts := map[string]time.Duration{}
-	udpOK := 0
-	for i, b := range bs {
-		label := fmt.Sprint(i)
-		if m, rtt, err := stunProbe(ctx, ep, b.Addr); err == nil {
-			mapped[label], rtts[label] = m, rtt
-			udpOK++
-		}
-	}
-	return mapped, rtts, checkJSON{OK: udpOK > 0, Detail: fmt.Sprintf("%d of %d bootstraps answered STUN over UDP", udpOK, len(bs))}
 }
 
 // waitAllRegistered polls the node's bootstraps every 50 ms until all are
@@ -240,38 +234,55 @@ func waitAllRegistered(node *traversal.Node, wait time.Duration) {
 
 // bootstrapsJSON reports each bootstrap's state, preferring the STUN
 // probe's round trip and mapped address over the node's own, with
-// addresses and errors passed through san.
-func bootstrapsJSON(states []traversal.BootstrapStatus, mapped map[string]netip.AddrPort, rtts map[string]time.Duration, san *monitor.Sanitizer) []diagBootstrapJSON {
-	var out []diagBootstrapJSON
+// addresses and errors passed through san. No field is left empty where
+// its value is unknown: the error says why.
+func bootstrapsJSON(states []traversal.BootstrapStatus, reach []bootReach, san *monitor.Sanitizer) []diagBootstrapJSON {
+	out := make([]diagBootstrapJSON, 0, len(states))
 	for _, b := range states {
 		j := diagBootstrapJSON{Label: b.Label, Addr: san.AddrPort(b.Addr), Registered: b.Registered, Transport: b.Transport}
-		if r, ok := rtts[b.Label]; ok {
-			j.RTTMS = float64(r.Microseconds()) / 1000
-		} else if b.RTT > 0 {
-			j.RTTMS = float64(b.RTT.Microseconds()) / 1000
+		if b.RTT > 0 {
+			j.RTTMS, j.RTTOver = msFloat(b.RTT), b.Transport
 		}
-		if m, ok := mapped[b.Label]; ok {
-			j.Mapped = san.AddrPort(m)
-		} else if b.Observed.IsValid() {
+		// Over TCP the bootstrap sees a TCP connection's source, which is
+		// not the UDP socket's mapping.
+		if b.Observed.IsValid() && b.Transport == bootstrap.TransportQUIC {
 			j.Mapped = san.AddrPort(b.Observed)
 		}
-		if b.LastError != nil && !b.Registered {
-			j.Error = san.Text(b.LastError.Error())
+		for _, r := range reach {
+			if r.Label != b.Label {
+				continue
+			}
+			j.UDP, j.TCP = reachOf(r.UDP, r.UDPRTT, r.UDPErr, san), reachOf(r.TCP, r.TCPRTT, r.TCPErr, san)
+			if r.UDP {
+				j.RTTMS, j.RTTOver, j.Mapped = msFloat(r.UDPRTT), "udp", san.AddrPort(r.Mapped)
+			}
+		}
+		if !b.Registered {
+			j.Error = "no registration completed during the run"
+			if b.LastError != nil {
+				j.Error = san.Text(errText(b.LastError))
+			}
 		}
 		out = append(out, j)
 	}
 	return out
 }
 
+func reachOf(ok bool, rtt time.Duration, err error, san *monitor.Sanitizer) reachJSON {
+	if ok {
+		return reachJSON{OK: true, RTTMS: msFloat(rtt)}
+	}
+	return reachJSON{Error: san.Text(errText(err))}
+}
+
 // hairpinCheck tests hairpinning through the first bootstrap to one of
 // the mapped addresses, when there is one and behindNAT; nil otherwise.
-func hairpinCheck(ctx context.Context, bs []traversal.Bootstrap, mapped map[string]netip.AddrPort, behindNAT bool) *bool {
-	for _, m := range mapped {
-		if behindNAT {
-			h := hairpin(ctx, bs[0].Addr, m.Addr())
+func hairpinCheck(ctx context.Context, bs []traversal.Bootstrap, reach []bootReach, behindNAT bool) *bool {
+	for _, r := range reach {
+		if r.UDP && behindNAT {
+			h := hairpin(ctx, bs[0].Addr, r.Mapped.Addr())
 			return &h
 		}
-		break
 	}
 	return nil
 }
@@ -308,19 +319,6 @@ func clockCheck(wallStart, monoStart time.Time) checkJSON {
 	drift := time.Since(wallStart) - time.Since(monoStart)
 	return checkJSON{OK: drift.Abs() < time.Second && time.Now().Year() >= 2024,
 		Detail: fmt.Sprintf("%s; wall clock drifted %v from the monotonic clock during the run", time.Now().UTC().Format(time.RFC3339), drift.Round(time.Millisecond))}
-}
-
-// udpFinding is the finding for a socket whose STUN went unanswered
-// (unless diagnosis already found UDP blocked from the registration).
-func udpFinding(c checkJSON) monitor.Finding {
-	for _, ci := range monitor.Causes() {
-		if ci.Cause == monitor.CauseUDPBlocked {
-			return monitor.Finding{Cause: ci.Cause, Title: ci.Title, Severity: monitor.SeverityWarning, Scope: "node",
-				Confidence: 0.8, Summary: c.Detail + ".", NextStep: ci.NextStep, Count: 1, First: time.Now(), Last: time.Now(),
-				Evidence: []monitor.Evidence{{Time: time.Now(), Kind: "stun", Detail: c.Detail}}}
-		}
-	}
-	return monitor.Finding{}
 }
 
 func relayReason(err error) monitor.Reason {
@@ -446,21 +444,24 @@ func printDiagnose(w io.Writer, r *diagnoseReport) {
 		}
 		return "FAIL"
 	}
+	udpMark := mark(r.UDP.OK)
+	if r.UDP.Status == udpUnknown {
+		udpMark = "?   "
+	}
 	fmt.Fprintf(w, "antnode diagnose, %s\n", r.Time.Format(time.RFC3339))
-	fmt.Fprintf(w, "  %s udp       %s\n", mark(r.UDP.OK), r.UDP.Detail)
+	fmt.Fprintf(w, "  %s udp       %s\n", udpMark, r.UDP.Detail)
 	fmt.Fprintf(w, "  %s mtu       %s\n", mark(r.MTU.OK), r.MTU.Detail)
 	fmt.Fprintf(w, "  %s clock     %s\n", mark(r.Clock.OK), r.Clock.Detail)
 	fmt.Fprintf(w, "  nat: %s (mapping %s, filtering %s)", r.NAT.Class, r.NAT.Mapping, r.NAT.Filtering)
+	if r.NAT.Error != "" {
+		fmt.Fprintf(w, ": %s", r.NAT.Error)
+	}
 	if r.Hairpin != nil {
 		fmt.Fprintf(w, ", hairpinning %v", *r.Hairpin)
 	}
 	fmt.Fprintln(w)
 	for _, b := range r.Bootstraps {
-		state := "registered over " + b.Transport
-		if !b.Registered {
-			state = "NOT registered: " + b.Error
-		}
-		fmt.Fprintf(w, "  bootstrap %s %s: %s, rtt %.1f ms, mapped %s\n", b.Label, b.Addr, state, b.RTTMS, b.Mapped)
+		fmt.Fprintf(w, "  bootstrap %s %s: %s\n", b.Label, b.Addr, bootstrapLine(b))
 	}
 	for _, rc := range r.Relay {
 		if rc.OK {
@@ -471,4 +472,33 @@ func printDiagnose(w io.Writer, r *diagnoseReport) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprint(w, r.Guide.Markdown)
+}
+
+// bootstrapLine is a bootstrap's state, each field printed with its
+// value or, where there is none, the reason.
+func bootstrapLine(b diagBootstrapJSON) string {
+	parts := []string{"registered over " + b.Transport}
+	if !b.Registered {
+		parts[0] = "NOT registered (" + b.Error + ")"
+	}
+	if b.RTTMS > 0 {
+		parts = append(parts, "rtt "+msText(b.RTTMS)+" over "+b.RTTOver)
+	} else {
+		parts = append(parts, "rtt unknown (no round trip completed)")
+	}
+	if b.Mapped != "" {
+		parts = append(parts, "mapped "+b.Mapped)
+	} else {
+		parts = append(parts, "mapped address unknown (no STUN answer over UDP)")
+	}
+	parts = append(parts, "udp "+reachText(b.UDP), "tcp "+reachText(b.TCP))
+	return strings.Join(parts, ", ")
+}
+
+// reachText is one probe's answer: its round trip, or its error.
+func reachText(r reachJSON) string {
+	if r.OK {
+		return "answered in " + msText(r.RTTMS)
+	}
+	return "no answer (" + r.Error + ")"
 }
