@@ -112,6 +112,7 @@ type ScenarioFunc func(ctx context.Context, e *Env) (ok bool, detail string)
 // Scenarios returns the named scenarios the runner knows.
 func Scenarios() map[string]ScenarioFunc {
 	return map[string]ScenarioFunc{
+		"attack":              scenarioAttack,
 		"bootstrap-restart":   scenarioBootstrapRestart,
 		"bootstrap-failover":  scenarioBootstrapFailover,
 		"network-change":      scenarioNetworkChange,
