@@ -46,19 +46,31 @@ func (l *lockedBuffer) String() string {
 // daemon runs `antnode args...` in-process until the test ends.
 func daemon(t *testing.T, args ...string) (stdout, stderr *lockedBuffer) {
 	t.Helper()
+	stdout, stderr, _ = stoppableDaemon(t, args...)
+	return stdout, stderr
+}
+
+// stoppableDaemon is daemon with a stop func, which returns once the
+// command has ended (and is called again, harmlessly, at cleanup).
+func stoppableDaemon(t *testing.T, args ...string) (stdout, stderr *lockedBuffer, stop func()) {
+	t.Helper()
 	stdout, stderr = &lockedBuffer{}, &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- realMain(ctx, args, stdout, stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("daemon %v did not stop", args)
-		}
-	})
-	return stdout, stderr
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("daemon %v did not stop", args)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stdout, stderr, stop
 }
 
 // freePorts returns a loopback port p with p, p+1 and p+2 free on UDP

@@ -58,7 +58,7 @@ func TestServicesBar(t *testing.T) {
 	common := []string{"--bootstrap-nodes", boot, "--timeout", "10s"}
 
 	// forward with A's key: ready as JSON, then curl through it.
-	fout, _ := daemon(t, append([]string{"forward", b, "web", "--local", "127.0.0.1:0", "--key", keyA, "--json"}, common...)...)
+	fout, _, stopForward := stoppableDaemon(t, append([]string{"forward", b, "web", "--local", "127.0.0.1:0", "--key", keyA, "--json"}, common...)...)
 	var ready forwardReady
 	testkit.WaitFor(t, 15*time.Second, "forward ready", func() bool { return json.Unmarshal([]byte(fout.String()), &ready) == nil })
 	if ready.Path != "direct" || ready.Peer != b || ready.Service != "web" {
@@ -68,6 +68,9 @@ func TestServicesBar(t *testing.T) {
 	if err != nil || sha256.Sum256(got) != want {
 		t.Fatalf("curl through forward: %d bytes, %v", len(got), err)
 	}
+	// One key, one process: the pipes below use A's key too, and two
+	// processes registering as one peer replace each other's registration.
+	stopForward()
 
 	// pipe with A's key: a raw HTTP request on stdin, the response on stdout.
 	var out, errb bytes.Buffer
