@@ -26,6 +26,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/relay"
 )
@@ -862,24 +863,18 @@ func (p *udpProxy) set(target netip.AddrPort, cut bool) {
 	p.target, p.cut = target, cut
 }
 
-// stateRecorder keeps the errors of bootstrap_state "down" events.
-type stateRecorder struct {
-	mu   sync.Mutex
-	errs []error
-}
+// stateRecorder keeps what a client records (downs: its bootstrap_state
+// "down" events' errors).
+type stateRecorder = testkit.Recorder
 
-func (r *stateRecorder) Record(ev event.Event) {
-	if ev.Kind == event.KindBootstrapState && ev.Outcome == event.OutcomeFail {
-		r.mu.Lock()
-		r.errs = append(r.errs, ev.Err)
-		r.mu.Unlock()
+func downs(r *stateRecorder) []error {
+	var out []error
+	for _, ev := range r.Kind(event.KindBootstrapState) {
+		if ev.Outcome == event.OutcomeFail {
+			out = append(out, ev.Err)
+		}
 	}
-}
-
-func (r *stateRecorder) downs() []error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]error(nil), r.errs...)
+	return out
 }
 
 // TestHeartbeatNoticesACrash: a bootstrap that vanishes without a goodbye
@@ -937,9 +932,9 @@ func TestHeartbeatNoticesACrash(t *testing.T) {
 				})
 			} else {
 				proxy.set(srv.Addr(), true)
-				eventually(t, 10*time.Second, "the client to notice", func() bool { return len(rec.downs()) > 0 })
+				eventually(t, 10*time.Second, "the client to notice", func() bool { return len(downs(rec)) > 0 })
 			}
-			downs := rec.downs()
+			downs := downs(rec)
 			t.Logf("noticed in %v: %v", time.Since(start), downs)
 			if len(downs) == 0 || !tc.want(downs[0]) {
 				t.Fatalf("the connection ended with %v", downs)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,31 +13,11 @@ import (
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // eventLog keeps every event a server records.
-type eventLog struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (l *eventLog) Record(ev event.Event) {
-	l.mu.Lock()
-	l.events = append(l.events, ev)
-	l.mu.Unlock()
-}
-
-// find returns the first event that match accepts.
-func (l *eventLog) find(match func(event.Event) bool) (event.Event, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, ev := range l.events {
-		if match(ev) {
-			return ev, true
-		}
-	}
-	return event.Event{}, false
-}
+type eventLog = testkit.Recorder
 
 // dialControl opens a control connection and stream as id, without the
 // Client, and does not keep it alive: it sends only what the test writes.
@@ -143,7 +122,7 @@ func TestPendingIntroductionsPerPeer(t *testing.T) {
 			if !errors.As(err, &re) || re.Code != wire.CodeTooMany || !errors.Is(err, ErrOverloaded) || classify(err) != event.ReasonOverloaded {
 				t.Fatalf("request %d: %v, want CodeTooMany (overloaded)", tc.limit+1, err)
 			}
-			if _, ok := rec.find(func(ev event.Event) bool {
+			if _, ok := rec.Find(func(ev event.Event) bool {
 				return ev.Kind == event.KindBootstrapRequest && ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonOverloaded
 			}); !ok {
 				t.Fatal("the server recorded no refused request")
@@ -240,7 +219,7 @@ func TestCandidateLimit(t *testing.T) {
 			if got := closedByServer(t, conn); got != closeProtocol {
 				t.Fatalf("close code %#x, want %#x", got, closeProtocol)
 			}
-			ev, ok := rec.find(func(ev event.Event) bool {
+			ev, ok := rec.Find(func(ev event.Event) bool {
 				return ev.Kind == event.KindSecurity && ev.Reason == event.ReasonProtocolError
 			})
 			var pe *ProtocolError
@@ -291,7 +270,7 @@ func TestOfferExpires(t *testing.T) {
 		t.Fatalf("expired after %v, before the offer timeout %v", elapsed, offerTimeout)
 	}
 	late := nextOffer(t, offers) // the target was offered it and stayed silent
-	if _, ok := rec.find(func(ev event.Event) bool {
+	if _, ok := rec.Find(func(ev event.Event) bool {
 		return ev.Kind == event.KindBootstrapRequest && ev.Outcome == event.OutcomeFail && ev.Reason == event.ReasonExpired
 	}); !ok {
 		t.Fatal("the server recorded no expired request")

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,26 +13,13 @@ import (
 	"github.com/antnode/antnode/internal/testkit"
 )
 
-// auditLog keeps the security events a relay records.
-type auditLog struct {
-	mu sync.Mutex
-	ev []event.Event
-}
+// auditLog keeps what a relay records; with picks its security events.
+type auditLog = testkit.Recorder
 
-func (a *auditLog) Record(ev event.Event) {
-	if ev.Kind == event.KindSecurity {
-		a.mu.Lock()
-		a.ev = append(a.ev, ev)
-		a.mu.Unlock()
-	}
-}
-
-// with returns the events of one detail, and the occurrences they stand
-// for (each record one, plus the repeats its Value counts).
-func (a *auditLog) with(detail string) (recs []event.Event, occurrences int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, ev := range a.ev {
+// with returns the security events of one detail, and the occurrences
+// they stand for (each record one, plus the repeats its Value counts).
+func with(a *auditLog, detail string) (recs []event.Event, occurrences int) {
+	for _, ev := range a.Kind(event.KindSecurity) {
 		if ev.Detail == detail {
 			recs = append(recs, ev)
 			occurrences += 1 + int(ev.Value)
@@ -113,7 +99,7 @@ func TestRelayAuditsEachDistinctFailureOnce(t *testing.T) {
 	if _, err := allocate(t, r, Credentials{Username: good.Username, Password: "wrong"}, false); !errors.Is(err, ErrRefused) {
 		t.Fatalf("wrong password: %v, want ErrRefused", err)
 	}
-	recs, n := audit.with("relay credentials: wrong password")
+	recs, n := with(audit, "relay credentials: wrong password")
 	if len(recs) != 1 || n != 1 || recs[0].Reason != event.ReasonBadCredentials || recs[0].Peer == "" {
 		t.Fatalf("one wrong password: records %+v (occurrences %d), want one bad_credentials record naming the peer", recs, n)
 	}
@@ -126,7 +112,7 @@ func TestRelayAuditsEachDistinctFailureOnce(t *testing.T) {
 	}
 	r.Close() // ends the interval: the pending counts are recorded
 	for _, detail := range []string{"relay credentials: wrong password", "relay credentials: malformed"} {
-		recs, n := audit.with(detail)
+		recs, n := with(audit, detail)
 		sources := map[string]int{}
 		for _, ev := range recs {
 			sources[ev.Addr.String()]++
@@ -217,7 +203,7 @@ func TestRelayTCPDeadlines(t *testing.T) {
 	if d := closedWithin(t, huge, authTimeout); d > frameTimeout {
 		t.Errorf("a 65 KB frame's connection closed after %v, want at once", d)
 	}
-	if recs, _ := audit.with("relay TCP: frame deadline"); len(recs) == 0 {
+	if recs, _ := with(audit, "relay TCP: frame deadline"); len(recs) == 0 {
 		t.Error("the frame deadline is not audited")
 	}
 
@@ -253,7 +239,7 @@ func TestRelayTCPConnectionCaps(t *testing.T) {
 	dialTCP(t, r)
 	testkit.WaitFor(t, 5*time.Second, "a new connection held", func() bool { return r.tcp.Conns() == 3 })
 	r.Close()
-	if recs, n := audit.with("relay TCP: per-IP connection cap"); n != 2 || len(recs) != 2 || recs[0].Value != 0 {
+	if recs, n := with(audit, "relay TCP: per-IP connection cap"); n != 2 || len(recs) != 2 || recs[0].Value != 0 {
 		t.Fatalf("cap refusals audited as %+v (%d refusals), want the first at once, then one with the count, for 2", recs, n)
 	}
 }

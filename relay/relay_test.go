@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -124,19 +123,8 @@ func TestRelayCarriesDataBothWays(t *testing.T) {
 	}
 }
 
-// securityLog keeps the security events a relay records.
-type securityLog struct {
-	mu sync.Mutex
-	ev []event.Event
-}
-
-func (s *securityLog) Record(ev event.Event) {
-	if ev.Kind == event.KindSecurity {
-		s.mu.Lock()
-		s.ev = append(s.ev, ev)
-		s.mu.Unlock()
-	}
-}
+// securityLog keeps what a relay records (its security events: Kind).
+type securityLog = testkit.Recorder
 
 func TestRelayRefusesNonEphemeralCredentials(t *testing.T) {
 	sec := &securityLog{}
@@ -165,12 +153,11 @@ func TestRelayRefusesNonEphemeralCredentials(t *testing.T) {
 	}
 	// Refused credentials are audited as what they are: bad credentials,
 	// not a key mismatch (no peer presented another key).
-	sec.mu.Lock()
-	defer sec.mu.Unlock()
-	if len(sec.ev) == 0 {
+	secs := sec.Kind(event.KindSecurity)
+	if len(secs) == 0 {
 		t.Fatal("no security event for refused credentials")
 	}
-	for _, ev := range sec.ev {
+	for _, ev := range secs {
 		if ev.Reason != event.ReasonBadCredentials {
 			t.Fatalf("security event %s (%s), want bad_credentials", ev.Reason, ev.Detail)
 		}
