@@ -238,21 +238,31 @@ func scenarioDiagBlackhole(ctx context.Context, e *Env) (bool, string) {
 		return false, "needs an eim-apdf and a cgnat site"
 	}
 	defer e.TB.SetDirectBlocked(context.WithoutCancel(ctx), a.Site, false)
+	// The transfer's start is the API request's (2 s of it on clean links).
+	plan := e.bulkPlan(96<<20, 2*time.Second, lossyBulkSize)
+	base, err := TxBytes(a.NS)
+	if err != nil {
+		return false, err.Error()
+	}
 	p, err := e.TB.Start(a.NS, append(append([]string{"curl", "-s", "--max-time", "70", "-X", "POST"}, apiAuth()...),
-		apiURL(fmt.Sprintf("/api/v1/connect?peer=%s&send=%d", e.PeerIDs[b.NS], 96<<20)))...)
+		apiURL(fmt.Sprintf("/api/v1/connect?peer=%s&send=%d", e.PeerIDs[b.NS], plan.Size)))...)
 	if err != nil {
 		return false, err.Error()
 	}
 	defer p.Stop(time.Second)
-	time.Sleep(2 * time.Second)
+	sent, err := awaitFault(ctx, p, a.NS, base, plan)
+	if err != nil {
+		return false, "before the blackhole: " + err.Error()
+	}
 	if err := e.TB.SetDirectBlocked(ctx, a.Site, true); err != nil {
 		return false, err.Error()
 	}
+	mid, note := midTransfer(sent, plan.Size)
 	f, ok, seen := e.waitFinding(ctx, a.NS, "path_blackholed", "", 20*time.Second)
 	if !ok {
-		return false, "direct path blackholed under an API transfer; " + seen
+		return false, "direct path blackholed under an API transfer (" + note + "); " + seen
 	}
-	return true, "direct path blackholed under an API transfer; " + named(f)
+	return mid, "direct path blackholed under an API transfer (" + note + "); " + named(f)
 }
 
 // scenarioDiagNATClasses runs `antnode diagnose --json` in every site and

@@ -296,7 +296,11 @@ func scenarioRelayCoturn(ctx context.Context, e *Env) (bool, string) {
 	}
 	defer ts.Stop(2 * time.Second)
 	time.Sleep(500 * time.Millisecond) // coturn binds its sockets
-	res := e.Connect(ctx, a, b, 1<<20, 15*time.Second, "--relay", "force",
+	size := int64(1 << 20)
+	if e.lossy() {
+		size = lossyCoturnSize
+	}
+	res := e.Connect(ctx, a, b, size, 15*time.Second, "--relay", "force",
 		"--turn-server", addr+":3480", "--turn-secret-file", secretFile)
 	// coturn (verbose) logs "incoming packet ALLOCATE processed, success".
 	allocated := strings.Contains(ts.Output(), "ALLOCATE processed, success")
@@ -305,5 +309,49 @@ func scenarioRelayCoturn(ctx context.Context, e *Env) (bool, string) {
 	if !res.Connected {
 		detail += "; " + res.Reason + ": " + res.Error + "; coturn: " + tail(ts.Output(), 400)
 	}
-	return res.Connected && res.Path == "relay" && res.BytesVerified == 1<<20 && allocated, detail
+	return res.Connected && res.Path == "relay" && res.BytesVerified == size && allocated, detail
+}
+
+// TxBytes returns the bytes that the host in namespace ns has sent on its
+// link (eth0), from the kernel's counter: every packet with its headers,
+// retransmissions included. A scenario reads it to land a fault at a
+// point of a transfer's progress, and to prove that bytes were still to
+// be sent when it landed.
+func TxBytes(ns string) (int64, error) {
+	var text []byte
+	err := InNS(ns, func() error {
+		var err error
+		text, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("testnet: link counters of %s: %w", ns, err)
+	}
+	n, err := parseTxBytes(string(text), "eth0")
+	if err != nil {
+		return 0, fmt.Errorf("testnet: link counters of %s: %w", ns, err)
+	}
+	return n, nil
+}
+
+// parseTxBytes returns the transmitted bytes of dev in the text of
+// /proc/net/dev: after "dev:", eight receive columns, then the transmitted
+// bytes.
+func parseTxBytes(text, dev string) (int64, error) {
+	for _, line := range strings.Split(text, "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != dev {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 9 {
+			return 0, fmt.Errorf("%s: %d columns, want at least 9", dev, len(f))
+		}
+		n, err := strconv.ParseInt(f[8], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: transmitted bytes: %w", dev, err)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("no device %s", dev)
 }

@@ -23,25 +23,40 @@ func (e *Env) hostPtr(h Host) *Host {
 	return nil
 }
 
+// transferRun is a transfer with a fault in it: the connect's result, how
+// long it ran, and the bytes its host had sent (TxBytes, from just before
+// the connect) when the fault landed.
+type transferRun struct {
+	Res  ConnectResult
+	Took time.Duration
+	Sent int64
+}
+
 // transferDuring starts `antnode connect` from a to b with a transfer of
-// size bytes, runs fault after delay, and returns the connect's result
-// and how long it ran.
-func (e *Env) transferDuring(ctx context.Context, a, b Host, size int64, delay time.Duration, fault func() error, extra ...string) (ConnectResult, time.Duration, error) {
+// plan.Size bytes, runs fault at the plan's moment after the connection is
+// up (awaitFault), and returns the run.
+func (e *Env) transferDuring(ctx context.Context, a, b Host, plan faultPlan, fault func() error, extra ...string) (transferRun, error) {
 	args := append([]string{e.Bin, "connect", e.PeerIDs[b.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
-		"--send", fmt.Sprint(size), "--timeout", "60s"}, extra...)
-	// The fault lands a given time after the connection is up (the
-	// attempt_end record), not after the start: a slow coordination must
-	// not turn a mid-transfer fault into a mid-handshake one.
+		"--send", fmt.Sprint(plan.Size), "--timeout", "60s"}, extra...)
+	// The fault lands a given time (or progress) after the connection is
+	// up (the attempt_end record), not after the start: a slow
+	// coordination must not turn a mid-transfer fault into a
+	// mid-handshake one.
 	if e.LogDir != "" {
 		args = append(args, "--log-level", "debug", "--log-addresses", "full")
 	} else {
 		args = append(args, "--log-level", "info")
 	}
+	base, err := TxBytes(a.NS)
+	if err != nil {
+		return transferRun{}, err
+	}
 	start := time.Now()
 	p, err := e.TB.Start(a.NS, args...)
 	if err != nil {
-		return ConnectResult{}, 0, err
+		return transferRun{}, err
 	}
+	defer p.Stop(time.Second)
 	if e.LogDir != "" {
 		defer func() {
 			os.MkdirAll(e.LogDir, 0o755)
@@ -49,35 +64,35 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, size int64, delay t
 		}()
 	}
 	if err := waitConnected(ctx, p, 30*time.Second); err != nil {
-		p.Stop(time.Second)
-		return ConnectResult{}, time.Since(start), err
+		return transferRun{Took: time.Since(start)}, err
 	}
-	select {
-	case <-time.After(delay):
-	case <-p.Done():
-		return ConnectResult{}, time.Since(start), fmt.Errorf("the connect ended before the fault: %s", tail(p.Output(), 300))
+	sent, err := awaitFault(ctx, p, a.NS, base, plan)
+	if err != nil {
+		return transferRun{Took: time.Since(start), Sent: sent}, err
 	}
 	if err := fault(); err != nil {
-		p.Stop(time.Second)
-		return ConnectResult{}, 0, err
+		return transferRun{Sent: sent}, err
 	}
+	res, err := connectResult(ctx, p)
+	return transferRun{Res: res, Took: time.Since(start), Sent: sent}, err
+}
+
+// connectResult waits (at most 90 s) for a connect to end and returns its
+// JSON result.
+func connectResult(ctx context.Context, p *Proc) (ConnectResult, error) {
 	select {
 	case <-p.Done():
 	case <-ctx.Done():
-		p.Stop(time.Second)
-		return ConnectResult{}, 0, ctx.Err()
+		return ConnectResult{}, ctx.Err()
 	case <-time.After(90 * time.Second):
-		p.Stop(time.Second)
-		return ConnectResult{}, 0, fmt.Errorf("the connect did not finish: %s", tail(p.Output(), 300))
+		return ConnectResult{}, fmt.Errorf("the connect did not finish: %s", tail(p.Output(), 300))
 	}
-	took := time.Since(start)
 	out := strings.TrimRight(p.Output(), "\n")
-	line := out[strings.LastIndex(out, "\n")+1:]
 	var res ConnectResult
-	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		return res, took, fmt.Errorf("no JSON result: %w: %q", err, tail(out, 300))
+	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &res); err != nil {
+		return res, fmt.Errorf("no JSON result: %w: %q", err, tail(out, 300))
 	}
-	return res, took, nil
+	return res, nil
 }
 
 // waitConnected waits until a connect's log shows its attempt ended, at
@@ -112,9 +127,25 @@ func verdict(res ConnectResult, size int64, took time.Duration, what string) (bo
 	return true, fmt.Sprintf("%s; %d bytes verified over %s in %.1f s", what, size, path, took.Seconds())
 }
 
-// migrationSize is the transfer the migration scenarios run under: long
-// enough (seconds on the testbed's delay lines) for a fault to land in it.
+// migrationSize is the transfer the migration scenarios run under on clean
+// links: long enough (seconds on the testbed's delay lines) for a fault to
+// land in it a second after the connection is up. On lossy links they
+// run lossyBulkSize with the fault by progress (bulkPlan).
 const migrationSize = 64 << 20
+
+// migrationPlan is the plan of network-change, nat-rebinding and
+// blackhole.
+func (e *Env) migrationPlan() faultPlan {
+	return e.bulkPlan(migrationSize, time.Second, lossyBulkSize)
+}
+
+// faultVerdict renders a transfer with a fault in it: verdict, and the
+// fault must have landed mid-transfer (midTransfer).
+func faultVerdict(r transferRun, size int64, what string) (bool, string) {
+	ok, detail := verdict(r.Res, size, r.Took, what)
+	mid, note := midTransfer(r.Sent, size)
+	return ok && mid, detail + "; " + note
+}
 
 // scenarioNetworkChange: the initiating host gets a new address in the
 // middle of a transfer; its NAT maps it anew, and the transfer completes.
@@ -126,7 +157,8 @@ func scenarioNetworkChange(ctx context.Context, e *Env) (bool, string) {
 	}
 	hp := e.hostPtr(a)
 	var next string
-	res, took, err := e.transferDuring(ctx, a, b, migrationSize, time.Second, func() error {
+	plan := e.migrationPlan()
+	r, err := e.transferDuring(ctx, a, b, plan, func() error {
 		addr, err := e.TB.ChangeAddress(ctx, hp)
 		next = addr.String()
 		return err
@@ -134,8 +166,8 @@ func scenarioNetworkChange(ctx context.Context, e *Env) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	ok, detail := verdict(res, migrationSize, took, fmt.Sprintf("%s moved to %s mid-transfer", a.NS, next))
-	m, moved := res.migrated("rebind")
+	ok, detail := faultVerdict(r, plan.Size, fmt.Sprintf("%s moved to %s mid-transfer", a.NS, next))
+	m, moved := r.Res.migrated("rebind")
 	if !moved {
 		return false, detail + "; but no rebind was reported"
 	}
@@ -150,7 +182,8 @@ func scenarioNATRebinding(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-apdf and a cgnat site"
 	}
-	res, took, err := e.transferDuring(ctx, a, b, migrationSize, time.Second, func() error {
+	plan := e.migrationPlan()
+	r, err := e.transferDuring(ctx, a, b, plan, func() error {
 		if err := e.TB.FlushConntrack(ctx, a.Site); err != nil {
 			return err
 		}
@@ -159,7 +192,7 @@ func scenarioNATRebinding(ctx context.Context, e *Env) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	return verdict(res, migrationSize, took, "both NATs' conntrack flushed mid-transfer")
+	return faultVerdict(r, plan.Size, "both NATs' conntrack flushed mid-transfer")
 }
 
 // scenarioMappingExpiry: both NATs forget idle UDP mappings after 5 s; a
@@ -177,10 +210,11 @@ func scenarioMappingExpiry(ctx context.Context, e *Env) (bool, string) {
 		defer e.TB.SetUDPTimeout(context.WithoutCancel(ctx), s, 120)
 	}
 	const size = 1 << 20
-	res, took, err := e.transferDuring(ctx, a, b, size, 0, func() error { return nil }, "--idle", "60s")
+	r, err := e.transferDuring(ctx, a, b, faultPlan{Size: size}, func() error { return nil }, "--idle", "60s")
 	if err != nil {
 		return false, err.Error()
 	}
+	res, took := r.Res, r.Took
 	rebinds := 0
 	for _, m := range res.Migrations {
 		if m.Kind == "rebind" {
@@ -198,6 +232,10 @@ func scenarioMappingExpiry(ctx context.Context, e *Env) (bool, string) {
 	return ok, detail + fmt.Sprintf("; mapping lifetime %s, keepalive every %.0f ms, %d rebinds", lifetime, res.KeepaliveMS, rebinds)
 }
 
+// relayUpgradeSize is relay-upgrade's transfer on clean links
+// (lossyUpgradeSize on lossy ones).
+const relayUpgradeSize = 128 << 20
+
 // scenarioRelayUpgrade: a pair whose direct path is blocked starts on the
 // relay; the path opens during a transfer; the connection moves to it
 // (make before break), the transfer completes verified, and the relay
@@ -212,61 +250,70 @@ func scenarioRelayUpgrade(ctx context.Context, e *Env) (bool, string) {
 		return false, err.Error()
 	}
 	defer e.TB.SetDirectBlocked(context.WithoutCancel(ctx), a.Site, false)
-	const size = 128 << 20
+	plan := e.bulkPlan(relayUpgradeSize, time.Second, lossyUpgradeSize)
 	args := []string{e.Bin, "connect", e.PeerIDs[b.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
-		"--send", fmt.Sprint(size), "--timeout", "60s"}
+		"--send", fmt.Sprint(plan.Size), "--timeout", "60s"}
+	base, err := TxBytes(a.NS)
+	if err != nil {
+		return false, err.Error()
+	}
 	start := time.Now()
 	p, err := e.TB.Start(a.NS, args...)
 	if err != nil {
 		return false, err.Error()
 	}
 	defer p.Stop(time.Second)
-	// Wait for the allocation, then open the direct path.
-	waitAlloc := func(want func(float64) bool, d time.Duration) (time.Duration, bool) {
-		deadline := time.Now().Add(d)
-		for time.Now().Before(deadline) {
-			select {
-			case <-p.Done():
-				return 0, false
-			default:
-			}
-			if v, err := e.RelayAllocations(ctx); err == nil && want(v) {
-				return time.Since(start), true
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		return 0, false
-	}
-	onRelay, ok := waitAlloc(func(v float64) bool { return v >= 1 }, 20*time.Second)
+	// Wait for the allocation, then (the plan's moment) open the direct
+	// path.
+	onRelay, ok := e.waitAllocations(ctx, p, start, func(v float64) bool { return v >= 1 }, 20*time.Second)
 	if !ok {
 		return false, "the connection never allocated on the relay: " + tail(p.Output(), 300)
 	}
-	time.Sleep(time.Second)
+	sent, err := awaitFault(ctx, p, a.NS, base, plan)
+	if err != nil {
+		return false, "before the direct path opened: " + err.Error()
+	}
 	if err := e.TB.SetDirectBlocked(ctx, a.Site, false); err != nil {
 		return false, err.Error()
 	}
 	opened := time.Since(start)
-	released, ok := waitAlloc(func(v float64) bool { return v == 0 }, 40*time.Second)
+	released, ok := e.waitAllocations(ctx, p, start, func(v float64) bool { return v == 0 }, 40*time.Second)
 	if !ok {
 		return false, "the allocation was not released while the connection ran: " + tail(p.Output(), 300)
 	}
-	select {
-	case <-p.Done():
-	case <-time.After(90 * time.Second):
-		return false, "the connect did not finish"
+	res, err := connectResult(ctx, p)
+	if err != nil {
+		return false, err.Error()
 	}
-	out := strings.TrimRight(p.Output(), "\n")
-	var res ConnectResult
-	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &res); err != nil {
-		return false, fmt.Sprintf("no JSON result: %v: %q", err, tail(out, 300))
-	}
-	ok, detail := verdict(res, size, time.Since(start), fmt.Sprintf("relay allocated at +%.1f s, direct opened at +%.1f s, allocation released at +%.1f s",
-		onRelay.Seconds(), opened.Seconds(), released.Seconds()))
+	ok, detail := faultVerdict(transferRun{Res: res, Took: time.Since(start), Sent: sent}, plan.Size,
+		fmt.Sprintf("relay allocated at +%.1f s, direct opened at +%.1f s, allocation released at +%.1f s",
+			onRelay.Seconds(), opened.Seconds(), released.Seconds()))
 	m, moved := res.migrated("upgrade")
 	if !moved || res.Path != "relay" || res.FinalPath != "direct" {
 		return false, fmt.Sprintf("%s; path %s -> %s, migrations %+v", detail, res.Path, res.FinalPath, res.Migrations)
 	}
 	return ok, detail + "; " + m
+}
+
+// waitAllocations waits, at most d and while p runs, until the relay's
+// allocation count satisfies want, checking every 100 ms; it returns the
+// time since start when it did.
+func (e *Env) waitAllocations(ctx context.Context, p *Proc, start time.Time, want func(float64) bool, d time.Duration) (time.Duration, bool) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.Done():
+			return 0, false
+		case <-ctx.Done():
+			return 0, false
+		default:
+		}
+		if v, err := e.RelayAllocations(ctx); err == nil && want(v) {
+			return time.Since(start), true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return 0, false
 }
 
 // scenarioBlackhole: the direct path of a transfer in flight starts
@@ -280,20 +327,21 @@ func scenarioBlackhole(ctx context.Context, e *Env) (bool, string) {
 	}
 	defer e.TB.SetDirectBlocked(context.WithoutCancel(ctx), a.Site, false)
 	var blocked time.Time
-	res, took, err := e.transferDuring(ctx, a, b, migrationSize, time.Second, func() error {
+	plan := e.migrationPlan()
+	r, err := e.transferDuring(ctx, a, b, plan, func() error {
 		blocked = time.Now()
 		return e.TB.SetDirectBlocked(ctx, a.Site, true)
 	})
 	if err != nil {
 		return false, err.Error()
 	}
-	ok, detail := verdict(res, migrationSize, took, "direct path blackholed mid-transfer")
-	for _, m := range res.Migrations {
+	ok, detail := faultVerdict(r, plan.Size, "direct path blackholed mid-transfer")
+	for _, m := range r.Res.Migrations {
 		if m.Kind == "fallback" && m.OK {
 			onRelay := time.UnixMilli(m.AtUnixMS).Add(time.Duration(m.DurationMS * float64(time.Millisecond))).Sub(blocked)
 			detail += fmt.Sprintf("; on the relay %.2f s after the blackhole (detection and move, the move took %.0f ms)", onRelay.Seconds(), m.DurationMS)
 			return ok && onRelay <= 5*time.Second, detail
 		}
 	}
-	return false, fmt.Sprintf("%s; no successful fallback: %+v", detail, res.Migrations)
+	return false, fmt.Sprintf("%s; no successful fallback: %+v", detail, r.Res.Migrations)
 }

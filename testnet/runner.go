@@ -181,6 +181,8 @@ type ScenarioResult struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
+	// DurationS is how long the scenario ran, in seconds.
+	DurationS float64 `json:"duration_s"`
 	// Tunnels are the downloads through `antnode forward` of the tunnel
 	// scenarios.
 	Tunnels []TunnelRun `json:"tunnels,omitempty"`
@@ -745,9 +747,11 @@ func (r *Report) runScenarios(ctx context.Context, env *Env, names []string, pro
 	for _, name := range names {
 		fmt.Fprintf(progress, "scenario %s ...\n", name)
 		env.tunnels = nil
+		start := time.Now()
 		ok, detail := Scenarios()[name](ctx, env)
-		r.Scenarios = append(r.Scenarios, ScenarioResult{Name: name, OK: ok, Detail: detail, Tunnels: env.tunnels})
-		fmt.Fprintf(progress, "scenario %s: ok=%v %s\n", name, ok, detail)
+		took := math.Round(time.Since(start).Seconds()*10) / 10
+		r.Scenarios = append(r.Scenarios, ScenarioResult{Name: name, OK: ok, Detail: detail, DurationS: took, Tunnels: env.tunnels})
+		fmt.Fprintf(progress, "scenario %s: ok=%v (%.1f s) %s\n", name, ok, took, detail)
 	}
 }
 
@@ -852,7 +856,7 @@ func (r *Report) Table() string {
 		fmt.Fprintf(&b, "%-34s %5d %5d %5d %5d %9.1f %9.1f %6.2f  %-24s %s%s\n", key, p.Runs, p.Connected, p.Direct, p.Relay, p.P50, p.P95, p.RTTsP50, p.Expect, strings.Join(fails, " "), mark)
 	}
 	for _, s := range r.Scenarios {
-		fmt.Fprintf(&b, "scenario %-24s ok=%v %s\n", s.Name, s.OK, s.Detail)
+		fmt.Fprintf(&b, "scenario %-24s ok=%-5v %6.1f s  %s\n", s.Name, s.OK, s.DurationS, s.Detail)
 	}
 	return b.String()
 }

@@ -324,6 +324,25 @@ func TestLossAndFaults(t *testing.T) {
 			t.Fatal("direct packets still dropped after unblocking")
 		}
 	})
+	t.Run("transmit counter", func(t *testing.T) {
+		before, err := TxBytes(h.NS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := make([]byte, 1000)
+		for range 100 {
+			c.WriteToUDPAddrPort(payload, probeServerAddrs()[0])
+		}
+		after, err := TxBytes(h.NS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 100 datagrams of 1000 bytes with their UDP, IP and Ethernet
+		// headers; a little more if something else went out.
+		if d := after - before; d < 100*1042 || d > 100*1042+20000 {
+			t.Fatalf("eth0 sent %d bytes for 100 datagrams of 1000 bytes", d)
+		}
+	})
 	t.Run("address change remaps", func(t *testing.T) {
 		hh := tb.HostsOf("apdf")[0]
 		na, err := tb.ChangeAddress(ctx, &hh)

@@ -375,9 +375,9 @@ func TestTunnelSizes(t *testing.T) {
 		tunnel, migration int64
 	}{
 		{0, 64 << 20, 256 << 20},
-		{0.5, 4 << 20, 8 << 20},
-		{1, 4 << 20, 8 << 20},
-		{5, 4 << 20, 8 << 20},
+		{0.5, 1 << 20, 2 << 20},
+		{1, 1 << 20, 2 << 20},
+		{5, 1 << 20, 2 << 20},
 	}
 	for _, tc := range tests {
 		tu, mi := tunnelSizes(tc.loss)

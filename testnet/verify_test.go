@@ -73,3 +73,23 @@ func TestSoakBounds(t *testing.T) {
 		})
 	}
 }
+
+func TestParseTxBytes(t *testing.T) {
+	const text = `Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+  eth0: 1234567    890    0    0    0     0          0         0  7654321     432    0    0    0     0       0          0
+`
+	if n, err := parseTxBytes(text, "eth0"); err != nil || n != 7654321 {
+		t.Fatalf("eth0: %d, %v; want 7654321", n, err)
+	}
+	if n, err := parseTxBytes(text, "lo"); err != nil || n != 0 {
+		t.Fatalf("lo: %d, %v; want 0", n, err)
+	}
+	if _, err := parseTxBytes(text, "eth1"); err == nil {
+		t.Fatal("eth1: no error")
+	}
+	if _, err := parseTxBytes("  eth0: 1 2 3\n", "eth0"); err == nil {
+		t.Fatal("short line: no error")
+	}
+}

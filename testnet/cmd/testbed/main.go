@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ func run() int {
 		expect    = flag.String("expect", "testnet/expectations.json", "expectation table")
 		rttBounds = flag.Bool("rtt-bounds", true, "enforce the expectation table's round-trip bounds (false for a lossy pass: a retransmitted handshake packet is a loss timeout, not a round trip)")
 		scenarios = flag.String("scenarios", "default", "comma-separated scenarios, \"default\", \"all\" or \"none\": "+strings.Join(testnet.ScenarioNames(), ", "))
+		skip      = flag.String("skip-scenarios", "", "comma-separated scenarios not to run of those --scenarios names")
 		prefix    = flag.String("prefix", "", "namespace prefix (default antb<pid>-)")
 		logDir    = flag.String("logs", "", "write daemon, bootstrap and failed-connect logs to this directory")
 		soakFor   = flag.Duration("soak", 10*time.Minute, "how long the soak scenario runs (--scenarios soak)")
@@ -67,14 +69,10 @@ func run() int {
 		}
 	}
 	cfg.SoakFor = *soakFor
-	switch *scenarios {
-	case "none", "":
-	case "all":
-		cfg.Scenarios = testnet.ScenarioNames()
-	case "default":
-		cfg.Scenarios = testnet.DefaultScenarios()
-	default:
-		cfg.Scenarios = strings.Split(*scenarios, ",")
+	var err error
+	if cfg.Scenarios, err = scenarioList(*scenarios, *skip); err != nil {
+		fmt.Fprintln(os.Stderr, "testbed:", err)
+		return 2
 	}
 	x, err := testnet.LoadExpectations(*expect)
 	if err != nil {
@@ -129,6 +127,32 @@ func finish(rep *testnet.Report, runErr error, path string, stdout, stderr io.Wr
 		status = 1
 	}
 	return status
+}
+
+// scenarioList returns the scenarios that names (--scenarios: comma-
+// separated names, "default", "all" or "none") stands for, without those
+// of skip (--skip-scenarios: comma-separated names).
+func scenarioList(names, skip string) ([]string, error) {
+	var list []string
+	switch names {
+	case "none", "":
+	case "all":
+		list = testnet.ScenarioNames()
+	case "default":
+		list = testnet.DefaultScenarios()
+	default:
+		list = strings.Split(names, ",")
+	}
+	if skip == "" {
+		return list, nil
+	}
+	for _, s := range strings.Split(skip, ",") {
+		if _, ok := testnet.Scenarios()[s]; !ok {
+			return nil, fmt.Errorf("unknown scenario %q in --skip-scenarios (have %s)", s, strings.Join(testnet.ScenarioNames(), ", "))
+		}
+		list = slices.DeleteFunc(list, func(n string) bool { return n == s })
+	}
+	return list, nil
 }
 
 // cleanupConfig is what --cleanup removes: the leftovers of every killed

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -134,5 +135,25 @@ func TestCleanupConfig(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if status := runCleanup(testnet.CleanupConfig{}, &stdout, &stderr); status != 1 || stderr.Len() == 0 {
 		t.Fatalf("cleanup without a prefix: status %d, stderr %q; want 1 and the error", status, &stderr)
+	}
+}
+
+func TestScenarioList(t *testing.T) {
+	got, err := scenarioList("default", "attack,mapping-expiry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.DeleteFunc(testnet.DefaultScenarios(), func(n string) bool { return n == "attack" || n == "mapping-expiry" })
+	if !slices.Equal(got, want) || len(got) != len(testnet.DefaultScenarios())-2 {
+		t.Fatalf("default without attack and mapping-expiry: %v", got)
+	}
+	if got, err := scenarioList("tunnel,blackhole", "blackhole"); err != nil || !slices.Equal(got, []string{"tunnel"}) {
+		t.Fatalf("tunnel,blackhole without blackhole: %v, %v", got, err)
+	}
+	if got, err := scenarioList("none", ""); err != nil || len(got) != 0 {
+		t.Fatalf("none: %v, %v", got, err)
+	}
+	if _, err := scenarioList("default", "no-such"); err == nil {
+		t.Fatal("an unknown skipped scenario: no error")
 	}
 }
