@@ -13,7 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Goodput under loss: a verified transfer of the same size over antnode's
@@ -29,22 +33,28 @@ type GoodputConfig struct {
 	Size     int64         // bytes per transfer. Zero: 16 MiB.
 	Runs     int           // transfers of each kind per loss rate. Zero: 3.
 	Timeout  time.Duration // per transfer. Zero: 10 min.
-	Progress io.Writer     // progress lines. Nil: discarded.
+	// TCPCongestion is the TCP connections' congestion control (e.g.
+	// "reno", to compare like with like: quic-go's is NewReno). Empty:
+	// the kernel's default (CUBIC).
+	TCPCongestion string
+	Progress      io.Writer // progress lines. Nil: discarded.
 }
 
 // GoodputRow is one loss rate's result. The ratio is the median of the
 // interleaved pairs' QUIC / TCP ratios (pairs where both transfers were
 // verified).
 type GoodputRow struct {
-	LossPct    float64   `json:"loss_pct"`
-	DelayMS    float64   `json:"delay_ms"`
-	Bytes      int64     `json:"bytes"`
-	QUICMbps   []float64 `json:"quic_mbps"`
-	TCPMbps    []float64 `json:"tcp_mbps"`
-	QUICMedian float64   `json:"quic_mbps_median"`
-	TCPMedian  float64   `json:"tcp_mbps_median"`
-	Ratio      float64   `json:"quic_over_tcp"`
-	QUICRTTMS  float64   `json:"quic_rtt_ms"`
+	LossPct  float64   `json:"loss_pct"`
+	DelayMS  float64   `json:"delay_ms"`
+	Bytes    int64     `json:"bytes"`
+	QUICMbps []float64 `json:"quic_mbps"`
+	TCPMbps  []float64 `json:"tcp_mbps"`
+	// TCPCongestion is the congestion control the TCP connections used.
+	TCPCongestion string  `json:"tcp_congestion"`
+	QUICMedian    float64 `json:"quic_mbps_median"`
+	TCPMedian     float64 `json:"tcp_mbps_median"`
+	Ratio         float64 `json:"quic_over_tcp"`
+	QUICRTTMS     float64 `json:"quic_rtt_ms"`
 	// DroppedPct is the share of IP frames the delay lines dropped by
 	// loss; Overrun counts frames dropped because a line's queue was full.
 	DroppedPct float64  `json:"dropped_pct"`
@@ -124,6 +134,9 @@ func goodputAt(ctx context.Context, cfg GoodputConfig, loss float64) (GoodputRow
 			return row, err
 		}
 	}
+	if row.TCPCongestion, err = tcpCongestion(ctx, a.NS, cfg.TCPCongestion); err != nil {
+		return row, err
+	}
 	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, "", cfg.Progress)
 	if err != nil {
 		return row, err
@@ -165,7 +178,7 @@ func (row *GoodputRow) measure(ctx context.Context, env *Env, cfg GoodputConfig,
 			}
 		}
 		tcp := func() {
-			mbps, err := sendTCP(ctx, a.NS, dst, cfg.Size, cfg.Timeout)
+			mbps, err := sendTCP(ctx, a.NS, dst, cfg.TCPCongestion, cfg.Size, cfg.Timeout)
 			if err != nil {
 				row.Failures = append(row.Failures, fmt.Sprintf("TCP run %d: %v", i+1, err))
 				return
@@ -296,13 +309,13 @@ func receiveTCP(c net.Conn, maxSize int64) {
 // bytes and waits for the sink's digest; it returns the goodput in Mbit/s
 // from the completed handshake to the verified reply (as the QUIC
 // transfer's, from its stream's opening on the established connection).
-func sendTCP(ctx context.Context, ns string, dst netip.AddrPort, size int64, timeout time.Duration) (float64, error) {
+func sendTCP(ctx context.Context, ns string, dst netip.AddrPort, cc string, size int64, timeout time.Duration) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var c net.Conn
 	err := InNS(ns, func() error {
 		var err error
-		c, err = (&net.Dialer{}).DialContext(ctx, "tcp4", dst.String())
+		c, err = (&net.Dialer{Control: setCongestion(cc)}).DialContext(ctx, "tcp4", dst.String())
 		return err
 	})
 	if err != nil {
@@ -310,6 +323,36 @@ func sendTCP(ctx context.Context, ns string, dst netip.AddrPort, size int64, tim
 	}
 	defer c.Close()
 	return transferTCP(ctx, c, size)
+}
+
+// tcpCongestion returns the congestion control of TCP connections from
+// namespace ns: cc, or the namespace's default when cc is empty.
+func tcpCongestion(ctx context.Context, ns, cc string) (string, error) {
+	if cc != "" {
+		return cc, nil
+	}
+	out, err := runIn(ctx, ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control")
+	return strings.TrimSpace(out), err
+}
+
+// setCongestion returns a dialer's Control that sets the socket's
+// congestion control to cc (nothing when cc is empty).
+func setCongestion(cc string) func(network, address string, rc syscall.RawConn) error {
+	if cc == "" {
+		return nil
+	}
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("testnet: TCP congestion control %q: %w", cc, serr)
+		}
+		return nil
+	}
 }
 
 // transferTCP sends size pseudo-random bytes on c, a connection to a TCP

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestTCPTransferVerified(t *testing.T) {
@@ -44,6 +46,34 @@ func TestTCPTransferVerified(t *testing.T) {
 	defer c.Close()
 	if _, err := transferTCP(ctx, c, 2<<20); err == nil {
 		t.Fatal("a refused transfer verified")
+	}
+}
+
+func TestSetCongestion(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if setCongestion("") != nil {
+		t.Fatal("a Control without a congestion control")
+	}
+	c, err := (&net.Dialer{Control: setCongestion("reno")}).Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Skipf("reno not allowed here: %v", err)
+	}
+	defer c.Close()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	rc.Control(func(fd uintptr) { got, err = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION) })
+	if err != nil || got != "reno" {
+		t.Fatalf("congestion control %q, %v", got, err)
+	}
+	if _, err := (&net.Dialer{Control: setCongestion("no-such-cc")}).Dial("tcp4", ln.Addr().String()); err == nil {
+		t.Fatal("an unknown congestion control accepted")
 	}
 }
 

@@ -73,6 +73,7 @@ type options struct {
 	goodputRuns                                int    // transfers of each kind per loss rate
 	goodputLoss                                string // loss rates per link, percent
 	goodputSize                                int64  // bytes per transfer
+	goodputTCPCC                               string // the TCP's congestion control ("": the kernel's default)
 }
 
 // parseFlags reads the command line.
@@ -93,6 +94,7 @@ func parseFlags() options {
 	flag.IntVar(&o.goodputRuns, "goodput-runs", 3, "goodput: transfers of each kind per loss rate")
 	flag.StringVar(&o.goodputLoss, "goodput-loss", "0,1,2,5", "goodput: loss rates per access link, percent, comma-separated")
 	flag.Int64Var(&o.goodputSize, "goodput-size", 16<<20, "goodput: bytes per transfer")
+	flag.StringVar(&o.goodputTCPCC, "goodput-tcp-cc", "", "goodput: the TCP connections' congestion control, e.g. reno (default: the kernel's, CUBIC)")
 	flag.Parse()
 	return o
 }
@@ -181,9 +183,9 @@ func runGoodput(ctx context.Context, o options, rep *Report) error {
 		}
 		loss = append(loss, v)
 	}
-	fmt.Println("== goodput under loss: QUIC (direct path) against TCP (CUBIC), 20 ms one-way delay per access link")
+	fmt.Println("== goodput under loss: QUIC (direct path) against TCP, 20 ms one-way delay per access link")
 	rows, err := testnet.Goodput(ctx, testnet.GoodputConfig{Bin: o.bin, LossPcts: loss, Size: o.goodputSize,
-		Runs: o.goodputRuns, Progress: os.Stdout})
+		Runs: o.goodputRuns, TCPCongestion: o.goodputTCPCC, Progress: os.Stdout})
 	if err != nil {
 		return fmt.Errorf("goodput: %w", err)
 	}

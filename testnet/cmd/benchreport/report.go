@@ -271,7 +271,7 @@ func Targets(r Report) []Target {
 // goodputTarget is the goal of goodput under loss: QUIC at least TCP's
 // at every loss rate; measured is the worst rate's ratio.
 func goodputTarget(rows []testnet.GoodputRow) Target {
-	t := Target{Name: "goodput under loss, QUIC / TCP (CUBIC), worst loss rate", Target: ">= 1.0 at every loss rate", Measured: "not measured"}
+	t := Target{Name: "goodput under loss, QUIC / TCP, worst loss rate", Target: ">= 1.0 at every loss rate", Measured: "not measured"}
 	if len(rows) == 0 {
 		return t
 	}
@@ -281,7 +281,7 @@ func goodputTarget(rows []testnet.GoodputRow) Target {
 			worst = x
 		}
 	}
-	t.Measured = fmt.Sprintf("%.3f at %g%% loss", worst.Ratio, worst.LossPct)
+	t.Measured = fmt.Sprintf("%.3f at %g%% loss, TCP %s", worst.Ratio, worst.LossPct, worst.TCPCongestion)
 	t.Met = worst.Ratio >= 1
 	return t
 }
@@ -365,13 +365,14 @@ func goodput(r Report) string {
 		return b.String()
 	}
 	g := r.Goodput[0]
-	w("NAT testbed, two public hosts (a direct path through both access links), %.0f ms one-way delay and the loss rate on every access link (the testbed's user-space delay line; each direction crosses two lossy links), no rate limit. A %.0f MiB verified transfer (pseudo-random bytes, SHA-256 checked by the receiver) over antnode's direct QUIC path (`antnode connect --send`, a new connection each time, timed from the stream's opening to the receiver's digest) and over a TCP connection between the same hosts (Linux's default congestion control, CUBIC; `tcp_no_metrics_save=1` so that each connection starts afresh as each QUIC one does; timed from the completed handshake to the receiver's digest). %d of each per loss rate, interleaved, the order alternating; goodput is the median, the ratio the median of the pairs' QUIC / TCP. Measured at commit %s, %s.\n\n",
-		g.DelayMS, float64(g.Bytes)/(1<<20), max(len(g.QUICMbps), len(g.TCPMbps)), r.GoodputCommit, r.GoodputGenerated)
-	w("| loss per link | QUIC | TCP (CUBIC) | QUIC / TCP | QUIC runs | TCP runs | frames dropped | QUIC RTT |\n|---|---|---|---|---|---|---|---|\n")
+	w("NAT testbed, two public hosts (a direct path through both access links), %.0f ms one-way delay and the loss rate on every access link (the testbed's user-space delay line; each direction crosses two lossy links), no rate limit. A %.0f MiB verified transfer (pseudo-random bytes, SHA-256 checked by the receiver) over antnode's direct QUIC path (`antnode connect --send`, a new connection each time, timed from the stream's opening to the receiver's digest) and over a TCP connection between the same hosts (congestion control %s; `tcp_no_metrics_save=1` so that each connection starts afresh as each QUIC one does; timed from the completed handshake to the receiver's digest). %d of each per loss rate, interleaved, the order alternating; goodput is the median, the ratio the median of the pairs' QUIC / TCP. Measured at commit %s, %s.\n\n",
+		g.DelayMS, float64(g.Bytes)/(1<<20), g.TCPCongestion, max(len(g.QUICMbps), len(g.TCPMbps)), r.GoodputCommit, r.GoodputGenerated)
+	w("| loss per link | QUIC | TCP (%s) | QUIC / TCP | QUIC runs | TCP runs | frames dropped | QUIC RTT |\n|---|---|---|---|---|---|---|---|\n", g.TCPCongestion)
 	for _, x := range r.Goodput {
 		w("| %g%% | %.2f Mbit/s | %.2f Mbit/s | %.3f | %s | %s | %.2f%% | %.1f ms |\n", x.LossPct, x.QUICMedian, x.TCPMedian, x.Ratio,
 			mbpsList(x.QUICMbps), mbpsList(x.TCPMbps), x.DroppedPct, x.QUICRTTMS)
 	}
+	w("\nquic-go v0.65.0's congestion control is NewReno: its sent-packet handler builds its cubic sender with Reno on (internal/ackhandler), and its Config has no setting for the congestion controller, pacing or the initial window. `benchreport --goodput-only --goodput-tcp-cc reno` runs the TCP side with Reno to compare like with like.\n")
 	for _, x := range r.Goodput {
 		for _, f := range x.Failures {
 			w("\nAt %g%% loss, failed: %s.\n", x.LossPct, f)
