@@ -70,6 +70,7 @@ type options struct {
 	bin                                        string // antnode binary for the testbed
 	testbed                                    bool   // run the testbed's EIM pairs
 	goodput, goodputOnly                       bool   // run goodput under loss; only that
+	renderOnly                                 bool   // measure nothing: rewrite md from out
 	goodputRuns                                int    // transfers of each kind per loss rate
 	goodputLoss                                string // loss rates per link, percent
 	goodputSize                                int64  // bytes per transfer
@@ -91,6 +92,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.testbed, "testbed", true, "run the testbed's EIM pairs (needs root)")
 	flag.BoolVar(&o.goodput, "goodput", true, "measure goodput under loss, QUIC against TCP (needs root)")
 	flag.BoolVar(&o.goodputOnly, "goodput-only", false, "measure only goodput under loss and merge it into the existing --json report, then rewrite --md from it")
+	flag.BoolVar(&o.renderOnly, "render-only", false, "measure nothing: rewrite --md from the existing --json report")
 	flag.IntVar(&o.goodputRuns, "goodput-runs", 3, "goodput: transfers of each kind per loss rate")
 	flag.StringVar(&o.goodputLoss, "goodput-loss", "0,1,2,5", "goodput: loss rates per access link, percent, comma-separated")
 	flag.Int64Var(&o.goodputSize, "goodput-size", 16<<20, "goodput: bytes per transfer")
@@ -105,8 +107,8 @@ func run() error {
 	o := parseFlags()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if o.goodputOnly {
-		return runGoodputOnly(ctx, o)
+	if o.goodputOnly || o.renderOnly {
+		return rewrite(ctx, o)
 	}
 
 	rep := Report{Generated: time.Now().UTC().Format(time.RFC3339), Machine: readMachine(),
@@ -144,20 +146,23 @@ func run() error {
 	return writeReports(rep, o.md, o.out)
 }
 
-// runGoodputOnly measures goodput under loss into the report already at
-// o.out and rewrites both reports.
-func runGoodputOnly(ctx context.Context, o options) error {
+// rewrite reads the report already at o.out, measures goodput under loss
+// into it (--goodput-only; nothing with --render-only), and rewrites
+// both reports.
+func rewrite(ctx context.Context, o options) error {
 	b, err := os.ReadFile(o.out)
 	if err != nil {
-		return fmt.Errorf("--goodput-only merges into the existing report: %w", err)
+		return fmt.Errorf("--goodput-only and --render-only read the existing report: %w", err)
 	}
 	var rep Report
 	if err := json.Unmarshal(b, &rep); err != nil {
 		return fmt.Errorf("%s: %w", o.out, err)
 	}
-	o.goodput = true
-	if err := runGoodput(ctx, o, &rep); err != nil {
-		return err
+	if !o.renderOnly {
+		o.goodput = true
+		if err := runGoodput(ctx, o, &rep); err != nil {
+			return err
+		}
 	}
 	rep.Targets = Targets(rep)
 	return writeReports(rep, o.md, o.out)
