@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -33,9 +32,10 @@ type GoodputConfig struct {
 	Size     int64         // bytes per transfer. Zero: 16 MiB.
 	Runs     int           // transfers of each kind per loss rate. Zero: 3.
 	Timeout  time.Duration // per transfer. Zero: 10 min.
-	// TCPCongestion is the TCP connections' congestion control (e.g.
-	// "reno", to compare like with like: quic-go's is NewReno). Empty:
-	// the kernel's default (CUBIC).
+	// TCPCongestion is the TCP connections' congestion control, set on
+	// each socket (a host's default may be another: BBR here). Empty:
+	// "cubic", Linux's default. "reno" compares like with like: quic-go's
+	// is NewReno.
 	TCPCongestion string
 	Progress      io.Writer // progress lines. Nil: discarded.
 }
@@ -82,6 +82,9 @@ func (cfg GoodputConfig) withDefaults() (GoodputConfig, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Minute
 	}
+	if cfg.TCPCongestion == "" {
+		cfg.TCPCongestion = "cubic"
+	}
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
@@ -113,7 +116,7 @@ func Goodput(ctx context.Context, cfg GoodputConfig) ([]GoodputRow, error) {
 // goodputAt builds the testbed for one loss rate, measures, and tears it
 // down.
 func goodputAt(ctx context.Context, cfg GoodputConfig, loss float64) (GoodputRow, error) {
-	row := GoodputRow{LossPct: loss, DelayMS: float64(cfg.Delay.Microseconds()) / 1000, Bytes: cfg.Size}
+	row := GoodputRow{LossPct: loss, DelayMS: float64(cfg.Delay.Microseconds()) / 1000, Bytes: cfg.Size, TCPCongestion: cfg.TCPCongestion}
 	spec := Spec{Prefix: fmt.Sprintf("antbgp%d-", os.Getpid()), Link: Impairment{Delay: cfg.Delay, Loss: loss},
 		Sites: []SiteSpec{{Name: "public-1", Class: ClassPublic}, {Name: "public-2", Class: ClassPublic}}}
 	tb, err := Build(ctx, spec)
@@ -133,9 +136,6 @@ func goodputAt(ctx context.Context, cfg GoodputConfig, loss float64) (GoodputRow
 		if _, err := runIn(ctx, h.NS, "sysctl", "-q", "-w", "net.ipv4.tcp_no_metrics_save=1"); err != nil {
 			return row, err
 		}
-	}
-	if row.TCPCongestion, err = tcpCongestion(ctx, a.NS, cfg.TCPCongestion); err != nil {
-		return row, err
 	}
 	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, "", cfg.Progress)
 	if err != nil {
@@ -323,16 +323,6 @@ func sendTCP(ctx context.Context, ns string, dst netip.AddrPort, cc string, size
 	}
 	defer c.Close()
 	return transferTCP(ctx, c, size)
-}
-
-// tcpCongestion returns the congestion control of TCP connections from
-// namespace ns: cc, or the namespace's default when cc is empty.
-func tcpCongestion(ctx context.Context, ns, cc string) (string, error) {
-	if cc != "" {
-		return cc, nil
-	}
-	out, err := runIn(ctx, ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control")
-	return strings.TrimSpace(out), err
 }
 
 // setCongestion returns a dialer's Control that sets the socket's

@@ -74,7 +74,7 @@ type options struct {
 	goodputRuns                                int    // transfers of each kind per loss rate
 	goodputLoss                                string // loss rates per link, percent
 	goodputSize                                int64  // bytes per transfer
-	goodputTCPCC                               string // the TCP's congestion control ("": the kernel's default)
+	goodputTCPCC                               string // the TCP's congestion control
 }
 
 // parseFlags reads the command line.
@@ -96,7 +96,7 @@ func parseFlags() options {
 	flag.IntVar(&o.goodputRuns, "goodput-runs", 3, "goodput: transfers of each kind per loss rate")
 	flag.StringVar(&o.goodputLoss, "goodput-loss", "0,1,2,5", "goodput: loss rates per access link, percent, comma-separated")
 	flag.Int64Var(&o.goodputSize, "goodput-size", 16<<20, "goodput: bytes per transfer")
-	flag.StringVar(&o.goodputTCPCC, "goodput-tcp-cc", "", "goodput: the TCP connections' congestion control, e.g. reno (default: the kernel's, CUBIC)")
+	flag.StringVar(&o.goodputTCPCC, "goodput-tcp-cc", "cubic", "goodput: the TCP connections' congestion control, set on each socket (reno: like quic-go's)")
 	flag.Parse()
 	return o
 }
