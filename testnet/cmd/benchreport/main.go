@@ -63,18 +63,19 @@ const (
 
 // options are benchreport's command-line flags.
 type options struct {
-	md, out                                    string // the Markdown and JSON reports
-	benchtime                                  string // go test -benchtime of the other benchmarks
-	overheadRuns, forwardRuns, ttfbRuns, conns string // -benchtime of the benchmarks run alone
-	pkgs                                       string // packages to benchmark
-	bin                                        string // antnode binary for the testbed
-	testbed                                    bool   // run the testbed's EIM pairs
-	goodput, goodputOnly                       bool   // run goodput under loss; only that
-	renderOnly                                 bool   // measure nothing: rewrite md from out
-	goodputRuns                                int    // transfers of each kind per loss rate
-	goodputLoss                                string // loss rates per link, percent
-	goodputSize                                int64  // bytes per transfer
-	goodputTCPCC                               string // the TCP's congestion control
+	md, out                                    string        // the Markdown and JSON reports
+	benchtime                                  string        // go test -benchtime of the other benchmarks
+	overheadRuns, forwardRuns, ttfbRuns, conns string        // -benchtime of the benchmarks run alone
+	pkgs                                       string        // packages to benchmark
+	bin                                        string        // antnode binary for the testbed
+	testbed                                    bool          // run the testbed's EIM pairs
+	goodput, goodputOnly                       bool          // run goodput under loss; only that
+	renderOnly                                 bool          // measure nothing: rewrite md from out
+	goodputRuns                                int           // transfers of each kind per loss rate
+	goodputLoss                                string        // loss rates per link, percent
+	goodputSize                                int64         // bytes per transfer
+	goodputTCPCC                               string        // the TCP's congestion control
+	goodputTimeout                             time.Duration // per transfer
 }
 
 // parseFlags reads the command line.
@@ -96,6 +97,7 @@ func parseFlags() options {
 	flag.IntVar(&o.goodputRuns, "goodput-runs", 3, "goodput: transfers of each kind per loss rate")
 	flag.StringVar(&o.goodputLoss, "goodput-loss", "0,1,2,5", "goodput: loss rates per access link, percent, comma-separated")
 	flag.Int64Var(&o.goodputSize, "goodput-size", 16<<20, "goodput: bytes per transfer")
+	flag.DurationVar(&o.goodputTimeout, "goodput-timeout", 15*time.Minute, "goodput: the longest a transfer may take (16 MiB over TCP at 5% loss per link takes minutes)")
 	flag.StringVar(&o.goodputTCPCC, "goodput-tcp-cc", "cubic", "goodput: the TCP connections' congestion control, set on each socket (reno: like quic-go's)")
 	flag.Parse()
 	return o
@@ -190,7 +192,7 @@ func runGoodput(ctx context.Context, o options, rep *Report) error {
 	}
 	fmt.Println("== goodput under loss: QUIC (direct path) against TCP, 20 ms one-way delay per access link")
 	rows, err := testnet.Goodput(ctx, testnet.GoodputConfig{Bin: o.bin, LossPcts: loss, Size: o.goodputSize,
-		Runs: o.goodputRuns, TCPCongestion: o.goodputTCPCC, Progress: os.Stdout})
+		Runs: o.goodputRuns, TCPCongestion: o.goodputTCPCC, Timeout: o.goodputTimeout, Progress: os.Stdout})
 	if err != nil {
 		return fmt.Errorf("goodput: %w", err)
 	}
