@@ -38,7 +38,10 @@ demo: build
 	BIN=./$(BIN) HTTPFILE=./bin/httpfile bash scripts/demo.sh
 
 # The benchmarks: writes BENCHMARKS.md and bench-report.json. As root it
-# adds the testbed's time to connect at 20 ms delay. Needs coturn.
+# adds the testbed's time to connect at 20 ms delay, and goodput under
+# loss, QUIC against TCP CUBIC (about 50 minutes more: 16 MiB at 5% loss
+# per link takes minutes each way; benchreport --goodput-only runs just
+# that). Needs coturn.
 bench: build
 	$(GO) run ./testnet/cmd/benchreport --bin $(BIN)
 

@@ -122,11 +122,15 @@ type ConnectResult struct {
 	TimeToConnect float64 `json:"time_to_connect_ms"`
 	RTT           float64 `json:"rtt_ms"`
 	BytesVerified int64   `json:"bytes_verified"`
-	Phase         string  `json:"failed_phase"`
-	Reason        string  `json:"reason"`
-	Error         string  `json:"error"`
-	FinalPath     string  `json:"final_path"`
-	Migrations    []struct {
+	// ThroughputMbps is the verified transfer's goodput, from its
+	// stream's opening on the established connection to the receiver's
+	// digest.
+	ThroughputMbps float64 `json:"throughput_mbps"`
+	Phase          string  `json:"failed_phase"`
+	Reason         string  `json:"reason"`
+	Error          string  `json:"error"`
+	FinalPath      string  `json:"final_path"`
+	Migrations     []struct {
 		Kind       string  `json:"kind"`
 		Reason     string  `json:"reason"`
 		OK         bool    `json:"ok"`

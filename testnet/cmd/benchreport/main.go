@@ -11,7 +11,12 @@
 //   - the in-process NAT model's time to connect in round trips
 //     (virtual time: deterministic);
 //   - as root, the NAT testbed's EIM pairs with 20 ms one-way delay on
-//     every access link (skipped, and said so, without root).
+//     every access link (skipped, and said so, without root);
+//   - as root, goodput under loss: a 16 MiB transfer over antnode's direct
+//     QUIC path and over TCP (CUBIC) through the same 20 ms links at 0,
+//     1, 2 and 5% loss per link, interleaved (skipped, and said so,
+//     without root). --goodput-only runs just this and merges it into the
+//     existing reports.
 //
 // It starts no goroutines of its own beyond those of the commands it runs.
 package main
@@ -27,9 +32,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/antnode/antnode/testnet"
 )
 
 func main() {
@@ -55,12 +63,19 @@ const (
 
 // options are benchreport's command-line flags.
 type options struct {
-	md, out                                    string // the Markdown and JSON reports
-	benchtime                                  string // go test -benchtime of the other benchmarks
-	overheadRuns, forwardRuns, ttfbRuns, conns string // -benchtime of the benchmarks run alone
-	pkgs                                       string // packages to benchmark
-	bin                                        string // antnode binary for the testbed
-	testbed                                    bool   // run the testbed's EIM pairs
+	md, out                                    string        // the Markdown and JSON reports
+	benchtime                                  string        // go test -benchtime of the other benchmarks
+	overheadRuns, forwardRuns, ttfbRuns, conns string        // -benchtime of the benchmarks run alone
+	pkgs                                       string        // packages to benchmark
+	bin                                        string        // antnode binary for the testbed
+	testbed                                    bool          // run the testbed's EIM pairs
+	goodput, goodputOnly                       bool          // run goodput under loss; only that
+	renderOnly                                 bool          // measure nothing: rewrite md from out
+	goodputRuns                                int           // transfers of each kind per loss rate
+	goodputLoss                                string        // loss rates per link, percent
+	goodputSize                                int64         // bytes per transfer
+	goodputTCPCC                               string        // the TCP's congestion control
+	goodputTimeout                             time.Duration // per transfer
 }
 
 // parseFlags reads the command line.
@@ -76,6 +91,14 @@ func parseFlags() options {
 	flag.StringVar(&o.pkgs, "pkgs", "./...", "packages to benchmark")
 	flag.StringVar(&o.bin, "bin", "bin/antnode", "antnode binary for the testbed")
 	flag.BoolVar(&o.testbed, "testbed", true, "run the testbed's EIM pairs (needs root)")
+	flag.BoolVar(&o.goodput, "goodput", true, "measure goodput under loss, QUIC against TCP (needs root)")
+	flag.BoolVar(&o.goodputOnly, "goodput-only", false, "measure only goodput under loss and merge it into the existing --json report, then rewrite --md from it")
+	flag.BoolVar(&o.renderOnly, "render-only", false, "measure nothing: rewrite --md from the existing --json report")
+	flag.IntVar(&o.goodputRuns, "goodput-runs", 3, "goodput: transfers of each kind per loss rate")
+	flag.StringVar(&o.goodputLoss, "goodput-loss", "0,1,2,5", "goodput: loss rates per access link, percent, comma-separated")
+	flag.Int64Var(&o.goodputSize, "goodput-size", 16<<20, "goodput: bytes per transfer")
+	flag.DurationVar(&o.goodputTimeout, "goodput-timeout", 15*time.Minute, "goodput: the longest a transfer may take (16 MiB over TCP at 5% loss per link takes minutes)")
+	flag.StringVar(&o.goodputTCPCC, "goodput-tcp-cc", "cubic", "goodput: the TCP connections' congestion control, set on each socket (reno: like quic-go's)")
 	flag.Parse()
 	return o
 }
@@ -86,6 +109,9 @@ func run() error {
 	o := parseFlags()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.goodputOnly || o.renderOnly {
+		return rewrite(ctx, o)
+	}
 
 	rep := Report{Generated: time.Now().UTC().Format(time.RFC3339), Machine: readMachine(),
 		Command: "make bench"}
@@ -114,8 +140,66 @@ func run() error {
 		}
 	}
 
+	if err = runGoodput(ctx, o, &rep); err != nil {
+		return err
+	}
+
 	rep.Targets = Targets(rep)
 	return writeReports(rep, o.md, o.out)
+}
+
+// rewrite reads the report already at o.out, measures goodput under loss
+// into it (--goodput-only; nothing with --render-only), and rewrites
+// both reports.
+func rewrite(ctx context.Context, o options) error {
+	b, err := os.ReadFile(o.out)
+	if err != nil {
+		return fmt.Errorf("--goodput-only and --render-only read the existing report: %w", err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", o.out, err)
+	}
+	if !o.renderOnly {
+		o.goodput = true
+		if err := runGoodput(ctx, o, &rep); err != nil {
+			return err
+		}
+	}
+	rep.Targets = Targets(rep)
+	return writeReports(rep, o.md, o.out)
+}
+
+// runGoodput measures goodput under loss into rep (as root; without root
+// it notes why not).
+func runGoodput(ctx context.Context, o options, rep *Report) error {
+	rep.Goodput, rep.GoodputNote = nil, ""
+	switch {
+	case !o.goodput:
+		rep.GoodputNote = "not run (--goodput=false)"
+		return nil
+	case os.Geteuid() != 0:
+		rep.GoodputNote = "not run: it needs root (network namespaces); run make bench as root"
+		return nil
+	}
+	var loss []float64
+	for _, f := range strings.Split(o.goodputLoss, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return fmt.Errorf("--goodput-loss: %w", err)
+		}
+		loss = append(loss, v)
+	}
+	fmt.Println("== goodput under loss: QUIC (direct path) against TCP, 20 ms one-way delay per access link")
+	rows, err := testnet.Goodput(ctx, testnet.GoodputConfig{Bin: o.bin, LossPcts: loss, Size: o.goodputSize,
+		Runs: o.goodputRuns, TCPCongestion: o.goodputTCPCC, Timeout: o.goodputTimeout, Progress: os.Stdout})
+	if err != nil {
+		return fmt.Errorf("goodput: %w", err)
+	}
+	rep.Goodput = rows
+	rep.GoodputCommit = strings.TrimSpace(output(ctx, "git", "rev-parse", "--short", "HEAD"))
+	rep.GoodputGenerated = time.Now().UTC().Format(time.RFC3339)
+	return nil
 }
 
 // runBenchmarks runs go test -bench over o.pkgs, skipping the benchmarks

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/antnode/antnode/testnet"
 )
 
 // Report is bench-report.json.
@@ -21,7 +23,13 @@ type Report struct {
 	ModelRoundTrips   []RoundTrip `json:"model_round_trips"`
 	TestbedRoundTrips []RoundTrip `json:"testbed_round_trips,omitempty"`
 	TestbedNote       string      `json:"testbed_note,omitempty"`
-	Benchmarks        []Bench     `json:"benchmarks"`
+	// Goodput under loss, QUIC against TCP; it may come from a later run
+	// (--goodput-only) than the rest, on its own commit.
+	Goodput          []testnet.GoodputRow `json:"goodput_under_loss,omitempty"`
+	GoodputNote      string               `json:"goodput_note,omitempty"`
+	GoodputCommit    string               `json:"goodput_commit,omitempty"`
+	GoodputGenerated string               `json:"goodput_generated,omitempty"`
+	Benchmarks       []Bench              `json:"benchmarks"`
 }
 
 // Machine is where the numbers came from.
@@ -257,7 +265,25 @@ func Targets(r Report) []Target {
 	if worst > 0 {
 		t.Measured, t.Met = fmt.Sprintf("%.2f round trips", worst), worst <= 3
 	}
-	return append(ts, t)
+	return append(ts, t, goodputTarget(r.Goodput))
+}
+
+// goodputTarget is the goal of goodput under loss: QUIC at least TCP's
+// at every loss rate; measured is the worst rate's ratio.
+func goodputTarget(rows []testnet.GoodputRow) Target {
+	t := Target{Name: "goodput under loss, QUIC / TCP, worst loss rate", Target: ">= 1.0 at every loss rate", Measured: "not measured"}
+	if len(rows) == 0 {
+		return t
+	}
+	worst := rows[0]
+	for _, x := range rows[1:] {
+		if x.Ratio < worst.Ratio {
+			worst = x
+		}
+	}
+	t.Measured = fmt.Sprintf("%.3f at %g%% loss, TCP %s", worst.Ratio, worst.LossPct, worst.TCPCongestion)
+	t.Met = worst.Ratio >= 1
+	return t
 }
 
 // Markdown renders BENCHMARKS.md.
@@ -288,6 +314,8 @@ func Markdown(r Report) string {
 		w("\nNAT testbed: %s.\n", r.TestbedNote)
 	}
 
+	w("%s", goodput(r))
+
 	w("\n## Bootstrap at scale\n\nOne bootstrap in its own process (production defaults, real monitor) on loopback; the peers in the benchmark process, 100 to a socket, each with its own key and authenticated QUIC control connection. Memory is the bootstrap's Go heap and stacks after collections, grown by registrations alone. *floor* is a bare quic-go server with the same TLS and QUIC settings holding the same idle connections and reading their one stream; *over floor* is what antnode adds. Requests are whole introductions (request, offer, answer, result) between random pairs, 64 in flight; both ends run in the benchmark process on the same cores as the bootstrap, so *requests/s* is what the machine does with the load generator on it, and *capacity* is the machine's cores over the bootstrap's own CPU time per introduction (user and system, idle peers' heartbeats and garbage collection included).\n\n")
 	w("| peers | B/peer | over floor | stacks | RSS/peer | goroutines/peer | registrations/s | requests/s | p50 | p99 | bootstrap CPU/request | capacity |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range []string{"1000", "5000", "10000"} {
@@ -317,9 +345,51 @@ func Markdown(r Report) string {
 		w("| %s | %s | %d | %s |\n", strings.TrimPrefix(x.Package, "github.com/antnode/antnode/"), x.Name, x.Runs, strings.Join(parts, ", "))
 	}
 
-	w("\n## Reproduce\n\n```\nmake bench            # as root to include the testbed; writes BENCHMARKS.md and bench-report.json\n```\n\n")
+	w("\n## Reproduce\n\n```\nmake bench            # as root to include the testbed and goodput under loss; writes BENCHMARKS.md and bench-report.json\ngo run ./testnet/cmd/benchreport --bin bin/antnode --goodput-only   # as root: only goodput under loss, merged into bench-report.json\n```\n\n")
 	w("The relay benchmark needs Debian's coturn (`apt-get install coturn`, as `.ci/run` does); the testbed needs root, nftables, conntrack and iproute2. Profiles of the bootstrap under load: `ANTNODE_SCALE_HEAP_PROFILE=/tmp/heap ANTNODE_SCALE_CPU_PROFILE=/tmp/cpu go test -run '^$' -bench BootstrapScale ./bootstrap`; of failed attempts: `ANTNODE_RETENTION_PROFILE=/tmp/ret go test -run TestFailedAttemptsRetainNothing ./traversal`, then `go tool pprof -base /tmp/ret.before /tmp/ret.after`; of 1 000 forwarded connections held open: `ANTNODE_FORWARD_HEAP_PROFILE=/tmp/fwd go test -run '^$' -bench ForwardConnections -benchtime 1x ./traversal`.\n")
 	return b.String()
+}
+
+// goodput renders the section on goodput under loss: the table when it
+// was measured, else why not.
+func goodput(r Report) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("\n## Goodput under loss\n\n")
+	if len(r.Goodput) == 0 {
+		note := r.GoodputNote
+		if note == "" {
+			note = "not measured"
+		}
+		w("%s.\n", note)
+		return b.String()
+	}
+	g := r.Goodput[0]
+	w("NAT testbed, two public hosts (a direct path through both access links), %.0f ms one-way delay and the loss rate on every access link (the testbed's user-space delay line; each direction crosses two lossy links), no rate limit. A %.0f MiB verified transfer (pseudo-random bytes, SHA-256 checked by the receiver) over antnode's direct QUIC path (`antnode connect --send`, a new connection each time, timed from the stream's opening to the receiver's digest) and over a TCP connection between the same hosts (congestion control %s, set on the socket whatever the host's default; `tcp_no_metrics_save=1` so that each connection starts afresh as each QUIC one does; timed from the completed handshake to the receiver's digest). %d of each per loss rate, interleaved, the order alternating; goodput is the median, the ratio the median of the pairs' QUIC / TCP. Measured at commit %s, %s.\n\n",
+		g.DelayMS, float64(g.Bytes)/(1<<20), g.TCPCongestion, max(len(g.QUICMbps), len(g.TCPMbps)), r.GoodputCommit, r.GoodputGenerated)
+	w("| loss per link | QUIC | TCP (%s) | QUIC / TCP | QUIC runs | TCP runs | frames dropped | QUIC RTT |\n|---|---|---|---|---|---|---|---|\n", g.TCPCongestion)
+	for _, x := range r.Goodput {
+		w("| %g%% | %.2f Mbit/s | %.2f Mbit/s | %.3f | %s | %s | %.2f%% | %.1f ms |\n", x.LossPct, x.QUICMedian, x.TCPMedian, x.Ratio,
+			mbpsList(x.QUICMbps), mbpsList(x.TCPMbps), x.DroppedPct, x.QUICRTTMS)
+	}
+	w("\nquic-go v0.65.0's congestion control is NewReno: its sent-packet handler builds its cubic sender with Reno on (internal/ackhandler), and its Config has no setting for the congestion controller, pacing or the initial window. `benchreport --goodput-only --goodput-tcp-cc reno` runs the TCP side with Reno to compare like with like.\n")
+	for _, x := range r.Goodput {
+		for _, f := range x.Failures {
+			w("\nAt %g%% loss, failed: %s.\n", x.LossPct, f)
+		}
+	}
+	return b.String()
+}
+
+func mbpsList(xs []float64) string {
+	if len(xs) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.FormatFloat(x, 'f', 1, 64)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // carrying renders the section on application traffic through forwards,

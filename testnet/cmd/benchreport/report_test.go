@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/antnode/antnode/testnet"
 )
 
 const sampleBench = `goos: linux
@@ -108,6 +110,7 @@ func TestTargets(t *testing.T) {
 		{"1 000 concurrent forwarded TCP connections through one forward, each verified", false}, // 999
 		{"time to connect through EIM NATs, worst pair (model)", true},
 		{"time to connect through EIM NATs, worst pair's median (testbed)", false}, // not measured
+		{"goodput under loss, QUIC / TCP, worst loss rate", false},                 // not measured
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,5 +140,38 @@ func TestCarryingOnlyWhenMeasured(t *testing.T) {
 	r := Report{Benchmarks: ParseBench("pkg: github.com/antnode/antnode/traversal\nBenchmarkForwardTTFB-2 \t 10\t 1 ns/op\t 80 rtt-ms\t 84 ttfb-ms\t 1.05 ttfb/rtt\n")}
 	if s := carrying(r); !strings.Contains(s, "| 84.0 ms | 80.0 ms |") || strings.Contains(s, "Throughput") {
 		t.Fatalf("%s", s)
+	}
+}
+
+func TestGoodputSection(t *testing.T) {
+	if s := goodput(Report{GoodputNote: "not run: it needs root"}); !strings.Contains(s, "## Goodput under loss\n\nnot run: it needs root.\n") {
+		t.Fatalf("%s", s)
+	}
+	r := Report{GoodputCommit: "abc1234", GoodputGenerated: "2025-01-01T00:00:00Z", Goodput: []testnet.GoodputRow{
+		{LossPct: 0, DelayMS: 20, Bytes: 16 << 20, QUICMbps: []float64{120, 130, 125}, TCPMbps: []float64{110, 115, 112},
+			QUICMedian: 125, TCPMedian: 112, TCPCongestion: "cubic", Ratio: 1.1, DroppedPct: 0, QUICRTTMS: 81.5},
+		{LossPct: 5, DelayMS: 20, Bytes: 16 << 20, QUICMbps: []float64{0.5, 0.6}, TCPMbps: []float64{40, 45, 48},
+			QUICMedian: 0.55, TCPMedian: 45, TCPCongestion: "cubic", Ratio: 0.012, DroppedPct: 4.95, QUICRTTMS: 83,
+			Failures: []string{"QUIC run 3: timeout context deadline exceeded"}},
+	}}
+	s := goodput(r)
+	for _, want := range []string{"20 ms one-way delay", "16 MiB verified transfer", "3 of each per loss rate", "commit abc1234", "congestion control cubic", "| TCP (cubic) |",
+		"| 0% | 125.00 Mbit/s | 112.00 Mbit/s | 1.100 | 120.0, 130.0, 125.0 | 110.0, 115.0, 112.0 | 0.00% | 81.5 ms |",
+		"| 5% | 0.55 Mbit/s | 45.00 Mbit/s | 0.012 | 0.5, 0.6 | 40.0, 45.0, 48.0 | 4.95% | 83.0 ms |",
+		"At 5% loss, failed: QUIC run 3: timeout context deadline exceeded."} {
+		if !strings.Contains(s, want) {
+			t.Errorf("the section lacks %q:\n%s", want, s)
+		}
+	}
+	tg := goodputTarget(r.Goodput)
+	if tg.Met || tg.Measured != "0.012 at 5% loss, TCP cubic" {
+		t.Fatalf("%+v", tg)
+	}
+	r.Goodput = r.Goodput[:1]
+	if tg := goodputTarget(r.Goodput); !tg.Met || tg.Measured != "1.100 at 0% loss, TCP cubic" {
+		t.Fatalf("%+v", tg)
+	}
+	if md := Markdown(r); !strings.Contains(md, "## Goodput under loss") {
+		t.Fatal("BENCHMARKS.md lacks the goodput section")
 	}
 }
