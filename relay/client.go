@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/transport/v4/stdnet"
@@ -46,11 +48,18 @@ type Allocation struct {
 	Server netip.AddrPort
 	TCP    bool
 
-	client *turn.Client
-	sock   net.PacketConn
-	once   sync.Once
-	dead   chan struct{} // closed when the socket to the relay fails
+	client  *turn.Client
+	sock    net.PacketConn
+	watched *watchedConn
+	once    sync.Once
+	dead    chan struct{} // closed when the socket to the relay fails
 }
+
+// releaseWait bounds how long Close waits for the relay to answer the
+// zero-lifetime refresh, which pion retransmits (from 200 ms) only while
+// the client's socket stays open: one lost packet would otherwise leave
+// the allocation to its lifetime.
+const releaseWait = time.Second
 
 // Dead is closed when the socket to the relay fails (a TCP connection
 // reset by a restarted relay, or Close): the allocation is gone.
@@ -62,10 +71,17 @@ type watchedConn struct {
 	net.PacketConn
 	once sync.Once
 	dead chan struct{}
+	// Once closing is set, the first Refresh response closes released.
+	closing      atomic.Bool
+	releasedOnce sync.Once
+	released     chan struct{}
 }
 
 func (w *watchedConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, addr, err := w.PacketConn.ReadFrom(b)
+	if err == nil && w.closing.Load() && isRefreshResponse(b[:n]) {
+		w.releasedOnce.Do(func() { close(w.released) })
+	}
 	if err != nil {
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
@@ -88,7 +104,7 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 	if err != nil {
 		return nil, err
 	}
-	watched := &watchedConn{PacketConn: raw, dead: make(chan struct{})}
+	watched := &watchedConn{PacketConn: raw, dead: make(chan struct{}), released: make(chan struct{})}
 	var sock net.PacketConn = watched
 	cl, err := cfg.client(sock)
 	if err != nil {
@@ -108,7 +124,7 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 		}
 		return nil, fmt.Errorf("relay: allocate on %s: %w: %w", cfg.Server, ErrRefused, err)
 	}
-	a := &Allocation{Conn: conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, dead: watched.dead}
+	a := &Allocation{Conn: conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, watched: watched, dead: watched.dead}
 	a.Relayed = addrPort(conn.LocalAddr())
 	return a, nil
 }
@@ -218,13 +234,39 @@ func (a *Allocation) Permit(addrs ...netip.AddrPort) error {
 
 // Close releases the allocation (pion sends a zero-lifetime refresh) and
 // closes the client's socket. It is idempotent.
+//
+// It waits, up to releaseWait, for the relay to answer the refresh, so
+// that pion can retransmit a lost one; a relay that is gone costs the
+// whole wait.
 func (a *Allocation) Close() error {
 	a.once.Do(func() {
+		a.watched.closing.Store(true)
 		a.Conn.Close()
+		t := time.NewTimer(releaseWait)
+		select {
+		case <-a.watched.released:
+		case <-a.dead:
+		case <-t.C:
+		}
+		t.Stop()
 		a.client.Close()
 		a.sock.Close()
 	})
 	return nil
+}
+
+// isRefreshResponse says whether b is a STUN Refresh response (success
+// or error).
+func isRefreshResponse(b []byte) bool {
+	if !stun.IsMessage(b) {
+		return false
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil {
+		return false
+	}
+	return m.Type.Method == stun.MethodRefresh &&
+		(m.Type.Class == stun.ClassSuccessResponse || m.Type.Class == stun.ClassErrorResponse)
 }
 
 // familyNet resolves a server address in its own family: pion's TURN

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/internal/testkit"
+	"github.com/pion/stun/v3"
 )
 
 type testRelay struct {
@@ -319,4 +321,49 @@ func TestClientStateIsPruned(t *testing.T) {
 	if n := r.Clients(); n > 1000 {
 		t.Fatalf("state for %d clients after the first 1000's grace: not pruned", n)
 	}
+}
+
+// dropFirstRefresh is a client socket that loses the first Refresh
+// request it sends: the zero-lifetime refresh of a Close.
+type dropFirstRefresh struct {
+	net.PacketConn
+	dropped atomic.Bool
+}
+
+func (d *dropFirstRefresh) WriteTo(b []byte, addr net.Addr) (int, error) {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if stun.IsMessage(b) && m.Decode() == nil && m.Type.Method == stun.MethodRefresh && m.Type.Class == stun.ClassRequest &&
+		d.dropped.CompareAndSwap(false, true) {
+		return len(b), nil
+	}
+	return d.PacketConn.WriteTo(b, addr)
+}
+
+// TestCloseReleasesDespiteALostRefresh: the zero-lifetime refresh that
+// releases an allocation is lost once; Close keeps the client open long
+// enough for pion to send it again, and the relay frees the allocation.
+func TestCloseReleasesDespiteALostRefresh(t *testing.T) {
+	r := startRelay(t, ServerConfig{}, allowLoopback)
+	var sock *dropFirstRefresh
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := Allocate(ctx, ClientConfig{Server: r.UDPAddr(), Credentials: r.Credentials(peerID(t), time.Minute),
+		ListenUDP: func() (net.PacketConn, error) {
+			pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			sock = &dropFirstRefresh{PacketConn: pc}
+			return sock, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.Allocations(); n != 1 {
+		t.Fatalf("%d allocations", n)
+	}
+	start := time.Now()
+	a.Close()
+	t.Logf("Close took %v", time.Since(start).Round(time.Millisecond))
+	if !sock.dropped.Load() {
+		t.Fatal("no refresh was sent on Close")
+	}
+	testkit.WaitFor(t, 2*time.Second, "the relay to free the allocation", func() bool { return r.Allocations() == 0 })
 }
