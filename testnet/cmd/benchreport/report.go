@@ -387,7 +387,7 @@ func mbpsList(xs []float64) string {
 	}
 	parts := make([]string, len(xs))
 	for i, x := range xs {
-		parts[i] = strconv.FormatFloat(x, 'f', 1, 64)
+		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
 	}
 	return strings.Join(parts, ", ")
 }
