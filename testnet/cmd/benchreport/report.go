@@ -365,7 +365,7 @@ func goodput(r Report) string {
 		return b.String()
 	}
 	g := r.Goodput[0]
-	w("NAT testbed, two public hosts (a direct path through both access links), %.0f ms one-way delay and the loss rate on every access link (the testbed's user-space delay line; each direction crosses two lossy links), no rate limit. A %.0f MiB verified transfer (pseudo-random bytes, SHA-256 checked by the receiver) over antnode's direct QUIC path (`antnode connect --send`, a new connection each time, timed from the stream's opening to the receiver's digest) and over a TCP connection between the same hosts (congestion control %s, set on the socket whatever the host's default; `tcp_no_metrics_save=1` so that each connection starts afresh as each QUIC one does; timed from the completed handshake to the receiver's digest). %d of each per loss rate, interleaved, the order alternating; goodput is the median, the ratio the median of the pairs' QUIC / TCP. Measured at commit %s, %s.\n\n",
+	w("NAT testbed, two public hosts (a direct path through both access links), %.0f ms one-way delay and the loss rate on every access link (the testbed's user-space delay line; each direction crosses two lossy links), no rate limit. A %.0f MiB verified transfer (pseudo-random bytes, SHA-256 checked by the receiver) over antnode's direct QUIC path (`antnode connect --send`, a new connection each time, timed from the stream's opening to the receiver's digest; its JSON truncates to 0.1 Mbit/s, so QUIC's lowest rates are understated by up to 0.1 Mbit/s: 20%% at 0.5 Mbit/s) and over a TCP connection between the same hosts (congestion control %s, set on the socket whatever the host's default; `tcp_no_metrics_save=1` so that each connection starts afresh as each QUIC one does; timed from the completed handshake to the receiver's digest). %d of each per loss rate, interleaved, the order alternating; goodput is the median, the ratio the median of the pairs' QUIC / TCP. Measured at commit %s, %s.\n\n",
 		g.DelayMS, float64(g.Bytes)/(1<<20), g.TCPCongestion, max(len(g.QUICMbps), len(g.TCPMbps)), r.GoodputCommit, r.GoodputGenerated)
 	w("| loss per link | QUIC | TCP (%s) | QUIC / TCP | QUIC runs | TCP runs | frames dropped | QUIC RTT |\n|---|---|---|---|---|---|---|---|\n", g.TCPCongestion)
 	for _, x := range r.Goodput {
@@ -387,7 +387,7 @@ func mbpsList(xs []float64) string {
 	}
 	parts := make([]string, len(xs))
 	for i, x := range xs {
-		parts[i] = strconv.FormatFloat(x, 'f', 1, 64)
+		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
 	}
 	return strings.Join(parts, ", ")
 }

@@ -156,8 +156,8 @@ func TestGoodputSection(t *testing.T) {
 	}}
 	s := goodput(r)
 	for _, want := range []string{"20 ms one-way delay", "16 MiB verified transfer", "3 of each per loss rate", "commit abc1234", "congestion control cubic", "| TCP (cubic) |",
-		"| 0% | 125.00 Mbit/s | 112.00 Mbit/s | 1.100 | 120.0, 130.0, 125.0 | 110.0, 115.0, 112.0 | 0.00% | 81.5 ms |",
-		"| 5% | 0.55 Mbit/s | 45.00 Mbit/s | 0.012 | 0.5, 0.6 | 40.0, 45.0, 48.0 | 4.95% | 83.0 ms |",
+		"| 0% | 125.00 Mbit/s | 112.00 Mbit/s | 1.100 | 120.00, 130.00, 125.00 | 110.00, 115.00, 112.00 | 0.00% | 81.5 ms |",
+		"| 5% | 0.55 Mbit/s | 45.00 Mbit/s | 0.012 | 0.50, 0.60 | 40.00, 45.00, 48.00 | 4.95% | 83.0 ms |",
 		"At 5% loss, failed: QUIC run 3: timeout context deadline exceeded."} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the section lacks %q:\n%s", want, s)
