@@ -93,15 +93,9 @@ testbed: build
 # from the server network, where no access link and so no loss is in the
 # way (about 25 s). Writes testbed-lossy-report.json; about 5 minutes at
 # LOSSY_RUNS=5.
-#
-# CI runs the matrix only (LOSSY_SCENARIOS=none) until the scenarios have
-# a record under loss: `make testbed-lossy LOSSY_SCENARIOS=default` runs
-# them too (2 of 2 full runs passed; relay-upgrade alone failed 1 of 9,
-# its allocation's release unseen: pion sends the zero-lifetime refresh
-# once, and the client closes its socket at once, so a lost packet leaves
-# the allocation to its lifetime).
+# LOSSY_SCENARIOS=none runs the matrix alone.
 LOSSY_RUNS ?= 5
-LOSSY_SCENARIOS ?= none
+LOSSY_SCENARIOS ?= default
 LOSSY_SKIP ?= attack,mapping-expiry
 testbed-lossy: build
 	$(GO) build -o bin/testbed ./testnet/cmd/testbed
