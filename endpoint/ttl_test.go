@@ -54,10 +54,13 @@ func TestWriteTTL(t *testing.T) {
 	if err := ep.WriteTo([]byte("default"), sinkAddr); err != nil {
 		t.Fatal(err)
 	}
+	// Read until the two that must arrive have (a loaded machine's delay
+	// line may take a while); ttl1, sent first on the same path, would
+	// have arrived before them.
 	got := map[string]bool{}
 	buf := make([]byte, 100)
-	sink.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	for {
+	sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for !got["ttl2"] || !got["default"] {
 		n, _, err := sink.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			break
