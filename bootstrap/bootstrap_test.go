@@ -129,18 +129,6 @@ func ready(t testing.TB, c *Client) {
 	}
 }
 
-// eventually polls cond every 10 ms for at most d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRegisterAndObservedAddress(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	ep := newEndpoint(t, "127.0.0.1:0")
@@ -159,7 +147,7 @@ func TestRegisterAndObservedAddress(t *testing.T) {
 	if observed[0] != ep.LocalAddr() {
 		t.Fatalf("OnObserved got %v", observed[0])
 	}
-	eventually(t, 2*time.Second, "registry entry", func() bool { return srv.NumPeers() == 1 })
+	testkit.WaitFor(t, 2*time.Second, "registry entry", func() bool { return srv.NumPeers() == 1 })
 	p := srv.Peers()[0]
 	if p.Observed != ep.LocalAddr() || len(p.Candidates) != 1 || p.Candidates[0] != cands[0] || p.NAT.Mapping != nattype.MappingEIM {
 		t.Fatalf("registry entry %+v", p)
@@ -168,7 +156,7 @@ func TestRegisterAndObservedAddress(t *testing.T) {
 		t.Fatal("client does not know the server's ID")
 	}
 	c.Close()
-	eventually(t, 2*time.Second, "registry cleanup", func() bool { return srv.NumPeers() == 0 })
+	testkit.WaitFor(t, 2*time.Second, "registry cleanup", func() bool { return srv.NumPeers() == 0 })
 }
 
 func TestSTUNBindingFromAnyClient(t *testing.T) {
@@ -403,7 +391,7 @@ func TestBootstrapRestartIsSurvived(t *testing.T) {
 
 	srv.Close()
 	ep.Close()
-	eventually(t, 5*time.Second, "client to notice the loss", func() bool { return !c.Status().Registered })
+	testkit.WaitFor(t, 5*time.Second, "client to notice the loss", func() bool { return !c.Status().Registered })
 
 	ep2, err := endpoint.Listen("udp4", addr.String(), endpoint.Config{})
 	if err != nil {
@@ -411,7 +399,7 @@ func TestBootstrapRestartIsSurvived(t *testing.T) {
 	}
 	t.Cleanup(func() { ep2.Close() })
 	srv2 := startServer(t, ServerConfig{Identity: id, Endpoint: ep2})
-	eventually(t, 10*time.Second, "re-registration", func() bool { return c.Status().Registered && srv2.NumPeers() == 1 })
+	testkit.WaitFor(t, 10*time.Second, "re-registration", func() bool { return c.Status().Registered && srv2.NumPeers() == 1 })
 }
 
 func TestConnectUnknownPeerFailsFast(t *testing.T) {
@@ -693,7 +681,7 @@ func TestTCPFallbackWhenUDPBlocked(t *testing.T) {
 	}
 	// A TCP control connection that breaks is noticed and re-registered.
 	srv.Close()
-	eventually(t, 5*time.Second, "loss noticed", func() bool { return !c.Status().Registered })
+	testkit.WaitFor(t, 5*time.Second, "loss noticed", func() bool { return !c.Status().Registered })
 }
 
 type fakeIssuer struct{}
@@ -927,12 +915,12 @@ func TestHeartbeatNoticesACrash(t *testing.T) {
 			if tc.restart {
 				srv2 := mk()
 				proxy.set(srv2.Addr(), false)
-				eventually(t, 10*time.Second, "re-registration with the restarted bootstrap", func() bool {
+				testkit.WaitFor(t, 10*time.Second, "re-registration with the restarted bootstrap", func() bool {
 					return srv2.NumPeers() == 1 && c.Status().Registered
 				})
 			} else {
 				proxy.set(srv.Addr(), true)
-				eventually(t, 10*time.Second, "the client to notice", func() bool { return len(downs(rec)) > 0 })
+				testkit.WaitFor(t, 10*time.Second, "the client to notice", func() bool { return len(downs(rec)) > 0 })
 			}
 			downs := downs(rec)
 			t.Logf("noticed in %v: %v", time.Since(start), downs)

@@ -238,7 +238,7 @@ func TestCandidateLimit(t *testing.T) {
 					t.Fatalf("error frame code %s, want too_many", e.Code)
 				}
 			}
-			eventually(t, 3*time.Second, "the peer to be unregistered", func() bool { return srv.NumPeers() == 0 })
+			testkit.WaitFor(t, 3*time.Second, "the peer to be unregistered", func() bool { return srv.NumPeers() == 0 })
 			ready(t, startClient(t, srv, ClientConfig{}))
 		})
 	}
@@ -328,7 +328,7 @@ func TestSilentPeerExpires(t *testing.T) {
 		t.Fatal("the silent peer is not registered")
 	}
 
-	eventually(t, 10*idle, "the silent peer's registration to expire", func() bool { return !registered(silent.ID()) })
+	testkit.WaitFor(t, 10*idle, "the silent peer's registration to expire", func() bool { return !registered(silent.ID()) })
 	if !registered(a.cfg.Identity.ID()) || !a.Status().Registered {
 		t.Fatal("the peer that keeps alive expired too")
 	}

@@ -310,14 +310,11 @@ func (s *Server) authenticated(src net.Addr, peer identity.PeerID, now time.Time
 	defer s.mu.Unlock()
 	k := src.String()
 	c := s.byClient[k]
-	if c == nil || c.peer != peer {
-		c = &client{peer: peer, allocs: 0}
-		if c0 := s.byClient[k]; c0 != nil {
-			c.allocs = c0.allocs
-		}
+	if c == nil {
+		c = &client{}
 		s.byClient[k] = c
 	}
-	c.seen = now
+	c.peer, c.seen = peer, now
 	if len(s.byClient) > max(64, s.prunedAt+s.prunedAt/2) {
 		for k, c := range s.byClient {
 			if c.allocs == 0 && now.Sub(c.seen) > clientGrace {
