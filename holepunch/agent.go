@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,6 +138,7 @@ type Session struct {
 	mu        sync.Mutex
 	validated map[netip.AddrPort]Pair
 	seen      map[netip.AddrPort]bool // sources of the peer's checks
+	sources   []netip.AddrPort        // the same, in order of arrival
 	closed    bool
 
 	answered atomic.Uint64 // the peer's checks this side answered
@@ -173,6 +175,15 @@ func (s *Session) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+}
+
+// Sources returns the addresses the peer's authenticated checks came
+// from, in order of arrival (at most 64): where the peer is, as this
+// socket sees it.
+func (s *Session) Sources() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.sources)
 }
 
 // PeerChecksAnswered returns how many of the peer's checks this side
@@ -220,6 +231,7 @@ func (a *Agent) handle(m *stun.Message, from netip.AddrPort) {
 	first := !s.seen[from] && len(s.seen) < 64
 	if first {
 		s.seen[from] = true
+		s.sources = append(s.sources, from)
 	}
 	s.mu.Unlock()
 	if first {

@@ -2,7 +2,6 @@ package testnet
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -237,10 +236,8 @@ func scenarioBootstrapFailover(ctx context.Context, e *Env) (bool, string) {
 			Breaker string `json:"breaker"`
 		} `json:"bootstraps"`
 	}
-	out := p.Output()
-	line := out[strings.LastIndex(strings.TrimRight(out, "\n"), "\n")+1:]
-	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		return false, fmt.Sprintf("no JSON result: %v: %q", err, tail(out, 300))
+	if err := lastJSON(p.Output(), &res); err != nil {
+		return false, fmt.Sprintf("no JSON result: %v: %q", err, tail(p.Output(), 300))
 	}
 	connected := 0
 	for _, r := range res.Runs {

@@ -3,6 +3,7 @@ package testnet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -87,12 +88,29 @@ func connectResult(ctx context.Context, p *Proc) (ConnectResult, error) {
 	case <-time.After(90 * time.Second):
 		return ConnectResult{}, fmt.Errorf("the connect did not finish: %s", tail(p.Output(), 300))
 	}
-	out := strings.TrimRight(p.Output(), "\n")
 	var res ConnectResult
-	if err := json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &res); err != nil {
-		return res, fmt.Errorf("no JSON result: %w: %q", err, tail(out, 300))
+	if err := lastJSON(p.Output(), &res); err != nil {
+		return res, fmt.Errorf("no JSON result: %w: %q", err, tail(p.Output(), 300))
 	}
 	return res, nil
+}
+
+// lastJSON decodes into v the last line of a process's output that is a
+// JSON object. The output mixes the node's log (stderr) with its result
+// (stdout): a goroutine may still log a line after the result, as the
+// TURN client's reader does when the node closes.
+func lastJSON(out string, v any) error {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	err := errors.New("no line is a JSON object")
+	for i := len(lines) - 1; i >= 0 && i >= len(lines)-64; i-- {
+		if !strings.HasPrefix(lines[i], "{") {
+			continue
+		}
+		if err = json.Unmarshal([]byte(lines[i]), v); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // waitConnected waits until a connect's log shows its attempt ended, at

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -35,15 +36,13 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 	if err != nil {
 		return nil, err
 	}
-	if err := n.rerouteVia(ctx, qc, peer, remote, r, bc); err != nil {
+	at, err := n.rerouteVia(ctx, qc, peer, remote, r, bc)
+	if err != nil {
 		n.releaseRelay(r, false)
 		return nil, err
 	}
 	n.ownRelay(qc, r) // the reference acquireRelay took is the connection's now
-	return func() {
-		n.cfg.Endpoint.Unroute(remote)
-		r.conn.Intercept(remote, nil)
-	}, nil
+	return func() { n.unrouteVia(remote, at, r) }, nil
 }
 
 // anyRelay acquires an allocation on the first registered bootstrap's
@@ -61,52 +60,98 @@ func (n *Node) anyRelay(ctx context.Context) (*sharedRelay, *bootstrap.Client, e
 }
 
 // rerouteVia sends qc's packets to remote through the allocation r (on
-// bc's relay) and returns once packets come back that way. The peer
-// learns the relayed address as a candidate and checks it from its main
-// socket: its NAT opens to the relay.
-func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, peer identity.PeerID, remote netip.AddrPort, r *sharedRelay, bc *bootstrap.Client) error {
+// bc's relay) and returns once packets come back that way, with the
+// address the relay sends them to. The peer learns the relayed address as
+// a candidate and checks it from its main socket: its NAT opens to the
+// relay. The path may have died because the peer's NAT mapped it anew (a
+// conntrack flush, an expired mapping): QUIC's remote address is then
+// stale, and the peer's checks arrive at the relay from its new mapping.
+// The relay then sends to where the checks came from (atPeer).
+func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, peer identity.PeerID, remote netip.AddrPort,
+	r *sharedRelay, bc *bootstrap.Client) (netip.AddrPort, error) {
 	creds := holepunch.NewCreds()
 	relayCand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r.alloc.Relayed}
 	sess, err := bc.Connect(ctx, peer, bootstrap.Intro{NAT: n.NAT(), Candidates: []wire.Candidate{relayCand}, Creds: creds,
 		Purpose: wire.PurposeFallback})
 	if err != nil {
-		return fmt.Errorf("traversal: fallback: introduction: %w", err)
+		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: introduction: %w", err)
 	}
 	defer sess.Close()
-	if rhp, err := r.agent.Open(creds, sess.Remote.Creds, nil); err == nil {
+	rhp, err := r.agent.Open(creds, sess.Remote.Creds, nil)
+	if err == nil {
 		defer time.AfterFunc(2*time.Second, rhp.Close)
 	}
 	if err := r.alloc.Permit(remote); err != nil {
-		return fmt.Errorf("traversal: fallback: %w", err)
-	}
-	inj, err := n.injector()
-	if err != nil {
-		return fmt.Errorf("traversal: fallback: %w", err)
+		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	before := qc.ConnectionStats().PacketsReceived
-	r.conn.Intercept(remote, func(b []byte) { inj.Inject(b) })
-	dst := net.UDPAddrFromAddrPort(remote)
-	if err := n.cfg.Endpoint.Reroute(remote, func(b []byte) error {
-		_, err := r.conn.WriteTo(b, dst)
-		return err
-	}); err != nil {
-		r.conn.Intercept(remote, nil)
-		return fmt.Errorf("traversal: fallback: %w", err)
+	if err := n.routeVia(remote, remote, r); err != nil {
+		n.unrouteVia(remote, remote, r)
+		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	// Packets flowing again is the proof (the lost ones are retransmitted
 	// by QUIC's probe timeout, now through the relay).
+	at := remote
 	wait := time.NewTicker(20 * time.Millisecond)
 	defer wait.Stop()
 	for qc.ConnectionStats().PacketsReceived <= before {
 		select {
 		case <-wait.C:
+			if rhp == nil {
+				continue
+			}
+			if moved, ok := atPeer(rhp.Sources(), at); ok && n.routeVia(remote, moved, r) == nil {
+				at = moved
+			}
 		case <-ctx.Done():
-			n.cfg.Endpoint.Unroute(remote)
-			r.conn.Intercept(remote, nil)
-			return fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", context.Cause(ctx))
+			n.unrouteVia(remote, at, r)
+			return netip.AddrPort{}, fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", context.Cause(ctx))
 		}
 	}
+	return at, nil
+}
+
+// atPeer returns where the relay should send the connection's packets,
+// given the sources of the peer's checks that reached the relay so far and
+// the address it sends to now: unchanged while the checks come from there
+// (or none came yet), else the latest source. It is a pure function.
+func atPeer(sources []netip.AddrPort, now netip.AddrPort) (netip.AddrPort, bool) {
+	if len(sources) == 0 || slices.Contains(sources, now) {
+		return now, false
+	}
+	return sources[len(sources)-1], true
+}
+
+// routeVia sends the QUIC packets for remote through r's allocation to at,
+// and hands what comes back from at (and from remote) to the main socket.
+func (n *Node) routeVia(remote, at netip.AddrPort, r *sharedRelay) error {
+	inj, err := n.injector()
+	if err != nil {
+		return err
+	}
+	back := func(b []byte) { inj.Inject(b) }
+	r.conn.Intercept(remote, back)
+	if at != remote {
+		r.conn.Intercept(at, back)
+	}
+	dst := net.UDPAddrFromAddrPort(at)
+	if err := n.cfg.Endpoint.Reroute(remote, func(b []byte) error {
+		_, err := r.conn.WriteTo(b, dst)
+		return err
+	}); err != nil {
+		r.conn.Intercept(at, nil) // the route to remote, if any, stays as it was
+		return err
+	}
 	return nil
+}
+
+// unrouteVia undoes routeVia: the packets for remote go directly again.
+func (n *Node) unrouteVia(remote, at netip.AddrPort, r *sharedRelay) {
+	n.cfg.Endpoint.Unroute(remote)
+	r.conn.Intercept(remote, nil)
+	if at != remote {
+		r.conn.Intercept(at, nil)
+	}
 }
 
 // injector returns the node's injector (created on first use).
