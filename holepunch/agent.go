@@ -333,6 +333,11 @@ type PunchConfig struct {
 	// side's answers back in, so a dial there need not wait for this
 	// side's own check to that address to be answered.
 	OnPeerCheck func(netip.AddrPort)
+	// Passive sends none of the plan's checks, only triggered ones back
+	// to where the peer's checks came from; the round still lasts the
+	// plan's budget. For a side whose router maps its port: the peer
+	// checks it, and the answers leave through the mapping.
+	Passive bool
 }
 
 type sent struct {
@@ -458,7 +463,7 @@ func (e *executor) run(ctx context.Context, probes []Probe, cfg PunchConfig) (Re
 		case <-timer.C:
 			now := time.Since(start)
 			for next < len(probes) && probes[next].At <= now {
-				if !e.isValidated(probes[next].Target) {
+				if !cfg.Passive && !e.isValidated(probes[next].Target) {
 					e.send(probes[next])
 				}
 				next++

@@ -214,3 +214,40 @@ func TestPrime(t *testing.T) {
 		})
 	}
 }
+
+func TestPassiveSendsOnlyTriggeredChecks(t *testing.T) {
+	a, epA := agentOn(t)
+	b, epB := agentOn(t)
+	ca, cb := NewCreds(), NewCreds()
+	sa, _ := a.Open(ca, cb, nil)
+	defer sa.Close()
+	sb, _ := b.Open(cb, ca, nil)
+	defer sb.Close()
+	plan := PlanConfig{Budget: 300 * time.Millisecond, MaxRTO: 50 * time.Millisecond}
+
+	t.Run("alone it sends nothing", func(t *testing.T) {
+		res, err := sa.Punch(context.Background(), hostOf(epB), PunchConfig{Round: 1, Plan: plan, Passive: true})
+		if !errors.Is(err, ErrNoPath) || res.Sent != 0 {
+			t.Fatalf("passive round alone: sent %d, err %v; want 0 sent and ErrNoPath", res.Sent, err)
+		}
+		if sb.PeerChecksAnswered() != 0 {
+			t.Fatal("the peer answered checks a passive side never should have sent")
+		}
+	})
+	t.Run("checked, it checks back", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done := make(chan Result, 1)
+		go func() {
+			r, _ := sa.Punch(ctx, hostOf(epB), PunchConfig{Round: 2, Plan: PlanConfig{Budget: 2 * time.Second}, Passive: true})
+			done <- r
+		}()
+		if _, err := sb.Punch(ctx, hostOf(epA), PunchConfig{Round: 2}); err != nil {
+			t.Fatalf("the active side: %v", err)
+		}
+		r := <-done
+		if r.Best.Remote != epB.LocalAddr() || r.Sent == 0 {
+			t.Fatalf("passive side: best %+v after %d checks; want a triggered check to %v validated", r.Best, r.Sent, epB.LocalAddr())
+		}
+	})
+}

@@ -126,6 +126,9 @@ func Plan(remote []wire.Candidate, cfg PlanConfig) []Probe {
 func Priority(kind wire.CandidateKind, localPref uint16) uint32 {
 	var typePref uint32
 	switch kind {
+	case wire.KindMapped:
+		// Above every other kind: the router forwards it from anywhere.
+		typePref = 127
 	case wire.KindHost:
 		typePref = 126
 	case wire.KindPeerReflexive:

@@ -283,7 +283,7 @@ func (a *attempt) scan(rctx context.Context, start time.Time) error {
 // checks is an ordinary round: connectivity checks to the targets.
 func (a *attempt) checks(rctx context.Context, p bootstrap.Punch, start time.Time, targets []wire.Candidate) error {
 	_, err := a.lg.hp.Punch(rctx, targets, holepunch.PunchConfig{
-		Round: p.Round, Start: start, Plan: punchPlan(a.to, a.strat),
+		Round: p.Round, Start: start, Plan: punchPlan(a.to, a.strat), Passive: a.strat.Passive,
 		OnValidated: func(pr holepunch.Pair) {
 			select {
 			case a.validated <- pr:

@@ -100,6 +100,19 @@ func ServerReflexive(observed []netip.AddrPort, have []wire.Candidate) []wire.Ca
 	return out
 }
 
+// Mapped returns the mapped candidate for a router's port mapping at
+// mapped, if its IP is one a bootstrap observed the node at: a router
+// behind another NAT (a home router behind a carrier's) maps an address
+// that nobody outside reaches. It is a pure function.
+func Mapped(mapped netip.AddrPort, observed []netip.AddrPort) []wire.Candidate {
+	if !mapped.IsValid() || mapped.Port() == 0 ||
+		!slices.ContainsFunc(observed, func(o netip.AddrPort) bool { return o.Addr().Unmap() == mapped.Addr().Unmap() }) {
+		return nil
+	}
+	return []wire.Candidate{{Kind: wire.KindMapped, Priority: holepunch.Priority(wire.KindMapped, 65535),
+		Addr: netip.AddrPortFrom(mapped.Addr().Unmap(), mapped.Port())}}
+}
+
 // MaxAnnouncedTargets bounds the addresses of one introduction that this
 // node checks on the peer's word alone: candidates no bootstrap observed
 // (host candidates, and whatever else the peer announced). A peer can

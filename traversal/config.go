@@ -225,6 +225,14 @@ type Config struct {
 	// the node's ID; nil Recorder and Logger default to the node's. The
 	// zero value: service's defaults, metrics not registered.
 	Services service.Config
+	// PortMapped returns the public address the node's router maps to its
+	// socket now (PCP, NAT-PMP or UPnP IGD; see package portmap), or the
+	// zero AddrPort when there is none. The node announces it as a
+	// mapped candidate while its IP is one a bootstrap observed the node
+	// at (a mapping on a router behind another NAT reaches nobody), and
+	// answers the peers that check it instead of checking them. Call
+	// Node.PortMapChanged when it changes. Nil: no port mapping.
+	PortMapped func() netip.AddrPort
 }
 
 func (c *Config) validate() error {

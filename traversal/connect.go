@@ -169,7 +169,7 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 	att.SetNAT(local.Class(), sess.Remote.NAT.Class())
 	att.End(event.PhaseCoordinate, event.OutcomeOK, event.ReasonNone)
 
-	qc, path, phase, err := n.attemptVia(ctx, att, peer, g, sess, local, creds, incoming)
+	qc, path, phase, err := n.attemptVia(ctx, att, peer, g, sess, intro, incoming)
 	if r := Reason(err); (r == event.ReasonRelayUnavailable || r == event.ReasonRelayQuota || r == event.ReasonBootstrapUnreachable) && ctx.Err() == nil {
 		// The relay of the bootstrap that made the introduction cannot be
 		// had (restarting, full), or the bootstrap went away in the middle
@@ -182,7 +182,7 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 			label = alt.Bootstrap().Label()
 			sess.Cancel()
 			sess = alt // the deferred close ends this one
-			qc, path, phase, err = n.attemptVia(ctx, att, peer, g, sess, local, intro.Creds, incoming)
+			qc, path, phase, err = n.attemptVia(ctx, att, peer, g, sess, intro, incoming)
 			aerr = err
 		}
 		if !errors.Is(aerr, ErrNoAlternateBootstrap) { // tried, not merely thought of
@@ -202,8 +202,9 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 // attemptVia chooses the strategy for an introduction and runs it: the
 // direct attempt and, when it cannot or did not work, the relayed one.
 func (n *Node) attemptVia(ctx context.Context, att *event.Attempt, peer identity.PeerID, g degradation, sess *bootstrap.Session,
-	local nattype.Type, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
-	strat := g.apply(ChooseStrategy(local, sess.Remote.NAT, true), n.cfg.Relay)
+	intro bootstrap.Intro, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
+	local, creds := intro.NAT, intro.Creds
+	strat := g.apply(ChooseStrategyFor(LocalSide(intro), RemoteSide(sess.Remote), true), n.cfg.Relay)
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
 		return nil, event.PathNone, event.PhasePunch, err
@@ -347,15 +348,16 @@ func (n *Node) respond(ctx context.Context, giveUp context.CancelCauseFunc, att 
 	}()
 	att.End(event.PhaseCoordinate, event.OutcomeOK, event.ReasonNone)
 	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
-	return n.respondWith(ctx, att, o, sess, hp, creds, incoming, g, local)
+	return n.respondWith(ctx, att, o, sess, hp, creds, incoming, g, bootstrap.Intro{NAT: local, Candidates: cands})
 }
 
 // respondWith runs the responder's strategy: direct (checking the
 // initiator's relayed address if it falls back to the relay) or straight
 // to the relay.
 func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap.Offer, sess *bootstrap.Session,
-	hp *holepunch.Session, creds wire.Creds, incoming <-chan *quic.Conn, g degradation, local nattype.Type) (*quic.Conn, event.Path, error) {
-	strat := ChooseStrategy(local, o.Remote.NAT, false)
+	hp *holepunch.Session, creds wire.Creds, incoming <-chan *quic.Conn, g degradation, intro bootstrap.Intro) (*quic.Conn, event.Path, error) {
+	local := intro.NAT
+	strat := ChooseStrategyFor(LocalSide(intro), RemoteSide(o.Remote), false)
 	if g.Light {
 		// Under load: slower checks (the roles stay as the initiator
 		// expects them).

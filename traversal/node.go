@@ -384,8 +384,24 @@ func (n *Node) candidates() []wire.Candidate {
 			observed = append(observed, st.Observed)
 		}
 	}
+	var mapped netip.AddrPort
+	if n.cfg.PortMapped != nil {
+		mapped = n.cfg.PortMapped()
+	}
+	cands = append(Mapped(mapped, observed), cands...)
 	return append(cands, ServerReflexive(observed, cands)...)
 }
+
+// PortMapped reports whether the node announces a port mapping now.
+func (n *Node) PortMapped() bool {
+	n.natMu.Lock()
+	defer n.natMu.Unlock()
+	return slices.ContainsFunc(n.announced, func(c wire.Candidate) bool { return c.Kind == wire.KindMapped })
+}
+
+// PortMapChanged tells the node that its port mapping (Config.PortMapped)
+// appeared, changed or went away: it announces its candidates anew.
+func (n *Node) PortMapChanged() { n.announce() }
 
 // registered returns the clients that are registered now, in order.
 func (n *Node) registered() []*bootstrap.Client {

@@ -1,6 +1,10 @@
 package traversal
 
 import (
+	"slices"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/nattype"
 )
@@ -48,6 +52,57 @@ type Strategy struct {
 	// Slow spreads this side's checks out to half the pace (an attempt
 	// degraded under load; see punchPlan).
 	Slow bool
+	// Passive sends no checks of its own: this side's router maps its
+	// port, and it only answers the peer's checks (and checks back where
+	// they came from). A check of its own would leave through the NAT's
+	// ordinary mapping, whose conntrack entry can clash with the mapped
+	// port's forwarding of the peer's packets.
+	Passive bool
+}
+
+// Side is what a strategy knows of one side: its NAT, and whether its
+// router maps a port to it (a mapped candidate at the IP a bootstrap
+// observed it at).
+type Side struct {
+	NAT    nattype.Type
+	Mapped bool
+}
+
+// LocalSide is this side as its introduction presents it: mapped when it
+// announced a mapped candidate (Mapped announces one only at an IP a
+// bootstrap observed).
+func LocalSide(in bootstrap.Intro) Side {
+	return Side{NAT: in.NAT, Mapped: slices.ContainsFunc(in.Candidates, func(c wire.Candidate) bool { return c.Kind == wire.KindMapped })}
+}
+
+// RemoteSide is the peer as its introduction presents it: mapped only when
+// the bootstrap observed the mapped candidate's IP (a peer can announce
+// any address; what it says of a mapping elsewhere changes nothing).
+func RemoteSide(in bootstrap.Intro) Side {
+	return Side{NAT: in.NAT, Mapped: slices.ContainsFunc(in.Candidates, func(c wire.Candidate) bool {
+		return c.Kind == wire.KindMapped && c.Origin.Observed()
+	})}
+}
+
+// ChooseStrategyFor is ChooseStrategy with port mappings. A side whose
+// router maps its port is reachable from anywhere, like a public host,
+// whatever its NAT: the other side checks and dials its mapped address,
+// and it answers (Passive). Where both are mapped the initiator dials.
+// UDP blocked on either side still leaves only the relay. It is a pure
+// function.
+func ChooseStrategyFor(local, remote Side, initiator bool) Strategy {
+	if local.NAT.Filtering == nattype.FilteringBlocked || remote.NAT.Filtering == nattype.FilteringBlocked {
+		return Strategy{Reason: event.ReasonUDPBlocked}
+	}
+	switch {
+	case local.Mapped && remote.Mapped:
+		return Strategy{Direct: true, Dial: initiator, Speculative: initiator, Passive: !initiator}
+	case local.Mapped:
+		return Strategy{Direct: true, Passive: true}
+	case remote.Mapped:
+		return Strategy{Direct: true, Dial: true, Speculative: true}
+	}
+	return ChooseStrategy(local.NAT, remote.NAT, initiator)
 }
 
 // ChooseStrategy is the strategy for a side with NAT local talking to a

@@ -5,7 +5,9 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/holepunch"
 
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/nattype"
@@ -249,5 +251,98 @@ func TestPlanRelay(t *testing.T) {
 				t.Fatalf("%v/%v: a dialler without an allocation on either side", a, b)
 			}
 		}
+	}
+}
+
+func TestChooseStrategyFor(t *testing.T) {
+	var (
+		sym     = nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+		apdf    = nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}
+		blocked = nattype.Type{Filtering: nattype.FilteringBlocked}
+	)
+	mapped := func(t nattype.Type) Side { return Side{NAT: t, Mapped: true} }
+	plain := func(t nattype.Type) Side { return Side{NAT: t} }
+	answer := Strategy{Direct: true, Passive: true}
+	dial := Strategy{Direct: true, Dial: true, Speculative: true}
+	tests := []struct {
+		name          string
+		local, remote Side
+		initiator     bool
+		want          Strategy
+	}{
+		{"symmetric initiator to a mapped symmetric peer dials it", plain(sym), mapped(sym), true, dial},
+		{"symmetric responder to a mapped symmetric peer dials it", plain(sym), mapped(sym), false, dial},
+		{"mapped initiator answers a symmetric peer", mapped(sym), plain(sym), true, answer},
+		{"mapped responder answers a symmetric peer", mapped(sym), plain(sym), false, answer},
+		{"mapped responder answers a port-restricted peer", mapped(sym), plain(apdf), false, answer},
+		{"both mapped: the initiator dials", mapped(sym), mapped(sym), true, dial},
+		{"both mapped: the responder answers", mapped(sym), mapped(sym), false, answer},
+		{"mapped against UDP blocked: relay", mapped(sym), plain(blocked), true, Strategy{Reason: event.ReasonUDPBlocked}},
+		{"UDP blocked against mapped: relay", plain(blocked), mapped(sym), false, Strategy{Reason: event.ReasonUDPBlocked}},
+		{"no mapping: as ChooseStrategy", plain(sym), plain(sym), true, Strategy{Reason: event.ReasonBothSymmetric}},
+		{"no mapping: birthday as before", plain(sym), plain(apdf), true, Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ChooseStrategyFor(tc.local, tc.remote, tc.initiator); got != tc.want {
+				t.Fatalf("ChooseStrategyFor(%+v, %+v, %v) = %+v, want %+v", tc.local, tc.remote, tc.initiator, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSidesOfIntroductions(t *testing.T) {
+	sym := nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+	at := netip.MustParseAddrPort("198.51.100.7:4433")
+	cand := func(k wire.CandidateKind, o wire.Origin) wire.Candidate {
+		return wire.Candidate{Kind: k, Addr: at, Origin: o}
+	}
+	tests := []struct {
+		name          string
+		cands         []wire.Candidate
+		local, remote bool
+	}{
+		{"no mapping", []wire.Candidate{cand(wire.KindServerReflexive, wire.OriginObserved)}, false, false},
+		{"mapped at the observed address", []wire.Candidate{cand(wire.KindMapped, wire.OriginObserved)}, true, true},
+		{"mapped at the observed IP", []wire.Candidate{cand(wire.KindMapped, wire.OriginObservedIP)}, true, true},
+		{"mapped elsewhere, merely announced", []wire.Candidate{cand(wire.KindMapped, wire.OriginAnnounced)}, true, false},
+		{"from a bootstrap that marks no origin", []wire.Candidate{cand(wire.KindMapped, wire.OriginUnknown)}, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := bootstrap.Intro{NAT: sym, Candidates: tc.cands}
+			if got := LocalSide(in); got.Mapped != tc.local || got.NAT != sym {
+				t.Errorf("LocalSide = %+v, want mapped %v", got, tc.local)
+			}
+			if got := RemoteSide(in); got.Mapped != tc.remote || got.NAT != sym {
+				t.Errorf("RemoteSide = %+v, want mapped %v", got, tc.remote)
+			}
+		})
+	}
+}
+
+func TestMappedCandidate(t *testing.T) {
+	obs := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:61000")}
+	tests := []struct {
+		name   string
+		mapped netip.AddrPort
+		want   bool
+	}{
+		{"no mapping", netip.AddrPort{}, false},
+		{"at the observed IP", netip.MustParseAddrPort("198.51.100.7:4433"), true},
+		{"behind another NAT", netip.MustParseAddrPort("100.64.0.9:4433"), false},
+		{"port zero", netip.MustParseAddrPort("198.51.100.7:0"), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Mapped(tc.mapped, obs)
+			if (len(got) == 1) != tc.want {
+				t.Fatalf("Mapped(%v) = %v, want a candidate: %v", tc.mapped, got, tc.want)
+			}
+			if tc.want && (got[0].Kind != wire.KindMapped || got[0].Addr != tc.mapped ||
+				got[0].Priority <= holepunch.Priority(wire.KindHost, 65535)) {
+				t.Fatalf("mapped candidate %+v: want kind mapped at %v above every host candidate", got[0], tc.mapped)
+			}
+		})
 	}
 }

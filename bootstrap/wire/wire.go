@@ -178,6 +178,12 @@ const (
 	KindServerReflexive
 	KindPeerReflexive
 	KindRelay
+	// KindMapped is an address the peer's router mapped to its socket on
+	// request (PCP, NAT-PMP or UPnP IGD): reachable from anywhere while
+	// the mapping lives. Nodes before it reject a message that carries
+	// one (the codec checks kinds), so bootstraps and peers upgrade
+	// before they announce mappings.
+	KindMapped
 	kindEnd
 )
 
@@ -191,6 +197,8 @@ func (k CandidateKind) String() string {
 		return "prflx"
 	case KindRelay:
 		return "relay"
+	case KindMapped:
+		return "mapped"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
