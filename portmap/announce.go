@@ -45,7 +45,9 @@ func (m *Mapper) listen(ctx context.Context) (stop func()) {
 // listenAnnounce opens the announcements' socket: on the port of
 // announceAddr, shared (SO_REUSEADDR, SO_REUSEPORT) with other listeners
 // of the host, and joined to its group if it is a multicast address (on
-// the interface of LocalAddr, or the kernel's choice).
+// the interface of LocalAddr, or the kernel's choice). The join is best
+// effort: Linux delivers the all-hosts group, which every interface
+// joins, to a socket bound to the port anyway (IP_MULTICAST_ALL).
 func (m *Mapper) listenAnnounce(ctx context.Context) (*net.UDPConn, error) {
 	ap, err := netip.ParseAddrPort(m.cfg.announceAddr)
 	if err != nil {
@@ -62,13 +64,6 @@ func (m *Mapper) listenAnnounce(ctx context.Context) (*net.UDPConn, error) {
 			if serr == nil {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 			}
-			if serr == nil && ap.Addr().IsMulticast() {
-				mreq := &unix.IPMreq{Multiaddr: ap.Addr().As4()}
-				if m.cfg.LocalAddr.IsValid() {
-					mreq.Interface = m.cfg.LocalAddr.As4()
-				}
-				serr = unix.SetsockoptIPMreq(int(fd), unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq)
-			}
 		})
 		if err != nil {
 			return err
@@ -79,7 +74,21 @@ func (m *Mapper) listenAnnounce(ctx context.Context) (*net.UDPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pc.(*net.UDPConn), nil
+	conn := pc.(*net.UDPConn)
+	if ap.Addr().IsMulticast() {
+		mreq := &unix.IPMreq{Multiaddr: ap.Addr().As4()}
+		if m.cfg.LocalAddr.IsValid() {
+			mreq.Interface = m.cfg.LocalAddr.As4()
+		}
+		if rc, err := conn.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				if err := unix.SetsockoptIPMreq(int(fd), unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+					m.log.Debug("portmap: joining the all-hosts group", "err", err)
+				}
+			})
+		}
+	}
+	return conn, nil
 }
 
 // readAnnouncements reads until the socket is closed.

@@ -77,8 +77,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// OnChange is called, on the Mapper's goroutine, with the new Status
 	// whenever the mapping appears, changes its external address or port,
-	// is granted anew after the router lost it, or is lost. It must not
-	// call Close. Nil: not called.
+	// is granted anew after the router lost it, or is lost (not when Close
+	// deletes it). It should return quickly and must not call Close. Nil:
+	// not called.
 	OnChange func(Status)
 
 	// What tests change: the PCP and NAT-PMP server port (0: 5351); the

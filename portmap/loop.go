@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 const (
 	// retryJitter spreads the backoff between failed attempts by ±10 %.
 	retryJitter = 0.1
-	// minRenew is the shortest pause between renewals, whatever the lease.
-	minRenew = 2 * time.Second
+	// minRenew is the shortest pause between renewals, whatever the lease
+	// a gateway grants.
+	minRenew = 10 * time.Second
 	// noticeGap is the shortest pause between checks that announcements
 	// cause: a storm of them costs the gateway one request in 5 s.
 	noticeGap = 5 * time.Second
@@ -116,7 +118,12 @@ func (m *Mapper) round(ctx context.Context, oldp **holding) (*holding, error) {
 		*oldp = nil
 	}
 	m.update(false, func(s *Status) { s.LastError = err.Error() })
-	m.log.Info("portmap: no mapping", "err", err)
+	level := slog.LevelInfo
+	if m.failing { // said once; the next ones while failing are details
+		level = slog.LevelDebug
+	}
+	m.failing = true
+	m.log.Log(ctx, level, "portmap: no mapping", "err", err)
 	return nil, err
 }
 
@@ -193,6 +200,7 @@ func (m *Mapper) replace(ctx context.Context, old, h *holding) {
 
 // granted publishes a new mapping.
 func (m *Mapper) granted(h *holding) {
+	m.failing = false
 	m.met.setActive(h.proto)
 	m.update(true, func(s *Status) {
 		s.Active = true

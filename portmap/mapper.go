@@ -58,8 +58,9 @@ type Mapper struct {
 	nonce [pcpNonceLen]byte
 	dial  dialFunc
 
-	remap  chan struct{} // Remap's signal to the loop
-	notice chan struct{} // the gateway announced something
+	remap   chan struct{} // Remap's signal to the loop
+	notice  chan struct{} // the gateway announced something
+	failing bool          // the loop's: the last round failed (logged)
 
 	mu      sync.Mutex
 	status  Status

@@ -6,6 +6,14 @@ import (
 	"net/netip"
 )
 
+// NAT-PMP is spoken here rather than through github.com/jackpal/go-nat-pmp
+// (v1.1.0): that client cannot be pointed at another server port (so it
+// cannot be tested without binding 5351), reports a refusal as a string
+// (the result code that antnode diagnose shows is lost, and matching
+// error strings is not done here), takes no context (Close could not
+// bound the deletion), and shares nothing with PCP, whose socket
+// handling, source check and epoch logic NAT-PMP uses here.
+//
 // NAT-PMP on the wire (RFC 6886): version 0, an opcode (128 added in a
 // response), a 16-bit result code in responses, and the seconds since
 // the gateway's start of epoch.

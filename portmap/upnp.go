@@ -156,11 +156,11 @@ func soapError(ctx context.Context, err error) error {
 		}
 		return fmt.Errorf("%w: upnp: SOAP fault without a UPnP error code: %w", ErrMalformed, err)
 	}
-	switch ctx.Err() {
-	case context.DeadlineExceeded:
+	switch cerr := ctx.Err(); {
+	case errors.Is(cerr, context.DeadlineExceeded):
 		return fmt.Errorf("%w: upnp: %w", ErrNoAnswer, err)
-	case context.Canceled:
-		return fmt.Errorf("portmap: upnp: %w", context.Canceled)
+	case errors.Is(cerr, context.Canceled):
+		return fmt.Errorf("portmap: upnp: %w", cerr)
 	}
 	return fmt.Errorf("portmap: upnp: %w", err)
 }
@@ -177,18 +177,26 @@ type upnpDialer struct {
 // dial finds the description (by SSDP unless given), reads it, and picks
 // the first WAN connection service of WANIPConnection:2,
 // WANIPConnection:1 and WANPPPConnection:1 whose control URL is on the
-// gateway.
+// gateway. The discovery counts as one request.
 func (d upnpDialer) dial(ctx context.Context) (*upnpClient, error) {
+	c, err := d.discover(ctx)
+	if !errors.Is(err, context.Canceled) {
+		d.met.request(UPnP, err)
+	}
+	return c, err
+}
+
+func (d upnpDialer) discover(ctx context.Context) (*upnpClient, error) {
 	hc := d.httpClient()
 	loc, err := d.locate(ctx)
-	if err == nil {
-		var root *goupnp.RootDevice
-		if root, err = d.fetch(ctx, hc, loc); err == nil {
-			return d.pick(root, loc, hc)
-		}
+	if err != nil {
+		return nil, err
 	}
-	d.met.request(UPnP, err)
-	return nil, err
+	root, err := d.fetch(ctx, hc, loc)
+	if err != nil {
+		return nil, err
+	}
+	return d.pick(root, loc, hc)
 }
 
 // locate is the description's URL, given or found by SSDP; its host must
@@ -211,21 +219,28 @@ func (d upnpDialer) locate(ctx context.Context) (*url.URL, error) {
 	defer hu.Close()
 	sctx, cancel := context.WithTimeout(ctx, ssdpWait)
 	defer cancel()
-	resps, err := ssdp.RawSearch(sctx, hu, ssdp.UPNPRootDevice, ssdpSends)
+	resps, err := ssdp.RawSearch(sctx, hu, ssdp.UPNPRootDevice, ssdpSends) //nolint:bodyclose // a slice: gatewayLocation closes each
 	if err != nil {
 		return nil, fmt.Errorf("portmap: upnp: ssdp: %w", err)
 	}
-	var found *url.URL
-	for _, r := range resps {
-		_ = r.Body.Close()
-		if u, err := r.Location(); err == nil && found == nil && onGateway(u, d.t.gateway) {
-			found = u
-		}
-	}
+	found := gatewayLocation(resps, d.t.gateway)
 	if found == nil {
 		return nil, fmt.Errorf("%w: upnp: no SSDP answer from the gateway %s", ErrNoAnswer, d.t.gateway)
 	}
 	return found, nil
+}
+
+// gatewayLocation closes the SSDP answers and returns the first location
+// on the gateway among them (nil: none).
+func gatewayLocation(resps []*http.Response, gw netip.Addr) *url.URL {
+	var found *url.URL
+	for _, r := range resps {
+		_ = r.Body.Close()
+		if u, err := r.Location(); err == nil && found == nil && onGateway(u, gw) {
+			found = u
+		}
+	}
+	return found
 }
 
 // fetch reads the root device description at loc.
