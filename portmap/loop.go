@@ -68,13 +68,18 @@ func (m *Mapper) acquire(ctx context.Context, old *holding) *holding {
 		drain(m.notice)
 		wctx, cancel := context.WithCancel(ctx)
 		m.setKick(cancel)
-		h, err := failsafe.With(retry).WithContext(wctx).Get(func() (*holding, error) {
-			return m.round(wctx, &old)
+		var got *holding // a round's success stands even if a kick then ends the execution
+		_, _ = failsafe.With(retry).WithContext(wctx).Get(func() (*holding, error) {
+			h, err := m.round(wctx, &old)
+			if err == nil {
+				got = h
+			}
+			return h, err
 		})
 		m.setKick(nil)
 		cancel()
-		if err == nil {
-			return h
+		if got != nil {
+			return got
 		}
 	}
 	return old

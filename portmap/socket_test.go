@@ -282,8 +282,8 @@ func TestNoAnswer(t *testing.T) {
 	if st := m.Status(); st.Active || st.Probes[0].Result != NoAnswer {
 		t.Errorf("status %+v", st)
 	}
-	if n := len(srv.requests()); n < 2 || n > 3 {
-		t.Errorf("%d transmissions in 600 ms (at 0, 250, 750 ms), want 2 or 3", n)
+	if n := len(srv.requests()); n < 1 || n > 2 {
+		t.Errorf("%d transmissions in 600 ms (at 0 and 250 ms), want 2 (1 on a loaded host)", n)
 	}
 	if v := testutil.ToFloat64(m.met.requests.WithLabelValues("pcp", outcomeTimeout)); v < 1 {
 		t.Errorf("%v timeouts counted", v)
