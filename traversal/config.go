@@ -233,6 +233,10 @@ type Config struct {
 	// answers the peers that check it instead of checking them. Call
 	// Node.PortMapChanged when it changes. Nil: no port mapping.
 	PortMapped func() netip.AddrPort
+	// OnNetworkChange, if set, is called (on the network watcher's
+	// goroutine; it must not block) when the host's addresses changed: a
+	// port mapping is asked for anew there.
+	OnNetworkChange func()
 }
 
 func (c *Config) validate() error {

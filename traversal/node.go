@@ -186,6 +186,15 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// networkChanged runs on the network watcher's goroutine: the host's
+// addresses changed.
+func (n *Node) networkChanged() {
+	if n.cfg.OnNetworkChange != nil {
+		n.cfg.OnNetworkChange()
+	}
+	n.poke()
+}
+
 // poke asks the classify loop to measure the NAT again (an observed address
 // changed, or a bootstrap registered).
 func (n *Node) poke() {

@@ -33,7 +33,7 @@ func (n *Node) newPaths() (*migration.Manager, error) {
 	return migration.New(migration.Config{Node: pathsNode{n}, Transport: n.cfg.Endpoint.Transport(),
 		Recorder: n.rec, Logger: n.log, Check: n.cfg.DeadPathCheck, DeadAfter: n.cfg.DeadAfter,
 		UpgradeBase: base, UpgradeMax: n.cfg.UpgradeMax, KeepAlive: n.cfg.KeepAlive, MoveTimeout: n.cfg.ConnectTimeout,
-		NetworkPoll: n.cfg.NetworkPoll, Addrs: n.cfg.Addrs, OnNetworkChange: n.poke, OnKeepalive: n.setHeartbeats,
+		NetworkPoll: n.cfg.NetworkPoll, Addrs: n.cfg.Addrs, OnNetworkChange: n.networkChanged, OnKeepalive: n.setHeartbeats,
 		Busy: func() bool { return n.degrade.busy(n.cfg.MaxInflight) }, Reason: Reason})
 }
 

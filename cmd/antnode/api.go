@@ -37,12 +37,14 @@ type peerStatusJSON struct {
 	Bootstraps []bootstrapJSON `json:"bootstraps"`
 	Peers      int             `json:"peers"`
 	Conns      int             `json:"connections"`
+	// PortMap is the port mapping the router granted (--portmap).
+	PortMap *portMapJSON `json:"portmap,omitempty"`
 }
 
 // errNotReady is /readyz's answer while no bootstrap is registered.
 var errNotReady = errors.New("not registered with any bootstrap")
 
-func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surfaceAPI {
+func peerAPI(n *traversal.Node, pm *portMapping, mon *monitor.Monitor, started time.Time) surfaceAPI {
 	san := mon.Sanitizer()
 	bootstraps := func() ([]bootstrapJSON, bool) {
 		var out []bootstrapJSON
@@ -76,7 +78,7 @@ func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surface
 			bs, _ := bootstraps()
 			return peerStatusJSON{ID: n.ID().String(), Role: "peer", UptimeS: time.Since(started).Seconds(),
 				NAT: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String(),
-				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns())}
+				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns()), PortMap: portMapState(pm.m.Status(), san)}
 		},
 		peers:    func() any { return map[string]any{"peers": n.Peers(), "transitions": transitionsJSON()} },
 		services: func() any { return servicesJSON(n) },
@@ -86,7 +88,7 @@ func peerAPI(n *traversal.Node, mon *monitor.Monitor, started time.Time) surface
 			if err != nil {
 				return nil, &monitor.BadRequestError{Err: err}
 			}
-			return apiConnect(ctx, n, mon, id, send), nil
+			return apiConnect(ctx, n, pm, mon, id, send), nil
 		},
 		ready: func() error {
 			if _, ok := bootstraps(); !ok {
@@ -172,7 +174,7 @@ const apiConnectTimeout = 20 * time.Second
 // apiConnect connects the daemon to peer, verifies a transfer and, if it
 // failed, diagnoses the attempt. Errors are sanitised: they may name the
 // peer's addresses, and the answer leaves the host.
-func apiConnect(ctx context.Context, n *traversal.Node, mon *monitor.Monitor, peer identity.PeerID, send int64) apiConnectResult {
+func apiConnect(ctx context.Context, n *traversal.Node, pm *portMapping, mon *monitor.Monitor, peer identity.PeerID, send int64) apiConnectResult {
 	res := apiConnectResult{connectResult: connectOnce(ctx, n, connectOptions{peer: peer, send: send, timeout: apiConnectTimeout})}
 	res.NAT = n.NAT().Class()
 	res.Error = mon.Sanitizer().Text(res.Error)
@@ -182,6 +184,7 @@ func apiConnect(ctx context.Context, n *traversal.Node, mon *monitor.Monitor, pe
 			Transport: b.Transport, Breaker: b.Breaker})
 	}
 	res.MappingLifetimeMS, res.KeepaliveMS = ms(n.MappingLifetime()), ms(n.Keepalive())
+	res.PortMap = portMapState(pm.m.Status(), mon.Sanitizer())
 	if id, err := monitor.ParseAttemptID(res.Attempt); err == nil {
 		if rec, ok := mon.Store().Attempt(id); ok {
 			res.PeerNAT = rec.PeerNAT

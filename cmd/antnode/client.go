@@ -107,9 +107,11 @@ func (o *clientOptions) open(ctx context.Context, log *slog.Logger) (*clientNode
 type clientNode struct {
 	node *traversal.Node
 	ep   *endpoint.Endpoint
+	pm   *portMapping
 }
 
 func (c *clientNode) Close() {
+	c.pm.Close()
 	c.node.Close()
 	c.ep.Close()
 }
@@ -144,12 +146,21 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 		ep.Close()
 		return nil, err
 	}
+	pm, err := newPortMapping(o.relay.portmapMode, ep, bs, prometheus.NewRegistry(), log, san, &ncfg)
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
 	node, err := traversal.New(ncfg)
 	if err != nil {
 		ep.Close()
 		return nil, err
 	}
-	c := &clientNode{node: node, ep: ep}
+	c := &clientNode{node: node, ep: ep, pm: pm}
+	if err := pm.start(ctx, node); err != nil {
+		c.Close()
+		return nil, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	if err := node.WaitReady(rctx); err != nil {
@@ -164,6 +175,7 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 	} else {
 		log.Info("NAT type", "nat", nat.Class())
 	}
+	pm.wait(rctx, portmapWait)
 	return c, nil
 }
 

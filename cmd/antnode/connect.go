@@ -68,6 +68,8 @@ type connectResult struct {
 	// follows from it.
 	MappingLifetimeMS float64 `json:"mapping_lifetime_ms,omitempty"`
 	KeepaliveMS       float64 `json:"keepalive_ms"`
+	// PortMap is the port mapping the router granted (--portmap).
+	PortMap *portMapJSON `json:"portmap,omitempty"`
 }
 
 type migrationJSON struct {
@@ -216,11 +218,19 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	if err := o.relay.apply(&ncfg); err != nil {
 		return bad(err)
 	}
+	pm, err := newPortMapping(o.relay.portmapMode, ep, bs, reg, log, san, &ncfg)
+	if err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
 	node, err := traversal.New(ncfg)
 	if err != nil {
 		return fail("setup", monitor.ReasonInternal, err)
 	}
 	defer node.Close()
+	if err := pm.start(ctx, node); err != nil {
+		return fail("setup", monitor.ReasonInternal, err)
+	}
+	defer pm.Close()
 	res.NAT = "unknown"
 	if err := node.WaitReady(ctx); err != nil {
 		reason := monitor.ReasonBootstrapUnreachable
@@ -236,6 +246,8 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		res.NAT = nat.Class()
 	}
 	cancel()
+	pm.wait(ctx, portmapWait)
+	res.PortMap = portMapState(pm.m.Status(), san)
 	failed := connectRepeatedly(ctx, node, o, &res)
 	if failed && res.Error == "" {
 		res.Error = "at least one run failed"

@@ -23,6 +23,7 @@ import (
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/internal/boundedfile"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/portmap"
 	"github.com/antnode/antnode/relay"
 	"github.com/antnode/antnode/traversal"
 )
@@ -49,7 +50,8 @@ type nodeOptions struct {
 	config         string
 }
 
-// peerFlags are the relay flags of peers (the daemon and connect).
+// peerFlags are the relay and port-mapping flags of peers (the daemon,
+// connect, forward and pipe).
 type peerFlags struct {
 	relay            string
 	turnServer       string
@@ -57,6 +59,8 @@ type peerFlags struct {
 	breakerThreshold int
 	breakerDelay     time.Duration
 	birthday         birthdayFlags
+	portmap          string
+	portmapMode      portmap.Protocol // set by apply
 }
 
 // birthdayFlags bound the birthday search (holepunch.BirthdayConfig).
@@ -100,6 +104,7 @@ func (f *peerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.turnSecret, "turn-secret-file", "", "file holding the TURN server's shared secret (coturn static-auth-secret)")
 	fs.IntVar(&f.breakerThreshold, "breaker-threshold", 5, "consecutive failures that open a bootstrap's circuit breaker (1-1000)")
 	fs.DurationVar(&f.breakerDelay, "breaker-timeout", 60*time.Second, "how long an open breaker waits before a trial request (1ms-24h)")
+	fs.StringVar(&f.portmap, "portmap", "auto", "ask the router to map the node's port: auto (PCP, then NAT-PMP, then UPnP IGD; nothing when every bootstrap is on loopback), pcp, natpmp, upnp or off")
 	f.birthday.register(fs)
 }
 
@@ -121,6 +126,9 @@ func (f *peerFlags) apply(cfg *traversal.Config) error {
 		return badInput(err)
 	}
 	cfg.BreakerThreshold, cfg.BreakerDelay = f.breakerThreshold, f.breakerDelay
+	if f.portmapMode, err = portmap.ParseProtocol(f.portmap); err != nil {
+		return badInput(fmt.Errorf("--portmap: %w", err))
+	}
 	if cfg.Birthday, err = f.birthday.config(); err != nil {
 		return err
 	}
@@ -325,6 +333,10 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 	if err := o.peer.apply(&ncfg); err != nil {
 		return err
 	}
+	pm, err := newPortMapping(o.peer.portmapMode, ep, bs, reg, log, mon.Sanitizer(), &ncfg)
+	if err != nil {
+		return err
+	}
 	if o.mon.qlogDir != "" {
 		if ncfg.Tracer, err = monitor.QLogTracer(o.mon.qlogDir, mon.Sanitizer(), func(err error) { log.Warn("qlog", "err", err) }); err != nil {
 			return fmt.Errorf("--qlog-dir: %w", err)
@@ -335,13 +347,17 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 		return err
 	}
 	defer node.Close()
+	if err := pm.start(ctx, node); err != nil {
+		return err
+	}
+	defer pm.Close() // before the node's: the mapping is given back first
 	if err := reg.Register(node.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	if err := o.svc.serve(node, log); err != nil {
 		return err
 	}
-	surface, err := o.mon.startSurface(mn, reg, peerAPI(node, mon, started), log, stdout)
+	surface, err := o.mon.startSurface(mn, reg, peerAPI(node, pm, mon, started), log, stdout)
 	if err != nil {
 		return err
 	}
