@@ -467,6 +467,14 @@ func (m PortMapping) String() string {
 	return s
 }
 
+// MappingOf returns a matcher (for WaitUDPMapping) of the mappings to
+// host h's port, made by protocol via ("pcp", "natpmp", "upnp"; empty:
+// any).
+func MappingOf(h Host, port uint16, via string) func(PortMapping) bool {
+	to := netip.AddrPortFrom(h.Addr, port)
+	return func(m PortMapping) bool { return m.Internal == to && (via == "" || m.Via() == via) }
+}
+
 // UDPMappings returns the UDP port mappings of the site's router: the
 // DNAT rules in miniupnpd's prerouting chain (what the kernel forwards),
 // with the description and expiry of its lease file where it has them.

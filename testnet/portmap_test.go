@@ -111,6 +111,24 @@ func TestParseLeases(t *testing.T) {
 	if (PortMapping{}).Via() != "" {
 		t.Error("a mapping without a description has a protocol")
 	}
+	h := Host{Addr: netip.MustParseAddr("192.168.0.10")}
+	for i, tc := range []struct {
+		port uint16
+		via  string
+		want []bool
+	}{
+		{6666, "", []bool{true, false, false, false}},
+		{6666, "natpmp", []bool{true, false, false, false}},
+		{6666, "pcp", []bool{false, false, false, false}},
+		{7777, "pcp", []bool{false, false, false, true}},
+		{5555, "upnp", []bool{false, true, false, false}},
+	} {
+		for j, m := range got {
+			if MappingOf(h, tc.port, tc.via)(m) != tc.want[j] {
+				t.Errorf("case %d: MappingOf(%d, %q)(%v) = %v", i, tc.port, tc.via, m, !tc.want[j])
+			}
+		}
+	}
 }
 
 func TestMergeLeases(t *testing.T) {
@@ -320,7 +338,7 @@ func (b *portmapBed) run(args ...string) string {
 func (b *portmapBed) mapped(ext uint16) PortMapping {
 	b.t.Helper()
 	is := func(m PortMapping) bool { return m.External == ext }
-	ms, err := b.tb.WaitUDPMapping(b.ctx, "pm", true, is, 5*time.Second)
+	ms, err := b.tb.WaitUDPMapping(b.ctx, "pm", true, MappingOf(b.host, ext, ""), 5*time.Second)
 	if err != nil {
 		b.t.Fatal(err)
 	}
