@@ -22,9 +22,13 @@ type Ruleset struct {
 	Filtering string     // "eif", "adf" or "apdf"
 	Hairpin   bool       // LAN hosts may reach each other through the public address
 	BlockUDP  bool       // drop all UDP from the LANs to the WAN (TCP still passes)
-	Timeout   int        // dynamic map timeout in seconds; zero: 120
-	Extra     []string   // extra rules for the forward chain, before the defaults (fault injection)
-	Comment   string     // a first-line comment
+	// PortMap lets in from the WAN what a port-mapping daemon's own
+	// table (miniupnpd's, see portmap.go) destination-NATs: its accept
+	// there does not override this table's drop.
+	PortMap bool
+	Timeout int      // dynamic map timeout in seconds; zero: 120
+	Extra   []string // extra rules for the forward chain, before the defaults (fault injection)
+	Comment string   // a first-line comment
 }
 
 // Validate checks the fields.
@@ -148,6 +152,9 @@ func (n *nftText) forwardChain() {
 	w("    ct state established,related accept")
 	w("    iifname %s oifname %s accept", lanSet, wan)
 	w("    iifname %s oifname %s accept", lanSet, lanSet)
+	if r.PortMap {
+		w("    iifname %s ct status dnat accept comment \"port mappings\"", wan)
+	}
 	switch r.Filtering {
 	case "eif":
 		w("    iifname %s ct status dnat accept", wan)

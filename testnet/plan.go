@@ -224,11 +224,12 @@ var natBehaviour = map[Class]struct {
 	mapping, filtering string
 	blockUDP           bool
 }{
-	ClassEIMEIF:     {"eim", "eif", false},
-	ClassEIMADF:     {"eim", "adf", false},
-	ClassEIMAPDF:    {"eim", "apdf", false},
-	ClassAPDM:       {"apdm", "apdf", false},
-	ClassUDPBlocked: {"eim", "apdf", true},
+	ClassEIMEIF:      {"eim", "eif", false},
+	ClassEIMADF:      {"eim", "adf", false},
+	ClassEIMAPDF:     {"eim", "apdf", false},
+	ClassAPDM:        {"apdm", "apdf", false},
+	ClassAPDMPortmap: {"apdm", "apdf", false},
+	ClassUDPBlocked:  {"eim", "apdf", true},
 }
 
 // natRouter adds a single-NAT site's hosts, one LAN each, behind its
@@ -243,7 +244,7 @@ func (b *planner) natRouter(i int, site SiteSpec, r string, public netip.Addr) {
 	}
 	nb := natBehaviour[site.Class]
 	rs := Ruleset{WAN: "wan0", WANAddr: public, LANs: lans, Hairpin: site.Hairpin,
-		Mapping: nb.mapping, Filtering: nb.filtering, BlockUDP: nb.blockUDP,
+		Mapping: nb.mapping, Filtering: nb.filtering, BlockUDP: nb.blockUDP, PortMap: site.Class == ClassAPDMPortmap,
 		Comment: fmt.Sprintf("%s: %s, hairpin %v", site.Name, site.Class, site.Hairpin)}
 	b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: rs})
 }

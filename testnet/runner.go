@@ -16,13 +16,24 @@ import (
 	"time"
 )
 
-// DefaultSpec is the acceptance topology: two sites of every class (the
-// first eim-apdf and cgnat sites with two hosts, for same-NAT pairs; the
-// carrier NAT hairpins, the eim-apdf router does not), every access link
-// impaired by link.
+// DefaultSpec is the acceptance topology: two sites of every class of the
+// default set (DefaultClasses; the first eim-apdf and cgnat sites with two
+// hosts, for same-NAT pairs; the carrier NAT hairpins, the eim-apdf router
+// does not), every access link impaired by link.
 func DefaultSpec(prefix string, link Impairment) Spec {
+	return SpecFor(prefix, link, nil)
+}
+
+// SpecFor is DefaultSpec plus two sites of each class of classes that is
+// not in the default set (--classes apdm-portmap,...: the class is then
+// built and paired although the default leaves it out).
+func SpecFor(prefix string, link Impairment, classes []Class) Spec {
 	s := Spec{Prefix: prefix, Link: link}
+	def := DefaultClasses()
 	for _, c := range Classes() {
+		if !slices.Contains(def, c) && !slices.Contains(classes, c) {
+			continue
+		}
 		first := SiteSpec{Name: string(c) + "-1", Class: c}
 		switch c {
 		case ClassEIMAPDF:
@@ -446,7 +457,8 @@ func tail(s string, n int) string {
 	return s
 }
 
-// SaveLogs writes every daemon's and bootstrap's output to dir.
+// SaveLogs writes every daemon's and bootstrap's output to dir, and the
+// log of every apdm-portmap router's miniupnpd.
 func (e *Env) SaveLogs(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -457,7 +469,7 @@ func (e *Env) SaveLogs(dir string) error {
 	for ns, p := range e.Daemons {
 		os.WriteFile(filepath.Join(dir, ns+".log"), []byte(p.Output()), 0o644)
 	}
-	return nil
+	return e.TB.SavePortmapLogs(dir)
 }
 
 // Close stops the daemons and bootstraps (the testbed's Close would too).
@@ -520,6 +532,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 	rep.BuildMS = ms(tb.BuildTime)
 	rep.Namespaces = len(tb.Namespaces)
 	if err := verifyTestbed(ctx, tb, spec, rep, progress); err != nil {
+		if cfg.LogDir != "" {
+			tb.SavePortmapLogs(cfg.LogDir)
+		}
 		return rep, err
 	}
 	env, err := Setup(ctx, tb, spec, cfg.Bin, dir, cfg.LogDir, progress)
@@ -627,6 +642,9 @@ func verifyTestbed(ctx context.Context, tb *Testbed, spec Spec, rep *Report, pro
 	for _, s := range spec.Sites {
 		m := rep.Sites[s.Name]
 		fmt.Fprintf(progress, "  %-14s %-12s mapping %-5s filtering %-8s verified\n", s.Name, s.Class, m.Mapping, m.Filtering)
+		if m.Portmap != "" {
+			fmt.Fprintf(progress, "  %-14s %-12s port mapping answered: %s\n", s.Name, s.Class, m.Portmap)
+		}
 	}
 	return nil
 }

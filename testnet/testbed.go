@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,10 @@ type Testbed struct {
 	mu     sync.Mutex
 	procs  []*Proc
 	closed bool
+	// portmaps are the port-mapping daemons of apdm-portmap routers, by
+	// site; their files are under portmapDir (portmap.go).
+	portmaps   map[string]*portmapd
+	portmapDir string
 	// BuildTime is how long Build took.
 	BuildTime time.Duration
 }
@@ -39,6 +44,11 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 	if err := RequireTools(); err != nil {
 		return nil, err
 	}
+	if slices.ContainsFunc(spec.Sites, func(s SiteSpec) bool { return s.Class == ClassAPDMPortmap }) {
+		if err := requirePortmapTools(); err != nil {
+			return nil, err
+		}
+	}
 	if spec.Prefix == "" {
 		spec.Prefix = DefaultPrefix()
 	}
@@ -53,7 +63,7 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 			tb = nil
 		}
 	}()
-	for _, step := range []func(context.Context) error{tb.createNamespaces, tb.setSysctls, tb.configureIP, tb.loadRulesets, tb.startWires} {
+	for _, step := range []func(context.Context) error{tb.createNamespaces, tb.setSysctls, tb.configureIP, tb.loadRulesets, tb.startPortmaps, tb.startWires} {
 		if err := step(ctx); err != nil {
 			return tb, err
 		}
@@ -329,6 +339,7 @@ func (tb *Testbed) Close() time.Duration {
 		}()
 	}
 	wg.Wait()
+	tb.closePortmaps()
 	for _, d := range tb.lines {
 		d.close()
 	}

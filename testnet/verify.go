@@ -73,6 +73,9 @@ type Measured struct {
 	Hairpin   *bool  `json:"hairpin,omitempty"`
 	Verified  bool   `json:"verified"`
 	Detail    string `json:"detail,omitempty"`
+	// Portmap is what answered the port-mapping check of an apdm-portmap
+	// site (its router's miniupnpd, with no mapping yet).
+	Portmap string `json:"portmap,omitempty"`
 	// Antnode is the class antnode measured there (from its connects),
 	// and AntnodeAgrees whether that is the class's expected one.
 	Antnode       string `json:"antnode,omitempty"`
@@ -351,7 +354,7 @@ func (tb *Testbed) verifySite(ctx context.Context, ps *probeServers, site SiteSp
 	var err error
 	var failed []string
 	for try := 1; try <= verifyTries && ctx.Err() == nil; try++ {
-		meas, err = tb.verifySiteOnce(ps, site)
+		meas, err = tb.verifySiteOnce(ctx, ps, site)
 		if err == nil && meas.Verified {
 			if len(failed) > 0 {
 				meas.Detail = fmt.Sprintf("verified on try %d of %d; before: %s", try, verifyTries, strings.Join(failed, "; "))
@@ -370,7 +373,11 @@ func (tb *Testbed) verifySite(ctx context.Context, ps *probeServers, site SiteSp
 	return meas, err
 }
 
-func (tb *Testbed) verifySiteOnce(ps *probeServers, site SiteSpec) (Measured, error) {
+// verifySiteOnce measures site once: its NAT's mapping and filtering
+// from its first host, its hairpin when it has two, and, for
+// apdm-portmap, that its router answers port-mapping requests (before
+// any mapping: the NAT still measures as apdm).
+func (tb *Testbed) verifySiteOnce(ctx context.Context, ps *probeServers, site SiteSpec) (Measured, error) {
 	hosts := tb.HostsOf(site.Name)
 	if len(hosts) == 0 {
 		return Measured{}, errors.New("no hosts")
@@ -397,6 +404,14 @@ func (tb *Testbed) verifySiteOnce(ps *probeServers, site SiteSpec) (Measured, er
 		if hp != site.Hairpin {
 			meas.Verified = false
 			meas.Detail += fmt.Sprintf(" hairpin measured %v, configured %v", hp, site.Hairpin)
+		}
+	}
+	if site.Class == ClassAPDMPortmap {
+		got, err := tb.verifyPortmap(ctx, hosts[0])
+		meas.Portmap = got
+		if err != nil {
+			meas.Verified = false
+			meas.Detail += fmt.Sprintf(" port mapping: %v; miniupnpd: %s", err, tail(tb.PortmapLog(site.Name), 600))
 		}
 	}
 	return meas, nil

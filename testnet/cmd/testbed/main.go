@@ -35,7 +35,7 @@ func run() int {
 		delay     = flag.Duration("delay", 20*time.Millisecond, "one-way delay added on every access link")
 		loss      = flag.Float64("loss", 0, "percent of packets lost on every access link")
 		rate      = flag.Int("rate-kbit", 0, "rate limit of every access link in kbit/s (0: none)")
-		classes   = flag.String("classes", "", "comma-separated classes to pair (default: all): "+classList())
+		classes   = flag.String("classes", "", "comma-separated classes to pair (default: all of the default set; apdm-portmap only when named): "+classList())
 		send      = flag.Int64("send", 1<<20, "bytes verified per connect")
 		timeout   = flag.Duration("timeout", 15*time.Second, "per connect")
 		parallel  = flag.Int("parallel", 6, "concurrent connects")
@@ -57,7 +57,6 @@ func run() int {
 	cfg := testnet.RunConfig{Bin: *bin, Runs: *runs, BirthdayRuns: *bday, Send: *send, Timeout: *timeout,
 		Parallel: *parallel, Keep: *keep, Progress: os.Stderr, Commit: commit(), LogDir: *logDir}
 	link := testnet.Impairment{Delay: *delay, Loss: *loss, RateKbit: *rate}
-	cfg.Spec = testnet.DefaultSpec(*prefix, link)
 	if *classes != "" {
 		for _, c := range strings.Split(*classes, ",") {
 			cl := testnet.Class(strings.TrimSpace(c))
@@ -68,6 +67,9 @@ func run() int {
 			cfg.Classes = append(cfg.Classes, cl)
 		}
 	}
+	// The default sites, plus those of a class that --classes names
+	// although the default set leaves it out (apdm-portmap).
+	cfg.Spec = testnet.SpecFor(*prefix, link, cfg.Classes)
 	cfg.SoakFor = *soakFor
 	var err error
 	if cfg.Scenarios, err = scenarioList(*scenarios, *skip); err != nil {
