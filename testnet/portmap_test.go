@@ -195,11 +195,11 @@ func TestPortmapConfig(t *testing.T) {
 	}
 }
 
-// TestPortmapClass checks the class's place: in Classes, not in the
-// default set (until PortmapInDefaultSet), its sites only when named, its
-// router's ruleset apdm's plus the accept of DNATed packets.
+// TestPortmapClass checks the class's place: in Classes and the default
+// set, with two sites, its router's ruleset apdm's plus the accept of
+// DNATed packets.
 func TestPortmapClass(t *testing.T) {
-	if !ClassAPDMPortmap.Valid() || slices.Contains(DefaultClasses(), ClassAPDMPortmap) != PortmapInDefaultSet {
+	if !ClassAPDMPortmap.Valid() || !slices.Contains(DefaultClasses(), ClassAPDMPortmap) {
 		t.Fatalf("classes %v, default %v", Classes(), DefaultClasses())
 	}
 	has := func(s Spec) int {
@@ -212,11 +212,11 @@ func TestPortmapClass(t *testing.T) {
 		return n
 	}
 	def := DefaultSpec("x-", Impairment{})
-	if has(def) != 0 || len(def.Sites) != 2*len(DefaultClasses()) {
+	if has(def) != 2 || len(def.Sites) != 2*len(DefaultClasses()) {
 		t.Fatalf("default spec: %d apdm-portmap sites of %d", has(def), len(def.Sites))
 	}
 	named := SpecFor("x-", Impairment{}, []Class{ClassAPDMPortmap, ClassPublic})
-	if has(named) != 2 || len(named.Sites) != len(def.Sites)+2 {
+	if has(named) != 2 || len(named.Sites) != len(def.Sites) {
 		t.Fatalf("named: %d apdm-portmap sites of %d", has(named), len(named.Sites))
 	}
 	if m, f := ClassAPDMPortmap.Behaviour(); m != "APDM" || f != "APDF" || ClassAPDMPortmap.AntnodeClass() != "apdm" {

@@ -315,7 +315,7 @@ func (e *Env) StartBootstrap(ctx context.Context, i int, extra ...string) (*Proc
 
 // StartDaemon starts the peer daemon of a host.
 func (e *Env) StartDaemon(h Host) (*Proc, error) {
-	args := []string{e.Bin, "--listen", "0.0.0.0:4000", "--bootstrap-nodes", e.BootstrapAddrs,
+	args := []string{e.Bin, "--listen", fmt.Sprintf("0.0.0.0:%d", daemonPort), "--bootstrap-nodes", e.BootstrapAddrs,
 		"--key", filepath.Join(e.Dir, h.NS+".key"), "--log-level", "info", "--metrics-token-file", e.tokenFile()}
 	if e.LogDir != "" {
 		args = append(args, "--log-level", "debug", "--log-addresses", "full")

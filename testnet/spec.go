@@ -30,18 +30,10 @@ func Classes() []Class {
 	return []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassAPDM, ClassAPDMPortmap, ClassCGNAT, ClassUDPBlocked}
 }
 
-// PortmapInDefaultSet puts apdm-portmap in the default class set, the
-// sites DefaultSpec builds (and so the pairs and scenarios of a run
-// without --classes). It is off until the node maps ports (issue 18):
-// without a mapping apdm-portmap is plain apdm, and its pairs would miss
-// their expectation of direct. --classes apdm-portmap,... adds its sites
-// either way (SpecFor).
-const PortmapInDefaultSet = false
-
 // DefaultClasses returns the classes of the default set, in report order:
-// every class but apdm-portmap unless PortmapInDefaultSet.
+// every class (apdm-portmap among them since the node maps ports).
 func DefaultClasses() []Class {
-	return slices.DeleteFunc(Classes(), func(c Class) bool { return c == ClassAPDMPortmap && !PortmapInDefaultSet })
+	return Classes()
 }
 
 // Valid reports whether c is a known class.

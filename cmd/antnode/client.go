@@ -175,7 +175,7 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 	} else {
 		log.Info("NAT type", "nat", nat.Class())
 	}
-	pm.wait(rctx, portmapWait)
+	pm.wait(rctx)
 	return c, nil
 }
 

@@ -246,7 +246,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		res.NAT = nat.Class()
 	}
 	cancel()
-	pm.wait(ctx, portmapWait)
+	pm.wait(ctx)
 	res.PortMap = portMapState(pm.m.Status(), san)
 	failed := connectRepeatedly(ctx, node, o, &res)
 	if failed && res.Error == "" {

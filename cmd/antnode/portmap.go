@@ -16,8 +16,15 @@ import (
 )
 
 // portmapWait bounds how long a one-shot command waits for its first port
-// mapping after the NAT was measured.
-const portmapWait = time.Second
+// mapping after the NAT was measured: a PCP or NAT-PMP gateway answers in
+// milliseconds. UPnP IGD's discovery (SSDP) collects answers for 2 s, so
+// --portmap upnp waits longer. In auto mode a gateway that answers only
+// UPnP is mapped after PCP and NAT-PMP went unanswered (seconds): a
+// one-shot command goes without it, a daemon announces it when it comes.
+const (
+	portmapWait     = time.Second
+	portmapWaitUPnP = 3 * time.Second
+)
 
 // portMapJSON is the port-mapping state in connect's JSON and the status
 // API: what the node asked for and what the router granted.
@@ -144,13 +151,16 @@ func (p *portMapping) start(ctx context.Context, node *traversal.Node) error {
 	return p.m.Start(ctx)
 }
 
-// wait waits, at most limit, for the first mapping: a one-shot command
+// wait waits, a bounded time (portmapWait), for the first mapping: a one-shot command
 // (connect, forward, pipe) announces its candidates once, with its
-// request. A gateway that answers does so within milliseconds; one that
-// does not costs limit.
-func (p *portMapping) wait(ctx context.Context, limit time.Duration) {
-	if p.m.Status().Mode == portmap.Off {
+// request.
+func (p *portMapping) wait(ctx context.Context) {
+	limit := portmapWait
+	switch p.m.Status().Mode {
+	case portmap.Off:
 		return
+	case portmap.UPnP:
+		limit = portmapWaitUPnP
 	}
 	t := time.NewTimer(limit)
 	defer t.Stop()
