@@ -140,6 +140,11 @@ func scenarioDiagBothSymmetric(ctx context.Context, e *Env) (bool, string) {
 	}
 	out, err := e.apiConnect(ctx, a, e.PeerIDs[b.NS], 64<<10)
 	if err != nil || !strings.Contains(out, `"connected": true`) {
+		var res ConnectResult
+		if json.Unmarshal([]byte(out), &res) == nil {
+			return false, fmt.Sprintf("the API connect failed in %s: %s: %s (path %s, %d bytes verified)",
+				res.Phase, res.Reason, res.Error, res.Path, res.BytesVerified)
+		}
 		return false, fmt.Sprintf("the API connect failed: %v %s", err, tail(out, 300))
 	}
 	f, ok, seen := e.waitFinding(ctx, a.NS, "both_symmetric", "", 10*time.Second)

@@ -276,7 +276,7 @@ func (tb *Testbed) startPortmap(ctx context.Context, pm *portmapd) error {
 		pm.wg.Add(1)
 		go func() {
 			defer pm.wg.Done()
-			serveSTUN(c, pm.public)
+			serveSTUN(c, func(from netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(pm.public, from.Port()) })
 		}()
 	}
 	p, err := tb.Start(pm.ns, "miniupnpd", "-d", "-f", conf, "-P", filepath.Join(pm.dir, "miniupnpd.pid"))
@@ -295,9 +295,9 @@ func (tb *Testbed) startPortmap(ctx context.Context, pm *portmapd) error {
 	return nil
 }
 
-// serveSTUN answers every STUN Binding request on c with public and the
-// request's source port as its XOR-MAPPED-ADDRESS, until c is closed.
-func serveSTUN(c *net.UDPConn, public netip.Addr) {
+// serveSTUN answers every STUN Binding request on c, until c is closed,
+// with answer(source) as its XOR-MAPPED-ADDRESS.
+func serveSTUN(c *net.UDPConn, answer func(from netip.AddrPort) netip.AddrPort) {
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
@@ -308,8 +308,10 @@ func serveSTUN(c *net.UDPConn, public netip.Addr) {
 		if req.Decode() != nil || req.Type != stun.BindingRequest {
 			continue
 		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		mapped := answer(from)
 		resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-			&stun.XORMappedAddress{IP: public.AsSlice(), Port: int(from.Port())})
+			&stun.XORMappedAddress{IP: mapped.Addr().AsSlice(), Port: int(mapped.Port())})
 		if err == nil {
 			c.WriteToUDPAddrPort(resp.Raw, from)
 		}

@@ -113,21 +113,7 @@ func startProbeServers(ns string) (*probeServers, error) {
 		ps.wg.Add(1)
 		go func() {
 			defer ps.wg.Done()
-			buf := make([]byte, 1500)
-			for {
-				n, from, err := c.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-				if req.Decode() != nil || req.Type != stun.BindingRequest {
-					continue
-				}
-				from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-				resp := stun.MustBuild(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-					&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())})
-				c.WriteToUDPAddrPort(resp.Raw, from)
-			}
+			serveSTUN(c, func(from netip.AddrPort) netip.AddrPort { return from })
 		}()
 	}
 	err := InNS(ns, func() error {
