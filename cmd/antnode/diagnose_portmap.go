@@ -20,11 +20,12 @@ import (
 // try is "not tried", one still unanswered when it stopped waiting is
 // "unknown", and "no answer" means a request that timed out.
 
-// diagPortmapWait bounds the wait for the probe's first outcome: a round
-// of auto mode is PCP's and NAT-PMP's request timeouts (4 s each) and
-// UPnP's search (2 s) when nothing answers. It runs while the relay
-// checks do.
-const diagPortmapWait = 10 * time.Second
+// diagPortmapWait bounds the wait for the probe's first outcome (and the
+// run's --timeout bounds it too). It covers a whole round of auto mode on
+// a network where nothing answers, PCP's and NAT-PMP's request timeouts
+// (4 s each) and UPnP's search (2 s), so that each protocol gets its own
+// answer or timeout; the probe runs while the relay checks do.
+const diagPortmapWait = 12 * time.Second
 
 // Results of a protocol in the report beyond portmap.ProbeResult's.
 const (
