@@ -20,6 +20,9 @@ const (
 	CausePathBlackholed       Cause = "path_blackholed"
 	CauseNetworkChanged       Cause = "network_changed"
 	CauseOverloaded           Cause = "overloaded"
+	// CausePortMapRefused: the router answered a port-mapping request
+	// with a refusal (antnode diagnose's probe).
+	CausePortMapRefused Cause = "portmap_refused"
 	// Refused service streams (package service).
 	CauseUnknownService    Cause = "unknown_service"
 	CauseNotAllowed        Cause = "not_allowed"
@@ -90,6 +93,10 @@ func networkCauses() []CauseInfo {
 		{CauseOverloaded, "Overloaded",
 			"The node or a bootstrap shed work because too many attempts ran at once.",
 			"Reduce concurrent attempts or spread peers over more bootstraps.", ""},
+		{CausePortMapRefused, "Router refuses port mapping",
+			"The router answered the node's port-mapping request (PCP, NAT-PMP or UPnP IGD) with a refusal and its result code, and no protocol mapped the port: the node has no mapped candidate, so peers whose NAT and this one's admit no direct path use the relay.",
+			"Allow port mapping for this host on the router (miniupnpd: enable_pcp_pmp, enable_upnp and an allow rule for the host and its UDP port), or forward the node's UDP port by hand; `antnode diagnose` shows each protocol's result code.",
+			"Why the router refuses (a policy, an access list, a full mapping table) beyond what the result code names; and the protocols that did not answer say nothing either way."},
 	}
 }
 

@@ -363,3 +363,49 @@ func TestNextStep(t *testing.T) {
 		})
 	}
 }
+
+// TestPortMapRefusedFinding: antnode diagnose's refusals by the router
+// make one documented finding whose confidence grows with the protocols
+// that refused (each stated by the router), and no finding without one.
+func TestPortMapRefusedFinding(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	refusal := func(proto string) Probe {
+		return Probe{Cause: CausePortMapRefused, Scope: "node", Severity: SeverityInfo,
+			Observation: Observation{Source: proto + " to the gateway", Strength: StrengthStated},
+			Evidence:    Evidence{Time: now, Kind: "probe", Detail: proto + ": result code 2"}}
+	}
+	tests := []struct {
+		name       string
+		probes     []Probe
+		sources    int
+		confidence float64
+	}{
+		{"no refusal", nil, 0, 0},
+		{"PCP refused", []Probe{refusal("pcp")}, 1, 0.9},
+		{"PCP and NAT-PMP refused", []Probe{refusal("pcp"), refusal("natpmp")}, 2, 0.99},
+		{"PCP refused twice: one source", []Probe{refusal("pcp"), refusal("pcp")}, 1, 0.9},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := Diagnose(DiagInput{Probes: tc.probes, Now: now})
+			if tc.sources == 0 {
+				if len(fs) != 0 {
+					t.Fatalf("findings %+v", fs)
+				}
+				return
+			}
+			if len(fs) != 1 {
+				t.Fatalf("findings %+v", fs)
+			}
+			f := fs[0]
+			ci := causeInfo(CausePortMapRefused)
+			if f.Cause != CausePortMapRefused || f.Title != ci.Title || f.Title == string(CausePortMapRefused) ||
+				ci.Explanation == "" || f.NextStep == "" || f.Unknown == "" || f.Severity != SeverityInfo {
+				t.Fatalf("finding %+v", f)
+			}
+			if f.Sources != tc.sources || f.Confidence != tc.confidence {
+				t.Fatalf("%d sources, confidence %v; want %d, %v", f.Sources, f.Confidence, tc.sources, tc.confidence)
+			}
+		})
+	}
+}

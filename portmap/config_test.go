@@ -111,3 +111,24 @@ func TestResultError(t *testing.T) {
 		}
 	}
 }
+
+func TestResultErrorName(t *testing.T) {
+	tests := []struct {
+		name string
+		err  *ResultError
+		want string
+	}{
+		{"PCP NOT_AUTHORIZED", &ResultError{Protocol: PCP, Code: 2}, "NOT_AUTHORIZED"},
+		{"NAT-PMP refused", &ResultError{Protocol: NATPMP, Code: 2}, "Not Authorized/Refused"},
+		{"UPnP conflict", &ResultError{Protocol: UPnP, Code: 718}, "ConflictInMappingEntry"},
+		{"PCP code beyond the RFC's", &ResultError{Protocol: PCP, Code: 99}, ""},
+		{"UPnP code without a name", &ResultError{Protocol: UPnP, Code: 899}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.err.Name(); got != tt.want {
+				t.Errorf("Name() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -132,3 +132,8 @@ func resultName(p Protocol, code int) string {
 	}
 	return ""
 }
+
+// Name is the name the protocol's specification gives the code
+// (NOT_AUTHORIZED, ConflictInMappingEntry, ...), or "" where it gives
+// none.
+func (e *ResultError) Name() string { return resultName(e.Protocol, e.Code) }

@@ -190,6 +190,7 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	checkPortMapPanel(t, wd, peerURL, token)
 	before := shown.Stored
 	var marker int
 	wd.js(`window.antnodeMarker = 42; return 42`, &marker)
@@ -246,4 +247,86 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s (%d bytes)", out, len(img))
+}
+
+// pmPanel is what the port-mapping panel shows.
+type pmPanel struct {
+	Mode, State, Class, Protocol, External, Lease, Granted, Renewed, Router string
+}
+
+// readPMPanel is the script that reads a port-mapping panel (root).
+const readPMPanel = `const f = k => root.querySelector('[data-pm="' + k + '"]');
+	return {Mode: f("mode").textContent, State: f("state").textContent, Class: f("state").className,
+		Protocol: f("protocol").textContent, External: f("external").textContent, Lease: f("lease").textContent,
+		Granted: f("granted").textContent, Renewed: f("renewed").textContent, Router: f("router").textContent}`
+
+// checkPortMapPanel checks the port-mapping panel: live, it shows the
+// state /api/v1/status gives (a peer whose bootstraps are all on loopback
+// maps nothing: off); and the page's own renderer, given the states a
+// node can be in, shows each in a copy of the panel (the live one is
+// redrawn by every frame).
+func checkPortMapPanel(t *testing.T, wd *webDriver, peerURL, token string) {
+	t.Helper()
+	_, body := httpGet(t, peerURL+"/api/v1/status", token)
+	var status struct{ PortMap *portMapJSON }
+	if err := json.Unmarshal([]byte(body), &status); err != nil || status.PortMap == nil {
+		t.Fatalf("status without its portmap: %v %s", err, body)
+	}
+	var live pmPanel
+	testkit.WaitFor(t, 10*time.Second, "the port-mapping panel", func() bool {
+		wd.js("const root = document.getElementById('portmap');\n"+readPMPanel, &live)
+		return live.Mode == status.PortMap.Mode
+	})
+	if status.PortMap.Mode != "off" || live.State != "off" || live.External != "-" || live.Router != "-" {
+		t.Fatalf("status %+v; the panel shows %+v", status.PortMap, live)
+	}
+	const granted, renewed = "2026-12-06T10:00:00Z", "2026-12-06T11:00:00Z"
+	tests := []struct {
+		name   string
+		status string // the status object's JSON
+		want   pmPanel
+	}{
+		{"active, renewed", `{"role":"peer","portmap":{"mode":"auto","active":true,"protocol":"pcp","external":"198.51.100.9:40000","lease_s":7200,
+			"granted_at":"` + granted + `","renewed_at":"` + renewed + `","probes":[{"protocol":"pcp","result":"ok"}]}}`,
+			pmPanel{Mode: "auto", State: "active", Class: "ok", Protocol: "pcp", External: "198.51.100.9:40000", Lease: "2 h", Router: "pcp ok"}},
+		{"active, not renewed yet", `{"role":"peer","portmap":{"mode":"upnp","active":true,"protocol":"upnp","external":"198.51.100.9:4242","lease_s":3600,
+			"granted_at":"` + granted + `","probes":[{"protocol":"upnp","result":"ok"}]}}`,
+			pmPanel{Mode: "upnp", State: "active", Class: "ok", Protocol: "upnp", External: "198.51.100.9:4242", Lease: "1 h", Renewed: "not yet", Router: "upnp ok"}},
+		{"refused", `{"role":"peer","portmap":{"mode":"auto","active":false,"last_error":"portmap: pcp: refused with 2 (NOT_AUTHORIZED)\nportmap: no answer",
+			"probes":[{"protocol":"pcp","result":"refused","code":2},{"protocol":"natpmp","result":"no-answer"}]}}`,
+			pmPanel{Mode: "auto", State: "none: the router refused (pcp code 2)", Class: "fail", Protocol: "-", External: "-", Lease: "-", Granted: "-", Renewed: "-",
+				Router: "pcp refused (code 2), natpmp no-answer"}},
+		{"no answer", `{"role":"peer","portmap":{"mode":"natpmp","active":false,"last_error":"portmap: no answer from 192.168.1.1:5351 (natpmp) in 4s",
+			"probes":[{"protocol":"natpmp","result":"no-answer"}]}}`,
+			pmPanel{Mode: "natpmp", State: "none: portmap: no answer from 192.168.1.1:5351 (natpmp) in 4s", Class: "warn", Protocol: "-", External: "-",
+				Lease: "-", Granted: "-", Renewed: "-", Router: "natpmp no-answer"}},
+		{"asking", `{"role":"peer","portmap":{"mode":"auto","active":false}}`,
+			pmPanel{Mode: "auto", State: "none yet: asking the router", Class: "muted", Protocol: "-", External: "-", Lease: "-", Granted: "-", Renewed: "-", Router: "-"}},
+		{"off", `{"role":"peer","portmap":{"mode":"off","active":false}}`,
+			pmPanel{Mode: "off", State: "off", Class: "muted", Protocol: "-", External: "-", Lease: "-", Granted: "-", Renewed: "-", Router: "-"}},
+		{"a bootstrap", `{"role":"bootstrap"}`,
+			pmPanel{Mode: "-", State: "not used (a bootstrap maps nothing)", Protocol: "-", External: "-", Lease: "-", Granted: "-", Renewed: "-", Router: "-"}},
+	}
+	for _, tc := range tests {
+		t.Run("portmap panel/"+tc.name, func(t *testing.T) {
+			wd := &webDriver{t: t, base: wd.base, session: wd.session} // fails this subtest
+			var got pmPanel
+			wd.js("const root = document.getElementById('portmap').cloneNode(true);\nrenderPortMap({status: "+tc.status+"}, root);\n"+readPMPanel, &got)
+			want := tc.want
+			// Times are shown in the browser's zone: compare with its own.
+			if want.Granted == "" || want.Renewed == "" {
+				var local struct{ Granted, Renewed string }
+				wd.js(`return {Granted: new Date("`+granted+`").toLocaleTimeString(), Renewed: new Date("`+renewed+`").toLocaleTimeString()}`, &local)
+				if want.Granted == "" {
+					want.Granted = local.Granted
+				}
+				if want.Renewed == "" {
+					want.Renewed = local.Renewed
+				}
+			}
+			if got != want {
+				t.Errorf("the panel shows\n%+v\nwant\n%+v", got, want)
+			}
+		})
+	}
 }

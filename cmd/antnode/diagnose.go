@@ -19,6 +19,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/portmap"
 	"github.com/antnode/antnode/traversal"
 )
 
@@ -35,9 +36,12 @@ type diagnoseReport struct {
 	Bootstraps []diagBootstrapJSON `json:"bootstraps"`
 	NAT        natJSON             `json:"nat"`
 	Hairpin    *bool               `json:"hairpin"`
-	Relay      []relayCheckJSON    `json:"relay"`
-	Findings   []monitor.Finding   `json:"findings"`
-	Guide      monitor.Guide       `json:"guide"`
+	// Portmap is what the router answered to a port-mapping request
+	// (--portmap), per protocol.
+	Portmap  portmapCheckJSON  `json:"portmap"`
+	Relay    []relayCheckJSON  `json:"relay"`
+	Findings []monitor.Finding `json:"findings"`
+	Guide    monitor.Guide     `json:"guide"`
 }
 
 type ifaceJSON struct {
@@ -98,11 +102,12 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	redact := fs.Bool("redact", false, "hide every address (keyed hash), so the output can be shared")
 	timeout := fs.Duration("timeout", 20*time.Second, "give up on the measurements after this long (at most 10m)")
+	pmFlag := fs.String("portmap", "auto", "ask the router for a mapping of the test socket's port, report which protocols answered, and delete it: auto (PCP, then NAT-PMP, then UPnP IGD; nothing when every bootstrap is on loopback), pcp, natpmp, upnp or off")
 	var lf logFlags
 	lf.register(fs, "error")
 	configFlag(fs)
 	cmd := command{name: "antnode diagnose", synopsis: `usage: antnode diagnose --bootstrap-nodes ADDR[,ADDR...] [--json] [--redact] [flags]
-  measure this host's network (UDP, NAT type, bootstraps, relay) and say what is wrong; exit 1 when something stops the node from working
+  measure this host's network (UDP, NAT type, bootstraps, relay, port mapping) and say what is wrong; exit 1 when something stops the node from working
 `}
 	if _, code, ok := cmd.parse(fs, args, stdout, stderr); !ok {
 		return code
@@ -119,6 +124,10 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err == nil {
 		err = checkFamilies(*listen, bs)
 	}
+	pmMode, perr := portmap.ParseProtocol(*pmFlag)
+	if err == nil && perr != nil {
+		err = fmt.Errorf("--portmap: %w", perr)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitUsage
@@ -134,7 +143,7 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	rep, err := runDiagnose(ctx, bs, *listen, mode, log)
+	rep, err := runDiagnose(ctx, bs, *listen, mode, newPortmapProbe(*pmFlag, pmMode, bs), log)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitFailure
@@ -153,7 +162,9 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return exitOK
 }
 
-func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, mode monitor.AddressMode, log *slog.Logger) (*diagnoseReport, error) {
+// runDiagnose measures the network from a socket on listen, with the
+// bootstraps bs, and diagnoses it; pm is the port-mapping probe.
+func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, mode monitor.AddressMode, pm portmapProbe, log *slog.Logger) (*diagnoseReport, error) {
 	wallStart, monoStart := time.Now().Round(0), time.Now()
 	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: prometheus.NewRegistry(), Addresses: mode})
 	if err != nil {
@@ -193,21 +204,16 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	waitAllRegistered(node, 1500*time.Millisecond)
 	rep.Bootstraps = bootstrapsJSON(node.Bootstraps(), reach, san)
 
-	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-	nat, err := node.Classify(cctx)
-	ccancel()
-	rep.NAT = natJSON{Class: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String()}
-	if err != nil {
-		rep.NAT.Error = san.Text(err.Error())
-	}
+	diagnoseNAT(ctx, rep, node, bs, reach, san)
 
-	// Hairpinning: does the NAT loop a packet to its own public address
-	// back in? Only meaningful behind a NAT with a known mapping.
-	rep.Hairpin = hairpinCheck(ctx, bs, reach, nat.Mapping.String() != "none")
-
+	// The router's port mapping, after the NAT's measurement (a mapping of
+	// the socket's port could change it), while the relay checks run.
+	run := startPortmapProbe(ctx, pm, ep.LocalAddr().Port(), san, log)
 	// Relay: a real allocation over UDP and one over TCP, held at the same
 	// time (a quota of one per peer shows), then released.
 	rep.Relay = relayChecks(ctx, node, mon, san)
+	rep.Portmap = run.finish(ctx)
+	probes = append(probes, portmapVerdict(rep.Portmap, time.Now())...)
 
 	// The clock: a wall clock that jumped while this ran, or one far in
 	// the past, breaks TLS and credential expiry.
@@ -216,6 +222,20 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	r := mon.DiagnosticsWith(peerFacts(node), time.Now(), probes)
 	rep.Findings, rep.Guide = r.Findings, r.Guide
 	return rep, nil
+}
+
+// diagnoseNAT measures the NAT's class and hairpinning.
+func diagnoseNAT(ctx context.Context, rep *diagnoseReport, node *traversal.Node, bs []traversal.Bootstrap, reach []bootReach, san *monitor.Sanitizer) {
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	nat, err := node.Classify(cctx)
+	ccancel()
+	rep.NAT = natJSON{Class: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String()}
+	if err != nil {
+		rep.NAT.Error = san.Text(err.Error())
+	}
+	// Hairpinning: does the NAT loop a packet to its own public address
+	// back in? Only meaningful behind a NAT with a known mapping.
+	rep.Hairpin = hairpinCheck(ctx, bs, reach, nat.Mapping.String() != "none")
 }
 
 // waitAllRegistered polls the node's bootstraps every 50 ms until all are
@@ -470,6 +490,7 @@ func printDiagnose(w io.Writer, r *diagnoseReport) {
 			fmt.Fprintf(w, "  relay %s over %s: FAILED: %s\n", rc.Bootstrap, rc.Transport, rc.Error)
 		}
 	}
+	printPortmap(w, r.Portmap)
 	fmt.Fprintln(w)
 	fmt.Fprint(w, r.Guide.Markdown)
 }

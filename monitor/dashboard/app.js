@@ -47,6 +47,61 @@ function renderNode(f) {
     el("td", {}, new Date(p.since).toLocaleTimeString()))));
 }
 
+function duration(s) {
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = Math.round(s % 60);
+  return [h ? h + " h" : "", m ? m + " min" : "", r || (!h && !m) ? r + " s" : ""].filter(Boolean).join(" ");
+}
+function clock(t) { return t ? new Date(t).toLocaleTimeString() : ""; }
+
+// portMapView is what the port-mapping panel shows of a status's portmap
+// object (connect --json's and /api/v1/status's): each field's text, and
+// the state's class. A field the state does not have is "-".
+function portMapView(st) {
+  const pm = st.portmap;
+  const v = { mode: "-", state: "-", cls: "", protocol: "-", external: "-", lease: "-", granted: "-", renewed: "-", router: "-" };
+  if (!pm) {
+    if (st.role === "bootstrap") v.state = "not used (a bootstrap maps nothing)";
+    return v;
+  }
+  v.mode = pm.mode;
+  const tried = (pm.probes || []).filter(p => p.result !== "not-tried");
+  if (tried.length) v.router = tried.map(p => p.protocol + " " + p.result + (p.code ? " (code " + p.code + ")" : "")).join(", ");
+  if (pm.mode === "off") {
+    v.state = "off"; v.cls = "muted";
+    return v;
+  }
+  if (pm.active) {
+    v.state = "active"; v.cls = "ok";
+    v.protocol = pm.protocol; v.external = pm.external;
+    v.lease = pm.lease_s ? duration(pm.lease_s) : "-";
+    v.granted = clock(pm.granted_at) || "-";
+    v.renewed = clock(pm.renewed_at) || "not yet";
+    return v;
+  }
+  const refused = tried.filter(p => p.result === "refused");
+  if (refused.length) {
+    v.state = "none: the router refused (" + refused.map(p => p.protocol + " code " + p.code).join(", ") + ")"; v.cls = "fail";
+  } else if (tried.some(p => p.result === "ok")) {
+    v.state = "none: the mapping was lost; asking the router again"; v.cls = "warn";
+  } else if (pm.last_error) {
+    v.state = "none: " + pm.last_error.split("\n").join("; "); v.cls = "warn";
+  } else {
+    v.state = "none yet: asking the router"; v.cls = "muted";
+  }
+  return v;
+}
+
+// renderPortMap writes the panel (root: the section, or a copy of it).
+function renderPortMap(f, root) {
+  const v = portMapView(f.status || {});
+  root = root || document.getElementById("portmap");
+  for (const k of ["mode", "state", "protocol", "external", "lease", "granted", "renewed", "router"]) {
+    const d = root.querySelector(`[data-pm="${k}"]`);
+    d.textContent = v[k];
+    if (k === "state") d.className = v.cls;
+  }
+}
+
 function bytes(n) {
   const u = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
@@ -132,7 +187,7 @@ function renderFindings(f) {
 }
 
 function render(f) {
-  renderNode(f); renderServices(f); renderAttempts(f); renderNAT(f); renderLatency(f); renderFindings(f);
+  renderNode(f); renderPortMap(f); renderServices(f); renderAttempts(f); renderNAT(f); renderLatency(f); renderFindings(f);
   document.body.dataset.frames = String(Number(document.body.dataset.frames || 0) + 1);
 }
 
