@@ -91,9 +91,9 @@ testbed: build
 # 5 s NAT timeouts (about 70 s; mappings expiring under loss are still
 # covered, by diag-mapping-expiry). attack floods a bootstrap of its own
 # from the server network, where no access link and so no loss is in the
-# way (about 25 s). Writes testbed-lossy-report.json; about 7 minutes at
-# LOSSY_RUNS=5. LOSSY_SCENARIOS=none runs the matrix only.
-LOSSY_RUNS ?= 5
+# way (about 25 s). Writes testbed-lossy-report.json; about 6 minutes at
+# LOSSY_RUNS=3. LOSSY_SCENARIOS=none runs the matrix only.
+LOSSY_RUNS ?= 3
 LOSSY_SCENARIOS ?= default
 LOSSY_SKIP ?= attack,mapping-expiry
 testbed-lossy: build
