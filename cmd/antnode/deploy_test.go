@@ -95,11 +95,12 @@ func exportedMetrics(t *testing.T) map[string]bool {
 func queriedMetrics(expr string) []string {
 	ident := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
 	promql := map[string]bool{"sum": true, "by": true, "rate": true, "histogram_quantile": true, "and": true, "or": true,
-		"count": true, "min": true, "max": true, "avg": true, "le": true, "without": true, "irate": true, "increase": true}
+		"count": true, "min": true, "max": true, "avg": true, "le": true, "without": true, "irate": true, "increase": true,
+		"unless": true, "on": true, "ignoring": true, "max_over_time": true, "min_over_time": true}
 	var out []string
 	// Drop label matchers, strings and durations first.
 	clean := regexp.MustCompile(`\{[^}]*\}|"[^"]*"|\[[^\]]*\]`).ReplaceAllString(expr, " ")
-	clean = regexp.MustCompile(`\b(by|without)\s*\([^)]*\)`).ReplaceAllString(clean, " ")
+	clean = regexp.MustCompile(`\b(by|without|on|ignoring)\s*\([^)]*\)`).ReplaceAllString(clean, " ")
 	for _, id := range ident.FindAllString(clean, -1) {
 		if promql[id] || strings.HasPrefix(id, "$") {
 			continue
@@ -127,6 +128,7 @@ func TestQueriedMetrics(t *testing.T) {
 		{"histogram", `histogram_quantile(0.95, sum by (le, phase) (rate(antnode_phase_duration_seconds_bucket{instance=~"$instance"}[5m])))`, []string{"antnode_phase_duration_seconds"}},
 		{"comparison", `up{job="antnode-bootstrap"} == 0`, []string{"up"}},
 		{"or", `antnode_relay_allocations > 500 or x_total > 1/60`, []string{"antnode_relay_allocations", "x_total"}},
+		{"and on, unless on", "a <= 0.1 * max_over_time(a[1h]) and on (job, instance) b_total > 0 unless on (instance) c", []string{"a", "a", "b_total", "c"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -228,6 +230,20 @@ func TestScrapeConfig(t *testing.T) {
 	if n := strings.Count(string(b), "credentials_file:"); n != len(jobs) || !strings.Contains(string(b), "type: Bearer") {
 		t.Fatalf("%d jobs, %d with a bearer token file", len(jobs), n)
 	}
+	// The fleet is found through the metrics SRV name, never the peers'
+	// _antnode._udp one (Prometheus would scrape the QUIC UDP port), and
+	// its instance label is the SRV target's name.
+	if !jobs["antnode-fleet"] {
+		t.Errorf("no antnode-fleet job (jobs: %v)", jobs)
+	}
+	for _, want := range []string{"dns_sd_configs:", "type: SRV", "'_antnode-metrics._tcp.", "[__meta_dns_srv_record_target]", "target_label: instance"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("prometheus.yml lacks %q", want)
+		}
+	}
+	if regexp.MustCompile(`(?m)^\s*- names:.*_antnode\._udp`).Match(b) {
+		t.Error("prometheus.yml scrapes _antnode._udp: the QUIC port, not the metrics one")
+	}
 	rules, err := os.ReadFile(filepath.Join(deployDir, "prometheus", "alerts.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -248,5 +264,63 @@ func TestScrapeConfig(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "alerts.yml"), alerts, 0o600)
 	if out, err := exec.Command(promtool, "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
+	}
+}
+
+// TestDashboardInstanceVariable: the Grafana dashboard's instance variable
+// lists every scraped node of the chosen jobs (bootstraps too, which
+// export no nat_attempts_total), several at once or All, and every
+// selector of every panel filters by it.
+func TestDashboardInstanceVariable(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(deployDir, "grafana", "antnode.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+		Templating struct {
+			List []struct {
+				Name, Query       string
+				Multi, IncludeAll bool
+				AllValue          string
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]int{}
+	for i, v := range dash.Templating.List {
+		vars[v.Name] = i
+	}
+	for _, name := range []string{"job", "instance"} {
+		i, ok := vars[name]
+		if !ok {
+			t.Fatalf("no %s variable", name)
+		}
+		v := dash.Templating.List[i]
+		if !v.Multi || !v.IncludeAll || !strings.HasPrefix(v.Query, "label_values(up{") {
+			t.Errorf("variable %s: multi %v, All %v, query %q", name, v.Multi, v.IncludeAll, v.Query)
+		}
+	}
+	if vars["job"] > vars["instance"] || !strings.Contains(dash.Templating.List[vars["instance"]].Query, `job=~"$job"`) {
+		t.Error("the instance variable does not follow the job variable")
+	}
+	sel := regexp.MustCompile(`\{[^}]*\}`)
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			ss := sel.FindAllString(tg.Expr, -1)
+			if len(ss) != len(queriedMetrics(tg.Expr)) {
+				t.Errorf("panel %q: a metric without a selector in %q", p.Title, tg.Expr)
+			}
+			for _, s := range ss {
+				if !strings.Contains(s, `instance=~"$instance"`) || !strings.Contains(s, `job=~"$job"`) {
+					t.Errorf("panel %q: %s does not filter by $job and $instance", p.Title, s)
+				}
+			}
+		}
 	}
 }
