@@ -92,8 +92,12 @@ type Node struct {
 
 	allow      map[State][]State // the transition table, shared (read-only) by the machines
 	reclassify chan struct{}
-	// clients is set once in New, after the clients' goroutines started.
-	clients atomic.Pointer[[]*bootstrap.Client]
+	// clients is set in New, after the clients' goroutines started: the
+	// configured ones, in order, then the on-demand ones (replaced under
+	// demandMu as they come and go).
+	clients  atomic.Pointer[[]*bootstrap.Client]
+	demandMu sync.Mutex
+	demand   [maxOnDemand]*onDemand // by slot; see ticket.go
 
 	// One lock per concern; none is held while another is taken.
 	peersMu  sync.Mutex
@@ -157,6 +161,9 @@ func New(cfg Config) (*Node, error) {
 	n.breakers = make(map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session], len(cfg.Bootstraps))
 	for i := range cfg.Bootstraps {
 		n.breakers[strconv.Itoa(i)] = n.newBreaker(strconv.Itoa(i))
+	}
+	for i := range maxOnDemand {
+		n.breakers["t"+strconv.Itoa(i)] = n.newBreaker("t" + strconv.Itoa(i))
 	}
 	var clients []*bootstrap.Client
 	for i, b := range cfg.Bootstraps {
@@ -310,6 +317,10 @@ func (n *Node) NAT() nattype.Type {
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.cancel()
+		// No on-demand registration starts after this (addDemand checks
+		// the context under the lock): the list read below is complete.
+		n.demandMu.Lock()
+		n.demandMu.Unlock() //nolint:staticcheck // a barrier, see above
 		n.paths.Close()
 		for _, c := range n.bootstrapClients() {
 			c.Close()
@@ -337,6 +348,9 @@ type BootstrapStatus struct {
 	Addr    netip.AddrPort
 	ID      identity.PeerID
 	Breaker string // circuit breaker: closed, half-open or open
+	// OnDemand: a registration made for a ticket (label "t0" to "t3"),
+	// not one of the configured bootstraps.
+	OnDemand bool
 	bootstrap.Status
 }
 
@@ -346,7 +360,7 @@ func (n *Node) Bootstraps() []BootstrapStatus {
 	out := make([]BootstrapStatus, 0, len(clients))
 	for _, c := range clients {
 		out = append(out, BootstrapStatus{Label: c.Label(), Addr: c.Addr(), ID: c.ServerID(),
-			Breaker: n.breakers[c.Label()].State().String(), Status: c.Status()})
+			Breaker: n.breakers[c.Label()].State().String(), OnDemand: onDemandLabel(c.Label()), Status: c.Status()})
 	}
 	return out
 }
