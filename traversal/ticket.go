@@ -75,15 +75,28 @@ func (n *Node) ConnectTicket(ctx context.Context, t ticket.Ticket) (*Conn, error
 	return n.Connect(ctx, t.Peer)
 }
 
+// PeerConnTicket is PeerConn to t.Peer, registering on demand as
+// ConnectTicket does when a connection must be made.
+func (n *Node) PeerConnTicket(ctx context.Context, t ticket.Ticket) (*Conn, error) {
+	if c := n.liveConn(t.Peer); c != nil {
+		return c, nil
+	}
+	done, err := n.reach(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return n.PeerConn(ctx, t.Peer)
+}
+
 // DialTicket is Dial to t.Peer's service name, registering on demand as
 // ConnectTicket does when a connection must be made.
 func (n *Node) DialTicket(ctx context.Context, t ticket.Ticket, name string) (*service.Conn, error) {
-	if n.liveConn(t.Peer) == nil {
-		done, err := n.reach(ctx, t)
-		if err != nil {
-			return nil, err
-		}
-		defer done()
+	if err := service.ValidName(name); err != nil {
+		return nil, err
+	}
+	if _, err := n.PeerConnTicket(ctx, t); err != nil {
+		return nil, err
 	}
 	return n.Dial(ctx, t.Peer, name)
 }
