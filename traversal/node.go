@@ -30,7 +30,8 @@
 // New starts: the bootstrap clients (see package bootstrap), one goroutine
 // accepting peer connections, one classify loop, one per connection
 // serving its streams, one per incoming stream while its service handles
-// it, and one per incoming offer; its migration.Manager starts the network
+// it, one per incoming offer, and one per on-demand registration (see
+// ConnectTicket) that ends it once idle; its migration.Manager starts the network
 // watcher and, per connection, a notice reader and (for a dialled one) a
 // path manager. Close stops all of them and returns after they exit; it
 // does not close the endpoint, which the caller owns.
@@ -38,6 +39,7 @@
 // Files by concern: config.go (Config and its defaults), node.go (the Node
 // and its registrations), accept.go, conn.go, peers.go (state machines),
 // attempt.go and connect.go (one connection attempt, both roles),
+// ticket.go (tickets and on-demand registrations),
 // round.go (check rounds under a connection), relay.go and reroute.go,
 // paths.go (the node's side of migration.Node), services.go.
 package traversal

@@ -28,8 +28,8 @@ const (
 	onDemandWait = 5 * time.Second
 )
 
-// ErrOnDemandFull: every on-demand registration slot is taken (by
-// tickets of other peers whose connections are still open).
+// ErrOnDemandFull is the error when every on-demand registration slot
+// is taken (by tickets of other peers whose connections are still open).
 var ErrOnDemandFull = errors.New("traversal: too many on-demand bootstrap registrations")
 
 // onDemand is a registration made for tickets: it lasts while an attempt
