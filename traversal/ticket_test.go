@@ -3,6 +3,7 @@ package traversal
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -164,4 +165,44 @@ func TestDialTicket(t *testing.T) {
 		c.Close()
 	}
 	testkit.WaitFor(t, 5*time.Second, "the on-demand registration to end", func() bool { return len(onDemandOf(a)) == 0 })
+}
+
+// At most maxOnDemand registrations at a time; dropping one frees its
+// slot (and is idempotent), and Close ends the rest.
+func TestOnDemandSlots(t *testing.T) {
+	b1 := startBootstrap(t)
+	a := startTicketNode(t, time.Minute, b1)
+	peer := testkit.Identity(t).ID()
+	var ds []*onDemand
+	for i := range maxOnDemand {
+		// Loopback ports nobody answers on: the clients keep trying.
+		b := ticket.Bootstrap{ID: peer, Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(9+i))}
+		d, err := a.addDemand(b, peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	extra := ticket.Bootstrap{ID: peer, Addr: netip.MustParseAddrPort("127.0.0.1:30")}
+	if _, err := a.addDemand(extra, peer); !errors.Is(err, ErrOnDemandFull) {
+		t.Fatalf("fifth registration: %v, want ErrOnDemandFull", err)
+	}
+	if n := len(onDemandOf(a)); n != maxOnDemand {
+		t.Fatalf("%d on-demand registrations", n)
+	}
+	a.dropDemand(ds[1])
+	a.dropDemand(ds[1])
+	d, err := a.addDemand(extra, peer)
+	if err != nil || d.slot != 1 || d.client.Label() != "t1" {
+		t.Fatalf("after a drop: %v, slot %v", err, d)
+	}
+	a.Close()
+	if _, err := a.addDemand(ticket.Bootstrap{ID: peer, Addr: netip.MustParseAddrPort("127.0.0.1:31")}, peer); err == nil {
+		t.Fatal("a registration started after Close")
+	}
+	for _, d := range append(ds, d) {
+		if err := d.client.WaitReady(context.Background()); err == nil {
+			t.Fatal("a client still running after Close")
+		}
+	}
 }
