@@ -303,5 +303,33 @@ func (n *Node) dropDemand(d *onDemand) {
 	n.log.Info("traversal: on-demand registration ended", "bootstrap", d.client.Label(), "addr", d.client.Addr())
 }
 
+// forPeerFirst moves the on-demand registrations made for peer to the
+// front of clients, the others keeping their order.
+func (n *Node) forPeerFirst(clients []*bootstrap.Client, peer identity.PeerID) []*bootstrap.Client {
+	n.demandMu.Lock()
+	defer n.demandMu.Unlock()
+	mine := func(c *bootstrap.Client) bool {
+		for _, d := range n.demand {
+			if d != nil && d.client == c {
+				_, ok := d.peers[peer]
+				return ok
+			}
+		}
+		return false
+	}
+	out := make([]*bootstrap.Client, 0, len(clients))
+	for _, c := range clients {
+		if mine(c) {
+			out = append(out, c)
+		}
+	}
+	for _, c := range clients {
+		if !mine(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // onDemandLabel reports whether label names an on-demand registration.
 func onDemandLabel(label string) bool { return len(label) > 1 && label[0] == 't' }

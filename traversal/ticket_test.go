@@ -14,9 +14,9 @@ import (
 )
 
 // startTicketNode is startNode with a short Config.TicketIdle.
-func startTicketNode(t *testing.T, idle time.Duration, bs ...Bootstrap) *Node {
+func startTicketNode(t *testing.T, idle time.Duration, rec event.Recorder, bs ...Bootstrap) *Node {
 	t.Helper()
-	n, err := New(Config{Identity: testkit.Identity(t), Endpoint: testkit.Endpoint(t), Bootstraps: bs, TicketIdle: idle})
+	n, err := New(Config{Identity: testkit.Identity(t), Endpoint: testkit.Endpoint(t), Bootstraps: bs, TicketIdle: idle, Recorder: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,8 @@ func nodeTicket(t *testing.T, n *Node) ticket.Ticket {
 func TestConnectTicketDisjointBootstraps(t *testing.T) {
 	b1, b2 := startBootstrap(t), startBootstrap(t)
 	const idle = 300 * time.Millisecond
-	a, bn := startTicketNode(t, idle, b1), startTicketNode(t, idle, b2)
+	recA := &recorder{}
+	a, bn := startTicketNode(t, idle, recA, b1), startTicketNode(t, idle, nil, b2)
 	tk := nodeTicket(t, bn)
 	if len(tk.Bootstraps) != 1 || tk.Bootstraps[0].Addr != b2.Addr || tk.Bootstraps[0].ID != b2.ID || tk.Peer != bn.ID() {
 		t.Fatalf("B's ticket %+v, want B with bootstrap 2", tk)
@@ -68,6 +69,11 @@ func TestConnectTicketDisjointBootstraps(t *testing.T) {
 	}
 	if c.Peer() != bn.ID() || c.Path() != event.PathDirect {
 		t.Fatalf("conn to %s over %s", c.Peer().Short(), c.Path())
+	}
+	// The introduction came from the peer's bootstrap at once: A's own,
+	// which does not know B, was not asked first.
+	if evs := recA.Kind(event.KindRecovery); len(evs) != 0 {
+		t.Fatalf("recoveries %+v", evs)
 	}
 	if res, err := c.SendVerified(ctx, 1<<20); err != nil || res.Bytes != 1<<20 {
 		t.Fatalf("transfer: %+v, %v", res, err)
@@ -105,7 +111,7 @@ func TestConnectTicketDisjointBootstraps(t *testing.T) {
 // A ticket naming a bootstrap the node uses already: no new registration.
 func TestConnectTicketSharedBootstrap(t *testing.T) {
 	b1, b2 := startBootstrap(t), startBootstrap(t)
-	a, bn := startTicketNode(t, 0, b1), startTicketNode(t, 0, b2, b1)
+	a, bn := startTicketNode(t, 0, nil, b1), startTicketNode(t, 0, nil, b2, b1)
 	testkit.WaitFor(t, 5*time.Second, "B registered with both", func() bool { return len(bn.registered()) == 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -123,7 +129,7 @@ func TestConnectTicketSharedBootstrap(t *testing.T) {
 // and leaves no registration behind.
 func TestConnectTicketKeyMismatch(t *testing.T) {
 	b1, b2 := startBootstrap(t), startBootstrap(t)
-	a, bn := startTicketNode(t, time.Minute, b1), startTicketNode(t, 0, b2)
+	a, bn := startTicketNode(t, time.Minute, nil, b1), startTicketNode(t, 0, nil, b2)
 	wrong, err := ticket.New(bn.ID(), []ticket.Bootstrap{{ID: testkit.Identity(t).ID(), Addr: b2.Addr}})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +156,7 @@ func TestConnectTicketKeyMismatch(t *testing.T) {
 // once the streams' connection is gone.
 func TestDialTicket(t *testing.T) {
 	b1, b2 := startBootstrap(t), startBootstrap(t)
-	a, bn := startTicketNode(t, 200*time.Millisecond, b1), startTicketNode(t, 0, b2)
+	a, bn := startTicketNode(t, 200*time.Millisecond, nil, b1), startTicketNode(t, 0, nil, b2)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	s, err := a.DialTicket(ctx, nodeTicket(t, bn), TransferService)
@@ -171,7 +177,7 @@ func TestDialTicket(t *testing.T) {
 // slot (and is idempotent), and Close ends the rest.
 func TestOnDemandSlots(t *testing.T) {
 	b1 := startBootstrap(t)
-	a := startTicketNode(t, time.Minute, b1)
+	a := startTicketNode(t, time.Minute, nil, b1)
 	peer := testkit.Identity(t).ID()
 	var ds []*onDemand
 	for i := range maxOnDemand {
