@@ -233,6 +233,11 @@ type Config struct {
 	// answers the peers that check it instead of checking them. Call
 	// Node.PortMapChanged when it changes. Nil: no port mapping.
 	PortMapped func() netip.AddrPort
+	// TicketIdle is how long a bootstrap registration made on demand for
+	// a ticket (ConnectTicket, DialTicket) outlives its use: the last
+	// attempt using it and the last connection to a peer it was made for.
+	// Zero: 30 s.
+	TicketIdle time.Duration
 	// OnNetworkChange, if set, is called (on the network watcher's
 	// goroutine; it must not block) when the host's addresses changed: a
 	// port mapping is asked for anew there.
@@ -298,6 +303,7 @@ func (c *Config) defaultTimes() {
 	orZero(&c.UpgradeBase, time.Second)            // negative: never upgrade
 	orPositive(&c.UpgradeMax, time.Minute)
 	orPositive(&c.RelayIdle, 30*time.Second)
+	orPositive(&c.TicketIdle, 30*time.Second)
 	orPositive(&c.ReclassifyEvery, 10*time.Minute)
 	orPositive(&c.BreakerDelay, 60*time.Second)
 }

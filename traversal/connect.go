@@ -537,11 +537,12 @@ func sleepUntil(ctx context.Context, t time.Time) {
 }
 
 // introduce asks the registered bootstraps in turn to introduce this node
-// to peer, and returns the first session. An unavailable or overloaded
+// to peer (first those registered on demand for it: the peer's own), and
+// returns the first session. An unavailable or overloaded
 // bootstrap, or one the peer is not registered with, passes the request on
 // to the next.
 func (n *Node) introduce(ctx context.Context, peer identity.PeerID, local bootstrap.Intro, skip string) (*bootstrap.Session, error) {
-	clients := n.registered()
+	clients := n.forPeerFirst(n.registered(), peer)
 	if skip != "" {
 		clients = slices.DeleteFunc(clients, func(c *bootstrap.Client) bool { return c.Label() == skip })
 		if len(clients) == 0 {

@@ -30,7 +30,8 @@
 // New starts: the bootstrap clients (see package bootstrap), one goroutine
 // accepting peer connections, one classify loop, one per connection
 // serving its streams, one per incoming stream while its service handles
-// it, and one per incoming offer; its migration.Manager starts the network
+// it, one per incoming offer, and one per on-demand registration (see
+// ConnectTicket) that ends it once idle; its migration.Manager starts the network
 // watcher and, per connection, a notice reader and (for a dialled one) a
 // path manager. Close stops all of them and returns after they exit; it
 // does not close the endpoint, which the caller owns.
@@ -38,6 +39,7 @@
 // Files by concern: config.go (Config and its defaults), node.go (the Node
 // and its registrations), accept.go, conn.go, peers.go (state machines),
 // attempt.go and connect.go (one connection attempt, both roles),
+// ticket.go (tickets and on-demand registrations),
 // round.go (check rounds under a connection), relay.go and reroute.go,
 // paths.go (the node's side of migration.Node), services.go.
 package traversal
@@ -92,8 +94,12 @@ type Node struct {
 
 	allow      map[State][]State // the transition table, shared (read-only) by the machines
 	reclassify chan struct{}
-	// clients is set once in New, after the clients' goroutines started.
-	clients atomic.Pointer[[]*bootstrap.Client]
+	// clients is set in New, after the clients' goroutines started: the
+	// configured ones, in order, then the on-demand ones (replaced under
+	// demandMu as they come and go).
+	clients  atomic.Pointer[[]*bootstrap.Client]
+	demandMu sync.Mutex
+	demand   [maxOnDemand]*onDemand // by slot; see ticket.go
 
 	// One lock per concern; none is held while another is taken.
 	peersMu  sync.Mutex
@@ -157,6 +163,9 @@ func New(cfg Config) (*Node, error) {
 	n.breakers = make(map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session], len(cfg.Bootstraps))
 	for i := range cfg.Bootstraps {
 		n.breakers[strconv.Itoa(i)] = n.newBreaker(strconv.Itoa(i))
+	}
+	for i := range maxOnDemand {
+		n.breakers["t"+strconv.Itoa(i)] = n.newBreaker("t" + strconv.Itoa(i))
 	}
 	var clients []*bootstrap.Client
 	for i, b := range cfg.Bootstraps {
@@ -310,6 +319,10 @@ func (n *Node) NAT() nattype.Type {
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.cancel()
+		// No on-demand registration starts after this (addDemand checks
+		// the context under the lock): the list read below is complete.
+		n.demandMu.Lock()
+		n.demandMu.Unlock() //nolint:staticcheck // a barrier, see above
 		n.paths.Close()
 		for _, c := range n.bootstrapClients() {
 			c.Close()
@@ -337,6 +350,9 @@ type BootstrapStatus struct {
 	Addr    netip.AddrPort
 	ID      identity.PeerID
 	Breaker string // circuit breaker: closed, half-open or open
+	// OnDemand: a registration made for a ticket (label "t0" to "t3"),
+	// not one of the configured bootstraps.
+	OnDemand bool
 	bootstrap.Status
 }
 
@@ -346,7 +362,7 @@ func (n *Node) Bootstraps() []BootstrapStatus {
 	out := make([]BootstrapStatus, 0, len(clients))
 	for _, c := range clients {
 		out = append(out, BootstrapStatus{Label: c.Label(), Addr: c.Addr(), ID: c.ServerID(),
-			Breaker: n.breakers[c.Label()].State().String(), Status: c.Status()})
+			Breaker: n.breakers[c.Label()].State().String(), OnDemand: onDemandLabel(c.Label()), Status: c.Status()})
 	}
 	return out
 }

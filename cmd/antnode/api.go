@@ -10,6 +10,7 @@ import (
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/relay"
+	"github.com/antnode/antnode/ticket"
 	"github.com/antnode/antnode/traversal"
 )
 
@@ -24,11 +25,16 @@ type bootstrapJSON struct {
 	Observed   string  `json:"observed,omitempty"`
 	Breaker    string  `json:"breaker"`
 	LastError  string  `json:"last_error,omitempty"`
+	// OnDemand: registered for a ticket's peer, for as long as it is used.
+	OnDemand bool `json:"on_demand,omitempty"`
 }
 
 // peerStatusJSON is /api/v1/status of a peer.
 type peerStatusJSON struct {
-	ID         string          `json:"id"`
+	ID string `json:"id"`
+	// Ticket is the node's ticket: its ID and the configured bootstraps
+	// whose key is known (given, or pinned once registered).
+	Ticket     string          `json:"ticket"`
 	Role       string          `json:"role"`
 	UptimeS    float64         `json:"uptime_s"`
 	NAT        string          `json:"nat"`
@@ -53,7 +59,7 @@ func peerAPI(n *traversal.Node, pm *portMapping, mon *monitor.Monitor, started t
 			// The node's own configuration: the addresses as the user
 			// typed them (like its flags), not hashed.
 			j := bootstrapJSON{Label: b.Label, Addr: b.Addr.String(), Registered: b.Registered,
-				Transport: b.Transport, Breaker: b.Breaker}
+				Transport: b.Transport, Breaker: b.Breaker, OnDemand: b.OnDemand}
 			if !b.ID.IsZero() {
 				j.ID = b.ID.String()
 			}
@@ -76,7 +82,11 @@ func peerAPI(n *traversal.Node, pm *portMapping, mon *monitor.Monitor, started t
 		status: func() any {
 			nat := n.NAT()
 			bs, _ := bootstraps()
-			return peerStatusJSON{ID: n.ID().String(), Role: "peer", UptimeS: time.Since(started).Seconds(),
+			tk, err := n.Ticket()
+			if err != nil { // not expected: the node's own bootstraps were checked
+				tk = ticket.Ticket{Peer: n.ID()}
+			}
+			return peerStatusJSON{ID: n.ID().String(), Ticket: tk.String(), Role: "peer", UptimeS: time.Since(started).Seconds(),
 				NAT: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String(),
 				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns()), PortMap: portMapState(pm.m.Status(), san)}
 		},
@@ -84,11 +94,11 @@ func peerAPI(n *traversal.Node, pm *portMapping, mon *monitor.Monitor, started t
 		services: func() any { return servicesJSON(n) },
 		facts:    func() monitor.NodeFacts { return peerFacts(n) },
 		connect: func(ctx context.Context, peer string, send int64) (any, error) {
-			id, err := identity.ParsePeerID(peer)
+			p, err := parsePeerArg(peer)
 			if err != nil {
 				return nil, &monitor.BadRequestError{Err: err}
 			}
-			return apiConnect(ctx, n, pm, mon, id, send), nil
+			return apiConnect(ctx, n, pm, mon, p, send), nil
 		},
 		ready: func() error {
 			if _, ok := bootstraps(); !ok {
@@ -174,8 +184,8 @@ const apiConnectTimeout = 20 * time.Second
 // apiConnect connects the daemon to peer, verifies a transfer and, if it
 // failed, diagnoses the attempt. Errors are sanitised: they may name the
 // peer's addresses, and the answer leaves the host.
-func apiConnect(ctx context.Context, n *traversal.Node, pm *portMapping, mon *monitor.Monitor, peer identity.PeerID, send int64) apiConnectResult {
-	res := apiConnectResult{connectResult: connectOnce(ctx, n, connectOptions{peer: peer, send: send, timeout: apiConnectTimeout})}
+func apiConnect(ctx context.Context, n *traversal.Node, pm *portMapping, mon *monitor.Monitor, peer peerArg, send int64) apiConnectResult {
+	res := apiConnectResult{connectResult: connectOnce(ctx, n, connectOptions{peer: peer.id, target: peer, send: send, timeout: apiConnectTimeout})}
 	res.NAT = n.NAT().Class()
 	res.Error = mon.Sanitizer().Text(res.Error)
 	res.NextStep = nextStep(res.Reason)

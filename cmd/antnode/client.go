@@ -23,6 +23,7 @@ import (
 // how long to wait for the peer.
 type clientOptions struct {
 	peer           identity.PeerID
+	target         peerArg // peer, by ID or ticket
 	service        string
 	bootstrapNodes string
 	key            string
@@ -44,7 +45,7 @@ func (o *clientOptions) register(fs *flag.FlagSet) {
 }
 
 // parse parses args with cmd's manners (-h, a mistyped flag, --config),
-// then the positional PEERID SERVICE and the flags, and builds the
+// then the positional PEERID|TICKET SERVICE and the flags, and builds the
 // logger. ok is false when the command is done, with exit code code.
 func (o *clientOptions) parse(cmd command, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (log *slog.Logger, code int, ok bool) {
 	pos, code, ok := cmd.parse(fs, args, stdout, stderr)
@@ -64,17 +65,18 @@ func (o *clientOptions) parse(cmd command, fs *flag.FlagSet, args []string, stdo
 func (o *clientOptions) check(pos []string, stderr io.Writer) (*slog.Logger, error) {
 	var err error
 	if len(pos) != 2 {
-		return nil, errors.New("want PEERID SERVICE")
+		return nil, errors.New("want PEERID|TICKET SERVICE")
 	}
-	if o.peer, err = identity.ParsePeerID(pos[0]); err != nil {
+	if o.target, err = parsePeerArg(pos[0]); err != nil {
 		return nil, err
 	}
+	o.peer, o.bootstrapNodes = o.target.id, o.target.bootstrapNodes(o.bootstrapNodes)
 	o.service = pos[1]
 	if err := service.ValidName(o.service); err != nil {
 		return nil, err
 	}
 	if o.bootstrapNodes == "" {
-		return nil, errors.New("--bootstrap-nodes is required")
+		return nil, errors.New("--bootstrap-nodes is required (or a ticket that names bootstraps)")
 	}
 	if err := firstErr(inRange("timeout", o.timeout, time.Millisecond, maxCmdTimeout), o.relay.validate()); err != nil {
 		return nil, err
@@ -94,7 +96,7 @@ func (o *clientOptions) open(ctx context.Context, log *slog.Logger) (*clientNode
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	s, err := c.node.Dial(dctx, o.peer, o.service)
+	s, err := o.target.dial(dctx, c.node, o.service)
 	if err != nil {
 		c.Close()
 		return nil, nil, err

@@ -22,6 +22,7 @@ import (
 
 type connectOptions struct {
 	peer           identity.PeerID
+	target         peerArg // peer, by ID or ticket
 	bootstrapNodes string
 	key            string
 	listen         string
@@ -113,9 +114,11 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
 	configFlag(fs)
-	cmd := command{name: "antnode connect", positional: true, synopsis: `usage: antnode connect PEERID --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json] [flags]
+	cmd := command{name: "antnode connect", positional: true, synopsis: `usage: antnode connect PEERID|TICKET --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json] [flags]
   connect to a peer through a bootstrap, optionally verify a transfer; exit 0 only on success
 ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
+TICKET is a peer's ticket (antnode id --ticket): without --bootstrap-nodes its bootstraps
+are this node's; with them, it registers on demand with one of the ticket's when it shares none.
 `}
 	pos, code, ok := cmd.parse(fs, args, stdout, stderr)
 	if !ok {
@@ -123,19 +126,20 @@ ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
 	}
 	var err error
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "antnode connect: exactly one PEERID is required")
+		fmt.Fprintln(stderr, "antnode connect: exactly one PEERID or TICKET is required")
 		return exitUsage
 	}
-	if o.peer, err = identity.ParsePeerID(pos[0]); err != nil {
+	if o.target, err = parsePeerArg(pos[0]); err != nil {
 		fmt.Fprintln(stderr, "antnode connect:", err)
 		return exitUsage
 	}
+	o.peer, o.bootstrapNodes = o.target.id, o.target.bootstrapNodes(o.bootstrapNodes)
 	if o.send, err = parseSize(*send); err != nil {
 		fmt.Fprintln(stderr, "antnode connect: --send:", err)
 		return exitUsage
 	}
 	if o.bootstrapNodes == "" {
-		fmt.Fprintln(stderr, "antnode connect: --bootstrap-nodes is required")
+		fmt.Fprintln(stderr, "antnode connect: --bootstrap-nodes is required (or a ticket that names bootstraps)")
 		return exitUsage
 	}
 	if err := firstErr(inRange("timeout", o.timeout, time.Millisecond, maxCmdTimeout), inRange("repeat", o.repeat, 1, 1000),
@@ -307,7 +311,7 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout+o.idle)
 	defer cancel()
-	c, err := node.Connect(ctx, o.peer)
+	c, err := o.target.connect(ctx, node)
 	if err != nil {
 		var ce *traversal.ConnectError
 		if errors.As(err, &ce) {

@@ -32,7 +32,7 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	o.register(fs)
 	local := fs.String("local", "127.0.0.1:0", "local TCP address to accept connections on")
 	asJSON := fs.Bool("json", false, "print one JSON object when ready")
-	cmd := command{name: "antnode forward", positional: true, synopsis: `usage: antnode forward PEERID SERVICE --local HOST:PORT --bootstrap-nodes ADDR[,ADDR...] --key PATH [--json] [flags]
+	cmd := command{name: "antnode forward", positional: true, synopsis: `usage: antnode forward PEERID|TICKET SERVICE --local HOST:PORT --bootstrap-nodes ADDR[,ADDR...] --key PATH [--json] [flags]
   carry each TCP connection accepted on --local as one stream to PEERID's service SERVICE (like ssh -L);
   runs until SIGINT or SIGTERM; a refusal (not_allowed, unknown_service, ...) ends it with exit 1
 `}
@@ -59,7 +59,7 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	defer c.Close()
 	probe.Close()
-	pc, err := c.node.PeerConn(ctx, o.peer)
+	pc, err := o.target.peerConn(ctx, c.node)
 	if err != nil {
 		failLine(stderr, "forward", err)
 		return exitFailure
@@ -75,11 +75,11 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	kept := make(chan struct{})
 	go func() {
 		defer close(kept)
-		keepPeer(kctx, c.node, pc, log)
+		keepPeer(kctx, pc, func(ctx context.Context) (*traversal.Conn, error) { return o.target.peerConn(ctx, c.node) }, log)
 	}()
 	defer func() { stopKeep(); <-kept }()
 	f := &service.Forwarder{Listener: ln, Timeout: o.timeout, Logger: log,
-		Dial: func(ctx context.Context) (*service.Conn, error) { return c.node.DialEarly(ctx, o.peer, o.service) }}
+		Dial: func(ctx context.Context) (*service.Conn, error) { return o.target.dialEarly(ctx, c.node, o.service) }}
 	if err := f.Serve(ctx); err != nil {
 		failLine(stderr, "forward", err)
 		return exitFailure
@@ -92,7 +92,7 @@ func mainForward(ctx context.Context, args []string, stdout, stderr io.Writer) i
 // doubling to 30 s, jittered) while attempts fail, so that a forwarded
 // connection finds the peer connection up, or waits for it within its
 // --timeout. It returns when ctx ends.
-func keepPeer(ctx context.Context, node *traversal.Node, c *traversal.Conn, log *slog.Logger) {
+func keepPeer(ctx context.Context, c *traversal.Conn, reconnect func(context.Context) (*traversal.Conn, error), log *slog.Logger) {
 	retry := retrypolicy.NewBuilder[*traversal.Conn]().
 		WithMaxRetries(-1).
 		WithBackoff(500*time.Millisecond, 30*time.Second).
@@ -108,7 +108,7 @@ func keepPeer(ctx context.Context, node *traversal.Node, c *traversal.Conn, log 
 		}
 		log.Warn("forward: peer connection lost; reconnecting", "err", context.Cause(c.QUIC().Context()))
 		next, err := failsafe.With(retry).WithContext(ctx).Get(func() (*traversal.Conn, error) {
-			return node.PeerConn(ctx, c.Peer())
+			return reconnect(ctx)
 		})
 		if err != nil {
 			return // ctx ended

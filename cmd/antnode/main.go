@@ -24,6 +24,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/ticket"
 	"github.com/antnode/antnode/traversal"
 )
 
@@ -79,19 +80,20 @@ func usage(w io.Writer) {
   antnode [--bootstrap] --listen HOST:PORT [--bootstrap-nodes ADDR[,ADDR...]] --key PATH [flags]
       run a peer (default) or a bootstrap node (--bootstrap); a peer serves local
       TCP services to other peers with --expose NAME=HOST:PORT --allow PEERID
-  antnode id --key PATH
-      print the peer ID of a key (creating the key if missing)
-  antnode connect PEERID --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json]
+  antnode id --key PATH [--ticket --bootstrap-nodes PEERID@HOST:PORT[,...]]
+      print the peer ID of a key (creating the key if missing), or its ticket
+  antnode connect PEERID|TICKET --bootstrap-nodes ADDR[,ADDR...] [--send BYTES] [--timeout DUR] [--json]
       connect to a peer through a bootstrap, optionally verify a transfer
-  antnode forward PEERID SERVICE --local HOST:PORT --bootstrap-nodes ADDR[,ADDR...] --key PATH [--json]
+  antnode forward PEERID|TICKET SERVICE --local HOST:PORT --bootstrap-nodes ADDR[,ADDR...] --key PATH [--json]
       carry each TCP connection accepted on --local to PEERID's service SERVICE
-  antnode pipe PEERID SERVICE --bootstrap-nodes ADDR[,ADDR...] --key PATH
+  antnode pipe PEERID|TICKET SERVICE --bootstrap-nodes ADDR[,ADDR...] --key PATH
       join stdin and stdout to one stream to PEERID's service SERVICE (like netcat)
   antnode diagnose --bootstrap-nodes ADDR[,ADDR...] [--json] [--redact]
       measure this host's network (UDP, NAT type, bootstraps, relay) and say what is wrong
   antnode version
       print the version, the commit and the Go version it was built with
 ADDR is HOST:PORT or PEERID@HOST:PORT (the bootstrap's key is then checked).
+TICKET (antnode1...) names a peer and its bootstraps; see "antnode id --ticket".
 Every command takes --config FILE (a JSON object, flag names as keys).
 Run "antnode [command] -h" for the flags of a command.
 `)
@@ -176,13 +178,24 @@ func loadIdentity(path string, log *slog.Logger) (*identity.Identity, error) {
 func mainID(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("antnode id", flag.ContinueOnError)
 	key := fs.String("key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; its directory must exist)")
+	asTicket := fs.Bool("ticket", false, "print the node's ticket (its ID and its --bootstrap-nodes) instead of its ID")
+	boots := fs.String("bootstrap-nodes", "", "with --ticket: the node's bootstraps, PEERID@HOST:PORT[,...] (each with its key)")
 	configFlag(fs)
-	cmd := command{name: "antnode id", synopsis: "usage: antnode id --key PATH\n  print the peer ID of a key (creating the key if missing)\n"}
+	cmd := command{name: "antnode id", synopsis: `usage: antnode id --key PATH [--ticket --bootstrap-nodes PEERID@HOST:PORT[,...]]
+  print the peer ID of a key (creating the key if missing), or its ticket: the ID and the
+  bootstraps the node registers with, which connect, forward and pipe take in place of a PEERID
+  (a running peer's ticket is also in its /api/v1/status)
+`}
 	if _, code, ok := cmd.parse(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	if *key == "" {
 		fmt.Fprintln(stderr, "antnode id: --key PATH is required")
+		return exitUsage
+	}
+	bs, err := ticketBootstraps(*asTicket, *boots)
+	if err != nil {
+		fmt.Fprintf(stderr, "antnode id: %v\nRun 'antnode id -h' for usage.\n", err)
 		return exitUsage
 	}
 	id, _, err := identity.LoadOrCreate(*key)
@@ -193,8 +206,42 @@ func mainID(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	fmt.Fprintln(stdout, id.ID())
+	if !*asTicket {
+		fmt.Fprintln(stdout, id.ID())
+		return exitOK
+	}
+	t, err := ticket.New(id.ID(), bs)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode id:", err)
+		return exitUsage
+	}
+	fmt.Fprintln(stdout, t)
 	return exitOK
+}
+
+// ticketBootstraps checks id's --bootstrap-nodes: only with --ticket,
+// then required, each with its key (a ticket's reader checks it).
+func ticketBootstraps(asTicket bool, flag string) ([]ticket.Bootstrap, error) {
+	switch {
+	case !asTicket && flag != "":
+		return nil, errors.New("--bootstrap-nodes is only for --ticket")
+	case !asTicket:
+		return nil, nil
+	case flag == "":
+		return nil, errors.New("--ticket needs --bootstrap-nodes PEERID@HOST:PORT[,...]: the bootstraps the node registers with")
+	}
+	parsed, err := parseBootstraps(flag)
+	if err != nil {
+		return nil, err
+	}
+	var bs []ticket.Bootstrap
+	for _, b := range parsed {
+		if b.ID.IsZero() {
+			return nil, fmt.Errorf("--bootstrap-nodes: %s has no key: a ticket names each bootstrap as PEERID@HOST:PORT", b.Addr)
+		}
+		bs = append(bs, ticket.Bootstrap{ID: b.ID, Addr: b.Addr})
+	}
+	return bs, nil
 }
 
 // parseSize parses a byte count: a plain number or one with a unit (B, KB,

@@ -14,7 +14,7 @@ func mainPipe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	var o clientOptions
 	fs := flag.NewFlagSet("antnode pipe", flag.ContinueOnError)
 	o.register(fs)
-	cmd := command{name: "antnode pipe", positional: true, synopsis: `usage: antnode pipe PEERID SERVICE --bootstrap-nodes ADDR[,ADDR...] --key PATH [flags]
+	cmd := command{name: "antnode pipe", positional: true, synopsis: `usage: antnode pipe PEERID|TICKET SERVICE --bootstrap-nodes ADDR[,ADDR...] --key PATH [flags]
   join stdin and stdout to one stream to PEERID's service SERVICE (like netcat); exit 0 once both
   directions ended normally, else 1 with one line naming the reason
 `}
