@@ -56,6 +56,7 @@ type attempt struct {
 	punch     *bootstrap.Punch // the first round
 	roundID   int
 	rounds    int
+	rechecks  int // rounds of checks to the peer's relayed address after the first
 	punching  bool
 	punchErr  error
 	stopRound context.CancelFunc
@@ -371,14 +372,24 @@ func (a *attempt) run() attemptEnd {
 	}
 }
 
-// onSessionDone: the introduction's bootstrap went away. With nothing to
-// check (a relay leg still waiting for the peer's relayed address, which
-// only the session can bring), waiting is hopeless: give up now, so the
-// attempt can be made again through another bootstrap.
 // maxRelayed bounds the relayed addresses one attempt takes from the peer
 // (each starts a round): its own allocation and one on another relay.
 const maxRelayed = 2
 
+// maxRelayRechecks bounds the rounds of checks a side that accepts sends
+// to the peer's relayed address after its first round went unanswered.
+// The peer's relay drops those checks until the peer has permitted this
+// side's address, and under loss that permission can come seconds after
+// the relayed address did (a lost CreatePermission is retransmitted with
+// a doubling timeout); only this side's checks can open its NAT towards
+// the relay, so it keeps checking, a round (about 1.5 s) at a time, while
+// the attempt lasts.
+const maxRelayRechecks = 8
+
+// onSessionDone: the introduction's bootstrap went away. With nothing to
+// check (a relay leg still waiting for the peer's relayed address, which
+// only the session can bring), waiting is hopeless: give up now, so the
+// attempt can be made again through another bootstrap.
 func (a *attempt) onSessionDone() *attemptEnd {
 	if len(a.targets) == 0 && len(a.relayed) == 0 && a.pending == 0 && !errors.Is(a.sess.Err(), bootstrap.ErrPeerCanceled) {
 		return a.fail(event.PhasePunch, fmt.Errorf("%w: the introduction ended before the peer's relayed address came", bootstrap.ErrUnavailable))
@@ -469,6 +480,13 @@ func (a *attempt) onRound(rr roundResult) *attemptEnd {
 	}
 	a.punchErr, a.punching = rr.err, false
 	if a.punchErr == nil || a.ctx.Err() != nil || a.lg.alloc != nil {
+		return nil
+	}
+	if !a.strat.Dial && a.rechecks < maxRelayRechecks &&
+		slices.ContainsFunc(a.targets, func(c wire.Candidate) bool { return c.Kind == wire.KindRelay }) {
+		a.rechecks++
+		a.punching = true
+		a.startRound(bootstrap.Punch{Round: a.punch.Round, At: time.Now()}, a.targets)
 		return nil
 	}
 	if a.strat.Dial && a.rounds < a.n.cfg.MaxRounds && !errors.Is(a.punchErr, holepunch.ErrNoCandidates) {
