@@ -10,6 +10,7 @@ require (
 	github.com/fxamacker/cbor/v2 v2.10.0
 	github.com/goreleaser/nfpm/v2 v2.48.0
 	github.com/huin/goupnp v1.3.1
+	github.com/miekg/dns v1.1.73
 	github.com/pion/logging v0.2.4
 	github.com/pion/stun/v3 v3.1.7
 	github.com/pion/transport/v4 v4.1.0

@@ -95,11 +95,12 @@ type Node struct {
 	allow      map[State][]State // the transition table, shared (read-only) by the machines
 	reclassify chan struct{}
 	// clients is set in New, after the clients' goroutines started: the
-	// configured ones, in order, then the on-demand ones (replaced under
-	// demandMu as they come and go).
+	// configured ones, by slot, then the on-demand ones (replaced under
+	// demandMu as they come and go, see SetBootstraps and ticket.go).
 	clients  atomic.Pointer[[]*bootstrap.Client]
 	demandMu sync.Mutex
 	demand   [maxOnDemand]*onDemand // by slot; see ticket.go
+	slots    []*bootstrap.Client    // the configured clients by slot (label); nil: free
 
 	// One lock per concern; none is held while another is taken.
 	peersMu  sync.Mutex
@@ -160,8 +161,10 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("traversal: listen: %w", err)
 	}
 	n.ln = ln
-	n.breakers = make(map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session], len(cfg.Bootstraps))
-	for i := range cfg.Bootstraps {
+	nslots := max(len(cfg.Bootstraps), maxBootstrapSlots)
+	n.slots = make([]*bootstrap.Client, nslots)
+	n.breakers = make(map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session], nslots+maxOnDemand)
+	for i := range nslots {
 		n.breakers[strconv.Itoa(i)] = n.newBreaker(strconv.Itoa(i))
 	}
 	for i := range maxOnDemand {
@@ -169,14 +172,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	var clients []*bootstrap.Client
 	for i, b := range cfg.Bootstraps {
-		cl, err := bootstrap.NewClient(bootstrap.ClientConfig{
-			Identity: cfg.Identity, Endpoint: cfg.Endpoint, Addr: b.Addr, ID: b.ID,
-			Label: strconv.Itoa(i), Recorder: cfg.Recorder, Logger: cfg.Logger,
-			Local:       n.localIntro,
-			OnOffer:     n.handleOffer,
-			TCPFallback: !cfg.DisableTCPFallback,
-			OnObserved:  n.observedFunc(i),
-		})
+		cl, err := n.newClient(i, b)
 		if err != nil {
 			for _, c := range clients {
 				c.Close()
@@ -185,6 +181,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		clients = append(clients, cl)
+		n.slots[i] = cl
 	}
 	// The clients' goroutines call back into the node (localIntro)
 	// already; they see the list once it is complete.

@@ -44,19 +44,21 @@ func (n *Node) setHeartbeats(d time.Duration) {
 	}
 }
 
-// observedFunc returns the OnObserved callback of bootstrap client i: a
-// new NAT measurement always, and the observation of the UDP mapping (a
-// TCP registration's observed address is another mapping altogether),
-// which rebinds the connections when the NAT mapped the socket anew.
-func (n *Node) observedFunc(i int) func(netip.AddrPort) {
+// observedFunc returns the OnObserved callback of the bootstrap client
+// labelled label: a new NAT measurement always, and the observation of
+// the UDP mapping (a TCP registration's observed address is another
+// mapping altogether), which rebinds the connections when the NAT mapped
+// the socket anew.
+func (n *Node) observedFunc(label string) func(netip.AddrPort) {
 	obs := n.paths.NewObserver()
 	return func(addr netip.AddrPort) {
 		n.poke()
-		clients := n.bootstrapClients()
-		if i >= len(clients) || clients[i].Status().Transport != bootstrap.TransportQUIC {
-			return
+		for _, c := range n.bootstrapClients() {
+			if c.Label() == label && c.Status().Transport == bootstrap.TransportQUIC {
+				obs.Observe(addr, c.Heartbeat())
+				return
+			}
 		}
-		obs.Observe(addr, clients[i].Heartbeat())
 	}
 }
 

@@ -110,7 +110,7 @@ func TestMappingLifetimeIsLearned(t *testing.T) {
 	if a.MappingLifetime() != 0 || a.peerQUIC().KeepAlivePeriod != 10*time.Second {
 		t.Fatalf("before: lifetime %v, keepalive %v", a.MappingLifetime(), a.peerQUIC().KeepAlivePeriod)
 	}
-	observed := a.observedFunc(0)
+	observed := a.observedFunc("0")
 	observed(netip.MustParseAddrPort("198.51.100.7:40000"))
 	observed(netip.MustParseAddrPort("198.51.100.7:40000")) // the same mapping: nothing learned
 	if a.MappingLifetime() != 0 {

@@ -35,7 +35,7 @@ type clientOptions struct {
 }
 
 func (o *clientOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
+	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity, which no --allow list names)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address of this node's socket")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "how long to wait for the peer connection (at start, and for each stream; at most 24h)")
@@ -110,9 +110,12 @@ type clientNode struct {
 	node *traversal.Node
 	ep   *endpoint.Endpoint
 	pm   *portMapping
+	// stopDNS stops following the dns: bootstraps (see followDNS).
+	stopDNS func()
 }
 
 func (c *clientNode) Close() {
+	c.stopDNS()
 	c.pm.Close()
 	c.node.Close()
 	c.ep.Close()
@@ -130,7 +133,7 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 	if err != nil {
 		return nil, err
 	}
-	bs, err := parseBootstraps(o.bootstrapNodes)
+	bs, dnsw, err := resolveBootstraps(ctx, o.bootstrapNodes, o.relay.dnsServer, log)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +161,7 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 		ep.Close()
 		return nil, err
 	}
-	c := &clientNode{node: node, ep: ep, pm: pm}
+	c := &clientNode{node: node, ep: ep, pm: pm, stopDNS: followDNS(ctx, dnsw, node)}
 	if err := pm.start(ctx, node); err != nil {
 		c.Close()
 		return nil, err

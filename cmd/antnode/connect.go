@@ -102,7 +102,7 @@ type bootstrapState struct {
 func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o connectOptions
 	fs := flag.NewFlagSet("antnode connect", flag.ContinueOnError)
-	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
+	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address to connect from")
 	send := fs.String("send", "0", "bytes of pseudo-random data to send and have verified (e.g. 1048576, 4MiB)")
@@ -197,7 +197,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		res.Phase, res.Reason, res.Error = "setup", reasonUsage, oneLine(err)
 		return res, badInput(err)
 	}
-	bs, err := parseBootstraps(o.bootstrapNodes)
+	bs, _, err := resolveBootstraps(ctx, o.bootstrapNodes, o.relay.dnsServer, log) // resolved once: a connect is short
 	if err != nil {
 		return bad(err)
 	}

@@ -97,8 +97,10 @@ type relayCheckJSON struct {
 
 func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("antnode diagnose", flag.ContinueOnError)
-	boots := fs.String("bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
+	boots := fs.String("bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	listen := fs.String("listen", "0.0.0.0:0", "UDP address to test from")
+	var dnsServer string
+	dnsServerFlag(fs, &dnsServer)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	redact := fs.Bool("redact", false, "hide every address (keyed hash), so the output can be shared")
 	timeout := fs.Duration("timeout", 20*time.Second, "give up on the measurements after this long (at most 10m)")
@@ -128,6 +130,9 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err == nil && perr != nil {
 		err = fmt.Errorf("--portmap: %w", perr)
 	}
+	if err == nil {
+		err = checkDNSServer(dnsServer)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitUsage
@@ -143,6 +148,10 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	if bs, _, err = resolveBootstraps(ctx, *boots, dnsServer, log); err != nil { // resolved once
+		fmt.Fprintln(stderr, "antnode diagnose:", err)
+		return exitFailure
+	}
 	rep, err := runDiagnose(ctx, bs, *listen, mode, newPortmapProbe(*pmFlag, pmMode, bs), log)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode diagnose:", err)

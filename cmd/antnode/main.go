@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/antnode/antnode/discovery"
 	"io"
 	"log/slog"
 	"net"
@@ -230,6 +231,9 @@ func ticketBootstraps(asTicket bool, flag string) ([]ticket.Bootstrap, error) {
 	case flag == "":
 		return nil, errors.New("--ticket needs --bootstrap-nodes PEERID@HOST:PORT[,...]: the bootstraps the node registers with")
 	}
+	if names, _ := discovery.Split(flag); len(names) > 0 {
+		return nil, errors.New("--bootstrap-nodes: a ticket names each bootstrap as PEERID@HOST:PORT, not dns:NAME")
+	}
 	parsed, err := parseBootstraps(flag)
 	if err != nil {
 		return nil, err
@@ -254,8 +258,11 @@ func waitSignal(ctx context.Context, log *slog.Logger) {
 	log.Info("shutting down")
 }
 
+// parseBootstraps parses the [PEERID@]HOST:PORT entries of a
+// --bootstrap-nodes list; its dns:NAME entries are resolveBootstraps'.
 func parseBootstraps(s string) ([]traversal.Bootstrap, error) {
-	bs, err := traversal.ParseBootstraps(s)
+	_, rest := discovery.Split(s)
+	bs, err := traversal.ParseBootstraps(rest)
 	if err != nil {
 		return nil, fmt.Errorf("--bootstrap-nodes: %w", err)
 	}

@@ -61,6 +61,7 @@ type peerFlags struct {
 	birthday         birthdayFlags
 	portmap          string
 	portmapMode      portmap.Protocol // set by apply
+	dnsServer        string
 }
 
 // birthdayFlags bound the birthday search (holepunch.BirthdayConfig).
@@ -99,6 +100,7 @@ func (f birthdayFlags) config() (holepunch.BirthdayConfig, error) {
 }
 
 func (f *peerFlags) register(fs *flag.FlagSet) {
+	dnsServerFlag(fs, &f.dnsServer)
 	fs.StringVar(&f.relay, "relay", "auto", "relay use: auto (when no direct path), force (always) or never")
 	fs.StringVar(&f.turnServer, "turn-server", "", "a third-party TURN server (coturn) to relay through instead of the bootstraps' relay: HOST:PORT or turn:HOST:PORT[?transport=tcp]")
 	fs.StringVar(&f.turnSecret, "turn-secret-file", "", "file holding the TURN server's shared secret (coturn static-auth-secret)")
@@ -111,7 +113,7 @@ func (f *peerFlags) register(fs *flag.FlagSet) {
 // validate checks the numeric flags against their bounds.
 func (f *peerFlags) validate() error {
 	_, err := f.birthday.config()
-	return firstErr(inRange("breaker-threshold", f.breakerThreshold, 1, maxBreakerFails),
+	return firstErr(checkDNSServer(f.dnsServer), inRange("breaker-threshold", f.breakerThreshold, 1, maxBreakerFails),
 		inRange("breaker-timeout", f.breakerDelay, time.Millisecond, maxBreakerTimeout), err)
 }
 
@@ -182,7 +184,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.bootstrap, "bootstrap", false, "run as a bootstrap node")
 	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on (default 0.0.0.0:4433 for a bootstrap, 0.0.0.0:0 for a peer)")
-	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT or PEERID@HOST:PORT")
+	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; empty: ephemeral)")
 	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit (1-10000000)")
 	fs.IntVar(&o.stunAltPort, "stun-alt-port", 0, "bootstrap: second UDP port answering STUN, for NAT mapping classification (0: the listen port + 1; -1: none; at most 65535)")
@@ -324,7 +326,7 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 	if o.bootstrap {
 		return runBootstrap(ctx, o, id, ep, mn, reg, log, stdout)
 	}
-	bs, err := parseBootstraps(o.bootstrapNodes)
+	bs, dnsw, err := resolveBootstraps(ctx, o.bootstrapNodes, o.peer.dnsServer, log)
 	if err != nil {
 		return err
 	}
@@ -347,6 +349,7 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 		return err
 	}
 	defer node.Close()
+	defer followDNS(ctx, dnsw, node)() // stopped before the node closes
 	if err := pm.start(ctx, node); err != nil {
 		return err
 	}
