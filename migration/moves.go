@@ -89,6 +89,15 @@ func (c *Conn) Rebind(reason event.Reason) error {
 	return err
 }
 
+// fallbackTimeout bounds a fallback: the introduction that brings the
+// peer's checks to the relay, and then the first packet back through it.
+// That packet answers QUIC's next probe, which comes at QUIC's probe
+// timeout, doubled at every unanswered probe since the path died (1.5 s
+// of silence before the fallback, seconds more under loss): at 2 % loss a
+// fallback whose introduction took 3.4 s had rerouted to the peer's new
+// mapping but heard nothing back within 5 s.
+const fallbackTimeout = 10 * time.Second
+
 // fallback moves the connection from its dead direct path to the relay.
 func (c *Conn) fallback(silent time.Duration) (err error) {
 	start := time.Now()
@@ -102,7 +111,7 @@ func (c *Conn) fallback(silent time.Duration) (err error) {
 		}
 		c.finish("fallback", start, event.ReasonPathBlackholed, event.ReasonPathBlackholed, event.PathDirect, to, err)
 	}()
-	ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.m.ctx, fallbackTimeout)
 	defer cancel()
 	unroute, err := c.m.cfg.Node.Reroute(ctx, c.qc, c.peer, c.remote())
 	if err != nil {
