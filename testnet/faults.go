@@ -136,6 +136,9 @@ func Scenarios() map[string]ScenarioFunc {
 		"portmap-natpmp":         scenarioPortmap("natpmp"),
 		"portmap-upnp":           scenarioPortmap("upnp"),
 		"portmap-router-restart": scenarioPortmapRouterRestart,
+		"ticket-disjoint":        scenarioTicketDisjoint,
+		"dns-bootstrap":          scenarioDNSBootstrap,
+		"dns-failover":           scenarioDNSFailover,
 	}
 }
 
