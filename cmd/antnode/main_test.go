@@ -35,6 +35,13 @@ func startBootstrap(t *testing.T) string {
 
 func startPeer(t *testing.T, boot string) identity.PeerID {
 	t.Helper()
+	return startPeerNode(t, boot).ID()
+}
+
+// startPeerNode starts a peer node registered with boot (stopped by the
+// test's cleanup).
+func startPeerNode(t *testing.T, boot string) *traversal.Node {
+	t.Helper()
 	id, _ := identity.Generate()
 	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
 	if err != nil {
@@ -55,7 +62,7 @@ func startPeer(t *testing.T, boot string) identity.PeerID {
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return id.ID()
+	return n
 }
 
 func run(args ...string) (int, string, string) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"slices"
@@ -9,37 +8,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/ticket"
-	"github.com/antnode/antnode/traversal"
 )
 
 // startTicketPeer starts a peer registered with boot and returns its
 // ticket.
 func startTicketPeer(t *testing.T, boot string) ticket.Ticket {
 	t.Helper()
-	id, _ := identity.Generate()
-	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep.Close() })
-	bs, err := traversal.ParseBootstraps(boot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n := startPeerNode(t, boot)
 	tk, err := n.Ticket()
 	if err != nil {
 		t.Fatal(err)
