@@ -388,6 +388,10 @@ func TestBootstrapRestartIsSurvived(t *testing.T) {
 	srv := startServer(t, ServerConfig{Identity: id, Endpoint: ep})
 	c := startClient(t, srv, ClientConfig{ID: id.ID()})
 	ready(t, c)
+	first := c.Status().Session
+	if first == 0 {
+		t.Fatal("registered with session 0")
+	}
 
 	srv.Close()
 	ep.Close()
@@ -400,6 +404,11 @@ func TestBootstrapRestartIsSurvived(t *testing.T) {
 	t.Cleanup(func() { ep2.Close() })
 	srv2 := startServer(t, ServerConfig{Identity: id, Endpoint: ep2})
 	testkit.WaitFor(t, 10*time.Second, "re-registration", func() bool { return c.Status().Registered && srv2.NumPeers() == 1 })
+	// A new session: what the old bootstrap granted (a relay allocation)
+	// is not to be trusted with the new one.
+	if got := c.Status().Session; got <= first {
+		t.Fatalf("session %d after re-registration, was %d", got, first)
+	}
 }
 
 func TestConnectUnknownPeerFailsFast(t *testing.T) {

@@ -231,10 +231,11 @@ type Client struct {
 
 	hbOverride atomic.Int64 // SetHeartbeat's period, ns (0: cfg.Heartbeat)
 
-	mu     sync.Mutex
-	cur    *live
-	pinned identity.PeerID
-	ready  chan struct{} // closed while registered; replaced on loss
+	mu       sync.Mutex
+	cur      *live
+	sessions uint64 // registrations made (commit), for Status.Session
+	pinned   identity.PeerID
+	ready    chan struct{} // closed while registered; replaced on loss
 	// refused is closed when the bootstrap presents another key than the
 	// configured one (no retry mends that; WaitReady returns at once),
 	// and replaced by the next such failure's.
@@ -308,13 +309,17 @@ type Status struct {
 	Transport  string // TransportQUIC or TransportTCP
 	RTT        time.Duration
 	LastError  error
+	// Session counts the registrations the client has made: a new value
+	// means a new control connection, to a bootstrap that may have
+	// restarted since and forgotten what it granted (relay allocations).
+	Session uint64
 }
 
 // Status returns the client's state.
 func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{LastError: c.lastErr}
+	st := Status{LastError: c.lastErr, Session: c.sessions}
 	if c.cur != nil {
 		st.Registered = true
 		st.Observed = c.cur.observed
@@ -662,6 +667,7 @@ func (c *Client) commit(l *live) {
 		c.pinned = l.server
 	}
 	c.cur = l
+	c.sessions++
 	c.lastErr = nil
 	close(c.ready)
 	c.mu.Unlock()

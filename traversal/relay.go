@@ -163,6 +163,13 @@ type sharedRelay struct {
 	// suspect: an attempt through it failed; the next attempt allocates
 	// anew (a relay that restarted forgets allocations without a word).
 	suspect bool
+	// session is the bootstrap client's registration (Status.Session) the
+	// allocation was made in (0: a third-party TURN server's). A later
+	// registration may be with a restarted bootstrap, whose relay forgot
+	// the allocation: it answers nothing for it (a permission request
+	// then costs pion's whole retransmission schedule), so it is not
+	// shared again.
+	session uint64
 	idle    *time.Timer
 }
 
@@ -200,8 +207,9 @@ func (n *Node) acquireRelay(ctx context.Context, att *event.Attempt, bc *bootstr
 	if r != nil {
 		select {
 		case <-r.ready:
-			if r.err != nil || r.detached || r.suspect || time.Until(r.expires) < 5*time.Minute || isClosed(r.alloc.Dead()) {
-				r = nil // failed, released, dead, suspect or about to expire: make a new one
+			if r.err != nil || r.detached || r.suspect || time.Until(r.expires) < 5*time.Minute || isClosed(r.alloc.Dead()) ||
+				(r.session != 0 && r.session != bc.Status().Session) {
+				r = nil // failed, released, dead, suspect, about to expire or from before the bootstrap's restart: make a new one
 			}
 		default: // being allocated by another attempt: share it
 		}
@@ -359,6 +367,9 @@ func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *boots
 	}
 	att.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
 	r.alloc, r.expires = alloc, g.creds.Expires
+	if n.cfg.TURN == nil {
+		r.session = bc.Status().Session
+	}
 	r.conn = migration.NewDetachConn(alloc.Conn)
 	fail := func(err error) error {
 		r.close()
