@@ -227,16 +227,12 @@ func scenarioDNSBootstrap(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-apdf and a public site"
 	}
-	dns, err := e.startDNS(ctx, []dnsTarget{e.bootTarget(0), e.bootTarget(1)})
+	start := time.Now()
+	dns, p, id, err := e.startDNSDaemon(ctx, b, "dns-peer")
 	if err != nil {
 		return false, err.Error()
 	}
 	defer dns.Stop(time.Second)
-	start := time.Now()
-	p, id, err := e.startExtraDaemon(ctx, b, "dns-peer", "dns:"+dnsName, "--dns-server", dnsServer().String()+":53")
-	if err != nil {
-		return false, err.Error()
-	}
 	defer p.Stop(2 * time.Second)
 	st, ok := e.waitExtraStatus(ctx, b, 15*time.Second, func(st extraStatus) bool {
 		reg, n := st.registeredAt()
@@ -248,12 +244,28 @@ func scenarioDNSBootstrap(ctx context.Context, e *Env) (bool, string) {
 	}
 	took := time.Since(start)
 	res := e.connectTarget(ctx, a, id, e.BootstrapAddrs, 262144)
-	detail := fmt.Sprintf("dns:%s resolved to %d bootstraps, registered with %v (%.1f s after its start); connect from eim-apdf: %s, %d bytes verified, %.0f ms",
+	detail := fmt.Sprintf("dns:%s resolved to %d bootstraps, registered with %v (%.1f s after dnsmasq and the daemon started); connect from eim-apdf: %s, %d bytes verified, %.0f ms",
 		dnsName, n, reg, took.Seconds(), res.Path, res.BytesVerified, res.TimeToConnect)
 	if !res.Connected {
 		detail += "; " + res.Reason + ": " + res.Error
 	}
 	return res.Connected && res.BytesVerified == 262144, detail
+}
+
+// startDNSDaemon starts dnsmasq naming bootstraps 0 and 1, and a daemon
+// called name on host h that finds its bootstraps through it
+// (--bootstrap-nodes dns:fleet.test). The caller stops both.
+func (e *Env) startDNSDaemon(ctx context.Context, h Host, name string) (dns, daemon *Proc, id string, err error) {
+	dns, err = e.startDNS(ctx, []dnsTarget{e.bootTarget(0), e.bootTarget(1)})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	daemon, id, err = e.startExtraDaemon(ctx, h, name, "dns:"+dnsName, "--dns-server", dnsServer().String()+":53")
+	if err != nil {
+		dns.Stop(time.Second)
+		return nil, nil, "", err
+	}
+	return dns, daemon, id, nil
 }
 
 // dnsFailoverAddr is the third bootstrap's address in dns-failover.
@@ -271,15 +283,11 @@ func scenarioDNSFailover(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-apdf and a public site"
 	}
-	dns, err := e.startDNS(ctx, []dnsTarget{e.bootTarget(0), e.bootTarget(1)})
+	dns, p, id, err := e.startDNSDaemon(ctx, b, "dns-failover-peer")
 	if err != nil {
 		return false, err.Error()
 	}
 	defer func() { dns.Stop(time.Second) }()
-	p, id, err := e.startExtraDaemon(ctx, b, "dns-failover-peer", "dns:"+dnsName, "--dns-server", dnsServer().String()+":53")
-	if err != nil {
-		return false, err.Error()
-	}
 	defer p.Stop(2 * time.Second)
 	if st, ok := e.waitExtraStatus(ctx, b, 15*time.Second, func(st extraStatus) bool {
 		reg, n := st.registeredAt()

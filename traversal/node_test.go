@@ -50,7 +50,15 @@ type recorder = testkit.Recorder
 
 func startNode(t testing.TB, rec event.Recorder, bs ...Bootstrap) *Node {
 	t.Helper()
-	n, err := New(Config{Identity: testkit.Identity(t), Endpoint: testkit.Endpoint(t), Bootstraps: bs, Recorder: rec})
+	return startReady(t, Config{Bootstraps: bs, Recorder: rec})
+}
+
+// startReady starts a node with cfg (a key and a loopback socket of its
+// own) and waits until a bootstrap registered it.
+func startReady(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	cfg.Identity, cfg.Endpoint = testkit.Identity(t), testkit.Endpoint(t)
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

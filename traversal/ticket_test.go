@@ -16,17 +16,7 @@ import (
 // startTicketNode is startNode with a short Config.TicketIdle.
 func startTicketNode(t *testing.T, idle time.Duration, rec event.Recorder, bs ...Bootstrap) *Node {
 	t.Helper()
-	n, err := New(Config{Identity: testkit.Identity(t), Endpoint: testkit.Endpoint(t), Bootstraps: bs, TicketIdle: idle, Recorder: rec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return startReady(t, Config{Bootstraps: bs, TicketIdle: idle, Recorder: rec})
 }
 
 // onDemand returns the node's on-demand registrations.
