@@ -1,6 +1,10 @@
 package testnet
 
-import "testing"
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
 
 func TestLastJSON(t *testing.T) {
 	for _, tc := range []struct {
@@ -27,5 +31,49 @@ func TestLastJSON(t *testing.T) {
 				t.Fatalf("lastJSON = %q, %v; want peer %q", res.Peer, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLogExcerpt(t *testing.T) {
+	out := strings.Join([]string{
+		`time=1 level=DEBUG msg="check sent" event=check_sent`,
+		`time=2 level=INFO msg=migration event=migration detail=fallback outcome=fail`,
+		`time=3 level=INFO msg="state change" event=state_change`,
+		`time=4 level=WARN msg="bootstrap down"`,
+		`time=5 level=INFO msg=relay event=relay detail=allocate outcome=ok`,
+		`{"connected":true}`,
+	}, "\n")
+	tests := []struct {
+		name string
+		max  int
+		want string
+	}{
+		{"all path lines", 12, `time=2 level=INFO msg=migration event=migration detail=fallback outcome=fail | time=4 level=WARN msg="bootstrap down" | time=5 level=INFO msg=relay event=relay detail=allocate outcome=ok`},
+		{"the last ones", 1, `time=5 level=INFO msg=relay event=relay detail=allocate outcome=ok`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := logExcerpt(out, tc.max); got != tc.want {
+				t.Errorf("logExcerpt = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := logExcerpt("level=DEBUG only\n", 5); got != "" {
+		t.Errorf("nothing to keep: got %q", got)
+	}
+}
+
+func TestConnectResultMoves(t *testing.T) {
+	var none ConnectResult
+	if got := none.moves(); got != "no moves" {
+		t.Errorf("no migrations: %q", got)
+	}
+	var r ConnectResult
+	if err := json.Unmarshal([]byte(`{"migrations":[{"kind":"fallback","reason":"path_blackholed","ok":false,"at_ms":1500,"duration_ms":10000,"from":"direct","to":"direct"}]}`), &r); err != nil {
+		t.Fatal(err)
+	}
+	want := "moves: fallback (path_blackholed) ok=false at +1500 ms took 10000 ms, direct -> direct"
+	if got := r.moves(); got != want {
+		t.Errorf("moves = %q, want %q", got, want)
 	}
 }

@@ -31,6 +31,9 @@ type transferRun struct {
 	Res  ConnectResult
 	Took time.Duration
 	Sent int64
+	// Log is the connect's log lines about its path (logExcerpt), for a
+	// failure's detail.
+	Log string
 }
 
 // transferDuring starts `antnode connect` from a to b with a transfer of
@@ -75,7 +78,26 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, plan faultPlan, fau
 		return transferRun{Sent: sent}, err
 	}
 	res, err := connectResult(ctx, p)
-	return transferRun{Res: res, Took: time.Since(start), Sent: sent}, err
+	return transferRun{Res: res, Took: time.Since(start), Sent: sent, Log: logExcerpt(p.Output(), 12)}, err
+}
+
+// logExcerpt keeps the last max lines of a node's log that say what
+// happened to its connection's path (migrations, fallbacks, relay
+// operations, warnings and errors): a failed fault scenario's report
+// then tells a move that failed from one that never started, without
+// the full logs.
+func logExcerpt(out string, max int) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "event=migration") || strings.Contains(l, "event=fallback") ||
+			strings.Contains(l, "event=relay") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			keep = append(keep, strings.TrimSpace(l))
+		}
+	}
+	if len(keep) > max {
+		keep = keep[len(keep)-max:]
+	}
+	return strings.Join(keep, " | ")
 }
 
 // connectResult waits (at most 90 s) for a connect to end and returns its
@@ -162,6 +184,9 @@ func (e *Env) migrationPlan() faultPlan {
 func faultVerdict(r transferRun, size int64, what string) (bool, string) {
 	ok, detail := verdict(r.Res, size, r.Took, what)
 	mid, note := midTransfer(r.Sent, size)
+	if !ok && r.Log != "" {
+		note += "; the connect's log: " + r.Log
+	}
 	return ok && mid, detail + "; " + note
 }
 
@@ -210,7 +235,8 @@ func scenarioNATRebinding(ctx context.Context, e *Env) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	return faultVerdict(r, plan.Size, "both NATs' conntrack flushed mid-transfer")
+	ok, detail := faultVerdict(r, plan.Size, "both NATs' conntrack flushed mid-transfer")
+	return ok, detail + "; " + r.Res.moves()
 }
 
 // scenarioMappingExpiry: both NATs forget idle UDP mappings after 5 s; a

@@ -166,6 +166,21 @@ func (r ConnectResult) migrated(kind string) (string, bool) {
 	return "", false
 }
 
+// moves renders every migration of the connect, failed ones included,
+// for a scenario's detail ("no moves" when there were none): what a
+// failure report needs to tell a fallback that failed from one that
+// never started.
+func (r ConnectResult) moves() string {
+	if len(r.Migrations) == 0 {
+		return "no moves"
+	}
+	out := make([]string, 0, len(r.Migrations))
+	for _, m := range r.Migrations {
+		out = append(out, fmt.Sprintf("%s (%s) ok=%v at +%.0f ms took %.0f ms, %s -> %s", m.Kind, m.Reason, m.OK, m.AtMS, m.DurationMS, m.From, m.To))
+	}
+	return "moves: " + strings.Join(out, "; ")
+}
+
 // PairReport is one pair's line in the report.
 type PairReport struct {
 	A         Class   `json:"a"`
