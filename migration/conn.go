@@ -46,6 +46,7 @@ type Conn struct {
 	// onNominate is called once, when the dialler nominates the connection.
 	onNominate   func()
 	nominateOnce sync.Once
+	ownSocket    bool // see Track.OwnSocket
 
 	movesMu sync.Mutex
 	moves   []Move
@@ -65,12 +66,18 @@ type Track struct {
 	// OnNominate is called once when the dialler nominates the connection
 	// (a notice). Nil: nothing.
 	OnNominate func()
+	// OwnSocket: the connection runs on a socket of its own (the birthday
+	// search's winner), not the node's. A change of the node's socket or
+	// its mapping is not the connection's, and a rebind round from the
+	// node's socket cannot open a path for it: RebindAll leaves it to the
+	// dead-path watch, whose fallback reroutes from its own socket.
+	OwnSocket bool
 }
 
 // Track starts managing qc: it reads the peer's notices and, for a
 // managed connection, runs its path manager, until qc or the manager ends.
 func (m *Manager) Track(qc *quic.Conn, t Track) *Conn {
-	c := &Conn{m: m, qc: qc, peer: t.Peer, onNominate: t.OnNominate}
+	c := &Conn{m: m, qc: qc, peer: t.Peer, onNominate: t.OnNominate, ownSocket: t.OwnSocket}
 	c.path.Store(uint32(t.Path))
 	if t.Manage {
 		cfg := PathConfig{Check: m.cfg.Check, DeadAfter: m.cfg.DeadAfter, UpgradeBase: m.cfg.UpgradeBase,

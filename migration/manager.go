@@ -241,11 +241,12 @@ func (m *Manager) networkChanged(c Change) {
 // its watcher would (for a node that does not poll them).
 func (m *Manager) NetworkChanged(c Change) { m.networkChanged(c) }
 
-// RebindAll rebinds every direct connection this node dialled, each on a
+// RebindAll rebinds every direct connection this node dialled on its
+// socket (not those on a socket of their own: Track.OwnSocket), each on a
 // goroutine of its own, one move per connection at a time.
 func (m *Manager) RebindAll(reason event.Reason) {
 	for _, c := range m.Conns() {
-		if c.pacer == nil || c.Path() != event.PathDirect || !c.pacer.Begin() {
+		if c.pacer == nil || c.ownSocket || c.Path() != event.PathDirect || !c.pacer.Begin() {
 			continue
 		}
 		if !m.goRun(func() {

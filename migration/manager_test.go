@@ -319,9 +319,13 @@ func TestNetworkChangeRebindsDialledDirect(t *testing.T) {
 	dialled := testkit.NewQUICPair(t, nil)
 	accepted := testkit.NewQUICPair(t, nil)
 	relayed := testkit.NewQUICPair(t, nil)
+	// The birthday search's connection, on a socket of its own: a round
+	// from the node's socket cannot help it (the dead-path watch can).
+	own := testkit.NewQUICPair(t, nil)
 	m.Track(dialled.Dialer, Track{Peer: dialled.ListenerID.ID(), Path: event.PathDirect, Manage: true})
 	m.Track(accepted.Listener, Track{Peer: accepted.DialerID.ID(), Path: event.PathDirect})
 	m.Track(relayed.Dialer, Track{Peer: relayed.ListenerID.ID(), Path: event.PathRelay, Manage: true, NoUpgrade: true})
+	m.Track(own.Dialer, Track{Peer: own.ListenerID.ID(), Path: event.PathDirect, Manage: true, OwnSocket: true})
 	m.NetworkChanged(Change{Added: []netip.Addr{netip.MustParseAddr("192.0.2.1")}})
 	<-changed
 	testkit.WaitFor(t, 5*time.Second, "the rebind", func() bool {

@@ -151,3 +151,53 @@ func TestSilence(t *testing.T) {
 		})
 	}
 }
+
+func TestStall(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	after := 500 * time.Millisecond
+	type obs struct {
+		at   time.Duration
+		recv uint64
+		ping bool
+	}
+	tests := []struct {
+		name string
+		seq  []obs
+	}{
+		{"a flow that keeps coming", []obs{{0, 10, false}, {250 * time.Millisecond, 200, false}, {time.Second, 900, false}}},
+		{"a flow that stops: one ping", []obs{{0, 10, false}, {250 * time.Millisecond, 200, false},
+			{500 * time.Millisecond, 200, false}, {750 * time.Millisecond, 200, true}, {time.Second, 200, false}, {5 * time.Second, 200, false}}},
+		{"the ping's answer is no flow", []obs{{0, 10, false}, {250 * time.Millisecond, 200, false},
+			{750 * time.Millisecond, 200, true}, {time.Second, 201, false}, {2 * time.Second, 201, false}, {9 * time.Second, 202, false}}},
+		{"a new flow after the ping stops again", []obs{{0, 10, false}, {250 * time.Millisecond, 200, false},
+			{750 * time.Millisecond, 200, true}, {time.Second, 400, false}, {1500 * time.Millisecond, 400, true}}},
+		{"a connection that never had a flow", []obs{{0, 2, false}, {time.Second, 3, false}, {5 * time.Second, 3, false}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var s Stall
+			for i, o := range tc.seq {
+				if got := s.Observe(t0.Add(o.at), o.recv, after); got != o.ping {
+					t.Fatalf("observation %d (%+v): ping=%v", i, o, got)
+				}
+			}
+		})
+	}
+}
+
+func TestStallAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		check, rtt time.Duration
+		want       time.Duration
+	}{
+		{"two looks", 250 * time.Millisecond, 80 * time.Millisecond, 500 * time.Millisecond},
+		{"two round trips", 250 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := StallAfter(tc.check, tc.rtt); got != tc.want {
+				t.Errorf("StallAfter(%v, %v) = %v, want %v", tc.check, tc.rtt, got, tc.want)
+			}
+		})
+	}
+}

@@ -101,6 +101,7 @@ func (p *Path) watch() bool {
 	var silence Silence
 	var sent uint64        // packets sent at the last look
 	lastSend := time.Now() // when that count last grew
+	var stall Stall
 	for {
 		select {
 		case <-t.C:
@@ -123,6 +124,12 @@ func (p *Path) watch() bool {
 		} else if now.Sub(lastSend) >= p.cfg.Keepalive() {
 			p.m.Ping() // best effort: a lost ping is the next one's job
 			lastSend = now
+		}
+		// A flow that stopped coming in: ask for an answer, so that a
+		// path that died under a side with nothing to send (the receiver
+		// of a transfer) goes silent in Silence's terms too.
+		if stall.Observe(time.Now(), r, StallAfter(p.cfg.Check, rtt)) {
+			p.m.Ping()
 		}
 		threshold := DeadAfter(p.cfg.DeadAfter/3, rtt, 3)
 		if !silence.Observe(time.Now(), s, r, threshold) {

@@ -64,3 +64,42 @@ func (s *Silence) Observe(now time.Time, sent, recv uint64, threshold time.Durat
 
 // Reset forgets the history (after the connection moved to a new path).
 func (s *Silence) Reset() { *s = Silence{} }
+
+// Stall tells a flow that stopped coming in from one that ended in
+// silence: it reports, once per flow, that packets stopped arriving for
+// after, where a flow is more than stallFlow packets received since the
+// last report. A path can die under a side that only receives (the
+// receiver of a transfer sends nothing unless packets come in), and such a
+// side owes nothing, so Silence never sees it; a ping answered keeps the
+// flow going, a ping unanswered makes the silence Silence detects. The
+// answer to the ping itself is no flow, so an idle connection is pinged
+// once, not forever. The zero value is ready; it is not safe for
+// concurrent use.
+type Stall struct {
+	recv     uint64    // packets received at the last look
+	since    time.Time // when that count last grew
+	reported uint64    // packets received at the last report
+}
+
+// stallFlow is how many packets make a flow (more than a ping's answer).
+const stallFlow = 3
+
+// Observe takes the received count at now and reports whether to ping.
+func (s *Stall) Observe(now time.Time, recv uint64, after time.Duration) bool {
+	if recv != s.recv || s.since.IsZero() {
+		s.recv, s.since = recv, now
+		return false
+	}
+	if now.Sub(s.since) < after || recv <= s.reported+stallFlow {
+		return false
+	}
+	s.reported = recv
+	return true
+}
+
+// StallAfter is how long packets may stop coming in before Stall asks for
+// a ping: two looks, and at least two round trips (an answer to what was
+// sent is due by then).
+func StallAfter(check, rtt time.Duration) time.Duration {
+	return max(2*check, 2*rtt)
+}

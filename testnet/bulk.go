@@ -16,12 +16,14 @@ import (
 // so that the fault still lands while bytes are flowing.
 const (
 	// lossyBulkSize is the transfer of network-change, nat-rebinding,
-	// blackhole and diag-blackhole on lossy links: about 8 s at 1 Mbit/s.
+	// birthday-rebinding, blackhole and diag-blackhole on lossy links:
+	// about 8 s at 1 Mbit/s.
 	lossyBulkSize = 1 << 20
 	// lossyUpgradeSize is relay-upgrade's: the direct path opens a
 	// quarter in, and the move and the relay's release must happen
-	// before the end.
-	lossyUpgradeSize = 2 << 20
+	// before the end (at 2 MiB, 1 of 2 lossy passes ended the transfer
+	// first).
+	lossyUpgradeSize = 4 << 20
 	// lossyCoturnSize is relay-coturn's, within its 15 s connect.
 	lossyCoturnSize = 256 << 10
 	// lossyFaultAt is the share of the size sent when the fault lands.

@@ -116,6 +116,7 @@ func Scenarios() map[string]ScenarioFunc {
 		"bootstrap-failover":     scenarioBootstrapFailover,
 		"network-change":         scenarioNetworkChange,
 		"nat-rebinding":          scenarioNATRebinding,
+		"birthday-rebinding":     scenarioBirthdayRebinding,
 		"mapping-expiry":         scenarioMappingExpiry,
 		"relay-upgrade":          scenarioRelayUpgrade,
 		"blackhole":              scenarioBlackhole,

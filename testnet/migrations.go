@@ -239,6 +239,31 @@ func scenarioNATRebinding(ctx context.Context, e *Env) (bool, string) {
 	return ok, detail + "; " + r.Res.moves()
 }
 
+// scenarioBirthdayRebinding: nat-rebinding on a connection the birthday
+// search made. The symmetric side dials from the search's winning socket,
+// and its NAT maps that socket anew after the flush, at a port the other
+// side's filter has never seen: only a fallback through the relay, from
+// that socket, can carry the rest of the transfer.
+func scenarioBirthdayRebinding(ctx context.Context, e *Env) (bool, string) {
+	a, ok1 := e.firstHost(ClassEIMAPDF, 0)
+	b, ok2 := e.firstHost(ClassAPDM, 0)
+	if !ok1 || !ok2 {
+		return false, "needs an eim-apdf and an apdm site"
+	}
+	plan := e.migrationPlan()
+	r, err := e.transferDuring(ctx, a, b, plan, func() error {
+		if err := e.TB.FlushConntrack(ctx, a.Site); err != nil {
+			return err
+		}
+		return e.TB.FlushConntrack(ctx, b.Site)
+	})
+	if err != nil {
+		return false, err.Error()
+	}
+	ok, detail := faultVerdict(r, plan.Size, "both NATs' conntrack flushed mid-transfer on a birthday connection")
+	return ok, detail + "; " + r.Res.moves()
+}
+
 // scenarioMappingExpiry: both NATs forget idle UDP mappings after 5 s; a
 // connection left idle for 60 s must still carry a verified transfer.
 func scenarioMappingExpiry(ctx context.Context, e *Env) (bool, string) {
@@ -323,7 +348,8 @@ func scenarioRelayUpgrade(ctx context.Context, e *Env) (bool, string) {
 	opened := time.Since(start)
 	released, ok := e.waitAllocations(ctx, p, start, func(v float64) bool { return v == 0 }, 40*time.Second)
 	if !ok {
-		return false, "the allocation was not released while the connection ran: " + tail(p.Output(), 300)
+		return false, "the allocation was not released while the connection ran; the connect's log: " + logExcerpt(p.Output(), 12) +
+			"; its result: " + tail(p.Output(), 300)
 	}
 	res, err := connectResult(ctx, p)
 	if err != nil {

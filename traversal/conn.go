@@ -23,6 +23,7 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgo
 	c.mc = n.paths.Track(qc, migration.Track{Peer: peer, Path: path,
 		Manage:     outgoing && (path == event.PathDirect || n.relayOf(qc) != nil),
 		NoUpgrade:  n.cfg.Relay == RelayForce, // relayed on purpose: never upgrade
+		OwnSocket:  n.endpointOf(qc) != n.cfg.Endpoint,
 		OnNominate: func() { close(c.nominated) }})
 	n.connsMu.Lock()
 	n.conns[qc] = c
@@ -44,6 +45,9 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgo
 // ownEndpoint closes ep (a socket of its own, from the birthday search)
 // when qc ends, or when the node closes.
 func (n *Node) ownEndpoint(qc *quic.Conn, ep *endpoint.Endpoint) {
+	n.injMu.Lock()
+	n.owned[qc] = ep
+	n.injMu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -52,7 +56,25 @@ func (n *Node) ownEndpoint(qc *quic.Conn, ep *endpoint.Endpoint) {
 		case <-n.ctx.Done():
 		}
 		ep.Close()
+		n.injMu.Lock()
+		delete(n.owned, qc)
+		if inj := n.injs[ep]; inj != nil {
+			inj.Close()
+			delete(n.injs, ep)
+		}
+		n.injMu.Unlock()
 	}()
+}
+
+// endpointOf returns the endpoint qc runs on: its own socket's (the
+// birthday search's) or the node's.
+func (n *Node) endpointOf(qc *quic.Conn) *endpoint.Endpoint {
+	n.injMu.Lock()
+	defer n.injMu.Unlock()
+	if ep := n.owned[qc]; ep != nil {
+		return ep
+	}
+	return n.cfg.Endpoint
 }
 
 // Conns returns the node's peer connections.

@@ -87,7 +87,13 @@ type Node struct {
 	paths *migration.Manager // every connection's path: watch, keepalive, moves
 
 	injMu sync.Mutex
-	inj   *endpoint.Injector // nil until a connection is rerouted
+	// injs hands rerouted answers to an endpoint's socket, one per
+	// endpoint, made when a connection on it is first rerouted.
+	injs map[*endpoint.Endpoint]*endpoint.Injector
+	// owned are the connections on a socket of their own (the birthday
+	// search's winning one), with their endpoint: a fallback reroutes
+	// their packets there, not on the node's socket.
+	owned map[*quic.Conn]*endpoint.Endpoint
 
 	breakers map[string]circuitbreaker.CircuitBreaker[*bootstrap.Session] // by label; set in New
 	degrade  degrader
@@ -141,6 +147,7 @@ func New(cfg Config) (*Node, error) {
 	n = &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
 		expected: make(map[identity.PeerID][]expectation), conns: make(map[*quic.Conn]*Conn),
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
+		injs: make(map[*endpoint.Endpoint]*endpoint.Injector), owned: make(map[*quic.Conn]*endpoint.Endpoint),
 		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel,
 		dialing: make(map[identity.PeerID]*connCall)}
 	if n.services, err = n.newServices(); err != nil {
@@ -332,8 +339,9 @@ func (n *Node) Close() error {
 		n.services.Close()
 		n.wg.Wait()
 		n.injMu.Lock()
-		if n.inj != nil {
-			n.inj.Close()
+		for ep, inj := range n.injs {
+			inj.Close()
+			delete(n.injs, ep)
 		}
 		n.injMu.Unlock()
 		n.agent.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/migration"
 )
 
 // Rerouting a connection through a relay behind QUIC's back: the
@@ -36,13 +37,16 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 	if err != nil {
 		return nil, err
 	}
-	at, err := n.rerouteVia(ctx, qc, peer, remote, r, bc)
+	// A connection the birthday search made runs on a socket of its own:
+	// its packets are rerouted there.
+	ep := n.endpointOf(qc)
+	at, err := n.rerouteVia(ctx, qc, ep, peer, remote, r, bc)
 	if err != nil {
 		n.releaseRelay(r, false)
 		return nil, err
 	}
 	n.ownRelay(qc, r) // the reference acquireRelay took is the connection's now
-	return func() { n.unrouteVia(remote, at, r) }, nil
+	return func() { n.unrouteVia(ep, remote, at, r) }, nil
 }
 
 // anyRelay acquires an allocation on the first registered bootstrap's
@@ -67,7 +71,7 @@ func (n *Node) anyRelay(ctx context.Context) (*sharedRelay, *bootstrap.Client, e
 // conntrack flush, an expired mapping): QUIC's remote address is then
 // stale, and the peer's checks arrive at the relay from its new mapping.
 // The relay then sends to where the checks came from (atPeer).
-func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, peer identity.PeerID, remote netip.AddrPort,
+func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpoint, peer identity.PeerID, remote netip.AddrPort,
 	r *sharedRelay, bc *bootstrap.Client) (netip.AddrPort, error) {
 	creds := holepunch.NewCreds()
 	relayCand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r.alloc.Relayed}
@@ -85,26 +89,35 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, peer identity.Peer
 		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	before := qc.ConnectionStats().PacketsReceived
-	if err := n.routeVia(remote, remote, r); err != nil {
-		n.unrouteVia(remote, remote, r)
+	if err := n.routeVia(ep, remote, remote, r); err != nil {
+		n.unrouteVia(ep, remote, remote, r)
 		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	// Packets flowing again is the proof (the lost ones are retransmitted
-	// by QUIC's probe timeout, now through the relay).
+	// by QUIC's probe timeout, now through the relay). A ping asks for an
+	// answer at once, and every second while none came: a side with
+	// nothing to send (the receiver of a transfer) would otherwise send
+	// nothing through the relay for the answer to come back by.
+	ping := func() { _ = migration.SendNotice(qc, migration.NoticePing) } // best effort
+	ping()
 	at := remote
 	wait := time.NewTicker(20 * time.Millisecond)
 	defer wait.Stop()
+	again := time.NewTicker(time.Second)
+	defer again.Stop()
 	for qc.ConnectionStats().PacketsReceived <= before {
 		select {
+		case <-again.C:
+			ping()
 		case <-wait.C:
 			if rhp == nil {
 				continue
 			}
-			if moved, ok := atPeer(rhp.Sources(), at); ok && n.routeVia(remote, moved, r) == nil {
+			if moved, ok := atPeer(rhp.Sources(), at); ok && n.routeVia(ep, remote, moved, r) == nil {
 				at = moved
 			}
 		case <-ctx.Done():
-			n.unrouteVia(remote, at, r)
+			n.unrouteVia(ep, remote, at, r)
 			return netip.AddrPort{}, fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", context.Cause(ctx))
 		}
 	}
@@ -122,10 +135,11 @@ func atPeer(sources []netip.AddrPort, now netip.AddrPort) (netip.AddrPort, bool)
 	return sources[len(sources)-1], true
 }
 
-// routeVia sends the QUIC packets for remote through r's allocation to at,
-// and hands what comes back from at (and from remote) to the main socket.
-func (n *Node) routeVia(remote, at netip.AddrPort, r *sharedRelay) error {
-	inj, err := n.injector()
+// routeVia sends the QUIC packets for remote that leave ep through r's
+// allocation to at, and hands what comes back from at (and from remote)
+// to ep's socket.
+func (n *Node) routeVia(ep *endpoint.Endpoint, remote, at netip.AddrPort, r *sharedRelay) error {
+	inj, err := n.injector(ep)
 	if err != nil {
 		return err
 	}
@@ -135,7 +149,7 @@ func (n *Node) routeVia(remote, at netip.AddrPort, r *sharedRelay) error {
 		r.conn.Intercept(at, back)
 	}
 	dst := net.UDPAddrFromAddrPort(at)
-	if err := n.cfg.Endpoint.Reroute(remote, func(b []byte) error {
+	if err := ep.Reroute(remote, func(b []byte) error {
 		_, err := r.conn.WriteTo(b, dst)
 		return err
 	}); err != nil {
@@ -146,24 +160,26 @@ func (n *Node) routeVia(remote, at netip.AddrPort, r *sharedRelay) error {
 }
 
 // unrouteVia undoes routeVia: the packets for remote go directly again.
-func (n *Node) unrouteVia(remote, at netip.AddrPort, r *sharedRelay) {
-	n.cfg.Endpoint.Unroute(remote)
+func (n *Node) unrouteVia(ep *endpoint.Endpoint, remote, at netip.AddrPort, r *sharedRelay) {
+	ep.Unroute(remote)
 	r.conn.Intercept(remote, nil)
 	if at != remote {
 		r.conn.Intercept(at, nil)
 	}
 }
 
-// injector returns the node's injector (created on first use).
-func (n *Node) injector() (*endpoint.Injector, error) {
+// injector returns ep's injector (created on first use; closed with the
+// node, or with ep if it is a connection's own).
+func (n *Node) injector(ep *endpoint.Endpoint) (*endpoint.Injector, error) {
 	n.injMu.Lock()
 	defer n.injMu.Unlock()
-	if n.inj == nil {
-		inj, err := n.cfg.Endpoint.NewInjector()
-		if err != nil {
-			return nil, err
-		}
-		n.inj = inj
+	if inj := n.injs[ep]; inj != nil {
+		return inj, nil
 	}
-	return n.inj, nil
+	inj, err := ep.NewInjector()
+	if err != nil {
+		return nil, err
+	}
+	n.injs[ep] = inj
+	return inj, nil
 }
