@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLastJSON(t *testing.T) {
@@ -75,5 +76,56 @@ func TestConnectResultMoves(t *testing.T) {
 	want := "moves: fallback (path_blackholed) ok=false at +1500 ms took 10000 ms, direct -> direct"
 	if got := r.moves(); got != want {
 		t.Errorf("moves = %q, want %q", got, want)
+	}
+}
+
+func TestParseRelayLines(t *testing.T) {
+	out := strings.Join([]string{
+		`time=2026-12-06T17:41:01.101Z level=INFO msg=relay event=relay outcome=ok peer=oiuu addr=ip4-37:11671 detail=allocate`,
+		`time=2026-12-06T17:41:01.101Z level=INFO msg=relay audit=true event=relay outcome=ok peer=oiuu addr=ip4-37:11671 detail=allocate`,
+		`time=2026-12-06T17:41:20.374Z level=INFO msg=relay event=relay outcome=ok peer=go7f addr=ip4-28:58329 detail=allocate`,
+		`time=2026-12-06T17:41:21.000Z level=INFO msg=relay event=relay outcome=fail peer=go7f detail=permission`,
+		`time=2026-12-06T17:41:27.266Z level=INFO msg=relay event=relay outcome=ok peer=go7f addr=ip4-28:58329 detail=release`,
+		`time=2026-12-06T17:41:28.000Z level=INFO msg="state change" event=state_change peer=go7f detail=connected-direct to=closed`,
+	}, "\n")
+	lines := parseRelayLines(out)
+	if len(lines) != 3 {
+		t.Fatalf("parsed %d lines, want 3 (the audit copy and failures left out): %+v", len(lines), lines)
+	}
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		name  string
+		since time.Time
+		match func(relayLine) bool
+		want  relayLine
+		ok    bool
+	}{
+		{"the first allocation after the start", at("2026-12-06T17:41:10Z"), func(r relayLine) bool { return r.Op == "allocate" },
+			relayLine{At: at("2026-12-06T17:41:20.374Z"), Op: "allocate", Peer: "go7f", Addr: "ip4-28:58329"}, true},
+		{"its release", at("2026-12-06T17:41:20.374Z"), func(r relayLine) bool { return r.Op == "release" && r.Peer == "go7f" },
+			relayLine{At: at("2026-12-06T17:41:27.266Z"), Op: "release", Peer: "go7f", Addr: "ip4-28:58329"}, true},
+		{"another peer's allocation never released", at("2026-12-06T17:41:00Z"), func(r relayLine) bool { return r.Op == "release" && r.Peer == "oiuu" },
+			relayLine{}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := firstRelayLine(lines, tc.since, tc.match)
+			if ok != tc.ok || got != tc.want {
+				t.Errorf("firstRelayLine = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	end, ok := closedAt(out)
+	if !ok || !end.Equal(at("2026-12-06T17:41:28Z")) {
+		t.Errorf("closedAt = %v, %v", end, ok)
+	}
+	if _, ok := closedAt("time=1 level=INFO msg=x\n"); ok {
+		t.Error("closedAt found a close in a log without one")
 	}
 }

@@ -334,10 +334,14 @@ func scenarioRelayUpgrade(ctx context.Context, e *Env) (bool, string) {
 	defer p.Stop(time.Second)
 	// Wait for the allocation, then (the plan's moment) open the direct
 	// path.
-	onRelay, ok := e.waitAllocations(ctx, p, start, func(v float64) bool { return v >= 1 }, 20*time.Second)
+	// The connection's allocation: the first a relay logged after the
+	// start (other nodes' allocations, a warm relay's, may be there all
+	// along; the log names the peer and the relayed address).
+	alloc, ok := e.waitRelayLine(ctx, start, func(r relayLine) bool { return r.Op == "allocate" }, 20*time.Second)
 	if !ok {
 		return false, "the connection never allocated on the relay: " + tail(p.Output(), 300)
 	}
+	onRelay := alloc.At.Sub(start)
 	sent, err := awaitFault(ctx, p, a.NS, base, plan)
 	if err != nil {
 		return false, "before the direct path opened: " + err.Error()
@@ -346,15 +350,20 @@ func scenarioRelayUpgrade(ctx context.Context, e *Env) (bool, string) {
 		return false, err.Error()
 	}
 	opened := time.Since(start)
-	released, ok := e.waitAllocations(ctx, p, start, func(v float64) bool { return v == 0 }, 40*time.Second)
-	if !ok {
-		return false, "the allocation was not released while the connection ran; the connect's log: " + logExcerpt(p.Output(), 12) +
-			"; its result: " + tail(p.Output(), 300)
-	}
+	rel, ok := e.waitRelayLine(ctx, alloc.At, func(r relayLine) bool {
+		return r.Op == "release" && r.Peer == alloc.Peer && r.Addr == alloc.Addr
+	}, 40*time.Second)
 	res, err := connectResult(ctx, p)
 	if err != nil {
 		return false, err.Error()
 	}
+	// Released while the connection ran: before its state machine
+	// closed it (a shutdown releases everything too).
+	if end, ended := closedAt(p.Output()); !ok || (ended && !rel.At.Before(end)) {
+		return false, fmt.Sprintf("the allocation (%s) was not released while the connection ran (release logged: %v at %s, connection closed at %s); the connect's log: %s; its result: %s",
+			alloc.Addr, ok, rel.At.Format(time.StampMilli), end.Format(time.StampMilli), logExcerpt(p.Output(), 12), tail(p.Output(), 300))
+	}
+	released := rel.At.Sub(start)
 	ok, detail := faultVerdict(transferRun{Res: res, Took: time.Since(start), Sent: sent}, plan.Size,
 		fmt.Sprintf("relay allocated at +%.1f s, direct opened at +%.1f s, allocation released at +%.1f s",
 			onRelay.Seconds(), opened.Seconds(), released.Seconds()))
@@ -363,27 +372,6 @@ func scenarioRelayUpgrade(ctx context.Context, e *Env) (bool, string) {
 		return false, fmt.Sprintf("%s; path %s -> %s, migrations %+v", detail, res.Path, res.FinalPath, res.Migrations)
 	}
 	return ok, detail + "; " + m
-}
-
-// waitAllocations waits, at most d and while p runs, until the relay's
-// allocation count satisfies want, checking every 100 ms; it returns the
-// time since start when it did.
-func (e *Env) waitAllocations(ctx context.Context, p *Proc, start time.Time, want func(float64) bool, d time.Duration) (time.Duration, bool) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.Done():
-			return 0, false
-		case <-ctx.Done():
-			return 0, false
-		default:
-		}
-		if v, err := e.RelayAllocations(ctx); err == nil && want(v) {
-			return time.Since(start), true
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return 0, false
 }
 
 // scenarioBlackhole: the direct path of a transfer in flight starts

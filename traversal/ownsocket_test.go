@@ -1,10 +1,12 @@
 package traversal
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/antnode/antnode/internal/testkit"
+	"github.com/antnode/antnode/relay"
 )
 
 // TestOwnEndpointReroutesThere: a connection on a socket of its own (the
@@ -44,5 +46,38 @@ func TestOwnEndpointReroutesThere(t *testing.T) {
 	})
 	if err := inj.Inject([]byte{0x40}); err == nil {
 		t.Fatal("the released injector still sends")
+	}
+}
+
+// TestRebindingMakesRelaysSuspect: once the NAT mapped the node anew, a
+// shared allocation made before may be bound to a mapping that is gone;
+// the next attempt allocates anew instead of sharing it.
+func TestRebindingMakesRelaysSuspect(t *testing.T) {
+	b, _ := relayBootstrap(t, relay.ServerConfig{})
+	n := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	bc := n.registered()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := n.acquireRelay(ctx, nil, bc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.releaseRelay(first, false)
+	shared, err := n.acquireRelay(ctx, nil, bc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.releaseRelay(shared, false)
+	if shared != first {
+		t.Fatal("a second attempt did not share the allocation")
+	}
+	n.suspectRelays()
+	fresh, err := n.acquireRelay(ctx, nil, bc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.releaseRelay(fresh, false)
+	if fresh == first {
+		t.Fatal("the allocation from before the rebinding was shared again")
 	}
 }

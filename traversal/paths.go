@@ -55,7 +55,9 @@ func (n *Node) observedFunc(label string) func(netip.AddrPort) {
 		n.poke()
 		for _, c := range n.bootstrapClients() {
 			if c.Label() == label && c.Status().Transport == bootstrap.TransportQUIC {
-				obs.Observe(addr, c.Heartbeat())
+				if obs.Observe(addr, c.Heartbeat()) {
+					n.suspectRelays()
+				}
 				return
 			}
 		}

@@ -248,6 +248,19 @@ func (n *Node) acquireRelay(ctx context.Context, att *event.Attempt, bc *bootstr
 	return r, nil
 }
 
+// suspectRelays marks the node's shared allocations suspect: the NAT
+// mapped this node anew (a flush, a reboot), and it may have mapped the
+// allocations' sockets anew too, leaving each allocation bound to a
+// mapping that is gone (a relay answers nothing for it). The next attempt
+// allocates anew; connections on them keep theirs.
+func (n *Node) suspectRelays() {
+	n.relayMu.Lock()
+	defer n.relayMu.Unlock()
+	for _, r := range n.relays {
+		r.suspect = true
+	}
+}
+
 func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:

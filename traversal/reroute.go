@@ -42,6 +42,13 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 	ep := n.endpointOf(qc)
 	at, err := n.rerouteVia(ctx, qc, ep, peer, remote, r, bc)
 	if err != nil {
+		if n.ctx.Err() == nil {
+			// The allocation may be what failed (made before the NAT
+			// mapped its socket anew): the next fallback allocates anew.
+			n.relayMu.Lock()
+			r.suspect = true
+			n.relayMu.Unlock()
+		}
 		n.releaseRelay(r, false)
 		return nil, err
 	}
