@@ -312,11 +312,17 @@ func (a *attempt) run() attemptEnd {
 	if a.lg.alloc != nil {
 		a.lg.alloc.Permit(candidateAddrs(a.sess.Remote.Candidates)...)
 	}
-	a.targets = a.sess.Remote.Candidates
+	a.targets = withoutRelayed(a.sess.Remote.Candidates)
 	if a.lg.targets != nil {
 		a.targets = a.lg.targets
 	}
 	a.startRound(*a.punch, a.targets)
+	for _, r := range a.lg.relayed {
+		a.relayed[r] = true
+		if a.lg.alloc != nil && a.strat.Dial {
+			a.dial(a.lg.ep, r, false) // relay to relay; permitted above with the peer's candidates
+		}
+	}
 	if a.strat.Speculative && a.strat.Birthday == BirthdayNone {
 		sleepUntil(a.ctx, start)
 		// Only to what a bootstrap observed: a dial is a 1200-byte Initial
@@ -401,6 +407,9 @@ func (a *attempt) onSessionDone() *attemptEnd {
 func (a *attempt) onRelayed(r netip.AddrPort) {
 	if !a.relayed[r] && len(a.relayed) >= maxRelayed {
 		return // a peer announcing relayed address after relayed address
+	}
+	if a.relayed[r] && a.lg.alloc == nil && slices.ContainsFunc(a.targets, func(c wire.Candidate) bool { return c.Addr == r }) {
+		return // checked already (the peer's warm relay, from the introduction)
 	}
 	a.relayed[r] = true
 	a.att.Record(event.Event{Kind: event.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})

@@ -151,11 +151,13 @@ func checkTargets(cands []wire.Candidate) []wire.Candidate {
 }
 
 // observedOnly returns the candidates whose IP a bootstrap observed: the
-// only ones a search or a speculative dial may aim at.
+// only ones a search or a speculative dial may aim at. A relayed address
+// never is one (it may share the IP the peer was observed at, a relay on
+// the peer's host).
 func observedOnly(cands []wire.Candidate) []wire.Candidate {
 	var out []wire.Candidate
 	for _, c := range cands {
-		if c.Origin.Observed() {
+		if c.Origin.Observed() && c.Kind != wire.KindRelay {
 			out = append(out, c)
 		}
 	}

@@ -85,6 +85,7 @@ type Node struct {
 	relayUses map[*quic.Conn]*relayUse
 
 	paths *migration.Manager // every connection's path: watch, keepalive, moves
+	warm  *warmRelay         // the warm relay's keeper (see warm.go)
 
 	injMu sync.Mutex
 	inj   *endpoint.Injector // nil until a connection is rerouted
@@ -111,10 +112,13 @@ type Node struct {
 	// for a new measurement (see contradicted).
 	contradictedAt time.Time
 	announced      []wire.Candidate
-	expectMu       sync.Mutex
-	expected       map[identity.PeerID][]expectation
-	connsMu        sync.Mutex
-	conns          map[*quic.Conn]*Conn
+	// announceMu orders announcements (the classify loop's and the warm
+	// relay keeper's): each one's diff goes out before the next is made.
+	announceMu sync.Mutex
+	expectMu   sync.Mutex
+	expected   map[identity.PeerID][]expectation
+	connsMu    sync.Mutex
+	conns      map[*quic.Conn]*Conn
 
 	services *service.Mux
 	dialMu   sync.Mutex
@@ -143,6 +147,7 @@ func New(cfg Config) (*Node, error) {
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
 		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel,
 		dialing: make(map[identity.PeerID]*connCall)}
+	n.warm = newWarmRelay(n)
 	if n.services, err = n.newServices(); err != nil {
 		cancel()
 		agent.Close()
@@ -189,6 +194,7 @@ func New(cfg Config) (*Node, error) {
 	n.wg.Add(2)
 	go n.acceptLoop()
 	go n.classifyLoop()
+	go n.warm.run() // Close waits for it (warm.done) before releasing the relays
 	return n, nil
 }
 
@@ -261,6 +267,8 @@ func CandidateDiff(prev, cur []wire.Candidate) (add []wire.Candidate, remove []n
 // announce sends candidate additions and removals to every registered
 // bootstrap (ADD_ADDRESS / REMOVE_ADDRESS).
 func (n *Node) announce() {
+	n.announceMu.Lock()
+	defer n.announceMu.Unlock()
 	cands := n.candidates()
 	n.natMu.Lock()
 	prev := n.announced
@@ -327,6 +335,9 @@ func (n *Node) Close() error {
 		n.ln.Close()
 		for _, c := range n.Conns() {
 			c.qc.CloseWithError(0, "node closing")
+		}
+		if n.clients.Load() != nil { // the keeper runs (New got that far)
+			<-n.warm.done // it released its allocation (the relay saw the release)
 		}
 		n.closeRelays()
 		n.services.Close()
@@ -410,7 +421,9 @@ func (n *Node) candidates() []wire.Candidate {
 	if n.cfg.PortMapped != nil {
 		mapped = n.cfg.PortMapped()
 	}
-	cands = append(Mapped(mapped, observed), cands...)
+	// The warm relay's address goes first after a mapping: an
+	// introduction carries only the first wire.MaxCandidates.
+	cands = append(append(Mapped(mapped, observed), n.warmCandidate()...), cands...)
 	return append(cands, ServerReflexive(observed, cands)...)
 }
 
@@ -423,7 +436,10 @@ func (n *Node) PortMapped() bool {
 
 // PortMapChanged tells the node that its port mapping (Config.PortMapped)
 // appeared, changed or went away: it announces its candidates anew.
-func (n *Node) PortMapChanged() { n.announce() }
+func (n *Node) PortMapChanged() {
+	n.announce()
+	n.warm.poke()
+}
 
 // registered returns the clients that are registered now, in order.
 func (n *Node) registered() []*bootstrap.Client {
