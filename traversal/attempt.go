@@ -310,7 +310,9 @@ func (a *attempt) run() attemptEnd {
 	start := a.punch.At.Add(a.punch.Delay)
 	a.att.Begin(event.PhaseHandshake)
 	if a.lg.alloc != nil {
-		a.lg.alloc.Permit(candidateAddrs(a.sess.Remote.Candidates)...)
+		// Not waited for: the first check or dial to each address asks
+		// for its own permission (see relay.Allocation.PermitAsync).
+		a.lg.alloc.PermitAsync(candidateAddrs(a.sess.Remote.Candidates)...)
 	}
 	a.targets = withoutRelayed(a.sess.Remote.Candidates)
 	if a.lg.targets != nil {
@@ -408,8 +410,8 @@ func (a *attempt) onRelayed(r netip.AddrPort) {
 	if !a.relayed[r] && len(a.relayed) >= maxRelayed {
 		return // a peer announcing relayed address after relayed address
 	}
-	if a.relayed[r] && a.lg.alloc == nil && slices.ContainsFunc(a.targets, func(c wire.Candidate) bool { return c.Addr == r }) {
-		return // checked already (the peer's warm relay, from the introduction)
+	if a.relayed[r] {
+		return // known already (the peer's warm relay, from the introduction)
 	}
 	a.relayed[r] = true
 	a.att.Record(event.Event{Kind: event.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})
@@ -417,10 +419,10 @@ func (a *attempt) onRelayed(r netip.AddrPort) {
 	switch {
 	case a.lg.alloc != nil && a.strat.Dial:
 		// Relay to relay (both sides' UDP is blocked).
-		a.lg.alloc.Permit(r)
+		a.lg.alloc.PermitAsync(r)
 		a.dial(a.lg.ep, r, false)
 	case a.lg.alloc != nil:
-		a.lg.alloc.Permit(r)
+		a.lg.alloc.PermitAsync(r)
 	default:
 		// The peer allocated and will dial from there: check its relayed
 		// address, which opens this side's NAT to it.
