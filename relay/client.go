@@ -55,7 +55,7 @@ type Allocation struct {
 	permits sync.WaitGroup // PermitAsync's requests; Close waits for them
 	permMu  sync.Mutex     // orders permits.Add before Close's Wait
 	closed  bool           // under permMu: Close began
-	dead    chan struct{} // closed when the socket to the relay fails
+	dead    chan struct{}  // closed when the socket to the relay fails
 }
 
 // releaseWait bounds how long Close waits for the relay to answer the
