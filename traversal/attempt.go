@@ -321,8 +321,10 @@ func (a *attempt) run() attemptEnd {
 	a.startRound(*a.punch, a.targets)
 	for _, r := range a.lg.relayed {
 		a.relayed[r] = true
-		if a.lg.alloc != nil && a.strat.Dial {
-			a.dial(a.lg.ep, r, false) // relay to relay; permitted above with the peer's candidates
+		if a.strat.Dial {
+			// The peer's warm relay: relay to relay (permitted above with
+			// the peer's candidates), or from the node's socket.
+			a.dial(a.lg.ep, r, false)
 		}
 	}
 	if a.strat.Speculative && a.strat.Birthday == BirthdayNone {
@@ -456,7 +458,7 @@ func (a *attempt) onValidated(p holepunch.Pair) {
 func (a *attempt) onDial(r dialResult) *attemptEnd {
 	a.pending--
 	if r.err == nil {
-		if err := nominate(r.qc, a.lg.path); err != nil {
+		if err := nominate(r.qc, a.pathOf(r.qc)); err != nil {
 			r.qc.CloseWithError(codeSuperseded, "nomination failed")
 			if r.ep != nil {
 				r.ep.Close()

@@ -216,6 +216,9 @@ func (n *Node) attemptVia(ctx context.Context, att *event.Attempt, peer identity
 	defer time.AfterFunc(2*time.Second, hp.Close)
 	plan := PlanRelay(local, sess.Remote.NAT, true)
 	plan.PeerOnRelay = !raw.Direct && n.cfg.Relay != RelayForce
+	if wp, ok := PlanWarmRelay(local, sess.Remote.NAT, true, len(relayedOf(sess.Remote.Candidates)) > 0); ok && !raw.Direct {
+		plan = wp
+	}
 	return n.connectWith(ctx, att, peer, sess, hp, strat, plan, intro, incoming)
 }
 
@@ -379,6 +382,9 @@ func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap
 		n.move(o.From, StateRelaying, strat.Reason, att)
 		plan := PlanRelay(local, o.Remote.NAT, false)
 		plan.PeerOnRelay = true // the initiator's strategy says so too
+		if wp, ok := PlanWarmRelay(local, o.Remote.NAT, false, len(relayedOf(intro.Candidates)) > 0); ok {
+			plan = wp
+		}
 		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, plan, intro, incoming)
 	default:
 		n.move(o.From, StatePunching, event.ReasonNone, att)

@@ -100,6 +100,30 @@ func PlanRelay(local, remote nattype.Type, initiator bool) RelayPlan {
 	return RelayPlan{Allocate: initiator, Dial: initiator}
 }
 
+// PlanWarmRelay is PlanRelay for a pair that only a relay can connect
+// (both sides' strategy says no direct path) when the responder's
+// introduction carried a warm relayed address (responderWarm): an
+// initiator whose UDP is not blocked dials that address from its own
+// socket (no allocation of its own, no permission to wait for: the
+// responder permits the initiator's addresses as soon as the offer
+// comes), and the responder accepts on its warm allocation. ok is false
+// where the rule does not apply (an initiator whose UDP is blocked
+// cannot dial but through a relay): PlanRelay's roles then. It is a
+// pure function.
+func PlanWarmRelay(local, remote nattype.Type, initiator, responderWarm bool) (plan RelayPlan, ok bool) {
+	init := remote
+	if initiator {
+		init = local
+	}
+	if !responderWarm || init.Filtering == nattype.FilteringBlocked {
+		return RelayPlan{}, false
+	}
+	if initiator {
+		return RelayPlan{Dial: true}, true
+	}
+	return RelayPlan{Allocate: true, TCP: local.Filtering == nattype.FilteringBlocked, PeerOnRelay: true}, true
+}
+
 // ErrNoRelay is returned when no relay is available for a connection that
 // needs one.
 var ErrNoRelay = errors.New("traversal: no relay available")
@@ -424,15 +448,15 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 	if !plan.Allocate {
 		// The peer allocates and dials; this side checks its relayed
 		// address (opening its NAT towards the relay) and accepts. A
-		// warm one came with the introduction: checked at once; another
-		// arrives on the session.
+		// warm one came with the introduction: checked at once (and
+		// dialled, under PlanWarmRelay); another arrives on the session.
 		targets := make([]wire.Candidate, 0, len(warm))
 		for _, a := range warm {
 			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
 		}
 		qc, path, phase, err := n.establish(ctx, att, peer, sess,
 			leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect, start: now, targets: targets, relayed: warm},
-			Strategy{Direct: true}, incoming)
+			Strategy{Direct: true, Dial: plan.Dial}, incoming)
 		n.endRelayPhase(att, err)
 		return qc, path, phase, err
 	}
@@ -467,7 +491,13 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 	defer time.AfterFunc(2*time.Second, rhp.Close)
 	targets := withoutRelayed(sess.Remote.Candidates)
 	if !plan.Dial {
-		targets = []wire.Candidate{}
+		// This side accepts; its checks to the peer's observed addresses
+		// and warm relayed address open the way and get pion's
+		// permissions in before the peer's Initial needs an answer.
+		targets = observedOnly(sess.Remote.Candidates)
+		for _, a := range warm {
+			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
+		}
 	}
 	qc, _, phase, err := n.establish(ctx, att, peer, sess,
 		leg{ep: r.ep, hp: rhp, path: event.PathRelay, alloc: r.alloc, start: now, targets: targets, relayed: warm},

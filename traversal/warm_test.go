@@ -249,3 +249,83 @@ func TestWarmRelayQuotaRefresh(t *testing.T) {
 		t.Fatalf("%d allocations", a)
 	}
 }
+
+func TestPlanWarmRelay(t *testing.T) {
+	blocked := nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringBlocked}
+	apdm := nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+	tests := []struct {
+		name          string
+		local, remote nattype.Type
+		initiator     bool
+		warm          bool
+		want          RelayPlan
+		ok            bool
+	}{
+		{"initiator dials the blocked responder's warm relay", apdm, blocked, true, true, RelayPlan{Dial: true}, true},
+		{"blocked responder accepts on its warm relay", blocked, apdm, false, true, RelayPlan{Allocate: true, TCP: true, PeerOnRelay: true}, true},
+		{"symmetric pair: the initiator dials", apdm, apdm, true, true, RelayPlan{Dial: true}, true},
+		{"symmetric pair: the responder accepts over UDP", apdm, apdm, false, true, RelayPlan{Allocate: true, PeerOnRelay: true}, true},
+		{"no warm relay", apdm, apdm, true, false, RelayPlan{}, false},
+		{"blocked initiator cannot dial from its socket", blocked, apdm, true, true, RelayPlan{}, false},
+		{"responder of a blocked initiator", apdm, blocked, false, true, RelayPlan{}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := PlanWarmRelay(tc.local, tc.remote, tc.initiator, tc.warm)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("PlanWarmRelay = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// TestWarmRelayConnects: connections between a udp-blocked node with a
+// warm relay and others, each way, and between two such nodes, land on
+// the relay and carry verified bytes; no attempt allocates (the warm
+// allocations are shared), and the relay holds one allocation per
+// blocked node afterwards.
+func TestWarmRelayConnects(t *testing.T) {
+	b, rs := relayBootstrap(t, relay.ServerConfig{})
+	recs := []*recorder{{}, {}, {}}
+	b1 := startBlockedNode(t, Config{Bootstraps: []Bootstrap{b}, Recorder: recs[0]})
+	b2 := startBlockedNode(t, Config{Bootstraps: []Bootstrap{b}, Recorder: recs[1]})
+	open := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Recorder: recs[2]})
+	for _, n := range []*Node{b1, b2} {
+		waitFor(t, 5*time.Second, "warm relays", func() bool { return n.WarmRelay().State == WarmStateReady }, nil)
+	}
+	tests := []struct {
+		name     string
+		from, to *Node
+	}{
+		{"open to blocked", open, b1},
+		{"blocked to open", b2, open},
+		{"blocked to blocked", b1, b2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+			defer cancel()
+			c, err := tc.from.Connect(ctx, tc.to.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if c.Path() != event.PathRelay {
+				t.Fatalf("path %s", c.Path())
+			}
+			if _, err := c.SendVerified(ctx, 128<<10); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for i, rec := range recs {
+		for _, ev := range rec.Kind(event.KindRelay) {
+			if ev.Detail == "allocate" {
+				t.Errorf("node %d: an attempt allocated (%+v): the warm allocation was not used", i, ev)
+			}
+		}
+	}
+	if a := rs.Allocations(); a != 2 {
+		t.Errorf("%d allocations, want the two warm ones", a)
+	}
+}
