@@ -329,3 +329,31 @@ func TestWarmRelayConnects(t *testing.T) {
 		t.Errorf("%d allocations, want the two warm ones", a)
 	}
 }
+
+// TestWarmRelayRelayGone: the relay goes away under a warm allocation
+// (its TCP connection ends: Dead); the keeper drops it, withdraws the
+// relayed candidate and retries with backoff, never spinning.
+func TestWarmRelayRelayGone(t *testing.T) {
+	b, rs := relayBootstrap(t, relay.ServerConfig{})
+	rec := &recorder{}
+	n := startBlockedNode(t, Config{Bootstraps: []Bootstrap{b}, Recorder: rec})
+	waitFor(t, 5*time.Second, "a warm relay", func() bool { return n.WarmRelay().State == WarmStateReady }, nil)
+	rs.Close()
+	waitFor(t, 5*time.Second, "retrying", func() bool {
+		st := n.WarmRelay()
+		return st.State == WarmStateRetrying && st.LastError != nil && !st.Relayed.IsValid()
+	}, nil)
+	if slices.ContainsFunc(n.candidates(), func(c wire.Candidate) bool { return c.Kind == wire.KindRelay }) {
+		t.Fatal("the relayed candidate of a dead allocation is still announced")
+	}
+	time.Sleep(3 * time.Second) // the backoff's first steps: 1 s, 2 s
+	fails := 0
+	for _, ev := range rec.Kind(event.KindRelay) {
+		if ev.Detail == "warm_allocate" && ev.Outcome == event.OutcomeFail {
+			fails++
+		}
+	}
+	if fails < 1 || fails > 4 {
+		t.Fatalf("%d failed allocations in about 3 s: want a bounded backoff", fails)
+	}
+}
