@@ -426,8 +426,13 @@ func (a *attempt) onRelayed(r netip.AddrPort) {
 	case a.lg.alloc != nil:
 		a.lg.alloc.PermitAsync(r)
 	default:
-		// The peer allocated and will dial from there: check its relayed
-		// address, which opens this side's NAT to it.
+		// The peer allocated and will dial from there (or accepts there,
+		// under PlanWarmRelay: its warm allocation was replaced since the
+		// introduction): check its relayed address, which opens this
+		// side's NAT to it, and dial it if this side dials.
+		if a.strat.Dial {
+			a.dial(a.lg.ep, r, false)
+		}
 		a.targets = append(slices.Clone(a.targets), cand)
 		a.punching = true
 		a.startRound(bootstrap.Punch{Round: a.punch.Round, At: time.Now()}, a.targets)

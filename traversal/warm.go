@@ -94,6 +94,10 @@ const (
 	warmIdle = 10 * time.Second
 	// warmAllocTimeout bounds one allocation.
 	warmAllocTimeout = 10 * time.Second
+	// warmGrace bounds how long a replaced allocation is kept for the
+	// introductions that carried its address (a sixth of its lifetime
+	// when that is shorter).
+	warmGrace = 10 * time.Second
 )
 
 // Warm relay states (WarmRelayStatus.State).
@@ -125,16 +129,20 @@ type WarmRelayStatus struct {
 // through the same relay share, replaces it before its credentials
 // expire, when it died, or after the bootstrap's client registered anew,
 // and gives the reference back when it is no longer wanted. Only run's
-// goroutine touches r, held and fails; mu guards st.
+// goroutine touches r, old, oldUntil, held and fails; mu guards st.
 type warmRelay struct {
-	n     *Node
-	kick  chan struct{}
-	done  chan struct{}
-	r     *sharedRelay
-	held  bool // an allocation was held before: the next is a refresh
-	fails int
-	mu    sync.Mutex
-	st    WarmRelayStatus
+	n    *Node
+	kick chan struct{}
+	done chan struct{}
+	r    *sharedRelay
+	// old is the replaced allocation, kept until oldUntil for the
+	// introductions in flight that carried its address.
+	old      *sharedRelay
+	oldUntil time.Time
+	held     bool // an allocation was held before: the next is a refresh
+	fails    int
+	mu       sync.Mutex
+	st       WarmRelayStatus
 }
 
 func newWarmRelay(n *Node) *warmRelay {
@@ -189,6 +197,9 @@ func (w *warmRelay) run() {
 // to sleep.
 func (w *warmRelay) step() time.Duration {
 	n := w.n
+	if w.old != nil && !time.Now().Before(w.oldUntil) {
+		w.releaseOld()
+	}
 	nat := n.NAT()
 	bc := n.home()
 	want := bc != nil && NeedsWarmRelay(n.cfg.WarmRelay, n.cfg.Relay, nat, n.PortMapped())
@@ -205,8 +216,8 @@ func (w *warmRelay) step() time.Duration {
 	}
 	if w.r == nil || !time.Now().Before(warmRefreshAt(w.r.made, w.r.expires)) {
 		err := w.replace(bc, tcp)
-		if errors.Is(err, relay.ErrQuota) && w.r != nil {
-			// The relay's per-peer quota leaves no room for a second
+		if errors.Is(err, relay.ErrQuota) && (w.r != nil || w.old != nil) {
+			// The relay's per-peer quota leaves no room for another
 			// allocation: break before make.
 			w.drop(false)
 			err = w.replace(bc, tcp)
@@ -217,7 +228,20 @@ func (w *warmRelay) step() time.Duration {
 		}
 		w.fails = 0
 	}
-	return max(min(time.Until(warmRefreshAt(w.r.made, w.r.expires)), warmPoll), 10*time.Millisecond)
+	wait := min(time.Until(warmRefreshAt(w.r.made, w.r.expires)), warmPoll)
+	if w.old != nil {
+		wait = min(wait, time.Until(w.oldUntil))
+	}
+	return max(wait, 10*time.Millisecond)
+}
+
+// releaseOld gives back the reference on the replaced allocation
+// (connections on it keep theirs).
+func (w *warmRelay) releaseOld() {
+	if w.old != nil {
+		w.n.releaseRelay(w.old, true)
+		w.old = nil
+	}
 }
 
 // usable says whether the held allocation can stay: alive, not suspect,
@@ -233,9 +257,9 @@ func (w *warmRelay) usable(bc *bootstrap.Client, tcp bool) bool {
 }
 
 // replace makes (or takes, if a connection made one already) a fresh
-// allocation, announces its relayed address, and only then gives back
-// the reference on the previous one (make before break: connections on
-// it keep theirs).
+// allocation, announces its relayed address, and keeps the reference on
+// the previous one for a grace time (make before break: an introduction
+// in flight may carry its address; connections on it keep theirs).
 func (w *warmRelay) replace(bc *bootstrap.Client, tcp bool) error {
 	n := w.n
 	ctx, cancel := context.WithTimeout(n.ctx, warmAllocTimeout)
@@ -267,7 +291,8 @@ func (w *warmRelay) replace(bc *bootstrap.Client, tcp bool) error {
 	w.mu.Unlock()
 	n.announce()
 	if old != nil {
-		n.releaseRelay(old, true)
+		w.releaseOld() // a previous one still in its grace time
+		w.old, w.oldUntil = old, time.Now().Add(min(warmGrace, old.expires.Sub(old.made)/6))
 	}
 	n.rec.Record(event.Event{Kind: event.KindRelay, Detail: detail, Outcome: event.OutcomeOK, Bootstrap: bc.Label(), Addr: r.alloc.Relayed})
 	return nil
@@ -276,6 +301,7 @@ func (w *warmRelay) replace(bc *bootstrap.Client, tcp bool) error {
 // drop gives back the keeper's reference and withdraws the relayed
 // address (final: the node is closing, nothing is announced).
 func (w *warmRelay) drop(final bool) {
+	w.releaseOld()
 	if w.r == nil {
 		return
 	}
