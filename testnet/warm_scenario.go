@@ -48,13 +48,19 @@ func (e *Env) relayEvents(i int, detail, id string) int {
 // warmRTTs round trips (on clean links) with the transfer verified; the
 // daemon's shutdown
 // releases its allocation (the relay logs as many releases as
-// allocations for it).
+// allocations for it). The site's own daemon, whose warm allocation the
+// restarted bootstrap forgot, holds a new one.
 func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 	a, ok1 := e.firstHost(ClassCGNAT, 0)
 	b, ok2 := e.firstHost(ClassUDPBlocked, 0)
 	if !ok1 || !ok2 {
 		return false, "needs a cgnat and a udp-blocked site"
 	}
+	// The site's own daemon keeps a warm relay too: after the restart
+	// (its bootstrap forgot the allocation) it must hold a new one.
+	var fixture warmStatus
+	e.waitDaemonJSON(ctx, b, apiURL("/api/v1/status"), 5*time.Second, &fixture, func() bool { return fixture.WarmRelay.State == "ready" })
+	before := fixture.WarmRelay
 	e.Bootstraps[0].Stop(2 * time.Second)
 	p0, err := e.StartBootstrap(ctx, 0, "--relay-lifetime", warmLifetime.String())
 	if err != nil {
@@ -73,7 +79,7 @@ func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 	start := time.Now()
 	var st warmStatus
 	relayed := map[string]bool{}
-	ok := e.waitDaemonJSON(ctx, b, 6*warmLifetime, &st, func() bool {
+	ok := e.waitDaemonJSON(ctx, b, extraStatusURL, 6*warmLifetime, &st, func() bool {
 		if st.WarmRelay.Relayed != "" {
 			relayed[st.WarmRelay.Relayed] = true
 		}
@@ -83,6 +89,14 @@ func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 		st.WarmRelay.State, st.WarmRelay.Transport, st.WarmRelay.Bootstrap, st.WarmRelay.Refreshes, time.Since(start).Seconds(), warmLifetime, len(relayed))
 	if !ok {
 		return false, detail + "; last error: " + st.WarmRelay.LastError
+	}
+	replaced := e.waitDaemonJSON(ctx, b, apiURL("/api/v1/status"), 10*time.Second, &fixture, func() bool {
+		return fixture.WarmRelay.State == "ready" && fixture.WarmRelay.Refreshes > before.Refreshes && fixture.WarmRelay.Relayed != before.Relayed
+	})
+	detail += fmt.Sprintf("; the site's daemon: warm relay %s before the restart (%d refreshes), %s after (%d refreshes, bootstrap %s)",
+		before.State, before.Refreshes, fixture.WarmRelay.State, fixture.WarmRelay.Refreshes, fixture.WarmRelay.Bootstrap)
+	if !replaced {
+		return false, detail + "; last error: " + fixture.WarmRelay.LastError
 	}
 	const size = 262144
 	res := e.connectTarget(ctx, a, id, e.bootAddr(0), size)
@@ -109,10 +123,12 @@ func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 	return res.Path == "relay" && res.BytesVerified == size && fast && allocs >= 3 && released == allocs, detail
 }
 
-// waitDaemonJSON polls the /api/v1/status of h's extra daemon into v
-// until done holds or d passes, and says whether done held.
-func (e *Env) waitDaemonJSON(ctx context.Context, h Host, d time.Duration, v any, done func() bool) bool {
-	url := fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", extraAPIPort)
+// extraStatusURL is the /api/v1/status of a host's extra daemon.
+var extraStatusURL = fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", extraAPIPort)
+
+// waitDaemonJSON polls url (a daemon's API in h's namespace) into v until
+// done holds or d passes, and says whether done held.
+func (e *Env) waitDaemonJSON(ctx context.Context, h Host, url string, d time.Duration, v any, done func() bool) bool {
 	deadline := time.Now().Add(d)
 	for {
 		out, err := runIn(ctx, h.NS, append(append([]string{"curl", "-sf", "--max-time", "5"}, apiAuth()...), url)...)
