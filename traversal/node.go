@@ -28,7 +28,8 @@
 // # Goroutines
 //
 // New starts: the bootstrap clients (see package bootstrap), one goroutine
-// accepting peer connections, one classify loop, one per connection
+// accepting peer connections, one classify loop, the warm relay's keeper
+// (warm.go; Close waits for it before it releases the relays), one per connection
 // serving its streams, one per incoming stream while its service handles
 // it, one per incoming offer, and one per on-demand registration (see
 // ConnectTicket) that ends it once idle; its migration.Manager starts the network
@@ -40,7 +41,8 @@
 // and its registrations), accept.go, conn.go, peers.go (state machines),
 // attempt.go and connect.go (one connection attempt, both roles),
 // ticket.go (tickets and on-demand registrations),
-// round.go (check rounds under a connection), relay.go and reroute.go,
+// round.go (check rounds under a connection), relay.go, warm.go (the
+// warm relay) and reroute.go,
 // paths.go (the node's side of migration.Node), services.go.
 package traversal
 
