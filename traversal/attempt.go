@@ -321,7 +321,7 @@ func (a *attempt) run() attemptEnd {
 	a.startRound(*a.punch, a.targets)
 	for _, r := range a.lg.relayed {
 		a.relayed[r] = true
-		if a.strat.Dial {
+		if a.strat.Dial && (a.lg.alloc != nil || a.lg.dialRelayed) {
 			// The peer's warm relay: relay to relay (permitted above with
 			// the peer's candidates), or from the node's socket.
 			a.dial(a.lg.ep, r, false)
@@ -429,8 +429,9 @@ func (a *attempt) onRelayed(r netip.AddrPort) {
 		// The peer allocated and will dial from there (or accepts there,
 		// under PlanWarmRelay: its warm allocation was replaced since the
 		// introduction): check its relayed address, which opens this
-		// side's NAT to it, and dial it if this side dials.
-		if a.strat.Dial {
+		// side's NAT to it, and dial it if this leg dials relayed
+		// addresses.
+		if a.lg.dialRelayed {
 			a.dial(a.lg.ep, r, false)
 		}
 		a.targets = append(slices.Clone(a.targets), cand)

@@ -430,6 +430,11 @@ type leg struct {
 	// introduction: connections from them are on the relay path, and a
 	// relay leg that dials dials them (relay to relay) at once.
 	relayed []netip.AddrPort
+	// dialRelayed: this leg (on the node's socket) dials the peer's
+	// relayed addresses, those of the introduction and those announced
+	// later (PlanWarmRelay's initiator). No other leg on the node's
+	// socket does: the peer dials from its relay there.
+	dialRelayed bool
 }
 
 // nominate marks the one connection a dialler keeps: when several

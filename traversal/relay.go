@@ -455,7 +455,7 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
 		}
 		qc, path, phase, err := n.establish(ctx, att, peer, sess,
-			leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect, start: now, targets: targets, relayed: warm},
+			leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect, start: now, targets: targets, relayed: warm, dialRelayed: plan.Dial},
 			Strategy{Direct: true, Dial: plan.Dial}, incoming)
 		n.endRelayPhase(att, err)
 		return qc, path, phase, err
