@@ -953,6 +953,11 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 	s.nextID++
 	ss := &session{id: s.nextID, reqID: m.ID, requester: p, target: target, created: time.Now()}
 	s.sessions[ss.id] = ss
+	// The target's relay may reach the requester (who asked for this
+	// introduction) from the offer on: a target with a warm allocation
+	// permits the requester's addresses while it answers, not a round
+	// trip later. The other direction waits for the answer.
+	s.allowRelay(target.id, p)
 	p.mu.Lock()
 	p.reqs[m.ID] = ss.id
 	p.mu.Unlock()

@@ -52,7 +52,10 @@ type Allocation struct {
 	sock    net.PacketConn
 	watched *watchedConn
 	once    sync.Once
-	dead    chan struct{} // closed when the socket to the relay fails
+	permits sync.WaitGroup // PermitAsync's requests; Close waits for them
+	permMu  sync.Mutex     // orders permits.Add before Close's Wait
+	closed  bool           // under permMu: Close began
+	dead    chan struct{}  // closed when the socket to the relay fails
 }
 
 // releaseWait bounds how long Close waits for the relay to answer the
@@ -232,6 +235,26 @@ func (a *Allocation) Permit(addrs ...netip.AddrPort) error {
 	return nil
 }
 
+// PermitAsync asks for permissions like Permit without waiting for the
+// answer: the peers' packets pass the relay one round trip later, and
+// the caller goes on (its own first packet to an address waits for a
+// permission of its own in any case: pion's relayed socket asks for one
+// before it sends to an address it has not sent to). A refusal is not
+// reported: the first write to the address asks again, and fails there.
+// Close ends (and waits for) the requests in flight.
+func (a *Allocation) PermitAsync(addrs ...netip.AddrPort) {
+	a.permMu.Lock()
+	defer a.permMu.Unlock()
+	if len(addrs) == 0 || a.closed {
+		return
+	}
+	a.permits.Add(1)
+	go func() {
+		defer a.permits.Done()
+		a.Permit(addrs...) //nolint:errcheck // see above
+	}()
+}
+
 // Close releases the allocation (pion sends a zero-lifetime refresh) and
 // closes the client's socket. It is idempotent.
 //
@@ -240,6 +263,9 @@ func (a *Allocation) Permit(addrs ...netip.AddrPort) error {
 // whole wait.
 func (a *Allocation) Close() error {
 	a.once.Do(func() {
+		a.permMu.Lock()
+		a.closed = true
+		a.permMu.Unlock()
 		a.watched.closing.Store(true)
 		a.Conn.Close()
 		t := time.NewTimer(releaseWait)
@@ -249,8 +275,9 @@ func (a *Allocation) Close() error {
 		case <-t.C:
 		}
 		t.Stop()
-		a.client.Close()
+		a.client.Close() // ends the permission requests in flight
 		a.sock.Close()
+		a.permits.Wait()
 	})
 	return nil
 }

@@ -230,16 +230,3 @@ func scrapeValue(ctx context.Context, ns string, port int, name string) (float64
 	return total, nil
 }
 
-// RelayAllocations returns the allocations held on both bootstraps'
-// relays now.
-func (e *Env) RelayAllocations(ctx context.Context) (float64, error) {
-	total := 0.0
-	for i := range e.Bootstraps {
-		v, err := scrapeValue(ctx, e.TB.Server(), metricsPort+i, "antnode_relay_allocations")
-		if err != nil {
-			return 0, err
-		}
-		total += v
-	}
-	return total, nil
-}

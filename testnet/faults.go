@@ -140,6 +140,7 @@ func Scenarios() map[string]ScenarioFunc {
 		"ticket-disjoint":        scenarioTicketDisjoint,
 		"dns-bootstrap":          scenarioDNSBootstrap,
 		"dns-failover":           scenarioDNSFailover,
+		"warm-relay":             scenarioWarmRelay,
 	}
 }
 

@@ -310,13 +310,23 @@ func (a *attempt) run() attemptEnd {
 	start := a.punch.At.Add(a.punch.Delay)
 	a.att.Begin(event.PhaseHandshake)
 	if a.lg.alloc != nil {
-		a.lg.alloc.Permit(candidateAddrs(a.sess.Remote.Candidates)...)
+		// Not waited for: the first check or dial to each address asks
+		// for its own permission (see relay.Allocation.PermitAsync).
+		a.lg.alloc.PermitAsync(candidateAddrs(a.sess.Remote.Candidates)...)
 	}
-	a.targets = a.sess.Remote.Candidates
+	a.targets = withoutRelayed(a.sess.Remote.Candidates)
 	if a.lg.targets != nil {
 		a.targets = a.lg.targets
 	}
 	a.startRound(*a.punch, a.targets)
+	for _, r := range a.lg.relayed {
+		a.relayed[r] = true
+		if a.strat.Dial && (a.lg.alloc != nil || a.lg.dialRelayed) {
+			// The peer's warm relay: relay to relay (permitted above with
+			// the peer's candidates), or from the node's socket.
+			a.dial(a.lg.ep, r, false)
+		}
+	}
 	if a.strat.Speculative && a.strat.Birthday == BirthdayNone {
 		sleepUntil(a.ctx, start)
 		// Only to what a bootstrap observed: a dial is a 1200-byte Initial
@@ -402,19 +412,28 @@ func (a *attempt) onRelayed(r netip.AddrPort) {
 	if !a.relayed[r] && len(a.relayed) >= maxRelayed {
 		return // a peer announcing relayed address after relayed address
 	}
+	if a.relayed[r] {
+		return // known already (the peer's warm relay, from the introduction)
+	}
 	a.relayed[r] = true
 	a.att.Record(event.Event{Kind: event.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})
 	cand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r}
 	switch {
 	case a.lg.alloc != nil && a.strat.Dial:
 		// Relay to relay (both sides' UDP is blocked).
-		a.lg.alloc.Permit(r)
+		a.lg.alloc.PermitAsync(r)
 		a.dial(a.lg.ep, r, false)
 	case a.lg.alloc != nil:
-		a.lg.alloc.Permit(r)
+		a.lg.alloc.PermitAsync(r)
 	default:
-		// The peer allocated and will dial from there: check its relayed
-		// address, which opens this side's NAT to it.
+		// The peer allocated and will dial from there (or accepts there,
+		// under PlanWarmRelay: its warm allocation was replaced since the
+		// introduction): check its relayed address, which opens this
+		// side's NAT to it, and dial it if this leg dials relayed
+		// addresses.
+		if a.lg.dialRelayed {
+			a.dial(a.lg.ep, r, false)
+		}
 		a.targets = append(slices.Clone(a.targets), cand)
 		a.punching = true
 		a.startRound(bootstrap.Punch{Round: a.punch.Round, At: time.Now()}, a.targets)
@@ -445,7 +464,7 @@ func (a *attempt) onValidated(p holepunch.Pair) {
 func (a *attempt) onDial(r dialResult) *attemptEnd {
 	a.pending--
 	if r.err == nil {
-		if err := nominate(r.qc, a.lg.path); err != nil {
+		if err := nominate(r.qc, a.pathOf(r.qc)); err != nil {
 			r.qc.CloseWithError(codeSuperseded, "nomination failed")
 			if r.ep != nil {
 				r.ep.Close()

@@ -124,12 +124,14 @@ const MaxAnnouncedTargets = 8
 // checkTargets returns the candidates of an introduction that this node
 // will check: every one whose IP a bootstrap observed, and the
 // MaxAnnouncedTargets merely announced ones of highest priority (a
-// bootstrap that does not mark origins counts as announcing). It keeps
-// the input's order and is a pure function.
+// bootstrap that does not mark origins counts as announcing), and the
+// relayed addresses (a warm relay; the lowest priority, but never capped
+// away: only relay legs use them, at most maxRelayed of them, see
+// relayedOf). It keeps the input's order and is a pure function.
 func checkTargets(cands []wire.Candidate) []wire.Candidate {
 	var announced []wire.Candidate
 	for _, c := range cands {
-		if !c.Origin.Observed() {
+		if !c.Origin.Observed() && c.Kind != wire.KindRelay {
 			announced = append(announced, c)
 		}
 	}
@@ -143,7 +145,7 @@ func checkTargets(cands []wire.Candidate) []wire.Candidate {
 	}
 	out := make([]wire.Candidate, 0, len(cands))
 	for _, c := range cands {
-		if c.Origin.Observed() || keep[c] {
+		if c.Origin.Observed() || keep[c] || c.Kind == wire.KindRelay {
 			out = append(out, c)
 		}
 	}
@@ -151,11 +153,13 @@ func checkTargets(cands []wire.Candidate) []wire.Candidate {
 }
 
 // observedOnly returns the candidates whose IP a bootstrap observed: the
-// only ones a search or a speculative dial may aim at.
+// only ones a search or a speculative dial may aim at. A relayed address
+// never is one (it may share the IP the peer was observed at, a relay on
+// the peer's host).
 func observedOnly(cands []wire.Candidate) []wire.Candidate {
 	var out []wire.Candidate
 	for _, c := range cands {
-		if c.Origin.Observed() {
+		if c.Origin.Observed() && c.Kind != wire.KindRelay {
 			out = append(out, c)
 		}
 	}

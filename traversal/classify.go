@@ -200,6 +200,7 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 		o = event.OutcomeFail
 	}
 	n.rec.Record(event.Event{Kind: event.KindPhaseEnd, Phase: event.PhaseClassify, Outcome: o, Duration: d})
+	n.warm.poke() // a type that cannot be reached directly wants a warm relay
 	if changed {
 		n.rec.Record(event.Event{Kind: event.KindNATType, NAT: t.Class(),
 			Detail: fmt.Sprintf("mapping %s filtering %s (port probes %d/%d, address probes %d/%d arrived)",

@@ -147,6 +147,13 @@ type Config struct {
 	MaxTransfer int64
 	// Relay says when connections use the relay. Zero: RelayAuto.
 	Relay RelayMode
+	// WarmRelay says whether the node keeps one relay allocation ready
+	// on its first registered bootstrap's relay (or the TURN server)
+	// and announces its relayed address with its candidates, while its
+	// NAT type says peers cannot reach it directly (NeedsWarmRelay): its
+	// relayed connections share it, so an introduction to it goes
+	// through the relay at once. Zero: WarmRelayAuto.
+	WarmRelay WarmRelayMode
 	// TURN is a third-party TURN server to allocate on instead of the
 	// bootstraps' relay. Nil: the bootstraps' relay.
 	TURN *TURNServer

@@ -204,22 +204,29 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 func (n *Node) attemptVia(ctx context.Context, att *event.Attempt, peer identity.PeerID, g degradation, sess *bootstrap.Session,
 	intro bootstrap.Intro, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	local, creds := intro.NAT, intro.Creds
-	strat := g.apply(ChooseStrategyFor(LocalSide(intro), RemoteSide(sess.Remote), true), n.cfg.Relay)
+	raw := ChooseStrategyFor(LocalSide(intro), RemoteSide(sess.Remote), true)
+	strat := g.apply(raw, n.cfg.Relay)
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
 		return nil, event.PathNone, event.PhasePunch, err
 	}
-	hp.Prime(sess.Remote.Candidates, n.cfg.PrimeTTL)
+	hp.Prime(withoutRelayed(sess.Remote.Candidates), n.cfg.PrimeTTL)
 	// Keep answering the peer's checks a little longer than this side
 	// needs: it may still be validating when this side is done.
 	defer time.AfterFunc(2*time.Second, hp.Close)
-	return n.connectWith(ctx, att, peer, sess, hp, strat, PlanRelay(local, sess.Remote.NAT, true), creds, incoming)
+	plan := PlanRelay(local, sess.Remote.NAT, true)
+	plan.PeerOnRelay = !raw.Direct && n.cfg.Relay != RelayForce
+	if wp, ok := PlanWarmRelay(local, sess.Remote.NAT, true, len(relayedOf(sess.Remote.Candidates)) > 0); ok && !raw.Direct {
+		plan = wp
+	}
+	return n.connectWith(ctx, att, peer, sess, hp, strat, plan, intro, incoming)
 }
 
 // connectWith runs the direct attempt and, when it cannot or did not
-// work and the relay mode allows, the relayed one.
+// work and the relay mode allows, the relayed one (intro: what this side
+// announced in the introduction, with its check credentials).
 func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identity.PeerID, sess *bootstrap.Session,
-	hp *holepunch.Session, strat Strategy, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
+	hp *holepunch.Session, strat Strategy, plan RelayPlan, intro bootstrap.Intro, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	noDirect := func() error {
 		return &ConnectError{Phase: event.PhasePunch, Reason: strat.Reason,
 			Err: fmt.Errorf("%w (local %s, peer %s)", ErrNoDirectPath, n.NAT().Class(), sess.Remote.NAT.Class())}
@@ -228,7 +235,7 @@ func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identit
 	case n.cfg.Relay == RelayForce:
 		att.Record(event.Event{Kind: event.KindFallback, Detail: "direct->relay (forced)"})
 		n.move(peer, StateRelaying, event.ReasonNone, att)
-		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
+		return n.viaRelay(ctx, att, peer, sess, hp, plan, intro, incoming)
 	case !strat.Direct && n.cfg.Relay == RelayNever:
 		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->none"})
 		return nil, event.PathNone, event.PhasePunch, noDirect()
@@ -236,7 +243,7 @@ func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identit
 		// No direct path can exist: straight to the relay.
 		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
 		n.move(peer, StateRelaying, strat.Reason, att)
-		return n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
+		return n.viaRelay(ctx, att, peer, sess, hp, plan, intro, incoming)
 	}
 	n.move(peer, StatePunching, event.ReasonNone, att)
 	qc, path, phase, err := n.establish(ctx, att, peer, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}, strat, incoming)
@@ -253,7 +260,7 @@ func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identit
 	reason := Reason(err)
 	att.Record(event.Event{Kind: event.KindFallback, Reason: reason, Detail: "direct->relay"})
 	n.move(peer, StateRelaying, reason, att)
-	qc, path, phase, err = n.viaRelay(ctx, att, peer, sess, hp, plan, creds, incoming)
+	qc, path, phase, err = n.viaRelay(ctx, att, peer, sess, hp, plan, intro, incoming)
 	recovered(att, "relay_fallback", reason, "", err)
 	return qc, path, phase, err
 }
@@ -347,15 +354,15 @@ func (n *Node) respond(ctx context.Context, giveUp context.CancelCauseFunc, att 
 		}
 	}()
 	att.End(event.PhaseCoordinate, event.OutcomeOK, event.ReasonNone)
-	hp.Prime(o.Remote.Candidates, n.cfg.PrimeTTL)
-	return n.respondWith(ctx, att, o, sess, hp, creds, incoming, g, bootstrap.Intro{NAT: local, Candidates: cands})
+	hp.Prime(withoutRelayed(o.Remote.Candidates), n.cfg.PrimeTTL)
+	return n.respondWith(ctx, att, o, sess, hp, incoming, g, bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds})
 }
 
 // respondWith runs the responder's strategy: direct (checking the
 // initiator's relayed address if it falls back to the relay) or straight
 // to the relay.
 func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap.Offer, sess *bootstrap.Session,
-	hp *holepunch.Session, creds wire.Creds, incoming <-chan *quic.Conn, g degradation, intro bootstrap.Intro) (*quic.Conn, event.Path, error) {
+	hp *holepunch.Session, incoming <-chan *quic.Conn, g degradation, intro bootstrap.Intro) (*quic.Conn, event.Path, error) {
 	local := intro.NAT
 	strat := ChooseStrategyFor(LocalSide(intro), RemoteSide(o.Remote), false)
 	if g.Light {
@@ -373,7 +380,12 @@ func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap
 	case !strat.Direct:
 		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
 		n.move(o.From, StateRelaying, strat.Reason, att)
-		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, PlanRelay(local, o.Remote.NAT, false), creds, incoming)
+		plan := PlanRelay(local, o.Remote.NAT, false)
+		plan.PeerOnRelay = true // the initiator's strategy says so too
+		if wp, ok := PlanWarmRelay(local, o.Remote.NAT, false, len(relayedOf(intro.Candidates)) > 0); ok {
+			plan = wp
+		}
+		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, plan, intro, incoming)
 	default:
 		n.move(o.From, StatePunching, event.ReasonNone, att)
 		// Direct; if the initiator falls back to the relay, its relayed
@@ -414,6 +426,15 @@ type leg struct {
 	// targets, if not nil, are the first round's targets instead of the
 	// peer's candidates (empty: wait for a relayed address).
 	targets []wire.Candidate
+	// relayed are the peer's warm relayed addresses from the
+	// introduction: connections from them are on the relay path, and a
+	// relay leg that dials dials them (relay to relay) at once.
+	relayed []netip.AddrPort
+	// dialRelayed: this leg (on the node's socket) dials the peer's
+	// relayed addresses, those of the introduction and those announced
+	// later (PlanWarmRelay's initiator). No other leg on the node's
+	// socket does: the peer dials from its relay there.
+	dialRelayed bool
 }
 
 // nominate marks the one connection a dialler keeps: when several

@@ -28,7 +28,8 @@
 // # Goroutines
 //
 // New starts: the bootstrap clients (see package bootstrap), one goroutine
-// accepting peer connections, one classify loop, one per connection
+// accepting peer connections, one classify loop, the warm relay's keeper
+// (warm.go; Close waits for it before it releases the relays), one per connection
 // serving its streams, one per incoming stream while its service handles
 // it, one per incoming offer, and one per on-demand registration (see
 // ConnectTicket) that ends it once idle; its migration.Manager starts the network
@@ -40,7 +41,8 @@
 // and its registrations), accept.go, conn.go, peers.go (state machines),
 // attempt.go and connect.go (one connection attempt, both roles),
 // ticket.go (tickets and on-demand registrations),
-// round.go (check rounds under a connection), relay.go and reroute.go,
+// round.go (check rounds under a connection), relay.go, warm.go (the
+// warm relay) and reroute.go,
 // paths.go (the node's side of migration.Node), services.go.
 package traversal
 
@@ -85,6 +87,7 @@ type Node struct {
 	relayUses map[*quic.Conn]*relayUse
 
 	paths *migration.Manager // every connection's path: watch, keepalive, moves
+	warm  *warmRelay         // the warm relay's keeper (see warm.go)
 
 	injMu sync.Mutex
 	// injs hands rerouted answers to an endpoint's socket, one per
@@ -117,10 +120,13 @@ type Node struct {
 	// for a new measurement (see contradicted).
 	contradictedAt time.Time
 	announced      []wire.Candidate
-	expectMu       sync.Mutex
-	expected       map[identity.PeerID][]expectation
-	connsMu        sync.Mutex
-	conns          map[*quic.Conn]*Conn
+	// announceMu orders announcements (the classify loop's and the warm
+	// relay keeper's): each one's diff goes out before the next is made.
+	announceMu sync.Mutex
+	expectMu   sync.Mutex
+	expected   map[identity.PeerID][]expectation
+	connsMu    sync.Mutex
+	conns      map[*quic.Conn]*Conn
 
 	services *service.Mux
 	dialMu   sync.Mutex
@@ -150,6 +156,7 @@ func New(cfg Config) (*Node, error) {
 		injs: make(map[*endpoint.Endpoint]*endpoint.Injector), owned: make(map[*quic.Conn]*endpoint.Endpoint),
 		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel,
 		dialing: make(map[identity.PeerID]*connCall)}
+	n.warm = newWarmRelay(n)
 	if n.services, err = n.newServices(); err != nil {
 		cancel()
 		agent.Close()
@@ -196,6 +203,7 @@ func New(cfg Config) (*Node, error) {
 	n.wg.Add(2)
 	go n.acceptLoop()
 	go n.classifyLoop()
+	go n.warm.run() // Close waits for it (warm.done) before releasing the relays
 	return n, nil
 }
 
@@ -268,6 +276,8 @@ func CandidateDiff(prev, cur []wire.Candidate) (add []wire.Candidate, remove []n
 // announce sends candidate additions and removals to every registered
 // bootstrap (ADD_ADDRESS / REMOVE_ADDRESS).
 func (n *Node) announce() {
+	n.announceMu.Lock()
+	defer n.announceMu.Unlock()
 	cands := n.candidates()
 	n.natMu.Lock()
 	prev := n.announced
@@ -334,6 +344,9 @@ func (n *Node) Close() error {
 		n.ln.Close()
 		for _, c := range n.Conns() {
 			c.qc.CloseWithError(0, "node closing")
+		}
+		if n.clients.Load() != nil { // the keeper runs (New got that far)
+			<-n.warm.done // it released its allocation (the relay saw the release)
 		}
 		n.closeRelays()
 		n.services.Close()
@@ -418,7 +431,9 @@ func (n *Node) candidates() []wire.Candidate {
 	if n.cfg.PortMapped != nil {
 		mapped = n.cfg.PortMapped()
 	}
-	cands = append(Mapped(mapped, observed), cands...)
+	// The warm relay's address goes first after a mapping: an
+	// introduction carries only the first wire.MaxCandidates.
+	cands = append(append(Mapped(mapped, observed), n.warmCandidate()...), cands...)
 	return append(cands, ServerReflexive(observed, cands)...)
 }
 
@@ -431,7 +446,10 @@ func (n *Node) PortMapped() bool {
 
 // PortMapChanged tells the node that its port mapping (Config.PortMapped)
 // appeared, changed or went away: it announces its candidates anew.
-func (n *Node) PortMapChanged() { n.announce() }
+func (n *Node) PortMapChanged() {
+	n.announce()
+	n.warm.poke()
+}
 
 // registered returns the clients that are registered now, in order.
 func (n *Node) registered() []*bootstrap.Client {

@@ -46,6 +46,8 @@ func TestCheckTargets(t *testing.T) {
 		{"too many of an older bootstrap", many(30, wire.OriginUnknown), MaxAnnouncedTargets, 121},
 		{"observed never cut", append(many(30, wire.OriginObserved), cand(200, wire.OriginAnnounced)), 31, 0},
 		{"observed IP never cut", append(many(30, wire.OriginObservedIP), many(10, wire.OriginAnnounced)...), 30 + MaxAnnouncedTargets, 101},
+		{"a relayed address never cut", append(many(30, wire.OriginAnnounced), wire.Candidate{Kind: wire.KindRelay, Priority: 1,
+			Addr: netip.MustParseAddrPort("198.51.100.9:5000"), Origin: wire.OriginAnnounced}), MaxAnnouncedTargets + 1, 121},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,12 @@ type RelayPlan struct {
 	// the dialler is the QUIC client, so the side that allocated can later
 	// move the connection to a direct path.
 	Dial bool
+	// PeerOnRelay: both sides' strategy says no direct path can exist,
+	// so the peer goes straight to its relay leg too and checks the warm
+	// relayed address of this side's introduction at once; this side's
+	// warm allocation needs no announcement then. Set by the caller
+	// (PlanRelay leaves it false).
+	PeerOnRelay bool
 }
 
 // PlanRelay decides the roles of a relayed connection from both NAT types.
@@ -91,6 +98,30 @@ func PlanRelay(local, remote nattype.Type, initiator bool) RelayPlan {
 		return RelayPlan{}
 	}
 	return RelayPlan{Allocate: initiator, Dial: initiator}
+}
+
+// PlanWarmRelay is PlanRelay for a pair that only a relay can connect
+// (both sides' strategy says no direct path) when the responder's
+// introduction carried a warm relayed address (responderWarm): an
+// initiator whose UDP is not blocked dials that address from its own
+// socket (no allocation of its own, no permission to wait for: the
+// responder permits the initiator's addresses as soon as the offer
+// comes), and the responder accepts on its warm allocation. ok is false
+// where the rule does not apply (an initiator whose UDP is blocked
+// cannot dial but through a relay): PlanRelay's roles then. It is a
+// pure function.
+func PlanWarmRelay(local, remote nattype.Type, initiator, responderWarm bool) (plan RelayPlan, ok bool) {
+	init := remote
+	if initiator {
+		init = local
+	}
+	if !responderWarm || init.Filtering == nattype.FilteringBlocked {
+		return RelayPlan{}, false
+	}
+	if initiator {
+		return RelayPlan{Dial: true}, true
+	}
+	return RelayPlan{Allocate: true, TCP: local.Filtering == nattype.FilteringBlocked, PeerOnRelay: true}, true
 }
 
 // ErrNoRelay is returned when no relay is available for a connection that
@@ -154,6 +185,7 @@ type sharedRelay struct {
 	ep       *endpoint.Endpoint
 	agent    *holepunch.Agent
 	ln       *quic.Listener
+	made     time.Time // when allocating began (the credentials' lifetime is expires-made, about)
 	expires  time.Time
 	ready    chan struct{} // closed once allocated (or failed: err set)
 	err      error
@@ -197,19 +229,31 @@ func (r *sharedRelay) closeTransport() {
 // introduction's bootstrap (or the configured TURN server), allocating it
 // (over TCP if tcp) when there is none or its credentials run out soon.
 func (n *Node) acquireRelay(ctx context.Context, att *event.Attempt, bc *bootstrap.Client, tcp bool) (*sharedRelay, error) {
+	return n.acquireShared(ctx, att, bc, tcp, nil)
+}
+
+// relayKey names the shared allocation on bc's relay (or the TURN
+// server) over UDP or TCP.
+func (n *Node) relayKey(bc *bootstrap.Client, tcp bool) string {
 	key := "bootstrap:" + bc.Label()
 	if n.cfg.TURN != nil {
 		key = "turn:" + n.cfg.TURN.Addr.String()
 	}
-	key += fmt.Sprintf("/tcp=%v", tcp)
+	return key + fmt.Sprintf("/tcp=%v", tcp)
+}
+
+// acquireShared is acquireRelay that never shares replace (the warm
+// relay's keeper replacing its allocation): a new one is made instead.
+func (n *Node) acquireShared(ctx context.Context, att *event.Attempt, bc *bootstrap.Client, tcp bool, replace *sharedRelay) (*sharedRelay, error) {
+	key := n.relayKey(bc, tcp)
 	n.relayMu.Lock()
 	r := n.relays[key]
 	if r != nil {
 		select {
 		case <-r.ready:
-			if r.err != nil || r.detached || r.suspect || time.Until(r.expires) < 5*time.Minute || isClosed(r.alloc.Dead()) ||
-				(r.session != 0 && r.session != bc.Status().Session) {
-				r = nil // failed, released, dead, suspect, about to expire or from before the bootstrap's restart: make a new one
+			if r == replace || r.err != nil || r.detached || r.suspect || expiringSoon(r.made, r.expires, time.Now()) ||
+				isClosed(r.alloc.Dead()) || (r.session != 0 && r.session != bc.Status().Session) {
+				r = nil // replaced, failed, released, dead, suspect, about to expire or from before the bootstrap's restart: make a new one
 			}
 		default: // being allocated by another attempt: share it
 		}
@@ -379,7 +423,7 @@ func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *boots
 		return err
 	}
 	att.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeOK, Addr: alloc.Relayed, Duration: time.Since(start)})
-	r.alloc, r.expires = alloc, g.creds.Expires
+	r.alloc, r.made, r.expires = alloc, start, g.creds.Expires
 	if n.cfg.TURN == nil {
 		r.session = bc.Status().Session
 	}
@@ -407,17 +451,25 @@ func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *boots
 
 // viaRelay connects through the relay under plan: allocate and dial (or
 // accept on the allocation), or check the peer's relayed address and
-// accept on the node's socket.
+// accept on the node's socket. intro is what this side announced (its
+// check credentials, and its warm relayed address if it has one).
 func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.PeerID, sess *bootstrap.Session,
-	hp *holepunch.Session, plan RelayPlan, creds wire.Creds, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
+	hp *holepunch.Session, plan RelayPlan, intro bootstrap.Intro, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	att.Begin(event.PhaseRelay)
 	now := &bootstrap.Punch{Round: 1 << 20, At: time.Now()}
+	warm := relayedOf(sess.Remote.Candidates) // the peer's warm relay, if it keeps one
 	if !plan.Allocate {
-		// The peer allocates and dials; its relayed address arrives on the
-		// session, this side checks it and accepts.
+		// The peer allocates and dials; this side checks its relayed
+		// address (opening its NAT towards the relay) and accepts. A
+		// warm one came with the introduction: checked at once (and
+		// dialled, under PlanWarmRelay); another arrives on the session.
+		targets := make([]wire.Candidate, 0, len(warm))
+		for _, a := range warm {
+			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
+		}
 		qc, path, phase, err := n.establish(ctx, att, peer, sess,
-			leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect, start: now, targets: []wire.Candidate{}},
-			Strategy{Direct: true}, incoming)
+			leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect, start: now, targets: targets, relayed: warm, dialRelayed: plan.Dial},
+			Strategy{Direct: true, Dial: plan.Dial}, incoming)
 		n.endRelayPhase(att, err)
 		return qc, path, phase, err
 	}
@@ -435,24 +487,33 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		n.endRelayPhase(att, err)
 		return nil, event.PathNone, event.PhaseRelay, err
 	}
-	rhp, err := r.agent.Open(creds, sess.Remote.Creds, att)
+	rhp, err := r.agent.Open(intro.Creds, sess.Remote.Creds, att)
+	if err == nil && !(plan.PeerOnRelay && slices.Contains(relayedOf(intro.Candidates), r.alloc.Relayed)) {
+		// Not the warm allocation the introduction announced to a peer
+		// that checks it already: tell the peer where to check.
+		err = sess.AnnounceRelay(r.alloc.Relayed)
+	}
 	if err != nil {
+		if rhp != nil {
+			rhp.Close()
+		}
 		n.releaseRelay(r, false)
 		n.endRelayPhase(att, err)
 		return nil, event.PathNone, event.PhaseRelay, err
 	}
 	defer time.AfterFunc(2*time.Second, rhp.Close)
-	if err := sess.AnnounceRelay(r.alloc.Relayed); err != nil {
-		n.releaseRelay(r, false)
-		n.endRelayPhase(att, err)
-		return nil, event.PathNone, event.PhaseRelay, err
-	}
-	targets := sess.Remote.Candidates
+	targets := withoutRelayed(sess.Remote.Candidates)
 	if !plan.Dial {
-		targets = []wire.Candidate{}
+		// This side accepts; its checks to the peer's observed addresses
+		// and warm relayed address open the way and get pion's
+		// permissions in before the peer's Initial needs an answer.
+		targets = observedOnly(sess.Remote.Candidates)
+		for _, a := range warm {
+			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
+		}
 	}
 	qc, _, phase, err := n.establish(ctx, att, peer, sess,
-		leg{ep: r.ep, hp: rhp, path: event.PathRelay, alloc: r.alloc, start: now, targets: targets},
+		leg{ep: r.ep, hp: rhp, path: event.PathRelay, alloc: r.alloc, start: now, targets: targets, relayed: warm},
 		Strategy{Direct: true, Dial: plan.Dial, Speculative: plan.Dial}, incoming)
 	n.endRelayPhase(att, err)
 	if err != nil {

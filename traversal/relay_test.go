@@ -50,6 +50,13 @@ func onSamePort(t testing.TB, open func() (string, func(), error)) net.Listener 
 
 func relayBootstrap(t testing.TB, relayCfg relay.ServerConfig) (Bootstrap, *relay.Server) {
 	t.Helper()
+	return relayBootstrapCfg(t, relayCfg, bootstrap.ServerConfig{})
+}
+
+// relayBootstrapCfg is relayBootstrap with the bootstrap's configuration
+// (its key, sockets and relay are set here).
+func relayBootstrapCfg(t testing.TB, relayCfg relay.ServerConfig, cfg bootstrap.ServerConfig) (Bootstrap, *relay.Server) {
+	t.Helper()
 	id := testkit.Identity(t)
 	var ep *endpoint.Endpoint
 	ctl := onSamePort(t, func() (string, func(), error) {
@@ -76,7 +83,8 @@ func relayBootstrap(t testing.TB, relayCfg relay.ServerConfig) (Bootstrap, *rela
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rs.Close() })
-	srv, err := bootstrap.NewServer(bootstrap.ServerConfig{Identity: id, Endpoint: ep, TCP: ctl, Relay: rs})
+	cfg.Identity, cfg.Endpoint, cfg.TCP, cfg.Relay = id, ep, ctl, rs
+	srv, err := bootstrap.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

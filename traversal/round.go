@@ -59,7 +59,7 @@ func (n *Node) checkRound(ctx context.Context, peer identity.PeerID, purpose wir
 	if err != nil {
 		return holepunch.Result{}, fmt.Errorf("traversal: %s: %w", purpose, err)
 	}
-	targets := sess.Remote.Candidates
+	targets := withoutRelayed(sess.Remote.Candidates)
 	for _, a := range extra {
 		targets = append(targets, wire.Candidate{Kind: wire.KindPeerReflexive, Priority: holepunch.Priority(wire.KindPeerReflexive, 0xffff), Addr: a})
 	}
@@ -116,7 +116,7 @@ func (n *Node) answerRound(o *bootstrap.Offer) {
 	defer sess.Close()
 	p, err := waitPunch(ctx, sess)
 	if err == nil {
-		_, err = hp.Punch(ctx, o.Remote.Candidates, holepunch.PunchConfig{Start: p.At.Add(p.Delay), Round: p.Round})
+		_, err = hp.Punch(ctx, withoutRelayed(o.Remote.Candidates), holepunch.PunchConfig{Start: p.At.Add(p.Delay), Round: p.Round})
 	}
 	n.paths.Answered(o.From.String(), o.Remote.Purpose, time.Since(start), err)
 }

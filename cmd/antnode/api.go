@@ -45,6 +45,42 @@ type peerStatusJSON struct {
 	Conns      int             `json:"connections"`
 	// PortMap is the port mapping the router granted (--portmap).
 	PortMap *portMapJSON `json:"portmap,omitempty"`
+	// WarmRelay is the relay allocation kept ready (--warm-relay).
+	WarmRelay warmRelayJSON `json:"warm_relay"`
+}
+
+// warmRelayJSON is the warm relay in a peer's status.
+type warmRelayJSON struct {
+	State       string  `json:"state"` // off, ready or retrying
+	Bootstrap   string  `json:"bootstrap,omitempty"`
+	Relayed     string  `json:"relayed,omitempty"`
+	Transport   string  `json:"transport,omitempty"` // udp or tcp, to the relay
+	Expires     string  `json:"expires,omitempty"`   // the credentials' expiry (RFC 3339)
+	ExpiresInS  float64 `json:"expires_in_s,omitempty"`
+	Refreshes   int     `json:"refreshes"`
+	LastRefresh string  `json:"last_refresh,omitempty"`
+	LastError   string  `json:"last_error,omitempty"`
+}
+
+// warmRelayState is the warm relay's status as JSON.
+func warmRelayState(st traversal.WarmRelayStatus, san *monitor.Sanitizer) warmRelayJSON {
+	j := warmRelayJSON{State: st.State, Bootstrap: st.Bootstrap, Refreshes: st.Refreshes}
+	if st.Relayed.IsValid() {
+		j.Relayed, j.Transport = san.AddrPort(st.Relayed), "udp"
+		if st.TCP {
+			j.Transport = "tcp"
+		}
+	}
+	if !st.Expires.IsZero() {
+		j.Expires, j.ExpiresInS = st.Expires.UTC().Format(time.RFC3339), max(time.Until(st.Expires).Seconds(), 0)
+	}
+	if !st.LastRefresh.IsZero() {
+		j.LastRefresh = st.LastRefresh.UTC().Format(time.RFC3339Nano)
+	}
+	if st.LastError != nil {
+		j.LastError = st.LastError.Error()
+	}
+	return j
 }
 
 // errNotReady is /readyz's answer while no bootstrap is registered.
@@ -88,7 +124,8 @@ func peerAPI(n *traversal.Node, pm *portMapping, mon *monitor.Monitor, started t
 			}
 			return peerStatusJSON{ID: n.ID().String(), Ticket: tk.String(), Role: "peer", UptimeS: time.Since(started).Seconds(),
 				NAT: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String(),
-				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns()), PortMap: portMapState(pm.m.Status(), san)}
+				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns()), PortMap: portMapState(pm.m.Status(), san),
+				WarmRelay: warmRelayState(n.WarmRelay(), san)}
 		},
 		peers:    func() any { return map[string]any{"peers": n.Peers(), "transitions": transitionsJSON()} },
 		services: func() any { return servicesJSON(n) },

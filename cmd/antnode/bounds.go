@@ -33,7 +33,18 @@ const (
 	maxCmdTimeout     = 24 * time.Hour // --timeout of connect, forward, pipe
 	maxPause          = time.Hour      // connect --interval, --idle
 	maxDiagTimeout    = 10 * time.Minute
+	minRelayLifetime  = 2 * time.Second // --relay-lifetime (0: the defaults)
+	maxRelayLifetime  = 24 * time.Hour
 )
+
+// relayLifetimeInRange checks --relay-lifetime: zero (the defaults) or
+// within its bounds.
+func relayLifetimeInRange(d time.Duration) error {
+	if d == 0 {
+		return nil
+	}
+	return inRange("relay-lifetime", d, minRelayLifetime, maxRelayLifetime)
+}
 
 // inRange checks that flag name's value v is within [lo, hi] (a NaN is
 // not).

@@ -42,6 +42,7 @@ type nodeOptions struct {
 	noRelay        bool
 	relayMbps      int
 	relayMaxAllocs int
+	relayLifetime  time.Duration
 	limits         limitFlags
 	peer           peerFlags
 	svc            serviceFlags
@@ -54,6 +55,7 @@ type nodeOptions struct {
 // connect, forward and pipe).
 type peerFlags struct {
 	relay            string
+	warmRelay        string
 	turnServer       string
 	turnSecret       string
 	breakerThreshold int
@@ -102,6 +104,7 @@ func (f birthdayFlags) config() (holepunch.BirthdayConfig, error) {
 func (f *peerFlags) register(fs *flag.FlagSet) {
 	dnsServerFlag(fs, &f.dnsServer)
 	fs.StringVar(&f.relay, "relay", "auto", "relay use: auto (when no direct path), force (always) or never")
+	fs.StringVar(&f.warmRelay, "warm-relay", "auto", "keep a relay allocation ready and announced while this node cannot be reached directly (UDP blocked, or a NAT mapping per destination): auto or off")
 	fs.StringVar(&f.turnServer, "turn-server", "", "a third-party TURN server (coturn) to relay through instead of the bootstraps' relay: HOST:PORT or turn:HOST:PORT[?transport=tcp]")
 	fs.StringVar(&f.turnSecret, "turn-secret-file", "", "file holding the TURN server's shared secret (coturn static-auth-secret)")
 	fs.IntVar(&f.breakerThreshold, "breaker-threshold", 5, "consecutive failures that open a bootstrap's circuit breaker (1-1000)")
@@ -124,6 +127,9 @@ func (f *peerFlags) apply(cfg *traversal.Config) error {
 		return fmt.Errorf("--relay: %w", err)
 	}
 	cfg.Relay = mode
+	if cfg.WarmRelay, err = traversal.ParseWarmRelayMode(f.warmRelay); err != nil {
+		return badInput(fmt.Errorf("--warm-relay: %w", err))
+	}
 	if err := f.validate(); err != nil {
 		return badInput(err)
 	}
@@ -194,6 +200,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&o.noRelay, "no-relay", false, "bootstrap: run no TURN relay")
 	fs.IntVar(&o.relayMbps, "relay-bandwidth-mbps", 100, "bootstrap: bandwidth per relay allocation, each direction, in Mbit/s (1-10000)")
 	fs.IntVar(&o.relayMaxAllocs, "relay-max-allocations", 4, "bootstrap: relay allocations per peer (1-64)")
+	fs.DurationVar(&o.relayLifetime, "relay-lifetime", 0, "bootstrap: lifetime of relay credentials and most lifetime of an allocation (0: credentials 10m, allocations 1h; else 2s-24h)")
 	o.limits.register(fs)
 	o.peer.register(fs)
 	o.svc.register(fs)
@@ -233,6 +240,7 @@ func (o *nodeOptions) validate() error {
 	if err := firstErr(inRange("max-peers", o.maxPeers, 1, maxMaxPeers),
 		inRange("relay-bandwidth-mbps", o.relayMbps, 1, maxRelayMbps),
 		inRange("relay-max-allocations", o.relayMaxAllocs, 1, maxRelayAllocs),
+		relayLifetimeInRange(o.relayLifetime),
 		o.derivedPorts()); err != nil {
 		return err
 	}
@@ -391,7 +399,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 	mon := mn.mon
 	started := time.Now()
 	local := ep.LocalAddr()
-	cfg := bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers}
+	cfg := bootstrap.ServerConfig{Identity: id, Endpoint: ep, Recorder: mon, Logger: log, MaxPeers: o.maxPeers, RelayTTL: o.relayLifetime}
 	o.limits.bootstrap(&cfg)
 	var closers []io.Closer
 	defer func() {
@@ -502,7 +510,7 @@ func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *
 		return nil, fmt.Errorf("relay TCP %s: %w", addr, err)
 	}
 	rcfg := relay.ServerConfig{UDP: udp, TCP: tcp, RelayIP: ip, Recorder: mon, Logger: log,
-		MaxAllocationsPerPeer: o.relayMaxAllocs, BytesPerSecond: o.relayMbps * 125_000}
+		MaxAllocationsPerPeer: o.relayMaxAllocs, BytesPerSecond: o.relayMbps * 125_000, MaxLifetime: o.relayLifetime}
 	o.limits.relay(&rcfg)
 	rs, err := relay.NewServer(rcfg)
 	if err != nil {
