@@ -229,4 +229,3 @@ func scrapeValue(ctx context.Context, ns string, port int, name string) (float64
 	}
 	return total, nil
 }
-
