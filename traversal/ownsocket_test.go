@@ -2,9 +2,13 @@ package traversal
 
 import (
 	"context"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/relay"
 )
@@ -79,5 +83,29 @@ func TestRebindingMakesRelaysSuspect(t *testing.T) {
 	defer n.releaseRelay(fresh, false)
 	if fresh == first {
 		t.Fatal("the allocation from before the rebinding was shared again")
+	}
+}
+
+func TestRoundTargets(t *testing.T) {
+	host := wire.Candidate{Kind: wire.KindHost, Addr: netip.MustParseAddrPort("192.168.1.2:4000")}
+	srflx := wire.Candidate{Kind: wire.KindServerReflexive, Addr: netip.MustParseAddrPort("198.51.100.2:4000")}
+	relayed := wire.Candidate{Kind: wire.KindRelay, Addr: netip.MustParseAddrPort("203.0.113.1:50000")}
+	tests := []struct {
+		name    string
+		purpose wire.Purpose
+		in      []wire.Candidate
+		want    []wire.Candidate
+	}{
+		{"a fallback checks the relayed address it reroutes through", wire.PurposeFallback, []wire.Candidate{relayed}, []wire.Candidate{relayed}},
+		{"a rebind checks direct candidates only", wire.PurposeRebind, []wire.Candidate{host, srflx, relayed}, []wire.Candidate{host, srflx}},
+		{"an upgrade checks direct candidates only", wire.PurposeUpgrade, []wire.Candidate{relayed, srflx}, []wire.Candidate{srflx}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := roundTargets(bootstrap.Intro{Purpose: tc.purpose, Candidates: tc.in})
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("roundTargets = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

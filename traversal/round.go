@@ -116,7 +116,19 @@ func (n *Node) answerRound(o *bootstrap.Offer) {
 	defer sess.Close()
 	p, err := waitPunch(ctx, sess)
 	if err == nil {
-		_, err = hp.Punch(ctx, withoutRelayed(o.Remote.Candidates), holepunch.PunchConfig{Start: p.At.Add(p.Delay), Round: p.Round})
+		_, err = hp.Punch(ctx, roundTargets(o.Remote), holepunch.PunchConfig{Start: p.At.Add(p.Delay), Round: p.Round})
 	}
 	n.paths.Answered(o.From.String(), o.Remote.Purpose, time.Since(start), err)
+}
+
+// roundTargets are the candidates a check round for an existing
+// connection checks: a fallback's are the relayed address it reroutes
+// through (the round opens this side's NAT to the relay); the other
+// rounds' (rebind, upgrade) are direct ones, without the peer's warm
+// relayed address. It is a pure function.
+func roundTargets(in bootstrap.Intro) []wire.Candidate {
+	if in.Purpose == wire.PurposeFallback {
+		return in.Candidates
+	}
+	return withoutRelayed(in.Candidates)
 }
