@@ -1013,3 +1013,62 @@ func TestCancelReachesTheOtherSide(t *testing.T) {
 		}
 	})
 }
+
+// TestAckNamesTheTargetForAWarmRelay: a request that announces a relayed
+// address (a warm relay) is acknowledged with where the target is
+// observed, before the target answers, and the requester's relay may
+// permit it from then on; a request without one learns nothing early.
+func TestAckNamesTheTargetForAWarmRelay(t *testing.T) {
+	srv := startServer(t, ServerConfig{Relay: fakeIssuer{}})
+	answer := make(chan struct{})
+	offers := make(chan *Session, 2)
+	b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+		<-answer // the target answers only once the test says so
+		s, _ := o.Accept(Intro{})
+		offers <- s
+	}})
+	a := startClient(t, srv, ClientConfig{})
+	ready(t, a)
+	ready(t, b)
+	aID, bID := a.cfg.Identity.ID(), b.cfg.Identity.ID()
+	relayed := wire.Candidate{Kind: wire.KindRelay, Priority: 1, Addr: netip.MustParseAddrPort("203.0.113.1:50000")}
+	for _, tc := range []struct {
+		name  string
+		cands []wire.Candidate
+		want  []netip.AddrPort
+	}{
+		// First: before any answer, nothing else has let a's relay reach b.
+		{"a warm relay: the target's observed address", []wire.Candidate{relayed}, []netip.AddrPort{b.Status().Observed}},
+		{"no warm relay: nothing early", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			early := make(chan []netip.AddrPort, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				s, err := a.Connect(ctx, bID, Intro{Candidates: tc.cands, OnTarget: func(at []netip.AddrPort) { early <- at }})
+				if err == nil {
+					s.Close()
+				}
+				done <- err
+			}()
+			var got []netip.AddrPort
+			select {
+			case got = <-early:
+				if tc.want != nil && !srv.RelayAllowed(aID, got[0].Addr()) {
+					t.Error("the requester's relay may not permit the target before it answered")
+				}
+			case <-time.After(time.Second): // no early address
+			}
+			answer <- struct{}{}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			(<-offers).Close()
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("early target %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

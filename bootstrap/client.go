@@ -242,7 +242,7 @@ type Client struct {
 	refused  chan struct{}
 	nextReq  uint64
 	requests map[uint64]chan *wire.ConnectResult
-	acks     map[uint64]chan struct{}
+	acks     map[uint64]chan *wire.ConnectAck
 	grants   map[uint64]chan *wire.RelayGrant
 	outgoing map[uint64]*Session // by request ID
 	incoming map[uint64]*Session // by offer ID
@@ -273,7 +273,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ready:    make(chan struct{}),
 		refused:  make(chan struct{}),
 		requests: make(map[uint64]chan *wire.ConnectResult),
-		acks:     make(map[uint64]chan struct{}),
+		acks:     make(map[uint64]chan *wire.ConnectAck),
 		grants:   make(map[uint64]chan *wire.RelayGrant),
 		outgoing: make(map[uint64]*Session),
 		incoming: make(map[uint64]*Session),
@@ -859,7 +859,7 @@ func (c *Client) handle(l *live, m wire.Message) error {
 		delete(c.acks, m.ID)
 		c.mu.Unlock()
 		if ch != nil {
-			close(ch)
+			ch <- m // buffered 1
 		}
 	case *wire.RelayGrant:
 		c.mu.Lock()
@@ -976,6 +976,11 @@ type Intro struct {
 	Creds      wire.Creds
 	// Purpose is what the introduction is for (requests and offers).
 	Purpose wire.Purpose
+	// OnTarget, if set, is called on Connect's goroutine with where the
+	// bootstrap observes the target, when its acknowledgement says
+	// (wire.ConnectAck.Target: a request that announced a relayed
+	// address), before the target answers. Nil: nothing.
+	OnTarget func([]netip.AddrPort)
 }
 
 func (in Intro) clamp() Intro {
@@ -1017,7 +1022,7 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		return nil, err
 	}
 	ch := make(chan *wire.ConnectResult, 1)
-	ack := make(chan struct{})
+	ack := make(chan *wire.ConnectAck, 1)
 	s := newSession(c, false, target)
 	c.mu.Lock()
 	c.nextReq++
@@ -1053,8 +1058,11 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 	acked := false
 	for !acked {
 		select {
-		case <-ack:
+		case a := <-ack:
 			acked = true
+			if local.OnTarget != nil && len(a.Target) > 0 {
+				local.OnTarget(a.Target)
+			}
 		case res, ok := <-ch:
 			if !ok {
 				drop()

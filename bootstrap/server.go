@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -958,13 +959,43 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 	// permits the requester's addresses while it answers, not a round
 	// trip later. The other direction waits for the answer.
 	s.allowRelay(target.id, p)
+	ack := &wire.ConnectAck{ID: m.ID}
+	if hasRelayed(m.Candidates) {
+		// A requester with a warm relay allocation may reach the target
+		// through it from the request on, and learns where the target is
+		// observed with the acknowledgement: it permits that address
+		// while the target answers (see wire.ConnectAck).
+		s.allowRelay(p.id, target)
+		ack.Target = target.observedNow()
+	}
 	p.mu.Lock()
 	p.reqs[m.ID] = ss.id
 	p.mu.Unlock()
 	s.mu.Unlock()
 	s.sendTo(target, &wire.ConnectOffer{ID: ss.id, From: p.id, NAT: m.NAT, Candidates: cands, Creds: m.Creds, Purpose: m.Purpose})
-	s.sendTo(p, &wire.ConnectAck{ID: m.ID})
+	s.sendTo(p, ack)
 	return nil
+}
+
+// hasRelayed says whether cands hold a relayed address.
+func hasRelayed(cands []wire.Candidate) bool {
+	return slices.ContainsFunc(cands, func(c wire.Candidate) bool { return c.Kind == wire.KindRelay })
+}
+
+// observedNow returns where the peer's control connection comes from now
+// (its last observed address if the connection has none), as a list for
+// wire.ConnectAck; none if neither is known.
+func (p *peer) observedNow() []netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	observed := p.observed
+	if cur := p.conn.RemoteAddr(); cur.IsValid() {
+		observed = cur
+	}
+	if !observed.IsValid() {
+		return nil
+	}
+	return []netip.AddrPort{observed}
 }
 
 // sessionOf finds an answered session of p by the ID p knows it by.

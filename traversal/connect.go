@@ -153,6 +153,11 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 	n.move(peer, StateCoordinating, event.ReasonNone, att)
 	local := n.NAT()
 	intro := bootstrap.Intro{NAT: local, Candidates: cands, Creds: creds}
+	if len(relayedOf(cands)) > 0 {
+		// Announcing a warm relay: permit the target where its bootstrap
+		// observes it while it answers.
+		intro.OnTarget = n.warm.permit
+	}
 	sess, err := n.introduce(ctx, peer, intro, "")
 	if err != nil {
 		att.End(event.PhaseCoordinate, event.OutcomeFail, Reason(err))

@@ -143,6 +143,7 @@ type warmRelay struct {
 	fails    int
 	mu       sync.Mutex
 	st       WarmRelayStatus
+	cur      *sharedRelay // r, for permit (under mu)
 }
 
 func newWarmRelay(n *Node) *warmRelay {
@@ -162,6 +163,18 @@ func (w *warmRelay) status() WarmRelayStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.st
+}
+
+// permit starts permissions for addrs on the warm allocation, if there
+// is one (a target the bootstrap observed while it answers: the first
+// packet through the relay then needs no permission round trip).
+func (w *warmRelay) permit(addrs []netip.AddrPort) {
+	w.mu.Lock()
+	r := w.cur
+	w.mu.Unlock()
+	if r != nil {
+		r.alloc.PermitAsync(addrs...)
+	}
 }
 
 // addr is the relayed address announced now (zero: none).
@@ -280,6 +293,7 @@ func (w *warmRelay) replace(bc *bootstrap.Client, tcp bool) error {
 	w.r = r
 	detail := "warm_allocate"
 	w.mu.Lock()
+	w.cur = r
 	w.st.State, w.st.LastError = WarmStateReady, nil
 	w.st.Bootstrap, w.st.Relayed, w.st.TCP, w.st.Expires = bc.Label(), r.alloc.Relayed, tcp, r.expires
 	if w.held {
@@ -308,6 +322,7 @@ func (w *warmRelay) drop(final bool) {
 	r := w.r
 	w.r = nil
 	w.mu.Lock()
+	w.cur = nil
 	w.st.Relayed, w.st.Expires = netip.AddrPort{}, time.Time{}
 	w.mu.Unlock()
 	if !final {

@@ -221,6 +221,14 @@ func appendText(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+func appendAddrList(b []byte, as []netip.AddrPort) []byte {
+	b = quicvarint.Append(b, uint64(len(as)))
+	for _, a := range as {
+		b = appendAddrPort(b, a)
+	}
+	return b
+}
+
 func (r *reader) addrList(limit int) []netip.AddrPort {
 	n := r.count(limit)
 	if n == 0 {
@@ -263,10 +271,7 @@ func (m *Register) decode(r *reader) error {
 func (m *Registered) appendPayload(b []byte) []byte {
 	b = quicvarint.Append(b, m.Version)
 	b = appendAddrPort(b, m.Observed)
-	b = quicvarint.Append(b, uint64(len(m.AltSTUN)))
-	for _, a := range m.AltSTUN {
-		b = appendAddrPort(b, a)
-	}
+	b = appendAddrList(b, m.AltSTUN)
 	b = quicvarint.Append(b, m.TTLSeconds)
 	return quicvarint.Append(b, m.Probes)
 }
@@ -518,10 +523,19 @@ func (m *RelayAddress) decode(r *reader) error {
 	return r.err
 }
 
-func (m *ConnectAck) appendPayload(b []byte) []byte { return quicvarint.Append(b, m.ID) }
+func (m *ConnectAck) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	if len(m.Target) == 0 {
+		return b
+	}
+	return appendAddrList(b, m.Target)
+}
 
 func (m *ConnectAck) decode(r *reader) error {
 	m.ID = r.varint()
+	if r.err == nil && len(r.b) > 0 {
+		m.Target = r.addrList(MaxCandidates)
+	}
 	return r.err
 }
 

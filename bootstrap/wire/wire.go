@@ -447,8 +447,16 @@ type RelayAddress struct {
 // ConnectAck tells the requester that its request reached a live
 // bootstrap and was forwarded: the answer may still take the target's
 // time, but the bootstrap is not the problem.
+//
+// Target, when the requester announced a relayed address (it keeps a
+// warm relay allocation), is where the bootstrap observes the target: the
+// requester permits it on its allocation while the target answers, so
+// that its first packet through the relay needs no permission round trip
+// after the answer. It is optional on the wire (an older bootstrap sends
+// none, an older peer ignores it).
 type ConnectAck struct {
-	ID uint64
+	ID     uint64
+	Target []netip.AddrPort
 }
 
 // Ping is a peer's heartbeat on its control connection; the bootstrap

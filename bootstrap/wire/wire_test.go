@@ -69,6 +69,7 @@ func sampleMessages() []struct {
 		{"relay_grant_refused", &RelayGrant{ID: 5, Code: CodeRefused}},
 		{"relay_address", &RelayAddress{ID: 9, Offer: true, Addr: netip.MustParseAddrPort("203.0.113.1:50123")}},
 		{"connect_ack", &ConnectAck{ID: 1}},
+		{"connect_ack_target", &ConnectAck{ID: 2, Target: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.2:4000")}}},
 		{"ping", &Ping{Seq: 7, Pad: make([]byte, 16)}},
 		{"pong", &Pong{Seq: 7}},
 		{"connect_cancel", &ConnectCancel{ID: 1}},
