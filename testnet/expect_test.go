@@ -82,11 +82,18 @@ func loadRepoExpectations(t *testing.T) Expectations {
 // their pairs connect in at most 3 round trips at the median).
 var eimClasses = []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassCGNAT}
 
+// relayOnly says whether only a relay can connect a and b (UDP blocked on
+// either side, or both symmetric without a port mapping).
+func relayOnly(a, b Class) bool {
+	return a == ClassUDPBlocked || b == ClassUDPBlocked || (a == ClassAPDM && b == ClassAPDM)
+}
+
 // TestRepoExpectations checks the table in the repository against the
 // acceptance of issue 4: every EIM pair on different NATs must be direct
 // within 3 round trips at the median; every birthday pair direct within
-// 10 s in 90% of its runs; same-NAT pairs and pairs with a non-EIM side
-// carry no round-trip bound.
+// 10 s in 90% of its runs; every relay-only pair through the relay within
+// 4 round trips (issue 17); other same-NAT pairs and pairs with a non-EIM
+// side carry no round-trip bound.
 func TestRepoExpectations(t *testing.T) {
 	x := loadRepoExpectations(t)
 	for _, a := range Classes() {
@@ -102,6 +109,12 @@ func TestRepoExpectations(t *testing.T) {
 			case eim:
 				if e.Level != "direct" || e.Min != 1 || e.Within != 0 || e.MaxRTTs != 3 {
 					t.Errorf("%s: %v, want direct rtts<=3", p.Key(), e)
+				}
+			case relayOnly(a, b):
+				// Issue 17's warm relay: at most 4 round trips (4.2 to 5.7
+				// before it).
+				if e.Level != "relay" || e.MaxRTTs <= 0 || e.MaxRTTs > 4 {
+					t.Errorf("%s: %v, want relay rtts<=4 or less", p.Key(), e)
 				}
 			case e.MaxRTTs != 0:
 				t.Errorf("%s: %v, want no round-trip bound", p.Key(), e)
