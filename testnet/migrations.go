@@ -225,6 +225,12 @@ func scenarioNATRebinding(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-apdf and a cgnat site"
 	}
+	return e.flushDuring(ctx, a, b, "both NATs' conntrack flushed mid-transfer")
+}
+
+// flushDuring runs a transfer from a to b and flushes both sites' NAT
+// state in the middle of it; the transfer must complete verified.
+func (e *Env) flushDuring(ctx context.Context, a, b Host, what string) (bool, string) {
 	plan := e.migrationPlan()
 	r, err := e.transferDuring(ctx, a, b, plan, func() error {
 		if err := e.TB.FlushConntrack(ctx, a.Site); err != nil {
@@ -235,7 +241,7 @@ func scenarioNATRebinding(ctx context.Context, e *Env) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	ok, detail := faultVerdict(r, plan.Size, "both NATs' conntrack flushed mid-transfer")
+	ok, detail := faultVerdict(r, plan.Size, what)
 	return ok, detail + "; " + r.Res.moves()
 }
 
@@ -250,18 +256,7 @@ func scenarioBirthdayRebinding(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-apdf and an apdm site"
 	}
-	plan := e.migrationPlan()
-	r, err := e.transferDuring(ctx, a, b, plan, func() error {
-		if err := e.TB.FlushConntrack(ctx, a.Site); err != nil {
-			return err
-		}
-		return e.TB.FlushConntrack(ctx, b.Site)
-	})
-	if err != nil {
-		return false, err.Error()
-	}
-	ok, detail := faultVerdict(r, plan.Size, "both NATs' conntrack flushed mid-transfer on a birthday connection")
-	return ok, detail + "; " + r.Res.moves()
+	return e.flushDuring(ctx, a, b, "both NATs' conntrack flushed mid-transfer on a birthday connection")
 }
 
 // scenarioMappingExpiry: both NATs forget idle UDP mappings after 5 s; a

@@ -166,19 +166,7 @@ func TestForcedRelayCarriesVerifiedBytes(t *testing.T) {
 // them through the shared allocation.
 func TestUDPBlockedPeerIsReachableThroughRelay(t *testing.T) {
 	b, rs := relayBootstrap(t, relay.ServerConfig{MaxAllocationsPerPeer: 1})
-	raw, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := endpoint.New(endpoint.Config{Conn: blockedConn{raw}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep.Close() })
-	blocked := startNodeCfg(t, Config{Endpoint: ep, Bootstraps: []Bootstrap{b}})
-	if got := blocked.NAT().Class(); got != "udp-blocked" {
-		t.Fatalf("classified %s", got)
-	}
+	blocked := startBlockedNode(t, Config{Bootstraps: []Bootstrap{b}})
 	const peers = 4
 	var wg sync.WaitGroup
 	errs := make(chan error, peers)
