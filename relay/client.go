@@ -68,6 +68,19 @@ const releaseWait = time.Second
 // reset by a restarted relay, or Close): the allocation is gone.
 func (a *Allocation) Dead() <-chan struct{} { return a.dead }
 
+// Keepalive sends a STUN Binding request to the relay from the
+// allocation's socket and waits for the answer: the NAT in front of an
+// allocation over UDP forgets its mapping when it idles (often within 30
+// s), and the relay then knows the allocation by a mapping that is gone.
+// pion refreshes an allocation only every few minutes. An error means no
+// answer came (pion's retransmissions ran out).
+func (a *Allocation) Keepalive() error {
+	if _, err := a.client.SendBindingRequest(); err != nil {
+		return fmt.Errorf("relay: keepalive: %w", err)
+	}
+	return nil
+}
+
 // watchedConn closes dead on the first read error that is not a timeout:
 // the TURN client's read loop ends there, and so does the allocation.
 type watchedConn struct {

@@ -367,3 +367,21 @@ func TestCloseReleasesDespiteALostRefresh(t *testing.T) {
 	}
 	testkit.WaitFor(t, 2*time.Second, "the relay to free the allocation", func() bool { return r.Allocations() == 0 })
 }
+
+// TestKeepaliveIsAnswered: a keepalive from a UDP allocation's socket is
+// answered by its relay, and fails once the relay is gone.
+func TestKeepaliveIsAnswered(t *testing.T) {
+	r := startRelay(t, ServerConfig{}, allowLoopback)
+	a, err := allocate(t, r, r.Credentials(peerID(t), time.Minute), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Keepalive(); err != nil {
+		t.Fatalf("keepalive to a live relay: %v", err)
+	}
+	r.Close()
+	if err := a.Keepalive(); err == nil {
+		t.Fatal("a keepalive to a relay that is gone was answered")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -144,6 +145,10 @@ type warmRelay struct {
 	mu       sync.Mutex
 	st       WarmRelayStatus
 	cur      *sharedRelay // r, for permit (under mu)
+	// lastKA is when the last keepalive of an allocation over UDP
+	// started; kaBusy is set while one runs (on its own goroutine).
+	lastKA time.Time
+	kaBusy atomic.Bool
 }
 
 func newWarmRelay(n *Node) *warmRelay {
@@ -241,11 +246,41 @@ func (w *warmRelay) step() time.Duration {
 		}
 		w.fails = 0
 	}
+	if !tcp {
+		w.keepalive()
+	}
 	wait := min(time.Until(warmRefreshAt(w.r.made, w.r.expires)), warmPoll)
 	if w.old != nil {
 		wait = min(wait, time.Until(w.oldUntil))
 	}
 	return max(wait, 10*time.Millisecond)
+}
+
+// keepalive keeps the NAT mapping of the allocation's socket (over UDP)
+// open at the node's keepalive pace (the learned mapping lifetime): a
+// warm allocation idles between connections, and one whose mapping the
+// NAT forgot is dead at the relay. It runs on a goroutine of its own
+// (pion's retransmissions can take seconds), one at a time, counted in
+// the node's wait group; an unanswered one makes the allocation suspect,
+// and the keeper replaces it.
+func (w *warmRelay) keepalive() {
+	n, r := w.n, w.r
+	if time.Since(w.lastKA) < n.Keepalive() || !w.kaBusy.CompareAndSwap(false, true) {
+		return
+	}
+	w.lastKA = time.Now()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer w.kaBusy.Store(false)
+		if err := r.alloc.Keepalive(); err != nil && n.ctx.Err() == nil && !isClosed(r.alloc.Dead()) {
+			n.relayMu.Lock()
+			r.suspect = true
+			n.relayMu.Unlock()
+			n.log.Debug("traversal: warm relay keepalive", "err", err)
+			w.poke()
+		}
+	}()
 }
 
 // releaseOld gives back the reference on the replaced allocation
