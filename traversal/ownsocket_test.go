@@ -2,6 +2,7 @@ package traversal
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -107,5 +108,34 @@ func TestRoundTargets(t *testing.T) {
 				t.Errorf("roundTargets = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPermitWithinGivesUp: a relay that answers no permission (gone, or
+// knowing the allocation by a mapping the NAT dropped) costs a fallback
+// permitWait, not pion's whole retransmission schedule.
+func TestPermitWithinGivesUp(t *testing.T) {
+	b, rs := relayBootstrap(t, relay.ServerConfig{})
+	n := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := n.acquireRelay(ctx, nil, n.registered()[0], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.releaseRelay(r, false)
+	// A live relay answers at once, here with its policy's refusal (no
+	// introduction named this address).
+	if err := permitWithin(ctx, r.alloc, 5*time.Second, netip.MustParseAddrPort("127.0.0.1:9")); !errors.Is(err, relay.ErrRefused) {
+		t.Fatalf("a live relay's answer: %v, want its refusal", err)
+	}
+	rs.Close()
+	start := time.Now()
+	err = permitWithin(ctx, r.alloc, 300*time.Millisecond, netip.MustParseAddrPort("127.0.0.2:9"))
+	if !errors.Is(err, errPermitSlow) {
+		t.Fatalf("permission from a relay that is gone: %v, want errPermitSlow", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("gave up after %v", took)
 	}
 }

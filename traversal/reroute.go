@@ -17,6 +17,7 @@ import (
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/migration"
+	"github.com/antnode/antnode/relay"
 )
 
 // Rerouting a connection through a relay behind QUIC's back: the
@@ -33,24 +34,31 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 	if n.cfg.Relay == RelayNever {
 		return nil, fmt.Errorf("%w: relaying is off (--relay never)", ErrNoRelay)
 	}
-	r, bc, err := n.anyRelay(ctx)
-	if err != nil {
-		return nil, err
-	}
 	// A connection the birthday search made runs on a socket of its own:
 	// its packets are rerouted there.
 	ep := n.endpointOf(qc)
-	at, err := n.rerouteVia(ctx, qc, ep, peer, remote, r, bc)
-	if err != nil {
+	var r *sharedRelay
+	var at netip.AddrPort
+	for try := 0; ; try++ {
+		var bc *bootstrap.Client
+		var err error
+		if r, bc, err = n.anyRelay(ctx); err != nil {
+			return nil, err
+		}
+		if at, err = n.rerouteVia(ctx, qc, ep, peer, remote, r, bc); err == nil {
+			break
+		}
 		if n.ctx.Err() == nil {
 			// The allocation may be what failed (made before the NAT
-			// mapped its socket anew): the next fallback allocates anew.
+			// mapped its socket anew): the next try allocates anew.
 			n.relayMu.Lock()
 			r.suspect = true
 			n.relayMu.Unlock()
 		}
 		n.releaseRelay(r, false)
-		return nil, err
+		if try > 0 || !errors.Is(err, errPermitSlow) || ctx.Err() != nil {
+			return nil, err
+		}
 	}
 	n.ownRelay(qc, r) // the reference acquireRelay took is the connection's now
 	return func() { n.unrouteVia(ep, remote, at, r) }, nil
@@ -92,7 +100,7 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 	if err == nil {
 		defer time.AfterFunc(2*time.Second, rhp.Close)
 	}
-	if err := r.alloc.Permit(remote); err != nil {
+	if err := permitWithin(ctx, r.alloc, permitWait, remote); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	before := qc.ConnectionStats().PacketsReceived
@@ -129,6 +137,34 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 		}
 	}
 	return at, nil
+}
+
+// permitWait bounds a fallback's wait for its permission: the relay
+// answers within a round trip, and one that does not answer for this long
+// is likely answering for an allocation whose socket the NAT mapped anew,
+// that is for nothing (pion would retransmit for about 12 s).
+const permitWait = 2 * time.Second
+
+// errPermitSlow is a permission the relay did not grant within
+// permitWait.
+var errPermitSlow = errors.New("traversal: the relay did not answer the permission in time")
+
+// permitWithin asks alloc for a permission to addr and waits at most d
+// (and ctx) for the relay's answer; pion's transaction goes on in the
+// background until its retransmissions end.
+func permitWithin(ctx context.Context, alloc *relay.Allocation, d time.Duration, addr netip.AddrPort) error {
+	done := make(chan error, 1)
+	go func() { done <- alloc.Permit(addr) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w (%v)", errPermitSlow, d)
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // atPeer returns where the relay should send the connection's packets,
