@@ -129,3 +129,21 @@ func TestParseRelayLines(t *testing.T) {
 		t.Error("closedAt found a close in a log without one")
 	}
 }
+
+func TestRepairOf(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		nat, peer string
+		want      string
+	}{
+		{"the initiator dialled", "eim-apdf", "eim-apdf", "rebind"},
+		{"a birthday connection the peer dialled", "eim-apdf", "apdm", "peer-moved"},
+		{"a birthday connection the initiator dialled", "apdm", "eim-apdf", "fallback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := repairOf(ConnectResult{NAT: tc.nat, PeerNAT: tc.peer}); got != tc.want {
+				t.Errorf("repairOf = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -210,11 +210,30 @@ func scenarioNetworkChange(ctx context.Context, e *Env) (bool, string) {
 		return false, err.Error()
 	}
 	ok, detail := faultVerdict(r, plan.Size, fmt.Sprintf("%s moved to %s mid-transfer", a.NS, next))
-	m, moved := r.Res.migrated("rebind")
+	want := repairOf(r.Res)
+	m, moved := r.Res.migrated(want)
 	if !moved {
-		return false, detail + "; but no rebind was reported"
+		return false, fmt.Sprintf("%s; but no %s was reported (peer measured %s); %s", detail, want, r.Res.PeerNAT, r.Res.moves())
 	}
 	return ok, detail + "; " + m
+}
+
+// repairOf is the move that repairs a connection whose initiating host
+// changed address: a rebind when the initiator dialled it from its socket,
+// which is the rule. A side that measured itself apdm (a symmetric NAT,
+// which an earlier flush of a site's conntrack can make true for a while)
+// makes it a birthday connection, dialled by the apdm side from a socket
+// of its own, which no rebind of the node's socket concerns: the initiator
+// falls back through the relay when it dialled (fallback), the peer does
+// when it did (the initiator reports peer-moved). It is a pure function.
+func repairOf(r ConnectResult) string {
+	switch {
+	case r.NAT == "apdm" && r.PeerNAT != "apdm":
+		return "fallback"
+	case r.PeerNAT == "apdm" && r.NAT != "apdm":
+		return "peer-moved"
+	}
+	return "rebind"
 }
 
 // scenarioNATRebinding: both NATs forget every mapping (conntrack flushed)

@@ -128,6 +128,7 @@ func (tb *Testbed) Pairs(spec Spec, classes []Class) []PairSpec {
 type ConnectResult struct {
 	Peer          string  `json:"peer"`
 	NAT           string  `json:"nat"`
+	PeerNAT       string  `json:"peer_nat"`
 	Connected     bool    `json:"connected"`
 	Path          string  `json:"path"`
 	TimeToConnect float64 `json:"time_to_connect_ms"`
