@@ -467,8 +467,16 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		for _, a := range warm {
 			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
 		}
+		// When both strategies say no direct path can exist, whatever
+		// connects on this leg runs through a relay, whichever relayed
+		// address it came from or went to (one announced late, under
+		// loss, included): it is labelled, and nominated, as relayed.
+		lp := event.PathDirect
+		if plan.PeerOnRelay {
+			lp = event.PathRelay
+		}
 		qc, path, phase, err := n.establish(ctx, att, peer, sess,
-			leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect, start: now, targets: targets, relayed: warm, dialRelayed: plan.Dial},
+			leg{ep: n.cfg.Endpoint, hp: hp, path: lp, start: now, targets: targets, relayed: warm, dialRelayed: plan.Dial},
 			Strategy{Direct: true, Dial: plan.Dial}, incoming)
 		n.endRelayPhase(att, err)
 		return qc, path, phase, err
