@@ -335,7 +335,7 @@ func (c *Config) peerQUIC(keepalive time.Duration) *quic.Config {
 		MaxIdleTimeout:        c.IdleTimeout,
 		KeepAlivePeriod:       keepalive,
 		MaxIncomingStreams:    int64(c.Services.MaxStreamsPerPeer) + 16, // past the service limit: refusals, not stalls
-		MaxIncomingUniStreams: 4,                                        // notices: the nomination, path moves
+		MaxIncomingUniStreams: 32,                                       // notices: the nomination, path moves, pings (a dead path piles them up)
 		Tracer:                c.Tracer,
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/relay"
 )
@@ -248,6 +249,7 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 		t.Fatalf("path %s", c.Path())
 	}
 	const size = 24 << 20
+	sent := c.qc.ConnectionStats().PacketsSent
 	done := make(chan error, 1)
 	go func() {
 		res, err := c.SendVerified(ctx, size)
@@ -256,7 +258,12 @@ func blackholeToRelay(t *testing.T, networkChange bool) {
 		}
 		done <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// Blackholed once the transfer is under way (a few dozen packets
+	// out), not after a fixed time: on an idle machine loopback carries
+	// the whole transfer within 200 ms.
+	testkit.WaitFor(t, 10*time.Second, "the transfer under way", func() bool {
+		return c.qc.ConnectionStats().PacketsSent >= sent+40
+	})
 	shut := time.Now()
 	gate.shut.Store(true)
 	if networkChange {

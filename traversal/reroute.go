@@ -110,10 +110,18 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 	}
 	// Packets flowing again is the proof (the lost ones are retransmitted
 	// by QUIC's probe timeout, now through the relay). A ping asks for an
-	// answer at once, and every second while none came: a side with
-	// nothing to send (the receiver of a transfer) would otherwise send
-	// nothing through the relay for the answer to come back by.
-	ping := func() { _ = migration.SendNotice(qc, migration.NoticePing) } // best effort
+	// answer at once, and twice more a second apart while none came: a
+	// side with nothing to send (the receiver of a transfer) would
+	// otherwise send nothing through the relay for the answer to come back
+	// by. Each ping is a notice stream of the peer's few (a dead path
+	// piles them up): three at most.
+	pings := 0
+	ping := func() {
+		if pings < fallbackPings {
+			pings++
+			_ = migration.SendNotice(qc, migration.NoticePing) // best effort
+		}
+	}
 	ping()
 	at := remote
 	wait := time.NewTicker(20 * time.Millisecond)
@@ -138,6 +146,9 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 	}
 	return at, nil
 }
+
+// fallbackPings bounds the pings a fallback sends through the relay.
+const fallbackPings = 3
 
 // permitWait bounds a fallback's wait for its permission: the relay
 // answers within a round trip, and one that does not answer for this long
