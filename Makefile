@@ -97,7 +97,7 @@ testbed: build
 # diag-both-symmetric and nat-rebinding, left out for a while (issue 16),
 # are back: after their fixes (a shared allocation from before a bootstrap
 # restart or a NAT rebinding is not reused; a birthday connection falls
-# back from its own socket) both passed in 8 of 8 full lossy passes.
+# back from its own socket) both passed in 9 of 9 full lossy passes.
 LOSSY_RUNS ?= 3
 LOSSY_SCENARIOS ?= default
 LOSSY_SKIP ?= attack,mapping-expiry
