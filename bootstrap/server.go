@@ -942,11 +942,7 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 		p.candidates = m.Candidates
 	}
 	p.nat = m.NAT
-	observed := p.observed
-	if cur := p.conn.RemoteAddr(); cur.IsValid() {
-		observed = cur // the control connection may have moved since the last sweep
-	}
-	cands := srflx(observed, p.candidates)
+	cands := srflx(p.observedLocked(), p.candidates)
 	p.mu.Unlock()
 
 	// Lock order: s.mu before any peer's mu.
@@ -988,14 +984,20 @@ func hasRelayed(cands []wire.Candidate) bool {
 func (p *peer) observedNow() []netip.AddrPort {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	observed := p.observed
+	if observed := p.observedLocked(); observed.IsValid() {
+		return []netip.AddrPort{observed}
+	}
+	return nil
+}
+
+// observedLocked returns where the peer's control connection comes from
+// now: it may have moved since the last sweep recorded p.observed (which
+// it returns when the connection has no address). p.mu held.
+func (p *peer) observedLocked() netip.AddrPort {
 	if cur := p.conn.RemoteAddr(); cur.IsValid() {
-		observed = cur
+		return cur
 	}
-	if !observed.IsValid() {
-		return nil
-	}
-	return []netip.AddrPort{observed}
+	return p.observed
 }
 
 // sessionOf finds an answered session of p by the ID p knows it by.
@@ -1120,11 +1122,7 @@ func (s *Server) handleAnswer(p *peer, m *wire.ConnectAnswer) error {
 		p.candidates = m.Candidates
 	}
 	p.nat = m.NAT
-	observed := p.observed
-	if cur := p.conn.RemoteAddr(); cur.IsValid() {
-		observed = cur // the control connection may have moved since the last sweep
-	}
-	cands := srflx(observed, p.candidates)
+	cands := srflx(p.observedLocked(), p.candidates)
 	p.mu.Unlock()
 	s.mu.Lock()
 	s.allowRelay(ss.requester.id, ss.target)

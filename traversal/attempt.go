@@ -417,7 +417,7 @@ func (a *attempt) onRelayed(r netip.AddrPort) {
 	}
 	a.relayed[r] = true
 	a.att.Record(event.Event{Kind: event.KindCandidate, Addr: r, Detail: wire.KindRelay.String()})
-	cand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r}
+	cand := relayCandidate(r)
 	switch {
 	case a.lg.alloc != nil && a.strat.Dial:
 		// Relay to relay (both sides' UDP is blocked).

@@ -13,7 +13,6 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap"
-	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
@@ -305,6 +304,14 @@ func (n *Node) suspectRelays() {
 	}
 }
 
+// markSuspect marks one shared allocation suspect: an attempt, a fallback
+// or a keepalive through it failed, and the next attempt allocates anew.
+func (n *Node) markSuspect(r *sharedRelay) {
+	n.relayMu.Lock()
+	defer n.relayMu.Unlock()
+	r.suspect = true
+}
+
 func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -463,10 +470,7 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		// address (opening its NAT towards the relay) and accepts. A
 		// warm one came with the introduction: checked at once (and
 		// dialled, under PlanWarmRelay); another arrives on the session.
-		targets := make([]wire.Candidate, 0, len(warm))
-		for _, a := range warm {
-			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
-		}
+		targets := relayCandidates(warm)
 		// When both strategies say no direct path can exist, whatever
 		// connects on this leg runs through a relay, whichever relayed
 		// address it came from or went to (one announced late, under
@@ -515,10 +519,7 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		// This side accepts; its checks to the peer's observed addresses
 		// and warm relayed address open the way and get pion's
 		// permissions in before the peer's Initial needs an answer.
-		targets = observedOnly(sess.Remote.Candidates)
-		for _, a := range warm {
-			targets = append(targets, wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a})
-		}
+		targets = append(observedOnly(sess.Remote.Candidates), relayCandidates(warm)...)
 	}
 	qc, _, phase, err := n.establish(ctx, att, peer, sess,
 		leg{ep: r.ep, hp: rhp, path: event.PathRelay, alloc: r.alloc, start: now, targets: targets, relayed: warm},
@@ -526,9 +527,7 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 	n.endRelayPhase(att, err)
 	if err != nil {
 		if ctx.Err() == nil || errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-			n.relayMu.Lock()
-			r.suspect = true // not cancelled by the caller: the relay may be at fault
-			n.relayMu.Unlock()
+			n.markSuspect(r) // not cancelled by the caller: the relay may be at fault
 		}
 		n.releaseRelay(r, false)
 		return nil, event.PathNone, phase, err

@@ -51,9 +51,7 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 		if n.ctx.Err() == nil {
 			// The allocation may be what failed (made before the NAT
 			// mapped its socket anew): the next try allocates anew.
-			n.relayMu.Lock()
-			r.suspect = true
-			n.relayMu.Unlock()
+			n.markSuspect(r)
 		}
 		n.releaseRelay(r, false)
 		if try > 0 || !errors.Is(err, errPermitSlow) || ctx.Err() != nil {
@@ -89,7 +87,7 @@ func (n *Node) anyRelay(ctx context.Context) (*sharedRelay, *bootstrap.Client, e
 func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpoint, peer identity.PeerID, remote netip.AddrPort,
 	r *sharedRelay, bc *bootstrap.Client) (netip.AddrPort, error) {
 	creds := holepunch.NewCreds()
-	relayCand := wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: r.alloc.Relayed}
+	relayCand := relayCandidate(r.alloc.Relayed)
 	sess, err := bc.Connect(ctx, peer, bootstrap.Intro{NAT: n.NAT(), Candidates: []wire.Candidate{relayCand}, Creds: creds,
 		Purpose: wire.PurposeFallback})
 	if err != nil {

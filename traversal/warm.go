@@ -274,9 +274,7 @@ func (w *warmRelay) keepalive() {
 		defer n.wg.Done()
 		defer w.kaBusy.Store(false)
 		if err := r.alloc.Keepalive(); err != nil && n.ctx.Err() == nil && !isClosed(r.alloc.Dead()) {
-			n.relayMu.Lock()
-			r.suspect = true
-			n.relayMu.Unlock()
+			n.markSuspect(r)
 			n.log.Debug("traversal: warm relay keepalive", "err", err)
 			w.poke()
 		}
@@ -388,7 +386,22 @@ func (n *Node) warmCandidate() []wire.Candidate {
 	if !a.IsValid() {
 		return nil
 	}
-	return []wire.Candidate{{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a}}
+	return []wire.Candidate{relayCandidate(a)}
+}
+
+// relayCandidate is a relayed address as a candidate (a warm relay's, or
+// one announced during an attempt or a fallback).
+func relayCandidate(a netip.AddrPort) wire.Candidate {
+	return wire.Candidate{Kind: wire.KindRelay, Priority: holepunch.Priority(wire.KindRelay, 0xffff), Addr: a}
+}
+
+// relayCandidates is relayCandidate of each address.
+func relayCandidates(as []netip.AddrPort) []wire.Candidate {
+	out := make([]wire.Candidate, 0, len(as))
+	for _, a := range as {
+		out = append(out, relayCandidate(a))
+	}
+	return out
 }
 
 // withoutRelayed returns the candidates that are not relayed addresses:
