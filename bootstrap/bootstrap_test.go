@@ -432,7 +432,9 @@ func TestIntroductionAndPunchRounds(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	offers := make(chan *Session, 1)
 	bCands := []wire.Candidate{{Kind: wire.KindHost, Priority: 5, Addr: netip.MustParseAddrPort("192.0.2.7:7")}}
-	b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+	// The offer/answer introduction (a peer without FeatureEarly); the
+	// early one is TestEarlyIntroduction's.
+	b := startClient(t, srv, ClientConfig{DisableEarly: true, OnOffer: func(o *Offer) {
 		s, err := o.Accept(Intro{NAT: nattype.Type{Mapping: nattype.MappingAPDM}, Candidates: bCands, Creds: wire.Creds{Ufrag: "b", Pwd: "bp"}})
 		if err != nil {
 			t.Error(err)
@@ -705,7 +707,9 @@ func TestRelayGrantAndPolicy(t *testing.T) {
 	srv := startServer(t, ServerConfig{Relay: fakeIssuer{}})
 	offers := make(chan *Session, 1)
 	bCand := wire.Candidate{Kind: wire.KindHost, Priority: 1, Addr: netip.MustParseAddrPort("192.0.2.50:4000")}
-	b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+	// Permissions after the answer (Connect returns with it; an early
+	// introduction returns before).
+	b := startClient(t, srv, ClientConfig{DisableEarly: true, OnOffer: func(o *Offer) {
 		s, _ := o.Accept(Intro{Candidates: []wire.Candidate{bCand}})
 		offers <- s
 	}})
@@ -959,7 +963,7 @@ func TestCancelReachesTheOtherSide(t *testing.T) {
 	introduced := func(t *testing.T) (requester, target *Session) {
 		srv := startServer(t, ServerConfig{})
 		offers := make(chan *Session, 1)
-		b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+		b := startClient(t, srv, ClientConfig{DisableEarly: true, OnOffer: func(o *Offer) {
 			if s, err := o.Accept(Intro{}); err == nil {
 				offers <- s
 			}
@@ -987,7 +991,7 @@ func TestCancelReachesTheOtherSide(t *testing.T) {
 		srv := startServer(t, ServerConfig{})
 		release := make(chan struct{})
 		accepted := make(chan error, 1)
-		b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+		b := startClient(t, srv, ClientConfig{DisableEarly: true, OnOffer: func(o *Offer) {
 			<-release // the requester gives up meanwhile
 			s, err := o.Accept(Intro{})
 			if err == nil {
@@ -1022,7 +1026,9 @@ func TestAckNamesTheTargetForAWarmRelay(t *testing.T) {
 	srv := startServer(t, ServerConfig{Relay: fakeIssuer{}})
 	answer := make(chan struct{})
 	offers := make(chan *Session, 2)
-	b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+	// An offer/answer introduction (an early one gives the requester all
+	// of the target's candidates: TestEarlyIntroduction).
+	b := startClient(t, srv, ClientConfig{DisableEarly: true, OnOffer: func(o *Offer) {
 		<-answer // the target answers only once the test says so
 		s, _ := o.Accept(Intro{})
 		offers <- s
@@ -1071,4 +1077,191 @@ func TestAckNamesTheTargetForAWarmRelay(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEarlyIntroduction: between peers that both registered with
+// wire.FeatureEarly, the requester gets the target's registered
+// candidates and the check credentials issued to the target with the
+// acknowledgement, before the target answers, and the target gets them
+// in its offer; the answer follows on the session (late candidates) or
+// ends it (a refusal). A target without the feature gets the old
+// introduction.
+func TestEarlyIntroduction(t *testing.T) {
+	late := wire.Candidate{Kind: wire.KindHost, Priority: 9, Addr: netip.MustParseAddrPort("192.0.2.9:9")}
+	for _, tc := range []struct {
+		name         string
+		targetEarly  bool
+		answer       func(o *Offer) (*Session, error)
+		wantEarly    bool
+		wantRefusal  bool
+		wantLateCand bool
+	}{
+		{"accepted with a late candidate", true, func(o *Offer) (*Session, error) {
+			return o.Accept(Intro{Candidates: []wire.Candidate{late}, Creds: o.EarlyCreds})
+		}, true, false, true},
+		{"declined after the early start", true, func(o *Offer) (*Session, error) {
+			o.Decline(wire.CodeRefused)
+			return nil, nil
+		}, true, true, false},
+		{"target without the feature", false, func(o *Offer) (*Session, error) {
+			return o.Accept(Intro{Creds: wire.Creds{Ufrag: "b", Pwd: "bp"}})
+		}, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t, ServerConfig{})
+			release := make(chan struct{})
+			offers := make(chan *Offer, 1)
+			targets := make(chan *Session, 1)
+			b := startClient(t, srv, ClientConfig{DisableEarly: !tc.targetEarly, OnOffer: func(o *Offer) {
+				offers <- o
+				<-release // answers only once the test says so
+				s, err := tc.answer(o)
+				if err != nil {
+					t.Error(err)
+				}
+				targets <- s
+			}})
+			a := startClient(t, srv, ClientConfig{})
+			ready(t, a)
+			ready(t, b)
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			// b classified its NAT after it registered: the early answer
+			// carries the type it announced since. A request b makes after
+			// the announcement is answered after it was handled.
+			natB := nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+			if err := b.AnnounceNAT(natB); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.RequestRelay(ctx); !errors.Is(err, ErrRefused) {
+				t.Fatalf("relay request of a bootstrap without a relay: %v", err)
+			}
+			type connected struct {
+				s   *Session
+				err error
+			}
+			done := make(chan connected, 1)
+			go func() {
+				s, err := a.Connect(ctx, b.cfg.Identity.ID(), Intro{Creds: wire.Creds{Ufrag: "a", Pwd: "ap"}})
+				done <- connected{s, err}
+			}()
+			o := <-offers
+			var sa *Session
+			select {
+			case r := <-done: // before the target answered
+				if !tc.wantEarly {
+					t.Fatalf("Connect returned before the answer: %v", r.err)
+				}
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				sa = r.s
+			case <-time.After(500 * time.Millisecond):
+				if tc.wantEarly {
+					t.Fatal("Connect waited for the answer")
+				}
+			}
+			close(release)
+			if sa == nil {
+				r := <-done
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				sa = r.s
+			}
+			defer sa.Close()
+			if sb := <-targets; sb != nil {
+				defer sb.Close()
+			}
+			if (sa.Early != nil) != tc.wantEarly || (o.Early != nil) != tc.wantEarly {
+				t.Fatalf("early start: requester %v, target %v, want %v", sa.Early, o.Early, tc.wantEarly)
+			}
+			if tc.wantEarly && sa.Remote.NAT != natB {
+				t.Fatalf("early NAT type %v, want the announced %v", sa.Remote.NAT, natB)
+			}
+			if tc.wantEarly && (sa.Remote.Creds != o.EarlyCreds || o.EarlyCreds.Ufrag == "") {
+				t.Fatalf("requester holds %+v, the target was issued %+v", sa.Remote.Creds, o.EarlyCreds)
+			}
+			if !tc.wantEarly && sa.Remote.Creds.Ufrag != "b" {
+				t.Fatalf("requester holds %+v, want the target's answer", sa.Remote.Creds)
+			}
+			if o.Remote.Creds.Ufrag != "a" {
+				t.Fatalf("offer creds %+v", o.Remote.Creds)
+			}
+			if tc.wantEarly && !slices.ContainsFunc(sa.Remote.Candidates, func(c wire.Candidate) bool {
+				return c.Origin == wire.OriginObserved && c.Addr == b.Status().Observed
+			}) {
+				t.Fatalf("early candidates %+v lack the target's observed address", sa.Remote.Candidates)
+			}
+			switch {
+			case tc.wantRefusal:
+				select {
+				case <-sa.Done():
+					var re *RequestError
+					if !errors.As(sa.Err(), &re) || re.Code != wire.CodeRefused {
+						t.Fatalf("session ended with %v, want a refusal", sa.Err())
+					}
+				case <-time.After(3 * time.Second):
+					t.Fatal("the refusal did not end the requester's session")
+				}
+			case tc.wantLateCand:
+				select {
+				case <-sa.Answered():
+					if in := sa.Answer(); !slices.ContainsFunc(in.Candidates, func(c wire.Candidate) bool { return c.Addr == late.Addr }) {
+						t.Fatalf("answer %+v lacks the late candidate", in.Candidates)
+					}
+				case <-time.After(3 * time.Second):
+					t.Fatal("no answer on the early session")
+				}
+			}
+			if !tc.wantRefusal {
+				// The round-1 PunchNow still comes, for a birthday side.
+				select {
+				case p := <-sa.Punches():
+					if p.Round != 1 {
+						t.Fatalf("round %d", p.Round)
+					}
+				case <-time.After(3 * time.Second):
+					t.Fatal("no PunchNow")
+				}
+			}
+		})
+	}
+}
+
+// TestEarlyOfferWantsItsCredentials: an early offer answered with other
+// check credentials than the issued ones is an error, and the offer can
+// still be declined.
+func TestEarlyOfferWantsItsCredentials(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	got := make(chan error, 1)
+	b := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+		_, err := o.Accept(Intro{Creds: wire.Creds{Ufrag: "mine", Pwd: "mine"}})
+		got <- err
+		o.Decline(wire.CodeRefused)
+	}})
+	a := startClient(t, srv, ClientConfig{})
+	ready(t, a)
+	ready(t, b)
+	s, err := a.Connect(t.Context(), b.cfg.Identity.ID(), Intro{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := <-got; !errors.Is(err, ErrEarlyCreds) {
+		t.Fatalf("Accept: %v, want ErrEarlyCreds", err)
+	}
+	select {
+	case <-s.Done():
+		if !declined(s.Err()) {
+			t.Fatalf("session ended with %v", s.Err())
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the decline did not end the session")
+	}
+}
+
+func declined(err error) bool {
+	var re *RequestError
+	return errors.As(err, &re) && re.Code == wire.CodeRefused
 }

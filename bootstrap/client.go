@@ -72,6 +72,11 @@ type ClientConfig struct {
 	// MinAckWait is the least time to wait for a bootstrap to acknowledge
 	// a connect request (the wait is at least 4 RTT). Zero: 500 ms.
 	MinAckWait time.Duration
+	// DisableEarly leaves wire.FeatureEarly out of the registration: the
+	// bootstrap then introduces this peer the old way (offer, answer,
+	// PunchNow; two round trips before the first check instead of one and
+	// a half). Zero: early introductions where the other peer takes part.
+	DisableEarly bool
 	// TCPFallback also registers over TLS on TCP (same address and port)
 	// when QUIC has not registered within TCPDelay, for hosts whose UDP is
 	// blocked. Zero TCPDelay: 1 s.
@@ -177,6 +182,9 @@ var (
 	// ErrPeerCanceled ends a Session whose other side gave up on the
 	// introduction (Session.Cancel).
 	ErrPeerCanceled = errors.New("bootstrap: the other peer gave up on the introduction")
+	// ErrEarlyCreds: an early offer (Offer.Early) was accepted with check
+	// credentials other than the ones the bootstrap issued for it.
+	ErrEarlyCreds = errors.New("bootstrap: an early offer must be answered with its issued check credentials")
 )
 
 // RequestError is a request (a registration or a connect request) that
@@ -242,7 +250,7 @@ type Client struct {
 	refused  chan struct{}
 	nextReq  uint64
 	requests map[uint64]chan *wire.ConnectResult
-	acks     map[uint64]chan *wire.ConnectAck
+	acks     map[uint64]chan wire.Message // a *wire.ConnectAck or *wire.ConnectEarly
 	grants   map[uint64]chan *wire.RelayGrant
 	outgoing map[uint64]*Session // by request ID
 	incoming map[uint64]*Session // by offer ID
@@ -273,7 +281,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ready:    make(chan struct{}),
 		refused:  make(chan struct{}),
 		requests: make(map[uint64]chan *wire.ConnectResult),
-		acks:     make(map[uint64]chan *wire.ConnectAck),
+		acks:     make(map[uint64]chan wire.Message),
 		grants:   make(map[uint64]chan *wire.RelayGrant),
 		outgoing: make(map[uint64]*Session),
 		incoming: make(map[uint64]*Session),
@@ -633,7 +641,11 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 	if len(cands) > wire.MaxCandidates {
 		cands = cands[:wire.MaxCandidates]
 	}
-	if err := ctl.send(&wire.Register{Version: wire.Version, NAT: nat, Candidates: cands}); err != nil {
+	hello := &wire.Register{Version: wire.Version, NAT: nat, Candidates: cands}
+	if !c.cfg.DisableEarly {
+		hello.Features = wire.FeatureEarly
+	}
+	if err := ctl.send(hello); err != nil {
 		return fail(err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -844,9 +856,13 @@ func (c *Client) handle(l *live, m wire.Message) error {
 		c.mu.Lock()
 		ch := c.requests[m.ID]
 		delete(c.requests, m.ID)
+		s := c.outgoing[m.ID]
 		c.mu.Unlock()
-		if ch != nil {
+		switch {
+		case ch != nil:
 			ch <- m // buffered 1
+		case s != nil:
+			s.deliverAnswer(m) // an early session (see wire.ConnectEarly)
 		}
 	case *wire.Pong:
 		select {
@@ -857,6 +873,21 @@ func (c *Client) handle(l *live, m wire.Message) error {
 		c.mu.Lock()
 		ch := c.acks[m.ID]
 		delete(c.acks, m.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- m // buffered 1
+		}
+	case *wire.ConnectEarly:
+		// The result will come to the session, which Connect returns now:
+		// taken from the request's channel here, on the goroutine that
+		// reads the result too, so that it cannot be left in a channel
+		// nobody reads.
+		c.mu.Lock()
+		ch := c.acks[m.ID]
+		delete(c.acks, m.ID)
+		if ch != nil {
+			delete(c.requests, m.ID)
+		}
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- m // buffered 1
@@ -916,6 +947,10 @@ func (c *Client) session(id uint64, offer bool) *Session {
 
 func (c *Client) handleOffer(l *live, m *wire.ConnectOffer) {
 	o := &Offer{c: c, l: l, ID: m.ID, From: m.From, Remote: Intro{NAT: m.NAT, Candidates: m.Candidates, Creds: m.Creds, Purpose: m.Purpose}}
+	if m.Early != nil && !c.cfg.DisableEarly {
+		o.EarlyCreds = m.Early.Creds
+		o.Early = &Punch{Round: 1, Delay: time.Duration(m.Early.DelayMicros) * time.Microsecond, At: time.Now()}
+	}
 	if c.cfg.OnOffer == nil {
 		o.Decline(wire.CodeRefused)
 		return
@@ -944,6 +979,19 @@ func (c *Client) current() (*live, error) {
 		return nil, ErrUnavailable
 	}
 	return c.cur, nil
+}
+
+// AnnounceNAT tells the bootstrap this peer's NAT type anew (see
+// wire.NATType); a registration after it carries the type of Local.
+func (c *Client) AnnounceNAT(t nattype.Type) error {
+	l, err := c.current()
+	if err != nil {
+		return err
+	}
+	if err := l.ctl.send(&wire.NATType{NAT: t}); err != nil {
+		return fmt.Errorf("bootstrap: announce NAT type: %w", err)
+	}
+	return nil
 }
 
 // Announce sends a candidate change (add or remove) to the bootstrap.
@@ -1022,7 +1070,7 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		return nil, err
 	}
 	ch := make(chan *wire.ConnectResult, 1)
-	ack := make(chan *wire.ConnectAck, 1)
+	ack := make(chan wire.Message, 1)
 	s := newSession(c, false, target)
 	c.mu.Lock()
 	c.nextReq++
@@ -1060,8 +1108,13 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		select {
 		case a := <-ack:
 			acked = true
-			if local.OnTarget != nil && len(a.Target) > 0 {
-				local.OnTarget(a.Target)
+			switch a := a.(type) {
+			case *wire.ConnectAck:
+				if local.OnTarget != nil && len(a.Target) > 0 {
+					local.OnTarget(a.Target)
+				}
+			case *wire.ConnectEarly:
+				return c.startEarly(s, l, a, local.OnTarget), nil
 			}
 		case res, ok := <-ch:
 			if !ok {
@@ -1094,6 +1147,31 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 		drop()
 		return nil, ErrUnavailable
 	}
+}
+
+// startEarly sets up the session of an early introduction from the
+// bootstrap's wire.ConnectEarly: the target's registered candidates and
+// the check credentials the bootstrap issued it, and the first round,
+// which starts without a PunchNow. The target's answer arrives on the
+// session later (Answers; a refusal ends it).
+func (c *Client) startEarly(s *Session, l *live, m *wire.ConnectEarly, onTarget func([]netip.AddrPort)) *Session {
+	now := time.Now()
+	s.Remote = Intro{NAT: m.NAT, Candidates: m.Candidates, Creds: m.Creds}
+	s.PeerRTT = time.Duration(m.PeerRTTMicros) * time.Microsecond
+	s.Early = &Punch{Round: 1, Delay: time.Duration(m.DelayMicros) * time.Microsecond, PeerRTT: s.PeerRTT, At: now}
+	s.l = l
+	if onTarget != nil {
+		var observed []netip.AddrPort
+		for _, cand := range m.Candidates {
+			if cand.Origin == wire.OriginObserved {
+				observed = append(observed, cand.Addr)
+			}
+		}
+		if len(observed) > 0 {
+			onTarget(observed)
+		}
+	}
+	return s
 }
 
 func (c *Client) finishConnect(s *Session, l *live, res *wire.ConnectResult, drop func()) (*Session, error) {
@@ -1145,23 +1223,42 @@ func (c *Client) RequestRelay(ctx context.Context) (*wire.RelayGrant, error) {
 
 // Offer is a connect request from another peer, relayed by the bootstrap.
 type Offer struct {
-	c        *Client
-	l        *live
-	ID       uint64
-	From     identity.PeerID
-	Remote   Intro // what From announced
-	answered atomic.Bool
+	c      *Client
+	l      *live
+	ID     uint64
+	From   identity.PeerID
+	Remote Intro // what From announced
+	// Early, for an early introduction (see wire.ConnectEarly), is its
+	// first round, which starts without a PunchNow: the requester has
+	// this side's candidates and starts its checks at the same moment.
+	// This side must then answer with EarlyCreds as its check
+	// credentials (the requester holds them already). Nil: the old way.
+	Early      *Punch
+	EarlyCreds wire.Creds
+	answered   atomic.Bool
 }
 
 // Accept answers the offer with what this peer announces and returns the
-// Session on which punch rounds arrive.
+// Session on which punch rounds arrive. An early offer's answer carries
+// its issued check credentials (EarlyCreds): local.Creds must be those or
+// empty. Empty local.Creds are filled in: the issued ones, or fresh ones.
 func (o *Offer) Accept(local Intro) (*Session, error) {
 	if !o.answered.CompareAndSwap(false, true) {
 		return nil, errors.New("bootstrap: offer already answered")
 	}
 	local = local.clamp()
+	if local.Creds == (wire.Creds{}) {
+		local.Creds = wire.NewCreds()
+		if o.Early != nil {
+			local.Creds = o.EarlyCreds
+		}
+	}
+	if o.Early != nil && local.Creds != o.EarlyCreds {
+		o.answered.Store(false) // may still be declined
+		return nil, ErrEarlyCreds
+	}
 	s := newSession(o.c, true, o.From)
-	s.ID, s.Remote, s.l = o.ID, o.Remote, o.l
+	s.ID, s.Remote, s.l, s.Early = o.ID, o.Remote, o.l, o.Early
 	o.c.mu.Lock()
 	if o.c.cur != o.l {
 		o.c.mu.Unlock()
@@ -1207,19 +1304,81 @@ type Session struct {
 	Peer     identity.PeerID
 	Remote   Intro         // what the other peer announced
 	PeerRTT  time.Duration // the bootstrap's RTT to the other peer
+	// Early, if set, is the first round of an early introduction (see
+	// wire.ConnectEarly), begun without a PunchNow. Rounds from PunchNow
+	// still arrive on Punches, for a strategy that waits for one.
+	Early *Punch
 
-	punches chan Punch
-	relays  chan netip.AddrPort
-	done    chan struct{}
-	mu      sync.Mutex
-	err     error
-	round   uint64
-	closed  bool
+	punches  chan Punch
+	relays   chan netip.AddrPort
+	answered chan struct{} // closed when an early session's answer came
+	answer   Intro
+	done     chan struct{}
+	mu       sync.Mutex
+	err      error
+	round    uint64
+	closed   bool
 }
 
 func newSession(c *Client, incoming bool, peer identity.PeerID) *Session {
 	return &Session{c: c, Incoming: incoming, Peer: peer, punches: make(chan Punch, 1),
-		relays: make(chan netip.AddrPort, 4), done: make(chan struct{})}
+		relays: make(chan netip.AddrPort, 4), answered: make(chan struct{}), done: make(chan struct{})}
+}
+
+// AwaitAnswer waits, on an early requester's session, for the target's
+// answer and makes the session an ordinary one: Remote becomes what the
+// target answered and Early nil (the first round then comes with the
+// bootstrap's PunchNow). For a requester that cannot choose its strategy
+// from what the target registered (no classified NAT type). A refusal
+// is returned as the session's error.
+func (s *Session) AwaitAnswer(ctx context.Context) error {
+	if s.Early == nil {
+		return nil
+	}
+	select {
+	case <-s.answered:
+		s.Remote, s.Early = s.Answer(), nil
+		return nil
+	case <-s.done:
+		if err := s.Err(); err != nil {
+			return err
+		}
+		return ErrUnavailable
+	case <-ctx.Done():
+		return fmt.Errorf("bootstrap: waiting for the answer: %w", context.Cause(ctx))
+	}
+}
+
+// Answered is closed, on an early requester's session, when the target
+// has answered (Answer: what it answered; its candidates may include some
+// its registration did not). A refusal ends the session instead (Err: a
+// *RequestError). On other sessions it is never closed.
+func (s *Session) Answered() <-chan struct{} { return s.answered }
+
+// Answer returns what the target answered, once Answered is closed.
+func (s *Session) Answer() Intro {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.answer
+}
+
+func (s *Session) deliverAnswer(m *wire.ConnectResult) {
+	if m.Code != wire.CodeOK {
+		s.end(&RequestError{Code: m.Code})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.answered:
+		return // one answer per session
+	default:
+	}
+	if s.closed {
+		return
+	}
+	s.answer = Intro{NAT: m.NAT, Candidates: m.Candidates, Creds: m.Creds}
+	close(s.answered)
 }
 
 // Punches delivers punch rounds; only the newest undelivered one is kept.

@@ -96,7 +96,9 @@ func TestPendingIntroductionsPerPeer(t *testing.T) {
 			rec := &eventLog{}
 			srv := startServer(t, ServerConfig{MaxPendingPerPeer: tc.limit, OfferTimeout: time.Minute, Recorder: rec})
 			onOffer, offers := holdOffers()
-			b := startClient(t, srv, ClientConfig{OnOffer: onOffer})
+			// Connect returns with the answer (an early introduction
+			// returns before it, and counts against the limit the same).
+			b := startClient(t, srv, ClientConfig{DisableEarly: true, OnOffer: onOffer})
 			a := startClient(t, srv, ClientConfig{})
 			other := startClient(t, srv, ClientConfig{})
 			ready(t, a)
@@ -252,7 +254,9 @@ func TestOfferExpires(t *testing.T) {
 	rec := &eventLog{}
 	srv := startServer(t, ServerConfig{OfferTimeout: offerTimeout, MaxPendingPerPeer: 1, Recorder: rec})
 	onOffer, offers := holdOffers()
-	b := startClient(t, srv, ClientConfig{OnOffer: onOffer})
+	// Connect returns with the result (an early introduction's session
+	// ends with it instead: TestEarlyIntroduction).
+	b := startClient(t, srv, ClientConfig{DisableEarly: true, OnOffer: onOffer})
 	a := startClient(t, srv, ClientConfig{})
 	ready(t, a)
 	ready(t, b)

@@ -381,6 +381,22 @@ func (l load) percentile(p float64) time.Duration {
 
 // coordinate runs total introductions between random distinct pairs among
 // the first n peers, workers at a time (a closed loop).
+// answered waits for the target's answer to an early introduction (see
+// wire.ConnectEarly): Connect returns before it.
+func answered(ctx context.Context, s *Session) error {
+	if s.Early == nil {
+		return nil
+	}
+	select {
+	case <-s.Answered():
+		return nil
+	case <-s.Done():
+		return s.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (f *fleet) coordinate(ctx context.Context, n, total, workers int) load {
 	var (
 		mu   sync.Mutex
@@ -404,6 +420,9 @@ func (f *fleet) coordinate(ctx context.Context, n, total, workers int) load {
 				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				t0 := time.Now()
 				s, err := f.clients[i].Connect(rctx, f.ids[j], Intro{})
+				if err == nil {
+					err = answered(rctx, s) // an introduction ends with the target's answer
+				}
 				d := time.Since(t0)
 				cancel()
 				if err != nil {

@@ -209,6 +209,8 @@ type peer struct {
 	conn  ctlConn
 	ctl   *ctlStream
 	since time.Time
+	// features are the wire.Feature bits the peer registered with.
+	features uint64
 
 	mu         sync.Mutex
 	observed   netip.AddrPort
@@ -232,6 +234,10 @@ type session struct {
 	answered  time.Time // zero while the offer is pending
 	round     uint64
 	relayed   int // relayed addresses announced in this session
+	// early: the requester got the target's candidates with the request's
+	// acknowledgement (wire.ConnectEarly) and may announce a relayed
+	// address before the target has answered.
+	early bool
 }
 
 // Server is a bootstrap service.
@@ -568,7 +574,7 @@ func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, hands
 	}
 	now := time.Now()
 	p := &peer{id: id, ip: conn.RemoteAddr().Addr(), conn: conn, ctl: ctl, since: now, observed: conn.RemoteAddr(), nat: reg.NAT,
-		candidates: reg.Candidates, lastSeen: now, reqs: make(map[uint64]uint64),
+		candidates: reg.Candidates, features: reg.Features, lastSeen: now, reqs: make(map[uint64]uint64),
 		requests: rate.NewLimiter(rate.Limit(s.cfg.RequestRate), s.cfg.RequestBurst),
 		messages: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst)}
 	old, err := s.register(p)
@@ -786,6 +792,10 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 			return &ProtocolError{Code: wire.CodeTooMany, Msg: "too many candidates"}
 		}
 		p.candidates = append(p.candidates, m.Candidate)
+	case *wire.NATType:
+		p.mu.Lock()
+		p.nat = m.NAT
+		p.mu.Unlock()
 	case *wire.RemoveAddress:
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -948,29 +958,59 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 	// Lock order: s.mu before any peer's mu.
 	s.mu.Lock()
 	s.nextID++
-	ss := &session{id: s.nextID, reqID: m.ID, requester: p, target: target, created: time.Now()}
+	ss := &session{id: s.nextID, reqID: m.ID, requester: p, target: target, created: time.Now(),
+		early: m.Purpose == wire.PurposeConnect && p.features&target.features&wire.FeatureEarly != 0}
 	s.sessions[ss.id] = ss
 	// The target's relay may reach the requester (who asked for this
 	// introduction) from the offer on: a target with a warm allocation
 	// permits the requester's addresses while it answers, not a round
 	// trip later. The other direction waits for the answer.
 	s.allowRelay(target.id, p)
-	ack := &wire.ConnectAck{ID: m.ID}
-	if hasRelayed(m.Candidates) {
+	relayedReq := hasRelayed(m.Candidates)
+	if relayedReq || ss.early {
 		// A requester with a warm relay allocation may reach the target
-		// through it from the request on, and learns where the target is
-		// observed with the acknowledgement: it permits that address
-		// while the target answers (see wire.ConnectAck).
+		// through it from the request on (it permits where the target is
+		// observed while the target answers: see wire.ConnectAck), and
+		// so may an early requester, which holds the target's candidates
+		// from now on.
 		s.allowRelay(p.id, target)
-		ack.Target = target.observedNow()
 	}
 	p.mu.Lock()
 	p.reqs[m.ID] = ss.id
 	p.mu.Unlock()
 	s.mu.Unlock()
-	s.sendTo(target, &wire.ConnectOffer{ID: ss.id, From: p.id, NAT: m.NAT, Candidates: cands, Creds: m.Creds, Purpose: m.Purpose})
-	s.sendTo(p, ack)
+	offer := &wire.ConnectOffer{ID: ss.id, From: p.id, NAT: m.NAT, Candidates: cands, Creds: m.Creds, Purpose: m.Purpose}
+	if !ss.early {
+		ack := &wire.ConnectAck{ID: m.ID}
+		if relayedReq {
+			ack.Target = target.observedNow()
+		}
+		s.sendTo(target, offer)
+		s.sendTo(p, ack)
+		return nil
+	}
+	early, offerEarly := s.earlyStart(ss)
+	offer.Early = offerEarly
+	s.sendTo(target, offer)
+	s.sendTo(p, early)
 	return nil
+}
+
+// earlyStart makes the two halves of an early introduction (see
+// wire.ConnectEarly): the requester's answer, with what the target
+// registered, and the target's part of the offer. Both carry the check
+// credentials issued to the target for this session, and delays that
+// make the two sides start at the same moment, as PunchNow's do.
+func (s *Server) earlyStart(ss *session) (*wire.ConnectEarly, *wire.Early) {
+	ra, rb := ss.requester.conn.RTT(), ss.target.conn.RTT()
+	da, db := PunchDelays(ra, rb)
+	creds := wire.NewCreds()
+	t := ss.target
+	t.mu.Lock()
+	m := &wire.ConnectEarly{ID: ss.reqID, NAT: t.nat, Candidates: srflx(t.observedLocked(), t.candidates), Creds: creds,
+		PeerRTTMicros: uint64(rb.Microseconds()), DelayMicros: uint64(da.Microseconds())}
+	t.mu.Unlock()
+	return m, &wire.Early{Creds: creds, DelayMicros: uint64(db.Microseconds())}
 }
 
 // hasRelayed says whether cands hold a relayed address.
@@ -1000,8 +1040,9 @@ func (p *peer) observedLocked() netip.AddrPort {
 	return p.observed
 }
 
-// sessionOf finds an answered session of p by the ID p knows it by.
-// Called with s.mu held.
+// sessionOf finds an answered session of p by the ID p knows it by (or,
+// on the requester's side, an early one: it may announce a relayed
+// address before the target answers). Called with s.mu held.
 func (s *Server) sessionOf(p *peer, id uint64, offer bool) *session {
 	if offer {
 		if ss := s.sessions[id]; ss != nil && ss.target == p && !ss.answered.IsZero() {
@@ -1012,7 +1053,7 @@ func (s *Server) sessionOf(p *peer, id uint64, offer bool) *session {
 	p.mu.Lock()
 	sid, ok := p.reqs[id]
 	p.mu.Unlock()
-	if ss := s.sessions[sid]; ok && ss != nil && !ss.answered.IsZero() {
+	if ss := s.sessions[sid]; ok && ss != nil && (!ss.answered.IsZero() || ss.early) {
 		return ss
 	}
 	return nil

@@ -12,9 +12,7 @@ package holepunch
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -116,11 +114,7 @@ func (a *Agent) Sessions() int {
 }
 
 // NewCreds returns fresh random check credentials.
-func NewCreds() wire.Creds {
-	var b [20]byte
-	rand.Read(b[:])
-	return wire.Creds{Ufrag: hex.EncodeToString(b[:4]), Pwd: hex.EncodeToString(b[4:])}
-}
+func NewCreds() wire.Creds { return wire.NewCreds() }
 
 // Session answers the other peer's checks for one attempt and runs this
 // side's checks. Open it as soon as the other peer's credentials are known,

@@ -340,7 +340,7 @@ func (a *attempt) run() attemptEnd {
 		}
 	}
 	a.punching, a.rounds = true, 1
-	sessDone := a.sess.Done()
+	sessDone, answered := a.sess.Done(), a.sess.Answered()
 	for {
 		var end *attemptEnd
 		select {
@@ -372,9 +372,15 @@ func (a *attempt) run() attemptEnd {
 		case rr := <-a.punchDone:
 			end = a.onRound(rr)
 		case next := <-a.sess.Punches():
-			// The other side asked for a new round: it supersedes ours.
-			a.punching = true
-			a.startRound(next, a.targets)
+			// The other side asked for a new round: it supersedes ours
+			// (unless it is the early round this side started already).
+			if !a.lg.early || next.Round > a.punch.Round {
+				a.punching = true
+				a.startRound(next, a.targets)
+			}
+		case <-answered:
+			answered = nil
+			a.onAnswer(a.sess.Answer())
 		}
 		if end != nil {
 			return *end
@@ -401,6 +407,10 @@ const maxRelayRechecks = 8
 // only the session can bring), waiting is hopeless: give up now, so the
 // attempt can be made again through another bootstrap.
 func (a *attempt) onSessionDone() *attemptEnd {
+	if declined(a.sess.Err()) {
+		// The peer refused an early introduction: it will not connect.
+		return a.fail(event.PhaseCoordinate, a.sess.Err())
+	}
 	if len(a.targets) == 0 && len(a.relayed) == 0 && a.pending == 0 && !errors.Is(a.sess.Err(), bootstrap.ErrPeerCanceled) {
 		return a.fail(event.PhasePunch, fmt.Errorf("%w: the introduction ended before the peer's relayed address came", bootstrap.ErrUnavailable))
 	}
@@ -438,6 +448,51 @@ func (a *attempt) onRelayed(r netip.AddrPort) {
 		a.punching = true
 		a.startRound(bootstrap.Punch{Round: a.punch.Round, At: time.Now()}, a.targets)
 	}
+}
+
+// onAnswer: the peer answered an early introduction (this side started
+// on what it had registered). Candidates its registration did not have
+// extend the checks of a direct leg with a new round; a relayed address
+// it did not have is taken by a relay leg as if announced (a direct leg
+// leaves relayed addresses to the relay leg, which sees the answer too).
+// A leg with targets of its own (a relay leg) keeps them.
+func (a *attempt) onAnswer(in bootstrap.Intro) {
+	cands := checkTargets(in.Candidates)
+	registered := relayedOf(a.sess.Remote.Candidates)
+	if a.lg.path == event.PathRelay || a.lg.dialRelayed || a.lg.targets != nil {
+		for _, r := range relayedOf(cands) {
+			if !slices.Contains(registered, r) {
+				a.onRelayed(r)
+			}
+		}
+	}
+	if a.lg.targets != nil || a.strat.Birthday != BirthdayNone {
+		return
+	}
+	fresh := lateTargets(a.targets, cands)
+	if len(fresh) == 0 {
+		return
+	}
+	for _, c := range fresh {
+		a.att.Record(event.Event{Kind: event.KindCandidate, Addr: c.Addr, Detail: c.Kind.String(), Value: float64(c.Priority)})
+	}
+	a.targets = append(slices.Clone(a.targets), fresh...)
+	a.punching = true
+	a.startRound(bootstrap.Punch{Round: a.punch.Round, At: time.Now()}, a.targets)
+}
+
+// lateTargets returns the candidates of an answer that are new check
+// targets: not relayed (those are dialled or checked as relayed
+// addresses) and at no address of targets.
+func lateTargets(targets, answered []wire.Candidate) []wire.Candidate {
+	var out []wire.Candidate
+	for _, c := range withoutRelayed(answered) {
+		if !slices.ContainsFunc(targets, func(t wire.Candidate) bool { return t.Addr == c.Addr }) &&
+			!slices.ContainsFunc(out, func(t wire.Candidate) bool { return t.Addr == c.Addr }) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // onPeerCheck: an authenticated check came from an address this side has

@@ -11,7 +11,6 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/event"
-	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 )
 
@@ -55,7 +54,7 @@ func TestWrongKeyAtPeerAddressIsRejected(t *testing.T) {
 			sessions := make(chan *bootstrap.Session, 1)
 			b, err := bootstrap.NewClient(bootstrap.ClientConfig{Identity: bID, Endpoint: bEP, Addr: bs.Addr, ID: bs.ID,
 				OnOffer: func(o *bootstrap.Offer) {
-					if s, err := o.Accept(bootstrap.Intro{Candidates: announce, Creds: holepunch.NewCreds()}); err == nil {
+					if s, err := o.Accept(bootstrap.Intro{Candidates: announce}); err == nil {
 						sessions <- s
 					}
 				}})

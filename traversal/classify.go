@@ -202,6 +202,9 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	n.rec.Record(event.Event{Kind: event.KindPhaseEnd, Phase: event.PhaseClassify, Outcome: o, Duration: d})
 	n.warm.poke() // a type that cannot be reached directly wants a warm relay
 	if changed {
+		for _, c := range clients {
+			_ = c.AnnounceNAT(t) // best effort: a lost connection re-registers with the new type
+		}
 		n.rec.Record(event.Event{Kind: event.KindNATType, NAT: t.Class(),
 			Detail: fmt.Sprintf("mapping %s filtering %s (port probes %d/%d, address probes %d/%d arrived)",
 				t.Mapping, t.Filtering, obs.OtherPort.Arrived, obs.OtherPort.Requested,

@@ -171,6 +171,16 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 			sess.Cancel() // the responder stops now, not at its timeout
 		}
 	}()
+	if sess.Early != nil && !sess.Remote.NAT.Known() {
+		// Early, but the bootstrap holds no classified NAT type of the
+		// peer (it registered before it classified): the strategy needs
+		// the peer's answer, and the start its PunchNow.
+		if err := sess.AwaitAnswer(ctx); err != nil {
+			att.End(event.PhaseCoordinate, event.OutcomeFail, Reason(err))
+			return nil, event.PhaseCoordinate, err
+		}
+		sess.Remote.Candidates = checkTargets(sess.Remote.Candidates)
+	}
 	att.SetNAT(local.Class(), sess.Remote.NAT.Class())
 	att.End(event.PhaseCoordinate, event.OutcomeOK, event.ReasonNone)
 
@@ -251,13 +261,13 @@ func (n *Node) connectWith(ctx context.Context, att *event.Attempt, peer identit
 		return n.viaRelay(ctx, att, peer, sess, hp, plan, intro, incoming)
 	}
 	n.move(peer, StatePunching, event.ReasonNone, att)
-	qc, path, phase, err := n.establish(ctx, att, peer, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}, strat, incoming)
+	qc, path, phase, err := n.establish(ctx, att, peer, sess, n.directLeg(sess, hp, strat), strat, incoming)
 	if err == nil {
 		n.degrade.directWorked(peer)
-	} else if ctx.Err() == nil && !errors.Is(err, identity.ErrKeyMismatch) {
+	} else if ctx.Err() == nil && !errors.Is(err, identity.ErrKeyMismatch) && !declined(err) {
 		n.degrade.directFailed(peer, time.Now())
 	}
-	if err == nil || n.cfg.Relay == RelayNever || ctx.Err() != nil || errors.Is(err, identity.ErrKeyMismatch) {
+	if err == nil || n.cfg.Relay == RelayNever || ctx.Err() != nil || errors.Is(err, identity.ErrKeyMismatch) || declined(err) {
 		return qc, path, phase, err
 	}
 	// The direct attempt failed within its budget: fall back to the
@@ -326,6 +336,9 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 func (n *Node) respond(ctx context.Context, giveUp context.CancelCauseFunc, att *event.Attempt, o *bootstrap.Offer,
 	local nattype.Type) (*quic.Conn, event.Path, error) {
 	creds := holepunch.NewCreds()
+	if o.Early != nil {
+		creds = o.EarlyCreds // issued by the bootstrap: the initiator holds them already
+	}
 	incoming, release := n.expect(o.From, creds.Ufrag)
 	defer release()
 	g := n.degrade.begin(o.From, n.cfg.MaxInflight, time.Now())
@@ -395,7 +408,7 @@ func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap
 		n.move(o.From, StatePunching, event.ReasonNone, att)
 		// Direct; if the initiator falls back to the relay, its relayed
 		// address arrives on the session and this side checks it.
-		qc, path, _, err = n.establish(ctx, att, o.From, sess, leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}, strat, incoming)
+		qc, path, _, err = n.establish(ctx, att, o.From, sess, n.directLeg(sess, hp, strat), strat, incoming)
 	}
 	if g.Light {
 		recovered(att, "degrade", g.Reason, "", err)
@@ -435,11 +448,37 @@ type leg struct {
 	// introduction: connections from them are on the relay path, and a
 	// relay leg that dials dials them (relay to relay) at once.
 	relayed []netip.AddrPort
+	// early: start is the first round of an early introduction (see
+	// wire.ConnectEarly), not a relay leg's own: the bootstrap's PunchNow
+	// of that round, sent for sides that wait for one, is not a new round.
+	early bool
 	// dialRelayed: this leg (on the node's socket) dials the peer's
 	// relayed addresses, those of the introduction and those announced
 	// later (PlanWarmRelay's initiator). No other leg on the node's
 	// socket does: the peer dials from its relay there.
 	dialRelayed bool
+}
+
+// directLeg is the leg on the node's socket for sess under strat. On an
+// early introduction it starts at once, as the peer does: the bootstrap
+// sent both sides each other's candidates at the same moment. The
+// birthday search still waits for the bootstrap's PunchNow: its
+// thousands of probes want the peer's NAT opened first, and a
+// synchronised start.
+func (n *Node) directLeg(sess *bootstrap.Session, hp *holepunch.Session, strat Strategy) leg {
+	lg := leg{ep: n.cfg.Endpoint, hp: hp, path: event.PathDirect}
+	if sess.Early != nil && strat.Birthday == BirthdayNone {
+		lg.start, lg.early = sess.Early, true
+	}
+	return lg
+}
+
+// declined reports whether err ends an attempt because the peer refused
+// the introduction (after an early start): no relay or other bootstrap
+// changes that.
+func declined(err error) bool {
+	var re *bootstrap.RequestError
+	return errors.As(err, &re)
 }
 
 // nominate marks the one connection a dialler keeps: when several

@@ -258,13 +258,20 @@ func appendCreds(b []byte, c Creds) []byte {
 func (m *Register) appendPayload(b []byte) []byte {
 	b = quicvarint.Append(b, m.Version)
 	b = appendNAT(b, m.NAT)
-	return appendCandidates(b, m.Candidates)
+	b = appendCandidates(b, m.Candidates)
+	if m.Features == 0 {
+		return b
+	}
+	return quicvarint.Append(b, m.Features)
 }
 
 func (m *Register) decode(r *reader) error {
 	m.Version = r.varint()
 	m.NAT = r.nat()
 	m.Candidates = r.candidates()
+	if r.err == nil && len(r.b) > 0 {
+		m.Features = r.varint()
+	}
 	return r.err
 }
 
@@ -352,7 +359,12 @@ func (m *ConnectOffer) appendPayload(b []byte) []byte {
 	b = appendCandidates(b, m.Candidates)
 	b = appendCreds(b, m.Creds)
 	b = quicvarint.Append(b, uint64(m.Purpose))
-	return appendOrigins(b, m.Candidates)
+	b = appendOrigins(b, m.Candidates)
+	if m.Early == nil {
+		return b
+	}
+	b = appendCreds(b, m.Early.Creds)
+	return quicvarint.Append(b, m.Early.DelayMicros)
 }
 
 func (m *ConnectOffer) decode(r *reader) error {
@@ -363,6 +375,13 @@ func (m *ConnectOffer) decode(r *reader) error {
 	m.Creds = r.creds()
 	m.Purpose = Purpose(r.varint())
 	r.origins(m.Candidates)
+	if r.err == nil && len(r.b) > 0 {
+		e := &Early{Creds: r.creds(), DelayMicros: r.varint()}
+		if r.err == nil && (e.Creds.Ufrag == "" || e.Creds.Pwd == "") {
+			r.fail(errors.New("early offer without check credentials"))
+		}
+		m.Early = e
+	}
 	return r.err
 }
 
@@ -520,6 +539,37 @@ func (m *RelayAddress) decode(r *reader) error {
 	if r.err == nil && !m.Addr.IsValid() {
 		r.fail(errors.New("relay address missing"))
 	}
+	return r.err
+}
+
+func (m *ConnectEarly) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.ID)
+	b = appendNAT(b, m.NAT)
+	b = appendCandidates(b, m.Candidates)
+	b = appendCreds(b, m.Creds)
+	b = quicvarint.Append(b, m.PeerRTTMicros)
+	b = quicvarint.Append(b, m.DelayMicros)
+	return appendOrigins(b, m.Candidates)
+}
+
+func (m *ConnectEarly) decode(r *reader) error {
+	m.ID = r.varint()
+	m.NAT = r.nat()
+	m.Candidates = r.candidates()
+	m.Creds = r.creds()
+	m.PeerRTTMicros = r.varint()
+	m.DelayMicros = r.varint()
+	r.origins(m.Candidates)
+	if r.err == nil && (m.Creds.Ufrag == "" || m.Creds.Pwd == "") {
+		r.fail(errors.New("early answer without check credentials"))
+	}
+	return r.err
+}
+
+func (m *NATType) appendPayload(b []byte) []byte { return appendNAT(b, m.NAT) }
+
+func (m *NATType) decode(r *reader) error {
+	m.NAT = r.nat()
 	return r.err
 }
 

@@ -16,6 +16,8 @@ package wire
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +71,8 @@ const (
 	TypePing            Type = 0x12
 	TypePong            Type = 0x13
 	TypeConnectCancel   Type = 0x14
+	TypeConnectEarly    Type = 0x15
+	TypeNATType         Type = 0x16
 )
 
 func (t Type) String() string {
@@ -113,6 +117,10 @@ func (t Type) String() string {
 		return "pong"
 	case TypeConnectCancel:
 		return "connect_cancel"
+	case TypeConnectEarly:
+		return "connect_early"
+	case TypeNATType:
+		return "nat_type"
 	}
 	return fmt.Sprintf("type(%#x)", uint64(t))
 }
@@ -258,6 +266,14 @@ type Creds struct {
 	Pwd   string
 }
 
+// NewCreds returns fresh random check credentials: 32 bits of ufrag and
+// 128 bits of password, more than RFC 8445's minimums (24 and 128).
+func NewCreds() Creds {
+	var b [20]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return Creds{Ufrag: hex.EncodeToString(b[:4]), Pwd: hex.EncodeToString(b[4:])}
+}
+
 // Message is one control message.
 type Message interface {
 	Type() Type
@@ -270,7 +286,22 @@ type Register struct {
 	Version    uint64
 	NAT        nattype.Type
 	Candidates []Candidate
+	// Features are the optional parts of the protocol the peer speaks
+	// (Feature bits). Optional on the wire: an older peer sends none, an
+	// older bootstrap ignores them.
+	Features uint64
 }
+
+// Feature bits of Register.Features.
+const (
+	// FeatureEarly: the peer takes part in 1.5-round-trip introductions.
+	// As a requester it takes a ConnectEarly in place of the ConnectAck
+	// and starts its checks on it; as a target it takes the check
+	// credentials of an offer's Early part as its own and starts its
+	// checks on the offer. A bootstrap makes an introduction early only
+	// when both peers registered with the bit.
+	FeatureEarly uint64 = 1 << 0
+)
 
 // Registered acknowledges a registration.
 type Registered struct {
@@ -368,6 +399,21 @@ type ConnectOffer struct {
 	Candidates []Candidate
 	Creds      Creds
 	Purpose    Purpose
+	// Early, if set, makes the introduction early (see ConnectEarly): the
+	// target answers with Early.Creds as its check credentials (the
+	// requester holds them already) and starts its checks Early.Delay
+	// after the offer arrives, without waiting for a PunchNow. Optional on
+	// the wire: sent only to peers that registered with FeatureEarly.
+	Early *Early
+}
+
+// Early is the start of an early introduction, as the bootstrap tells it
+// to each side: the target's check credentials, issued by the bootstrap
+// for this session, and how long to wait after the message arrives so
+// that both sides start at the same moment.
+type Early struct {
+	Creds       Creds
+	DelayMicros uint64
 }
 
 // ConnectAnswer is a peer's reply to a ConnectOffer.
@@ -442,6 +488,39 @@ type RelayAddress struct {
 	ID    uint64 // the request ID (requester) or offer ID (target)
 	Offer bool   // ID is an offer ID
 	Addr  netip.AddrPort
+}
+
+// ConnectEarly answers a ConnectRequest of a peer that registered with
+// FeatureEarly, about a target that did too, at once and in place of the
+// ConnectAck: the target's registered NAT type and candidates (with their
+// origins), the check credentials the bootstrap issued the target for
+// this session, the bootstrap's RTT to the target, and the delay after
+// which the requester starts its checks. The bootstrap sends the target
+// its offer at the same moment, so both sides start half a round trip to
+// the bootstrap after the request instead of a round trip and a half: no
+// answer round trip before the first check.
+//
+// The ConnectResult still follows once the target has answered: a
+// refusal ends the introduction on both sides, an acceptance may bring
+// candidates the registration did not have (the requester adds them to
+// its checks). PunchNow rounds still follow, for the sides whose
+// strategy (the birthday search) wants a synchronised start.
+type ConnectEarly struct {
+	ID            uint64 // the request's ID
+	NAT           nattype.Type
+	Candidates    []Candidate
+	Creds         Creds
+	PeerRTTMicros uint64
+	DelayMicros   uint64
+}
+
+// NATType tells the bootstrap the sender's NAT type anew: a peer
+// registers before it has classified its NAT (classification needs the
+// bootstrap), and its type can change (a new network). The bootstrap
+// hands it to requesters of early introductions (ConnectEarly). A
+// bootstrap that predates it skips it (unknown types are skipped).
+type NATType struct {
+	NAT nattype.Type
 }
 
 // ConnectAck tells the requester that its request reached a live
@@ -535,6 +614,12 @@ func (*RelayAddress) Type() Type { return TypeRelayAddress }
 func (*ConnectAck) Type() Type { return TypeConnectAck }
 
 // Type implements Message.
+func (*ConnectEarly) Type() Type { return TypeConnectEarly }
+
+// Type implements Message.
+func (*NATType) Type() Type { return TypeNATType }
+
+// Type implements Message.
 func (*Ping) Type() Type { return TypePing }
 
 // Type implements Message.
@@ -584,6 +669,10 @@ func newMessage(t Type) Message {
 		return new(RelayAddress)
 	case TypeConnectAck:
 		return new(ConnectAck)
+	case TypeConnectEarly:
+		return new(ConnectEarly)
+	case TypeNATType:
+		return new(NATType)
 	case TypePing:
 		return new(Ping)
 	case TypePong:

@@ -247,7 +247,7 @@ func runTestbed(ctx context.Context, bin string) ([]RoundTrip, error) {
 	}
 	defer os.RemoveAll(tmp)
 	report := tmp + "/testbed-report.json"
-	if _, err := tee(ctx, "go", "run", "./testnet/cmd/testbed", "--bin", bin, "--classes", "public,eim-eif,eim-adf,eim-apdf",
+	if _, err := tee(ctx, "go", "run", "./testnet/cmd/testbed", "--bin", bin, "--classes", "public,eim-eif,eim-adf,eim-apdf,cgnat",
 		"--runs", "5", "--delay", "20ms", "--scenarios", "none", "--report", report); err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}

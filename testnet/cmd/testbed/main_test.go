@@ -41,9 +41,9 @@ func runs(n int, r testnet.ConnectResult) []testnet.ConnectResult {
 func TestFinish(t *testing.T) {
 	eim := testnet.PairSpec{A: testnet.ClassEIMEIF, B: testnet.ClassEIMAPDF, Topology: testnet.TopoDifferent}
 	bday := testnet.PairSpec{A: testnet.ClassAPDM, B: testnet.ClassCGNAT, Topology: testnet.TopoDifferent}
-	fast := testnet.ConnectResult{Connected: true, Path: "direct", TimeToConnect: 170, RTT: 83, BytesVerified: 1 << 20}
+	fast := testnet.ConnectResult{Connected: true, Path: "direct", TimeToConnect: 130, RTT: 83, BytesVerified: 1 << 20}
 	slow := fast
-	slow.TimeToConnect = 300 // 3.6 round trips
+	slow.TimeToConnect = 170 // 2.05 round trips
 	late := fast
 	late.TimeToConnect = 11000
 	tests := []struct {
@@ -58,7 +58,7 @@ func TestFinish(t *testing.T) {
 		stderrOK bool // stderr may be non-empty
 	}{
 		{"all met", judged(t, eim, runs(3, fast)), nil, false, 0, 0, 0, true, false},
-		{"eim pair over 3 round trips", judged(t, eim, runs(3, slow)), nil, false, 1, 1, 0, true, false},
+		{"eim pair over 1.8 round trips", judged(t, eim, runs(3, slow)), nil, false, 1, 1, 0, true, false},
 		{"birthday pair late in 2 of 10 runs", judged(t, bday, append(runs(8, fast), late, late)), nil, false, 1, 1, 0, true, false},
 		{"birthday pair late in 1 of 10 runs", judged(t, bday, append(runs(9, fast), late)), nil, false, 0, 0, 0, true, false},
 		{"eim pair failing", judged(t, eim, runs(3, testnet.ConnectResult{Reason: "timeout", Error: "no answer"})), nil, false, 1, 1, 0, true, false},

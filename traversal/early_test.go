@@ -1,0 +1,99 @@
+package traversal
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/internal/testkit"
+)
+
+func TestLateTargets(t *testing.T) {
+	host := func(a string) wire.Candidate {
+		return wire.Candidate{Kind: wire.KindHost, Addr: netip.MustParseAddrPort(a)}
+	}
+	relayed := wire.Candidate{Kind: wire.KindRelay, Addr: netip.MustParseAddrPort("203.0.113.1:50000")}
+	registered := []wire.Candidate{host("192.0.2.1:1"), host("198.51.100.1:1")}
+	tests := []struct {
+		name     string
+		answered []wire.Candidate
+		want     []wire.Candidate
+	}{
+		{"the same as registered", registered, nil},
+		{"none", nil, nil},
+		{"a new mapping", append(slices.Clone(registered), host("198.51.100.1:2")), []wire.Candidate{host("198.51.100.1:2")}},
+		{"a relayed address is no check target", []wire.Candidate{relayed}, nil},
+		{"a new one twice", []wire.Candidate{host("192.0.2.9:9"), host("192.0.2.9:9")}, []wire.Candidate{host("192.0.2.9:9")}},
+		{"same address, other kind", []wire.Candidate{{Kind: wire.KindServerReflexive, Addr: registered[1].Addr}}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := lateTargets(registered, tc.answered); !slices.Equal(got, tc.want) {
+				t.Fatalf("lateTargets = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDeclineAfterEarlyStart: on an early introduction the initiator
+// checks the target's registered addresses before the target answers;
+// when the target then declines, the attempt ends at once with the
+// refusal, in coordination, and does not fall back to the relay.
+func TestDeclineAfterEarlyStart(t *testing.T) {
+	bs := startBootstrap(t)
+	rec := &recorder{}
+	a := startNode(t, rec, bs)
+	release := make(chan struct{})
+	bID := testkit.Identity(t)
+	b, err := bootstrap.NewClient(bootstrap.ClientConfig{Identity: bID, Endpoint: testkit.Endpoint(t), Addr: bs.Addr, ID: bs.ID,
+		OnOffer: func(o *bootstrap.Offer) {
+			<-release
+			o.Decline(wire.CodeRefused)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	var once sync.Once
+	answer := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(answer) // before b.Close, which waits for the offer's handler
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := b.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The NAT type a's strategy starts from (without one, a waits for
+	// the answer); a request b makes after it is answered after it.
+	if err := b.AnnounceNAT(eimAPDF); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = b.RequestRelay(ctx)
+	done := make(chan error, 1)
+	go func() {
+		c, err := a.Connect(ctx, bID.ID())
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	testkit.WaitFor(t, 5*time.Second, "a check before the answer", func() bool { return len(rec.Kind(event.KindCheckSent)) > 0 })
+	answer()
+	err = <-done
+	var ce *ConnectError
+	if !errors.As(err, &ce) || ce.Reason != event.ReasonRefused || ce.Phase != event.PhaseCoordinate {
+		t.Fatalf("Connect: %v, want refused in coordination", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the attempt lasted until its deadline")
+	}
+	if fb := rec.Kind(event.KindFallback); len(fb) > 0 {
+		t.Fatalf("fell back after a refusal: %+v", fb)
+	}
+}
