@@ -172,6 +172,12 @@ func (cfg *ClientConfig) socket(ctx context.Context) (net.PacketConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: socket: %w", err)
 	}
+	if uc, ok := sock.(*net.UDPConn); ok && gsoSupported(uc) {
+		if err := setBuffers(uc); err != nil {
+			cfg.Logger.Debug("relay: socket buffers", "err", err)
+		}
+		return newBatchWriter(uc), nil
+	}
 	return sock, nil
 }
 
