@@ -57,6 +57,7 @@ type batchListener struct {
 	mu    sync.Mutex
 	idle  bool           // in a read: relayed writes leave at once
 	dirty []*batchSocket // relayed sockets with a run waiting for the batch's end
+	runs  sync.Pool      // *[]byte of maxGSOBytes: a socket holds one only while its run waits
 }
 
 func newBatchListener(c *net.UDPConn) *batchListener {
@@ -65,6 +66,10 @@ func newBatchListener(c *net.UDPConn) *batchListener {
 		r = ipv4.NewPacketConn(c)
 	}
 	l := &batchListener{PacketConn: c, reader: r, msgs: make([]ipv4.Message, batchSize), idle: true}
+	l.runs.New = func() any {
+		b := make([]byte, 0, maxGSOBytes)
+		return &b
+	}
 	for i := range l.msgs {
 		l.msgs[i].Buffers = [][]byte{make([]byte, batchBufSize)}
 	}
@@ -125,7 +130,7 @@ type batchSocket struct {
 	gso    bool // the socket sends GSO runs (off after a GSO error)
 	closed bool
 	queued bool         // in l.dirty
-	run    []byte       // the waiting datagrams, back to back
+	run    *[]byte      // the waiting datagrams, back to back (from l.runs; nil without a run)
 	to     *net.UDPAddr // where they go
 	seg    int          // the first's size: every one but the last has it
 	count  int
@@ -133,7 +138,7 @@ type batchSocket struct {
 }
 
 func newBatchSocket(c *net.UDPConn, l *batchListener) *batchSocket {
-	return &batchSocket{UDPConn: c, l: l, gso: gsoSupported(c), run: make([]byte, 0, maxGSOBytes)}
+	return &batchSocket{UDPConn: c, l: l, gso: gsoSupported(c)}
 }
 
 // WriteTo sends b to addr, or adds it to the run that waits for the end
@@ -151,14 +156,15 @@ func (s *batchSocket) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	if s.count == 0 {
 		s.to, s.seg = ua, len(b)
+		s.run = s.l.runs.Get().(*[]byte) //nolint:forcetypeassert // the pool holds nothing else
 		if !s.queued {
 			s.queued = true
 			s.l.dirty = append(s.l.dirty, s)
 		}
 	}
-	s.run = append(s.run, b...)
+	*s.run = append(*s.run, b...)
 	s.count++
-	if len(b) < s.seg || s.count == maxSegments || len(s.run)+s.seg > maxGSOBytes {
+	if len(b) < s.seg || s.count == maxSegments || len(*s.run)+s.seg > maxGSOBytes {
 		s.flushLocked() // the run cannot grow
 	}
 	return len(b), nil
@@ -172,22 +178,29 @@ func (s *batchSocket) joins(b []byte, to *net.UDPAddr) bool {
 // flushLocked sends the waiting run.
 func (s *batchSocket) flushLocked() {
 	run, count, to, seg := s.run, s.count, s.to, s.seg
-	s.run, s.count, s.to = s.run[:0], 0, nil
-	if count == 0 || s.closed {
+	s.run, s.count, s.to = nil, 0, nil
+	if run == nil {
+		return
+	}
+	defer func() {
+		*run = (*run)[:0]
+		s.l.runs.Put(run)
+	}()
+	if s.closed {
 		return
 	}
 	s.l.stats.sends.Add(1)
 	s.l.stats.sent.Add(uint64(count))
-	if !sendRun(s.UDPConn, run, seg, count, to, &s.oob) {
+	if !sendRun(s.UDPConn, *run, seg, count, to, &s.oob) {
 		s.gso = false
 	}
 }
 
 // sendRun sends count datagrams, back to back in run, all of size seg
 // but the last (which may be shorter), to the same address: one as it
-// is, several as one GSO send, or one by one after a GSO error (a device
-// without checksum offload refuses GSO; false says so). Errors are not
-// reported: the datagrams are lost. oob is scratch space.
+// is, several as one GSO send, or one by one if that fails (false: GSO
+// is refused for good, by a device without checksum offload). Errors are
+// not reported: the datagrams are lost. oob is scratch space.
 func sendRun(c *net.UDPConn, run []byte, seg, count int, to *net.UDPAddr, oob *[]byte) (gsoOK bool) {
 	if count == 1 {
 		c.WriteTo(run, to) //nolint:errcheck // a lost datagram
@@ -195,20 +208,22 @@ func sendRun(c *net.UDPConn, run []byte, seg, count int, to *net.UDPAddr, oob *[
 	}
 	*oob = gsoControl((*oob)[:0], seg)
 	_, _, err := c.WriteMsgUDP(run, *oob, to)
-	if err == nil || !isGSOError(err) {
+	if err == nil {
 		return true
 	}
+	// Nothing of a failed GSO send left (EIO; or EINVAL for segments
+	// over the path's MTU, which one by one the kernel fragments).
 	for off := 0; off < len(run); off += seg {
 		c.WriteTo(run[off:min(off+seg, len(run))], to) //nolint:errcheck // a lost datagram
 	}
-	return false
+	return !isGSOError(err)
 }
 
 // Close closes the socket; a run still waiting is dropped.
 func (s *batchSocket) Close() error {
 	s.l.mu.Lock()
 	s.closed = true
-	s.run, s.count = nil, 0
+	s.flushLocked() // drops the run, returns its buffer
 	s.l.mu.Unlock()
 	return s.UDPConn.Close()
 }
