@@ -29,7 +29,8 @@ type ClientConfig struct {
 	Credentials Credentials
 	// ListenUDP opens the client's own UDP socket (never the node's QUIC
 	// socket: quic-go would swallow TURN ChannelData there). Nil: a real
-	// socket on any address.
+	// socket on any address. A *net.UDPConn, where the kernel has GSO,
+	// sends in runs (see batchWriter).
 	ListenUDP func() (net.PacketConn, error)
 	// DialTCP opens the TCP connection. Nil: net.Dialer.
 	DialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)

@@ -41,7 +41,9 @@ const Realm = "antnode"
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
-	// UDP is the socket of TURN over UDP. Required.
+	// UDP is the socket of TURN over UDP. Required. A *net.UDPConn is
+	// read in batches, and the relayed sockets of allocations made over
+	// it send in GSO runs (see batchListener).
 	UDP net.PacketConn
 	// TCP accepts TURN over TCP, for peers whose UDP is blocked. Nil: none.
 	TCP net.Listener
@@ -60,7 +62,7 @@ type ServerConfig struct {
 	// direction). Zero: 12.5 MB/s (100 Mbit/s).
 	BytesPerSecond int
 	// ListenRelay opens the relayed sockets of allocations. Nil: real
-	// sockets (net.ListenPacket).
+	// sockets (net.ListenPacket). Only a *net.UDPConn sends in runs.
 	ListenRelay func(network, addr string) (net.PacketConn, error)
 	// Recorder receives relay events. Nil: discarded.
 	Recorder event.Recorder
