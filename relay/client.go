@@ -29,7 +29,8 @@ type ClientConfig struct {
 	Credentials Credentials
 	// ListenUDP opens the client's own UDP socket (never the node's QUIC
 	// socket: quic-go would swallow TURN ChannelData there). Nil: a real
-	// socket on any address.
+	// socket on any address. A *net.UDPConn, where the kernel has GSO,
+	// sends in runs (see batchWriter).
 	ListenUDP func() (net.PacketConn, error)
 	// DialTCP opens the TCP connection. Nil: net.Dialer.
 	DialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
@@ -171,6 +172,12 @@ func (cfg *ClientConfig) socket(ctx context.Context) (net.PacketConn, error) {
 	sock, err := listen()
 	if err != nil {
 		return nil, fmt.Errorf("relay: socket: %w", err)
+	}
+	if uc, ok := sock.(*net.UDPConn); ok && gsoSupported(uc) {
+		if err := setBuffers(uc); err != nil {
+			cfg.Logger.Debug("relay: socket buffers", "err", err)
+		}
+		return newBatchWriter(uc), nil
 	}
 	return sock, nil
 }

@@ -41,7 +41,9 @@ const Realm = "antnode"
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
-	// UDP is the socket of TURN over UDP. Required.
+	// UDP is the socket of TURN over UDP. Required. A *net.UDPConn is
+	// read in batches, and the relayed sockets of allocations made over
+	// it send in GSO runs (see batchListener).
 	UDP net.PacketConn
 	// TCP accepts TURN over TCP, for peers whose UDP is blocked. Nil: none.
 	TCP net.Listener
@@ -60,7 +62,7 @@ type ServerConfig struct {
 	// direction). Zero: 12.5 MB/s (100 Mbit/s).
 	BytesPerSecond int
 	// ListenRelay opens the relayed sockets of allocations. Nil: real
-	// sockets (net.ListenPacket).
+	// sockets (net.ListenPacket). Only a *net.UDPConn sends in runs.
 	ListenRelay func(network, addr string) (net.PacketConn, error)
 	// Recorder receives relay events. Nil: discarded.
 	Recorder event.Recorder
@@ -136,7 +138,8 @@ type Server struct {
 	total    int
 	bytes    atomic.Uint64
 	once     sync.Once
-	tcp      *turnListener // nil without TCP
+	tcp      *turnListener  // nil without TCP
+	batch    *batchListener // the UDP listener read in batches; nil if cfg.UDP is not a *net.UDPConn
 }
 
 // NewServer starts the TURN server on cfg.UDP (and cfg.TCP).
@@ -160,6 +163,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	audit := event.NewAggregator(cfg.Recorder, cfg.AuditInterval)
 	s := &Server{cfg: cfg, rec: audit, audit: audit, byClient: map[string]*client{}, allocs: map[identity.PeerID]int{}}
 	gen := &generator{s: s, ip: cfg.RelayIP}
+	udp, udpGen := cfg.UDP, gen
+	if uc, ok := cfg.UDP.(*net.UDPConn); ok {
+		if err := setBuffers(uc); err != nil {
+			cfg.Logger.Debug("relay: socket buffers", "err", err)
+		}
+		s.batch = newBatchListener(uc)
+		udp, udpGen = s.batch, &generator{s: s, ip: cfg.RelayIP, batch: s.batch}
+	}
 	tcfg := turn.ServerConfig{
 		Realm:         Realm,
 		AuthHandler:   s.auth,
@@ -180,7 +191,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 					Peer: userPeer(user), Addr: addrPort(src)})
 			},
 		},
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: cfg.UDP, RelayAddressGenerator: gen, PermissionHandler: s.permit}},
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: udp, RelayAddressGenerator: udpGen, PermissionHandler: s.permit}},
 	}
 	if cfg.TCP != nil {
 		s.tcp = &turnListener{s: s, conns: map[string]*turnConn{}, Listener: netguard.New(cfg.TCP, netguard.Config{
@@ -413,10 +424,12 @@ func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
 }
 
 // generator makes relayed sockets on the relay IP, wrapped in the
-// lifetime and bandwidth limits.
+// lifetime and bandwidth limits. Those of allocations made over the
+// batch listener (batch set) send in runs (see batchSocket).
 type generator struct {
-	s  *Server
-	ip netip.Addr
+	s     *Server
+	ip    netip.Addr
+	batch *batchListener
 }
 
 func (g *generator) Validate() error { return nil }
@@ -429,7 +442,14 @@ func (g *generator) AllocatePacketConn(_ string, port int) (net.PacketConn, net.
 	if err != nil {
 		return nil, nil, err
 	}
-	lc := &limitedConn{PacketConn: c, s: g.s, deadline: time.Now().Add(g.s.cfg.MaxLifetime),
+	inner := c
+	if uc, ok := c.(*net.UDPConn); ok && g.batch != nil {
+		if err := setBuffers(uc); err != nil {
+			g.s.cfg.Logger.Debug("relay: socket buffers", "err", err)
+		}
+		inner = newBatchSocket(uc, g.batch)
+	}
+	lc := &limitedConn{PacketConn: inner, s: g.s, deadline: time.Now().Add(g.s.cfg.MaxLifetime),
 		in: newRate(g.s.cfg.BytesPerSecond), out: newRate(g.s.cfg.BytesPerSecond)}
 	// At the end of its lifetime the relayed socket's read fails, and
 	// pion deletes the allocation: its quota slot frees, and the client's

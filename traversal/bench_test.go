@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -20,7 +22,14 @@ import (
 // path, the built-in relay (no bandwidth cap) and coturn, interleaved in
 // the same run, and reports each path's throughput and the built-in
 // relay's ratio to the other two. Loopback: the numbers compare the
-// relays' own costs, not a network.
+// relays' own costs, not a network. It also reports the process's CPU
+// time per byte on the direct path and the built-in relay's (user and
+// system: both nodes, the relay, and the loopback stack that their
+// sends run; coturn's own CPU is another process's and not counted).
+//
+// With ANTNODE_RELAY_CPU_PROFILE set, it then writes a CPU profile of
+// the built-in relay's path alone (relayProfileTransfers more transfers)
+// to that file.
 func BenchmarkRelayThroughput(b *testing.B) {
 	const size = 8 << 20
 	boot, _ := relayBootstrap(b, relay.ServerConfig{BytesPerSecond: 1 << 40})
@@ -46,23 +55,54 @@ func BenchmarkRelayThroughput(b *testing.B) {
 		conns[i] = c
 	}
 	spent := make([]time.Duration, len(paths))
+	cpu := make([]time.Duration, len(paths))
 	b.SetBytes(size * int64(len(paths)))
 	b.ResetTimer()
 	for range b.N {
 		for i, c := range conns {
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuTime()
 			if _, err := c.SendVerified(context.Background(), size); err != nil {
 				b.Fatalf("%s: %v", paths[i].name, err)
 			}
 			spent[i] += time.Since(start)
+			cpu[i] += cpuTime() - cpu0
 		}
 	}
+	b.StopTimer()
 	mbps := func(i int) float64 { return float64(size) * float64(b.N) * 8 / spent[i].Seconds() / 1e6 }
 	b.ReportMetric(mbps(0), "direct-Mbit/s")
 	b.ReportMetric(mbps(1), "relay-Mbit/s")
 	b.ReportMetric(mbps(2), "coturn-Mbit/s")
 	b.ReportMetric(mbps(1)/mbps(0), "relay/direct")
 	b.ReportMetric(mbps(1)/mbps(2), "relay/coturn")
+	b.ReportMetric(float64(cpu[0])/float64(size)/float64(b.N), "direct-CPU-ns/B")
+	b.ReportMetric(float64(cpu[1])/float64(size)/float64(b.N), "relay-CPU-ns/B")
+	if path := os.Getenv("ANTNODE_RELAY_CPU_PROFILE"); path != "" {
+		profileRelay(b, path, conns[1], size)
+	}
+}
+
+// relayProfileTransfers is how many transfers the relay's CPU profile
+// covers.
+const relayProfileTransfers = 32
+
+// profileRelay writes a CPU profile of relayProfileTransfers verified
+// transfers of size bytes over c to path.
+func profileRelay(b *testing.B, path string, c *Conn, size int64) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatalf("relay CPU profile (not with -cpuprofile): %v", err)
+	}
+	defer pprof.StopCPUProfile()
+	for range relayProfileTransfers {
+		if _, err := c.SendVerified(context.Background(), size); err != nil {
+			b.Fatalf("relay, profiled: %v", err)
+		}
+	}
 }
 
 // BenchmarkMonitoringOverhead measures verified transfers between two

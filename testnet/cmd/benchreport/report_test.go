@@ -17,6 +17,7 @@ ok  	github.com/antnode/antnode/bootstrap	33.777s
 pkg: github.com/antnode/antnode/traversal
 BenchmarkFailedAttemptRetention 	       1	8000000000 ns/op	        -6.000 retained-B/attempt	         0 goroutines/attempt	      1200 store-B/attempt
 BenchmarkMonitoringOverhead-2   	      10	 100 ns/op	 900.0 on-Mbit/s	 910.0 off-Mbit/s	 0.989 on/off	 12 B/op	 1 allocs/op
+BenchmarkRelayThroughput-2   	       4	 268947000 ns/op	 93.57 MB/s	       577.9 coturn-Mbit/s	      1608 direct-Mbit/s	       904 relay-Mbit/s	         1.564 relay/coturn	         0.5622 relay/direct	 9.9 direct-CPU-ns/B	 16.3 relay-CPU-ns/B
 BenchmarkForwardThroughput-2   	      40	 214083242 ns/op	 156.74 MB/s	      1308 fwd-Mbit/s	         0.9064 fwd/raw	      1444 raw-Mbit/s	 4.691 raw-CPU-ns/B	 5.885 fwd-CPU-ns/B
 BenchmarkForwardTTFB-2   	     100	  82682626 ns/op	        80.72 min-rtt-ms	         1.017 p90-ttfb/rtt	        81.84 rtt-ms	        82.07 ttfb-ms	         1.003 ttfb/rtt	 1.017 ttfb/min-rtt
 BenchmarkForwardConnections-2   	       1	1743121073 ns/op	    168210 B/conn	     99389 RSS-B/conn	      6275 floor-B/conn	         1.000 floor-goroutines/conn	         0 goroutines-left	         5.000 goroutines/conn	      1077 open-all-ms	    161935 over-floor-B/conn	      999 verified-conns
@@ -27,8 +28,8 @@ BenchmarkRecord/node_event-2                     	29534473	        82.10 ns/op	 
 
 func TestParseBench(t *testing.T) {
 	got := ParseBench(sampleBench)
-	if len(got) != 8 {
-		t.Fatalf("%d results, want 8: %+v", len(got), got)
+	if len(got) != 9 {
+		t.Fatalf("%d results, want 9: %+v", len(got), got)
 	}
 	tests := []struct {
 		name, pkg, bench, unit string
@@ -107,7 +108,8 @@ func TestTargets(t *testing.T) {
 		{"cost of recording an attempt event (1% of successes kept)", false},
 		{"forwarded TCP throughput / raw stream on the same peer connection", true}, // 0.906
 		{"time to first byte of a new TCP connection through an established forward", true},
-		{"1 000 concurrent forwarded TCP connections through one forward, each verified", false}, // 999
+		{"1 000 concurrent forwarded TCP connections through one forward, each verified", false},        // 999
+		{"built-in relay throughput / direct path (loopback, peers and relay on the same cores)", true}, // 0.5622
 		{"time to connect through EIM NATs, worst pair (model)", true},
 		{"time to connect through EIM NATs, worst pair's median (testbed)", false}, // not measured
 		{"time to connect through EIM NATs, worst pair's p95 (testbed)", false},    // not measured
@@ -127,7 +129,9 @@ func TestTargets(t *testing.T) {
 		"| 1444 Mbit/s | 1308 Mbit/s | 0.906 | 4.69 ns | 5.88 ns |", "| 82.1 ms | 81.8 ms | 80.7 ms | 1.003 | 1.017 | 1.017 |",
 		"| 999 of 1000 | 168210 | 99389 | 6275 | 161935 | 5.0 | 0 | 1077 ms |",
 		"| time to first byte of a new TCP connection through an established forward | <= 1.1 peer RTT | 1.00 RTT (82.1 ms, RTT 81.8 ms) | met |",
-		"| 999 of 1000, 164 KiB/connection | NOT MET |"} {
+		"| 999 of 1000, 164 KiB/connection | NOT MET |",
+		"## Relay data path", "| 1608 Mbit/s | 904 Mbit/s | 578 Mbit/s | 0.562 | 1.564 | 9.90 ns | 16.30 ns |",
+		"| built-in relay throughput / direct path (loopback, peers and relay on the same cores) | >= 0.5 | 0.562 | met |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
 		}
@@ -174,5 +178,17 @@ func TestGoodputSection(t *testing.T) {
 	}
 	if md := Markdown(r); !strings.Contains(md, "## Goodput under loss") {
 		t.Fatal("BENCHMARKS.md lacks the goodput section")
+	}
+}
+
+func TestRelayPathOnlyWhenMeasured(t *testing.T) {
+	if s := relayPath(Report{}); s != "" {
+		t.Fatalf("a section without its benchmark: %q", s)
+	}
+	// A report from before the benchmark measured CPU says so.
+	r := Report{Benchmarks: ParseBench("pkg: github.com/antnode/antnode/traversal\nBenchmarkRelayThroughput-2 \t 4\t 1 ns/op\t 1608 direct-Mbit/s\t 604 relay-Mbit/s\t 578 coturn-Mbit/s\t 0.3756 relay/direct\t 1.045 relay/coturn\n")}
+	if s := relayPath(r); !strings.Contains(s, "| 1608 Mbit/s | 604 Mbit/s | 578 Mbit/s | 0.376 | 1.045 | not measured | not measured |") ||
+		!strings.Contains(s, "4 rounds") || !strings.Contains(s, "a1d606b (before)") {
+		t.Fatalf("%s", s)
 	}
 }
