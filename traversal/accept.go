@@ -63,6 +63,11 @@ func (n *Node) acceptOn(ln *quic.Listener) {
 			qc.CloseWithError(1, "unauthenticated")
 			continue
 		}
+		if qc.ConnectionState().TLS.ServerName == rememberedName {
+			// A dial without an introduction: never an attempt's.
+			n.acceptRecalled(qc, peer, ln == n.ln)
+			continue
+		}
 		n.track(qc, peer, event.PathDirect, false)
 		n.expectMu.Lock()
 		waiter := pickExpectation(n.expected[peer], qc.ConnectionState().TLS.ServerName)

@@ -245,6 +245,18 @@ type Config struct {
 	// attempt using it and the last connection to a peer it was made for.
 	// Zero: 30 s.
 	TicketIdle time.Duration
+	// RememberFor is how long the node remembers a peer it kept a
+	// connection with: the address of the connection's last direct path
+	// from the node's socket and the peer's last TLS session ticket,
+	// counted from when the connection was made and again from when it
+	// ended. Within it a connect to the peer races a direct dial there,
+	// resuming the session, against the introduction, and the peer may
+	// dial this node without one. Zero: 10 minutes; negative: nothing is
+	// remembered.
+	RememberFor time.Duration
+	// RememberPeers bounds the peers remembered; beyond it the one
+	// remembered longest ago is forgotten. Zero: 256; negative: none.
+	RememberPeers int
 	// OnNetworkChange, if set, is called (on the network watcher's
 	// goroutine; it must not block) when the host's addresses changed: a
 	// port mapping is asked for anew there.
@@ -313,6 +325,7 @@ func (c *Config) defaultTimes() {
 	orPositive(&c.TicketIdle, 30*time.Second)
 	orPositive(&c.ReclassifyEvery, 10*time.Minute)
 	orPositive(&c.BreakerDelay, 60*time.Second)
+	orZero(&c.RememberFor, 10*time.Minute) // negative: nothing is remembered
 }
 
 // defaultLimits fills in the counts' defaults.
@@ -327,6 +340,7 @@ func (c *Config) defaultLimits() {
 	c.PrimeTTL = max(c.PrimeTTL, 0)
 	orZero(&c.SpeculativeDials, 4) // negative: none
 	c.SpeculativeDials = max(c.SpeculativeDials, 0)
+	orZero(&c.RememberPeers, 256) // negative: none
 }
 
 func (c *Config) peerQUIC(keepalive time.Duration) *quic.Config {

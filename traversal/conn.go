@@ -20,11 +20,18 @@ import (
 // closes.
 func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgoing bool) *Conn {
 	c := &Conn{node: n, qc: qc, peer: peer, outgoing: outgoing, since: time.Now(), nominated: make(chan struct{})}
+	nominated := func() {
+		close(c.nominated)
+		n.memory.keep(peer) // expected from now on; its address once it ends
+	}
 	c.mc = n.paths.Track(qc, migration.Track{Peer: peer, Path: path,
 		Manage:     outgoing && (path == event.PathDirect || n.relayOf(qc) != nil),
 		NoUpgrade:  n.cfg.Relay == RelayForce, // relayed on purpose: never upgrade
 		OwnSocket:  n.endpointOf(qc) != n.cfg.Endpoint,
-		OnNominate: func() { close(c.nominated) }})
+		OnNominate: nominated})
+	if outgoing {
+		n.memory.keep(peer) // expected from now on; its address once Connect returns or it ends
+	}
 	n.connsMu.Lock()
 	n.conns[qc] = c
 	n.connsMu.Unlock()
@@ -35,6 +42,9 @@ func (n *Node) track(qc *quic.Conn, peer identity.PeerID, path event.Path, outgo
 			n.connsMu.Lock()
 			delete(n.conns, qc)
 			n.connsMu.Unlock()
+			if c.kept() {
+				n.rememberConn(c) // the last path it ran on
+			}
 			n.closedIfGone(peer)
 		}()
 		c.serveStreams()
@@ -126,6 +136,20 @@ func (c *Conn) Peer() identity.PeerID { return c.peer }
 
 // Path returns whether the connection runs direct or over a relay.
 func (c *Conn) Path() event.Path { return c.mc.Path() }
+
+// kept reports whether the node kept c: it dialled it (only the winner
+// of an attempt is tracked) or the dialler nominated it.
+func (c *Conn) kept() bool {
+	if c.outgoing {
+		return true
+	}
+	select {
+	case <-c.nominated:
+		return true
+	default:
+		return false
+	}
+}
 
 // connOf returns the tracked connection of qc (nil: not tracked).
 func (n *Node) connOf(qc *quic.Conn) *Conn {

@@ -104,7 +104,11 @@ func Reason(err error) event.Reason {
 // node's bootstraps: it asks a registered bootstrap to introduce the two
 // peers (trying the next bootstrap when one cannot), chooses a strategy
 // from both NAT types, punches and validates a direct path, and returns
-// the QUIC connection that one side dialled over it.
+// the QUIC connection that one side dialled over it. If the node
+// connected to peer directly within Config.RememberFor, a direct dial to
+// the address of that path, resuming its TLS session, races the
+// introduction, and the first authenticated connection wins (see
+// reconnect.go).
 func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error) {
 	if peer == n.ID() {
 		return nil, &ConnectError{Phase: event.PhaseCoordinate, Reason: event.ReasonSelf, Err: ErrSelf}
@@ -115,7 +119,7 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 	n.move(peer, StateDiscovering, event.ReasonNone, att)
 	g := n.degrade.begin(peer, n.cfg.MaxInflight, time.Now())
 	defer n.degrade.end()
-	c, phase, err := n.connect(ctx, att, peer, g)
+	c, phase, err := n.connectOrRecall(ctx, att, peer, g)
 	if g.RelayOnly || g.Light {
 		recovered(att, "degrade", g.Reason, "", err)
 	}
@@ -131,6 +135,7 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 	}
 	c.attempt = att.ID()
 	c.timeToConnect = att.Finish(event.OutcomeOK, event.ReasonNone, c.Path())
+	n.rememberConn(c)
 	n.rec.Record(event.Event{Kind: event.KindLatency, Path: c.Path(), Duration: c.RTT(), Attempt: att.ID()})
 	return c, nil
 }

@@ -24,6 +24,7 @@ type modelNet struct {
 	t    testing.TB
 	m    *testnet.Model
 	boot Bootstrap
+	nats map[int]*testnet.ModelNAT // by peer index
 }
 
 func newModelNet(t testing.TB) *modelNet {
@@ -49,7 +50,7 @@ func newModelNet(t testing.TB) *modelNet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return &modelNet{t: t, m: m, boot: Bootstrap{Addr: srv.Addr(), ID: id.ID()}}
+	return &modelNet{t: t, m: m, boot: Bootstrap{Addr: srv.Addr(), ID: id.ID()}, nats: map[int]*testnet.ModelNAT{}}
 }
 
 // peer starts a node behind a new NAT of class nat (zero Type: public)
@@ -69,6 +70,7 @@ func (mn *modelNet) peerRec(i int, nat nattype.Type, delay time.Duration, rec ev
 		if err != nil {
 			t.Fatal(err)
 		}
+		mn.nats[i] = n
 		local = netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 10}), 4000)
 	}
 	c, err := mn.m.Listen(local, n, delay)

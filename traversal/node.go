@@ -25,6 +25,22 @@
 // (Conn.SendVerified) is the service TransferService. Limits and metrics
 // of the streams are Config.Services; package service has the details.
 //
+// # Reconnecting
+//
+// A node remembers, for the peers it kept a connection with in the last
+// Config.RememberFor (at most Config.RememberPeers of them), the address
+// of the connection's last direct path and the peer's TLS session
+// ticket. Connect to such a peer races a direct dial to that address,
+// resuming the session, against the introduction through the bootstrap:
+// the first authenticated connection wins and the other is cancelled (a
+// moved peer or an expired NAT mapping costs the introduction nothing; a
+// bootstrap that is down costs it nothing either). Only a peer that kept
+// a connection with this node (or resumes a session it issued) may dial
+// it without an introduction, and such a dial never reaches an attempt.
+// 0-RTT is off: application data is sent only after the handshake
+// completes, never in the first flight, where an on-path attacker could
+// replay it (the streams of services are not idempotent).
+//
 // # Goroutines
 //
 // New starts: the bootstrap clients (see package bootstrap), one goroutine
@@ -40,6 +56,7 @@
 // Files by concern: config.go (Config and its defaults), node.go (the Node
 // and its registrations), accept.go, conn.go, peers.go (state machines),
 // attempt.go and connect.go (one connection attempt, both roles),
+// remember.go and reconnect.go (remembered peers, the reconnect race),
 // ticket.go (tickets and on-demand registrations),
 // round.go (check rounds under a connection), relay.go, warm.go (the
 // warm relay) and reroute.go,
@@ -128,6 +145,8 @@ type Node struct {
 	connsMu    sync.Mutex
 	conns      map[*quic.Conn]*Conn
 
+	memory *peerMemory // peers connected to recently (remember.go)
+
 	services *service.Mux
 	dialMu   sync.Mutex
 	dialing  map[identity.PeerID]*connCall // PeerConn's attempts in flight
@@ -155,7 +174,7 @@ func New(cfg Config) (*Node, error) {
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
 		injs: make(map[*endpoint.Endpoint]*endpoint.Injector), owned: make(map[*quic.Conn]*endpoint.Endpoint),
 		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel,
-		dialing: make(map[identity.PeerID]*connCall)}
+		dialing: make(map[identity.PeerID]*connCall), memory: newPeerMemory(cfg.RememberFor, cfg.RememberPeers)}
 	n.warm = newWarmRelay(n)
 	if n.services, err = n.newServices(); err != nil {
 		cancel()

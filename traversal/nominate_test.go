@@ -22,7 +22,9 @@ import (
 func TestConnectAndCloseAtOnce(t *testing.T) {
 	b := startBootstrap(t)
 	recB := &recorder{}
-	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}})
+	// Nothing remembered: every connect is introduced (a remembered dial
+	// that wins cancels the responder's attempt; see reconnect.go).
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, RememberFor: -1})
 	bn := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, Recorder: recB, ConnectTimeout: 8 * time.Second})
 	const runs = 10
 	for i := range runs {

@@ -132,6 +132,7 @@ func within[R any](ctx context.Context, d time.Duration, fn func(context.Context
 func (n *Node) dialPeer(ctx context.Context, ep *endpoint.Endpoint, addr netip.AddrPort, peer identity.PeerID, ufrag string, limit time.Duration) (*quic.Conn, error) {
 	tlsConf := n.cfg.Identity.ClientTLS(peer, PeerALPN)
 	tlsConf.ServerName = attemptName(ufrag)
+	tlsConf.ClientSessionCache = n.memory.sessions(peer) // a remembered dial resumes it
 	qc, err := within(ctx, limit, func(ctx context.Context) (*quic.Conn, error) {
 		return ep.Transport().Dial(ctx, net.UDPAddrFromAddrPort(addr), tlsConf, n.peerQUIC())
 	})

@@ -191,8 +191,9 @@ func TestOverloadedAttemptIsDegraded(t *testing.T) {
 	b := startBootstrap(t)
 	aEP := testkit.Endpoint(t)
 	rec := &recorder{}
+	// Nothing remembered: the last connect is introduced too.
 	a := startNodeCfg(t, Config{Endpoint: aEP, Bootstraps: []Bootstrap{b}, Recorder: rec, MaxInflight: 1, MaxRounds: 1,
-		SpeculativeDials: -1, Relay: RelayNever})
+		SpeculativeDials: -1, Relay: RelayNever, RememberFor: -1})
 	slow := [2]*Node{
 		startNodeCfg(t, Config{Endpoint: blackholedFrom(t, aEP), Bootstraps: []Bootstrap{b}}),
 		startNodeCfg(t, Config{Endpoint: blackholedFrom(t, aEP), Bootstraps: []Bootstrap{b}}),

@@ -88,7 +88,8 @@ func TestBootstrapBreakerFailsOver(t *testing.T) {
 	b0, b0ep, b0srv := deadableBootstrap(t)
 	b1 := startBootstrap(t)
 	rec := &recorder{}
-	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b0, b1}, Recorder: rec, BreakerThreshold: 2, BreakerDelay: time.Hour})
+	// Nothing remembered: every connect asks a bootstrap.
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b0, b1}, Recorder: rec, BreakerThreshold: 2, BreakerDelay: time.Hour, RememberFor: -1})
 	peer := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b1}})
 	deadline := time.Now().Add(5 * time.Second)
 	for len(a.registered()) < 2 && time.Now().Before(deadline) {
