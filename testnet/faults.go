@@ -219,7 +219,8 @@ func scenarioBootstrapFailover(ctx context.Context, e *Env) (bool, string) {
 	}
 	defer e.restartBootstrap(ctx, 0)
 	args := []string{e.Bin, "connect", e.PeerIDs[b.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
-		"--send", "65536", "--timeout", "10s", "--repeat", "8", "--interval", "300ms", "--breaker-threshold", "3"}
+		"--send", "65536", "--timeout", "10s", "--repeat", "8", "--interval", "300ms", "--breaker-threshold", "3",
+		"--remember=false"} // every run through a bootstrap: a remembered path would need none
 	p, err := e.TB.Start(a.NS, args...)
 	if err != nil {
 		return false, err.Error()

@@ -32,6 +32,7 @@ type connectOptions struct {
 	interval       time.Duration
 	idle           time.Duration
 	json           bool
+	remember       bool
 	relay          peerFlags
 	log            logFlags
 }
@@ -109,6 +110,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long (each run; at most 24h)")
 	fs.IntVar(&o.repeat, "repeat", 1, "connect this many times in a row (a new attempt each time), for failover tests (1-1000)")
 	fs.DurationVar(&o.interval, "interval", 0, "pause between repeated runs (0-1h)")
+	fs.BoolVar(&o.remember, "remember", true, "between repeated runs, race a direct dial to the peer's last direct path (resuming its TLS session) against the introduction; false: every run goes through a bootstrap")
 	fs.DurationVar(&o.idle, "idle", 0, "once connected, stay idle this long before the transfer (the connection must survive it; 0-1h)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
 	o.relay.register(fs)
@@ -219,6 +221,9 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	}
 	defer ep.Close()
 	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: tl, Logger: log, ConnectTimeout: o.timeout}
+	if !o.remember {
+		ncfg.RememberFor = -1
+	}
 	if err := o.relay.apply(&ncfg); err != nil {
 		return bad(err)
 	}
