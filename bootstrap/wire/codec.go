@@ -273,7 +273,11 @@ func (m *Registered) appendPayload(b []byte) []byte {
 	b = appendAddrPort(b, m.Observed)
 	b = appendAddrList(b, m.AltSTUN)
 	b = quicvarint.Append(b, m.TTLSeconds)
-	return quicvarint.Append(b, m.Probes)
+	b = quicvarint.Append(b, m.Probes)
+	if m.Peers == 0 {
+		return b
+	}
+	return quicvarint.Append(b, m.Peers)
 }
 
 func (m *Registered) decode(r *reader) error {
@@ -282,6 +286,9 @@ func (m *Registered) decode(r *reader) error {
 	m.AltSTUN = r.addrList(8)
 	m.TTLSeconds = r.varint()
 	m.Probes = r.varint()
+	if r.err == nil && len(r.b) > 0 {
+		m.Peers = r.varint()
+	}
 	return r.err
 }
 
