@@ -589,7 +589,7 @@ func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, hands
 		s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeFail, Reason: left, Peer: id.String(), Addr: p.observed})
 	}()
 	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.altSTUNAddrs(),
-		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps()})
+		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps(), Peers: uint64(s.NumPeers())})
 	if err != nil {
 		conn.Close(closeSlowConsumer, "control stream write failed")
 		return
