@@ -90,6 +90,7 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 	}
 	defer ep.Close()
 	var numPeers func() int
+	var restart func() error // nil: the bare server does not restart
 	if bare {
 		ln, err := ep.Transport().Listen(id.ServerTLS(wire.ALPN), &quic.Config{MaxIdleTimeout: time.Minute,
 			MaxIncomingStreams: 1, MaxIncomingUniStreams: -1})
@@ -121,16 +122,42 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 		if err != nil {
 			return fail(err)
 		}
-		srv, err := NewServer(ServerConfig{Identity: id, Endpoint: ep, Recorder: mon})
+		ep.Close() // the bootstrap has its own, with the production reset key
+		b, err := startChildBootstrap(id, "127.0.0.1:0", mon)
 		if err != nil {
 			return fail(err)
 		}
-		defer srv.Close()
-		numPeers = srv.NumPeers
+		defer func() { b.close() }()
+		ep = b.ep
+		addr := ep.LocalAddr().String()
+		numPeers = func() int { return b.srv.NumPeers() }
+		restart = func() error {
+			b.close()
+			fmt.Fprintln(out, "closed", cpuNow())
+			nb, err := startChildBootstrap(id, addr, mon)
+			if err != nil {
+				return err
+			}
+			b = nb
+			return nil
+		}
 	}
 	fmt.Fprintf(out, "ready %s %s\n", ep.LocalAddr(), id.ID())
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
+		if sc.Text() == "restart" && restart != nil {
+			// Close the bootstrap (its peers are told it shuts down) and
+			// start it again on the same address with the same identity.
+			if err := restart(); err != nil {
+				return fail(err)
+			}
+			fmt.Fprintln(out, "restarted")
+			continue
+		}
+		if sc.Text() == "peers" {
+			fmt.Fprintln(out, numPeers())
+			continue
+		}
 		if path, ok := strings.CutPrefix(sc.Text(), "cpu "); ok {
 			// A CPU profile of the load alone, until "cpu-stop".
 			if f, err := os.Create(path); err == nil {
@@ -144,10 +171,7 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 			continue
 		}
 		if sc.Text() == "cputime" {
-			// The CPU time this process has used, user and system, in ns.
-			var ru syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-			fmt.Fprintln(out, ru.Utime.Nano()+ru.Stime.Nano())
+			fmt.Fprintln(out, cpuNow())
 			continue
 		}
 		if path, ok := strings.CutPrefix(sc.Text(), "heap "); ok {
@@ -183,6 +207,42 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 		}
 	}
 	return 0
+}
+
+// cpuNow is the CPU time this process has used, user and system, in ns.
+func cpuNow() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// childBootstrap is the child's bootstrap and its socket.
+type childBootstrap struct {
+	ep  *endpoint.Endpoint
+	srv *Server
+}
+
+// startChildBootstrap starts a bootstrap with the production defaults on
+// addr: its stateless reset key and its session ticket key derived from
+// id, as cmd/antnode derives them, so that a restart with the same id is
+// what a restarted antnode bootstrap is.
+func startChildBootstrap(id *identity.Identity, addr string, mon *monitor.Monitor) (*childBootstrap, error) {
+	key := quic.StatelessResetKey(id.DeriveKey("quic stateless reset"))
+	ep, err := endpoint.Listen("udp4", addr, endpoint.Config{StatelessResetKey: &key})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := NewServer(ServerConfig{Identity: id, Endpoint: ep, Recorder: mon})
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	return &childBootstrap{ep: ep, srv: srv}, nil
+}
+
+func (b *childBootstrap) close() {
+	b.srv.Close()
+	b.ep.Close()
 }
 
 // scaleServer is the parent's handle on the child.

@@ -1,0 +1,244 @@
+package bootstrap
+
+// A bootstrap restart at scale: a fleet registered with the child's
+// bootstrap (see scale_test.go), the bootstrap closed and started again
+// on the same address with the same identity, and the time until every
+// peer is registered again, with the bootstrap's CPU time per
+// registration for the fleet's first registrations (full TLS handshakes)
+// and for its return (resumed sessions).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// restart closes the child's bootstrap and starts it again on the same
+// address with the same identity. It returns the child's CPU time once
+// the old one had closed.
+func (s *scaleServer) restart() (time.Duration, error) {
+	if _, err := io.WriteString(s.in, "restart\n"); err != nil {
+		return 0, err
+	}
+	l, err := s.next()
+	if err != nil {
+		return 0, err
+	}
+	ns, ok := strings.CutPrefix(l, "closed ")
+	if !ok {
+		return 0, fmt.Errorf("scale child said %q, want closed", l)
+	}
+	cpu, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if l, err = s.next(); err != nil {
+		return 0, err
+	}
+	if l != "restarted" {
+		return 0, fmt.Errorf("scale child said %q, want restarted", l)
+	}
+	return time.Duration(cpu), nil
+}
+
+// peers returns the number of peers the child's bootstrap holds.
+func (s *scaleServer) peers() (int, error) {
+	if _, err := io.WriteString(s.in, "peers\n"); err != nil {
+		return 0, err
+	}
+	l, err := s.next()
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(l)
+}
+
+// errNotBack: not every peer came back within the wait.
+var errNotBack = errors.New("peers not registered again in time")
+
+// restartOutcome is what a restart of the fleet's bootstrap measured.
+type restartOutcome struct {
+	back    time.Duration // from the restart command until all are back
+	resumed int           // of the re-registrations, those that resumed
+	cpu     time.Duration // the bootstrap's CPU time from its new start until all are back
+}
+
+// restartFleet restarts the bootstrap of f and waits (at most wait) until
+// every peer has registered again: a new registration (Status.Session
+// past the one before), current.
+func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOutcome, error) {
+	var out restartOutcome
+	before := make([]uint64, len(f.clients))
+	for i, c := range f.clients {
+		before[i] = c.Status().Session
+	}
+	if p := os.Getenv("ANTNODE_SCALE_CPU_PROFILE"); p != "" {
+		// A CPU profile of the bootstrap from the restart until all are back.
+		io.WriteString(f.srv.in, "cpu "+p+".restart\n")
+		defer io.WriteString(f.srv.in, "cpu-stop\n")
+	}
+	t0 := time.Now()
+	cpu0, err := f.srv.restart()
+	if err != nil {
+		return out, err
+	}
+	pending := make([]int, len(f.clients))
+	for i := range pending {
+		pending[i] = i
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for len(pending) > 0 {
+		select {
+		case <-ctx.Done():
+			return out, ctx.Err()
+		case <-deadline.C:
+			return out, fmt.Errorf("%w: %d of %d after %v", errNotBack, len(pending), len(f.clients), wait)
+		case <-tick.C:
+		}
+		left := pending[:0]
+		for _, i := range pending {
+			st := f.clients[i].Status()
+			if !st.Registered || st.Session <= before[i] {
+				left = append(left, i)
+				continue
+			}
+			if st.Resumed {
+				out.resumed++
+			}
+		}
+		pending = left
+	}
+	out.back = time.Since(t0)
+	cpu1, err := f.srv.cpuTime()
+	if err != nil {
+		return out, err
+	}
+	out.cpu = cpu1 - cpu0
+	return out, nil
+}
+
+// registerFleet grows f to n peers and returns the bootstrap's CPU time
+// for it and how long it took.
+func registerFleet(ctx context.Context, f *fleet, n int) (cpu, took time.Duration, err error) {
+	cpu0, err := f.srv.cpuTime()
+	if err != nil {
+		return 0, 0, err
+	}
+	if p := os.Getenv("ANTNODE_SCALE_CPU_PROFILE"); p != "" {
+		io.WriteString(f.srv.in, "cpu "+p+".full\n")
+		defer io.WriteString(f.srv.in, "cpu-stop\n")
+	}
+	t0 := time.Now()
+	if err := f.grow(ctx, n); err != nil {
+		return 0, 0, err
+	}
+	took = time.Since(t0)
+	cpu1, err := f.srv.cpuTime()
+	return cpu1 - cpu0, took, err
+}
+
+// TestRestartHarness runs the restart benchmark small, so that what it
+// relies on holds in CI: every peer comes back after the restart, every
+// one by resuming its TLS session, and the bootstrap holds them all.
+func TestRestartHarness(t *testing.T) {
+	const n = 200
+	srv := startScaleServer(t, "bootstrap")
+	f := &fleet{srv: srv}
+	defer f.close()
+	if _, _, err := registerFleet(t.Context(), f, n); err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.restartFleet(t.Context(), 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.resumed != n {
+		t.Fatalf("%d of %d peers resumed their session", out.resumed, n)
+	}
+	if got, err := srv.peers(); err != nil || got != n {
+		t.Fatalf("the restarted bootstrap holds %d peers (%v), want %d", got, err, n)
+	}
+	t.Logf("%d peers back in %v, bootstrap CPU %v", n, out.back, out.cpu)
+}
+
+// restartPeers is the fleet size of BenchmarkBootstrapRestart:
+// ANTNODE_RESTART_PEERS, or 10 000.
+func restartPeers(tb testing.TB) int {
+	v := os.Getenv("ANTNODE_RESTART_PEERS")
+	if v == "" {
+		return 10000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 2 {
+		tb.Fatalf("ANTNODE_RESTART_PEERS=%q: want a number of at least 2", v)
+	}
+	return n
+}
+
+// BenchmarkBootstrapRestart registers a fleet (10 000 peers, or
+// ANTNODE_RESTART_PEERS) with one bootstrap in its own process, then, in
+// each iteration, closes the bootstrap and starts it again on the same
+// address with the same identity, and waits until every peer is
+// registered again. Reported:
+//
+//   - restart-s: from the restart until the last peer is back (the
+//     peers spread their return over the registry size they were told,
+//     at most ClientConfig.MaxReturnSpread, 5 s);
+//   - return-reg/s: the fleet over that time;
+//   - resumed-%: the returns that resumed their TLS session;
+//   - full-CPU-µs/reg: the bootstrap's CPU time (user and system) per
+//     registration of the fleet's first registration (full handshakes,
+//     256 at a time);
+//   - resumed-CPU-µs/reg: the same for the return after the restart
+//     (resumed sessions);
+//   - resumed/full: their ratio;
+//   - first-reg/s: the rate of the fleet's first registration.
+//
+// Both ends of every registration run on this machine's cores; the
+// load generator (the peers) takes about as much CPU as the bootstrap.
+func BenchmarkBootstrapRestart(b *testing.B) {
+	n := restartPeers(b)
+	ctx := b.Context()
+	srv := startScaleServer(b, "bootstrap")
+	f := &fleet{srv: srv}
+	defer f.close()
+	fullCPU, took, err := registerFleet(ctx, f, n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+		var back, cpu time.Duration
+		resumed := 0
+		for range b.N {
+			out, err := f.restartFleet(ctx, 2*time.Minute)
+			if err != nil {
+				b.Fatal(err)
+			}
+			back += out.back
+			cpu += out.cpu
+			resumed += out.resumed
+		}
+		if got, err := srv.peers(); err != nil || got != n {
+			b.Fatalf("the restarted bootstrap holds %d peers (%v), want %d", got, err, n)
+		}
+		regs := float64(n * b.N)
+		full := fullCPU.Seconds() / float64(n)
+		res := cpu.Seconds() / regs
+		b.ReportMetric(back.Seconds()/float64(b.N), "restart-s")
+		b.ReportMetric(regs/back.Seconds(), "return-reg/s")
+		b.ReportMetric(100*float64(resumed)/regs, "resumed-%")
+		b.ReportMetric(full*1e6, "full-CPU-µs/reg")
+		b.ReportMetric(res*1e6, "resumed-CPU-µs/reg")
+		b.ReportMetric(res/full, "resumed/full")
+		b.ReportMetric(float64(n)/took.Seconds(), "first-reg/s")
+	})
+}
