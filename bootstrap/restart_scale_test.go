@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // restart closes the child's bootstrap and starts it again on the same
@@ -88,10 +90,17 @@ func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOu
 	if err != nil {
 		return out, err
 	}
+	restarted := time.Since(t0)
 	pending := make([]int, len(f.clients))
 	for i := range pending {
 		pending[i] = i
 	}
+	var trace func(string)
+	if tb, ok := ctx.Value(traceKey{}).(testing.TB); ok {
+		trace = func(s string) { tb.Log(s) }
+		trace(fmt.Sprintf("closed and started again in %v", restarted))
+	}
+	lastTrace := time.Now()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.NewTimer(wait)
@@ -116,6 +125,10 @@ func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOu
 			}
 		}
 		pending = left
+		if trace != nil && time.Since(lastTrace) >= time.Second {
+			lastTrace = time.Now()
+			trace(f.pendingReasons(pending, time.Since(t0)))
+		}
 	}
 	out.back = time.Since(t0)
 	cpu1, err := f.srv.cpuTime()
@@ -124,6 +137,33 @@ func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOu
 	}
 	out.cpu = cpu1 - cpu0
 	return out, nil
+}
+
+// traceKey, in a context, holds a testing.TB that restartFleet logs its
+// progress to every second (ANTNODE_RESTART_TRACE).
+type traceKey struct{}
+
+// pendingReasons says how many of the peers are not back yet, and why by
+// the reasons of their last errors.
+func (f *fleet) pendingReasons(pending []int, after time.Duration) string {
+	reasons := map[string]int{}
+	sample := map[string]string{}
+	for _, i := range pending {
+		st := f.clients[i].Status()
+		r := "none"
+		if st.LastError != nil {
+			r = string(classify(st.LastError))
+			var te *quic.TransportError
+			if errors.As(st.LastError, &te) {
+				r += "/" + te.ErrorCode.String()
+			}
+		}
+		reasons[r]++
+		if st.LastError != nil {
+			sample[r] = st.LastError.Error()
+		}
+	}
+	return fmt.Sprintf("%v: %d not back: %v (e.g. %q)", after.Round(time.Millisecond), len(pending), reasons, sample)
 }
 
 // registerFleet grows f to n peers and returns the bootstrap's CPU time
@@ -218,8 +258,12 @@ func BenchmarkBootstrapRestart(b *testing.B) {
 	b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
 		var back, cpu time.Duration
 		resumed := 0
+		rctx := ctx
+		if os.Getenv("ANTNODE_RESTART_TRACE") != "" {
+			rctx = context.WithValue(ctx, traceKey{}, testing.TB(b))
+		}
 		for range b.N {
-			out, err := f.restartFleet(ctx, 2*time.Minute)
+			out, err := f.restartFleet(rctx, 2*time.Minute)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -133,6 +133,9 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 		numPeers = func() int { return b.srv.NumPeers() }
 		restart = func() error {
 			b.close()
+			// The old registry's garbage is collected here, charged to
+			// the close: a restarted process would not have it.
+			runtime.GC()
 			fmt.Fprintln(out, "closed", cpuNow())
 			nb, err := startChildBootstrap(id, addr, mon)
 			if err != nil {

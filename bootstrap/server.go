@@ -291,8 +291,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cancel:   cancel,
 	}
 	cfg.Endpoint.HandleRequests(s.handleSTUN)
-	s.wg.Add(2)
-	go s.acceptLoop()
+	s.wg.Add(1 + acceptors)
+	for range acceptors {
+		go s.acceptLoop()
+	}
 	go s.sweepLoop()
 	if cfg.AltSTUN != nil {
 		s.wg.Add(1)
@@ -444,6 +446,16 @@ func (s *Server) NumPeers() int {
 	defer s.mu.Unlock()
 	return len(s.peers)
 }
+
+// acceptors is the number of goroutines that accept QUIC control
+// connections. quic-go queues at most 32 connections whose handshake has
+// completed and refuses the next one (CONNECTION_REFUSED, after the
+// handshake's CPU is spent); when a fleet comes back after a restart,
+// thousands of connection goroutines are runnable at once and a single
+// acceptor is scheduled too seldom to keep that queue from filling. A
+// handshake that completes while an acceptor waits is handed to it
+// directly.
+const acceptors = 8
 
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
