@@ -66,7 +66,8 @@ var errNotBack = errors.New("peers not registered again in time")
 
 // restartOutcome is what a restart of the fleet's bootstrap measured.
 type restartOutcome struct {
-	back    time.Duration // from the restart command until all are back
+	closing time.Duration // closing the old bootstrap and starting the new one
+	back    time.Duration // from the new bootstrap's start until all are back
 	resumed int           // of the re-registrations, those that resumed
 	cpu     time.Duration // the bootstrap's CPU time from its new start until all are back
 }
@@ -90,7 +91,8 @@ func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOu
 	if err != nil {
 		return out, err
 	}
-	restarted := time.Since(t0)
+	out.closing = time.Since(t0)
+	t0 = time.Now()
 	pending := make([]int, len(f.clients))
 	for i := range pending {
 		pending[i] = i
@@ -98,7 +100,7 @@ func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOu
 	var trace func(string)
 	if tb, ok := ctx.Value(traceKey{}).(testing.TB); ok {
 		trace = func(s string) { tb.Log(s) }
-		trace(fmt.Sprintf("closed and started again in %v", restarted))
+		trace(fmt.Sprintf("closed and started again in %v", out.closing))
 	}
 	lastTrace := time.Now()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -230,9 +232,12 @@ func restartPeers(tb testing.TB) int {
 // address with the same identity, and waits until every peer is
 // registered again. Reported:
 //
-//   - restart-s: from the restart until the last peer is back (the
-//     peers spread their return over the registry size they were told,
-//     at most ClientConfig.MaxReturnSpread, 5 s);
+//   - restart-s: from the new bootstrap's start until the last peer is
+//     back (the peers spread their return over the registry size they
+//     were told, at most ClientConfig.MaxReturnSpread, 5 s; with
+//     ANTNODE_RESTART_RATE, at that rate over the whole fleet);
+//   - close-s: closing the old bootstrap (telling its peers), collecting
+//     its garbage and starting the new one;
 //   - return-reg/s: the fleet over that time;
 //   - resumed-%: the returns that resumed their TLS session;
 //   - full-CPU-µs/reg: the bootstrap's CPU time (user and system) per
@@ -251,12 +256,21 @@ func BenchmarkBootstrapRestart(b *testing.B) {
 	srv := startScaleServer(b, "bootstrap")
 	f := &fleet{srv: srv}
 	defer f.close()
+	if v := os.Getenv("ANTNODE_RESTART_RATE"); v != "" {
+		// The peers' ReturnRate, and a MaxReturnSpread that lets the
+		// whole fleet spread at it.
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r <= 0 {
+			b.Fatalf("ANTNODE_RESTART_RATE=%q: want registrations per second", v)
+		}
+		f.returnRate, f.returnSpread = r, time.Duration(float64(n)/r*float64(time.Second))+time.Second
+	}
 	fullCPU, took, err := registerFleet(ctx, f, n)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
-		var back, cpu time.Duration
+		var back, closing, cpu time.Duration
 		resumed := 0
 		rctx := ctx
 		if os.Getenv("ANTNODE_RESTART_TRACE") != "" {
@@ -268,6 +282,7 @@ func BenchmarkBootstrapRestart(b *testing.B) {
 				b.Fatal(err)
 			}
 			back += out.back
+			closing += out.closing
 			cpu += out.cpu
 			resumed += out.resumed
 		}
@@ -278,6 +293,7 @@ func BenchmarkBootstrapRestart(b *testing.B) {
 		full := fullCPU.Seconds() / float64(n)
 		res := cpu.Seconds() / regs
 		b.ReportMetric(back.Seconds()/float64(b.N), "restart-s")
+		b.ReportMetric(closing.Seconds()/float64(b.N), "close-s")
 		b.ReportMetric(regs/back.Seconds(), "return-reg/s")
 		b.ReportMetric(100*float64(resumed)/regs, "resumed-%")
 		b.ReportMetric(full*1e6, "full-CPU-µs/reg")

@@ -352,6 +352,10 @@ type fleet struct {
 	clients []*Client
 	ids     []identity.PeerID
 	offers  atomic.Int64
+	// returnRate and returnSpread are the peers' ReturnRate and
+	// MaxReturnSpread (zero: the defaults).
+	returnRate   float64
+	returnSpread time.Duration
 }
 
 const peersPerSocket = 100
@@ -385,7 +389,8 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 		c, err := NewClient(ClientConfig{Identity: id, Endpoint: f.eps[len(f.eps)-1], Addr: f.srv.addr, ID: f.srv.id,
 			// The load generator shares the cores (and, under -race, is
 			// slow): a late acknowledgement is load, not a dead bootstrap.
-			Label: "0", DialTimeout: 20 * time.Second, MinAckWait: 10 * time.Second, OnOffer: func(o *Offer) {
+			Label: "0", DialTimeout: 20 * time.Second, MinAckWait: 10 * time.Second,
+			ReturnRate: f.returnRate, MaxReturnSpread: f.returnSpread, OnOffer: func(o *Offer) {
 				f.offers.Add(1)
 				if s, err := o.Accept(Intro{}); err == nil {
 					s.Close()
