@@ -97,7 +97,8 @@ type ClientConfig struct {
 	// ReturnRate and MaxReturnSpread spread a fleet's return after it
 	// lost its bootstrap: the first re-registration after a registered
 	// connection ends waits a random time, uniform over a window of the
-	// registry size the bootstrap told (Registered.Peers) over ReturnRate,
+	// registry size the bootstrap told last (at the registration, then
+	// with every heartbeat's answer) over ReturnRate,
 	// at least MinBackoff and at most MaxReturnSpread (see returnDelay).
 	// Zero: 2000 registrations per second and 5 s.
 	ReturnRate      float64
@@ -242,7 +243,7 @@ type live struct {
 	altSTUN  []netip.AddrPort
 	probes   uint64
 	resumed  bool          // the TLS session was resumed
-	peers    uint64        // the registry size the bootstrap told (0: not told)
+	peers    atomic.Uint64 // the registry size the bootstrap told last (0: not told)
 	done     chan struct{} // closed when the connection ends
 	pong     chan uint64   // Pong sequence numbers, for the heartbeat
 	hbErr    atomic.Pointer[error]
@@ -430,7 +431,7 @@ func (c *Client) run() {
 		// that grows with the registry the bootstrap had, so that a
 		// bootstrap that drops every peer at once is not hammered in
 		// lockstep when it comes back.
-		c.sleep(returnDelay(c.cfg.MinBackoff, c.cfg.MaxReturnSpread, c.cfg.ReturnRate, l.peers, rand.Float64()))
+		c.sleep(returnDelay(c.cfg.MinBackoff, c.cfg.MaxReturnSpread, c.cfg.ReturnRate, l.peers.Load(), rand.Float64()))
 	}
 	c.failAll(ErrClosed)
 }
@@ -725,8 +726,10 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 	default:
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
 	}
-	return &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes,
-		resumed: tlsState.DidResume, peers: reg.Peers, server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}, nil
+	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes,
+		resumed: tlsState.DidResume, server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}
+	l.peers.Store(reg.Peers)
+	return l, nil
 }
 
 // commit makes a registration the current one.
@@ -918,6 +921,9 @@ func (c *Client) handle(l *live, m wire.Message) error {
 			ch <- m // buffered 1
 		}
 	case *wire.Pong:
+		if m.Peers > 0 {
+			l.peers.Store(m.Peers)
+		}
 		select {
 		case l.pong <- m.Seq:
 		default: // a late answer to a heartbeat already given up on

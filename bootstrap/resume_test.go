@@ -100,19 +100,30 @@ func TestSessionResumedAfterRestart(t *testing.T) {
 }
 
 // TestRegisteredTellsRegistrySize: each registration is told the size of
-// the registry it joined.
+// the registry it joined, and each heartbeat's answer the size now.
 func TestRegisteredTellsRegistrySize(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
-	for want := uint64(1); want <= 3; want++ {
-		c := startClient(t, srv, ClientConfig{ID: srv.ID()})
-		ready(t, c)
+	told := func(c *Client) uint64 {
 		c.mu.Lock()
-		got := c.cur.peers
-		c.mu.Unlock()
-		if got != want {
+		defer c.mu.Unlock()
+		if c.cur == nil {
+			return 0
+		}
+		return c.cur.peers.Load()
+	}
+	first := startClient(t, srv, ClientConfig{ID: srv.ID(), Heartbeat: 20 * time.Millisecond})
+	ready(t, first)
+	for want := uint64(1); want <= 3; want++ {
+		c := first
+		if want > 1 {
+			c = startClient(t, srv, ClientConfig{ID: srv.ID(), Heartbeat: -1})
+			ready(t, c)
+		}
+		if got := told(c); got != want {
 			t.Fatalf("registration %d was told %d peers", want, got)
 		}
 	}
+	testkit.WaitFor(t, 5*time.Second, "a heartbeat's answer with the registry's size", func() bool { return told(first) == 3 })
 }
 
 // TestReturnDelay: the wait before the first re-registration after a

@@ -837,7 +837,7 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 	case *wire.Ping:
 		// The per-peer message bucket (checked before handle) bounds how
 		// fast a peer can make the bootstrap answer.
-		if err := p.ctl.send(&wire.Pong{Seq: m.Seq}); err != nil {
+		if err := p.ctl.send(&wire.Pong{Seq: m.Seq, Peers: uint64(s.NumPeers())}); err != nil {
 			s.log.Debug("bootstrap: pong", "err", err) // the read loop ends with the connection
 		}
 	case *wire.Register:

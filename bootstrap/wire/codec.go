@@ -557,9 +557,18 @@ func (m *Ping) decode(r *reader) error {
 	return r.err
 }
 
-func (m *Pong) appendPayload(b []byte) []byte { return quicvarint.Append(b, m.Seq) }
+func (m *Pong) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.Seq)
+	if m.Peers == 0 {
+		return b
+	}
+	return quicvarint.Append(b, m.Peers)
+}
 
 func (m *Pong) decode(r *reader) error {
 	m.Seq = r.varint()
+	if r.err == nil && len(r.b) > 0 {
+		m.Peers = r.varint()
+	}
 	return r.err
 }

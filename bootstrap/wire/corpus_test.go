@@ -91,6 +91,8 @@ func corpusEntries(t *testing.T) []corpusEntry {
 		{"registered_without_peers", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0}), outValid},
 		{"registered_peers_then_more", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67, 0x10, 0xaa}), outValid},
 		{"registered_peers_truncated", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67}), outMalformed},
+		{"pong_peers", mustMarshal(t, &Pong{Seq: 1, Peers: 10000}), outValid},
+		{"pong_peers_truncated", frame(TypePong, []byte{1, 0x67}), outMalformed},
 		{"empty", []byte{}, outMalformed},
 		{"type_only", []byte{0x01}, outMalformed},
 		{"truncated_length_varint", []byte{0x01, 0x40}, outMalformed},

@@ -478,6 +478,10 @@ type Ping struct {
 // Pong answers a Ping.
 type Pong struct {
 	Seq uint64
+	// Peers is the size of the bootstrap's registry now, as in
+	// Registered: it keeps a peer's idea of it current. Optional on the
+	// wire: 0 is not sent, and an older bootstrap sends none.
+	Peers uint64
 }
 
 // MaxPad bounds Ping.Pad.

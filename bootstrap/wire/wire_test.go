@@ -74,6 +74,7 @@ func sampleMessages() []struct {
 		{"connect_ack_target", &ConnectAck{ID: 2, Target: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.2:4000")}}},
 		{"ping", &Ping{Seq: 7, Pad: make([]byte, 16)}},
 		{"pong", &Pong{Seq: 7}},
+		{"pong_peers", &Pong{Seq: 3, Peers: 10000}},
 		{"connect_cancel", &ConnectCancel{ID: 1}},
 		{"connect_cancel_offer", &ConnectCancel{ID: 9, Offer: true}},
 	}
@@ -329,6 +330,31 @@ func TestRegisteredPeers(t *testing.T) {
 			}
 			got := m.(*Registered)
 			if got.Peers != tc.want || got.Observed != base.Observed || got.TTLSeconds != 60 {
+				t.Fatalf("got %+v, want Peers %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPongPeers: the registry size of Pong survives the wire, and a Pong
+// of an older bootstrap (without it) says 0.
+func TestPongPeers(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload []byte
+		want    uint64
+	}{
+		{"not told", (&Pong{Seq: 9}).appendPayload(nil), 0},
+		{"told", (&Pong{Seq: 9, Peers: 10000}).appendPayload(nil), 10000},
+		{"a newer field after it", append((&Pong{Seq: 9, Peers: 5}).appendPayload(nil), 0x01), 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _, err := Parse(frame(TypePong, tc.payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.(*Pong); got.Seq != 9 || got.Peers != tc.want {
 				t.Fatalf("got %+v, want Peers %d", got, tc.want)
 			}
 		})
