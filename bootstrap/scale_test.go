@@ -84,132 +84,154 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 	if err != nil {
 		return fail(err)
 	}
-	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+	start := startBootstrapChild
+	if bare {
+		start = startBareChild
+	}
+	cs, err := start(id, out)
 	if err != nil {
 		return fail(err)
 	}
-	defer ep.Close()
-	var numPeers func() int
-	var restart func() error // nil: the bare server does not restart
-	if bare {
-		ln, err := ep.Transport().Listen(id.ServerTLS(wire.ALPN), &quic.Config{MaxIdleTimeout: time.Minute,
-			MaxIncomingStreams: 1, MaxIncomingUniStreams: -1})
-		if err != nil {
+	defer cs.close()
+	fmt.Fprintf(out, "ready %s %s\n", cs.addr, id.ID())
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		if err := cs.command(sc.Text(), out); err != nil {
 			return fail(err)
 		}
-		defer ln.Close()
-		var conns atomic.Int64
-		go func() {
-			for {
-				conn, err := ln.Accept(context.Background())
+	}
+	return 0
+}
+
+// childServer is the child's server: a bootstrap, or the bare floor.
+type childServer struct {
+	addr     netip.AddrPort
+	numPeers func() int
+	restart  func() error // nil: the bare server does not restart
+	close    func()
+}
+
+// startBareChild starts the floor: a quic-go listener with the
+// bootstrap's TLS and QUIC settings that reads each connection's stream.
+func startBareChild(id *identity.Identity, _ io.Writer) (*childServer, error) {
+	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := ep.Transport().Listen(id.ServerTLS(wire.ALPN), &quic.Config{MaxIdleTimeout: time.Minute,
+		MaxIncomingStreams: 1, MaxIncomingUniStreams: -1})
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	var conns atomic.Int64
+	go func() {
+		for {
+			conn, err := ln.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				str, err := conn.AcceptStream(context.Background())
 				if err != nil {
 					return
 				}
-				go func() {
-					str, err := conn.AcceptStream(context.Background())
-					if err != nil {
-						return
-					}
-					conns.Add(1)
-					io.Copy(io.Discard, str)
-					conns.Add(-1)
-				}()
-			}
-		}()
-		numPeers = func() int { return int(conns.Load()) }
-	} else {
-		mon, err := monitor.New(monitor.Config{Registerer: prometheus.NewRegistry(), Role: "bootstrap"})
-		if err != nil {
-			return fail(err)
+				conns.Add(1)
+				io.Copy(io.Discard, str)
+				conns.Add(-1)
+			}()
 		}
-		ep.Close() // the bootstrap has its own, with the production reset key
-		b, err := startChildBootstrap(id, "127.0.0.1:0", mon)
-		if err != nil {
-			return fail(err)
-		}
-		defer func() { b.close() }()
-		ep = b.ep
-		addr := ep.LocalAddr().String()
-		numPeers = func() int { return b.srv.NumPeers() }
-		restart = func() error {
+	}()
+	return &childServer{addr: ep.LocalAddr(), numPeers: func() int { return int(conns.Load()) },
+		close: func() { ln.Close(); ep.Close() }}, nil
+}
+
+// startBootstrapChild starts a bootstrap with the production defaults
+// and a real monitor, which "restart" closes and starts again on the same
+// address with the same identity.
+func startBootstrapChild(id *identity.Identity, out io.Writer) (*childServer, error) {
+	mon, err := monitor.New(monitor.Config{Registerer: prometheus.NewRegistry(), Role: "bootstrap"})
+	if err != nil {
+		return nil, err
+	}
+	b, err := startChildBootstrap(id, "127.0.0.1:0", mon)
+	if err != nil {
+		return nil, err
+	}
+	addr := b.ep.LocalAddr()
+	return &childServer{addr: addr, numPeers: func() int { return b.srv.NumPeers() },
+		close: func() { b.close() },
+		restart: func() error {
 			b.close()
 			// The old registry's garbage is collected here, charged to
 			// the close: a restarted process would not have it.
 			runtime.GC()
 			fmt.Fprintln(out, "closed", cpuNow())
-			nb, err := startChildBootstrap(id, addr, mon)
+			nb, err := startChildBootstrap(id, addr.String(), mon)
 			if err != nil {
 				return err
 			}
 			b = nb
 			return nil
+		}}, nil
+}
+
+// command carries out one line of the parent's.
+func (cs *childServer) command(line string, out io.Writer) error {
+	switch {
+	case line == "restart" && cs.restart != nil:
+		// Close the bootstrap (its peers are told it shuts down) and
+		// start it again on the same address with the same identity.
+		if err := cs.restart(); err != nil {
+			return err
 		}
+		fmt.Fprintln(out, "restarted")
+	case line == "peers":
+		fmt.Fprintln(out, cs.numPeers())
+	case strings.HasPrefix(line, "cpu "):
+		// A CPU profile of the load alone, until "cpu-stop".
+		if f, err := os.Create(strings.TrimPrefix(line, "cpu ")); err == nil {
+			pprof.StartCPUProfile(f) // the file is closed when the child exits
+		}
+	case line == "cpu-stop":
+		pprof.StopCPUProfile()
+	case line == "cputime":
+		fmt.Fprintln(out, cpuNow())
+	case strings.HasPrefix(line, "heap "):
+		writeHeapProfile(strings.TrimPrefix(line, "heap "))
+	case line == "mem":
+		return json.NewEncoder(out).Encode(cs.mem())
 	}
-	fmt.Fprintf(out, "ready %s %s\n", ep.LocalAddr(), id.ID())
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		if sc.Text() == "restart" && restart != nil {
-			// Close the bootstrap (its peers are told it shuts down) and
-			// start it again on the same address with the same identity.
-			if err := restart(); err != nil {
-				return fail(err)
-			}
-			fmt.Fprintln(out, "restarted")
-			continue
-		}
-		if sc.Text() == "peers" {
-			fmt.Fprintln(out, numPeers())
-			continue
-		}
-		if path, ok := strings.CutPrefix(sc.Text(), "cpu "); ok {
-			// A CPU profile of the load alone, until "cpu-stop".
-			if f, err := os.Create(path); err == nil {
-				pprof.StartCPUProfile(f)
-				defer f.Close()
-			}
-			continue
-		}
-		if sc.Text() == "cpu-stop" {
-			pprof.StopCPUProfile()
-			continue
-		}
-		if sc.Text() == "cputime" {
-			fmt.Fprintln(out, cpuNow())
-			continue
-		}
-		if path, ok := strings.CutPrefix(sc.Text(), "heap "); ok {
-			// A heap profile, for finding what a registered peer costs.
-			if f, err := os.Create(path); err == nil {
-				runtime.GC()
-				pprof.WriteHeapProfile(f)
-				f.Close()
-			}
-			if f, err := os.Create(path + ".goroutines"); err == nil {
-				pprof.Lookup("goroutine").WriteTo(f, 1)
-				f.Close()
-			}
-			continue
-		}
-		if sc.Text() != "mem" {
-			continue
-		}
-		// Steady state of an idle bootstrap: Go collects at least every
-		// two minutes, and each collection halves a goroutine stack that
-		// uses under a quarter of it, so idle stacks shrink over a few
-		// cycles; FreeOSMemory returns what the heap no longer needs.
-		for range 4 {
-			runtime.GC()
-		}
-		debug.FreeOSMemory()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		m := childMem{Peers: numPeers(), HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse,
-			RSS: testkit.RSS(), Goroutines: runtime.NumGoroutine()}
-		if err := json.NewEncoder(out).Encode(m); err != nil {
-			return fail(err)
-		}
+	return nil
+}
+
+// writeHeapProfile writes a heap profile, for finding what a registered
+// peer costs, and the goroutines beside it.
+func writeHeapProfile(path string) {
+	if f, err := os.Create(path); err == nil {
+		runtime.GC()
+		pprof.WriteHeapProfile(f)
+		f.Close()
 	}
-	return 0
+	if f, err := os.Create(path + ".goroutines"); err == nil {
+		pprof.Lookup("goroutine").WriteTo(f, 1)
+		f.Close()
+	}
+}
+
+// mem is the child's memory in the steady state of an idle bootstrap: Go
+// collects at least every two minutes, and each collection halves a
+// goroutine stack that uses under a quarter of it, so idle stacks shrink
+// over a few cycles; FreeOSMemory returns what the heap no longer needs.
+func (cs *childServer) mem() childMem {
+	for range 4 {
+		runtime.GC()
+	}
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return childMem{Peers: cs.numPeers(), HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse,
+		RSS: testkit.RSS(), Goroutines: runtime.NumGoroutine()}
 }
 
 // cpuNow is the CPU time this process has used, user and system, in ns.

@@ -206,11 +206,7 @@ func Targets(r Report) []Target {
 		func(v float64) bool { return v < 50 })
 	add("bootstrap capacity from its CPU per introduction, all cores (10 000 peers)", ">= 5000/s", scale, "capacity-req/s", "%.0f/s",
 		func(v float64) bool { return v >= 5000 })
-	const restart = "BenchmarkBootstrapRestart/peers=10000"
-	add("all 10 000 peers registered again after a bootstrap restart", "<= 10 s", restart, "restart-s", "%.1f s",
-		func(v float64) bool { return v <= 10 })
-	add("bootstrap CPU per registration, resumed session / full handshake", "< 1", restart, "resumed/full", "%.2f",
-		func(v float64) bool { return v < 1 })
+	restartTargets(add)
 	add("memory retained per failed attempt", "0 (|x| < 256 B: noise)", "BenchmarkFailedAttemptRetention", "retained-B/attempt", "%.0f B",
 		func(v float64) bool { return math.Abs(v) < 256 })
 	add("goroutines retained per failed attempt", "0", "BenchmarkFailedAttemptRetention", "goroutines/attempt", "%.3f",
@@ -401,6 +397,15 @@ func mbpsList(xs []float64) string {
 
 // carrying renders the section on application traffic through forwards,
 // or nothing when none of its benchmarks ran.
+// restartTargets adds the targets of BenchmarkBootstrapRestart.
+func restartTargets(add func(name, target, bench, unit, format string, met func(float64) bool)) {
+	const restart = "BenchmarkBootstrapRestart/peers=10000"
+	add("all 10 000 peers registered again after a bootstrap restart", "<= 10 s", restart, "restart-s", "%.1f s",
+		func(v float64) bool { return v <= 10 })
+	add("bootstrap CPU per registration, resumed session / full handshake", "< 1", restart, "resumed/full", "%.2f",
+		func(v float64) bool { return v < 1 })
+}
+
 // restarting is the section of BenchmarkBootstrapRestart, empty when it
 // did not run.
 func restarting(r Report) string {
