@@ -90,9 +90,10 @@ type ClientConfig struct {
 	// that a re-registration resumes the session (after a bootstrap
 	// restart too: its ticket key is derived from its identity) and skips
 	// the certificates and their signatures; the key exchange still runs.
-	// It may be shared by a node's clients: entries are keyed by the
-	// bootstrap's address and the transport. Nil: a cache of this client
-	// alone, of sessionCacheSize sessions.
+	// It may be shared by the clients of one identity (a node's): entries
+	// are keyed by the bootstrap's address and the transport, not by the
+	// identity, and a resumed session is the identity that made it. Nil:
+	// a cache of this client alone, of sessionCacheSize sessions.
 	SessionCache tls.ClientSessionCache
 	// ReturnRate and MaxReturnSpread spread a fleet's return after it
 	// lost its bootstrap: the first re-registration after a registered
@@ -243,6 +244,7 @@ type live struct {
 	altSTUN  []netip.AddrPort
 	probes   uint64
 	resumed  bool          // the TLS session was resumed
+	since    time.Time     // when the registration was made
 	peers    atomic.Uint64 // the registry size the bootstrap told last (0: not told)
 	done     chan struct{} // closed when the connection ends
 	pong     chan uint64   // Pong sequence numbers, for the heartbeat
@@ -345,6 +347,8 @@ type Status struct {
 	// Resumed says that the current control connection resumed an earlier
 	// TLS session (no certificates were exchanged or verified).
 	Resumed bool
+	// Since is when the current registration was made.
+	Since time.Time
 }
 
 // Status returns the client's state.
@@ -360,6 +364,7 @@ func (c *Client) Status() Status {
 		st.RTT = c.cur.conn.RTT()
 		st.Transport = c.cur.conn.Transport()
 		st.Resumed = c.cur.resumed
+		st.Since = c.cur.since
 	}
 	return st
 }
@@ -738,6 +743,7 @@ func (c *Client) commit(l *live) {
 	if c.pinned.IsZero() {
 		c.pinned = l.server
 	}
+	l.since = time.Now()
 	c.cur = l
 	c.sessions++
 	c.lastErr = nil

@@ -69,7 +69,7 @@ var errNotBack = errors.New("peers not registered again in time")
 type restartOutcome struct {
 	closing  time.Duration   // closing the old bootstrap and starting the new one
 	back     time.Duration   // from the new bootstrap's start until all are back
-	returned []time.Duration // when each peer that came back was seen back, from the new start
+	returned []time.Duration // when each peer that came back registered, from the new start
 	resumed  int             // of the re-registrations, those that resumed
 	cpu      time.Duration   // the bootstrap's CPU time from its new start until all are back
 }
@@ -90,6 +90,9 @@ func (o restartOutcome) percentile(p float64) time.Duration {
 // matching errNotBack, with the outcome until then (back is the wait).
 func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOutcome, error) {
 	var out restartOutcome
+	if err := f.waitTickets(ctx, 30*time.Second); err != nil {
+		return out, err
+	}
 	before := make([]uint64, len(f.clients))
 	for i, c := range f.clients {
 		before[i] = c.Status().Session
@@ -138,7 +141,8 @@ func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOu
 				left = append(left, i)
 				continue
 			}
-			out.returned = append(out.returned, time.Since(t0))
+			out.returned = append(out.returned, st.Since.Sub(t0))
+			out.back = max(out.back, st.Since.Sub(t0))
 			if st.Resumed {
 				out.resumed++
 			}
@@ -149,13 +153,30 @@ func (f *fleet) restartFleet(ctx context.Context, wait time.Duration) (restartOu
 			trace(f.pendingReasons(pending, time.Since(t0)))
 		}
 	}
-	out.back = time.Since(t0)
 	cpu1, err := f.srv.cpuTime()
 	if err != nil {
 		return out, err
 	}
 	out.cpu = cpu1 - cpu0
 	return out, nil
+}
+
+// waitTickets waits (at most wait) until every peer has received a TLS
+// session ticket (one each: the peers of a fleet that has not restarted
+// yet have each had one connection).
+func (f *fleet) waitTickets(ctx context.Context, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for f.tickets.Load() < int64(len(f.clients)) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d peers hold a session ticket after %v", f.tickets.Load(), len(f.clients), wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // traceKey, in a context, holds a testing.TB that restartFleet logs its
@@ -226,7 +247,7 @@ func TestRestartHarness(t *testing.T) {
 	if got, err := srv.peers(); err != nil || got != n {
 		t.Fatalf("the restarted bootstrap holds %d peers (%v), want %d", got, err, n)
 	}
-	t.Logf("%d peers back in %v, bootstrap CPU %v", n, out.back, out.cpu)
+	t.Logf("%d peers back in %v, bootstrap CPU %v, %d session tickets received", n, out.back, out.cpu, f.tickets.Load())
 }
 
 // restartPeers is the fleet size of BenchmarkBootstrapRestart:

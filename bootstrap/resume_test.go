@@ -13,10 +13,11 @@ import (
 	"github.com/antnode/antnode/internal/testkit"
 )
 
-// countingCache is a session cache that counts the sessions put in it.
+// countingCache is a session cache that counts the sessions put in it
+// (in puts, which several caches may share).
 type countingCache struct {
 	tls.ClientSessionCache
-	puts atomic.Int64
+	puts *atomic.Int64
 }
 
 func (c *countingCache) Put(key string, cs *tls.ClientSessionState) {
@@ -47,7 +48,7 @@ func TestSessionResumedAfterRestart(t *testing.T) {
 			ep := newEndpoint(t, "127.0.0.1:0")
 			addr := ep.LocalAddr()
 			srv := startServer(t, ServerConfig{Identity: id, Endpoint: ep})
-			cache := &countingCache{ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			cache := &countingCache{ClientSessionCache: tls.NewLRUClientSessionCache(4), puts: new(atomic.Int64)}
 			cfg := ClientConfig{Identity: newIdentity(t), SessionCache: cache}
 			if tc.configured {
 				cfg.ID = id.ID()

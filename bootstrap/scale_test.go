@@ -10,6 +10,7 @@ package bootstrap
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -374,6 +375,7 @@ type fleet struct {
 	clients []*Client
 	ids     []identity.PeerID
 	offers  atomic.Int64
+	tickets atomic.Int64 // TLS session tickets the peers have received
 	// returnRate and returnSpread are the peers' ReturnRate and
 	// MaxReturnSpread (zero: the defaults).
 	returnRate   float64
@@ -412,7 +414,9 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 			// The load generator shares the cores (and, under -race, is
 			// slow): a late acknowledgement is load, not a dead bootstrap.
 			Label: "0", DialTimeout: 20 * time.Second, MinAckWait: 10 * time.Second,
-			ReturnRate: f.returnRate, MaxReturnSpread: f.returnSpread, OnOffer: func(o *Offer) {
+			ReturnRate: f.returnRate, MaxReturnSpread: f.returnSpread,
+			SessionCache: &countingCache{ClientSessionCache: tls.NewLRUClientSessionCache(sessionCacheSize), puts: &f.tickets},
+			OnOffer: func(o *Offer) {
 				f.offers.Add(1)
 				if s, err := o.Accept(Intro{}); err == nil {
 					s.Close()
