@@ -261,6 +261,9 @@ type Client struct {
 	log *slog.Logger
 
 	hbOverride atomic.Int64 // SetHeartbeat's period, ns (0: cfg.Heartbeat)
+	// Handshakes in a row that failed resuming a session, by transport
+	// (see keyedCache).
+	quicTicketFailures, tcpTicketFailures atomic.Int32
 
 	mu       sync.Mutex
 	cur      *live
@@ -512,23 +515,48 @@ func returnDelay(minD, maxSpread time.Duration, rate float64, peers uint64, r fl
 // (one for each transport, and one to spare).
 const sessionCacheSize = 3
 
+// maxTicketFailures is how many handshakes in a row may fail while
+// resuming before the session is dropped (see keyedCache.Put).
+const maxTicketFailures = 3
+
 // keyedCache files a shared session cache's entries under one
 // bootstrap's address and transport: crypto/tls keys them by server
 // name, which is the same for every antnode node.
+//
+// crypto/tls drops a session (Put with nil) whenever a handshake that
+// tried to resume it fails, to recover from a corrupted one. A handshake
+// that timed out at an overloaded bootstrap fails too, and its peer's
+// next attempt would then be a full handshake, costing the bootstrap
+// more just when it has least: keyedCache keeps the session through
+// maxTicketFailures-1 such failures in a row and drops it at the next.
+// (A ticket the bootstrap cannot open, of another key, costs no failure:
+// it is ignored and the handshake is a full one.)
 type keyedCache struct {
-	c      tls.ClientSessionCache
-	prefix string
+	c        tls.ClientSessionCache
+	prefix   string
+	failures *atomic.Int32 // handshakes in a row that failed resuming
 }
 
 func (k keyedCache) Get(key string) (*tls.ClientSessionState, bool) { return k.c.Get(k.prefix + key) }
-func (k keyedCache) Put(key string, cs *tls.ClientSessionState)     { k.c.Put(k.prefix+key, cs) }
+
+func (k keyedCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs == nil && k.failures.Add(1) < maxTicketFailures {
+		return
+	}
+	k.failures.Store(0)
+	k.c.Put(k.prefix+key, cs)
+}
 
 // clientTLS is the TLS configuration of a control connection over
 // transport to a bootstrap of peer ID expect (zero: any), resuming
 // sessions from the session cache.
 func (c *Client) clientTLS(expect identity.PeerID, transport string) *tls.Config {
 	conf := c.cfg.Identity.ClientTLS(expect, wire.ALPN)
-	conf.ClientSessionCache = keyedCache{c: c.cfg.SessionCache, prefix: c.cfg.Addr.String() + "/" + transport + "/"}
+	failures := &c.quicTicketFailures
+	if transport == TransportTCP {
+		failures = &c.tcpTicketFailures
+	}
+	conf.ClientSessionCache = keyedCache{c: c.cfg.SessionCache, prefix: c.cfg.Addr.String() + "/" + transport + "/", failures: failures}
 	return conf
 }
 

@@ -159,3 +159,45 @@ func TestReturnDelay(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyedCacheKeepsSessionsThroughFailures: a session survives
+// maxTicketFailures-1 failed resuming handshakes in a row (crypto/tls
+// drops it after each), is dropped at the next, and a new session resets
+// the count; entries of two bootstraps do not mix.
+func TestKeyedCacheKeepsSessionsThroughFailures(t *testing.T) {
+	session := &tls.ClientSessionState{}
+	tests := []struct {
+		name string
+		ops  string // s: a new session, f: a failed resuming handshake
+		want bool   // a session is held after ops
+	}{
+		{"new session", "s", true},
+		{"one failure", "sf", true},
+		{"two failures", "sff", true},
+		{"three failures: dropped", "sfff", false},
+		{"a new session resets the count", "sffsff", true},
+		{"failures before any session", "ffs", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			shared := tls.NewLRUClientSessionCache(4)
+			var failures, other atomic.Int32
+			k := keyedCache{c: shared, prefix: "a/", failures: &failures}
+			k2 := keyedCache{c: shared, prefix: "b/", failures: &other}
+			k2.Put("antnode", session)
+			for _, op := range tc.ops {
+				if op == 's' {
+					k.Put("antnode", session)
+				} else {
+					k.Put("antnode", nil)
+				}
+			}
+			if _, ok := k.Get("antnode"); ok != tc.want {
+				t.Fatalf("session held %v, want %v", ok, tc.want)
+			}
+			if _, ok := k2.Get("antnode"); !ok {
+				t.Fatal("the other bootstrap's session was dropped")
+			}
+		})
+	}
+}
