@@ -91,6 +91,24 @@ type ClientConfig struct {
 	HeartbeatTimeout time.Duration
 	// DialTCP opens the TCP connection of the fallback. Nil: net.Dialer.
 	DialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
+	// SessionCache keeps the TLS sessions of the control connections, so
+	// that a re-registration resumes the session (after a bootstrap
+	// restart too: its ticket key is derived from its identity) and skips
+	// the certificates and their signatures; the key exchange still runs.
+	// It may be shared by the clients of one identity (a node's): entries
+	// are keyed by the bootstrap's address and the transport, not by the
+	// identity, and a resumed session is the identity that made it. Nil:
+	// a cache of this client alone, of sessionCacheSize sessions.
+	SessionCache tls.ClientSessionCache
+	// ReturnRate and MaxReturnSpread spread a fleet's return after it
+	// lost its bootstrap: the first re-registration after a registered
+	// connection ends waits a random time, uniform over a window of the
+	// registry size the bootstrap told last (at the registration, then
+	// with every heartbeat's answer) over ReturnRate,
+	// at least MinBackoff and at most MaxReturnSpread (see returnDelay).
+	// Zero: 2000 registrations per second and 5 s.
+	ReturnRate      float64
+	MaxReturnSpread time.Duration
 }
 
 func (c *ClientConfig) validate() error {
@@ -101,8 +119,18 @@ func (c *ClientConfig) validate() error {
 		return errors.New("bootstrap: ClientConfig.Endpoint is required")
 	case !c.Addr.IsValid():
 		return errors.New("bootstrap: ClientConfig.Addr is required")
-	case c.KeepAlive < 0, c.IdleTimeout < 0, c.MinBackoff < 0, c.MaxBackoff < 0, c.DialTimeout < 0, c.MaxOffers < 0:
+	case c.KeepAlive < 0, c.IdleTimeout < 0, c.MinBackoff < 0, c.MaxBackoff < 0, c.DialTimeout < 0, c.MaxOffers < 0,
+		c.ReturnRate < 0, c.MaxReturnSpread < 0:
 		return errors.New("bootstrap: ClientConfig has a negative duration or limit")
+	}
+	if c.SessionCache == nil {
+		c.SessionCache = tls.NewLRUClientSessionCache(sessionCacheSize)
+	}
+	if c.ReturnRate == 0 {
+		c.ReturnRate = 2000
+	}
+	if c.MaxReturnSpread == 0 {
+		c.MaxReturnSpread = 5 * time.Second
 	}
 	if c.Label == "" {
 		c.Label = "0"
@@ -223,6 +251,9 @@ type live struct {
 	observed netip.AddrPort
 	altSTUN  []netip.AddrPort
 	probes   uint64
+	resumed  bool          // the TLS session was resumed
+	since    time.Time     // when the registration was made
+	peers    atomic.Uint64 // the registry size the bootstrap told last (0: not told)
 	done     chan struct{} // closed when the connection ends
 	pong     chan uint64   // Pong sequence numbers, for the heartbeat
 	hbErr    atomic.Pointer[error]
@@ -238,6 +269,9 @@ type Client struct {
 	log *slog.Logger
 
 	hbOverride atomic.Int64 // SetHeartbeat's period, ns (0: cfg.Heartbeat)
+	// Handshakes in a row that failed resuming a session, by transport
+	// (see keyedCache).
+	quicTicketFailures, tcpTicketFailures atomic.Int32
 
 	mu       sync.Mutex
 	cur      *live
@@ -321,6 +355,11 @@ type Status struct {
 	// means a new control connection, to a bootstrap that may have
 	// restarted since and forgotten what it granted (relay allocations).
 	Session uint64
+	// Resumed says that the current control connection resumed an earlier
+	// TLS session (no certificates were exchanged or verified).
+	Resumed bool
+	// Since is when the current registration was made.
+	Since time.Time
 }
 
 // Status returns the client's state.
@@ -335,6 +374,8 @@ func (c *Client) Status() Status {
 		st.Probes = c.cur.probes
 		st.RTT = c.cur.conn.RTT()
 		st.Transport = c.cur.conn.Transport()
+		st.Resumed = c.cur.resumed
+		st.Since = c.cur.since
 	}
 	return st
 }
@@ -402,10 +443,11 @@ func (c *Client) run() {
 			continue
 		}
 		c.serve(l)
-		// A connection that registered and then died: wait the minimum
-		// backoff (with jitter) so a bootstrap that drops every peer at
-		// once is not hammered in lockstep.
-		c.sleep(jitter(c.cfg.MinBackoff))
+		// A connection that registered and then died: wait a random time
+		// that grows with the registry the bootstrap had, so that a
+		// bootstrap that drops every peer at once is not hammered in
+		// lockstep when it comes back.
+		c.sleep(returnDelay(c.cfg.MinBackoff, c.cfg.MaxReturnSpread, c.cfg.ReturnRate, l.peers.Load(), rand.Float64()))
 	}
 	c.failAll(ErrClosed)
 }
@@ -461,8 +503,69 @@ func backoff(minD, maxD time.Duration, n int, r float64) time.Duration {
 	return time.Duration(lo + r*(hi-lo))
 }
 
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
+// returnDelay is the wait before the first re-registration after a
+// registered connection ended, when the bootstrap had peers registered
+// (0: not told): r (uniform in [0, 1)) picks it in [minD/2, minD/2 +
+// window), where the window is peers/rate seconds, at least minD and at
+// most maxSpread (or minD, if that is larger). A fleet of peers that
+// lose their bootstrap at once thus comes back at about rate per second,
+// each within maxSpread; with no size told it is minD with ±50% jitter.
+// It is a pure function.
+func returnDelay(minD, maxSpread time.Duration, rate float64, peers uint64, r float64) time.Duration {
+	window := float64(minD)
+	if rate > 0 {
+		window = max(window, min(float64(peers)/rate*float64(time.Second), float64(maxSpread)))
+	}
+	return minD/2 + time.Duration(r*window)
+}
+
+// sessionCacheSize is how many TLS sessions a client's own cache keeps
+// (one for each transport, and one to spare).
+const sessionCacheSize = 3
+
+// maxTicketFailures is how many handshakes in a row may fail while
+// resuming before the session is dropped (see keyedCache.Put).
+const maxTicketFailures = 3
+
+// keyedCache files a shared session cache's entries under one
+// bootstrap's address and transport: crypto/tls keys them by server
+// name, which is the same for every antnode node.
+//
+// crypto/tls drops a session (Put with nil) whenever a handshake that
+// tried to resume it fails, to recover from a corrupted one. A handshake
+// that timed out at an overloaded bootstrap fails too, and its peer's
+// next attempt would then be a full handshake, costing the bootstrap
+// more just when it has least: keyedCache keeps the session through
+// maxTicketFailures-1 such failures in a row and drops it at the next.
+// (A ticket the bootstrap cannot open, of another key, costs no failure:
+// it is ignored and the handshake is a full one.)
+type keyedCache struct {
+	c        tls.ClientSessionCache
+	prefix   string
+	failures *atomic.Int32 // handshakes in a row that failed resuming
+}
+
+func (k keyedCache) Get(key string) (*tls.ClientSessionState, bool) { return k.c.Get(k.prefix + key) }
+
+func (k keyedCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs == nil && k.failures.Add(1) < maxTicketFailures {
+		return
+	}
+	k.failures.Store(0)
+	k.c.Put(k.prefix+key, cs)
+}
+
+// clientTLS is the TLS configuration of a control connection over
+// transport to a bootstrap of peer ID expect (zero: any), resuming
+// sessions from the session cache.
+func (c *Client) clientTLS(expect identity.PeerID, transport string) *tls.Config {
+	conf := c.cfg.Identity.ClientTLS(expect, wire.ALPN)
+	failures := &c.quicTicketFailures
+	if transport == TransportTCP {
+		failures = &c.tcpTicketFailures
+	}
+	conf.ClientSessionCache = keyedCache{c: c.cfg.SessionCache, prefix: c.cfg.Addr.String() + "/" + transport + "/", failures: failures}
+	return conf
 }
 
 func (c *Client) sleep(d time.Duration) {
@@ -605,7 +708,7 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 			MaxIncomingUniStreams: -1,
 		}
 		qc, err := c.cfg.Endpoint.Transport().Dial(ctx, net.UDPAddrFromAddrPort(c.cfg.Addr),
-			c.cfg.Identity.ClientTLS(expect, wire.ALPN), qconf)
+			c.clientTLS(expect, TransportQUIC), qconf)
 		if err != nil {
 			return nil, fmt.Errorf("bootstrap %s: dial: %w", c.cfg.Addr, err)
 		}
@@ -619,7 +722,7 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 		if err != nil {
 			return nil, fmt.Errorf("bootstrap %s: dial TCP: %w", c.cfg.Addr, err)
 		}
-		tc := tls.Client(raw, c.cfg.Identity.ClientTLS(expect, wire.ALPN))
+		tc := tls.Client(raw, c.clientTLS(expect, TransportTCP))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, fmt.Errorf("bootstrap %s: TLS over TCP: %w", c.cfg.Addr, err)
@@ -668,8 +771,10 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 	default:
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
 	}
-	return &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes,
-		server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}, nil
+	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes,
+		resumed: tlsState.DidResume, server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}
+	l.peers.Store(reg.Peers)
+	return l, nil
 }
 
 // commit makes a registration the current one.
@@ -678,6 +783,7 @@ func (c *Client) commit(l *live) {
 	if c.pinned.IsZero() {
 		c.pinned = l.server
 	}
+	l.since = time.Now()
 	c.cur = l
 	c.sessions++
 	c.lastErr = nil
@@ -865,6 +971,9 @@ func (c *Client) handle(l *live, m wire.Message) error {
 			s.deliverAnswer(m) // an early session (see wire.ConnectEarly)
 		}
 	case *wire.Pong:
+		if m.Peers > 0 {
+			l.peers.Store(m.Peers)
+		}
 		select {
 		case l.pong <- m.Seq:
 		default: // a late answer to a heartbeat already given up on

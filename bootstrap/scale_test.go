@@ -10,6 +10,7 @@ package bootstrap
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,105 +85,190 @@ func scaleChild(in io.Reader, out io.Writer, bare bool) int {
 	if err != nil {
 		return fail(err)
 	}
-	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+	start := startBootstrapChild
+	if bare {
+		start = startBareChild
+	}
+	cs, err := start(id, out)
 	if err != nil {
 		return fail(err)
 	}
-	defer ep.Close()
-	var numPeers func() int
-	if bare {
-		ln, err := ep.Transport().Listen(id.ServerTLS(wire.ALPN), &quic.Config{MaxIdleTimeout: time.Minute,
-			MaxIncomingStreams: 1, MaxIncomingUniStreams: -1})
-		if err != nil {
-			return fail(err)
-		}
-		defer ln.Close()
-		var conns atomic.Int64
-		go func() {
-			for {
-				conn, err := ln.Accept(context.Background())
-				if err != nil {
-					return
-				}
-				go func() {
-					str, err := conn.AcceptStream(context.Background())
-					if err != nil {
-						return
-					}
-					conns.Add(1)
-					io.Copy(io.Discard, str)
-					conns.Add(-1)
-				}()
-			}
-		}()
-		numPeers = func() int { return int(conns.Load()) }
-	} else {
-		mon, err := monitor.New(monitor.Config{Registerer: prometheus.NewRegistry(), Role: "bootstrap"})
-		if err != nil {
-			return fail(err)
-		}
-		srv, err := NewServer(ServerConfig{Identity: id, Endpoint: ep, Recorder: mon})
-		if err != nil {
-			return fail(err)
-		}
-		defer srv.Close()
-		numPeers = srv.NumPeers
-	}
-	fmt.Fprintf(out, "ready %s %s\n", ep.LocalAddr(), id.ID())
+	defer cs.close()
+	fmt.Fprintf(out, "ready %s %s\n", cs.addr, id.ID())
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
-		if path, ok := strings.CutPrefix(sc.Text(), "cpu "); ok {
-			// A CPU profile of the load alone, until "cpu-stop".
-			if f, err := os.Create(path); err == nil {
-				pprof.StartCPUProfile(f)
-				defer f.Close()
-			}
-			continue
-		}
-		if sc.Text() == "cpu-stop" {
-			pprof.StopCPUProfile()
-			continue
-		}
-		if sc.Text() == "cputime" {
-			// The CPU time this process has used, user and system, in ns.
-			var ru syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-			fmt.Fprintln(out, ru.Utime.Nano()+ru.Stime.Nano())
-			continue
-		}
-		if path, ok := strings.CutPrefix(sc.Text(), "heap "); ok {
-			// A heap profile, for finding what a registered peer costs.
-			if f, err := os.Create(path); err == nil {
-				runtime.GC()
-				pprof.WriteHeapProfile(f)
-				f.Close()
-			}
-			if f, err := os.Create(path + ".goroutines"); err == nil {
-				pprof.Lookup("goroutine").WriteTo(f, 1)
-				f.Close()
-			}
-			continue
-		}
-		if sc.Text() != "mem" {
-			continue
-		}
-		// Steady state of an idle bootstrap: Go collects at least every
-		// two minutes, and each collection halves a goroutine stack that
-		// uses under a quarter of it, so idle stacks shrink over a few
-		// cycles; FreeOSMemory returns what the heap no longer needs.
-		for range 4 {
-			runtime.GC()
-		}
-		debug.FreeOSMemory()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		m := childMem{Peers: numPeers(), HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse,
-			RSS: testkit.RSS(), Goroutines: runtime.NumGoroutine()}
-		if err := json.NewEncoder(out).Encode(m); err != nil {
+		if err := cs.command(sc.Text(), out); err != nil {
 			return fail(err)
 		}
 	}
 	return 0
+}
+
+// childServer is the child's server: a bootstrap, or the bare floor.
+type childServer struct {
+	addr     netip.AddrPort
+	numPeers func() int
+	restart  func() error // nil: the bare server does not restart
+	close    func()
+}
+
+// startBareChild starts the floor: a quic-go listener with the
+// bootstrap's TLS and QUIC settings that reads each connection's stream.
+func startBareChild(id *identity.Identity, _ io.Writer) (*childServer, error) {
+	ep, err := endpoint.Listen("udp4", "127.0.0.1:0", endpoint.Config{})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := ep.Transport().Listen(id.ServerTLS(wire.ALPN), &quic.Config{MaxIdleTimeout: time.Minute,
+		MaxIncomingStreams: 1, MaxIncomingUniStreams: -1})
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	var conns atomic.Int64
+	go func() {
+		for {
+			conn, err := ln.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				str, err := conn.AcceptStream(context.Background())
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				io.Copy(io.Discard, str)
+				conns.Add(-1)
+			}()
+		}
+	}()
+	return &childServer{addr: ep.LocalAddr(), numPeers: func() int { return int(conns.Load()) },
+		close: func() { ln.Close(); ep.Close() }}, nil
+}
+
+// startBootstrapChild starts a bootstrap with the production defaults
+// and a real monitor, which "restart" closes and starts again on the same
+// address with the same identity.
+func startBootstrapChild(id *identity.Identity, out io.Writer) (*childServer, error) {
+	mon, err := monitor.New(monitor.Config{Registerer: prometheus.NewRegistry(), Role: "bootstrap"})
+	if err != nil {
+		return nil, err
+	}
+	b, err := startChildBootstrap(id, "127.0.0.1:0", mon)
+	if err != nil {
+		return nil, err
+	}
+	addr := b.ep.LocalAddr()
+	return &childServer{addr: addr, numPeers: func() int { return b.srv.NumPeers() },
+		close: func() { b.close() },
+		restart: func() error {
+			b.close()
+			// The old registry's garbage is collected here, charged to
+			// the close: a restarted process would not have it.
+			runtime.GC()
+			fmt.Fprintln(out, "closed", cpuNow())
+			nb, err := startChildBootstrap(id, addr.String(), mon)
+			if err != nil {
+				return err
+			}
+			b = nb
+			return nil
+		}}, nil
+}
+
+// command carries out one line of the parent's.
+func (cs *childServer) command(line string, out io.Writer) error {
+	switch {
+	case line == "restart" && cs.restart != nil:
+		// Close the bootstrap (its peers are told it shuts down) and
+		// start it again on the same address with the same identity.
+		if err := cs.restart(); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "restarted")
+	case line == "peers":
+		fmt.Fprintln(out, cs.numPeers())
+	case strings.HasPrefix(line, "cpu "):
+		// A CPU profile of the load alone, until "cpu-stop".
+		if f, err := os.Create(strings.TrimPrefix(line, "cpu ")); err == nil {
+			pprof.StartCPUProfile(f) // the file is closed when the child exits
+		}
+	case line == "cpu-stop":
+		pprof.StopCPUProfile()
+	case line == "cputime":
+		fmt.Fprintln(out, cpuNow())
+	case strings.HasPrefix(line, "heap "):
+		writeHeapProfile(strings.TrimPrefix(line, "heap "))
+	case line == "mem":
+		return json.NewEncoder(out).Encode(cs.mem())
+	}
+	return nil
+}
+
+// writeHeapProfile writes a heap profile, for finding what a registered
+// peer costs, and the goroutines beside it.
+func writeHeapProfile(path string) {
+	if f, err := os.Create(path); err == nil {
+		runtime.GC()
+		pprof.WriteHeapProfile(f)
+		f.Close()
+	}
+	if f, err := os.Create(path + ".goroutines"); err == nil {
+		pprof.Lookup("goroutine").WriteTo(f, 1)
+		f.Close()
+	}
+}
+
+// mem is the child's memory in the steady state of an idle bootstrap: Go
+// collects at least every two minutes, and each collection halves a
+// goroutine stack that uses under a quarter of it, so idle stacks shrink
+// over a few cycles; FreeOSMemory returns what the heap no longer needs.
+func (cs *childServer) mem() childMem {
+	for range 4 {
+		runtime.GC()
+	}
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return childMem{Peers: cs.numPeers(), HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse,
+		RSS: testkit.RSS(), Goroutines: runtime.NumGoroutine()}
+}
+
+// cpuNow is the CPU time this process has used, user and system, in ns.
+func cpuNow() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// childBootstrap is the child's bootstrap and its socket.
+type childBootstrap struct {
+	ep  *endpoint.Endpoint
+	srv *Server
+}
+
+// startChildBootstrap starts a bootstrap with the production defaults on
+// addr: its stateless reset key and its session ticket key derived from
+// id, as cmd/antnode derives them, so that a restart with the same id is
+// what a restarted antnode bootstrap is.
+func startChildBootstrap(id *identity.Identity, addr string, mon *monitor.Monitor) (*childBootstrap, error) {
+	key := quic.StatelessResetKey(id.DeriveKey("quic stateless reset"))
+	ep, err := endpoint.Listen("udp4", addr, endpoint.Config{StatelessResetKey: &key})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := NewServer(ServerConfig{Identity: id, Endpoint: ep, Recorder: mon})
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	return &childBootstrap{ep: ep, srv: srv}, nil
+}
+
+func (b *childBootstrap) close() {
+	b.srv.Close()
+	b.ep.Close()
 }
 
 // scaleServer is the parent's handle on the child.
@@ -289,6 +375,11 @@ type fleet struct {
 	clients []*Client
 	ids     []identity.PeerID
 	offers  atomic.Int64
+	tickets atomic.Int64 // TLS session tickets the peers have received
+	// returnRate and returnSpread are the peers' ReturnRate and
+	// MaxReturnSpread (zero: the defaults).
+	returnRate   float64
+	returnSpread time.Duration
 }
 
 const peersPerSocket = 100
@@ -322,7 +413,10 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 		c, err := NewClient(ClientConfig{Identity: id, Endpoint: f.eps[len(f.eps)-1], Addr: f.srv.addr, ID: f.srv.id,
 			// The load generator shares the cores (and, under -race, is
 			// slow): a late acknowledgement is load, not a dead bootstrap.
-			Label: "0", DialTimeout: 20 * time.Second, MinAckWait: 10 * time.Second, OnOffer: func(o *Offer) {
+			Label: "0", DialTimeout: 20 * time.Second, MinAckWait: 10 * time.Second,
+			ReturnRate: f.returnRate, MaxReturnSpread: f.returnSpread,
+			SessionCache: &countingCache{ClientSessionCache: tls.NewLRUClientSessionCache(sessionCacheSize), puts: &f.tickets},
+			OnOffer: func(o *Offer) {
 				f.offers.Add(1)
 				if s, err := o.Accept(Intro{}); err == nil {
 					s.Close()

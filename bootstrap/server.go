@@ -297,8 +297,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cancel:   cancel,
 	}
 	cfg.Endpoint.HandleRequests(s.handleSTUN)
-	s.wg.Add(2)
-	go s.acceptLoop()
+	s.wg.Add(1 + acceptors)
+	for range acceptors {
+		go s.acceptLoop()
+	}
 	go s.sweepLoop()
 	if cfg.AltSTUN != nil {
 		s.wg.Add(1)
@@ -451,6 +453,16 @@ func (s *Server) NumPeers() int {
 	return len(s.peers)
 }
 
+// acceptors is the number of goroutines that accept QUIC control
+// connections. quic-go queues at most 32 connections whose handshake has
+// completed and refuses the next one (CONNECTION_REFUSED, after the
+// handshake's CPU is spent); when a fleet comes back after a restart,
+// thousands of connection goroutines are runnable at once and a single
+// acceptor is scheduled too seldom to keep that queue from filling. A
+// handshake that completes while an acceptor waits is handed to it
+// directly.
+const acceptors = 8
+
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
 	for {
@@ -595,7 +607,7 @@ func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, hands
 		s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeFail, Reason: left, Peer: id.String(), Addr: p.observed})
 	}()
 	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.altSTUNAddrs(),
-		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps()})
+		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps(), Peers: uint64(s.NumPeers())})
 	if err != nil {
 		conn.Close(closeSlowConsumer, "control stream write failed")
 		return
@@ -835,7 +847,7 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 	case *wire.Ping:
 		// The per-peer message bucket (checked before handle) bounds how
 		// fast a peer can make the bootstrap answer.
-		if err := p.ctl.send(&wire.Pong{Seq: m.Seq}); err != nil {
+		if err := p.ctl.send(&wire.Pong{Seq: m.Seq, Peers: uint64(s.NumPeers())}); err != nil {
 			s.log.Debug("bootstrap: pong", "err", err) // the read loop ends with the connection
 		}
 	case *wire.Register:

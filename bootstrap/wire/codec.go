@@ -280,7 +280,11 @@ func (m *Registered) appendPayload(b []byte) []byte {
 	b = appendAddrPort(b, m.Observed)
 	b = appendAddrList(b, m.AltSTUN)
 	b = quicvarint.Append(b, m.TTLSeconds)
-	return quicvarint.Append(b, m.Probes)
+	b = quicvarint.Append(b, m.Probes)
+	if m.Peers == 0 {
+		return b
+	}
+	return quicvarint.Append(b, m.Peers)
 }
 
 func (m *Registered) decode(r *reader) error {
@@ -289,6 +293,9 @@ func (m *Registered) decode(r *reader) error {
 	m.AltSTUN = r.addrList(8)
 	m.TTLSeconds = r.varint()
 	m.Probes = r.varint()
+	if r.err == nil && len(r.b) > 0 {
+		m.Peers = r.varint()
+	}
 	return r.err
 }
 
@@ -600,9 +607,18 @@ func (m *Ping) decode(r *reader) error {
 	return r.err
 }
 
-func (m *Pong) appendPayload(b []byte) []byte { return quicvarint.Append(b, m.Seq) }
+func (m *Pong) appendPayload(b []byte) []byte {
+	b = quicvarint.Append(b, m.Seq)
+	if m.Peers == 0 {
+		return b
+	}
+	return quicvarint.Append(b, m.Peers)
+}
 
 func (m *Pong) decode(r *reader) error {
 	m.Seq = r.varint()
+	if r.err == nil && len(r.b) > 0 {
+		m.Peers = r.varint()
+	}
 	return r.err
 }

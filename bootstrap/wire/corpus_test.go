@@ -85,6 +85,14 @@ func corpusEntries(t *testing.T) []corpusEntry {
 		// PunchRequest{ID 5, Offer false, Round 1} and two bytes a newer
 		// version appends.
 		{"trailing_fields", frame(TypePunchRequest, []byte{5, 0, 1, 0xaa, 0xbb}), outValid},
+		// Registered with the registry size, and the same from an older
+		// bootstrap (without it), and with a newer field after it.
+		{"registered_peers", mustMarshal(t, &Registered{Version: Version, TTLSeconds: 60, Peers: 10000}), outValid},
+		{"registered_without_peers", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0}), outValid},
+		{"registered_peers_then_more", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67, 0x10, 0xaa}), outValid},
+		{"registered_peers_truncated", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67}), outMalformed},
+		{"pong_peers", mustMarshal(t, &Pong{Seq: 1, Peers: 10000}), outValid},
+		{"pong_peers_truncated", frame(TypePong, []byte{1, 0x67}), outMalformed},
 		{"empty", []byte{}, outMalformed},
 		{"type_only", []byte{0x01}, outMalformed},
 		{"truncated_length_varint", []byte{0x01, 0x40}, outMalformed},

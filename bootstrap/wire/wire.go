@@ -315,6 +315,12 @@ type Registered struct {
 	// Probes says which unsolicited probes the bootstrap can send for
 	// filtering classification (ProbeOtherPort, ProbeOtherAddr bits).
 	Probes uint64
+	// Peers is the size of the bootstrap's registry when it registered the
+	// peer (that peer included): a peer that loses the connection spreads
+	// its return over a time that grows with it, so that a fleet does not
+	// come back at once. Optional on the wire: 0 is not sent, and an
+	// older bootstrap sends none (0: not told).
+	Peers uint64
 }
 
 // Probe capability bits of Registered.Probes and kinds of ProbeRequest.
@@ -551,6 +557,10 @@ type Ping struct {
 // Pong answers a Ping.
 type Pong struct {
 	Seq uint64
+	// Peers is the size of the bootstrap's registry now, as in
+	// Registered: it keeps a peer's idea of it current. Optional on the
+	// wire: 0 is not sent, and an older bootstrap sends none.
+	Peers uint64
 }
 
 // MaxPad bounds Ping.Pad.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,6 +50,7 @@ func sampleMessages() []struct {
 		{"register_features", &Register{Version: 1, NAT: nat, Features: FeatureEarly}},
 		{"registered", &Registered{Version: 1, Observed: netip.MustParseAddrPort("198.51.100.1:4000"),
 			AltSTUN: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.2:3478")}, TTLSeconds: 90, Probes: ProbeOtherPort | ProbeOtherAddr}},
+		{"registered_peers", &Registered{Version: 1, Observed: netip.MustParseAddrPort("198.51.100.1:4000"), TTLSeconds: 60, Peers: 10000}},
 		{"observed_address", &ObservedAddress{Seq: 7, Addr: netip.MustParseAddrPort("198.51.100.1:4001")}},
 		{"add_address", &AddAddress{Candidate: cands[0]}},
 		{"remove_address", &RemoveAddress{Addr: netip.MustParseAddrPort("192.168.1.10:4000")}},
@@ -78,6 +80,7 @@ func sampleMessages() []struct {
 		{"connect_ack_target", &ConnectAck{ID: 2, Target: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.2:4000")}}},
 		{"ping", &Ping{Seq: 7, Pad: make([]byte, 16)}},
 		{"pong", &Pong{Seq: 7}},
+		{"pong_peers", &Pong{Seq: 3, Peers: 10000}},
 		{"connect_cancel", &ConnectCancel{ID: 1}},
 		{"connect_cancel_offer", &ConnectCancel{ID: 9, Offer: true}},
 	}
@@ -303,4 +306,63 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRegisteredPeers: the registry size of Registered survives the
+// wire; a Registered of an older bootstrap (without it) says 0, and so
+// does one whose size is 0 (which is not sent); a newer field after it
+// is ignored.
+func TestRegisteredPeers(t *testing.T) {
+	base := &Registered{Version: Version, Observed: netip.MustParseAddrPort("198.51.100.1:4000"), TTLSeconds: 60}
+	older := base.appendPayload(nil)
+	tests := []struct {
+		name    string
+		payload []byte
+		want    uint64
+	}{
+		{"not told", older, 0},
+		{"zero is not sent", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: 0}).appendPayload(nil), 0},
+		{"one", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: 1}).appendPayload(nil), 1},
+		{"ten thousand", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: 10000}).appendPayload(nil), 10000},
+		{"largest varint", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: quicvarint.Max}).appendPayload(nil), quicvarint.Max},
+		{"a newer field after it", append(quicvarint.Append(slices.Clone(older), 7), 0xaa), 7},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := frame(TypeRegistered, tc.payload)
+			m, n, err := Parse(b)
+			if err != nil || n != len(b) {
+				t.Fatalf("Parse: %v (%d of %d bytes)", err, n, len(b))
+			}
+			got := m.(*Registered)
+			if got.Peers != tc.want || got.Observed != base.Observed || got.TTLSeconds != 60 {
+				t.Fatalf("got %+v, want Peers %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPongPeers: the registry size of Pong survives the wire, and a Pong
+// of an older bootstrap (without it) says 0.
+func TestPongPeers(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload []byte
+		want    uint64
+	}{
+		{"not told", (&Pong{Seq: 9}).appendPayload(nil), 0},
+		{"told", (&Pong{Seq: 9, Peers: 10000}).appendPayload(nil), 10000},
+		{"a newer field after it", append((&Pong{Seq: 9, Peers: 5}).appendPayload(nil), 0x01), 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _, err := Parse(frame(TypePong, tc.payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.(*Pong); got.Seq != 9 || got.Peers != tc.want {
+				t.Fatalf("got %+v, want Peers %d", got, tc.want)
+			}
+		})
+	}
 }

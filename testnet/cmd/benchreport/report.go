@@ -211,6 +211,7 @@ func Targets(r Report) []Target {
 		func(v float64) bool { return v < 50 })
 	add("bootstrap capacity from its CPU per introduction, all cores (10 000 peers)", ">= 5000/s", scale, "capacity-req/s", "%.0f/s",
 		func(v float64) bool { return v >= 5000 })
+	restartTargets(add)
 	add("memory retained per failed attempt", "0 (|x| < 256 B: noise)", "BenchmarkFailedAttemptRetention", "retained-B/attempt", "%.0f B",
 		func(v float64) bool { return math.Abs(v) < 256 })
 	add("goroutines retained per failed attempt", "0", "BenchmarkFailedAttemptRetention", "goroutines/attempt", "%.3f",
@@ -343,6 +344,8 @@ func Markdown(r Report) string {
 			g("bootstrap-CPU-µs/req"), g("capacity-req/s"))
 	}
 
+	w("%s", restarting(r))
+
 	w("%s", carrying(r))
 	w("%s", relayPath(r))
 
@@ -361,7 +364,7 @@ func Markdown(r Report) string {
 	}
 
 	w("\n## Reproduce\n\n```\nmake bench            # as root to include the testbed and goodput under loss; writes BENCHMARKS.md and bench-report.json\ngo run ./testnet/cmd/benchreport --bin bin/antnode --goodput-only   # as root: only goodput under loss, merged into bench-report.json\n```\n\n")
-	w("The relay benchmark needs Debian's coturn (`apt-get install coturn`, as `.ci/run` does); the testbed needs root, nftables, conntrack and iproute2. Profiles of the bootstrap under load: `ANTNODE_SCALE_HEAP_PROFILE=/tmp/heap ANTNODE_SCALE_CPU_PROFILE=/tmp/cpu go test -run '^$' -bench BootstrapScale ./bootstrap`; of failed attempts: `ANTNODE_RETENTION_PROFILE=/tmp/ret go test -run TestFailedAttemptsRetainNothing ./traversal`, then `go tool pprof -base /tmp/ret.before /tmp/ret.after`; of 1 000 forwarded connections held open: `ANTNODE_FORWARD_HEAP_PROFILE=/tmp/fwd go test -run '^$' -bench ForwardConnections -benchtime 1x ./traversal`; of the built-in relay's data path alone: `ANTNODE_RELAY_CPU_PROFILE=/tmp/relay.prof go test -run '^$' -bench 'RelayThroughput$' -benchtime 1x ./traversal`, then `go tool pprof -top /tmp/relay.prof`.\n")
+	w("The relay benchmark needs Debian's coturn (`apt-get install coturn`, as `.ci/run` does); the testbed needs root, nftables, conntrack and iproute2. Profiles of the bootstrap under load: `ANTNODE_SCALE_HEAP_PROFILE=/tmp/heap ANTNODE_SCALE_CPU_PROFILE=/tmp/cpu go test -run '^$' -bench BootstrapScale ./bootstrap`; the restart alone, at another fleet size, with CPU profiles of the first registrations and of the return: `ANTNODE_RESTART_PEERS=10000 ANTNODE_SCALE_CPU_PROFILE=/tmp/cpu go test -run '^$' -bench BootstrapRestart -benchtime 1x ./bootstrap` (/tmp/cpu.full, /tmp/cpu.restart); of failed attempts: `ANTNODE_RETENTION_PROFILE=/tmp/ret go test -run TestFailedAttemptsRetainNothing ./traversal`, then `go tool pprof -base /tmp/ret.before /tmp/ret.after`; of 1 000 forwarded connections held open: `ANTNODE_FORWARD_HEAP_PROFILE=/tmp/fwd go test -run '^$' -bench ForwardConnections -benchtime 1x ./traversal`; of the built-in relay's data path alone: `ANTNODE_RELAY_CPU_PROFILE=/tmp/relay.prof go test -run '^$' -bench 'RelayThroughput$' -benchtime 1x ./traversal`, then `go tool pprof -top /tmp/relay.prof`.\n")
 	return b.String()
 }
 
@@ -409,6 +412,39 @@ func mbpsList(xs []float64) string {
 
 // carrying renders the section on application traffic through forwards,
 // or nothing when none of its benchmarks ran.
+// restartTargets adds the targets of BenchmarkBootstrapRestart.
+func restartTargets(add func(name, target, bench, unit, format string, met func(float64) bool)) {
+	const restart = "BenchmarkBootstrapRestart/peers=10000"
+	add("all 10 000 peers registered again after a bootstrap restart", "<= 10 s", restart, "restart-s", "%.1f s",
+		func(v float64) bool { return v <= 10 })
+	add("bootstrap CPU per registration, resumed session / full handshake", "< 1", restart, "resumed/full", "%.2f",
+		func(v float64) bool { return v < 1 })
+}
+
+// restarting is the section of BenchmarkBootstrapRestart, empty when it
+// did not run.
+func restarting(r Report) string {
+	var rows []Bench
+	for _, x := range r.Benchmarks {
+		if strings.HasPrefix(x.Name, "BenchmarkBootstrapRestart/peers=") {
+			rows = append(rows, x)
+		}
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("\n## Bootstrap restart\n\nThe fleet registers with one bootstrap in its own process (as above: production defaults, its stateless reset key and TLS session ticket key derived from its identity, as `antnode bootstrap` derives them), 256 registrations at a time; then the bootstrap is closed (its peers are told it shuts down) and started again on the same address with the same identity. *back* is the share of the fleet registered again within a minute, and *back in* the time from the new bootstrap's start until the last of them was; each peer waits first a random time spread over the registry size it was told last (at its registration, then in every heartbeat's answer; the restart comes 11 s after the fleet registered) over 2 000/s, at most 5 s, so the fleet does not return at once. *resumed* is the share of the returns that resumed their TLS session. *CPU/registration* is the bootstrap's CPU time (user and system, heartbeats of idle peers and garbage collection included) over the registrations: the fleet's first, all full handshakes, and its return after the restart. A resumed session skips both certificates, both CertificateVerify signatures and their verification; it does not skip the key exchange: Go's TLS 1.3 resumes with psk_dhe_ke, so X25519MLKEM768 runs as in a full handshake. The peers run in the benchmark process on the same two cores, and take about as much CPU as the bootstrap.\n\n")
+	w("| peers | back | back in | return rate | resumed | CPU/registration, full | CPU/registration, resumed | resumed / full | first registration rate |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range rows {
+		m := x.Metrics
+		w("| %s | %.2f%% | %.2f s | %.0f/s | %.2f%% | %.0f µs | %.0f µs | %.2f | %.0f/s |\n", strings.TrimPrefix(x.Name, "BenchmarkBootstrapRestart/peers="),
+			m["back-%"], m["restart-s"], m["return-reg/s"], m["resumed-%"], m["full-CPU-µs/reg"], m["resumed-CPU-µs/reg"], m["resumed/full"], m["first-reg/s"])
+	}
+	return b.String()
+}
+
 func carrying(r Report) string {
 	tp, okT := r.bench("BenchmarkForwardThroughput")
 	tt, okF := r.bench("BenchmarkForwardTTFB")

@@ -12,6 +12,7 @@ goarch: amd64
 pkg: github.com/antnode/antnode/bootstrap
 cpu: AMD EPYC
 BenchmarkBootstrapScale/peers=10000-2         	    5000	  200000 ns/op	     71189 B/peer	     73408 RSS-B/peer	         3.000 goroutines/peer	      3269 over-quic-B/peer	        15.46 p50-ms	        19.78 p99-ms	       406.1 registrations/s	      5200 req/s	     18029 stack-B/peer	  309.1 bootstrap-CPU-µs/req	      6471 capacity-req/s
+BenchmarkBootstrapRestart/peers=10000-2         	       1	9100000000 ns/op	       610.2 first-reg/s	      1100 full-CPU-µs/reg	         9.100 restart-s	       100.0 back-%	       100.0 resumed-%	       880.0 resumed-CPU-µs/reg	         0.8000 resumed/full	      1099 return-reg/s
 PASS
 ok  	github.com/antnode/antnode/bootstrap	33.777s
 pkg: github.com/antnode/antnode/traversal
@@ -28,8 +29,8 @@ BenchmarkRecord/node_event-2                     	29534473	        82.10 ns/op	 
 
 func TestParseBench(t *testing.T) {
 	got := ParseBench(sampleBench)
-	if len(got) != 9 {
-		t.Fatalf("%d results, want 9: %+v", len(got), got)
+	if len(got) != 10 {
+		t.Fatalf("%d results, want 10: %+v", len(got), got)
 	}
 	tests := []struct {
 		name, pkg, bench, unit string
@@ -101,6 +102,8 @@ func TestTargets(t *testing.T) {
 		{"coordination requests per second (10 000 peers)", true},
 		{"p99 coordination latency under that load", true},
 		{"bootstrap capacity from its CPU per introduction, all cores (10 000 peers)", true},
+		{"all 10 000 peers registered again after a bootstrap restart", true},      // 9.1 s
+		{"bootstrap CPU per registration, resumed session / full handshake", true}, // 0.80
 		{"memory retained per failed attempt", true},
 		{"goroutines retained per failed attempt", true},
 		{"throughput with monitoring on / off", false}, // 0.989 < 0.99
@@ -131,7 +134,9 @@ func TestTargets(t *testing.T) {
 		"| time to first byte of a new TCP connection through an established forward | <= 1.1 peer RTT | 1.00 RTT (82.1 ms, RTT 81.8 ms) | met |",
 		"| 999 of 1000, 164 KiB/connection | NOT MET |",
 		"## Relay data path", "| 1608 Mbit/s | 904 Mbit/s | 578 Mbit/s | 0.562 | 1.564 | 9.90 ns | 16.30 ns |",
-		"| built-in relay throughput / direct path (loopback, peers and relay on the same cores) | >= 0.5 | 0.562 | met |"} {
+		"| built-in relay throughput / direct path (loopback, peers and relay on the same cores) | >= 0.5 | 0.562 | met |",
+
+		"## Bootstrap restart", "| 10000 | 100.00% | 9.10 s | 1099/s | 100.00% | 1100 µs | 880 µs | 0.80 | 610/s |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
 		}
@@ -189,6 +194,16 @@ func TestRelayPathOnlyWhenMeasured(t *testing.T) {
 	r := Report{Benchmarks: ParseBench("pkg: github.com/antnode/antnode/traversal\nBenchmarkRelayThroughput-2 \t 4\t 1 ns/op\t 1608 direct-Mbit/s\t 604 relay-Mbit/s\t 578 coturn-Mbit/s\t 0.3756 relay/direct\t 1.045 relay/coturn\n")}
 	if s := relayPath(r); !strings.Contains(s, "| 1608 Mbit/s | 604 Mbit/s | 578 Mbit/s | 0.376 | 1.045 | not measured | not measured |") ||
 		!strings.Contains(s, "4 rounds") || !strings.Contains(s, "a1d606b (before)") {
+		t.Fatalf("%s", s)
+	}
+}
+
+func TestRestartingOnlyWhenMeasured(t *testing.T) {
+	if s := restarting(Report{}); s != "" {
+		t.Fatalf("a section without its benchmark: %q", s)
+	}
+	r := Report{Benchmarks: ParseBench("pkg: github.com/antnode/antnode/bootstrap\nBenchmarkBootstrapRestart/peers=3000-2 \t 1\t 1 ns/op\t 2.5 restart-s\t 99.5 back-%\t 1200 return-reg/s\t 100 resumed-%\n")}
+	if s := restarting(r); !strings.Contains(s, "| 3000 | 99.50% | 2.50 s | 1200/s | 100.00% |") {
 		t.Fatalf("%s", s)
 	}
 }
