@@ -740,15 +740,7 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 		return nil, fmt.Errorf("bootstrap %s: register over %s: %w", c.cfg.Addr, transport, err)
 	}
 	ctl := newCtlStream(str)
-	nat, cands := c.cfg.Local()
-	if len(cands) > wire.MaxCandidates {
-		cands = cands[:wire.MaxCandidates]
-	}
-	hello := &wire.Register{Version: wire.Version, NAT: nat, Candidates: cands}
-	if !c.cfg.DisableEarly {
-		hello.Features = wire.FeatureEarly
-	}
-	if err := ctl.send(hello); err != nil {
+	if err := ctl.send(c.hello()); err != nil {
 		return fail(err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -775,6 +767,20 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 		resumed: tlsState.DidResume, server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}
 	l.peers.Store(reg.Peers)
 	return l, nil
+}
+
+// hello is the registration: this peer's NAT type and candidates now,
+// and the features it speaks.
+func (c *Client) hello() *wire.Register {
+	nat, cands := c.cfg.Local()
+	if len(cands) > wire.MaxCandidates {
+		cands = cands[:wire.MaxCandidates]
+	}
+	m := &wire.Register{Version: wire.Version, NAT: nat, Candidates: cands}
+	if !c.cfg.DisableEarly {
+		m.Features = wire.FeatureEarly
+	}
+	return m
 }
 
 // commit makes a registration the current one.
@@ -987,20 +993,7 @@ func (c *Client) handle(l *live, m wire.Message) error {
 			ch <- m // buffered 1
 		}
 	case *wire.ConnectEarly:
-		// The result will come to the session, which Connect returns now:
-		// taken from the request's channel here, on the goroutine that
-		// reads the result too, so that it cannot be left in a channel
-		// nobody reads.
-		c.mu.Lock()
-		ch := c.acks[m.ID]
-		delete(c.acks, m.ID)
-		if ch != nil {
-			delete(c.requests, m.ID)
-		}
-		c.mu.Unlock()
-		if ch != nil {
-			ch <- m // buffered 1
-		}
+		c.takeEarly(m)
 	case *wire.RelayGrant:
 		c.mu.Lock()
 		ch := c.grants[m.ID]
@@ -1043,6 +1036,23 @@ func (c *Client) handle(l *live, m wire.Message) error {
 	return nil
 }
 
+// takeEarly hands an early answer to its waiting Connect. The result
+// will come to the session, which Connect returns now: it is taken from
+// the request's channel here, on the goroutine that reads the result
+// too, so that it cannot be left in a channel nobody reads.
+func (c *Client) takeEarly(m *wire.ConnectEarly) {
+	c.mu.Lock()
+	ch := c.acks[m.ID]
+	delete(c.acks, m.ID)
+	if ch != nil {
+		delete(c.requests, m.ID)
+	}
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- m // buffered 1
+	}
+}
+
 // session finds the session a message names: by offer ID on the target's
 // side (offer), by request ID on the requester's.
 func (c *Client) session(id uint64, offer bool) *Session {
@@ -1058,7 +1068,8 @@ func (c *Client) handleOffer(l *live, m *wire.ConnectOffer) {
 	o := &Offer{c: c, l: l, ID: m.ID, From: m.From, Remote: Intro{NAT: m.NAT, Candidates: m.Candidates, Creds: m.Creds, Purpose: m.Purpose}}
 	if m.Early != nil && !c.cfg.DisableEarly {
 		o.EarlyCreds = m.Early.Creds
-		o.Early = &Punch{Round: 1, Delay: time.Duration(m.Early.DelayMicros) * time.Microsecond, At: time.Now()}
+		o.Early = &Punch{Round: 1, Delay: time.Duration(m.Early.DelayMicros) * time.Microsecond,
+			PeerRTT: time.Duration(m.Early.PeerRTTMicros) * time.Microsecond, At: time.Now()}
 	}
 	if c.cfg.OnOffer == nil {
 		o.Decline(wire.CodeRefused)

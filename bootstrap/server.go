@@ -1022,7 +1022,7 @@ func (s *Server) earlyStart(ss *session) (*wire.ConnectEarly, *wire.Early) {
 	m := &wire.ConnectEarly{ID: ss.reqID, NAT: t.nat, Candidates: srflx(t.observedLocked(), t.candidates), Creds: creds,
 		PeerRTTMicros: uint64(rb.Microseconds()), DelayMicros: uint64(da.Microseconds())}
 	t.mu.Unlock()
-	return m, &wire.Early{Creds: creds, DelayMicros: uint64(db.Microseconds())}
+	return m, &wire.Early{Creds: creds, DelayMicros: uint64(db.Microseconds()), PeerRTTMicros: uint64(ra.Microseconds())}
 }
 
 // hasRelayed says whether cands hold a relayed address.

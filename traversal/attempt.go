@@ -319,6 +319,9 @@ func (a *attempt) run() attemptEnd {
 		a.targets = a.lg.targets
 	}
 	a.startRound(*a.punch, a.targets)
+	if len(a.lg.relayed) > 0 && a.strat.Dial && a.lg.dialRelayed {
+		sleepUntil(a.ctx, start) // the peer's permission first (warmPermitWait)
+	}
 	for _, r := range a.lg.relayed {
 		a.relayed[r] = true
 		if a.strat.Dial && (a.lg.alloc != nil || a.lg.dialRelayed) {

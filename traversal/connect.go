@@ -237,6 +237,11 @@ func (n *Node) attemptVia(ctx context.Context, att *event.Attempt, peer identity
 	plan := PlanRelay(local, sess.Remote.NAT, true)
 	plan.PeerOnRelay = !raw.Direct && n.cfg.Relay != RelayForce
 	if wp, ok := PlanWarmRelay(local, sess.Remote.NAT, true, len(relayedOf(sess.Remote.Candidates)) > 0); ok && !raw.Direct {
+		// Both strategies say no direct path: what connects on the leg
+		// that dials the peer's warm relay came through a relay,
+		// whichever relayed address (one the peer replaced since its
+		// registration included).
+		wp.PeerOnRelay = plan.PeerOnRelay
 		plan = wp
 	}
 	return n.connectWith(ctx, att, peer, sess, hp, strat, plan, intro, incoming)

@@ -97,3 +97,24 @@ func TestDeclineAfterEarlyStart(t *testing.T) {
 		t.Fatalf("fell back after a refusal: %+v", fb)
 	}
 }
+
+func TestWarmPermitWait(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name      string
+		peer, own time.Duration
+		want      time.Duration
+	}{
+		{"equal RTTs: the jitter margin", 40 * ms, 40 * ms, 10 * ms},
+		{"the peer farther", 80 * ms, 40 * ms, 60 * ms},
+		{"the peer nearer", 20 * ms, 80 * ms, 5 * ms},
+		{"unknown RTTs", 0, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := warmPermitWait(tc.peer, tc.own); got != tc.want {
+				t.Fatalf("warmPermitWait(%v, %v) = %v, want %v", tc.peer, tc.own, got, tc.want)
+			}
+		})
+	}
+}

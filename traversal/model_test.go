@@ -300,20 +300,7 @@ func TestFailedAttemptsLeaveNothing(t *testing.T) {
 		if s1 != s0 {
 			t.Errorf("sockets %d -> %d", s0, s1)
 		}
-		for _, n := range []*Node{a, b, sym1, sym2} {
-			if p := n.cfg.Endpoint.Pending(); p != 0 {
-				t.Errorf("%d STUN transactions still pending", p)
-			}
-			if s := n.agent.Sessions(); s != 0 {
-				t.Errorf("%d check sessions still open", s)
-			}
-			n.expectMu.Lock()
-			exp := len(n.expected)
-			n.expectMu.Unlock()
-			if exp != 0 {
-				t.Errorf("%d expected-connection waiters left", exp)
-			}
-		}
+		noLeftovers(t, true, a, b, sym1, sym2)
 		// Live heap after GC: a leaked attempt (its sessions, buffers,
 		// goroutine stacks) costs kilobytes; 100 of them would show.
 		growth := int64(after.HeapAlloc) - int64(before.HeapAlloc)
@@ -322,4 +309,25 @@ func TestFailedAttemptsLeaveNothing(t *testing.T) {
 			t.Errorf("live heap grew by %d bytes over 100 failed attempts", growth)
 		}
 	})
+}
+
+// noLeftovers fails t for every check session and expected-connection
+// waiter that the nodes still hold, and with stun for every STUN
+// transaction still pending.
+func noLeftovers(t testing.TB, stun bool, nodes ...*Node) {
+	t.Helper()
+	for _, n := range nodes {
+		if p := n.cfg.Endpoint.Pending(); stun && p != 0 {
+			t.Errorf("%d STUN transactions still pending", p)
+		}
+		if s := n.agent.Sessions(); s != 0 {
+			t.Errorf("%d check sessions still open", s)
+		}
+		n.expectMu.Lock()
+		exp := len(n.expected)
+		n.expectMu.Unlock()
+		if exp != 0 {
+			t.Errorf("%d expected-connection waiters left", exp)
+		}
+	}
 }

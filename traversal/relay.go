@@ -456,6 +456,22 @@ func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *boots
 	return nil
 }
 
+// warmPermitWait is how long a side whose first packets go to the peer's
+// relayed address from its own socket (it dials the peer's warm relay, or
+// checks the relayed address of a peer that dials from there) waits on an
+// early introduction (see wire.ConnectEarly), given the bootstrap's RTT
+// to the peer and to this node. The peer permits this node's addresses
+// on its allocation when the bootstrap's early message reaches it, sent
+// at the moment this node's was: the permission reaches the relay (the
+// bootstrap's) one peer RTT after that moment, this node's first packet
+// one own RTT after it. A packet that arrives first is dropped (a dial's
+// Initial then costs QUIC's retransmission timeout), so this node waits
+// out the difference and a quarter of the peer's RTT for the relay's
+// jitter. A pure function.
+func warmPermitWait(peerRTT, ownRTT time.Duration) time.Duration {
+	return max(0, peerRTT-ownRTT) + peerRTT/4
+}
+
 // viaRelay connects through the relay under plan: allocate and dial (or
 // accept on the allocation), or check the peer's relayed address and
 // accept on the node's socket. intro is what this side announced (its
@@ -471,6 +487,9 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		// warm one came with the introduction: checked at once (and
 		// dialled, under PlanWarmRelay); another arrives on the session.
 		targets := relayCandidates(warm)
+		if sess.Early != nil {
+			now.Delay = warmPermitWait(sess.Early.PeerRTT, sess.Bootstrap().Status().RTT)
+		}
 		// When both strategies say no direct path can exist, whatever
 		// connects on this leg runs through a relay, whichever relayed
 		// address it came from or went to (one announced late, under

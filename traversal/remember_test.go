@@ -499,16 +499,8 @@ func TestRememberedRacesLeaveNothing(t *testing.T) {
 		if won < 8 {
 			t.Errorf("the remembered path won %d of 20 reconnects, want the 9 or 10 where the mapping held", won)
 		}
+		noLeftovers(t, false, a, b)
 		for _, n := range []*Node{a, b} {
-			if s := n.agent.Sessions(); s != 0 {
-				t.Errorf("%d check sessions still open", s)
-			}
-			n.expectMu.Lock()
-			exp := len(n.expected)
-			n.expectMu.Unlock()
-			if exp != 0 {
-				t.Errorf("%d expected-connection waiters left", exp)
-			}
 			if len(n.Conns()) != 0 {
 				t.Errorf("%d connections left open", len(n.Conns()))
 			}

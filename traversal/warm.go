@@ -368,6 +368,28 @@ func (w *warmRelay) drop(final bool) {
 // WarmRelay returns the state of the node's warm relay allocation.
 func (n *Node) WarmRelay() WarmRelayStatus { return n.warm.status() }
 
+// WaitWarmRelay blocks until the warm relay is settled for the node's NAT
+// type now: not wanted, ready, or its last allocation failed (the keeper
+// retries in the background). For a node that connects once, right after
+// it classified its NAT (antnode connect): its introduction then carries
+// the warm relayed address, which saves an allocation and an
+// announcement after it. It returns ctx's error if ctx ends first.
+func (n *Node) WaitWarmRelay(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		want := n.home() != nil && NeedsWarmRelay(n.cfg.WarmRelay, n.cfg.Relay, n.NAT(), n.PortMapped())
+		if st := n.warm.status().State; !want || st == WarmStateReady || st == WarmStateRetrying {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("traversal: waiting for the warm relay: %w", context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
 // home is the bootstrap whose relay holds the warm allocation: the first
 // configured one registered now (nil: none).
 func (n *Node) home() *bootstrap.Client {

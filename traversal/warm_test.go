@@ -163,9 +163,20 @@ func TestWarmRelayLifecycle(t *testing.T) {
 	rec := &recorder{}
 	n := startBlockedNode(t, Config{Bootstraps: []Bootstrap{b}, Recorder: rec})
 
-	// Allocate.
-	waitFor(t, 5*time.Second, "a warm relay", func() bool { return n.WarmRelay().State == WarmStateReady }, nil)
+	// Allocate: WaitWarmRelay returns once it is ready (it is wanted as
+	// soon as the node knows its UDP is blocked).
+	waitFor(t, 5*time.Second, "the node to want a warm relay", func() bool {
+		return NeedsWarmRelay(n.cfg.WarmRelay, n.cfg.Relay, n.NAT(), n.PortMapped())
+	}, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := n.WaitWarmRelay(ctx); err != nil {
+		t.Fatal(err)
+	}
 	st := n.WarmRelay()
+	if st.State != WarmStateReady {
+		t.Fatalf("WaitWarmRelay returned with the warm relay %s", st.State)
+	}
 	if !st.Relayed.IsValid() || !st.TCP || st.Bootstrap != "0" || rs.Allocations() != 1 {
 		t.Fatalf("warm relay %+v, %d allocations on the relay", st, rs.Allocations())
 	}
@@ -198,6 +209,17 @@ func TestWarmRelayLifecycle(t *testing.T) {
 	// Release.
 	n.Close()
 	waitFor(t, 2*time.Second, "the allocation released at close", func() bool { return rs.Allocations() == 0 }, nil)
+}
+
+// TestWaitWarmRelayNotWanted: a node that keeps no warm relay does not
+// wait for one, whatever its context.
+func TestWaitWarmRelayNotWanted(t *testing.T) {
+	n := startNode(t, nil, startBootstrap(t))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := n.WaitWarmRelay(ctx); err != nil {
+		t.Fatalf("WaitWarmRelay on a node that wants none: %v", err)
+	}
 }
 
 // TestWarmRelayQuota: with one allocation per peer, a relayed connection

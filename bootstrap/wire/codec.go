@@ -371,7 +371,8 @@ func (m *ConnectOffer) appendPayload(b []byte) []byte {
 		return b
 	}
 	b = appendCreds(b, m.Early.Creds)
-	return quicvarint.Append(b, m.Early.DelayMicros)
+	b = quicvarint.Append(b, m.Early.DelayMicros)
+	return quicvarint.Append(b, m.Early.PeerRTTMicros)
 }
 
 func (m *ConnectOffer) decode(r *reader) error {
@@ -384,6 +385,9 @@ func (m *ConnectOffer) decode(r *reader) error {
 	r.origins(m.Candidates)
 	if r.err == nil && len(r.b) > 0 {
 		e := &Early{Creds: r.creds(), DelayMicros: r.varint()}
+		if r.err == nil && len(r.b) > 0 {
+			e.PeerRTTMicros = r.varint()
+		}
 		if r.err == nil && (e.Creds.Ufrag == "" || e.Creds.Pwd == "") {
 			r.fail(errors.New("early offer without check credentials"))
 		}

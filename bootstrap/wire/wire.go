@@ -420,6 +420,9 @@ type ConnectOffer struct {
 type Early struct {
 	Creds       Creds
 	DelayMicros uint64
+	// PeerRTTMicros is the bootstrap's RTT to the requester (optional on
+	// the wire: zero from a bootstrap that does not send it).
+	PeerRTTMicros uint64
 }
 
 // ConnectAnswer is a peer's reply to a ConnectOffer.

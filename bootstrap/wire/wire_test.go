@@ -58,7 +58,7 @@ func sampleMessages() []struct {
 			Creds: Creds{Ufrag: "abcd", Pwd: "0123456789abcdef0123"}}},
 		{"connect_offer", &ConnectOffer{ID: 99, From: testPeer(2), NAT: nat, Candidates: cands[:1]}},
 		{"connect_offer_early", &ConnectOffer{ID: 98, From: testPeer(2), NAT: nat, Candidates: cands[:1],
-			Creds: Creds{Ufrag: "abcd", Pwd: "0123456789abcdef0123"}, Early: &Early{Creds: Creds{Ufrag: "wxyz", Pwd: "p"}, DelayMicros: 5000}}},
+			Creds: Creds{Ufrag: "abcd", Pwd: "0123456789abcdef0123"}, Early: &Early{Creds: Creds{Ufrag: "wxyz", Pwd: "p"}, DelayMicros: 5000, PeerRTTMicros: 41000}}},
 		{"connect_early", &ConnectEarly{ID: 3, NAT: nat, Candidates: cands[1:2], Creds: Creds{Ufrag: "wxyz", Pwd: "p"},
 			PeerRTTMicros: 40000, DelayMicros: 2500}},
 		{"nat_type", &NATType{NAT: nat}},

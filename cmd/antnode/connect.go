@@ -257,6 +257,12 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	cancel()
 	pm.wait(ctx)
 	res.PortMap = portMapState(pm.m.Status(), san)
+	// A node that keeps a warm relay (UDP blocked, a symmetric NAT) has
+	// its allocation announced before it asks for an introduction, as a
+	// daemon would (bounded; without it the attempt allocates its own).
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	_ = node.WaitWarmRelay(wctx)
+	wcancel()
 	failed := connectRepeatedly(ctx, node, o, &res)
 	if failed && res.Error == "" {
 		res.Error = "at least one run failed"
