@@ -3,11 +3,14 @@ package traversal
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v3"
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
@@ -116,5 +119,67 @@ func TestWarmPermitWait(t *testing.T) {
 				t.Fatalf("warmPermitWait(%v, %v) = %v, want %v", tc.peer, tc.own, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLateCandidateAfterEarlyStart: on an early introduction the
+// initiator starts on what the target registered; a candidate that only
+// the target's answer carries joins the checks (a connectivity check
+// arrives there) while the attempt runs.
+func TestLateCandidateAfterEarlyStart(t *testing.T) {
+	bs := startBootstrap(t)
+	rec := &recorder{}
+	a := startNode(t, rec, bs)
+	late, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	lateAddr := late.LocalAddr().(*net.UDPAddr).AddrPort()
+	bID := testkit.Identity(t)
+	b, err := bootstrap.NewClient(bootstrap.ClientConfig{Identity: bID, Endpoint: testkit.Endpoint(t), Addr: bs.Addr, ID: bs.ID,
+		OnOffer: func(o *bootstrap.Offer) {
+			s, err := o.Accept(bootstrap.Intro{NAT: eimAPDF, Candidates: []wire.Candidate{{Kind: wire.KindHost, Priority: 0x7effffff, Addr: lateAddr}}})
+			if err == nil {
+				defer s.Close()
+				<-s.Done()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := b.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AnnounceNAT(eimAPDF); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = b.RequestRelay(ctx) // answered after the announcement was handled
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if c, err := a.Connect(cctx, bID.ID()); err == nil {
+			c.Close()
+		}
+	}()
+	defer func() { stop(); <-done }()
+	late.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	for { // bounded by the read deadline
+		n, err := late.Read(buf)
+		if err != nil {
+			t.Fatalf("no check reached the late candidate: %v", err)
+		}
+		m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if m.Decode() == nil && m.Type == stun.BindingRequest {
+			break
+		}
+	}
+	if _, ok := rec.Find(func(ev event.Event) bool { return ev.Kind == event.KindCandidate && ev.Addr == lateAddr }); !ok {
+		t.Fatal("the late candidate was not recorded")
 	}
 }

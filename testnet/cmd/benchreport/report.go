@@ -252,6 +252,13 @@ func Targets(r Report) []Target {
 	ts = append(ts, t)
 	add("built-in relay throughput / direct path (loopback, peers and relay on the same cores)", ">= 0.5", "BenchmarkRelayThroughput", "relay/direct", "%.3f",
 		func(v float64) bool { return v >= 0.5 })
+	// Reconnecting over a remembered path (loopback, both nodes and the
+	// bootstrap in the benchmark process): faster than an introduction,
+	// and free where the remembered address is stale.
+	add("reconnect over a remembered path / through an introduction (loopback)", "< 1", "BenchmarkReconnect", "remembered/introduced", "%.3f",
+		func(v float64) bool { return v < 1 })
+	add("reconnect with a stale remembered address / with no memory (loopback)", "<= 1.1 (costs nothing)", "BenchmarkReconnect", "stale/no-memory", "%.3f",
+		func(v float64) bool { return v <= 1.1 })
 
 	return append(append(ts, roundTripTargets(r)...), goodputTarget(r.Goodput))
 }
