@@ -31,48 +31,69 @@ func startCoturn(t testing.TB) (netip.AddrPort, []byte) {
 		}
 		t.Skip("coturn (turnserver) is not installed")
 	}
-	// A free port: bind, note, release (coturn binds it right after).
-	l, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	secret := "coturn-test-secret"
+	// A port found free can be taken by another test's socket before
+	// coturn binds it: a coturn that does not come up is stopped and
+	// started again on another port (bounded).
+	var errs []string
+	for range 3 {
+		addr, err := tryCoturn(t, bin, secret)
+		if err == nil {
+			return addr, []byte(secret)
+		}
+		errs = append(errs, err.Error())
+	}
+	t.Fatalf("coturn did not come up in 3 tries:\n%s", strings.Join(errs, "\n"))
+	return netip.AddrPort{}, nil
+}
+
+// tryCoturn starts coturn on a free UDP port of loopback (UDP only: its
+// TCP listener on the same number could collide with another socket) and
+// returns its address once an allocation succeeds (within 5 s); on
+// failure it stops coturn and returns why, with coturn's output.
+func tryCoturn(t testing.TB, bin, secret string) (netip.AddrPort, error) {
+	l, err := net.ListenPacket("udp4", "127.0.0.1:0") // a free port: bind, note, release
 	if err != nil {
-		t.Fatal(err)
+		return netip.AddrPort{}, err
 	}
 	port := l.LocalAddr().(*net.UDPAddr).Port
 	l.Close()
 	dir := t.TempDir()
-	secret := "coturn-test-secret"
 	conf := filepath.Join(dir, "turnserver.conf")
 	cfg := strings.Join([]string{
 		"listening-ip=127.0.0.1", fmt.Sprintf("listening-port=%d", port), "relay-ip=127.0.0.1",
 		"min-port=41000", "max-port=41999", "realm=antnode", "use-auth-secret", "static-auth-secret=" + secret,
-		"no-tls", "no-dtls", "no-cli", "fingerprint", "log-file=stdout", "simple-log", "verbose",
+		"no-tcp", "no-tls", "no-dtls", "no-cli", "fingerprint", "log-file=stdout", "simple-log", "verbose",
 		"pidfile=" + filepath.Join(dir, "pid"), "userdb=" + filepath.Join(dir, "turndb"), "allow-loopback-peers",
 	}, "\n") + "\n"
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+		return netip.AddrPort{}, err
 	}
 	cmd := exec.Command(bin, "-c", conf)
 	out := &syncBuilder{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return netip.AddrPort{}, err
 	}
-	t.Cleanup(func() {
+	stop := func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-	})
+	}
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 	// Ready when an allocation succeeds (bounded).
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		a, err := relay.Allocate(ctx, relay.ClientConfig{Server: addr, Credentials: relay.NewCredentials([]byte(secret), testkit.Identity(t).ID(), time.Now(), time.Minute)})
 		cancel()
 		if err == nil {
 			a.Close()
-			return addr, []byte(secret)
+			t.Cleanup(stop)
+			return addr, nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("coturn did not come up: %v\n%s", err, out.String())
+			stop()
+			return netip.AddrPort{}, fmt.Errorf("coturn on port %d: %w\n%s", port, err, out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
