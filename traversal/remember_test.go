@@ -193,6 +193,28 @@ func recallOutcome(rec *recorder, id event.AttemptID) (event.Event, bool) {
 	})
 }
 
+// reconnect connects a to b again and returns the connection and how
+// its remembered dial ended. Until won: on loopback an introduction
+// (1.5 round trips of almost nothing) can beat the remembered dial (1)
+// when the machine is busy (it won 8 to 18% of the time under the race
+// detector), so a test of the win connects again, 5 times at most, until
+// the remembered dial wins.
+func reconnect(t *testing.T, ctx context.Context, a, b *Node, recA *recorder, untilWon bool) (*Conn, event.Event, bool) {
+	t.Helper()
+	for i := 0; ; i++ {
+		c, err := a.Connect(ctx, b.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, tried := recallOutcome(recA, c.Attempt())
+		if !untilWon || (tried && ev.Outcome == event.OutcomeOK) || i == 4 {
+			return c, ev, tried
+		}
+		c.Close()
+		waitNoConn(t, b, a.ID())
+	}
+}
+
 // TestRememberedPathRace connects two nodes through a bootstrap on
 // loopback, closes the connection and connects again: the remembered
 // path races the introduction and wins, loses (its address is dead, the
@@ -234,14 +256,10 @@ func TestRememberedPathRace(t *testing.T) {
 			a, b := startNodeCfg(t, cfg), startNode(t, recB, boot)
 			connectClose(t, a, b)
 			tc.setup(t, a, b)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			c, err := a.Connect(ctx, b.ID())
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, ev, tried := reconnect(t, ctx, a, b, recA, tc.want == event.OutcomeOK)
 			defer c.Close()
-			ev, tried := recallOutcome(recA, c.Attempt())
 			switch {
 			case tc.want == event.OutcomeNone && !tc.lost && tried:
 				t.Fatalf("remembered dial tried (%s, %v), want none", ev.Outcome, ev.Err)
