@@ -112,7 +112,7 @@ func TestRepoExpectations(t *testing.T) {
 				if e.Level != "direct" || e.Min != 1 || e.Within != 0 || e.MaxRTTs != 1.8 {
 					t.Errorf("%s: %v, want direct rtts<=1.8", p.Key(), e)
 				}
-			case a == ClassUDPBlocked && (b == ClassUDPBlocked || b == ClassAPDM):
+			case a == ClassUDPBlocked && (b == ClassUDPBlocked || b == ClassAPDM), a == ClassAPDM && b == ClassUDPBlocked:
 				// Relay to relay: the initiator's allocation permits
 				// before its first packet (measured 2.56 to 3.5); to a
 				// symmetric NAT, its check through the relay comes first
