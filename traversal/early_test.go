@@ -15,6 +15,7 @@ import (
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/internal/testkit"
 )
 
@@ -45,6 +46,32 @@ func TestLateTargets(t *testing.T) {
 	}
 }
 
+// earlyTarget registers a bare bootstrap client with bs as a peer whose
+// offers onOffer handles, and announces its NAT type (eim-apdf: what an
+// initiator's strategy starts from on an early introduction; without one
+// it waits for the answer). It returns once the bootstrap has handled the
+// announcement (a request made after it is answered after it); the client
+// closes with the test.
+func earlyTarget(t *testing.T, bs Bootstrap, onOffer func(*bootstrap.Offer)) *identity.Identity {
+	t.Helper()
+	id := testkit.Identity(t)
+	b, err := bootstrap.NewClient(bootstrap.ClientConfig{Identity: id, Endpoint: testkit.Endpoint(t), Addr: bs.Addr, ID: bs.ID, OnOffer: onOffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := b.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AnnounceNAT(eimAPDF); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = b.RequestRelay(ctx) // answered after the announcement was handled
+	return id
+}
+
 // TestDeclineAfterEarlyStart: on an early introduction the initiator
 // checks the target's registered addresses before the target answers;
 // when the target then declines, the attempt ends at once with the
@@ -54,30 +81,15 @@ func TestDeclineAfterEarlyStart(t *testing.T) {
 	rec := &recorder{}
 	a := startNode(t, rec, bs)
 	release := make(chan struct{})
-	bID := testkit.Identity(t)
-	b, err := bootstrap.NewClient(bootstrap.ClientConfig{Identity: bID, Endpoint: testkit.Endpoint(t), Addr: bs.Addr, ID: bs.ID,
-		OnOffer: func(o *bootstrap.Offer) {
-			<-release
-			o.Decline(wire.CodeRefused)
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	bID := earlyTarget(t, bs, func(o *bootstrap.Offer) {
+		<-release
+		o.Decline(wire.CodeRefused)
+	})
 	var once sync.Once
 	answer := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(answer) // before b.Close, which waits for the offer's handler
+	t.Cleanup(answer) // before the target's Close, which waits for the offer's handler
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if err := b.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The NAT type a's strategy starts from (without one, a waits for
-	// the answer); a request b makes after it is answered after it.
-	if err := b.AnnounceNAT(eimAPDF); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = b.RequestRelay(ctx)
 	done := make(chan error, 1)
 	go func() {
 		c, err := a.Connect(ctx, bID.ID())
@@ -88,7 +100,7 @@ func TestDeclineAfterEarlyStart(t *testing.T) {
 	}()
 	testkit.WaitFor(t, 5*time.Second, "a check before the answer", func() bool { return len(rec.Kind(event.KindCheckSent)) > 0 })
 	answer()
-	err = <-done
+	err := <-done
 	var ce *ConnectError
 	if !errors.As(err, &ce) || ce.Reason != event.ReasonRefused || ce.Phase != event.PhaseCoordinate {
 		t.Fatalf("Connect: %v, want refused in coordination", err)
@@ -136,28 +148,15 @@ func TestLateCandidateAfterEarlyStart(t *testing.T) {
 	}
 	defer late.Close()
 	lateAddr := late.LocalAddr().(*net.UDPAddr).AddrPort()
-	bID := testkit.Identity(t)
-	b, err := bootstrap.NewClient(bootstrap.ClientConfig{Identity: bID, Endpoint: testkit.Endpoint(t), Addr: bs.Addr, ID: bs.ID,
-		OnOffer: func(o *bootstrap.Offer) {
-			s, err := o.Accept(bootstrap.Intro{NAT: eimAPDF, Candidates: []wire.Candidate{{Kind: wire.KindHost, Priority: 0x7effffff, Addr: lateAddr}}})
-			if err == nil {
-				defer s.Close()
-				<-s.Done()
-			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	bID := earlyTarget(t, bs, func(o *bootstrap.Offer) {
+		s, err := o.Accept(bootstrap.Intro{NAT: eimAPDF, Candidates: []wire.Candidate{{Kind: wire.KindHost, Priority: 0x7effffff, Addr: lateAddr}}})
+		if err == nil {
+			defer s.Close()
+			<-s.Done()
+		}
+	})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if err := b.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AnnounceNAT(eimAPDF); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = b.RequestRelay(ctx) // answered after the announcement was handled
 	cctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

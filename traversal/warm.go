@@ -378,8 +378,7 @@ func (n *Node) WaitWarmRelay(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		want := n.home() != nil && NeedsWarmRelay(n.cfg.WarmRelay, n.cfg.Relay, n.NAT(), n.PortMapped())
-		if st := n.warm.status().State; !want || st == WarmStateReady || st == WarmStateRetrying {
+		if st := n.warm.status().State; !n.wantsWarmRelay() || st == WarmStateReady || st == WarmStateRetrying {
 			return nil
 		}
 		select {
@@ -388,6 +387,12 @@ func (n *Node) WaitWarmRelay(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// wantsWarmRelay says whether the node keeps a warm relay now: it has a
+// home bootstrap and NeedsWarmRelay says so for its NAT type.
+func (n *Node) wantsWarmRelay() bool {
+	return n.home() != nil && NeedsWarmRelay(n.cfg.WarmRelay, n.cfg.Relay, n.NAT(), n.PortMapped())
 }
 
 // home is the bootstrap whose relay holds the warm allocation: the first

@@ -165,9 +165,7 @@ func TestWarmRelayLifecycle(t *testing.T) {
 
 	// Allocate: WaitWarmRelay returns once it is ready (it is wanted as
 	// soon as the node knows its UDP is blocked).
-	waitFor(t, 5*time.Second, "the node to want a warm relay", func() bool {
-		return NeedsWarmRelay(n.cfg.WarmRelay, n.cfg.Relay, n.NAT(), n.PortMapped())
-	}, nil)
+	waitFor(t, 5*time.Second, "the node to want a warm relay", n.wantsWarmRelay, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := n.WaitWarmRelay(ctx); err != nil {
