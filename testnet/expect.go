@@ -239,6 +239,22 @@ func (x Expectations) ForPair(p PairSpec) Expectation {
 	return e
 }
 
+// WithoutRTTBounds returns the table with no round-trip bound at all:
+// neither the table-wide rtt_bounds nor a pair's own rtts<=N (a lossy
+// pass, where a retransmitted handshake packet is a loss timeout, not a
+// round trip). The levels and shares stay.
+func (x Expectations) WithoutRTTBounds() Expectations {
+	out := x
+	out.RTTBounds = nil
+	out.Default.MaxRTTs = 0
+	out.Pairs = make(map[string]Expectation, len(x.Pairs))
+	for k, e := range x.Pairs {
+		e.MaxRTTs = 0
+		out.Pairs[k] = e
+	}
+	return out
+}
+
 // LoadExpectations reads the JSON expectation table:
 // {"default": "none", "pairs": {"eim-eif/apdm": "direct", ...},
 // "rtt_bounds": [{"classes": [...], "topology": "different-nat",

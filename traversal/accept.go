@@ -3,6 +3,7 @@ package traversal
 import (
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -28,6 +29,14 @@ func (n *Node) expect(peer identity.PeerID, ufrag string) (<-chan *quic.Conn, fu
 	ch := make(chan *quic.Conn, 8)
 	n.expectMu.Lock()
 	n.expected[peer] = append(n.expected[peer], expectation{ufrag: ufrag, ch: ch})
+	// Connections that named this attempt before it began (the dialler
+	// holds the credentials first on an early introduction, and the offer
+	// can be late, lost once on the way): they are its.
+	for _, qc := range n.early.claim(peer, ufrag, time.Now()) {
+		if qc.Context().Err() == nil {
+			ch <- qc // at most maxEarlyConns, fewer than ch holds
+		}
+	}
 	n.expectMu.Unlock()
 	return ch, func() {
 		n.expectMu.Lock()
@@ -69,8 +78,14 @@ func (n *Node) acceptOn(ln *quic.Listener) {
 			continue
 		}
 		n.track(qc, peer, event.PathDirect, false)
+		name := qc.ConnectionState().TLS.ServerName
 		n.expectMu.Lock()
-		waiter := pickExpectation(n.expected[peer], qc.ConnectionState().TLS.ServerName)
+		waiter := pickExpectation(n.expected[peer], name)
+		if ufrag, ok := strings.CutSuffix(name, attemptSuffix); ok && waiter == nil {
+			// An attempt that has not begun yet, or one that is over:
+			// kept a while for the first.
+			n.early.park(peer, ufrag, qc, time.Now())
+		}
 		n.expectMu.Unlock()
 		if waiter != nil {
 			select {
@@ -103,4 +118,75 @@ func pickExpectation(l []expectation, serverName string) chan *quic.Conn {
 		return l[0].ch
 	}
 	return nil
+}
+
+// earlyConns are accepted connections that named an attempt this node
+// has not begun: on an early introduction the dialler holds this side's
+// credentials (from the bootstrap) at the moment the offer leaves for
+// this side, and its first dial can arrive before a late offer does. The
+// attempt claims them when it begins. They are bounded in count per peer,
+// in peers and in age; the connections themselves are tracked (and
+// closed) as any other.
+type earlyConns struct {
+	byPeer map[identity.PeerID][]earlyConn
+}
+
+type earlyConn struct {
+	ufrag string
+	qc    *quic.Conn
+	at    time.Time
+}
+
+const (
+	maxEarlyConns = 4                // per peer: the oldest goes first
+	maxEarlyPeers = 256              // peers with parked connections
+	earlyConnTTL  = 10 * time.Second // an offer later than this is not coming
+)
+
+// park keeps qc, which named ufrag, for peer's attempt to come.
+func (e *earlyConns) park(peer identity.PeerID, ufrag string, qc *quic.Conn, now time.Time) {
+	e.prune(now)
+	if e.byPeer == nil {
+		e.byPeer = make(map[identity.PeerID][]earlyConn)
+	}
+	l, ok := e.byPeer[peer]
+	if !ok && len(e.byPeer) >= maxEarlyPeers {
+		return
+	}
+	if len(l) >= maxEarlyConns {
+		l = slices.Delete(l, 0, 1)
+	}
+	e.byPeer[peer] = append(l, earlyConn{ufrag: ufrag, qc: qc, at: now})
+}
+
+// claim removes and returns the connections parked for peer's attempt
+// with ufrag.
+func (e *earlyConns) claim(peer identity.PeerID, ufrag string, now time.Time) []*quic.Conn {
+	e.prune(now)
+	var out []*quic.Conn
+	l := slices.DeleteFunc(e.byPeer[peer], func(c earlyConn) bool {
+		if c.ufrag == ufrag {
+			out = append(out, c.qc)
+			return true
+		}
+		return false
+	})
+	if len(l) == 0 {
+		delete(e.byPeer, peer)
+	} else {
+		e.byPeer[peer] = l
+	}
+	return out
+}
+
+// prune drops what is older than earlyConnTTL.
+func (e *earlyConns) prune(now time.Time) {
+	for p, l := range e.byPeer {
+		l = slices.DeleteFunc(l, func(c earlyConn) bool { return now.Sub(c.at) > earlyConnTTL })
+		if len(l) == 0 {
+			delete(e.byPeer, p)
+		} else {
+			e.byPeer[p] = l
+		}
+	}
 }

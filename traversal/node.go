@@ -142,6 +142,7 @@ type Node struct {
 	announceMu sync.Mutex
 	expectMu   sync.Mutex
 	expected   map[identity.PeerID][]expectation
+	early      earlyConns // under expectMu
 	connsMu    sync.Mutex
 	conns      map[*quic.Conn]*Conn
 

@@ -2,12 +2,15 @@ package traversal
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // TestConnectAndCloseAtOnce: an initiator that closes each connection as
@@ -92,5 +95,96 @@ func TestPickExpectation(t *testing.T) {
 				t.Fatalf("pickExpectation(%q) picked the wrong attempt", tc.serverName)
 			}
 		})
+	}
+}
+
+// TestEarlyConnBeforeOffer: a dial that names an attempt the accepting
+// node has not begun (on an early introduction the dialler holds the
+// credentials first, and a lost offer arrives a retransmission later) is
+// handed to that attempt when it begins. CI's lossy matrix once counted a
+// responder attempt failed (after its timeout) whose initiator had
+// connected: its connection had arrived before the offer and was given
+// to no attempt.
+func TestEarlyConnBeforeOffer(t *testing.T) {
+	b := startBootstrap(t)
+	a := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, RememberFor: -1})
+	bn := startNodeCfg(t, Config{Bootstraps: []Bootstrap{b}, RememberFor: -1})
+	const ufrag = "eeee0001"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	qc, err := a.dialPeer(ctx, a.cfg.Endpoint, bn.cfg.Endpoint.LocalAddr(), bn.ID(), ufrag, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	// The accepting side has the connection once the dialler's handshake
+	// is over, within a round trip on loopback; give it a bound.
+	deadline := time.Now().Add(2 * time.Second)
+	for bn.connOf(qc) == nil && len(bn.Conns()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	other, releaseOther := bn.expect(a.ID(), "ffff0002") // another attempt: not its
+	defer releaseOther()
+	in, release := bn.expect(a.ID(), ufrag)
+	defer release()
+	select {
+	case got := <-in:
+		if got.RemoteAddr().String() != a.cfg.Endpoint.LocalAddr().String() {
+			t.Fatalf("the attempt got a connection from %v, want %v", got.RemoteAddr(), a.cfg.Endpoint.LocalAddr())
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the attempt that began after its connection arrived never got it")
+	}
+	select {
+	case <-other:
+		t.Fatal("an attempt with other credentials got the connection")
+	default:
+	}
+}
+
+func TestEarlyConns(t *testing.T) {
+	p1, p2 := testkit.Identity(t).ID(), testkit.Identity(t).ID()
+	c := make([]*quic.Conn, 6)
+	for i := range c {
+		c[i] = new(quic.Conn)
+	}
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name  string
+		park  func(e *earlyConns)
+		peer  identity.PeerID
+		ufrag string
+		at    time.Time
+		want  []*quic.Conn
+	}{
+		{"claimed by its ufrag", func(e *earlyConns) { e.park(p1, "u1", c[0], t0); e.park(p1, "u2", c[1], t0) }, p1, "u2", t0, c[1:2]},
+		{"not another peer's", func(e *earlyConns) { e.park(p2, "u1", c[0], t0) }, p1, "u1", t0, nil},
+		{"two for the same attempt", func(e *earlyConns) { e.park(p1, "u1", c[0], t0); e.park(p1, "u1", c[1], t0) }, p1, "u1", t0, c[0:2]},
+		{"too old", func(e *earlyConns) { e.park(p1, "u1", c[0], t0) }, p1, "u1", t0.Add(earlyConnTTL + time.Second), nil},
+		{"the oldest goes first", func(e *earlyConns) {
+			for i := range maxEarlyConns + 1 {
+				e.park(p1, "u1", c[i], t0)
+			}
+		}, p1, "u1", t0, c[1 : maxEarlyConns+1]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e earlyConns
+			tc.park(&e)
+			got := e.claim(tc.peer, tc.ufrag, tc.at)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("claimed %d connections, want %d", len(got), len(tc.want))
+			}
+			if again := e.claim(tc.peer, tc.ufrag, tc.at); len(again) != 0 {
+				t.Fatalf("claimed %d connections a second time", len(again))
+			}
+		})
+	}
+	var e earlyConns
+	for i := range maxEarlyPeers + 10 {
+		e.park(testkit.Identity(t).ID(), "u", c[0], t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if len(e.byPeer) != maxEarlyPeers {
+		t.Fatalf("%d peers parked, want at most %d", len(e.byPeer), maxEarlyPeers)
 	}
 }

@@ -82,7 +82,7 @@ func run() int {
 		return 2
 	}
 	if !*rttBounds {
-		x.RTTBounds = nil
+		x = x.WithoutRTTBounds()
 	}
 	cfg.Expect = x
 	if _, err := os.Stat(*bin); err != nil {
