@@ -75,6 +75,11 @@ type Type struct {
 // Known reports whether both behaviours have been measured.
 func (t Type) Known() bool { return t.Mapping != MappingUnknown && t.Filtering != FilteringUnknown }
 
+// Settled reports whether the type says all a peer's strategy needs: both
+// behaviours are measured, or UDP is blocked (whose mapping cannot be
+// measured, and does not matter: such a node is reached through a relay).
+func (t Type) Settled() bool { return t.Known() || t.Filtering == FilteringBlocked }
+
 // Class returns the bounded name used in metrics, reports and logs:
 // "public", "eim-eif", "eim-adf", "eim-apdf", "apdm", "adm", "udp-blocked" or
 // "unknown".

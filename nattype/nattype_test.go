@@ -86,3 +86,24 @@ func TestDrops(t *testing.T) {
 		})
 	}
 }
+
+func TestSettled(t *testing.T) {
+	tests := []struct {
+		name string
+		t    Type
+		want bool
+	}{
+		{"both measured", Type{MappingEIM, FilteringAPDF}, true},
+		{"blocked, mapping unknown", Type{MappingUnknown, FilteringBlocked}, true},
+		{"nothing measured", Type{}, false},
+		{"mapping only", Type{MappingEIM, FilteringUnknown}, false},
+		{"filtering only", Type{MappingUnknown, FilteringAPDF}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.t.Settled(); got != tc.want {
+				t.Fatalf("Settled() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -275,6 +275,31 @@ func (a *Allocation) PermitAsync(addrs ...netip.AddrPort) {
 	}()
 }
 
+// PermitRelayAsync permits the relay's own address on the allocation, in
+// the background: other allocations on the same relay (a peer's warm
+// relay) can then reach this one, and this one them, without a permission
+// to wait for on the first packet. pion's relayed socket asks for a
+// permission, and waits for the answer, before its first packet to an IP
+// it holds none for; an explicit CreatePermission (Permit) does not teach
+// it one, so this sends one datagram of a zero byte to the allocation's
+// own relayed address, which comes back to it (a non-STUN, non-QUIC
+// datagram: readers drop it). pion refreshes the permission with the
+// allocation. A relay that refuses (a third-party TURN server's policy)
+// costs that one request: the first packet to the relay's address asks
+// again. Close waits for it.
+func (a *Allocation) PermitRelayAsync() {
+	a.permMu.Lock()
+	defer a.permMu.Unlock()
+	if a.closed {
+		return
+	}
+	a.permits.Add(1)
+	go func() {
+		defer a.permits.Done()
+		a.Conn.WriteTo([]byte{0}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Relayed.Addr(), 9))) //nolint:errcheck // see above
+	}()
+}
+
 // Close releases the allocation (pion sends a zero-lifetime refresh) and
 // closes the client's socket. It is idempotent.
 //

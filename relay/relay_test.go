@@ -197,13 +197,14 @@ func TestRelayPermissionPolicy(t *testing.T) {
 	if err := a.Permit(netip.MustParseAddrPort("192.0.2.77:9")); !errors.Is(err, ErrRefused) {
 		t.Fatalf("unannounced address: %v, want ErrRefused", err)
 	}
-	// Without a policy nothing is permitted.
+	// Without a policy nothing is permitted but the relay's own address
+	// (127.0.0.1 here: see TestRelayToRelay).
 	r2 := startRelay(t, ServerConfig{}, nil)
 	a2, err := allocate(t, r2, r2.Credentials(peerID(t), time.Minute), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a2.Permit(netip.MustParseAddrPort("127.0.0.1:9")); !errors.Is(err, ErrRefused) {
+	if err := a2.Permit(netip.MustParseAddrPort("127.0.0.2:9")); !errors.Is(err, ErrRefused) {
 		t.Fatalf("no policy: %v, want ErrRefused", err)
 	}
 }
@@ -383,5 +384,61 @@ func TestKeepaliveIsAnswered(t *testing.T) {
 	r.Close()
 	if err := a.Keepalive(); err == nil {
 		t.Fatal("a keepalive to a relay that is gone was answered")
+	}
+}
+
+// TestRelayToRelay: with no policy at all (nothing introduced), two
+// allocations on one relay reach each other once each permitted the
+// relay's own address (PermitRelayAsync: two peers that both keep a warm
+// relay), over UDP and TCP; an address that is not the relay's is still
+// refused.
+func TestRelayToRelay(t *testing.T) {
+	rec := &securityLog{}
+	r := startRelay(t, ServerConfig{Recorder: rec}, nil)
+	a, err := allocate(t, r, r.Credentials(peerID(t), time.Minute), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := allocate(t, r, r.Credentials(peerID(t), time.Minute), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	permits := func() int {
+		return len(rec.Events(func(ev event.Event) bool {
+			return ev.Kind == event.KindRelay && ev.Detail == "permission" && ev.Outcome == event.OutcomeOK
+		}))
+	}
+	a.PermitRelayAsync()
+	b.PermitRelayAsync()
+	a.permits.Wait()
+	b.permits.Wait()
+	if got := permits(); got != 2 {
+		t.Fatalf("%d permissions granted for the relay's own address, want 2", got)
+	}
+	buf := make([]byte, 100)
+	for _, tc := range []struct {
+		name     string
+		from, to *Allocation
+	}{{"udp to tcp", a, b}, {"tcp to udp", b, a}} {
+		if _, err := tc.from.Conn.WriteTo([]byte(tc.name), net.UDPAddrFromAddrPort(tc.to.Relayed)); err != nil {
+			t.Fatal(err)
+		}
+		tc.to.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		for {
+			n, from, err := tc.to.Conn.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("%s: nothing arrived: %v", tc.name, err)
+			}
+			if n == 1 && buf[0] == 0 {
+				continue // the permission's own datagram
+			}
+			if string(buf[:n]) != tc.name || from.String() != tc.from.Relayed.String() {
+				t.Fatalf("%s: read %q from %v", tc.name, buf[:n], from)
+			}
+			break
+		}
+	}
+	if err := a.Permit(netip.MustParseAddrPort("127.0.0.2:9")); !errors.Is(err, ErrRefused) {
+		t.Fatalf("another address without a policy: %v, want ErrRefused", err)
 	}
 }

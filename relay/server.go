@@ -403,7 +403,7 @@ func (s *Server) account(user string, d int) {
 }
 
 // permit grants a permission only towards an address the policy allows
-// for the allocation's peer.
+// for the allocation's peer, or towards the relay's own address.
 func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
 	s.mu.Lock()
 	var peer identity.PeerID
@@ -414,6 +414,15 @@ func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
 	s.mu.Unlock()
 	ip, ipok := netip.AddrFromSlice(peerIP)
 	allow := s.allow.Load()
+	if ok && ipok && ip.Unmap() == s.cfg.RelayIP.Unmap() {
+		// The relay's own address: other allocations on this relay (relay
+		// to relay, two peers that both keep a warm relay). Those are
+		// authenticated peers' allocations; what they carry is checked
+		// (credentials, TLS) by the peer, and their rate is the relay's
+		// limits'.
+		s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "permission", Outcome: event.OutcomeOK})
+		return true
+	}
 	if !ok || !ipok || allow == nil || !(*allow)(peer, ip.Unmap()) {
 		s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "permission", Outcome: event.OutcomeFail, Reason: event.ReasonRefused})
 		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRefused, Addr: addrPort(client), Detail: "relay permission refused"})

@@ -161,6 +161,10 @@ type ticketConnectResult struct {
 		Label      string `json:"label"`
 		Registered bool   `json:"registered"`
 	} `json:"bootstraps"`
+	WarmRelay *struct {
+		State   string `json:"state"`
+		Relayed string `json:"relayed"`
+	} `json:"warm_relay"`
 }
 
 // connectTarget runs `antnode connect target` (a peer ID or a ticket)

@@ -419,11 +419,12 @@ func (e *Env) Connect(ctx context.Context, from, to Host, send int64, timeout ti
 	args = append(args, extra...)
 	cctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
-	out, err := e.TB.Run(cctx, from.NS, args...)
-	var ce *CommandError
-	if e.LogDir != "" && errors.As(err, &ce) {
+	out, stderr, err := e.TB.RunBoth(cctx, from.NS, args...)
+	if e.LogDir != "" {
+		// Every connect's log, failed or not: a slow one is worth reading
+		// too.
 		os.MkdirAll(e.LogDir, 0o755)
-		os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("connect-%s-to-%s-%d.log", from.NS, to.NS, time.Now().UnixNano())), []byte(ce.Output), 0o644)
+		os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("connect-%s-to-%s-%d.log", from.NS, to.NS, time.Now().UnixNano())), []byte(stderr), 0o644)
 	}
 	var res ConnectResult
 	if jerr := json.Unmarshal([]byte(strings.TrimSpace(out)), &res); jerr != nil {

@@ -292,17 +292,8 @@ func (tb *Testbed) Start(ns string, args ...string) (*Proc, error) {
 // goroutine's stack to stderr and exits; "ip netns exec" execs the command
 // in its place), and SIGKILL 3 s later.
 func (tb *Testbed) Run(ctx context.Context, ns string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
-	cmd.WaitDelay = 3 * time.Second
-	err := cmd.Run()
-	if err != nil {
-		return out.String(), &CommandError{Args: args, Output: errb.String(), Err: err}
-	}
-	return out.String(), nil
+	out, _, err := tb.RunBoth(ctx, ns, args...)
+	return out, err
 }
 
 // RunBoth is Run that also returns stderr on success.
@@ -311,6 +302,8 @@ func (tb *Testbed) RunBoth(ctx context.Context, ns string, args ...string) (stri
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 3 * time.Second
 	err := cmd.Run()
 	if err != nil {
 		return out.String(), errb.String(), &CommandError{Args: args, Output: errb.String(), Err: err}

@@ -109,6 +109,17 @@ func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 	if !res.Connected {
 		return false, detail + "; " + res.Reason + ": " + res.Error
 	}
+	// A one-shot connect from the udp-blocked site waits for a warm relay
+	// of its own and says so in its JSON.
+	out := e.connectTarget(ctx, b, e.PeerIDs[a.NS], e.bootAddr(0), size)
+	warm := "absent"
+	if out.WarmRelay != nil {
+		warm = out.WarmRelay.State
+	}
+	detail += fmt.Sprintf("; connect from udp-blocked: %s, %d bytes verified, its warm relay %s", out.Path, out.BytesVerified, warm)
+	if out.Path != "relay" || out.BytesVerified != size || warm != "ready" {
+		return false, detail + "; " + out.Reason + ": " + out.Error
+	}
 	p.Stop(2 * time.Second)
 	allocs := e.relayEvents(0, "allocate", id)
 	deadline := time.Now().Add(5 * time.Second)

@@ -176,10 +176,10 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 			sess.Cancel() // the responder stops now, not at its timeout
 		}
 	}()
-	if sess.Early != nil && !sess.Remote.NAT.Known() {
-		// Early, but the bootstrap holds no classified NAT type of the
-		// peer (it registered before it classified): the strategy needs
-		// the peer's answer, and the start its PunchNow.
+	if sess.Early != nil && !earlyEnough(sess.Remote) {
+		// Early, but what the bootstrap holds of the peer does not settle
+		// the roles: the strategy needs the peer's answer, and the start
+		// its PunchNow.
 		if err := sess.AwaitAnswer(ctx); err != nil {
 			att.End(event.PhaseCoordinate, event.OutcomeFail, Reason(err))
 			return nil, event.PhaseCoordinate, err
@@ -217,6 +217,26 @@ func (n *Node) connect(ctx context.Context, att *event.Attempt, peer identity.Pe
 		return c, event.PhaseHandshake, nil
 	}
 	return n.track(qc, peer, path, true), event.PhaseHandshake, nil
+}
+
+// earlyEnough says whether an early introduction's view of the peer (what
+// it registered) settles both sides' roles, so that the initiator can
+// start without the peer's answer. Not when the bootstrap holds no
+// classified NAT type of the peer (it registered before it classified;
+// a peer whose UDP is blocked is classified so, its mapping unknown), nor
+// when the peer is one that keeps a warm relay (UDP blocked, or mapping
+// per destination, without a port mapping) and no relayed address came:
+// the peer plans its part with its warm relay (PlanWarmRelay) and this
+// side without it, and both would wait to be dialled. The answer carries
+// the relayed address then (a registration made before the warm
+// allocation was ready). It is a pure function.
+func earlyEnough(peer bootstrap.Intro) bool {
+	if !peer.NAT.Settled() {
+		return false
+	}
+	mapped := slices.ContainsFunc(peer.Candidates, func(c wire.Candidate) bool { return c.Kind == wire.KindMapped })
+	mayKeepWarm := peer.NAT.Filtering == nattype.FilteringBlocked || (peer.NAT.Hard() && !mapped)
+	return !mayKeepWarm || len(relayedOf(peer.Candidates)) > 0
 }
 
 // attemptVia chooses the strategy for an introduction and runs it: the

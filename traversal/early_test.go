@@ -17,6 +17,7 @@ import (
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/internal/testkit"
+	"github.com/antnode/antnode/nattype"
 )
 
 func TestLateTargets(t *testing.T) {
@@ -180,5 +181,38 @@ func TestLateCandidateAfterEarlyStart(t *testing.T) {
 	}
 	if _, ok := rec.Find(func(ev event.Event) bool { return ev.Kind == event.KindCandidate && ev.Addr == lateAddr }); !ok {
 		t.Fatal("the late candidate was not recorded")
+	}
+}
+
+func TestEarlyEnough(t *testing.T) {
+	blocked := nattype.Type{Filtering: nattype.FilteringBlocked}
+	apdm := nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+	cone := nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}
+	srflx := wire.Candidate{Kind: wire.KindServerReflexive, Addr: netip.MustParseAddrPort("198.51.100.7:4000"), Origin: wire.OriginObserved}
+	mapped := wire.Candidate{Kind: wire.KindMapped, Addr: netip.MustParseAddrPort("198.51.100.7:4100")}
+	warm := relayCandidate(netip.MustParseAddrPort("203.0.113.1:50000"))
+	tests := []struct {
+		name string
+		peer bootstrap.Intro
+		want bool
+	}{
+		{"classified cone", bootstrap.Intro{NAT: cone, Candidates: []wire.Candidate{srflx}}, true},
+		{"not classified", bootstrap.Intro{Candidates: []wire.Candidate{srflx}}, false},
+		// Blocked is settled (its mapping cannot be measured): this
+		// waited for the answer, a bootstrap round trip, before.
+		{"blocked with its warm relay", bootstrap.Intro{NAT: blocked, Candidates: []wire.Candidate{srflx, warm}}, true},
+		// TestWarmRelayConnects: the peer registered before its warm
+		// allocation was ready; both sides waited to be dialled.
+		{"blocked, no warm relay registered yet", bootstrap.Intro{NAT: blocked, Candidates: []wire.Candidate{srflx}}, false},
+		{"symmetric with its warm relay", bootstrap.Intro{NAT: apdm, Candidates: []wire.Candidate{srflx, warm}}, true},
+		{"symmetric, no warm relay registered yet", bootstrap.Intro{NAT: apdm, Candidates: []wire.Candidate{srflx}}, false},
+		{"symmetric with a port mapping keeps none", bootstrap.Intro{NAT: apdm, Candidates: []wire.Candidate{srflx, mapped}}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := earlyEnough(tc.peer); got != tc.want {
+				t.Fatalf("earlyEnough = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -125,8 +125,9 @@ func TestPermitWithinGivesUp(t *testing.T) {
 	}
 	defer n.releaseRelay(r, false)
 	// A live relay answers at once, here with its policy's refusal (no
-	// introduction named this address).
-	if err := permitWithin(ctx, r.alloc, 5*time.Second, netip.MustParseAddrPort("127.0.0.1:9")); !errors.Is(err, relay.ErrRefused) {
+	// introduction named this address, and it is not the relay's own,
+	// 127.0.0.1).
+	if err := permitWithin(ctx, r.alloc, 5*time.Second, netip.MustParseAddrPort("127.0.0.3:9")); !errors.Is(err, relay.ErrRefused) {
 		t.Fatalf("a live relay's answer: %v, want its refusal", err)
 	}
 	rs.Close()

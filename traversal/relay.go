@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
@@ -433,6 +434,10 @@ func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *boots
 	r.alloc, r.made, r.expires = alloc, start, g.creds.Expires
 	if n.cfg.TURN == nil {
 		r.session = bc.Status().Session
+		// A bootstrap's relay permits its own address: a peer's warm
+		// relay on it is then reached, and answers, with no permission
+		// round trip on the first packet (relay to relay).
+		alloc.PermitRelayAsync()
 	}
 	r.conn = migration.NewDetachConn(alloc.Conn)
 	fail := func(err error) error {
@@ -533,13 +538,7 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		return nil, event.PathNone, event.PhaseRelay, err
 	}
 	defer time.AfterFunc(2*time.Second, rhp.Close)
-	targets := withoutRelayed(sess.Remote.Candidates)
-	if !plan.Dial {
-		// This side accepts; its checks to the peer's observed addresses
-		// and warm relayed address open the way and get pion's
-		// permissions in before the peer's Initial needs an answer.
-		targets = append(observedOnly(sess.Remote.Candidates), relayCandidates(warm)...)
-	}
+	targets := relayLegTargets(sess.Remote.Candidates, sess.Remote.NAT, plan.Dial)
 	qc, _, phase, err := n.establish(ctx, att, peer, sess,
 		leg{ep: r.ep, hp: rhp, path: event.PathRelay, alloc: r.alloc, start: now, targets: targets, relayed: warm},
 		Strategy{Direct: true, Dial: plan.Dial, Speculative: plan.Dial}, incoming)
@@ -553,6 +552,28 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 	}
 	n.ownRelay(qc, r)
 	return qc, event.PathRelay, phase, nil
+}
+
+// relayLegTargets are the first round's check targets of a relay leg
+// (an allocation of this node's) towards a peer with candidates cands and
+// NAT type nat. A side that accepts checks the peer's observed addresses
+// and warm relayed addresses: that opens the way and gets pion's
+// permissions in before the peer's Initial needs an answer. A side that
+// dials checks the peer's own candidates (its relayed addresses are
+// dialled). A peer whose UDP is blocked is reached at its relayed
+// addresses only: a check anywhere else cannot arrive, and each new IP
+// costs a permission round trip before the checks behind it (pion asks
+// per IP, in order). Its list is empty, not nil, when it has none yet: a
+// relayed address will come on the session. It is a pure function.
+func relayLegTargets(cands []wire.Candidate, nat nattype.Type, dial bool) []wire.Candidate {
+	warm := relayCandidates(relayedOf(cands))
+	switch {
+	case nat.Filtering == nattype.FilteringBlocked:
+		return warm
+	case dial:
+		return withoutRelayed(cands)
+	}
+	return append(observedOnly(cands), warm...)
 }
 
 func (n *Node) endRelayPhase(att *event.Attempt, err error) {

@@ -377,3 +377,36 @@ func TestWarmRelayRelayGone(t *testing.T) {
 		t.Fatalf("%d failed allocations in about 3 s: want a bounded backoff", fails)
 	}
 }
+
+func TestRelayLegTargets(t *testing.T) {
+	host := wire.Candidate{Kind: wire.KindHost, Addr: netip.MustParseAddrPort("192.168.15.10:4000"), Origin: wire.OriginAnnounced}
+	obs := wire.Candidate{Kind: wire.KindServerReflexive, Addr: netip.MustParseAddrPort("198.51.100.65:55138"), Origin: wire.OriginObserved}
+	warm := relayCandidate(netip.MustParseAddrPort("203.0.113.1:49619"))
+	blocked := nattype.Type{Filtering: nattype.FilteringBlocked}
+	apdm := nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
+	all := []wire.Candidate{host, obs, warm}
+	tests := []struct {
+		name  string
+		cands []wire.Candidate
+		nat   nattype.Type
+		dial  bool
+		want  []wire.Candidate
+	}{
+		{"dial: the peer's own candidates", all, apdm, true, []wire.Candidate{host, obs}},
+		{"accept: observed and warm", all, apdm, false, []wire.Candidate{obs, warm}},
+		// CI's udp-blocked x udp-blocked: the dialler's checks to the
+		// peer's host and TCP-observed addresses each waited for a
+		// permission before the one to its relayed address left.
+		{"blocked peer, dial: its warm relay only", all, blocked, true, []wire.Candidate{warm}},
+		{"blocked peer, accept: its warm relay only", all, blocked, false, []wire.Candidate{warm}},
+		{"blocked peer without a warm relay: wait for one", []wire.Candidate{host, obs}, blocked, true, []wire.Candidate{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := relayLegTargets(tc.cands, tc.nat, tc.dial)
+			if !slices.Equal(got, tc.want) || (got == nil) != (tc.want == nil) {
+				t.Fatalf("relayLegTargets = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -72,6 +72,10 @@ type connectResult struct {
 	KeepaliveMS       float64 `json:"keepalive_ms"`
 	// PortMap is the port mapping the router granted (--portmap).
 	PortMap *portMapJSON `json:"portmap,omitempty"`
+	// WarmRelay is the node's warm relay when it wanted one (UDP blocked,
+	// a symmetric NAT): ready (its relayed address went with the
+	// introduction) or retrying (the attempt allocated its own).
+	WarmRelay *warmRelayJSON `json:"warm_relay,omitempty"`
 }
 
 type migrationJSON struct {
@@ -263,6 +267,10 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
 	_ = node.WaitWarmRelay(wctx)
 	wcancel()
+	if st := node.WarmRelay(); st.State != traversal.WarmStateOff {
+		w := warmRelayState(st, san)
+		res.WarmRelay = &w
+	}
 	failed := connectRepeatedly(ctx, node, o, &res)
 	if failed && res.Error == "" {
 		res.Error = "at least one run failed"
