@@ -296,7 +296,7 @@ func (a *Allocation) PermitRelayAsync() {
 	a.permits.Add(1)
 	go func() {
 		defer a.permits.Done()
-		a.Conn.WriteTo([]byte{0}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Relayed.Addr(), 9))) //nolint:errcheck // see above
+		a.Conn.WriteTo([]byte{0}, net.UDPAddrFromAddrPort(a.Relayed)) //nolint:errcheck // see above
 	}()
 }
 

@@ -75,6 +75,7 @@ func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
+	defer e.saveLog("warm-b-"+b.NS, p) // after the Stop below
 	defer p.Stop(2 * time.Second)
 	start := time.Now()
 	var st warmStatus

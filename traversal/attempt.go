@@ -133,6 +133,7 @@ func (a *attempt) close() {
 func (a *attempt) dial(ep *endpoint.Endpoint, addr netip.AddrPort, own bool) {
 	a.pending++
 	a.dialed[addr]++
+	a.n.log.Debug("traversal: dial", "attempt", a.att.ID().String(), "addr", a.n.san(addr), "relay_leg", a.lg.alloc != nil)
 	go func() {
 		// Not the attempt's context: a dial cut off by the end of the
 		// attempt mid-handshake would leave the other side a connection

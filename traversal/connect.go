@@ -432,6 +432,9 @@ func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap
 		plan.PeerOnRelay = true // the initiator's strategy says so too
 		if wp, ok := PlanWarmRelay(local, o.Remote.NAT, false, len(relayedOf(intro.Candidates)) > 0); ok {
 			plan = wp
+			// The initiator dials the warm relayed address it was
+			// given, which a refresh may have replaced since.
+			n.warm.permitReplaced(candidateAddrs(o.Remote.Candidates))
 		}
 		qc, path, _, err = n.viaRelay(ctx, att, o.From, sess, hp, plan, intro, incoming)
 	default:

@@ -493,7 +493,9 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		// dialled, under PlanWarmRelay); another arrives on the session.
 		targets := relayCandidates(warm)
 		if sess.Early != nil {
-			now.Delay = warmPermitWait(sess.Early.PeerRTT, sess.Bootstrap().Status().RTT)
+			own := sess.Bootstrap().Status().RTT
+			now.Delay = warmPermitWait(sess.Early.PeerRTT, own)
+			n.log.Debug("traversal: warm permit wait", "wait", now.Delay, "peer_rtt", sess.Early.PeerRTT, "own_rtt", own)
 		}
 		// When both strategies say no direct path can exist, whatever
 		// connects on this leg runs through a relay, whichever relayed

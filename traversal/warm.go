@@ -145,6 +145,7 @@ type warmRelay struct {
 	mu       sync.Mutex
 	st       WarmRelayStatus
 	cur      *sharedRelay // r, for permit (under mu)
+	prev     *sharedRelay // old, for permit (under mu)
 	// lastKA is when the last keepalive of an allocation over UDP
 	// started; kaBusy is set while one runs (on its own goroutine).
 	lastKA time.Time
@@ -172,10 +173,27 @@ func (w *warmRelay) status() WarmRelayStatus {
 
 // permit starts permissions for addrs on the warm allocation, if there
 // is one (a target the bootstrap observed while it answers: the first
-// packet through the relay then needs no permission round trip).
+// packet through the relay then needs no permission round trip), and on
+// the one it replaced while that is kept (an introduction in flight may
+// carry the replaced address: its dial goes there).
 func (w *warmRelay) permit(addrs []netip.AddrPort) {
 	w.mu.Lock()
-	r := w.cur
+	rs := []*sharedRelay{w.cur, w.prev}
+	w.mu.Unlock()
+	for _, r := range rs {
+		if r != nil {
+			r.alloc.PermitAsync(addrs...)
+		}
+	}
+}
+
+// permitReplaced starts permissions for addrs on the allocation the warm
+// one replaced, while it is kept: a responder's relay leg permits its
+// initiator on the warm allocation it runs on, and an initiator whose
+// introduction carried the replaced address dials there.
+func (w *warmRelay) permitReplaced(addrs []netip.AddrPort) {
+	w.mu.Lock()
+	r := w.prev
 	w.mu.Unlock()
 	if r != nil {
 		r.alloc.PermitAsync(addrs...)
@@ -285,6 +303,9 @@ func (w *warmRelay) keepalive() {
 // (connections on it keep theirs).
 func (w *warmRelay) releaseOld() {
 	if w.old != nil {
+		w.mu.Lock()
+		w.prev = nil
+		w.mu.Unlock()
 		w.n.releaseRelay(w.old, true)
 		w.old = nil
 	}
@@ -340,6 +361,9 @@ func (w *warmRelay) replace(bc *bootstrap.Client, tcp bool) error {
 	if old != nil {
 		w.releaseOld() // a previous one still in its grace time
 		w.old, w.oldUntil = old, time.Now().Add(min(warmGrace, old.expires.Sub(old.made)/6))
+		w.mu.Lock()
+		w.prev = old
+		w.mu.Unlock()
 	}
 	n.rec.Record(event.Event{Kind: event.KindRelay, Detail: detail, Outcome: event.OutcomeOK, Bootstrap: bc.Label(), Addr: r.alloc.Relayed})
 	return nil

@@ -207,6 +207,10 @@ type Conn struct {
 	once sync.Once
 }
 
+// NetConn returns the connection it wraps (as tls.Conn.NetConn does): the
+// kernel's socket, for TCP_INFO.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
 // Close closes the connection and frees its place under the caps.
 func (c *Conn) Close() error {
 	c.once.Do(func() {
