@@ -100,6 +100,64 @@ type Machine struct {
 	state   State
 	since   time.Time
 	history []Transition
+	// running are the attempts under way, oldest first, with the step
+	// each reached (see follow).
+	running []attemptStep
+}
+
+// attemptStep is a running attempt and the step it reached.
+type attemptStep struct {
+	id    event.AttemptID
+	state State
+}
+
+// maxRunning bounds the attempts a machine follows at once; an older
+// one past it is forgotten (its end is still shown).
+const maxRunning = 16
+
+// inProgress says whether s is a step of an attempt under way.
+func inProgress(s State) bool {
+	return s == StateDiscovering || s == StateCoordinating || s == StatePunching || s == StateRelaying
+}
+
+// follow decides what an attempt's move to s shows when a peer has
+// several attempts at once (two connects, an offer while a connect runs,
+// a remembered dial beside an introduction): the machine shows the steps
+// of one, the oldest still running; the others' steps are kept, not
+// shown. An attempt's end is shown, whichever attempt it is (a
+// connection is a fact), except a failure while another attempt still
+// runs or another's connection stands: the peer is not failed then, and
+// the machine shows the step the next attempt reached where the table
+// allows it. It returns the state to move to and whether to move. Called
+// with mu held.
+func (m *Machine) follow(id event.AttemptID, s State) (State, bool) {
+	i := slices.IndexFunc(m.running, func(a attemptStep) bool { return a.id == id })
+	if inProgress(s) {
+		if i < 0 {
+			if len(m.running) == maxRunning {
+				m.running = slices.Delete(m.running, 0, 1)
+			}
+			m.running = append(m.running, attemptStep{id: id})
+			i = len(m.running) - 1
+		}
+		m.running[i].state = s
+		// Not over a connection another attempt made, either, unless
+		// this is an attempt that begins after it.
+		return s, i == 0 && (!m.state.Connected() || s == StateDiscovering)
+	}
+	if i >= 0 {
+		m.running = slices.Delete(m.running, i, i+1)
+	}
+	switch {
+	case s != StateFailed:
+		return s, true
+	case m.state.Connected():
+		return s, false // another attempt's connection stands
+	case len(m.running) > 0:
+		next := m.running[0].state
+		return next, i == 0 && slices.Contains(m.allow[m.state], next)
+	}
+	return s, true
 }
 
 // NewMachine returns a machine in StateIdle.
@@ -140,6 +198,13 @@ func (m *Machine) ConnectionClosed(reason event.Reason) error {
 // to moves the machine to s if its current state satisfies when (nil: any).
 func (m *Machine) to(s State, reason event.Reason, attempt event.AttemptID, when func(State) bool) error {
 	m.mu.Lock()
+	if attempt != 0 {
+		var show bool
+		if s, show = m.follow(attempt, s); !show {
+			m.mu.Unlock()
+			return nil
+		}
+	}
 	from := m.state
 	if from == s || when != nil && !when(from) {
 		m.mu.Unlock()

@@ -2,10 +2,12 @@ package traversal
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 func TestTransitionTable(t *testing.T) {
@@ -117,5 +119,61 @@ func TestConnectionClosed(t *testing.T) {
 				t.Fatalf("state %s, want %s", st, tc.want)
 			}
 		})
+	}
+}
+
+// TestOverlappingAttempts: a peer with several attempts at once (two
+// connects, an offer while a connect runs) shows the steps of the oldest
+// running one, every connection whichever attempt made it, and no
+// failure while another attempt still runs; no move is refused (three
+// concurrent connects between two nodes used to record refused moves
+// such as punching -> discovering and punching -> coordinating).
+func TestOverlappingAttempts(t *testing.T) {
+	type step struct {
+		att event.AttemptID
+		to  State
+	}
+	start := []step{{1, StateDiscovering}, {1, StateCoordinating}, {2, StateDiscovering}, {1, StatePunching}, {2, StateCoordinating}}
+	tests := []struct {
+		name  string
+		steps []step
+		want  State
+	}{
+		{"the oldest's steps show", start, StatePunching},
+		{"the first to connect shows", append(slices.Clone(start), step{2, StatePunching}, step{2, StateConnectedDirect}), StateConnectedDirect},
+		{"a later attempt's steps stay hidden over a connection",
+			append(slices.Clone(start), step{1, StateConnectedDirect}, step{2, StatePunching}), StateConnectedDirect},
+		{"a failure while another runs shows the other's step",
+			[]step{{1, StateDiscovering}, {2, StateDiscovering}, {1, StateCoordinating}, {2, StateCoordinating}, {2, StatePunching}, {1, StateFailed}},
+			StatePunching},
+		{"a failure while another runs: no step back", append(slices.Clone(start), step{1, StateFailed}), StatePunching},
+		{"the last failure shows", append(slices.Clone(start), step{1, StateFailed}, step{2, StateFailed}), StateFailed},
+		{"a failure after the other connected",
+			append(slices.Clone(start), step{2, StatePunching}, step{2, StateConnectedRelay}, step{1, StateFailed}), StateConnectedRelay},
+		{"an attempt begun after a connection shows",
+			[]step{{1, StateDiscovering}, {1, StateCoordinating}, {1, StatePunching}, {1, StateConnectedDirect}, {2, StateDiscovering}, {2, StateCoordinating}},
+			StateCoordinating},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var rec recorder
+			m := NewMachine(testkit.Identity(t).ID(), &rec)
+			for _, s := range tc.steps {
+				if err := m.To(s.to, event.ReasonNone, s.att); err != nil {
+					t.Fatalf("attempt %d -> %s: %v", s.att, s.to, err)
+				}
+			}
+			if st, _ := m.State(); st != tc.want {
+				t.Fatalf("state %s, want %s (history %+v)", st, tc.want, m.History())
+			}
+		})
+	}
+	// Bounded: attempts that never end are forgotten past maxRunning.
+	m := NewMachine(testkit.Identity(t).ID(), nil)
+	for i := range 3 * maxRunning {
+		m.To(StateDiscovering, event.ReasonNone, event.AttemptID(i+1))
+	}
+	if len(m.running) != maxRunning {
+		t.Fatalf("%d attempts followed, want at most %d", len(m.running), maxRunning)
 	}
 }
