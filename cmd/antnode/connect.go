@@ -261,16 +261,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	cancel()
 	pm.wait(ctx)
 	res.PortMap = portMapState(pm.m.Status(), san)
-	// A node that keeps a warm relay (UDP blocked, a symmetric NAT) has
-	// its allocation announced before it asks for an introduction, as a
-	// daemon would (bounded; without it the attempt allocates its own).
-	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-	_ = node.WaitWarmRelay(wctx)
-	wcancel()
-	if st := node.WarmRelay(); st.State != traversal.WarmStateOff {
-		w := warmRelayState(st, san)
-		res.WarmRelay = &w
-	}
+	res.WarmRelay = awaitWarmRelay(ctx, node, san)
 	failed := connectRepeatedly(ctx, node, o, &res)
 	if failed && res.Error == "" {
 		res.Error = "at least one run failed"
@@ -476,4 +467,21 @@ func shortPeer(s string) string {
 		return s[:10]
 	}
 	return s
+}
+
+// awaitWarmRelay lets a node that keeps a warm relay (UDP blocked, a
+// symmetric NAT) have its allocation announced before it asks for an
+// introduction, as a daemon would (bounded: 3 s; without it the attempt
+// allocates its own), and returns its state for connect's JSON (nil when
+// the node wants none).
+func awaitWarmRelay(ctx context.Context, node *traversal.Node, san *monitor.Sanitizer) *warmRelayJSON {
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_ = node.WaitWarmRelay(wctx)
+	st := node.WarmRelay()
+	if st.State == traversal.WarmStateOff {
+		return nil
+	}
+	w := warmRelayState(st, san)
+	return &w
 }
