@@ -412,8 +412,10 @@ func TestRelayToRelay(t *testing.T) {
 	b.PermitRelayAsync()
 	a.permits.Wait()
 	b.permits.Wait()
-	if got := permits(); got != 2 {
-		t.Fatalf("%d permissions granted for the relay's own address, want 2", got)
+	// Each self-permission is granted (pion's channel binding behind it,
+	// which asks the same handler, may be granted by now too).
+	if got := permits(); got < 2 {
+		t.Fatalf("%d permissions granted for the relay's own address, want 2 at least", got)
 	}
 	buf := make([]byte, 100)
 	for _, tc := range []struct {
