@@ -44,7 +44,7 @@ func TestConcurrentConnects(t *testing.T) {
 	}
 	// The responder's attempts end when the nominations arrive, within a
 	// round trip on loopback of the initiator's; give them a bound.
-	testkit.WaitFor(t, 3*time.Second, "the responder's attempts to end", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the responder's attempts to end", func() bool {
 		return len(recB.Kind(event.KindAttemptEnd)) == 3
 	})
 	for _, r := range []*recorder{recA, recB} {
