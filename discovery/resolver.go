@@ -24,8 +24,9 @@ type Resolver struct {
 	// Server is the DNS server, HOST:PORT. Empty: the first nameservers
 	// of /etc/resolv.conf (at most 3, each tried in turn).
 	Server string
-	// Timeout bounds each query (one exchange, retried once over TCP
-	// when the answer was truncated). Zero: 2 s.
+	// Timeout bounds each exchange of a query (retried once over TCP
+	// when the answer was truncated); a query that gets no answer is
+	// sent queryTries times in all. Zero: 2 s.
 	Timeout time.Duration
 }
 
@@ -95,21 +96,34 @@ func (r *Resolver) query(ctx context.Context, servers []string, name string, t u
 		timeout = 2 * time.Second
 	}
 	var errs []error
-	for _, s := range servers {
-		resp, err := exchange(ctx, m, s, timeout)
-		if err == nil && resp.Rcode != dns.RcodeSuccess {
-			err = fmt.Errorf("%w: %s %s: %s", ErrDNS, dns.TypeToString[t], name, dns.RcodeToString[resp.Rcode])
+	for try := range queryTries {
+		answered := false
+		for _, s := range servers {
+			resp, err := exchange(ctx, m, s, timeout)
+			if err == nil && resp.Rcode != dns.RcodeSuccess {
+				answered = true // an answer, if a failure: asking again changes nothing
+				err = fmt.Errorf("%w: %s %s: %s", ErrDNS, dns.TypeToString[t], name, dns.RcodeToString[resp.Rcode])
+			}
+			if err == nil {
+				return append(resp.Answer, resp.Extra...), nil
+			}
+			errs = append(errs, fmt.Errorf("server %s (try %d): %w", s, try+1, err))
+			if ctx.Err() != nil {
+				return nil, errors.Join(errs...)
+			}
 		}
-		if err == nil {
-			return append(resp.Answer, resp.Extra...), nil
-		}
-		errs = append(errs, fmt.Errorf("server %s: %w", s, err))
-		if ctx.Err() != nil {
+		if answered {
 			break
 		}
 	}
 	return nil, errors.Join(errs...)
 }
+
+// queryTries is how many times a query goes to the servers that do not
+// answer: a UDP query or its answer can be lost (the testbed's lossy
+// pass lost a daemon's first SRV query once, and the daemon, which
+// cannot start without its bootstraps, exited).
+const queryTries = 3
 
 // exchange sends m to server over UDP, and again over TCP when the
 // answer was truncated, each bounded by timeout.
