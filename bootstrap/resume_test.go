@@ -45,9 +45,12 @@ func TestSessionResumedAfterRestart(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			id := newIdentity(t)
-			ep := newEndpoint(t, "127.0.0.1:0")
+			// The helper picks a UDP port whose TCP port number is free too
+			// (a given endpoint's TCP port was taken by another package's
+			// socket once: "bind: address already in use").
+			srv := startServer(t, ServerConfig{Identity: id})
+			ep := srv.ep
 			addr := ep.LocalAddr()
-			srv := startServer(t, ServerConfig{Identity: id, Endpoint: ep})
 			cache := &countingCache{ClientSessionCache: tls.NewLRUClientSessionCache(4), puts: new(atomic.Int64)}
 			cfg := ClientConfig{Identity: newIdentity(t), SessionCache: cache}
 			if tc.configured {

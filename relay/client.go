@@ -263,15 +263,23 @@ func (a *Allocation) Permit(addrs ...netip.AddrPort) error {
 // reported: the first write to the address asks again, and fails there.
 // Close ends (and waits for) the requests in flight.
 func (a *Allocation) PermitAsync(addrs ...netip.AddrPort) {
+	if len(addrs) > 0 {
+		a.background(func() { a.Permit(addrs...) }) //nolint:errcheck // see above
+	}
+}
+
+// background runs f on a goroutine that Close waits for, unless Close
+// began.
+func (a *Allocation) background(f func()) {
 	a.permMu.Lock()
 	defer a.permMu.Unlock()
-	if len(addrs) == 0 || a.closed {
+	if a.closed {
 		return
 	}
 	a.permits.Add(1)
 	go func() {
 		defer a.permits.Done()
-		a.Permit(addrs...) //nolint:errcheck // see above
+		f()
 	}()
 }
 
@@ -288,16 +296,7 @@ func (a *Allocation) PermitAsync(addrs ...netip.AddrPort) {
 // costs that one request: the first packet to the relay's address asks
 // again. Close waits for it.
 func (a *Allocation) PermitRelayAsync() {
-	a.permMu.Lock()
-	defer a.permMu.Unlock()
-	if a.closed {
-		return
-	}
-	a.permits.Add(1)
-	go func() {
-		defer a.permits.Done()
-		a.Conn.WriteTo([]byte{0}, net.UDPAddrFromAddrPort(a.Relayed)) //nolint:errcheck // see above
-	}()
+	a.background(func() { a.Conn.WriteTo([]byte{0}, net.UDPAddrFromAddrPort(a.Relayed)) }) //nolint:errcheck // see above
 }
 
 // Close releases the allocation (pion sends a zero-lifetime refresh) and

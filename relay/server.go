@@ -413,17 +413,14 @@ func (s *Server) permit(client net.Addr, peerIP net.IP) bool {
 	}
 	s.mu.Unlock()
 	ip, ipok := netip.AddrFromSlice(peerIP)
+	ip = ip.Unmap()
 	allow := s.allow.Load()
-	if ok && ipok && ip.Unmap() == s.cfg.RelayIP.Unmap() {
-		// The relay's own address: other allocations on this relay (relay
-		// to relay, two peers that both keep a warm relay). Those are
-		// authenticated peers' allocations; what they carry is checked
-		// (credentials, TLS) by the peer, and their rate is the relay's
-		// limits'.
-		s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "permission", Outcome: event.OutcomeOK})
-		return true
-	}
-	if !ok || !ipok || allow == nil || !(*allow)(peer, ip.Unmap()) {
+	// The relay's own address is other allocations on this relay (relay
+	// to relay, two peers that both keep a warm relay): authenticated
+	// peers' allocations, whose packets the peer checks (credentials,
+	// TLS) and whose rate is the relay's limits'.
+	own := ip == s.cfg.RelayIP.Unmap()
+	if !ok || !ipok || !own && (allow == nil || !(*allow)(peer, ip)) {
 		s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "permission", Outcome: event.OutcomeFail, Reason: event.ReasonRefused})
 		s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRefused, Addr: addrPort(client), Detail: "relay permission refused"})
 		return false

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -88,11 +87,9 @@ func (e *Env) startExtraDaemon(ctx context.Context, h Host, name, bootstraps str
 		return nil, "", err
 	}
 	args := append([]string{e.Bin, "--listen", fmt.Sprintf("0.0.0.0:%d", extraDaemonPort), "--bootstrap-nodes", bootstraps,
-		"--key", filepath.Join(e.Dir, name+".key"), "--log-level", "info",
+		"--key", filepath.Join(e.Dir, name+".key"),
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", extraAPIPort), "--metrics-token-file", e.tokenFile()}, extra...)
-	if e.LogDir != "" {
-		args = append(args, "--log-level", "debug", "--log-addresses", "full")
-	}
+	args = append(args, e.logArgs("info")...)
 	p, err := e.TB.Start(h.NS, args...)
 	if err != nil {
 		return nil, "", err
@@ -179,14 +176,9 @@ func (e *Env) connectTarget(ctx context.Context, h Host, target, bootstraps stri
 	defer cancel()
 	args := []string{e.Bin, "connect", target, "--bootstrap-nodes", bootstraps, "--json",
 		"--send", fmt.Sprint(send), "--timeout", timeout.String()}
-	if e.LogDir != "" {
-		args = append(args, "--log-level", "debug", "--log-addresses", "full")
-	}
+	args = append(args, e.logArgs("")...)
 	out, stderr, err := e.TB.RunBoth(cctx, h.NS, args...)
-	if e.LogDir != "" {
-		os.MkdirAll(e.LogDir, 0o755)
-		os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("connect-%s-target-%d.log", h.NS, time.Now().UnixNano())), []byte(stderr), 0o644)
-	}
+	e.keepLog("connect-"+h.NS+"-target", stderr)
 	var res ticketConnectResult
 	if jerr := lastJSON(out, &res); jerr != nil {
 		res.Path, res.Reason, res.Error = "none", "crash", fmt.Sprintf("no JSON result (%v): %q", err, tail(out, 300))

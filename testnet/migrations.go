@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -46,11 +44,7 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, plan faultPlan, fau
 	// up (the attempt_end record), not after the start: a slow
 	// coordination must not turn a mid-transfer fault into a
 	// mid-handshake one.
-	if e.LogDir != "" {
-		args = append(args, "--log-level", "debug", "--log-addresses", "full")
-	} else {
-		args = append(args, "--log-level", "info")
-	}
+	args = append(args, e.logArgs("info")...)
 	base, err := TxBytes(a.NS)
 	if err != nil {
 		return transferRun{}, err
@@ -61,12 +55,7 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, plan faultPlan, fau
 		return transferRun{}, err
 	}
 	defer p.Stop(time.Second)
-	if e.LogDir != "" {
-		defer func() {
-			os.MkdirAll(e.LogDir, 0o755)
-			os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("transfer-%s-to-%s-%d.log", a.NS, b.NS, time.Now().UnixNano())), []byte(p.Output()), 0o644)
-		}()
-	}
+	defer e.saveLog(fmt.Sprintf("transfer-%s-to-%s", a.NS, b.NS), p)
 	if err := waitConnected(ctx, p, 30*time.Second); err != nil {
 		return transferRun{Took: time.Since(start)}, err
 	}

@@ -332,10 +332,8 @@ func (e *Env) StartBootstrap(ctx context.Context, i int, extra ...string) (*Proc
 // StartDaemon starts the peer daemon of a host.
 func (e *Env) StartDaemon(h Host) (*Proc, error) {
 	args := []string{e.Bin, "--listen", fmt.Sprintf("0.0.0.0:%d", daemonPort), "--bootstrap-nodes", e.BootstrapAddrs,
-		"--key", filepath.Join(e.Dir, h.NS+".key"), "--log-level", "info", "--metrics-token-file", e.tokenFile()}
-	if e.LogDir != "" {
-		args = append(args, "--log-level", "debug", "--log-addresses", "full")
-	}
+		"--key", filepath.Join(e.Dir, h.NS+".key"), "--metrics-token-file", e.tokenFile()}
+	args = append(args, e.logArgs("info")...)
 	return e.TB.Start(h.NS, args...)
 }
 
@@ -413,19 +411,13 @@ func Setup(ctx context.Context, tb *Testbed, spec Spec, bin, dir, logDir string,
 func (e *Env) Connect(ctx context.Context, from, to Host, send int64, timeout time.Duration, extra ...string) ConnectResult {
 	args := []string{e.Bin, "connect", e.PeerIDs[to.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
 		"--send", fmt.Sprint(send), "--timeout", timeout.String()}
-	if e.LogDir != "" {
-		args = append(args, "--log-level", "debug", "--log-addresses", "full")
-	}
+	args = append(args, e.logArgs("")...)
 	args = append(args, extra...)
 	cctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
 	out, stderr, err := e.TB.RunBoth(cctx, from.NS, args...)
-	if e.LogDir != "" {
-		// Every connect's log, failed or not: a slow one is worth reading
-		// too.
-		os.MkdirAll(e.LogDir, 0o755)
-		os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("connect-%s-to-%s-%d.log", from.NS, to.NS, time.Now().UnixNano())), []byte(stderr), 0o644)
-	}
+	// Every connect's log, failed or not: a slow one is worth reading too.
+	e.keepLog(fmt.Sprintf("connect-%s-to-%s", from.NS, to.NS), stderr)
 	var res ConnectResult
 	if jerr := json.Unmarshal([]byte(strings.TrimSpace(out)), &res); jerr != nil {
 		res = ConnectResult{Path: "none", Reason: "crash", Error: fmt.Sprintf("no JSON result (%v): %q", err, tail(out, 300))}
@@ -698,11 +690,12 @@ func matrixJobs(pairs []PairSpec, runs, birthdayRuns int) []matrixJob {
 			if p.NeedsBirthday() {
 				n, phase = max(runs, birthdayRuns), 1
 			}
-			switch {
-			case r >= n:
-			case phase == 1:
+			if r >= n {
+				continue
+			}
+			if phase == 1 {
 				birthday = append(birthday, matrixJob{pair: i, run: r, phase: 1})
-			default:
+			} else {
 				jobs = append(jobs, matrixJob{pair: i, run: r})
 			}
 		}

@@ -370,11 +370,7 @@ func (e *Env) startExposer(ctx context.Context, b Host, key, target, allow strin
 	args := []string{e.Bin, "--listen", fmt.Sprintf("0.0.0.0:%d", exposerPort), "--bootstrap-nodes", e.BootstrapAddrs,
 		"--key", filepath.Join(e.Dir, key+".key"), "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", exposerMetricsPort),
 		"--expose", "web=" + target, "--allow", allow}
-	if e.LogDir != "" {
-		args = append(args, "--log-level", "debug", "--log-addresses", "full")
-	} else {
-		args = append(args, "--log-level", "info")
-	}
+	args = append(args, e.logArgs("info")...)
 	p, err := e.TB.Start(b.NS, args...)
 	if err != nil {
 		return nil, "", err
@@ -397,11 +393,7 @@ func (e *Env) startForward(ctx context.Context, a Host, key, peer string, limit 
 	args := []string{e.Bin, "forward", peer, "web", "--local", fmt.Sprintf("127.0.0.1:%d", forwardPort),
 		"--bootstrap-nodes", e.BootstrapAddrs, "--key", filepath.Join(e.Dir, key+".key"), "--json",
 		"--timeout", limit.String()}
-	if e.LogDir != "" {
-		args = append(args, "--log-level", "debug", "--log-addresses", "full")
-	} else {
-		args = append(args, "--log-level", "info")
-	}
+	args = append(args, e.logArgs("info")...)
 	start := time.Now()
 	p, err := e.TB.Start(a.NS, args...)
 	if err != nil {
@@ -443,11 +435,31 @@ func forwardFailure(out string) string {
 
 // saveLog writes a process's output to the log directory, if there is one.
 func (e *Env) saveLog(name string, p *Proc) {
-	if e.LogDir == "" || p == nil {
+	if p != nil {
+		e.keepLog(name, p.Output())
+	}
+}
+
+// keepLog writes text to the log directory as NAME-NANOSECONDS.log, if
+// there is one.
+func (e *Env) keepLog(name, text string) {
+	if e.LogDir == "" {
 		return
 	}
 	os.MkdirAll(e.LogDir, 0o755)
-	os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())), []byte(p.Output()), 0o644)
+	os.WriteFile(filepath.Join(e.LogDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())), []byte(text), 0o644)
+}
+
+// logArgs are a node's logging flags: debug with full addresses when the
+// run keeps logs (LogDir), else level (none when empty).
+func (e *Env) logArgs(level string) []string {
+	switch {
+	case e.LogDir != "":
+		return []string{"--log-level", "debug", "--log-addresses", "full"}
+	case level != "":
+		return []string{"--log-level", level}
+	}
+	return nil
 }
 
 // tunnelSetup is one forwarder/server pair with its HTTP server and

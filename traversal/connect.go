@@ -234,8 +234,8 @@ func earlyEnough(peer bootstrap.Intro) bool {
 	if !peer.NAT.Settled() {
 		return false
 	}
-	mapped := slices.ContainsFunc(peer.Candidates, func(c wire.Candidate) bool { return c.Kind == wire.KindMapped })
-	mayKeepWarm := peer.NAT.Filtering == nattype.FilteringBlocked || (peer.NAT.Hard() && !mapped)
+	side := RemoteSide(peer)
+	mayKeepWarm := NeedsWarmRelay(WarmRelayAuto, RelayAuto, side.NAT, side.Mapped)
 	return !mayKeepWarm || len(relayedOf(peer.Candidates)) > 0
 }
 

@@ -189,7 +189,8 @@ func TestEarlyEnough(t *testing.T) {
 	apdm := nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
 	cone := nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}
 	srflx := wire.Candidate{Kind: wire.KindServerReflexive, Addr: netip.MustParseAddrPort("198.51.100.7:4000"), Origin: wire.OriginObserved}
-	mapped := wire.Candidate{Kind: wire.KindMapped, Addr: netip.MustParseAddrPort("198.51.100.7:4100")}
+	mapped := wire.Candidate{Kind: wire.KindMapped, Addr: netip.MustParseAddrPort("198.51.100.7:4100"), Origin: wire.OriginObservedIP}
+	elsewhere := wire.Candidate{Kind: wire.KindMapped, Addr: netip.MustParseAddrPort("192.0.2.9:4100"), Origin: wire.OriginAnnounced}
 	warm := relayCandidate(netip.MustParseAddrPort("203.0.113.1:50000"))
 	tests := []struct {
 		name string
@@ -207,6 +208,9 @@ func TestEarlyEnough(t *testing.T) {
 		{"symmetric with its warm relay", bootstrap.Intro{NAT: apdm, Candidates: []wire.Candidate{srflx, warm}}, true},
 		{"symmetric, no warm relay registered yet", bootstrap.Intro{NAT: apdm, Candidates: []wire.Candidate{srflx}}, false},
 		{"symmetric with a port mapping keeps none", bootstrap.Intro{NAT: apdm, Candidates: []wire.Candidate{srflx, mapped}}, true},
+		// As the strategy reads it (RemoteSide): a mapping at an IP no
+		// bootstrap observed is the peer's word only.
+		{"symmetric claiming a mapping elsewhere", bootstrap.Intro{NAT: apdm, Candidates: []wire.Candidate{srflx, elsewhere}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -119,10 +119,7 @@ func TestEarlyConnBeforeOffer(t *testing.T) {
 	defer qc.CloseWithError(0, "")
 	// The accepting side has the connection once the dialler's handshake
 	// is over, within a round trip on loopback; give it a bound.
-	deadline := time.Now().Add(2 * time.Second)
-	for bn.connOf(qc) == nil && len(bn.Conns()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 2*time.Second, "the accepted connection", func() bool { return len(bn.Conns()) > 0 })
 	other, releaseOther := bn.expect(a.ID(), "ffff0002") // another attempt: not its
 	defer releaseOther()
 	in, release := bn.expect(a.ID(), ufrag)

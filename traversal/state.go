@@ -115,11 +115,6 @@ type attemptStep struct {
 // one past it is forgotten (its end is still shown).
 const maxRunning = 16
 
-// inProgress says whether s is a step of an attempt under way.
-func inProgress(s State) bool {
-	return s == StateDiscovering || s == StateCoordinating || s == StatePunching || s == StateRelaying
-}
-
 // follow decides what an attempt's move to s shows when a peer has
 // several attempts at once (two connects, an offer while a connect runs,
 // a remembered dial beside an introduction): the machine shows the steps
@@ -132,7 +127,7 @@ func inProgress(s State) bool {
 // with mu held.
 func (m *Machine) follow(id event.AttemptID, s State) (State, bool) {
 	i := slices.IndexFunc(m.running, func(a attemptStep) bool { return a.id == id })
-	if inProgress(s) {
+	if attempting(s) {
 		if i < 0 {
 			if len(m.running) == maxRunning {
 				m.running = slices.Delete(m.running, 0, 1)

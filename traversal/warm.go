@@ -178,13 +178,12 @@ func (w *warmRelay) status() WarmRelayStatus {
 // carry the replaced address: its dial goes there).
 func (w *warmRelay) permit(addrs []netip.AddrPort) {
 	w.mu.Lock()
-	rs := []*sharedRelay{w.cur, w.prev}
+	r := w.cur
 	w.mu.Unlock()
-	for _, r := range rs {
-		if r != nil {
-			r.alloc.PermitAsync(addrs...)
-		}
+	if r != nil {
+		r.alloc.PermitAsync(addrs...)
 	}
+	w.permitReplaced(addrs)
 }
 
 // permitReplaced starts permissions for addrs on the allocation the warm
