@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/antnode/antnode/nat64"
 	"github.com/antnode/antnode/traversal"
 )
 
@@ -142,4 +145,33 @@ func exchange(ctx context.Context, m *dns.Msg, server string, timeout time.Durat
 		}
 	}
 	return resp, nil
+}
+
+// NAT64Prefixes finds the network's NAT64 prefixes from its DNS64 (RFC
+// 7050): the AAAA records of ipv4only.arpa, which a DNS64 synthesises
+// from the name's well-known IPv4 addresses. A network without DNS64
+// answers no AAAA record (or NXDOMAIN): the error is nat64.ErrNoPrefix
+// or ErrDNS.
+func (r *Resolver) NAT64Prefixes(ctx context.Context) ([]nat64.Prefix, error) {
+	servers, err := r.servers()
+	if err != nil {
+		return nil, err
+	}
+	rrs, err := r.query(ctx, servers, nat64.WKAName, dns.TypeAAAA)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: NAT64 prefix: %w", err)
+	}
+	var addrs []netip.Addr
+	for _, rr := range rrs {
+		if aaaa, ok := rr.(*dns.AAAA); ok && strings.EqualFold(aaaa.Hdr.Name, nat64.WKAName) {
+			if a, ok := netip.AddrFromSlice(aaaa.AAAA); ok {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	ps, err := nat64.PrefixesFrom(addrs)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: NAT64 prefix: %w", err)
+	}
+	return ps, nil
 }

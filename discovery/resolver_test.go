@@ -15,12 +15,8 @@ import (
 // rcode is success).
 func lossyDNS(t *testing.T, drop int32, rcode int) (addr string, queries *atomic.Int32) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	queries = new(atomic.Int32)
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	addr = serveDNS(t, func(w dns.ResponseWriter, r *dns.Msg) {
 		if queries.Add(1) <= drop {
 			return // lost
 		}
@@ -31,13 +27,25 @@ func lossyDNS(t *testing.T, drop int32, rcode int) (addr string, queries *atomic
 			m.Answer = append(m.Answer, rr)
 		}
 		w.WriteMsg(m)
-	})}
+	})
+	return addr, queries
+}
+
+// serveDNS runs a real DNS server on a loopback UDP port with handler,
+// shut down when the test ends, and returns its address.
+func serveDNS(t *testing.T, handler dns.HandlerFunc) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: handler}
 	started := make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(started) }
 	go srv.ActivateAndServe()
 	<-started
 	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String(), queries
+	return pc.LocalAddr().String()
 }
 
 // TestQueryRetries: a query whose packet (or answer) is lost is sent
