@@ -117,6 +117,12 @@ type ServerConfig struct {
 	// HandshakeTimeout bounds the wait for a new connection's control
 	// stream and Register message. Zero: 10 s.
 	HandshakeTimeout time.Duration
+	// Also are the sockets of further address families (one each, none
+	// of Endpoint's): the server listens and answers STUN on them too,
+	// and a peer registered over one is observed, probed and pointed to
+	// an alternate STUN socket in its family. Peers of every family share
+	// the one registry. Nil: Endpoint's family only.
+	Also []Sockets
 }
 
 func (c *ServerConfig) validate() error {
@@ -180,7 +186,7 @@ func (c *ServerConfig) validate() error {
 	if c.ListenProbe == nil {
 		c.ListenProbe = func(ap netip.AddrPort) (net.PacketConn, error) { return endpoint.ListenUDP(ap) }
 	}
-	return nil
+	return c.validateAlso()
 }
 
 // RelayIssuer is the relay a bootstrap hands out (relay.Server).
@@ -243,7 +249,7 @@ type session struct {
 // Server is a bootstrap service.
 type Server struct {
 	cfg   ServerConfig
-	ln    *quic.Listener
+	fams  []*family          // the primary family first, then Also's
 	tcp   *netguard.Listener // nil without TCP
 	rec   event.Recorder     // audit, for every event
 	audit *event.Aggregator
@@ -277,15 +283,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		MaxIncomingUniStreams: -1,
 		// Keep-alives come from the clients; the server only follows.
 	}
-	ln, err := cfg.Endpoint.Transport().Listen(cfg.Identity.ServerTLS(wire.ALPN), qconf)
-	if err != nil {
-		return nil, fmt.Errorf("bootstrap: listen: %w", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	audit := event.NewAggregator(cfg.Recorder, cfg.AuditInterval)
 	s := &Server{
 		cfg:      cfg,
-		ln:       ln,
 		rec:      audit,
 		audit:    audit,
 		log:      cfg.Logger,
@@ -296,15 +297,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 	}
-	cfg.Endpoint.HandleRequests(s.handleSTUN)
-	s.wg.Add(1 + acceptors)
-	for range acceptors {
-		go s.acceptLoop()
+	if err := s.listen(qconf); err != nil {
+		cancel()
+		audit.Close()
+		return nil, err
 	}
+	s.wg.Add(1)
 	go s.sweepLoop()
-	if cfg.AltSTUN != nil {
-		s.wg.Add(1)
-		go s.altSTUNLoop()
+	for _, f := range s.fams {
+		s.wg.Add(acceptors)
+		for range acceptors {
+			go s.acceptLoop(f.ln)
+		}
+		if f.AltSTUN != nil {
+			s.wg.Add(1)
+			go s.altSTUNLoop(f.AltSTUN)
+		}
 	}
 	if cfg.TCP != nil {
 		s.tcp = netguard.New(cfg.TCP, netguard.Config{MaxConns: cfg.MaxTCPConns, MaxConnsPerIP: cfg.MaxTCPConnsPerIP,
@@ -315,12 +323,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// altSTUNLoop answers Binding requests on the alternate STUN socket.
-func (s *Server) altSTUNLoop() {
+// altSTUNLoop answers Binding requests on an alternate STUN socket.
+func (s *Server) altSTUNLoop(alt net.PacketConn) {
 	defer s.wg.Done()
 	buf := make([]byte, 1500)
 	for {
-		n, from, err := s.cfg.AltSTUN.ReadFrom(buf)
+		n, from, err := alt.ReadFrom(buf)
 		if err != nil {
 			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -338,45 +346,18 @@ func (s *Server) altSTUNLoop() {
 		ap := ua.AddrPort()
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		if resp, err := BindingResponse(req, ap); err == nil {
-			s.cfg.AltSTUN.WriteTo(resp.Raw, from)
+			alt.WriteTo(resp.Raw, from)
 		}
 	}
-}
-
-// altSTUNAddrs is what Registered advertises.
-func (s *Server) altSTUNAddrs() []netip.AddrPort {
-	if s.cfg.AltSTUN == nil {
-		return nil
-	}
-	ap, err := netip.ParseAddrPort(s.cfg.AltSTUN.LocalAddr().String())
-	if err != nil {
-		return nil
-	}
-	return []netip.AddrPort{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
-}
-
-// probeCaps is the Probes bitmask of Registered.
-func (s *Server) probeCaps() uint64 {
-	caps := wire.ProbeOtherPort
-	if s.cfg.ProbeAddr.IsValid() {
-		caps |= wire.ProbeOtherAddr
-	}
-	return caps
 }
 
 // probe sends an unsolicited Binding indication with txID to `to`, from a
 // fresh port of the server's address (never contacted by anybody) or from
 // ProbeAddr.
 func (s *Server) probe(kind uint64, txID [12]byte, to netip.AddrPort) error {
-	var src netip.Addr
-	switch kind {
-	case wire.ProbeOtherPort:
-		src = s.cfg.Endpoint.LocalAddr().Addr()
-	case wire.ProbeOtherAddr:
-		if !s.cfg.ProbeAddr.IsValid() {
-			return errors.New("no probe address")
-		}
-		src = s.cfg.ProbeAddr
+	src, err := s.familyOf(to.Addr()).probeSource(kind)
+	if err != nil {
+		return err
 	}
 	c, err := s.cfg.ListenProbe(netip.AddrPortFrom(src, 0))
 	if err != nil {
@@ -401,7 +382,6 @@ func (s *Server) Addr() netip.AddrPort { return s.cfg.Endpoint.LocalAddr() }
 // answering STUN and waits for its goroutines. It is idempotent.
 func (s *Server) Close() error {
 	s.once.Do(func() {
-		s.cfg.Endpoint.HandleRequests(nil)
 		s.mu.Lock()
 		s.closed = true
 		peers := make([]*peer, 0, len(s.peers))
@@ -410,10 +390,7 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.cancel()
-		s.ln.Close()
-		if s.cfg.AltSTUN != nil {
-			s.cfg.AltSTUN.Close()
-		}
+		s.closeFamilies()
 		if s.tcp != nil {
 			s.tcp.Close()
 			s.tcp.CloseConns()
@@ -463,10 +440,10 @@ func (s *Server) NumPeers() int {
 // directly.
 const acceptors = 8
 
-func (s *Server) acceptLoop() {
+func (s *Server) acceptLoop(ln *quic.Listener) {
 	defer s.wg.Done()
 	for {
-		conn, err := s.ln.Accept(s.ctx)
+		conn, err := ln.Accept(s.ctx)
 		if err != nil {
 			if s.ctx.Err() == nil {
 				s.log.Error("bootstrap: accept", "err", err)
@@ -606,8 +583,9 @@ func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, hands
 		}
 		s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeFail, Reason: left, Peer: id.String(), Addr: p.observed})
 	}()
-	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: s.altSTUNAddrs(),
-		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: s.probeCaps(), Peers: uint64(s.NumPeers())})
+	fam := s.familyOf(p.observed.Addr())
+	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: fam.altSTUNAddrs(),
+		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: fam.probeCaps(), Peers: uint64(s.NumPeers())})
 	if err != nil {
 		conn.Close(closeSlowConsumer, "control stream write failed")
 		return
@@ -834,12 +812,12 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 			s.rec.Record(event.Event{Kind: event.KindSecurity, Reason: event.ReasonRateLimited, Peer: p.id.String(), Detail: "probe"})
 			return nil
 		}
-		if s.probeCaps()&m.Kind == 0 {
-			return nil // not offered: the peer's wait times out, as for a filtered probe
-		}
 		p.mu.Lock()
 		to := p.observed
 		p.mu.Unlock()
+		if s.familyOf(to.Addr()).probeCaps()&m.Kind == 0 {
+			return nil // not offered: the peer's wait times out, as for a filtered probe
+		}
 		// Only ever to the peer's own observed address: no reflection.
 		if err := s.probe(m.Kind, m.TxID, to); err != nil {
 			s.log.Debug("bootstrap: probe", "err", err)
@@ -1348,9 +1326,9 @@ func (s *Server) sweep(now time.Time) {
 	}
 }
 
-// handleSTUN answers RFC 5389 Binding requests with the source address
-// (XOR-MAPPED-ADDRESS). It runs on the endpoint's reader goroutine.
-func (s *Server) handleSTUN(req *stun.Message, from netip.AddrPort) {
+// handleSTUN answers RFC 5389 Binding requests on ep with the source
+// address (XOR-MAPPED-ADDRESS). It runs on ep's reader goroutine.
+func (s *Server) handleSTUN(ep *endpoint.Endpoint, req *stun.Message, from netip.AddrPort) {
 	if req.Type != stun.BindingRequest {
 		return
 	}
@@ -1358,7 +1336,7 @@ func (s *Server) handleSTUN(req *stun.Message, from netip.AddrPort) {
 	if err != nil {
 		return
 	}
-	_ = s.cfg.Endpoint.WriteTo(resp.Raw, from)
+	_ = ep.WriteTo(resp.Raw, from)
 }
 
 // BindingResponse builds the success response to a Binding request from

@@ -16,14 +16,7 @@ import (
 // peer on [::1] connect a third node directly and through the relay, with
 // verified transfers.
 func TestIPv6Node(t *testing.T) {
-	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no IPv6 loopback: %v", err)
-		}
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		c.Close()
-	}
+	needIPv6Loopback(t)
 	dir := t.TempDir()
 	bootKey, peerKey := dir+"/boot.key", dir+"/peer.key"
 	_, bootID, _ := run("id", "--key", bootKey)
@@ -51,6 +44,66 @@ func TestIPv6Node(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDualStackBootstrap: a bootstrap given one --listen address per
+// family registers an IPv4 peer and an IPv6 peer, each over its own
+// family, and introduces connections in each family; a peer given two
+// addresses is refused with the reason.
+func TestDualStackBootstrap(t *testing.T) {
+	needIPv6Loopback(t)
+	dir := t.TempDir()
+	bootKey := dir + "/boot.key"
+	_, bootID, _ := run("id", "--key", bootKey)
+	bootID = strings.TrimSpace(bootID)
+	p4, p6 := freePortsOn(t, "127.0.0.1"), freePortsOn(t, "::1")
+	boot4, boot6 := bootID+"@127.0.0.1:"+strconv.Itoa(p4), bootID+"@[::1]:"+strconv.Itoa(p6)
+	out, _ := daemon(t, "--bootstrap", "--listen", "127.0.0.1:"+strconv.Itoa(p4)+",[::1]:"+strconv.Itoa(p6), "--key", bootKey, "--metrics-addr", "off")
+	testkit.WaitFor(t, 10*time.Second, "the bootstrap to name both sockets", func() bool {
+		return strings.Contains(out.String(), "listening on 127.0.0.1:"+strconv.Itoa(p4)+" and [::1]:"+strconv.Itoa(p6))
+	})
+	for _, tc := range []struct{ name, listen, boot string }{
+		{"ipv4", "127.0.0.1:0", boot4},
+		{"ipv6", "[::1]:0", boot6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peerKey := t.TempDir() + "/peer.key"
+			_, peerID, _ := run("id", "--key", peerKey)
+			health := freeTCP(t)
+			daemon(t, "--listen", tc.listen, "--bootstrap-nodes", tc.boot, "--key", peerKey, "--metrics-addr", health)
+			testkit.WaitFor(t, 10*time.Second, "the peer to register", func() bool {
+				code, _ := httpGet(t, "http://"+health+"/readyz", "")
+				return code == 200
+			})
+			code, out, errOut := run("connect", strings.TrimSpace(peerID), "--bootstrap-nodes", tc.boot, "--listen", tc.listen,
+				"--send", "64KiB", "--json", "--timeout", "10s")
+			if code != exitOK {
+				t.Fatalf("exit %d: %s %s", code, out, errOut)
+			}
+			if r := decode(t, out); !r.Connected || r.Path != "direct" || r.BytesVerified != 64<<10 {
+				t.Fatalf("result %+v, want direct with 64 KiB verified", r)
+			}
+		})
+	}
+	t.Run("a peer with two addresses", func(t *testing.T) {
+		code, _, errOut := run("--listen", "127.0.0.1:0,[::1]:0", "--bootstrap-nodes", boot4, "--key", dir+"/p.key", "--metrics-addr", "off")
+		if code != exitUsage || !strings.Contains(errOut, "a peer listens in one address family") {
+			t.Fatalf("exit %d, stderr %q; want a usage error naming one family", code, errOut)
+		}
+	})
+}
+
+// needIPv6Loopback skips outside CI on a host without an IPv6 loopback.
+func needIPv6Loopback(t *testing.T) {
+	t.Helper()
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("no IPv6 loopback: %v", err)
+		}
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	c.Close()
 }
 
 func TestSocketFamily(t *testing.T) {

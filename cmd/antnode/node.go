@@ -32,6 +32,7 @@ import (
 type nodeOptions struct {
 	bootstrap      bool
 	listen         string
+	alsoListen     []string // a bootstrap's socket in the other family, if any
 	bootstrapNodes string
 	key            string
 	maxPeers       int
@@ -189,7 +190,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("antnode", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.bootstrap, "bootstrap", false, "run as a bootstrap node")
-	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on (default 0.0.0.0:4433 for a bootstrap, 0.0.0.0:0 for a peer)")
+	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on; a bootstrap takes one per family, comma-separated (default 0.0.0.0:4433 for a bootstrap, 0.0.0.0:0 for a peer)")
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; empty: ephemeral)")
 	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit (1-10000000)")
@@ -234,9 +235,14 @@ func (o *nodeOptions) validate() error {
 			o.listen = "0.0.0.0:4433"
 		}
 	}
-	if _, _, err := net.SplitHostPort(o.listen); err != nil {
-		return fmt.Errorf("--listen %q: %w", o.listen, err)
+	listens, err := splitListen(o.listen)
+	if err != nil {
+		return err
 	}
+	if len(listens) > 1 && !o.bootstrap {
+		return fmt.Errorf("--listen %s: %w (--listen [::]:0 for IPv6); a bootstrap (--bootstrap) listens in both", o.listen, ErrPeerOneFamily)
+	}
+	o.listen, o.alsoListen = listens[0], listens[1:]
 	if err := firstErr(inRange("max-peers", o.maxPeers, 1, maxMaxPeers),
 		inRange("relay-bandwidth-mbps", o.relayMbps, 1, maxRelayMbps),
 		inRange("relay-max-allocations", o.relayMaxAllocs, 1, maxRelayAllocs),
@@ -250,10 +256,8 @@ func (o *nodeOptions) validate() error {
 	if o.stunAltPort < -1 || o.stunAltPort > 65535 {
 		return fmt.Errorf("--stun-alt-port %d: want -1..65535", o.stunAltPort)
 	}
-	if o.probeAddr != "" {
-		if _, err := netip.ParseAddr(o.probeAddr); err != nil {
-			return fmt.Errorf("--probe-addr: %w", err)
-		}
+	if err := o.checkProbeAddr(); err != nil {
+		return err
 	}
 	if o.relayPort < 0 || o.relayPort > 65535 {
 		return fmt.Errorf("--relay-port %d: want 0..65535", o.relayPort)
@@ -287,7 +291,17 @@ func (o *nodeOptions) validate() error {
 // derivedPorts checks, when the listen port is given, that the bootstrap's
 // ports derived from it (STUN listen+1, relay listen+2) exist.
 func (o *nodeOptions) derivedPorts() error {
-	_, ps, err := net.SplitHostPort(o.listen)
+	for _, l := range append([]string{o.listen}, o.alsoListen...) {
+		if err := o.derivedPortsOf(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// derivedPortsOf is derivedPorts for one listen address.
+func (o *nodeOptions) derivedPortsOf(listen string) error {
+	_, ps, err := net.SplitHostPort(listen)
 	if err != nil || !o.bootstrap {
 		return nil // the listen address is checked on its own
 	}
@@ -297,12 +311,12 @@ func (o *nodeOptions) derivedPorts() error {
 	}
 	if o.stunAltPort == 0 {
 		if _, err := derivePort(uint16(p), 1, "second STUN", "--stun-alt-port"); err != nil {
-			return fmt.Errorf("--listen %s: %w", o.listen, err)
+			return fmt.Errorf("--listen %s: %w", listen, err)
 		}
 	}
 	if o.relayPort == 0 && !o.noRelay {
 		if _, err := derivePort(uint16(p), 2, "relay", "--relay-port"); err != nil {
-			return fmt.Errorf("--listen %s: %w", o.listen, err)
+			return fmt.Errorf("--listen %s: %w", listen, err)
 		}
 	}
 	return nil
@@ -407,24 +421,21 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 			c.Close()
 		}
 	}()
-	if o.probeAddr != "" {
-		cfg.ProbeAddr = netip.MustParseAddr(o.probeAddr) // validated
+	cfg.ProbeAddr = o.probeAddrFor(local)
+	alt, err := o.altSTUN(local)
+	if err != nil {
+		return err
 	}
-	if o.stunAltPort >= 0 {
-		port := uint16(o.stunAltPort) // validated: 1..65535
-		if o.stunAltPort == 0 {
-			var err error
-			if port, err = derivePort(local.Port(), 1, "second STUN", "--stun-alt-port"); err != nil {
-				return badInput(err)
-			}
-		}
-		alt, err := net.ListenUDP(udpNetwork(local.String()), net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), port)))
-		if err != nil {
-			return fmt.Errorf("--stun-alt-port %d: %w", port, err)
-		}
+	if alt != nil {
 		cfg.AltSTUN = alt
 		closers = append(closers, alt)
 	}
+	also, more, err := o.alsoSockets(id, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
+	closers = append(closers, more...)
+	if err != nil {
+		return err
+	}
+	cfg.Also = also
 	tcp, err := net.Listen(tcpNetwork(local.String()), local.String())
 	if err != nil {
 		return fmt.Errorf("control over TCP on %s: %w", local, err)
@@ -470,7 +481,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 		closers = append([]io.Closer{surface}, closers...)
 		log.Info("bootstrap node running", "id", id.ID().String(), "listen", mon.Sanitizer().AddrPort(local), "relay", "off")
 	}
-	fmt.Fprintf(stdout, "bootstrap %s listening on %s\n", id.ID(), local)
+	fmt.Fprintf(stdout, "bootstrap %s listening on %s\n", id.ID(), listening(local, cfg.Also))
 	fmt.Fprint(stdout, relayLine)
 	waitSignal(ctx, log)
 	return nil

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/antnode/antnode/bootstrap"
+	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/identity"
+)
+
+// ErrPeerOneFamily: a peer's --listen names two addresses. A bootstrap
+// listens in both families; a peer runs in one family.
+var ErrPeerOneFamily = errors.New("a peer listens in one address family")
+
+// splitListen parses --listen: one HOST:PORT, or one per address family
+// separated by a comma ("0.0.0.0:4433,[::]:4433"). It returns them in
+// the order given; the first is the node's primary socket.
+func splitListen(s string) ([]string, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("--listen %q: at most two addresses, one per family", s)
+	}
+	seen := map[string]bool{}
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			return nil, fmt.Errorf("--listen %q: %w", s, err)
+		}
+		fam := family(p)
+		if seen[fam] {
+			return nil, fmt.Errorf("--listen %q: two IPv%s addresses; give one per family", s, fam)
+		}
+		seen[fam] = true
+		parts[i] = p
+	}
+	return parts, nil
+}
+
+// probeAddrFor is --probe-addr if it is of local's family.
+func (o *nodeOptions) probeAddrFor(local netip.AddrPort) netip.Addr {
+	if o.probeAddr == "" {
+		return netip.Addr{}
+	}
+	a := netip.MustParseAddr(o.probeAddr) // validated
+	if endpoint.Family(a) != endpoint.Family(local.Addr()) {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// altSTUN opens a bootstrap's alternate STUN socket next to local (on
+// --stun-alt-port, or the port after local's); nil with --stun-alt-port -1.
+func (o *nodeOptions) altSTUN(local netip.AddrPort) (net.PacketConn, error) {
+	if o.stunAltPort < 0 {
+		return nil, nil
+	}
+	port := uint16(o.stunAltPort) // validated: 1..65535
+	if o.stunAltPort == 0 {
+		var err error
+		if port, err = derivePort(local.Port(), 1, "second STUN", "--stun-alt-port"); err != nil {
+			return nil, badInput(err)
+		}
+	}
+	alt, err := net.ListenUDP(udpNetwork(local.String()), net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), port)))
+	if err != nil {
+		return nil, fmt.Errorf("--stun-alt-port %d: %w", port, err)
+	}
+	return alt, nil
+}
+
+// alsoSockets opens a bootstrap's sockets in its other family (the second
+// --listen address, if any): its endpoint and alternate STUN socket. It
+// returns them and what closes them.
+func (o *nodeOptions) alsoSockets(id *identity.Identity, cfg endpoint.Config) ([]bootstrap.Sockets, []io.Closer, error) {
+	var out []bootstrap.Sockets
+	var closers []io.Closer
+	for _, l := range o.alsoListen {
+		ep, err := endpoint.Listen(udpNetwork(l), l, cfg)
+		if err != nil {
+			return out, closers, err
+		}
+		closers = append(closers, ep)
+		alt, err := o.altSTUN(ep.LocalAddr())
+		if err != nil {
+			return out, closers, err
+		}
+		if alt != nil {
+			closers = append(closers, alt)
+		}
+		out = append(out, bootstrap.Sockets{Endpoint: ep, AltSTUN: alt, ProbeAddr: o.probeAddrFor(ep.LocalAddr())})
+	}
+	return out, closers, nil
+}
+
+// checkProbeAddr parses --probe-addr and requires it in the family of a
+// --listen address: filtering probes go to that family's peers.
+func (o *nodeOptions) checkProbeAddr() error {
+	if o.probeAddr == "" {
+		return nil
+	}
+	a, err := netip.ParseAddr(o.probeAddr)
+	if err != nil {
+		return fmt.Errorf("--probe-addr: %w", err)
+	}
+	for _, l := range append([]string{o.listen}, o.alsoListen...) {
+		if family(l) == endpoint.Family(a) {
+			return nil
+		}
+	}
+	return fmt.Errorf("--probe-addr %s: %w: no --listen address is IPv%s", a, ErrFamilyMismatch, endpoint.Family(a))
+}
+
+// listening names a bootstrap's sockets: "0.0.0.0:4433 and [::]:4433".
+func listening(local netip.AddrPort, also []bootstrap.Sockets) string {
+	names := []string{local.String()}
+	for _, s := range also {
+		names = append(names, s.Endpoint.LocalAddr().String())
+	}
+	return strings.Join(names, " and ")
+}
