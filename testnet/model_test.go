@@ -16,7 +16,7 @@ import (
 // the one before; none: a public host) and returns what they saw.
 func modelObserve(t *testing.T, chain ...NATConfig) Observation {
 	m := NewModel()
-	srvAddrs := probeServerAddrs()
+	srvAddrs := probeServerAddrs(false)
 	servers := map[netip.AddrPort]*ModelConn{}
 	for _, a := range srvAddrs {
 		c, err := m.Listen(a, nil, 0)

@@ -58,8 +58,16 @@ func ListenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
 	var c *net.UDPConn
 	err := InNS(ns, func() error {
 		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		c, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
 		return err
 	})
 	return c, err
+}
+
+// udpNet is "udp6" for an IPv6 address, else "udp4".
+func udpNet(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		return "udp6"
+	}
+	return "udp4"
 }

@@ -26,9 +26,14 @@ type Ruleset struct {
 	// table (miniupnpd's, see portmap.go) destination-NATs: its accept
 	// there does not override this table's drop.
 	PortMap bool
-	Timeout int      // dynamic map timeout in seconds; zero: 120
-	Extra   []string // extra rules for the forward chain, before the defaults (fault injection)
-	Comment string   // a first-line comment
+	// Firewall6 adds an IPv6 stateful firewall (table ip6 fwlab): from
+	// the WAN only what conntrack has seen the LAN send to first, exact
+	// address and port (APDF); no NAT. A ruleset without WANAddr (and
+	// mapping) is that firewall alone: an IPv6-only site.
+	Firewall6 bool
+	Timeout   int      // dynamic map timeout in seconds; zero: 120
+	Extra     []string // extra rules for the forward chain, before the defaults (fault injection)
+	Comment   string   // a first-line comment
 }
 
 // Validate checks the fields.
@@ -36,6 +41,8 @@ func (r Ruleset) Validate() error {
 	switch {
 	case r.WAN == "" || len(r.LANs) == 0:
 		return fmt.Errorf("testnet: ruleset needs a WAN and at least one LAN interface")
+	case r.v6Only():
+		return nil
 	case !r.WANAddr.Is4():
 		return fmt.Errorf("testnet: ruleset WAN address %v is not IPv4", r.WANAddr)
 	case r.Mapping != "eim" && r.Mapping != "apdm":
@@ -48,21 +55,30 @@ func (r Ruleset) Validate() error {
 	return nil
 }
 
+// v6Only reports whether r is an IPv6 firewall alone (no IPv4 NAT).
+func (r Ruleset) v6Only() bool {
+	return r.Firewall6 && !r.WANAddr.IsValid() && r.Mapping == "" && r.Filtering == ""
+}
+
 // Render returns the ruleset as nft input. It replaces any earlier table of
 // the same name atomically.
 func (r Ruleset) Render() (string, error) {
 	if err := r.Validate(); err != nil {
 		return "", err
 	}
-	lans := make([]string, len(r.LANs))
-	for i, l := range r.LANs {
-		lans[i] = fmt.Sprintf("%q", l)
+	if r.v6Only() {
+		n := &nftText{r: r, lanSet: r.lanSet(), wan: fmt.Sprintf("%q", r.WAN)}
+		if r.Comment != "" {
+			n.w("# %s", r.Comment)
+		}
+		n.firewall6()
+		return n.b.String(), nil
 	}
 	to := r.Timeout
 	if to <= 0 {
 		to = 120
 	}
-	n := &nftText{r: r, lanSet: "{ " + strings.Join(lans, ", ") + " }", wan: fmt.Sprintf("%q", r.WAN), addr: r.WANAddr.String()}
+	n := &nftText{r: r, lanSet: r.lanSet(), wan: fmt.Sprintf("%q", r.WAN), addr: r.WANAddr.String()}
 	if r.Comment != "" {
 		n.w("# %s", r.Comment)
 	}
@@ -77,7 +93,46 @@ func (r Ruleset) Render() (string, error) {
 	n.forwardChain()
 	n.inputChain()
 	n.w("}")
+	if r.Firewall6 {
+		n.firewall6()
+	}
 	return n.b.String(), nil
+}
+
+// lanSet is the LAN interfaces as an nft set: { "lan0", "lan1" }.
+func (r Ruleset) lanSet() string {
+	lans := make([]string, len(r.LANs))
+	for i, l := range r.LANs {
+		lans[i] = fmt.Sprintf("%q", l)
+	}
+	return "{ " + strings.Join(lans, ", ") + " }"
+}
+
+// firewall6 renders the IPv6 stateful firewall: forward what the LAN
+// sends and what conntrack matches to it (exact remote address and port:
+// APDF); drop the rest from the WAN, and new UDP and TCP to the router
+// itself (neighbour discovery, which is ICMPv6, passes).
+func (n *nftText) firewall6() {
+	w := n.w
+	w("table ip6 fwlab")
+	w("delete table ip6 fwlab")
+	w("table ip6 fwlab {")
+	w("  chain fwd_filter {")
+	w("    type filter hook forward priority filter; policy drop;")
+	if n.r.v6Only() { // a dual-stack router's Extra is its IPv4 table's
+		for _, e := range n.r.Extra {
+			w("    %s", e)
+		}
+	}
+	w("    ct state established,related accept")
+	w("    iifname %s oifname %s accept", n.lanSet, n.wan)
+	w("    counter comment \"dropped unsolicited\"")
+	w("  }")
+	w("  chain in_filter {")
+	w("    type filter hook input priority filter; policy accept;")
+	w("    iifname %s ct state new meta l4proto { udp, tcp } counter drop comment \"unsolicited to router\"", n.wan)
+	w("  }")
+	w("}")
 }
 
 // nftText is a ruleset being rendered: the ruleset, its quoted interface

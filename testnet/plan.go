@@ -133,6 +133,14 @@ func (b *planner) core() string {
 		b.ip(srv, "addr add %s/24 dev eth0", ServerAddr(n))
 	}
 	b.ip(srv, "route add default via 203.0.113.254")
+	// The internet's IPv6: the servers' /64 (2001:db8::/64). No duplicate
+	// address detection: nothing else claims these addresses, and a
+	// tentative address cannot send for a second.
+	b.ip(inet, "addr add %s/64 dev srv0 nodad", inetAddr6())
+	for n := 1; n <= 3; n++ {
+		b.ip(srv, "addr add %s/64 dev eth0 nodad", ServerAddr6(n))
+	}
+	b.ip(srv, "route add ::/0 via %s", inetAddr6())
 	return inet
 }
 
@@ -140,6 +148,10 @@ func (b *planner) core() string {
 // by class, a public host, a carrier NAT with its homes, or a NAT router
 // with its hosts.
 func (b *planner) site(i int, site SiteSpec, inet string) {
+	if site.Class == ClassV6Firewall {
+		b.v6Site(i, site, inet)
+		return
+	}
 	public, gw := siteWAN(i)
 	b.p.Public[site.Name] = public
 	inetIf := fmt.Sprintf("a%d", i)
@@ -163,6 +175,30 @@ func (b *planner) site(i int, site SiteSpec, inet string) {
 		return
 	}
 	b.natRouter(i, site, r, public)
+}
+
+// v6Site adds an IPv6-only site: its router (a stateful firewall, no NAT)
+// on its IPv6 access link, and its host on the site's /64.
+func (b *planner) v6Site(i int, site SiteSpec, inet string) {
+	wan, gw := siteWAN6(i)
+	lan, lanGW, hostAddr := siteLAN6(i)
+	inetIf := fmt.Sprintf("a%d", i)
+	b.ip(inet, "addr add %s/64 dev %s nodad", gw, inetIf)
+	r := b.ns(fmt.Sprintf("r%d", i), RoleRouter)
+	b.attach(i, site, r, "wan0", inet, inetIf)
+	b.ip(inet, "route add %s via %s", lan, wan) // once the link is up
+	b.ip(r, "addr add %s/64 dev wan0 nodad", wan)
+	b.ip(r, "route add ::/0 via %s", gw)
+	h := b.ns(fmt.Sprintf("h%da", i), RoleHost)
+	b.veth(r, "lan0", h, "eth0")
+	b.ip(r, "addr add %s/64 dev lan0 nodad", lanGW)
+	b.ip(h, "addr add %s/64 dev eth0 nodad", hostAddr)
+	b.ip(h, "route add ::/0 via %s", lanGW)
+	b.p.Public[site.Name] = hostAddr
+	b.p.Hosts = append(b.p.Hosts, Host{Site: site.Name, Class: site.Class, NS: h, Addr: hostAddr, Router: r})
+	b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: Ruleset{
+		WAN: "wan0", LANs: []string{"lan0"}, Firewall6: true,
+		Comment: fmt.Sprintf("%s: IPv6 only, stateful firewall (APDF), no NAT", site.Name)}})
 }
 
 // attach adds site i's access link from siteIf in siteNS to inetIf in

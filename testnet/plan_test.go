@@ -19,6 +19,7 @@ func TestPlanGolden(t *testing.T) {
 		{Name: "sym", Class: ClassAPDM, Hairpin: true},
 		{Name: "cgn", Class: ClassCGNAT, Hosts: 2, Hairpin: true},
 		{Name: "blk", Class: ClassUDPBlocked},
+		{Name: "v6", Class: ClassV6Firewall},
 	}}
 	p, err := PlanFor(spec)
 	if err != nil {
@@ -40,11 +41,14 @@ func TestPlanGolden(t *testing.T) {
 		t.Fatalf("plan changed; run go test ./testnet -run PlanGolden -update and review the diff")
 	}
 	// Spot checks that do not depend on the golden file.
-	if n := len(p.Wires); n != 5 {
-		t.Fatalf("%d wires, want 5 (one per impaired site)", n)
+	if n := len(p.Wires); n != 6 {
+		t.Fatalf("%d wires, want 6 (one per impaired site)", n)
 	}
 	if !strings.Contains(got, "masquerade random") || !strings.Contains(got, `meta l4proto udp counter drop comment "UDP blocked"`) {
 		t.Fatal("APDM or UDP-blocked rules missing")
+	}
+	if !strings.Contains(got, "table ip6 fwlab") || strings.Contains(got, "t-r6 addr add 198.51") {
+		t.Fatal("the IPv6-only site has no IPv6 firewall, or an IPv4 address")
 	}
 }
 

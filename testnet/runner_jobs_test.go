@@ -41,3 +41,32 @@ func TestMatrixJobs(t *testing.T) {
 		})
 	}
 }
+
+// TestPairsShareFamily: the matrix pairs the IPv6-only class with itself
+// (both sites) and with no IPv4-only class, and every host of a pair has
+// an address of one family.
+func TestPairsShareFamily(t *testing.T) {
+	spec := DefaultSpec("t-", Impairment{})
+	plan, err := PlanFor(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := &Testbed{Plan: plan}
+	var v6 []string
+	for _, p := range tb.Pairs(spec, nil) {
+		if p.From.Addr.Is6() != p.To.Addr.Is6() {
+			t.Errorf("%s pairs %s with %s", p.Key(), p.From.Addr, p.To.Addr)
+		}
+		if p.A.IPv6Only() || p.B.IPv6Only() {
+			v6 = append(v6, p.Key())
+		}
+	}
+	if len(v6) != 1 || v6[0] != "v6-firewall/v6-firewall" {
+		t.Fatalf("IPv6-only pairs %v, want [v6-firewall/v6-firewall]", v6)
+	}
+	for _, h := range tb.HostsOf("v6-firewall-1") {
+		if !h.Addr.Is6() || listenOn(h, 0) != "[::]:0" {
+			t.Fatalf("v6-firewall host %s listens on %s", h.Addr, listenOn(h, 0))
+		}
+	}
+}

@@ -23,12 +23,23 @@ const (
 	ClassAPDMPortmap Class = "apdm-portmap"
 	ClassCGNAT       Class = "cgnat"       // a home NAT (eim-apdf) behind a carrier NAT (eim-apdf) on 100.64.0.0/10
 	ClassUDPBlocked  Class = "udp-blocked" // a NAT that drops all outbound UDP, TCP passes
+	// ClassV6Firewall is an IPv6-only site: no NAT, its host's global
+	// address behind a stateful firewall that drops unsolicited inbound
+	// (address- and port-dependent filtering).
+	ClassV6Firewall Class = "v6-firewall"
 )
 
 // Classes returns every class the testbed knows, in report order.
 func Classes() []Class {
-	return []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassAPDM, ClassAPDMPortmap, ClassCGNAT, ClassUDPBlocked}
+	return []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassAPDM, ClassAPDMPortmap, ClassCGNAT, ClassUDPBlocked, ClassV6Firewall}
 }
+
+// IPv6Only reports whether a site of class c has IPv6 and no IPv4.
+func (c Class) IPv6Only() bool { return c == ClassV6Firewall }
+
+// SharesFamily reports whether sites of classes a and b have an address
+// family in common (every other class is IPv4 only).
+func SharesFamily(a, b Class) bool { return a.IPv6Only() == b.IPv6Only() }
 
 // DefaultClasses returns the classes of the default set, in report order:
 // every class (apdm-portmap among them since the node maps ports).
@@ -56,6 +67,8 @@ func (c Class) Behaviour() (mapping, filtering string) {
 		return "APDM", "APDF"
 	case ClassUDPBlocked:
 		return "-", "blocked"
+	case ClassV6Firewall:
+		return "none", "APDF"
 	}
 	return "", ""
 }
@@ -63,10 +76,11 @@ func (c Class) Behaviour() (mapping, filtering string) {
 // AntnodeClass is the NAT class antnode must measure for a site of class
 // c (nattype.Type.Class): a carrier NAT in front of a home NAT, both
 // port-preserving and port-restricted, behaves as one eim-apdf NAT; an
-// apdm router that also maps ports on request is apdm to STUN.
+// apdm router that also maps ports on request is apdm to STUN; a global
+// address behind a port-restricted firewall behaves as an eim-apdf NAT.
 func (c Class) AntnodeClass() string {
 	switch c {
-	case ClassCGNAT:
+	case ClassCGNAT, ClassV6Firewall:
 		return string(ClassEIMAPDF)
 	case ClassAPDMPortmap:
 		return string(ClassAPDM)
@@ -138,8 +152,8 @@ func (s Spec) Validate() (Spec, error) {
 		if site.Hosts < 1 || site.Hosts > 2 {
 			return s, fmt.Errorf("testnet: site %s: %d hosts, want 1 or 2", site.Name, site.Hosts)
 		}
-		if site.Class == ClassPublic && site.Hosts != 1 {
-			return s, fmt.Errorf("testnet: site %s: a public site has one host", site.Name)
+		if (site.Class == ClassPublic || site.Class == ClassV6Firewall) && site.Hosts != 1 {
+			return s, fmt.Errorf("testnet: site %s: a %s site has one host", site.Name, site.Class)
 		}
 		l := s.Link
 		if site.Link != nil {
@@ -162,6 +176,34 @@ const maxSites = 60
 // the bootstrap nodes; S1 (on two ports), S2 and S3 the verification
 // probes.
 func ServerAddr(n int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, byte(n)}) }
+
+// ServerAddr6 returns server n's IPv6 address: 2001:db8::n.
+func ServerAddr6(n int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(n)})
+}
+
+// inetAddr6 is the internet router's IPv6 address on the servers' /64.
+func inetAddr6() netip.Addr { return ServerAddr6(0xfe) }
+
+// siteWAN6 returns site i's IPv6 access link, 2001:db8:<i+1>::/64: the
+// site's address (::1) and the internet router's (::2).
+func siteWAN6(i int) (site, gateway netip.Addr) {
+	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, byte(i + 1), 15: 1}
+	site = netip.AddrFrom16(a)
+	a[15] = 2
+	return site, netip.AddrFrom16(a)
+}
+
+// siteLAN6 returns site i's /64, 2001:db8:1<i>::/64 (i in hex, two
+// digits), on which its router is ::1 and its host ::10.
+func siteLAN6(i int) (lan netip.Prefix, router, host netip.Addr) {
+	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0x01, byte(i)}
+	lan = netip.PrefixFrom(netip.AddrFrom16(a), 64)
+	a[15] = 1
+	router = netip.AddrFrom16(a)
+	a[15] = 0x10
+	return lan, router, netip.AddrFrom16(a)
+}
 
 // siteWAN returns the /30 of site i (0-based) on 198.51.100.0/24: the
 // site's public address and the internet router's side.

@@ -63,7 +63,7 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 			tb = nil
 		}
 	}()
-	for _, step := range []func(context.Context) error{tb.createNamespaces, tb.setSysctls, tb.configureIP, tb.loadRulesets, tb.startPortmaps, tb.startWires} {
+	for _, step := range []func(context.Context) error{tb.createNamespaces, tb.configureIP, tb.loadRulesets, tb.startPortmaps, tb.startWires} {
 		if err := step(ctx); err != nil {
 			return tb, err
 		}
@@ -72,14 +72,18 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 	return tb, nil
 }
 
-// createNamespaces adds the plan's namespaces and its veth pairs, each
-// created from its first namespace.
+// createNamespaces adds the plan's namespaces, sets their sysctls, and
+// adds the veth pairs, each created from its first namespace (after the
+// sysctls: a new interface takes the namespace's defaults).
 func (tb *Testbed) createNamespaces(ctx context.Context) error {
 	var lines []string
 	for _, n := range tb.Namespaces {
 		lines = append(lines, "netns add "+n)
 	}
 	if err := ipBatch(ctx, lines); err != nil {
+		return err
+	}
+	if err := tb.setSysctls(ctx); err != nil {
 		return err
 	}
 	byNS := map[string][]string{}
@@ -99,16 +103,19 @@ func (tb *Testbed) createNamespaces(ctx context.Context) error {
 }
 
 // setSysctls turns forwarding on where the plan routes, and the reverse-path
-// filter off everywhere (pitfall 4: it breaks migration tests).
+// filter off everywhere (pitfall 4: it breaks migration tests); IPv6
+// duplicate address detection off for the interfaces still to come (a
+// tentative link-local address holds neighbour discovery up for a second).
 func (tb *Testbed) setSysctls(ctx context.Context) error {
 	fwd := map[string]bool{}
 	for _, n := range tb.Forward {
 		fwd[n] = true
 	}
 	for _, n := range tb.Namespaces {
-		args := []string{"sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"}
+		args := []string{"sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+			"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"}
 		if fwd[n] {
-			args = append(args, "net.ipv4.ip_forward=1")
+			args = append(args, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 		}
 		if _, err := runIn(ctx, n, args...); err != nil {
 			return err

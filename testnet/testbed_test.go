@@ -215,7 +215,7 @@ func TestDelayLine(t *testing.T) {
 	var rtts []float64
 	for range 10 {
 		start := time.Now()
-		if !binding(c, probeServerAddrs()[0], 1, time.Second).IsValid() {
+		if !binding(c, probeServerAddrs(false)[0], 1, time.Second).IsValid() {
 			t.Fatal("no answer through the delay line")
 		}
 		rtts = append(rtts, float64(time.Since(start).Microseconds())/1000)
@@ -248,7 +248,7 @@ func TestLossAndFaults(t *testing.T) {
 		defer c.Close()
 		answered := 0
 		for range 100 {
-			if binding(c, probeServerAddrs()[0], 1, 50*time.Millisecond).IsValid() {
+			if binding(c, probeServerAddrs(false)[0], 1, 50*time.Millisecond).IsValid() {
 				answered++
 			}
 		}
@@ -290,7 +290,7 @@ func TestLossAndFaults(t *testing.T) {
 	h := tb.HostsOf("apdf")[0]
 	c, _ := ListenUDP(h.NS, netip.AddrPortFrom(h.Addr, 0))
 	defer c.Close()
-	before := binding(c, probeServerAddrs()[0], 3, 300*time.Millisecond)
+	before := binding(c, probeServerAddrs(false)[0], 3, 300*time.Millisecond)
 	if !before.IsValid() {
 		t.Fatal("no mapping")
 	}
@@ -298,7 +298,7 @@ func TestLossAndFaults(t *testing.T) {
 		if err := tb.SetDirectBlocked(ctx, "apdf", true); err != nil {
 			t.Fatal(err)
 		}
-		if !binding(c, probeServerAddrs()[0], 3, 300*time.Millisecond).IsValid() {
+		if !binding(c, probeServerAddrs(false)[0], 3, 300*time.Millisecond).IsValid() {
 			t.Fatal("servers unreachable with direct blocked")
 		}
 		// The NATed host's packets to a peer outside the server network
@@ -331,7 +331,7 @@ func TestLossAndFaults(t *testing.T) {
 		}
 		payload := make([]byte, 1000)
 		for range 100 {
-			c.WriteToUDPAddrPort(payload, probeServerAddrs()[0])
+			c.WriteToUDPAddrPort(payload, probeServerAddrs(false)[0])
 		}
 		after, err := TxBytes(h.NS)
 		if err != nil {
@@ -354,7 +354,7 @@ func TestLossAndFaults(t *testing.T) {
 			t.Fatalf("port %d on the new address: %v", before.Port(), err)
 		}
 		defer c2.Close()
-		after := binding(c2, probeServerAddrs()[0], 3, 300*time.Millisecond)
+		after := binding(c2, probeServerAddrs(false)[0], 3, 300*time.Millisecond)
 		if !after.IsValid() || after == before {
 			t.Fatalf("mapping %v after the address change, was %v", after, before)
 		}

@@ -90,20 +90,26 @@ type Measured struct {
 // can also send unsolicited packets, and a TCP listener on S1:3478.
 type probeServers struct {
 	udp map[netip.AddrPort]*net.UDPConn
-	tcp net.Listener
+	tcp []net.Listener
 	wg  sync.WaitGroup
 }
 
-func probeServerAddrs() []netip.AddrPort {
+// probeServerAddrs are S1:3478, S1:3479, S2:3478 and S3:3478, at the
+// servers' IPv6 addresses for v6.
+func probeServerAddrs(v6 bool) []netip.AddrPort {
+	addr := ServerAddr
+	if v6 {
+		addr = ServerAddr6
+	}
 	return []netip.AddrPort{
-		netip.AddrPortFrom(ServerAddr(1), 3478), netip.AddrPortFrom(ServerAddr(1), 3479),
-		netip.AddrPortFrom(ServerAddr(2), 3478), netip.AddrPortFrom(ServerAddr(3), 3478),
+		netip.AddrPortFrom(addr(1), 3478), netip.AddrPortFrom(addr(1), 3479),
+		netip.AddrPortFrom(addr(2), 3478), netip.AddrPortFrom(addr(3), 3478),
 	}
 }
 
 func startProbeServers(ns string) (*probeServers, error) {
 	ps := &probeServers{udp: map[netip.AddrPort]*net.UDPConn{}}
-	for _, a := range probeServerAddrs() {
+	for _, a := range append(probeServerAddrs(false), probeServerAddrs(true)...) {
 		c, err := ListenUDP(ns, a)
 		if err != nil {
 			ps.close()
@@ -116,35 +122,47 @@ func startProbeServers(ns string) (*probeServers, error) {
 			serveSTUN(c, func(from netip.AddrPort) netip.AddrPort { return from })
 		}()
 	}
+	for _, v6 := range []bool{false, true} {
+		if err := ps.listenTCP(ns, probeServerAddrs(v6)[0]); err != nil {
+			ps.close()
+			return nil, err
+		}
+	}
+	return ps, nil
+}
+
+// listenTCP accepts (and closes) TCP connections on a in namespace ns.
+func (ps *probeServers) listenTCP(ns string, a netip.AddrPort) error {
+	var l net.Listener
 	err := InNS(ns, func() error {
 		var err error
-		ps.tcp, err = net.Listen("tcp4", netip.AddrPortFrom(ServerAddr(1), 3478).String())
+		l, err = net.Listen("tcp", a.String())
 		return err
 	})
 	if err != nil {
-		ps.close()
-		return nil, err
+		return err
 	}
+	ps.tcp = append(ps.tcp, l)
 	ps.wg.Add(1)
 	go func() {
 		defer ps.wg.Done()
 		for {
-			c, err := ps.tcp.Accept()
+			c, err := l.Accept()
 			if err != nil {
 				return
 			}
 			c.Close()
 		}
 	}()
-	return ps, nil
+	return nil
 }
 
 func (ps *probeServers) close() {
 	for _, c := range ps.udp {
 		c.Close()
 	}
-	if ps.tcp != nil {
-		ps.tcp.Close()
+	for _, l := range ps.tcp {
+		l.Close()
 	}
 	ps.wg.Wait()
 }
@@ -219,7 +237,7 @@ const (
 func observe(ps *probeServers, host Host, rtt time.Duration) (Observation, error) {
 	var o Observation
 	wait := rtt + 300*time.Millisecond
-	srv := probeServerAddrs()
+	srv := probeServerAddrs(host.Addr.Is6())
 	m, err := ListenUDP(host.NS, netip.AddrPortFrom(host.Addr, 0))
 	if err != nil {
 		return o, err
@@ -251,7 +269,7 @@ func observe(ps *probeServers, host Host, rtt time.Duration) (Observation, error
 	}
 	err = InNS(host.NS, func() error {
 		d := net.Dialer{Timeout: wait + time.Second}
-		c, err := d.Dial("tcp4", srv[0].String())
+		c, err := d.Dial("tcp", srv[0].String())
 		if err == nil {
 			o.TCP = true
 			c.Close()
@@ -277,8 +295,8 @@ func hairpin(a, b Host, rtt time.Duration) (bool, error) {
 		return false, err
 	}
 	defer cb.Close()
-	ma := binding(ca, probeServerAddrs()[0], 3, wait)
-	mb := binding(cb, probeServerAddrs()[0], 3, wait)
+	ma := binding(ca, probeServerAddrs(a.Addr.Is6())[0], 3, wait)
+	mb := binding(cb, probeServerAddrs(b.Addr.Is6())[0], 3, wait)
 	if !ma.IsValid() || !mb.IsValid() {
 		return false, errors.New("no mapping for the hairpin probe")
 	}

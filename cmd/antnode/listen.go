@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/antnode/antnode/bootstrap"
@@ -41,16 +42,15 @@ func splitListen(s string) ([]string, error) {
 	return parts, nil
 }
 
-// probeAddrFor is --probe-addr if it is of local's family.
+// probeAddrFor is the --probe-addr address of local's family, if any.
 func (o *nodeOptions) probeAddrFor(local netip.AddrPort) netip.Addr {
-	if o.probeAddr == "" {
-		return netip.Addr{}
+	for _, f := range strings.Split(o.probeAddr, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(f))
+		if err == nil && endpoint.Family(a) == endpoint.Family(local.Addr()) {
+			return a
+		}
 	}
-	a := netip.MustParseAddr(o.probeAddr) // validated
-	if endpoint.Family(a) != endpoint.Family(local.Addr()) {
-		return netip.Addr{}
-	}
-	return a
+	return netip.Addr{}
 }
 
 // altSTUN opens a bootstrap's alternate STUN socket next to local (on
@@ -97,22 +97,29 @@ func (o *nodeOptions) alsoSockets(id *identity.Identity, cfg endpoint.Config) ([
 	return out, closers, nil
 }
 
-// checkProbeAddr parses --probe-addr and requires it in the family of a
-// --listen address: filtering probes go to that family's peers.
+// checkProbeAddr parses --probe-addr (one address per family, comma-
+// separated) and requires each in the family of a --listen address:
+// filtering probes go to that family's peers.
 func (o *nodeOptions) checkProbeAddr() error {
 	if o.probeAddr == "" {
 		return nil
 	}
-	a, err := netip.ParseAddr(o.probeAddr)
-	if err != nil {
-		return fmt.Errorf("--probe-addr: %w", err)
-	}
-	for _, l := range append([]string{o.listen}, o.alsoListen...) {
-		if family(l) == endpoint.Family(a) {
-			return nil
+	seen := map[string]bool{}
+	for _, f := range strings.Split(o.probeAddr, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("--probe-addr: %w", err)
+		}
+		fam := endpoint.Family(a)
+		if seen[fam] {
+			return fmt.Errorf("--probe-addr %s: two IPv%s addresses; give one per family", o.probeAddr, fam)
+		}
+		seen[fam] = true
+		if !slices.ContainsFunc(append([]string{o.listen}, o.alsoListen...), func(l string) bool { return family(l) == fam }) {
+			return fmt.Errorf("--probe-addr %s: %w: no --listen address is IPv%s", a, ErrFamilyMismatch, fam)
 		}
 	}
-	return fmt.Errorf("--probe-addr %s: %w: no --listen address is IPv%s", a, ErrFamilyMismatch, endpoint.Family(a))
+	return nil
 }
 
 // listening names a bootstrap's sockets: "0.0.0.0:4433 and [::]:4433".

@@ -195,7 +195,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.key, "key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; empty: ephemeral)")
 	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit (1-10000000)")
 	fs.IntVar(&o.stunAltPort, "stun-alt-port", 0, "bootstrap: second UDP port answering STUN, for NAT mapping classification (0: the listen port + 1; -1: none; at most 65535)")
-	fs.StringVar(&o.probeAddr, "probe-addr", "", "bootstrap: a further local IP, never contacted by peers, that sends the filtering probes \"from another address\"")
+	fs.StringVar(&o.probeAddr, "probe-addr", "", "bootstrap: a further local IP, never contacted by peers, that sends the filtering probes \"from another address\" (one per --listen family, comma-separated)")
 	fs.IntVar(&o.relayPort, "relay-port", 0, "bootstrap: TURN relay port, UDP and TCP (0: the listen port + 2; at most 65535)")
 	fs.StringVar(&o.relayIP, "relay-ip", "", "bootstrap: address relay allocations are made on (default: the listen address; on a wildcard, the host's one global address)")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "bootstrap: run no TURN relay")
