@@ -713,8 +713,12 @@ type fakeIssuer struct{}
 func (fakeIssuer) Credentials(peer identity.PeerID, ttl time.Duration) relay.Credentials {
 	return relay.NewCredentials([]byte("k"), peer, time.Now(), ttl)
 }
-func (fakeIssuer) UDPAddr() netip.AddrPort { return netip.MustParseAddrPort("203.0.113.1:3478") }
-func (fakeIssuer) TCPAddr() netip.AddrPort { return netip.MustParseAddrPort("203.0.113.1:3478") }
+
+var loopback4 = netip.MustParseAddr("127.0.0.1")
+
+func (fakeIssuer) AddrsFor(netip.Addr) (udp, tcp netip.AddrPort) {
+	return netip.MustParseAddrPort("203.0.113.1:3478"), netip.MustParseAddrPort("203.0.113.1:3478")
+}
 
 func TestRelayGrantAndPolicy(t *testing.T) {
 	srv := startServer(t, ServerConfig{Relay: fakeIssuer{}})
@@ -738,7 +742,7 @@ func TestRelayGrantAndPolicy(t *testing.T) {
 	if peer, err := relay.ParseUsername(g.Username, time.Now()); err != nil || peer != a.cfg.Identity.ID() {
 		t.Fatalf("grant username %q: %v", g.Username, err)
 	}
-	if g.UDP != (fakeIssuer{}).UDPAddr() || time.Unix(int64(g.ExpiresUnix), 0).Before(time.Now()) {
+	if udp, _ := (fakeIssuer{}).AddrsFor(loopback4); g.UDP != udp || time.Unix(int64(g.ExpiresUnix), 0).Before(time.Now()) {
 		t.Fatalf("grant %+v", g)
 	}
 	aID, bID := a.cfg.Identity.ID(), b.cfg.Identity.ID()

@@ -192,8 +192,9 @@ func (c *ServerConfig) validate() error {
 // RelayIssuer is the relay a bootstrap hands out (relay.Server).
 type RelayIssuer interface {
 	Credentials(peer identity.PeerID, ttl time.Duration) relay.Credentials
-	UDPAddr() netip.AddrPort
-	TCPAddr() netip.AddrPort
+	// AddrsFor returns the relay's UDP and TCP addresses for a client at
+	// a: in a's family where the relay listens in it.
+	AddrsFor(a netip.Addr) (udp, tcp netip.AddrPort)
 }
 
 // PeerInfo is a snapshot of one registration.
@@ -1060,8 +1061,12 @@ func (s *Server) handleRelayRequest(p *peer, m *wire.RelayRequest) error {
 	}
 	cr := s.cfg.Relay.Credentials(p.id, s.cfg.RelayTTL)
 	s.rec.Record(event.Event{Kind: event.KindRelay, Detail: "credentials", Outcome: event.OutcomeOK, Peer: p.id.String()})
+	p.mu.Lock()
+	at := p.observed.Addr()
+	p.mu.Unlock()
+	udp, tcp := s.cfg.Relay.AddrsFor(at)
 	s.sendTo(p, &wire.RelayGrant{ID: m.ID, Code: wire.CodeOK, Username: cr.Username, Password: cr.Password,
-		UDP: s.cfg.Relay.UDPAddr(), TCP: s.cfg.Relay.TCPAddr(), ExpiresUnix: uint64(cr.Expires.Unix())})
+		UDP: udp, TCP: tcp, ExpiresUnix: uint64(cr.Expires.Unix())})
 	return nil
 }
 

@@ -203,6 +203,10 @@ const (
 	// ReasonRegistryFull: a bootstrap refused a registration because its
 	// registry holds its maximum of peers.
 	ReasonRegistryFull
+	// ReasonNoCommonFamily: the peers' candidates share no address
+	// family (an IPv6-only node and an IPv4-only one): only a relay
+	// carries one family to the other.
+	ReasonNoCommonFamily
 	reasonEnd
 )
 
@@ -215,7 +219,7 @@ var reasonNames = [reasonEnd]string{"none", "timeout", "canceled", "bootstrap_un
 	"both_symmetric", "punch_timeout", "relay_unavailable", "relay_quota", "path_blackholed",
 	"mapping_expired", "network_changed", "transfer_mismatch", "connection_lost", "self",
 	"internal", "direct_available", "unknown_service", "not_allowed", "target_unreachable",
-	"stream_limit", "bad_credentials", "registry_full"}
+	"stream_limit", "bad_credentials", "registry_full", "no_common_family"}
 
 func (r Reason) String() string {
 	if r < reasonEnd {

@@ -10,16 +10,18 @@ const (
 	CauseBootstrapUnreachable Cause = "bootstrap_unreachable"
 	CauseUDPBlocked           Cause = "udp_blocked"
 	CauseBothSymmetric        Cause = "both_symmetric"
-	CausePeerNotRegistered    Cause = "peer_not_registered"
-	CauseKeyMismatch          Cause = "key_mismatch"
-	CausePunchFiltered        Cause = "punch_filtered"
-	CauseMappingExpired       Cause = "mapping_expired"
-	CauseRelayUnavailable     Cause = "relay_unavailable"
-	CauseRelayQuota           Cause = "relay_quota"
-	CauseRateLimited          Cause = "rate_limited"
-	CausePathBlackholed       Cause = "path_blackholed"
-	CauseNetworkChanged       Cause = "network_changed"
-	CauseOverloaded           Cause = "overloaded"
+	// CauseNoCommonFamily: one side IPv6-only, the other IPv4-only.
+	CauseNoCommonFamily    Cause = "no_common_family"
+	CausePeerNotRegistered Cause = "peer_not_registered"
+	CauseKeyMismatch       Cause = "key_mismatch"
+	CausePunchFiltered     Cause = "punch_filtered"
+	CauseMappingExpired    Cause = "mapping_expired"
+	CauseRelayUnavailable  Cause = "relay_unavailable"
+	CauseRelayQuota        Cause = "relay_quota"
+	CauseRateLimited       Cause = "rate_limited"
+	CausePathBlackholed    Cause = "path_blackholed"
+	CauseNetworkChanged    Cause = "network_changed"
+	CauseOverloaded        Cause = "overloaded"
 	// CausePortMapRefused: the router answered a port-mapping request
 	// with a refusal (antnode diagnose's probe).
 	CausePortMapRefused Cause = "portmap_refused"
@@ -106,6 +108,10 @@ func peerCauses() []CauseInfo {
 			"Both NATs give every destination a new port (address-and-port-dependent mapping): no direct path can exist between them, so the connection uses the relay.",
 			"Nothing is broken. For direct connections, put one side behind an endpoint-independent NAT (enable UPnP/NAT-PMP, or a port forward for the node's UDP port).",
 			"The classes are each side's own measurement; a class measured under loss may be wrong."},
+		{CauseNoCommonFamily, "No address family in common",
+			"One side has only IPv6 addresses and the other only IPv4 ones: no direct path can exist between them, so the connection needs a relay that carries one family to the other.",
+			"Nothing is broken. Give the bootstrap an address in each family (--listen 0.0.0.0:4433,[::]:4433): its relay then serves both; for direct connections, give one side both families.",
+			"The families are those of the candidates each side announced."},
 		{CausePeerNotRegistered, "Peer not registered",
 			"The bootstrap does not know the requested peer ID: the peer is offline, registered with other bootstraps, or the ID is wrong.",
 			"Check the peer ID (`antnode id --key` on the peer) and that the peer runs with at least one of the same --bootstrap-nodes.",
@@ -224,6 +230,8 @@ func causeOfReason(r Reason) (Cause, float64, bool) {
 		return CauseUDPBlocked, StrengthMeasured, true
 	case ReasonBothSymmetric:
 		return CauseBothSymmetric, StrengthMeasured, true
+	case ReasonNoCommonFamily:
+		return CauseNoCommonFamily, StrengthMeasured, true
 	case ReasonPunchTimeout:
 		return CausePunchFiltered, StrengthInferred, true
 	case ReasonRelayUnavailable:

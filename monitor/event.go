@@ -103,6 +103,7 @@ const (
 	ReasonNoCandidates         = event.ReasonNoCandidates
 	ReasonUDPBlocked           = event.ReasonUDPBlocked
 	ReasonBothSymmetric        = event.ReasonBothSymmetric
+	ReasonNoCommonFamily       = event.ReasonNoCommonFamily
 	ReasonPunchTimeout         = event.ReasonPunchTimeout
 	ReasonRelayUnavailable     = event.ReasonRelayUnavailable
 	ReasonRelayQuota           = event.ReasonRelayQuota

@@ -100,7 +100,7 @@ func TestRelayTCPPartialFramesBoundMemory(t *testing.T) {
 		r := startRelay(t, ServerConfig{MaxTCPConns: 10_000, MaxTCPConnsPerIP: 10_000, TCPFrameTimeout: 3 * time.Second}, allowLoopback)
 		testkit.ServeChild(t, []string{"addr " + r.TCPAddr().String()}, map[string]func(string) string{
 			"rss":   func(string) string { return strconv.FormatUint(testkit.RSS(), 10) },
-			"conns": func(string) string { return strconv.Itoa(r.tcp.Conns()) },
+			"conns": func(string) string { return strconv.Itoa(r.tcp[0].Conns()) },
 		})
 		return
 	}

@@ -227,17 +227,17 @@ func TestRelayTCPConnectionCaps(t *testing.T) {
 	audit := &auditLog{}
 	r := startRelay(t, ServerConfig{Recorder: audit, MaxTCPConnsPerIP: 3}, allowLoopback)
 	held := []net.Conn{dialTCP(t, r), dialTCP(t, r), dialTCP(t, r)}
-	testkit.WaitFor(t, 5*time.Second, "3 connections held", func() bool { return r.tcp.Conns() == 3 })
+	testkit.WaitFor(t, 5*time.Second, "3 connections held", func() bool { return r.tcp[0].Conns() == 3 })
 	for range 2 {
 		closedWithin(t, dialTCP(t, r), 2*time.Second)
 	}
-	if r.tcp.Conns() != 3 {
-		t.Fatalf("%d connections held, want the cap of 3", r.tcp.Conns())
+	if r.tcp[0].Conns() != 3 {
+		t.Fatalf("%d connections held, want the cap of 3", r.tcp[0].Conns())
 	}
 	held[0].Close()
-	testkit.WaitFor(t, 5*time.Second, "the closed connection's place to free", func() bool { return r.tcp.Conns() == 2 })
+	testkit.WaitFor(t, 5*time.Second, "the closed connection's place to free", func() bool { return r.tcp[0].Conns() == 2 })
 	dialTCP(t, r)
-	testkit.WaitFor(t, 5*time.Second, "a new connection held", func() bool { return r.tcp.Conns() == 3 })
+	testkit.WaitFor(t, 5*time.Second, "a new connection held", func() bool { return r.tcp[0].Conns() == 3 })
 	r.Close()
 	if recs, n := with(audit, "relay TCP: per-IP connection cap"); n != 2 || len(recs) != 2 || recs[0].Value != 0 {
 		t.Fatalf("cap refusals audited as %+v (%d refusals), want the first at once, then one with the count, for 2", recs, n)

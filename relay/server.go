@@ -49,6 +49,12 @@ type ServerConfig struct {
 	TCP net.Listener
 	// RelayIP is the address allocations are made on. Required.
 	RelayIP netip.Addr
+	// Also are TURN sockets in further address families (one per
+	// family, not UDP's): clients of that family allocate there, and
+	// their allocations are made on RelayIP all the same, so a peer of
+	// either family reaches them (RFC 6156: the relayed address's family
+	// need not be the client's). Nil: UDP's family only.
+	Also []Listeners
 	// Secret signs the credentials. Nil: 32 random bytes (credentials die
 	// with the process).
 	Secret []byte
@@ -88,6 +94,23 @@ type ServerConfig struct {
 	AuditInterval time.Duration
 }
 
+// checkAlso requires each of Also's listeners to have UDP, in a family
+// of its own.
+func (c *ServerConfig) checkAlso() error {
+	seen := map[string]bool{endpoint.Family(addrPort(c.UDP.LocalAddr()).Addr()): true}
+	for i, l := range c.Also {
+		if l.UDP == nil {
+			return fmt.Errorf("%w: Also[%d].UDP is required", ErrListeners, i)
+		}
+		fam := endpoint.Family(addrPort(l.UDP.LocalAddr()).Addr())
+		if seen[fam] {
+			return fmt.Errorf("%w: two UDP sockets of IPv%s", ErrListeners, fam)
+		}
+		seen[fam] = true
+	}
+	return nil
+}
+
 func (c *ServerConfig) defaults() {
 	if c.MaxAllocationsPerPeer == 0 {
 		c.MaxAllocationsPerPeer = 4
@@ -118,9 +141,18 @@ func (c *ServerConfig) defaults() {
 	}
 }
 
+// Listeners are a relay's TURN sockets in one address family.
+type Listeners struct {
+	UDP net.PacketConn // required
+	TCP net.Listener   // nil: none
+}
+
 // Errors.
 var (
 	ErrQuota = errors.New("relay: allocation quota exceeded")
+	// ErrListeners: ServerConfig.Also holds a socket without UDP, or a
+	// second one of a family.
+	ErrListeners = errors.New("relay: invalid ServerConfig.Also")
 )
 
 // Server is a TURN server.
@@ -138,8 +170,8 @@ type Server struct {
 	total    int
 	bytes    atomic.Uint64
 	once     sync.Once
-	tcp      *turnListener  // nil without TCP
-	batch    *batchListener // the UDP listener read in batches; nil if cfg.UDP is not a *net.UDPConn
+	tcp      []*turnListener // TCP's and Also's, those that are set
+	batch    *batchListener  // the UDP listener read in batches; nil if cfg.UDP is not a *net.UDPConn
 }
 
 // NewServer starts the TURN server on cfg.UDP (and cfg.TCP).
@@ -149,6 +181,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("relay: ServerConfig.UDP is required")
 	case !cfg.RelayIP.IsValid():
 		return nil, errors.New("relay: ServerConfig.RelayIP is required")
+	case cfg.checkAlso() != nil:
+		return nil, cfg.checkAlso()
 	case cfg.MaxAllocationsPerPeer < 0, cfg.MaxLifetime < 0, cfg.BytesPerSecond < 0, cfg.MaxTCPConns < 0, cfg.MaxTCPConnsPerIP < 0,
 		cfg.TCPAuthTimeout < 0, cfg.TCPIdleTimeout < 0, cfg.TCPFrameTimeout < 0:
 		return nil, errors.New("relay: negative limit")
@@ -162,15 +196,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	cfg.defaults()
 	audit := event.NewAggregator(cfg.Recorder, cfg.AuditInterval)
 	s := &Server{cfg: cfg, rec: audit, audit: audit, byClient: map[string]*client{}, allocs: map[identity.PeerID]int{}}
-	gen := &generator{s: s, ip: cfg.RelayIP}
-	udp, udpGen := cfg.UDP, gen
-	if uc, ok := cfg.UDP.(*net.UDPConn); ok {
-		if err := setBuffers(uc); err != nil {
-			cfg.Logger.Debug("relay: socket buffers", "err", err)
-		}
-		s.batch = newBatchListener(uc)
-		udp, udpGen = s.batch, &generator{s: s, ip: cfg.RelayIP, batch: s.batch}
-	}
 	tcfg := turn.ServerConfig{
 		Realm:         Realm,
 		AuthHandler:   s.auth,
@@ -191,13 +216,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 					Peer: userPeer(user), Addr: addrPort(src)})
 			},
 		},
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: udp, RelayAddressGenerator: udpGen, PermissionHandler: s.permit}},
 	}
-	if cfg.TCP != nil {
-		s.tcp = &turnListener{s: s, conns: map[string]*turnConn{}, Listener: netguard.New(cfg.TCP, netguard.Config{
-			MaxConns: cfg.MaxTCPConns, MaxConnsPerIP: cfg.MaxTCPConnsPerIP, OnRefused: s.refusedTCP,
-			Logger: cfg.Logger, Name: "relay TCP"})}
-		tcfg.ListenerConfigs = []turn.ListenerConfig{{Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
+	for i, l := range s.listeners() {
+		tcfg.PacketConnConfigs = append(tcfg.PacketConnConfigs, s.packetConfig(l.UDP, i == 0))
+		if l.TCP != nil {
+			tl := &turnListener{s: s, conns: map[string]*turnConn{}, Listener: netguard.New(l.TCP, netguard.Config{
+				MaxConns: cfg.MaxTCPConns, MaxConnsPerIP: cfg.MaxTCPConnsPerIP, OnRefused: s.refusedTCP,
+				Logger: cfg.Logger, Name: "relay TCP"})}
+			s.tcp = append(s.tcp, tl)
+			tcfg.ListenerConfigs = append(tcfg.ListenerConfigs,
+				turn.ListenerConfig{Listener: tl, RelayAddressGenerator: &generator{s: s, ip: cfg.RelayIP}, PermissionHandler: s.permit})
+		}
 	}
 	t, err := turn.NewServer(tcfg)
 	if err != nil {
@@ -205,6 +234,48 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.turn = t
 	return s, nil
+}
+
+// listeners are the server's TURN sockets: UDP's and TCP's, then Also's.
+func (s *Server) listeners() []Listeners {
+	return append([]Listeners{{UDP: s.cfg.UDP, TCP: s.cfg.TCP}}, s.cfg.Also...)
+}
+
+// packetConfig serves TURN over UDP on c: read in batches, and the
+// relayed sockets of its allocations send in GSO runs, if c is a
+// *net.UDPConn (the first one's batch listener is s.batch).
+func (s *Server) packetConfig(c net.PacketConn, first bool) turn.PacketConnConfig {
+	gen := &generator{s: s, ip: s.cfg.RelayIP}
+	if uc, ok := c.(*net.UDPConn); ok {
+		if err := setBuffers(uc); err != nil {
+			s.cfg.Logger.Debug("relay: socket buffers", "err", err)
+		}
+		b := newBatchListener(uc)
+		if first {
+			s.batch = b
+		}
+		c, gen.batch = b, b
+	}
+	return turn.PacketConnConfig{PacketConn: c, RelayAddressGenerator: gen, PermissionHandler: s.permit}
+}
+
+// AddrsFor returns the relay's UDP and TCP addresses in the family of a
+// client at a (its first family's when it has none there; TCP invalid
+// without a TCP listener).
+func (s *Server) AddrsFor(a netip.Addr) (udp, tcp netip.AddrPort) {
+	ls := s.listeners()
+	l := ls[0]
+	for _, m := range ls {
+		if endpoint.Family(addrPort(m.UDP.LocalAddr()).Addr()) == endpoint.Family(a) {
+			l = m
+			break
+		}
+	}
+	udp = addrPort(l.UDP.LocalAddr())
+	if l.TCP != nil {
+		tcp = addrPort(l.TCP.Addr())
+	}
+	return udp, tcp
 }
 
 // SetPolicy sets which peer addresses a peer's allocations may be
@@ -248,8 +319,8 @@ func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
 		err = s.turn.Close()
-		if s.tcp != nil {
-			s.tcp.CloseConns() // clients over TCP learn at once that their allocations are gone
+		for _, tl := range s.tcp {
+			tl.CloseConns() // clients over TCP learn at once that their allocations are gone
 		}
 		s.audit.Close()
 	})
@@ -267,10 +338,12 @@ func addrPort(a net.Addr) netip.AddrPort {
 // Ready is nil while the relay's TCP listener accepts (or there is
 // none), and an error matching netguard.ErrNotAccepting while it does not.
 func (s *Server) Ready() error {
-	if s.tcp == nil {
-		return nil
+	for _, tl := range s.tcp {
+		if err := tl.Err(); err != nil {
+			return err
+		}
 	}
-	return s.tcp.Err()
+	return nil
 }
 
 // onAuth hears pion's verdict on each authenticated request: a failure
@@ -278,8 +351,8 @@ func (s *Server) Ready() error {
 // a success marks a TCP connection authenticated.
 func (s *Server) onAuth(src, _ net.Addr, _, user, _, method string, ok bool) {
 	if ok {
-		if s.tcp != nil {
-			s.tcp.authenticated(src)
+		for _, tl := range s.tcp {
+			tl.authenticated(src) // the listener that holds src marks it
 		}
 		return
 	}

@@ -94,8 +94,8 @@ func relayOnly(a, b Class) bool {
 // pair direct within 10 s in 90% of its runs; every relay-only pair
 // through the relay within 2.5 round trips, relay to relay included;
 // IPv6 through two firewalls direct within 3; other same-NAT pairs and
-// pairs with a non-EIM side carry no round-trip bound. Pairs of classes
-// without a family in common are not run (yet), and not checked.
+// pairs with a non-EIM side carry no round-trip bound; pairs without an
+// address family in common connect through the relay.
 func TestRepoExpectations(t *testing.T) {
 	x := loadRepoExpectations(t)
 	for _, a := range Classes() {
@@ -105,7 +105,10 @@ func TestRepoExpectations(t *testing.T) {
 			eim := slices.Contains(eimClasses, a) && slices.Contains(eimClasses, b)
 			switch {
 			case !SharesFamily(a, b):
-				continue
+				// Issue 19: IPv6-only to IPv4-only only through the relay.
+				if e.Level != "relay" || e.Min != 1 {
+					t.Errorf("%s: %v, want relay", p.Key(), e)
+				}
 			case a == ClassV6Firewall && b == ClassV6Firewall:
 				if e.Level != "direct" || e.Min != 1 || e.MaxRTTs <= 0 || e.MaxRTTs > 3 {
 					t.Errorf("%s: %v, want direct rtts<=3 or less", p.Key(), e)

@@ -98,9 +98,6 @@ func (tb *Testbed) Pairs(spec Spec, classes []Class) []PairSpec {
 	var out []PairSpec
 	for _, a := range present {
 		for _, b := range present {
-			if !SharesFamily(a, b) {
-				continue // relay across families: not yet (issue 19)
-			}
 			if a == b {
 				if len(bySite[a]) < 2 {
 					continue

@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"maps"
 	"slices"
 	"testing"
 )
@@ -42,27 +43,33 @@ func TestMatrixJobs(t *testing.T) {
 	}
 }
 
-// TestPairsShareFamily: the matrix pairs the IPv6-only class with itself
-// (both sites) and with no IPv4-only class, and every host of a pair has
-// an address of one family.
-func TestPairsShareFamily(t *testing.T) {
+// TestPairsAcrossFamilies: the matrix pairs the IPv6-only class with
+// itself (its two sites) and both ways with every IPv4-only class; its
+// hosts have IPv6 addresses and listen on [::].
+func TestPairsAcrossFamilies(t *testing.T) {
 	spec := DefaultSpec("t-", Impairment{})
 	plan, err := PlanFor(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tb := &Testbed{Plan: plan}
-	var v6 []string
+	got := map[string]bool{}
 	for _, p := range tb.Pairs(spec, nil) {
-		if p.From.Addr.Is6() != p.To.Addr.Is6() {
-			t.Errorf("%s pairs %s with %s", p.Key(), p.From.Addr, p.To.Addr)
-		}
 		if p.A.IPv6Only() || p.B.IPv6Only() {
-			v6 = append(v6, p.Key())
+			got[p.Key()] = true
+		}
+		if p.From.Addr.Is6() != p.A.IPv6Only() || p.To.Addr.Is6() != p.B.IPv6Only() {
+			t.Errorf("%s: hosts %s and %s", p.Key(), p.From.Addr, p.To.Addr)
 		}
 	}
-	if len(v6) != 1 || v6[0] != "v6-firewall/v6-firewall" {
-		t.Fatalf("IPv6-only pairs %v, want [v6-firewall/v6-firewall]", v6)
+	want := map[string]bool{"v6-firewall/v6-firewall": true}
+	for _, c := range Classes() {
+		if !c.IPv6Only() {
+			want["v6-firewall/"+string(c)], want[string(c)+"/v6-firewall"] = true, true
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("IPv6-only pairs %v, want %v", got, want)
 	}
 	for _, h := range tb.HostsOf("v6-firewall-1") {
 		if !h.Addr.Is6() || listenOn(h, 0) != "[::]:0" {

@@ -244,7 +244,8 @@ func earlyEnough(peer bootstrap.Intro) bool {
 func (n *Node) attemptVia(ctx context.Context, att *event.Attempt, peer identity.PeerID, g degradation, sess *bootstrap.Session,
 	intro bootstrap.Intro, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	local, creds := intro.NAT, intro.Creds
-	raw := ChooseStrategyFor(LocalSide(intro), RemoteSide(sess.Remote), true)
+	ls, rs := LocalSide(intro), RemoteSide(sess.Remote)
+	raw := ChooseStrategyFor(ls, rs, true)
 	strat := g.apply(raw, n.cfg.Relay)
 	hp, err := n.agent.Open(creds, sess.Remote.Creds, att)
 	if err != nil {
@@ -254,9 +255,9 @@ func (n *Node) attemptVia(ctx context.Context, att *event.Attempt, peer identity
 	// Keep answering the peer's checks a little longer than this side
 	// needs: it may still be validating when this side is done.
 	defer time.AfterFunc(2*time.Second, hp.Close)
-	plan := PlanRelay(local, sess.Remote.NAT, true)
+	plan := PlanRelayFor(ls, rs, true)
 	plan.PeerOnRelay = !raw.Direct && n.cfg.Relay != RelayForce
-	if wp, ok := PlanWarmRelay(local, sess.Remote.NAT, true, len(relayedOf(sess.Remote.Candidates)) > 0); ok && !raw.Direct {
+	if wp, ok := PlanWarmRelay(local, sess.Remote.NAT, true, len(relayedOf(sess.Remote.Candidates)) > 0); ok && !raw.Direct && sharesFamily(ls, rs) {
 		// Both strategies say no direct path: what connects on the leg
 		// that dials the peer's warm relay came through a relay,
 		// whichever relayed address (one the peer replaced since its
@@ -412,7 +413,8 @@ func (n *Node) respond(ctx context.Context, giveUp context.CancelCauseFunc, att 
 func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap.Offer, sess *bootstrap.Session,
 	hp *holepunch.Session, incoming <-chan *quic.Conn, g degradation, intro bootstrap.Intro) (*quic.Conn, event.Path, error) {
 	local := intro.NAT
-	strat := ChooseStrategyFor(LocalSide(intro), RemoteSide(o.Remote), false)
+	ls, rs := LocalSide(intro), RemoteSide(o.Remote)
+	strat := ChooseStrategyFor(ls, rs, false)
 	if g.Light {
 		// Under load: slower checks (the roles stay as the initiator
 		// expects them).
@@ -428,9 +430,9 @@ func (n *Node) respondWith(ctx context.Context, att *event.Attempt, o *bootstrap
 	case !strat.Direct:
 		att.Record(event.Event{Kind: event.KindFallback, Reason: strat.Reason, Detail: "direct->relay"})
 		n.move(o.From, StateRelaying, strat.Reason, att)
-		plan := PlanRelay(local, o.Remote.NAT, false)
+		plan := PlanRelayFor(ls, rs, false)
 		plan.PeerOnRelay = true // the initiator's strategy says so too
-		if wp, ok := PlanWarmRelay(local, o.Remote.NAT, false, len(relayedOf(intro.Candidates)) > 0); ok {
+		if wp, ok := PlanWarmRelay(local, o.Remote.NAT, false, len(relayedOf(intro.Candidates)) > 0); ok && sharesFamily(ls, rs) {
 			plan = wp
 			// The initiator dials the warm relayed address it was
 			// given, which a refresh may have replaced since.

@@ -100,6 +100,20 @@ func PlanRelay(local, remote nattype.Type, initiator bool) RelayPlan {
 	return RelayPlan{Allocate: initiator, Dial: initiator}
 }
 
+// PlanRelayFor is PlanRelay with address families. Two sides without a
+// family in common (an IPv6-only node and an IPv4-only one) both
+// allocate, over TCP where UDP is blocked, and the initiator dials the
+// other's relayed address through its own allocation: relay to relay.
+// Relayed addresses are of the relay's family, which one of the two does
+// not have; an allocation reaches them from either. It is a pure
+// function.
+func PlanRelayFor(local, remote Side, initiator bool) RelayPlan {
+	if !sharesFamily(local, remote) {
+		return RelayPlan{Allocate: true, TCP: local.NAT.Filtering == nattype.FilteringBlocked, Dial: initiator}
+	}
+	return PlanRelay(local.NAT, remote.NAT, initiator)
+}
+
 // PlanWarmRelay is PlanRelay for a pair that only a relay can connect
 // (both sides' strategy says no direct path) when the responder's
 // introduction carried a warm relayed address (responderWarm): an
@@ -540,7 +554,7 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 		return nil, event.PathNone, event.PhaseRelay, err
 	}
 	defer time.AfterFunc(2*time.Second, rhp.Close)
-	targets := relayLegTargets(sess.Remote.Candidates, sess.Remote.NAT, plan.Dial)
+	targets := relayLegTargets(sess.Remote.Candidates, sess.Remote.NAT, plan.Dial, sharesFamily(LocalSide(intro), RemoteSide(sess.Remote)))
 	qc, _, phase, err := n.establish(ctx, att, peer, sess,
 		leg{ep: r.ep, hp: rhp, path: event.PathRelay, alloc: r.alloc, start: now, targets: targets, relayed: warm},
 		Strategy{Direct: true, Dial: plan.Dial, Speculative: plan.Dial}, incoming)
@@ -566,11 +580,13 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 // addresses only: a check anywhere else cannot arrive, and each new IP
 // costs a permission round trip before the checks behind it (pion asks
 // per IP, in order). Its list is empty, not nil, when it has none yet: a
-// relayed address will come on the session. It is a pure function.
-func relayLegTargets(cands []wire.Candidate, nat nattype.Type, dial bool) []wire.Candidate {
+// relayed address will come on the session. So is a peer without an
+// address family in common with this side (shared false). It is a pure
+// function.
+func relayLegTargets(cands []wire.Candidate, nat nattype.Type, dial, shared bool) []wire.Candidate {
 	warm := relayCandidates(relayedOf(cands))
 	switch {
-	case nat.Filtering == nattype.FilteringBlocked:
+	case nat.Filtering == nattype.FilteringBlocked, !shared:
 		return warm
 	case dial:
 		return withoutRelayed(cands)

@@ -60,39 +60,77 @@ type Strategy struct {
 	Passive bool
 }
 
-// Side is what a strategy knows of one side: its NAT, and whether its
-// router maps a port to it (a mapped candidate at the IP a bootstrap
-// observed it at).
+// Side is what a strategy knows of one side: its NAT, whether its router
+// maps a port to it (a mapped candidate at the IP a bootstrap observed it
+// at), and the address families of its own candidates.
 type Side struct {
 	NAT    nattype.Type
 	Mapped bool
+	// Families are the families of the side's candidates but relayed
+	// ones (a relayed address is the relay's): familyIPv4|familyIPv6.
+	// Zero: it announced none, and nothing is concluded from families.
+	Families uint8
+}
+
+// Address family bits of Side.Families.
+const (
+	familyIPv4 uint8 = 1 << iota
+	familyIPv6
+)
+
+// familiesOf returns the families of the candidates but relayed ones.
+func familiesOf(cands []wire.Candidate) uint8 {
+	var f uint8
+	for _, c := range cands {
+		switch a := c.Addr.Addr(); {
+		case c.Kind == wire.KindRelay || !a.IsValid():
+		case a.Is4() || a.Is4In6():
+			f |= familyIPv4
+		default:
+			f |= familyIPv6
+		}
+	}
+	return f
+}
+
+// sharesFamily reports whether two sides may reach each other without a
+// relay as far as address families go: both have a family in common, or
+// either announced no candidates (nothing to conclude from).
+func sharesFamily(a, b Side) bool {
+	return a.Families == 0 || b.Families == 0 || a.Families&b.Families != 0
 }
 
 // LocalSide is this side as its introduction presents it: mapped when it
 // announced a mapped candidate (Mapped announces one only at an IP a
 // bootstrap observed).
 func LocalSide(in bootstrap.Intro) Side {
-	return Side{NAT: in.NAT, Mapped: slices.ContainsFunc(in.Candidates, func(c wire.Candidate) bool { return c.Kind == wire.KindMapped })}
+	return Side{NAT: in.NAT, Families: familiesOf(in.Candidates),
+		Mapped: slices.ContainsFunc(in.Candidates, func(c wire.Candidate) bool { return c.Kind == wire.KindMapped })}
 }
 
 // RemoteSide is the peer as its introduction presents it: mapped only when
 // the bootstrap observed the mapped candidate's IP (a peer can announce
 // any address; what it says of a mapping elsewhere changes nothing).
 func RemoteSide(in bootstrap.Intro) Side {
-	return Side{NAT: in.NAT, Mapped: slices.ContainsFunc(in.Candidates, func(c wire.Candidate) bool {
+	return Side{NAT: in.NAT, Families: familiesOf(in.Candidates), Mapped: slices.ContainsFunc(in.Candidates, func(c wire.Candidate) bool {
 		return c.Kind == wire.KindMapped && c.Origin.Observed()
 	})}
 }
 
-// ChooseStrategyFor is ChooseStrategy with port mappings. A side whose
-// router maps its port is reachable from anywhere, like a public host,
-// whatever its NAT: the other side checks and dials its mapped address,
-// and it answers (Passive). Where both are mapped the initiator dials.
-// UDP blocked on either side still leaves only the relay. It is a pure
-// function.
+// ChooseStrategyFor is ChooseStrategy with port mappings and address
+// families. A side whose router maps its port is reachable from
+// anywhere, like a public host, whatever its NAT: the other side checks
+// and dials its mapped address, and it answers (Passive). Where both are
+// mapped the initiator dials. UDP blocked on either side still leaves
+// only the relay, and so do two sides without an address family in
+// common (an IPv6-only node and an IPv4-only one: see PlanRelayFor). It
+// is a pure function.
 func ChooseStrategyFor(local, remote Side, initiator bool) Strategy {
 	if local.NAT.Filtering == nattype.FilteringBlocked || remote.NAT.Filtering == nattype.FilteringBlocked {
 		return Strategy{Reason: event.ReasonUDPBlocked}
+	}
+	if !sharesFamily(local, remote) {
+		return Strategy{Reason: event.ReasonNoCommonFamily}
 	}
 	switch {
 	case local.Mapped && remote.Mapped:

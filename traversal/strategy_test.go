@@ -254,6 +254,35 @@ func TestPlanRelay(t *testing.T) {
 	}
 }
 
+// TestPlanRelayFor: two sides without a family in common both allocate
+// (relay to relay) and exactly the initiator dials; sides that share one
+// plan as PlanRelay.
+func TestPlanRelayFor(t *testing.T) {
+	apdf := nattype.Type{Mapping: nattype.MappingEIM, Filtering: nattype.FilteringAPDF}
+	blocked := nattype.Type{Filtering: nattype.FilteringBlocked}
+	v4 := func(t nattype.Type) Side { return Side{NAT: t, Families: familyIPv4} }
+	v6 := func(t nattype.Type) Side { return Side{NAT: t, Families: familyIPv6} }
+	tests := []struct {
+		name          string
+		local, remote Side
+		initiator     bool
+		want          RelayPlan
+	}{
+		{"IPv6-only initiator to IPv4-only", v6(apdf), v4(apdf), true, RelayPlan{Allocate: true, Dial: true}},
+		{"IPv4-only responder to IPv6-only", v4(apdf), v6(apdf), false, RelayPlan{Allocate: true}},
+		{"IPv4-only initiator to IPv6-only", v4(apdf), v6(apdf), true, RelayPlan{Allocate: true, Dial: true}},
+		{"UDP-blocked IPv4 responder to IPv6-only: over TCP", v4(blocked), v6(apdf), false, RelayPlan{Allocate: true, TCP: true}},
+		{"a shared family: as PlanRelay", v6(apdf), v6(apdf), false, PlanRelay(apdf, apdf, false)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := PlanRelayFor(tc.local, tc.remote, tc.initiator); got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestChooseStrategyFor(t *testing.T) {
 	var (
 		sym     = nattype.Type{Mapping: nattype.MappingAPDM, Filtering: nattype.FilteringAPDF}
@@ -262,6 +291,8 @@ func TestChooseStrategyFor(t *testing.T) {
 	)
 	mapped := func(t nattype.Type) Side { return Side{NAT: t, Mapped: true} }
 	plain := func(t nattype.Type) Side { return Side{NAT: t} }
+	v4 := func(t nattype.Type) Side { return Side{NAT: t, Families: familyIPv4} }
+	v6 := func(t nattype.Type) Side { return Side{NAT: t, Families: familyIPv6} }
 	answer := Strategy{Direct: true, Passive: true}
 	dial := Strategy{Direct: true, Dial: true, Speculative: true}
 	tests := []struct {
@@ -281,6 +312,13 @@ func TestChooseStrategyFor(t *testing.T) {
 		{"UDP blocked against mapped: relay", plain(blocked), mapped(sym), false, Strategy{Reason: event.ReasonUDPBlocked}},
 		{"no mapping: as ChooseStrategy", plain(sym), plain(sym), true, Strategy{Reason: event.ReasonBothSymmetric}},
 		{"no mapping: birthday as before", plain(sym), plain(apdf), true, Strategy{Direct: true, Birthday: BirthdaySpray, Dial: true}},
+		{"IPv6-only to IPv4-only: relay", v6(apdf), v4(apdf), true, Strategy{Reason: event.ReasonNoCommonFamily}},
+		{"IPv4-only to IPv6-only: relay", v4(apdf), v6(apdf), false, Strategy{Reason: event.ReasonNoCommonFamily}},
+		{"IPv6-only to mapped IPv4-only: relay", v6(apdf), Side{NAT: sym, Mapped: true, Families: familyIPv4}, true, Strategy{Reason: event.ReasonNoCommonFamily}},
+		{"both IPv6: direct", v6(apdf), v6(apdf), true, Strategy{Direct: true, Dial: true, Speculative: true}},
+		{"dual-stack to IPv4-only: direct", Side{NAT: apdf, Families: familyIPv4 | familyIPv6}, v4(apdf), true, Strategy{Direct: true, Dial: true, Speculative: true}},
+		{"no candidates announced: families say nothing", v6(apdf), plain(apdf), true, Strategy{Direct: true, Dial: true, Speculative: true}},
+		{"UDP blocked outranks families", v6(apdf), Side{NAT: blocked, Families: familyIPv4}, true, Strategy{Reason: event.ReasonUDPBlocked}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -316,6 +354,33 @@ func TestSidesOfIntroductions(t *testing.T) {
 			}
 			if got := RemoteSide(in); got.Mapped != tc.remote || got.NAT != sym {
 				t.Errorf("RemoteSide = %+v, want mapped %v", got, tc.remote)
+			}
+		})
+	}
+}
+
+// TestFamiliesOf: a side's families are those of its candidates but its
+// relayed ones (the relay's address says nothing of the side's own).
+func TestFamiliesOf(t *testing.T) {
+	c := func(k wire.CandidateKind, a string) wire.Candidate {
+		return wire.Candidate{Kind: k, Addr: netip.MustParseAddrPort(a)}
+	}
+	tests := []struct {
+		name  string
+		cands []wire.Candidate
+		want  uint8
+	}{
+		{"none", nil, 0},
+		{"IPv4", []wire.Candidate{c(wire.KindHost, "192.168.1.10:4000"), c(wire.KindServerReflexive, "198.51.100.5:4000")}, familyIPv4},
+		{"IPv6", []wire.Candidate{c(wire.KindHost, "[2001:db8:110::10]:4000")}, familyIPv6},
+		{"IPv4-mapped IPv6 is IPv4", []wire.Candidate{c(wire.KindHost, "[::ffff:198.51.100.5]:4000")}, familyIPv4},
+		{"IPv6 with an IPv4 relayed address", []wire.Candidate{c(wire.KindHost, "[2001:db8:110::10]:4000"), c(wire.KindRelay, "203.0.113.1:50000")}, familyIPv6},
+		{"both", []wire.Candidate{c(wire.KindHost, "[2001:db8:110::10]:4000"), c(wire.KindHost, "192.168.1.10:4000")}, familyIPv4 | familyIPv6},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := familiesOf(tc.cands); got != tc.want {
+				t.Fatalf("familiesOf = %b, want %b", got, tc.want)
 			}
 		})
 	}

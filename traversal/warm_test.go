@@ -390,20 +390,26 @@ func TestRelayLegTargets(t *testing.T) {
 		cands []wire.Candidate
 		nat   nattype.Type
 		dial  bool
+		other bool // the peer shares no address family with this side
 		want  []wire.Candidate
 	}{
-		{"dial: the peer's own candidates", all, apdm, true, []wire.Candidate{host, obs}},
-		{"accept: observed and warm", all, apdm, false, []wire.Candidate{obs, warm}},
+		{"dial: the peer's own candidates", all, apdm, true, false, []wire.Candidate{host, obs}},
+		{"accept: observed and warm", all, apdm, false, false, []wire.Candidate{obs, warm}},
 		// CI's udp-blocked x udp-blocked: the dialler's checks to the
 		// peer's host and TCP-observed addresses each waited for a
 		// permission before the one to its relayed address left.
-		{"blocked peer, dial: its warm relay only", all, blocked, true, []wire.Candidate{warm}},
-		{"blocked peer, accept: its warm relay only", all, blocked, false, []wire.Candidate{warm}},
-		{"blocked peer without a warm relay: wait for one", []wire.Candidate{host, obs}, blocked, true, []wire.Candidate{}},
+		{"blocked peer, dial: its warm relay only", all, blocked, true, false, []wire.Candidate{warm}},
+		{"blocked peer, accept: its warm relay only", all, blocked, false, false, []wire.Candidate{warm}},
+		{"blocked peer without a warm relay: wait for one", []wire.Candidate{host, obs}, blocked, true, false, []wire.Candidate{}},
+		// An IPv6-only node's allocation (on the relay's IPv4 address)
+		// cannot send to the peer's own IPv4 addresses any better than
+		// its socket could: relayed addresses only.
+		{"no family in common, dial: relayed only", all, apdm, true, true, []wire.Candidate{warm}},
+		{"no family in common, accept: relayed only", all, apdm, false, true, []wire.Candidate{warm}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := relayLegTargets(tc.cands, tc.nat, tc.dial)
+			got := relayLegTargets(tc.cands, tc.nat, tc.dial, !tc.other)
 			if !slices.Equal(got, tc.want) || (got == nil) != (tc.want == nil) {
 				t.Fatalf("relayLegTargets = %v, want %v", got, tc.want)
 			}

@@ -68,7 +68,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	rs, err := startRelay(nodeOptions{}, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freePorts(t))), mon, slog.New(slog.DiscardHandler))
+	rs, err := startRelay(nodeOptions{}, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freePorts(t))), nil, mon, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,9 @@ func TestIPv6Node(t *testing.T) {
 
 // TestDualStackBootstrap: a bootstrap given one --listen address per
 // family registers an IPv4 peer and an IPv6 peer, each over its own
-// family, and introduces connections in each family; a peer given two
+// family, introduces connections in each family, and connects an
+// IPv6-only node to an IPv4-only one through its relay (which listens in
+// both families, with allocations on its IPv4 address); a peer given two
 // addresses is refused with the reason.
 func TestDualStackBootstrap(t *testing.T) {
 	needIPv6Loopback(t)
@@ -62,26 +64,32 @@ func TestDualStackBootstrap(t *testing.T) {
 	testkit.WaitFor(t, 10*time.Second, "the bootstrap to name both sockets", func() bool {
 		return strings.Contains(out.String(), "listening on 127.0.0.1:"+strconv.Itoa(p4)+" and [::1]:"+strconv.Itoa(p6))
 	})
-	for _, tc := range []struct{ name, listen, boot string }{
-		{"ipv4", "127.0.0.1:0", boot4},
-		{"ipv6", "[::1]:0", boot6},
+	peers := map[string]string{} // family -> peer ID of a daemon of that family
+	for _, p := range []struct{ fam, listen, boot string }{{"ipv4", "127.0.0.1:0", boot4}, {"ipv6", "[::1]:0", boot6}} {
+		key := dir + "/" + p.fam + ".key"
+		_, id, _ := run("id", "--key", key)
+		peers[p.fam] = strings.TrimSpace(id)
+		health := freeTCP(t)
+		daemon(t, "--listen", p.listen, "--bootstrap-nodes", p.boot, "--key", key, "--metrics-addr", health)
+		testkit.WaitFor(t, 10*time.Second, "the "+p.fam+" peer to register", func() bool {
+			code, _ := httpGet(t, "http://"+health+"/readyz", "")
+			return code == 200
+		})
+	}
+	for _, tc := range []struct{ name, to, listen, boot, path string }{
+		{"ipv4 direct", "ipv4", "127.0.0.1:0", boot4, "direct"},
+		{"ipv6 direct", "ipv6", "[::1]:0", boot6, "direct"},
+		{"ipv6-only to ipv4-only through the relay", "ipv4", "[::1]:0", boot6, "relay"},
+		{"ipv4-only to ipv6-only through the relay", "ipv6", "127.0.0.1:0", boot4, "relay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			peerKey := t.TempDir() + "/peer.key"
-			_, peerID, _ := run("id", "--key", peerKey)
-			health := freeTCP(t)
-			daemon(t, "--listen", tc.listen, "--bootstrap-nodes", tc.boot, "--key", peerKey, "--metrics-addr", health)
-			testkit.WaitFor(t, 10*time.Second, "the peer to register", func() bool {
-				code, _ := httpGet(t, "http://"+health+"/readyz", "")
-				return code == 200
-			})
-			code, out, errOut := run("connect", strings.TrimSpace(peerID), "--bootstrap-nodes", tc.boot, "--listen", tc.listen,
+			code, out, errOut := run("connect", peers[tc.to], "--bootstrap-nodes", tc.boot, "--listen", tc.listen,
 				"--send", "64KiB", "--json", "--timeout", "10s")
 			if code != exitOK {
 				t.Fatalf("exit %d: %s %s", code, out, errOut)
 			}
-			if r := decode(t, out); !r.Connected || r.Path != "direct" || r.BytesVerified != 64<<10 {
-				t.Fatalf("result %+v, want direct with 64 KiB verified", r)
+			if r := decode(t, out); !r.Connected || r.Path != tc.path || r.BytesVerified != 64<<10 {
+				t.Fatalf("result %+v, want %s with 64 KiB verified", r, tc.path)
 			}
 		})
 	}

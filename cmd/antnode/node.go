@@ -444,7 +444,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 	closers = append(closers, tcp)
 	relayLine := ""
 	if !o.noRelay {
-		rs, err := startRelay(o, local, mon, log)
+		rs, err := startRelay(o, local, cfg.Also, mon, log)
 		if err != nil {
 			return err
 		}
@@ -488,7 +488,7 @@ func runBootstrap(ctx context.Context, o nodeOptions, id *identity.Identity, ep 
 }
 
 // startRelay opens the TURN relay's UDP and TCP sockets and starts it.
-func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *slog.Logger) (*relay.Server, error) {
+func startRelay(o nodeOptions, local netip.AddrPort, also []bootstrap.Sockets, mon *monitor.Monitor, log *slog.Logger) (*relay.Server, error) {
 	ip := local.Addr()
 	if o.relayIP != "" {
 		ip = netip.MustParseAddr(o.relayIP) // validated
@@ -503,31 +503,57 @@ func startRelay(o nodeOptions, local netip.AddrPort, mon *monitor.Monitor, log *
 		}
 		log.Info("relay advertises the host's address; set --relay-ip if peers reach this host at another one", "relay_ip", ip.String())
 	}
+	udp, tcp, err := o.relaySockets(local)
+	if err != nil {
+		return nil, err
+	}
+	var more []relay.Listeners
+	closeAll := func() {
+		udp.Close()
+		tcp.Close()
+		for _, l := range more {
+			l.UDP.Close()
+			l.TCP.Close()
+		}
+	}
+	for _, f := range also {
+		u, t, err := o.relaySockets(f.Endpoint.LocalAddr())
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		more = append(more, relay.Listeners{UDP: u, TCP: t})
+	}
+	rcfg := relay.ServerConfig{UDP: udp, TCP: tcp, Also: more, RelayIP: ip, Recorder: mon, Logger: log,
+		MaxAllocationsPerPeer: o.relayMaxAllocs, BytesPerSecond: o.relayMbps * 125_000, MaxLifetime: o.relayLifetime}
+	o.limits.relay(&rcfg)
+	rs, err := relay.NewServer(rcfg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	return rs, nil
+}
+
+// relaySockets opens the relay's UDP and TCP sockets next to a bootstrap
+// socket at local: on --relay-port, or the port two after local's.
+func (o nodeOptions) relaySockets(local netip.AddrPort) (*net.UDPConn, net.Listener, error) {
 	port := uint16(o.relayPort) // validated: 0..65535
 	if o.relayPort == 0 {
 		var err error
 		if port, err = derivePort(local.Port(), 2, "relay", "--relay-port"); err != nil {
-			return nil, badInput(err)
+			return nil, nil, badInput(err)
 		}
 	}
 	addr := netip.AddrPortFrom(local.Addr(), port)
 	udp, err := net.ListenUDP(udpNetwork(addr.String()), net.UDPAddrFromAddrPort(addr))
 	if err != nil {
-		return nil, fmt.Errorf("relay UDP %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("relay UDP %s: %w", addr, err)
 	}
 	tcp, err := net.Listen(tcpNetwork(addr.String()), addr.String())
 	if err != nil {
 		udp.Close()
-		return nil, fmt.Errorf("relay TCP %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("relay TCP %s: %w", addr, err)
 	}
-	rcfg := relay.ServerConfig{UDP: udp, TCP: tcp, RelayIP: ip, Recorder: mon, Logger: log,
-		MaxAllocationsPerPeer: o.relayMaxAllocs, BytesPerSecond: o.relayMbps * 125_000, MaxLifetime: o.relayLifetime}
-	o.limits.relay(&rcfg)
-	rs, err := relay.NewServer(rcfg)
-	if err != nil {
-		udp.Close()
-		tcp.Close()
-		return nil, err
-	}
-	return rs, nil
+	return udp, tcp, nil
 }
