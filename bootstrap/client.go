@@ -34,6 +34,12 @@ type ClientConfig struct {
 	Endpoint *endpoint.Endpoint
 	// Addr is the bootstrap's address. Required.
 	Addr netip.AddrPort
+	// MapAddr rewrites every address the bootstrap tells of other hosts
+	// (peers' candidates and relayed addresses, relay and alternate STUN
+	// sockets; not this node's own observed address): a node behind
+	// NAT64 maps IPv4 ones into its NAT64 prefix (nat64.Prefix). Nil:
+	// unchanged.
+	MapAddr func(netip.AddrPort) netip.AddrPort
 	// ID is the bootstrap's expected peer ID. Zero: the first key seen is
 	// accepted and pinned; a later connection presenting another key is
 	// refused.
@@ -754,6 +760,7 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 	var reg *wire.Registered
 	switch m := m.(type) {
 	case *wire.Registered:
+		mapAddrs(m, c.cfg.MapAddr)
 		reg = m
 	case *wire.Error:
 		if m.Code == wire.CodeRegistryFull || m.Code == wire.CodeRateLimited {
@@ -955,6 +962,7 @@ func (c *Client) readLoop(l *live) error {
 }
 
 func (c *Client) handle(l *live, m wire.Message) error {
+	mapAddrs(m, c.cfg.MapAddr)
 	switch m := m.(type) {
 	case *wire.ObservedAddress:
 		c.mu.Lock()

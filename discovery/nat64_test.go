@@ -9,13 +9,14 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/nat64"
 )
 
 // dns64 is a real DNS server on loopback that answers the AAAA query for
 // ipv4only.arpa with records, and with rcode when records is empty.
 func dns64(t *testing.T, rcode int, records ...string) string {
-	return serveDNS(t, func(w dns.ResponseWriter, r *dns.Msg) {
+	return testkit.DNS(t, func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)
 		q := r.Question[0]

@@ -2,12 +2,13 @@ package discovery
 
 import (
 	"errors"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/antnode/antnode/internal/testkit"
 )
 
 // lossyDNS is a real DNS server on loopback that drops the first drop
@@ -16,7 +17,7 @@ import (
 func lossyDNS(t *testing.T, drop int32, rcode int) (addr string, queries *atomic.Int32) {
 	t.Helper()
 	queries = new(atomic.Int32)
-	addr = serveDNS(t, func(w dns.ResponseWriter, r *dns.Msg) {
+	addr = testkit.DNS(t, func(w dns.ResponseWriter, r *dns.Msg) {
 		if queries.Add(1) <= drop {
 			return // lost
 		}
@@ -29,23 +30,6 @@ func lossyDNS(t *testing.T, drop int32, rcode int) (addr string, queries *atomic
 		w.WriteMsg(m)
 	})
 	return addr, queries
-}
-
-// serveDNS runs a real DNS server on a loopback UDP port with handler,
-// shut down when the test ends, and returns its address.
-func serveDNS(t *testing.T, handler dns.HandlerFunc) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: handler}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
 }
 
 // TestQueryRetries: a query whose packet (or answer) is lost is sent

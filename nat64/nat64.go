@@ -193,3 +193,18 @@ func global4(v4 netip.Addr) bool {
 	shared := netip.MustParsePrefix("100.64.0.0/10")
 	return v4.IsGlobalUnicast() && !v4.IsPrivate() && !shared.Contains(v4)
 }
+
+// Map returns ap with its IPv4 address synthesised under p: where a node
+// behind the NAT64 sends to reach ap. An IPv6 address, an address p
+// cannot carry (a non-global one under the Well-Known Prefix) and any
+// address under the zero Prefix are returned unchanged.
+func (p Prefix) Map(ap netip.AddrPort) netip.AddrPort {
+	if !p.IsValid() || !ap.Addr().Unmap().Is4() {
+		return ap
+	}
+	out, err := p.SynthesizePort(ap)
+	if err != nil {
+		return ap
+	}
+	return out
+}

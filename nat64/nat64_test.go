@@ -198,3 +198,25 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+func TestMap(t *testing.T) {
+	p, _ := ParsePrefix("2001:db8:64::/96")
+	for _, tc := range []struct {
+		name   string
+		prefix Prefix
+		in     string
+		want   string
+	}{
+		{"IPv4", p, "203.0.113.1:4433", "[2001:db8:64::cb00:7101]:4433"},
+		{"IPv4-mapped", p, "[::ffff:203.0.113.1]:4433", "[2001:db8:64::cb00:7101]:4433"},
+		{"IPv6 unchanged", p, "[2001:db8::1]:4433", "[2001:db8::1]:4433"},
+		{"no prefix", Prefix{}, "203.0.113.1:4433", "203.0.113.1:4433"},
+		{"private under the well-known prefix unchanged", WellKnown, "192.168.1.10:4000", "192.168.1.10:4000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.prefix.Map(netip.MustParseAddrPort(tc.in)); got != netip.MustParseAddrPort(tc.want) {
+				t.Fatalf("Map(%s) = %s, want %s", tc.in, got, tc.want)
+			}
+		})
+	}
+}

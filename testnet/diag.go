@@ -291,8 +291,8 @@ func scenarioDiagNATClasses(ctx context.Context, e *Env) (bool, string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, _ := e.TB.Run(ctx, h.NS, e.Bin, "diagnose", "--bootstrap-nodes", e.bootstrapsFor(h), "--listen", listenOn(h, 0),
-				"--json", "--timeout", "30s")
+			args := append([]string{e.Bin, "diagnose", "--listen", listenOn(h, 0), "--json", "--timeout", "30s"}, e.reachArgs(h)...)
+			out, _ := e.TB.Run(ctx, h.NS, args...)
 			var rep struct {
 				NAT     struct{ Class string } `json:"nat"`
 				Portmap struct {

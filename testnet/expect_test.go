@@ -106,9 +106,9 @@ func TestRepoExpectations(t *testing.T) {
 			switch {
 			case !SharesFamily(a, b):
 				// Issue 19: IPv6-only to IPv4-only only through the
-				// relay, relay to relay (3.55 to 3.75 measured).
-				if e.Level != "relay" || e.Min != 1 || e.MaxRTTs <= 0 || e.MaxRTTs > 4.5 {
-					t.Errorf("%s: %v, want relay rtts<=4.5 or less", p.Key(), e)
+				// relay, relay to relay (3.2 to 4.1 measured).
+				if e.Level != "relay" || e.Min != 1 || e.MaxRTTs <= 0 || e.MaxRTTs > 5 {
+					t.Errorf("%s: %v, want relay rtts<=5 or less", p.Key(), e)
 				}
 			case a == ClassV6Firewall && b == ClassV6Firewall:
 				if e.Level != "direct" || e.Min != 1 || e.MaxRTTs <= 0 || e.MaxRTTs > 3 {

@@ -31,9 +31,11 @@ type Ruleset struct {
 	// address and port (APDF); no NAT. A ruleset without WANAddr (and
 	// mapping) is that firewall alone: an IPv6-only site.
 	Firewall6 bool
-	Timeout   int      // dynamic map timeout in seconds; zero: 120
-	Extra     []string // extra rules for the forward chain, before the defaults (fault injection)
-	Comment   string   // a first-line comment
+	// LANs6 are the firewall's LAN interfaces (Firewall6). Empty: LANs.
+	LANs6   []string
+	Timeout int      // dynamic map timeout in seconds; zero: 120
+	Extra   []string // extra rules for the forward chain, before the defaults (fault injection)
+	Comment string   // a first-line comment
 }
 
 // Validate checks the fields.
@@ -100,12 +102,15 @@ func (r Ruleset) Render() (string, error) {
 }
 
 // lanSet is the LAN interfaces as an nft set: { "lan0", "lan1" }.
-func (r Ruleset) lanSet() string {
-	lans := make([]string, len(r.LANs))
-	for i, l := range r.LANs {
-		lans[i] = fmt.Sprintf("%q", l)
+func (r Ruleset) lanSet() string { return nftSet(r.LANs) }
+
+// nftSet renders interface names as an nft set.
+func nftSet(names []string) string {
+	q := make([]string, len(names))
+	for i, l := range names {
+		q[i] = fmt.Sprintf("%q", l)
 	}
-	return "{ " + strings.Join(lans, ", ") + " }"
+	return "{ " + strings.Join(q, ", ") + " }"
 }
 
 // firewall6 renders the IPv6 stateful firewall: forward what the LAN
@@ -124,8 +129,12 @@ func (n *nftText) firewall6() {
 			w("    %s", e)
 		}
 	}
+	lans := n.r.LANs6
+	if len(lans) == 0 {
+		lans = n.r.LANs
+	}
 	w("    ct state established,related accept")
-	w("    iifname %s oifname %s accept", n.lanSet, n.wan)
+	w("    iifname %s accept", nftSet(lans))
 	w("    counter comment \"dropped unsolicited\"")
 	w("  }")
 	w("  chain in_filter {")

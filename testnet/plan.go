@@ -39,7 +39,19 @@ type Router struct {
 	// Outer is true for the router on the site's access link (for cgnat:
 	// the carrier NAT).
 	Outer bool
+	// NAT64 is true for a router that runs tayga (v6-nat64): its tun
+	// device NAT64Dev carries NAT64Prefix and the pool NAT64Pool.
+	NAT64 bool
 }
+
+// The v6-nat64 router's NAT64: tayga's tun device, its IPv4 address and
+// the pool it maps IPv6 hosts into (then masqueraded to the router's
+// public address).
+const (
+	NAT64Dev  = "nat64"
+	nat64Addr = "192.168.255.1"
+	nat64Pool = "192.168.255.0/24"
+)
 
 // Wire is an impaired link: frames between IfA (towards the site) and IfB
 // (towards the internet) are delayed, dropped and rate-limited in NS.
@@ -140,6 +152,7 @@ func (b *planner) core() string {
 	for n := 1; n <= 3; n++ {
 		b.ip(srv, "addr add %s/64 dev eth0 nodad", ServerAddr6(n))
 	}
+	b.ip(srv, "addr add %s/64 dev eth0 nodad", dns64Server())
 	b.ip(srv, "route add ::/0 via %s", inetAddr6())
 	return inet
 }
@@ -148,7 +161,7 @@ func (b *planner) core() string {
 // by class, a public host, a carrier NAT with its homes, or a NAT router
 // with its hosts.
 func (b *planner) site(i int, site SiteSpec, inet string) {
-	if site.Class == ClassV6Firewall {
+	if site.Class.IPv6Only() {
 		b.v6Site(i, site, inet)
 		return
 	}
@@ -178,7 +191,9 @@ func (b *planner) site(i int, site SiteSpec, inet string) {
 }
 
 // v6Site adds an IPv6-only site: its router (a stateful firewall, no NAT)
-// on its IPv6 access link, and its host on the site's /64.
+// on its IPv6 access link, and its host on the site's /64. A v6-nat64
+// router also has the site's IPv4 address on the access link, behind
+// which its NAT64's pool is masqueraded (eim-apdf).
 func (b *planner) v6Site(i int, site SiteSpec, inet string) {
 	wan, gw := siteWAN6(i)
 	lan, lanGW, hostAddr := siteLAN6(i)
@@ -196,9 +211,20 @@ func (b *planner) v6Site(i int, site SiteSpec, inet string) {
 	b.ip(h, "route add ::/0 via %s", lanGW)
 	b.p.Public[site.Name] = hostAddr
 	b.p.Hosts = append(b.p.Hosts, Host{Site: site.Name, Class: site.Class, NS: h, Addr: hostAddr, Router: r})
-	b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: Ruleset{
-		WAN: "wan0", LANs: []string{"lan0"}, Firewall6: true,
-		Comment: fmt.Sprintf("%s: IPv6 only, stateful firewall (APDF), no NAT", site.Name)}})
+	rs := Ruleset{WAN: "wan0", LANs: []string{"lan0"}, Firewall6: true,
+		Comment: fmt.Sprintf("%s: IPv6 only, stateful firewall (APDF), no NAT", site.Name)}
+	nat64 := site.Class == ClassV6NAT64
+	if nat64 {
+		public, gw4 := siteWAN(i)
+		b.ip(inet, "addr add %s/30 dev %s", gw4, inetIf)
+		b.ip(r, "addr add %s/30 dev wan0", public)
+		b.ip(r, "route add default via %s", gw4)
+		b.p.Public[site.Name] = public
+		rs = Ruleset{WAN: "wan0", WANAddr: public, LANs: []string{NAT64Dev}, Mapping: "eim", Filtering: "apdf",
+			Firewall6: true, LANs6: []string{"lan0"},
+			Comment: fmt.Sprintf("%s: IPv6 only behind a stateful firewall (APDF); IPv4 through NAT64 %s, then eim-apdf", site.Name, NAT64Prefix)}
+	}
+	b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: r, Outer: true, NAT64: nat64, Ruleset: rs})
 }
 
 // attach adds site i's access link from siteIf in siteNS to inetIf in

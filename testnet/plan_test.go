@@ -20,6 +20,7 @@ func TestPlanGolden(t *testing.T) {
 		{Name: "cgn", Class: ClassCGNAT, Hosts: 2, Hairpin: true},
 		{Name: "blk", Class: ClassUDPBlocked},
 		{Name: "v6", Class: ClassV6Firewall},
+		{Name: "n64", Class: ClassV6NAT64},
 	}}
 	p, err := PlanFor(spec)
 	if err != nil {
@@ -41,8 +42,8 @@ func TestPlanGolden(t *testing.T) {
 		t.Fatalf("plan changed; run go test ./testnet -run PlanGolden -update and review the diff")
 	}
 	// Spot checks that do not depend on the golden file.
-	if n := len(p.Wires); n != 6 {
-		t.Fatalf("%d wires, want 6 (one per impaired site)", n)
+	if n := len(p.Wires); n != 7 {
+		t.Fatalf("%d wires, want 7 (one per impaired site)", n)
 	}
 	if !strings.Contains(got, "masquerade random") || !strings.Contains(got, `meta l4proto udp counter drop comment "UDP blocked"`) {
 		t.Fatal("APDM or UDP-blocked rules missing")

@@ -3,6 +3,7 @@ package testnet
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -12,26 +13,30 @@ func TestMatrixJobs(t *testing.T) {
 		{A: ClassEIMEIF, B: ClassEIMAPDF, Topology: TopoDifferent},
 		{A: ClassCGNAT, B: ClassAPDM, Topology: TopoDifferent}, // birthday
 		{A: ClassPublic, B: ClassUDPBlocked, Topology: TopoDifferent},
+		{A: ClassV6Firewall, B: ClassEIMEIF, Topology: TopoDifferent}, // IPv6-only
 	}
 	tests := []struct {
 		name               string
 		runs, birthdayRuns int
 		want               []matrixJob
 	}{
-		{"birthday pairs in a phase of their own, after the rest", 1, 2, []matrixJob{
+		{"IPv6-only pairs, then birthday pairs, in phases of their own, after the rest", 1, 2, []matrixJob{
 			{pair: 1}, {pair: 3},
-			{pair: 0, phase: 1}, {pair: 2, phase: 1}, {pair: 0, run: 1, phase: 1}, {pair: 2, run: 1, phase: 1},
+			{pair: 4, phase: 1},
+			{pair: 0, phase: 2}, {pair: 2, phase: 2}, {pair: 0, run: 1, phase: 2}, {pair: 2, run: 1, phase: 2},
 		}},
 		// Round by round: a slow stretch reaches one run of a pair, not
 		// all of them.
 		{"birthday runs fewer than runs: runs, round by round", 2, 1, []matrixJob{
 			{pair: 1}, {pair: 3}, {pair: 1, run: 1}, {pair: 3, run: 1},
-			{pair: 0, phase: 1}, {pair: 2, phase: 1}, {pair: 0, run: 1, phase: 1}, {pair: 2, run: 1, phase: 1},
+			{pair: 4, phase: 1}, {pair: 4, run: 1, phase: 1},
+			{pair: 0, phase: 2}, {pair: 2, phase: 2}, {pair: 0, run: 1, phase: 2}, {pair: 2, run: 1, phase: 2},
 		}},
 		{"three runs, round by round", 3, 3, []matrixJob{
 			{pair: 1}, {pair: 3}, {pair: 1, run: 1}, {pair: 3, run: 1}, {pair: 1, run: 2}, {pair: 3, run: 2},
-			{pair: 0, phase: 1}, {pair: 2, phase: 1}, {pair: 0, run: 1, phase: 1}, {pair: 2, run: 1, phase: 1},
-			{pair: 0, run: 2, phase: 1}, {pair: 2, run: 2, phase: 1},
+			{pair: 4, phase: 1}, {pair: 4, run: 1, phase: 1}, {pair: 4, run: 2, phase: 1},
+			{pair: 0, phase: 2}, {pair: 2, phase: 2}, {pair: 0, run: 1, phase: 2}, {pair: 2, run: 1, phase: 2},
+			{pair: 0, run: 2, phase: 2}, {pair: 2, run: 2, phase: 2},
 		}},
 	}
 	for _, tc := range tests {
@@ -43,9 +48,11 @@ func TestMatrixJobs(t *testing.T) {
 	}
 }
 
-// TestPairsAcrossFamilies: the matrix pairs the IPv6-only class with
-// itself (its two sites) and both ways with every IPv4-only class; its
-// hosts have IPv6 addresses and listen on [::].
+// TestPairsAcrossFamilies: the matrix pairs each IPv6-only class with
+// itself (its two sites), with the other, and both ways with every
+// IPv4-only class; their hosts have IPv6 addresses and listen on [::]; a
+// host behind NAT64 reaches the bootstraps at their IPv4 addresses and
+// asks the DNS64 for its prefix.
 func TestPairsAcrossFamilies(t *testing.T) {
 	spec := DefaultSpec("t-", Impairment{})
 	plan, err := PlanFor(spec)
@@ -62,18 +69,30 @@ func TestPairsAcrossFamilies(t *testing.T) {
 			t.Errorf("%s: hosts %s and %s", p.Key(), p.From.Addr, p.To.Addr)
 		}
 	}
-	want := map[string]bool{"v6-firewall/v6-firewall": true}
-	for _, c := range Classes() {
-		if !c.IPv6Only() {
-			want["v6-firewall/"+string(c)], want[string(c)+"/v6-firewall"] = true, true
+	want := map[string]bool{}
+	for _, a := range Classes() {
+		for _, b := range Classes() {
+			if a.IPv6Only() || b.IPv6Only() {
+				want[string(a)+"/"+string(b)] = true
+			}
 		}
 	}
 	if !maps.Equal(got, want) {
 		t.Fatalf("IPv6-only pairs %v, want %v", got, want)
 	}
-	for _, h := range tb.HostsOf("v6-firewall-1") {
-		if !h.Addr.Is6() || listenOn(h, 0) != "[::]:0" {
-			t.Fatalf("v6-firewall host %s listens on %s", h.Addr, listenOn(h, 0))
+	e := &Env{BootstrapAddrs: "B@203.0.113.1:4433", BootstrapAddrs6: "B@[2001:db8::1]:4433"}
+	for _, tc := range []struct {
+		site string
+		want string
+	}{
+		{"v6-firewall-1", "--listen [::]:0 --bootstrap-nodes B@[2001:db8::1]:4433"},
+		{"v6-nat64-1", "--listen [::]:0 --bootstrap-nodes B@203.0.113.1:4433 --dns-server [2001:db8::53]:53"},
+		{"eim-eif-1", "--listen 0.0.0.0:0 --bootstrap-nodes B@203.0.113.1:4433"},
+	} {
+		h := tb.HostsOf(tc.site)[0]
+		args := append([]string{"--listen", listenOn(h, 0)}, e.reachArgs(h)...)
+		if got := strings.Join(args, " "); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.site, got, tc.want)
 		}
 	}
 }

@@ -27,19 +27,34 @@ const (
 	// address behind a stateful firewall that drops unsolicited inbound
 	// (address- and port-dependent filtering).
 	ClassV6Firewall Class = "v6-firewall"
+	// ClassV6NAT64 is an IPv6-only site on a mobile-style network: its
+	// host's global address behind the same firewall as v6-firewall, and
+	// IPv4 only through the router's NAT64 (Debian's tayga, prefix
+	// NAT64Prefix, then an eim-apdf NAT to the router's public IPv4
+	// address), with a DNS64 answer for ipv4only.arpa (dnsmasq).
+	ClassV6NAT64 Class = "v6-nat64"
 )
+
+// NAT64Prefix is the prefix of the v6-nat64 sites' NAT64 (a
+// network-specific one: the Well-Known Prefix would not carry the
+// testbed's IPv4 addresses to tayga if it took them for private ones).
+const NAT64Prefix = "2001:db8:64::/96"
 
 // Classes returns every class the testbed knows, in report order.
 func Classes() []Class {
-	return []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassAPDM, ClassAPDMPortmap, ClassCGNAT, ClassUDPBlocked, ClassV6Firewall}
+	return []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassAPDM, ClassAPDMPortmap, ClassCGNAT, ClassUDPBlocked, ClassV6Firewall, ClassV6NAT64}
 }
 
-// IPv6Only reports whether a site of class c has IPv6 and no IPv4.
-func (c Class) IPv6Only() bool { return c == ClassV6Firewall }
+// IPv6Only reports whether a site of class c has IPv6 addresses and no
+// IPv4 ones (a v6-nat64 host reaches IPv4 through its NAT64 all the same).
+func (c Class) IPv6Only() bool { return c == ClassV6Firewall || c == ClassV6NAT64 }
 
-// SharesFamily reports whether sites of classes a and b have an address
-// family in common (every other class is IPv4 only).
-func SharesFamily(a, b Class) bool { return a.IPv6Only() == b.IPv6Only() }
+// SharesFamily reports whether nodes at sites of classes a and b can
+// reach each other's addresses without a relay: both IPv6-only, both
+// IPv4-only, or one behind NAT64 (which reaches both).
+func SharesFamily(a, b Class) bool {
+	return a.IPv6Only() == b.IPv6Only() || a == ClassV6NAT64 || b == ClassV6NAT64
+}
 
 // DefaultClasses returns the classes of the default set, in report order:
 // every class (apdm-portmap among them since the node maps ports).
@@ -69,6 +84,8 @@ func (c Class) Behaviour() (mapping, filtering string) {
 		return "-", "blocked"
 	case ClassV6Firewall:
 		return "none", "APDF"
+	case ClassV6NAT64: // measured through the NAT64, at IPv4 servers
+		return "EIM", "APDF"
 	}
 	return "", ""
 }
@@ -80,7 +97,7 @@ func (c Class) Behaviour() (mapping, filtering string) {
 // address behind a port-restricted firewall behaves as an eim-apdf NAT.
 func (c Class) AntnodeClass() string {
 	switch c {
-	case ClassCGNAT, ClassV6Firewall:
+	case ClassCGNAT, ClassV6Firewall, ClassV6NAT64:
 		return string(ClassEIMAPDF)
 	case ClassAPDMPortmap:
 		return string(ClassAPDM)
@@ -152,7 +169,7 @@ func (s Spec) Validate() (Spec, error) {
 		if site.Hosts < 1 || site.Hosts > 2 {
 			return s, fmt.Errorf("testnet: site %s: %d hosts, want 1 or 2", site.Name, site.Hosts)
 		}
-		if (site.Class == ClassPublic || site.Class == ClassV6Firewall) && site.Hosts != 1 {
+		if (site.Class == ClassPublic || site.Class.IPv6Only()) && site.Hosts != 1 {
 			return s, fmt.Errorf("testnet: site %s: a %s site has one host", site.Name, site.Class)
 		}
 		l := s.Link
@@ -181,6 +198,10 @@ func ServerAddr(n int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, 
 func ServerAddr6(n int) netip.Addr {
 	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(n)})
 }
+
+// dns64Server is the DNS64 of the v6-nat64 sites (dnsmasq, on the
+// servers' network, reached over IPv6): 2001:db8::53.
+func dns64Server() netip.Addr { return ServerAddr6(0x53) }
 
 // inetAddr6 is the internet router's IPv6 address on the servers' /64.
 func inetAddr6() netip.Addr { return ServerAddr6(0xfe) }

@@ -27,6 +27,8 @@ type Testbed struct {
 	// site; their files are under portmapDir (portmap.go).
 	portmaps   map[string]*portmapd
 	portmapDir string
+	// nat64Dir holds the v6-nat64 routers' tayga files (nat64.go).
+	nat64Dir string
 	// BuildTime is how long Build took.
 	BuildTime time.Duration
 }
@@ -49,6 +51,11 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 			return nil, err
 		}
 	}
+	if slices.ContainsFunc(spec.Sites, func(s SiteSpec) bool { return s.Class == ClassV6NAT64 }) {
+		if err := requireNAT64Tools(); err != nil {
+			return nil, err
+		}
+	}
 	if spec.Prefix == "" {
 		spec.Prefix = DefaultPrefix()
 	}
@@ -63,7 +70,7 @@ func Build(ctx context.Context, spec Spec) (tb *Testbed, err error) {
 			tb = nil
 		}
 	}()
-	for _, step := range []func(context.Context) error{tb.createNamespaces, tb.configureIP, tb.loadRulesets, tb.startPortmaps, tb.startWires} {
+	for _, step := range []func(context.Context) error{tb.createNamespaces, tb.configureIP, tb.loadRulesets, tb.startPortmaps, tb.startNAT64s, tb.startWires} {
 		if err := step(ctx); err != nil {
 			return tb, err
 		}
@@ -340,6 +347,9 @@ func (tb *Testbed) Close() time.Duration {
 	}
 	wg.Wait()
 	tb.closePortmaps()
+	if tb.nat64Dir != "" {
+		os.RemoveAll(tb.nat64Dir)
+	}
 	for _, d := range tb.lines {
 		d.close()
 	}

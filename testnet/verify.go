@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/antnode/antnode/nat64"
 )
 
 // Observation is what the probes of one site saw.
@@ -237,7 +239,8 @@ const (
 func observe(ps *probeServers, host Host, rtt time.Duration) (Observation, error) {
 	var o Observation
 	wait := rtt + 300*time.Millisecond
-	srv := probeServerAddrs(host.Addr.Is6())
+	srv := probeServerAddrs(host.Addr.Is6() && host.Class != ClassV6NAT64)
+	via := reachVia(host) // where the host sends to reach a server
 	m, err := ListenUDP(host.NS, netip.AddrPortFrom(host.Addr, 0))
 	if err != nil {
 		return o, err
@@ -245,16 +248,16 @@ func observe(ps *probeServers, host Host, rtt time.Duration) (Observation, error
 	defer m.Close()
 	local := m.LocalAddr().(*net.UDPAddr).AddrPort()
 	o.Local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	o.Mapped[0] = binding(m, srv[0], 3, wait)
-	o.Mapped[1] = binding(m, srv[1], 3, wait)
-	o.Mapped[2] = binding(m, srv[2], 3, wait)
+	o.Mapped[0] = binding(m, via(srv[0]), 3, wait)
+	o.Mapped[1] = binding(m, via(srv[1]), 3, wait)
+	o.Mapped[2] = binding(m, via(srv[2]), 3, wait)
 
 	f, err := ListenUDP(host.NS, netip.AddrPortFrom(host.Addr, 0))
 	if err != nil {
 		return o, err
 	}
 	defer f.Close()
-	if fm := binding(f, srv[0], 3, wait); fm.IsValid() {
+	if fm := binding(f, via(srv[0]), 3, wait); fm.IsValid() {
 		// Several unsolicited packets of each kind, paced: on a lossy link
 		// one lost packet is not a filter.
 		for i := range unsolicitedSends {
@@ -269,7 +272,7 @@ func observe(ps *probeServers, host Host, rtt time.Duration) (Observation, error
 	}
 	err = InNS(host.NS, func() error {
 		d := net.Dialer{Timeout: wait + time.Second}
-		c, err := d.Dial("tcp", srv[0].String())
+		c, err := d.Dial("tcp", via(srv[0]).String())
 		if err == nil {
 			o.TCP = true
 			c.Close()
@@ -277,6 +280,17 @@ func observe(ps *probeServers, host Host, rtt time.Duration) (Observation, error
 		return nil
 	})
 	return o, err
+}
+
+// reachVia returns where host h sends to reach a server at an address:
+// the address itself, or for a host behind NAT64 an IPv4 address's
+// synthesised one.
+func reachVia(h Host) func(netip.AddrPort) netip.AddrPort {
+	if h.Class != ClassV6NAT64 {
+		return func(a netip.AddrPort) netip.AddrPort { return a }
+	}
+	p, _ := nat64.ParsePrefix(NAT64Prefix) // a valid constant
+	return p.Map
 }
 
 // hairpin reports whether two hosts behind one NAT reach each other through

@@ -3,6 +3,7 @@ package traversal
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -32,7 +33,17 @@ func (n *Node) newClient(slot int, b Bootstrap) (*bootstrap.Client, error) {
 		OnOffer:     n.handleOffer,
 		TCPFallback: !n.cfg.DisableTCPFallback,
 		OnObserved:  n.observedFunc(label),
+		MapAddr:     n.mapAddr(),
 	})
+}
+
+// mapAddr is the bootstrap clients' MapAddr: through the NAT64 prefix,
+// if the node has one.
+func (n *Node) mapAddr() func(netip.AddrPort) netip.AddrPort {
+	if !n.cfg.NAT64.IsValid() {
+		return nil
+	}
+	return n.cfg.NAT64.Map
 }
 
 // SetBootstraps makes bs the node's configured bootstraps: it keeps the
@@ -44,6 +55,7 @@ func (n *Node) newClient(slot int, b Bootstrap) (*bootstrap.Client, error) {
 // ErrBootstrapSlotsFull. On-demand registrations (tickets) are left
 // alone. After Close it returns bootstrap.ErrClosed.
 func (n *Node) SetBootstraps(bs []Bootstrap) error {
+	bs = MapBootstraps(n.cfg.NAT64, bs)
 	n.demandMu.Lock()
 	if n.ctx.Err() != nil {
 		n.demandMu.Unlock()

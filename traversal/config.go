@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/nat64"
 	"github.com/antnode/antnode/service"
 )
 
@@ -157,6 +159,12 @@ type Config struct {
 	// TURN is a third-party TURN server to allocate on instead of the
 	// bootstraps' relay. Nil: the bootstraps' relay.
 	TURN *TURNServer
+	// NAT64 is the prefix of the NAT64 in front of an IPv6-only node
+	// (discovery.Resolver.NAT64Prefixes finds it): the IPv4 addresses of
+	// its bootstraps, tickets' bootstraps, the TURN server, and whatever
+	// a bootstrap tells it of peers and relays are reached at their
+	// synthesised IPv6 addresses (nat64.Prefix.Map). Zero: none.
+	NAT64 nat64.Prefix
 	// RelayTTL is the lifetime of credentials derived for TURN. Zero: 1 h.
 	RelayTTL time.Duration
 	// Tracer, if set, traces every peer QUIC connection (qlog; see
@@ -281,6 +289,12 @@ func (c *Config) validate() error {
 	if c.Listen == nil {
 		c.Listen = holepunch.ListenUDP
 	}
+	c.Bootstraps = MapBootstraps(c.NAT64, c.Bootstraps)
+	if c.TURN != nil {
+		t := *c.TURN
+		t.Addr = c.NAT64.Map(t.Addr)
+		c.TURN = &t
+	}
 	c.defaultTimes()
 	c.defaultLimits()
 	if !c.AllowLoopback {
@@ -292,6 +306,19 @@ func (c *Config) validate() error {
 		c.AllowLoopback = local.IsLoopback() || all
 	}
 	return nil
+}
+
+// MapBootstraps returns bs with their addresses mapped through the NAT64
+// prefix p (a copy; bs unchanged when p is zero).
+func MapBootstraps(p nat64.Prefix, bs []Bootstrap) []Bootstrap {
+	if !p.IsValid() {
+		return bs
+	}
+	out := slices.Clone(bs)
+	for i := range out {
+		out[i].Addr = p.Map(out[i].Addr)
+	}
+	return out
 }
 
 // orZero sets *v to def when it is zero; orPositive when it is zero or

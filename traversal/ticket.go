@@ -195,6 +195,7 @@ func (n *Node) registerOnDemand(ctx context.Context, b ticket.Bootstrap, peer id
 // addDemand starts an on-demand registration with b (or joins the one in
 // progress) and holds it.
 func (n *Node) addDemand(b ticket.Bootstrap, peer identity.PeerID) (*onDemand, error) {
+	b.Addr = n.cfg.NAT64.Map(b.Addr)
 	n.demandMu.Lock()
 	defer n.demandMu.Unlock()
 	if n.ctx.Err() != nil {
@@ -220,7 +221,7 @@ func (n *Node) addDemand(b ticket.Bootstrap, peer identity.PeerID) (*onDemand, e
 	cl, err := bootstrap.NewClient(bootstrap.ClientConfig{
 		Identity: n.cfg.Identity, Endpoint: n.cfg.Endpoint, Addr: b.Addr, ID: b.ID,
 		Label: "t" + strconv.Itoa(slot), Recorder: n.rec, Logger: n.log,
-		Local: n.localIntro, OnOffer: n.handleOffer, TCPFallback: !n.cfg.DisableTCPFallback,
+		Local: n.localIntro, OnOffer: n.handleOffer, TCPFallback: !n.cfg.DisableTCPFallback, MapAddr: n.mapAddr(),
 	})
 	if err != nil {
 		return nil, err

@@ -145,8 +145,14 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 	if err != nil {
 		return nil, err
 	}
+	prefix, err := nat64For(ctx, o.listen, bs, o.relay.dnsServer, log)
+	if err != nil {
+		ep.Close()
+		return nil, badInput(err)
+	}
+	bs = traversal.MapBootstraps(prefix, bs)
 	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: rec, Logger: log,
-		ConnectTimeout: o.timeout, Services: service.Config{Names: []string{o.service}}}
+		ConnectTimeout: o.timeout, Services: service.Config{Names: []string{o.service}}, NAT64: prefix}
 	if err := o.relay.apply(&ncfg); err != nil {
 		ep.Close()
 		return nil, err

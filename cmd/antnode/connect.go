@@ -207,7 +207,8 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	if err != nil {
 		return bad(err)
 	}
-	if err := checkFamilies(o.listen, bs); err != nil {
+	prefix, err := nat64For(ctx, o.listen, bs, o.relay.dnsServer, log)
+	if err != nil {
 		return bad(err)
 	}
 	id, err := loadIdentity(o.key, log)
@@ -224,7 +225,8 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		return bad(fmt.Errorf("--listen: %w", err))
 	}
 	defer ep.Close()
-	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: tl, Logger: log, ConnectTimeout: o.timeout}
+	bs = traversal.MapBootstraps(prefix, bs)
+	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: tl, Logger: log, ConnectTimeout: o.timeout, NAT64: prefix}
 	if !o.remember {
 		ncfg.RememberFor = -1
 	}

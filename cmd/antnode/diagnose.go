@@ -19,6 +19,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nat64"
 	"github.com/antnode/antnode/portmap"
 	"github.com/antnode/antnode/traversal"
 )
@@ -152,7 +153,13 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitFailure
 	}
-	rep, err := runDiagnose(ctx, bs, *listen, mode, newPortmapProbe(*pmFlag, pmMode, bs), log)
+	prefix, err := nat64For(ctx, *listen, bs, dnsServer, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "antnode diagnose:", err)
+		return exitUsage
+	}
+	bs = traversal.MapBootstraps(prefix, bs)
+	rep, err := runDiagnose(ctx, bs, prefix, *listen, mode, newPortmapProbe(*pmFlag, pmMode, bs), log)
 	if err != nil {
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitFailure
@@ -172,8 +179,9 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 // runDiagnose measures the network from a socket on listen, with the
-// bootstraps bs, and diagnoses it; pm is the port-mapping probe.
-func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, mode monitor.AddressMode, pm portmapProbe, log *slog.Logger) (*diagnoseReport, error) {
+// bootstraps bs (reached through the NAT64 prefix p, if valid), and
+// diagnoses it; pm is the port-mapping probe.
+func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, p nat64.Prefix, listen string, mode monitor.AddressMode, pm portmapProbe, log *slog.Logger) (*diagnoseReport, error) {
 	wallStart, monoStart := time.Now().Round(0), time.Now()
 	mon, err := monitor.New(monitor.Config{Logger: log, Registerer: prometheus.NewRegistry(), Addresses: mode})
 	if err != nil {
@@ -201,7 +209,7 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, listen string, m
 	rep.UDP = udp
 
 	node, err := traversal.New(traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log,
-		NetworkPoll: -1, UpgradeBase: -1})
+		NetworkPoll: -1, UpgradeBase: -1, NAT64: p})
 	if err != nil {
 		return nil, err
 	}

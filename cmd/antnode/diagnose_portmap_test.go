@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/antnode/antnode/nat64"
 	"io"
 	"net"
 	"net/http"
@@ -408,7 +409,7 @@ func TestDiagnoseReportsPortMapping(t *testing.T) {
 	igd := &testIGD{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := runDiagnose(ctx, bs, "127.0.0.1:0", monitor.AddressesFull, loopbackProbe(portmap.Auto, serveTestIGD(t, igd), 0), nil)
+	rep, err := runDiagnose(ctx, bs, nat64.Prefix{}, "127.0.0.1:0", monitor.AddressesFull, loopbackProbe(portmap.Auto, serveTestIGD(t, igd), 0), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

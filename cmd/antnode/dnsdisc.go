@@ -17,7 +17,7 @@ import (
 
 // dnsServerFlag registers --dns-server into s.
 func dnsServerFlag(fs *flag.FlagSet, s *string) {
-	fs.StringVar(s, "dns-server", "", "DNS server HOST:PORT for --bootstrap-nodes dns:NAME (empty: the system's, /etc/resolv.conf)")
+	fs.StringVar(s, "dns-server", "", "DNS server HOST:PORT for --bootstrap-nodes dns:NAME and, on an IPv6 node with IPv4 bootstraps, the NAT64 prefix (ipv4only.arpa) (empty: the system's, /etc/resolv.conf)")
 }
 
 // checkDNSServer checks --dns-server: empty or HOST:PORT.

@@ -134,9 +134,9 @@ func TestOwnErrorsShowOwnAddresses(t *testing.T) {
 	})
 }
 
-// TestFamilyMismatch: an IPv4 node given only IPv6 bootstraps (or the
-// reverse) is told that the families differ, instead of calling itself
-// udp-blocked.
+// TestFamilyMismatch: an IPv4 node given only IPv6 bootstraps (or an
+// IPv6 node given IPv4 ones on a network without NAT64) is told that the
+// families differ, instead of calling itself udp-blocked.
 func TestFamilyMismatch(t *testing.T) {
 	peer, _ := identity.Generate()
 	tests := []struct {
@@ -144,7 +144,8 @@ func TestFamilyMismatch(t *testing.T) {
 		args []string
 	}{
 		{"connect: IPv4 listen, IPv6 bootstrap", []string{"connect", peer.ID().String(), "--bootstrap-nodes", "[2001:db8::1]:4433"}},
-		{"connect: IPv6 listen, IPv4 bootstrap", []string{"connect", peer.ID().String(), "--listen", "[::1]:0", "--bootstrap-nodes", "203.0.113.1:4433"}},
+		{"connect: IPv6 listen, IPv4 bootstrap, no NAT64", []string{"connect", peer.ID().String(), "--listen", "[::1]:0", "--bootstrap-nodes", "203.0.113.1:4433",
+			"--dns-server", testkit.DNS64(t)}},
 		{"diagnose: IPv4 listen, IPv6 bootstrap", []string{"diagnose", "--bootstrap-nodes", "[2001:db8::1]:4433"}},
 	}
 	for _, tc := range tests {

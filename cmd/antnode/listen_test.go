@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/antnode/antnode/internal/testkit"
+	"github.com/antnode/antnode/traversal"
 )
 
 func TestSplitListen(t *testing.T) {
@@ -66,6 +72,51 @@ func TestProbeAddrPerFamily(t *testing.T) {
 				got := o.probeAddrFor(netip.MustParseAddrPort(c.local))
 				if (c.want == "" && got.IsValid()) || (c.want != "" && got.String() != c.want) {
 					t.Errorf("probe address for %s = %v, want %q", c.local, got, c.want)
+				}
+			}
+		})
+	}
+}
+
+// TestNAT64For: an IPv6 node with IPv4 bootstraps asks the DNS64 for its
+// NAT64 prefix (a real DNS server on loopback); without one it is told
+// the families differ; a node whose bootstraps share its family asks
+// nothing.
+func TestNAT64For(t *testing.T) {
+	v4 := []traversal.Bootstrap{{Addr: netip.MustParseAddrPort("203.0.113.1:4433")}}
+	v6 := []traversal.Bootstrap{{Addr: netip.MustParseAddrPort("[2001:db8::1]:4433")}}
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name     string
+		listen   string
+		bs       []traversal.Bootstrap
+		dns      string
+		want     string // the prefix; empty: none
+		mismatch bool
+	}{
+		{"IPv6 node, IPv4 bootstrap, DNS64", "[::]:0", v4, testkit.DNS64(t, "2001:db8:64::c000:aa"), "2001:db8:64::/96", false},
+		{"IPv6 node, IPv4 bootstrap, no DNS64", "[::]:0", v4, testkit.DNS64(t), "", true},
+		{"IPv6 node, IPv6 bootstrap: nothing asked", "[::]:0", v6, "127.0.0.1:1", "", false},
+		{"IPv4 node, IPv4 bootstrap: nothing asked", "0.0.0.0:0", v4, "127.0.0.1:1", "", false},
+		{"IPv4 node, IPv6 bootstrap", "0.0.0.0:0", v6, "127.0.0.1:1", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			p, err := nat64For(ctx, tc.listen, tc.bs, tc.dns, log)
+			if errors.Is(err, ErrFamilyMismatch) != tc.mismatch || (err != nil && !tc.mismatch) {
+				t.Fatalf("err = %v, want mismatch %v", err, tc.mismatch)
+			}
+			got := ""
+			if p.IsValid() {
+				got = p.String()
+			}
+			if got != tc.want {
+				t.Fatalf("prefix %q, want %q", got, tc.want)
+			}
+			if p.IsValid() {
+				if got := traversal.MapBootstraps(p, tc.bs)[0].Addr.String(); got != "[2001:db8:64::cb00:7101]:4433" {
+					t.Fatalf("bootstrap mapped to %s", got)
 				}
 			}
 		})

@@ -352,8 +352,13 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 	if err != nil {
 		return err
 	}
+	prefix, err := nat64For(ctx, o.listen, bs, o.peer.dnsServer, log)
+	if err != nil {
+		return badInput(err)
+	}
+	bs = traversal.MapBootstraps(prefix, bs)
 	ncfg := traversal.Config{Identity: id, Endpoint: ep, Bootstraps: bs, Recorder: mon, Logger: log,
-		Services: o.svc.config(reg)}
+		Services: o.svc.config(reg), NAT64: prefix}
 	if err := o.peer.apply(&ncfg); err != nil {
 		return err
 	}
