@@ -127,11 +127,14 @@ const (
 	// ShortNoRTT: the round-trip bound cannot be checked: the connected
 	// runs reported no round-trip time.
 	ShortNoRTT = "no-rtt"
+	// ShortFamily: a run connected from another address family than its
+	// class's, or (behind NAT64) not through the NAT64 (familyShortfall).
+	ShortFamily = "family"
 )
 
 // Shortfall is one way a pair fell short of its expectation.
 type Shortfall struct {
-	Kind   string // ShortLevel, ShortRTTs or ShortNoRTT
+	Kind   string // ShortLevel, ShortRTTs, ShortNoRTT or ShortFamily
 	Detail string // for the report
 }
 

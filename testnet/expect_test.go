@@ -342,3 +342,33 @@ func TestWithoutRTTBounds(t *testing.T) {
 		t.Errorf("a pair's own rtts<=3 without bounds: %v, want relay", e)
 	}
 }
+
+func TestFamilyShortfall(t *testing.T) {
+	ok4 := ConnectResult{Connected: true, Family: "ipv4"}
+	ok6 := ConnectResult{Connected: true, Family: "ipv6"}
+	via64 := ConnectResult{Connected: true, Family: "ipv6", NAT64: NAT64Prefix}
+	failed := ConnectResult{Connected: false}
+	tests := []struct {
+		name  string
+		a     Class
+		rs    []ConnectResult
+		short bool
+	}{
+		{"IPv4 class over IPv4", ClassEIMEIF, []ConnectResult{ok4, failed}, false},
+		{"IPv4 class over IPv6", ClassEIMEIF, []ConnectResult{ok6}, true},
+		{"IPv6-only class over IPv6", ClassV6Firewall, []ConnectResult{ok6}, false},
+		{"IPv6-only class with a NAT64 it has not", ClassV6Firewall, []ConnectResult{via64}, true},
+		{"behind NAT64, through it", ClassV6NAT64, []ConnectResult{via64, via64}, false},
+		{"behind NAT64, without the prefix", ClassV6NAT64, []ConnectResult{via64, ok6}, true},
+		{"a connect that reported no family", ClassEIMEIF, []ConnectResult{{Connected: true}}, true},
+		{"failed runs say nothing", ClassV6NAT64, []ConnectResult{failed}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := familyShortfall(PairSpec{A: tc.a, B: ClassPublic}, tc.rs)
+			if (got != "") != tc.short {
+				t.Fatalf("familyShortfall = %q, want a shortfall: %v", got, tc.short)
+			}
+		})
+	}
+}

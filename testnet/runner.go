@@ -139,11 +139,15 @@ type ConnectResult struct {
 	// stream's opening on the established connection to the receiver's
 	// digest.
 	ThroughputMbps float64 `json:"throughput_mbps"`
-	Phase          string  `json:"failed_phase"`
-	Reason         string  `json:"reason"`
-	Error          string  `json:"error"`
-	FinalPath      string  `json:"final_path"`
-	Migrations     []struct {
+	// Family is the address family the connecting node's socket used,
+	// NAT64 the prefix it reached IPv4 through (if any).
+	Family     string `json:"family"`
+	NAT64      string `json:"nat64"`
+	Phase      string `json:"failed_phase"`
+	Reason     string `json:"reason"`
+	Error      string `json:"error"`
+	FinalPath  string `json:"final_path"`
+	Migrations []struct {
 		Kind       string  `json:"kind"`
 		Reason     string  `json:"reason"`
 		OK         bool    `json:"ok"`
@@ -873,6 +877,9 @@ func judge(p PairSpec, rs []ConnectResult, e Expectation) (PairReport, string) {
 	pr := summarize(p, rs, e)
 	pr.Expect = e.String()
 	short := e.Check(pr)
+	if d := familyShortfall(p, rs); d != "" {
+		short = append(short, Shortfall{Kind: ShortFamily, Detail: d})
+	}
 	pr.Met = len(short) == 0
 	if pr.Met {
 		return pr, ""
@@ -882,6 +889,28 @@ func judge(p PairSpec, rs []ConnectResult, e Expectation) (PairReport, string) {
 		details[i] = s.Detail
 	}
 	return pr, p.Key() + ": " + strings.Join(details, "; ")
+}
+
+// familyShortfall says how the connected runs of a pair did not connect
+// from the family of its first host's class: an IPv6-only class's node
+// from IPv6, and a v6-nat64 one through the testbed's NAT64 prefix (its
+// connects to IPv4 hosts would otherwise have been impossible, so this
+// says the node found the prefix); every other from IPv4 without one.
+// Empty: all did. It is a pure function.
+func familyShortfall(p PairSpec, rs []ConnectResult) string {
+	want, wantNAT64 := "ipv4", ""
+	if p.A.IPv6Only() {
+		want = "ipv6"
+	}
+	if p.A == ClassV6NAT64 {
+		wantNAT64 = NAT64Prefix
+	}
+	for i, r := range rs {
+		if r.Connected && (r.Family != want || r.NAT64 != wantNAT64) {
+			return fmt.Sprintf("run %d connected over %q with NAT64 %q, want %s with %q", i+1, r.Family, r.NAT64, want, wantNAT64)
+		}
+	}
+	return ""
 }
 
 // summarize builds a pair's report line from its runs: counts by path,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -15,8 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nat64"
 	"github.com/antnode/antnode/traversal"
 )
 
@@ -48,10 +51,15 @@ type connectResult struct {
 	ThroughputMbs float64 `json:"throughput_mbps,omitempty"`
 	NAT           string  `json:"nat"`
 	PeerNAT       string  `json:"peer_nat,omitempty"`
-	Attempt       string  `json:"attempt_id,omitempty"`
-	Phase         string  `json:"failed_phase,omitempty"`
-	Reason        string  `json:"reason,omitempty"`
-	Error         string  `json:"error,omitempty"`
+	// Family is the address family ("ipv4", "ipv6") of the socket this
+	// node connected from: a node runs in one. NAT64 is the prefix it
+	// reached IPv4 addresses through, if it needed one.
+	Family  string `json:"family,omitempty"`
+	NAT64   string `json:"nat64,omitempty"`
+	Attempt string `json:"attempt_id,omitempty"`
+	Phase   string `json:"failed_phase,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Error   string `json:"error,omitempty"`
 	// NextStep is what to do about the failure's reason (diagnosis's
 	// next step for it).
 	NextStep string  `json:"next_step,omitempty"`
@@ -268,13 +276,27 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	if failed && res.Error == "" {
 		res.Error = "at least one run failed"
 	}
+	describe(&res, node, ep.LocalAddr().Addr(), prefix)
+	return res, nil
+}
+
+// describe completes a connect's result with what the node says at the
+// end: its socket's family (local) and NAT64 prefix, its bootstraps'
+// states, its mapping lifetime and keepalive, and the next step for a
+// failure's reason.
+func describe(res *connectResult, node *traversal.Node, local netip.Addr, prefix nat64.Prefix) {
+	if res.Connected {
+		res.Family = holepunch.FamilyOf(local).String()
+	}
+	if prefix.IsValid() {
+		res.NAT64 = prefix.String()
+	}
 	for _, b := range node.Bootstraps() {
 		res.Bootstraps = append(res.Bootstraps, bootstrapState{Label: b.Label, Registered: b.Registered,
 			Transport: b.Transport, Breaker: b.Breaker})
 	}
 	res.MappingLifetimeMS, res.KeepaliveMS = ms(node.MappingLifetime()), ms(node.Keepalive())
 	res.NextStep = nextStep(res.Reason)
-	return res, nil
 }
 
 // connectRepeatedly makes o.repeat attempts on a ready node, o.interval

@@ -76,11 +76,11 @@ func TestDualStackBootstrap(t *testing.T) {
 			return code == 200
 		})
 	}
-	for _, tc := range []struct{ name, to, listen, boot, path string }{
-		{"ipv4 direct", "ipv4", "127.0.0.1:0", boot4, "direct"},
-		{"ipv6 direct", "ipv6", "[::1]:0", boot6, "direct"},
-		{"ipv6-only to ipv4-only through the relay", "ipv4", "[::1]:0", boot6, "relay"},
-		{"ipv4-only to ipv6-only through the relay", "ipv6", "127.0.0.1:0", boot4, "relay"},
+	for _, tc := range []struct{ name, to, listen, boot, path, family string }{
+		{"ipv4 direct", "ipv4", "127.0.0.1:0", boot4, "direct", "ipv4"},
+		{"ipv6 direct", "ipv6", "[::1]:0", boot6, "direct", "ipv6"},
+		{"ipv6-only to ipv4-only through the relay", "ipv4", "[::1]:0", boot6, "relay", "ipv6"},
+		{"ipv4-only to ipv6-only through the relay", "ipv6", "127.0.0.1:0", boot4, "relay", "ipv4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := run("connect", peers[tc.to], "--bootstrap-nodes", tc.boot, "--listen", tc.listen,
@@ -88,8 +88,8 @@ func TestDualStackBootstrap(t *testing.T) {
 			if code != exitOK {
 				t.Fatalf("exit %d: %s %s", code, out, errOut)
 			}
-			if r := decode(t, out); !r.Connected || r.Path != tc.path || r.BytesVerified != 64<<10 {
-				t.Fatalf("result %+v, want %s with 64 KiB verified", r, tc.path)
+			if r := decode(t, out); !r.Connected || r.Path != tc.path || r.BytesVerified != 64<<10 || r.Family != tc.family || r.NAT64 != "" {
+				t.Fatalf("result %+v, want %s over %s with 64 KiB verified", r, tc.path, tc.family)
 			}
 		})
 	}
