@@ -16,6 +16,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/antnode/antnode/endpoint"
+	"github.com/antnode/antnode/nat64"
 )
 
 // ClientConfig configures an allocation.
@@ -36,6 +37,12 @@ type ClientConfig struct {
 	DialTCP func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	// Logger receives pion's records. Nil: discarded.
 	Logger *slog.Logger
+	// NAT64 is the prefix of the NAT64 in front of the client (an
+	// IPv6-only node): the relayed socket and Permit take peers' IPv4
+	// addresses synthesised under it and reach the IPv4 addresses they
+	// embed; the relayed socket reports IPv4 sources synthesised. Zero:
+	// addresses as they are.
+	NAT64 nat64.Prefix
 }
 
 // Allocation is a TURN allocation: a relayed address and the packet conn
@@ -57,6 +64,7 @@ type Allocation struct {
 	permMu  sync.Mutex     // orders permits.Add before Close's Wait
 	closed  bool           // under permMu: Close began
 	dead    chan struct{}  // closed when the socket to the relay fails
+	nat64   nat64.Prefix   // ClientConfig.NAT64
 }
 
 // releaseWait bounds how long Close waits for the relay to answer the
@@ -141,8 +149,11 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 		}
 		return nil, fmt.Errorf("relay: allocate on %s: %w: %w", cfg.Server, ErrRefused, err)
 	}
-	a := &Allocation{Conn: conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, watched: watched, dead: watched.dead}
+	a := &Allocation{Conn: conn, Server: cfg.Server, TCP: cfg.TCP, client: cl, sock: sock, watched: watched, dead: watched.dead, nat64: cfg.NAT64}
 	a.Relayed = addrPort(conn.LocalAddr())
+	if cfg.NAT64.IsValid() {
+		a.Conn = nat64Conn{PacketConn: conn, p: cfg.NAT64}
+	}
 	return a, nil
 }
 
@@ -244,7 +255,7 @@ var ErrRefused = errors.New("relay: refused")
 func (a *Allocation) Permit(addrs ...netip.AddrPort) error {
 	var as []net.Addr
 	for _, ap := range addrs {
-		as = append(as, net.UDPAddrFromAddrPort(ap))
+		as = append(as, net.UDPAddrFromAddrPort(unmap64(a.nat64, ap)))
 	}
 	if len(as) == 0 {
 		return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/nat64"
 )
 
 // v6Listeners opens a UDP socket and a TCP listener on the IPv6 loopback,
@@ -113,5 +114,49 @@ func TestAlsoListenersValidation(t *testing.T) {
 				t.Fatalf("err = %v, want ErrListeners", err)
 			}
 		})
+	}
+}
+
+// TestAllocationBehindNAT64: a client behind NAT64 knows its IPv4 peer by
+// the peer's synthesised address: its allocation permits and sends to the
+// IPv4 address embedded, and reports the peer's datagrams from the
+// synthesised one.
+func TestAllocationBehindNAT64(t *testing.T) {
+	p, err := nat64.ParsePrefix("2001:db8:64::/96")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRelay(t, ServerConfig{}, func(_ identity.PeerID, ip netip.Addr) bool { return ip.IsLoopback() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := Allocate(ctx, ClientConfig{Server: r.UDPAddr(), Credentials: r.Credentials(peerID(t), time.Minute), NAT64: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	synth := p.Map(peerAddr)
+	if err := a.Permit(synth); err != nil {
+		t.Fatalf("permit %s: %v", synth, err)
+	}
+	peer.WriteToUDPAddrPort([]byte("from v4"), a.Relayed)
+	buf := make([]byte, 100)
+	a.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := a.Conn.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "from v4" || from.String() != net.UDPAddrFromAddrPort(synth).String() {
+		t.Fatalf("client read %q from %v (%v), want from %s", buf[:n], from, err, synth)
+	}
+	if _, err := a.Conn.WriteTo([]byte("to v4"), net.UDPAddrFromAddrPort(synth)); err != nil {
+		t.Fatal(err)
+	}
+	peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, src, err := peer.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "to v4" || src != a.Relayed {
+		t.Fatalf("peer read %q from %v: %v", buf[:n], src, err)
 	}
 }

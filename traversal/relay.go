@@ -439,7 +439,7 @@ func (n *Node) allocateShared(ctx context.Context, att *event.Attempt, bc *boots
 	}
 	start := time.Now()
 	alloc, err := relay.Allocate(ctx, relay.ClientConfig{Server: server, TCP: useTCP,
-		Credentials: g.creds, ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log})
+		Credentials: g.creds, ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log, NAT64: n.cfg.NAT64})
 	if err != nil {
 		att.Record(event.Event{Kind: event.KindRelay, Detail: "allocate", Outcome: event.OutcomeFail, Reason: Reason(err), Err: err})
 		return err
@@ -706,7 +706,7 @@ func (n *Node) checkRelay(ctx context.Context, label string, tcp bool) (RelayChe
 		return res, nil
 	}
 	alloc, err := relay.Allocate(ctx, relay.ClientConfig{Server: server, TCP: tcp, Credentials: g.creds,
-		ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log})
+		ListenUDP: n.cfg.RelayListen, DialTCP: n.cfg.RelayDialTCP, Logger: n.log, NAT64: n.cfg.NAT64})
 	if err != nil {
 		res.Err = err
 		return res, nil
