@@ -1251,7 +1251,11 @@ func (c *Client) connect(ctx context.Context, target identity.PeerID, local Intr
 			}
 			return c.finishConnect(s, l, res, drop)
 		case <-ackWait.C:
-			drop()
+			// The request (or its acknowledgement) may only be late: a
+			// bootstrap that gets it after all must not offer the target
+			// an introduction this side no longer follows (the target
+			// would check it for its whole attempt, then fail).
+			abandon()
 			return nil, fmt.Errorf("%w: bootstrap did not acknowledge the request within %v", ErrUnavailable, max(4*l.conn.RTT(), c.cfg.MinAckWait))
 		case <-ctx.Done():
 			abandon()

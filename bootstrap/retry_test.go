@@ -1,14 +1,19 @@
 package bootstrap
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
 
+	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 )
 
@@ -123,5 +128,86 @@ func TestRegistrationRetryStops(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// slowConn hands what it reads over delay late, once armed: a control
+// connection over which the bootstrap's answers come late.
+type slowConn struct {
+	net.Conn
+	delay *atomic.Int64 // nanoseconds
+}
+
+func (c slowConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	time.Sleep(time.Duration(c.delay.Load()))
+	return n, err
+}
+
+// TestLateAckWithdrawsRequest: an initiator whose bootstrap acknowledges
+// its connect request too late gives up on that bootstrap and says so
+// (ConnectCancel): the request that reached the bootstrap all the same
+// ends the target's introduction as canceled, at once, instead of leaving
+// the target to check an initiator that went elsewhere (a lossy CI matrix
+// counted such a responder attempt failed after 15 s).
+func TestLateAckWithdrawsRequest(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	ended := make(chan error, 4)
+	offered := make(chan struct{}, 4)
+	target := startClient(t, srv, ClientConfig{OnOffer: func(o *Offer) {
+		offered <- struct{}{}
+		s, err := o.Accept(Intro{})
+		if err != nil {
+			ended <- err
+			return
+		}
+		select {
+		case <-s.Done():
+			ended <- s.Err()
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("the introduction still stands after 10 s")
+		}
+	}})
+	ready(t, target)
+	raw, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := endpoint.New(endpoint.Config{Conn: blockedConn{raw}}) // control over TCP, where reads can be slowed
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	delay := new(atomic.Int64)
+	init := startClient(t, srv, ClientConfig{Endpoint: ep, TCPFallback: true, TCPDelay: 50 * time.Millisecond, MinAckWait: 50 * time.Millisecond,
+		DialTCP: func(ctx context.Context, a netip.AddrPort) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", a.String())
+			if err != nil {
+				return nil, err
+			}
+			return slowConn{Conn: c, delay: delay}, nil
+		}})
+	ready(t, init)
+	// Far beyond the acknowledgement's wait (4 round trips, at least
+	// MinAckWait), whatever the round trip measured under load.
+	delay.Store(int64(1500 * time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := init.Connect(ctx, target.cfg.Identity.ID(), Intro{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("connect with a late acknowledgement: %v, want ErrUnavailable", err)
+	}
+	select {
+	case <-offered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target was never offered the request")
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrPeerCanceled) {
+			t.Fatalf("the target's introduction ended with %v, want ErrPeerCanceled", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the target's introduction still stands 3 s after the initiator gave up on it")
 	}
 }

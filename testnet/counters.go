@@ -21,6 +21,12 @@ type Counters struct {
 	BootstrapConnects float64 `json:"bootstrap_connects"` // bootstrap_requests_total{bootstrap="server",type="connect"}
 	ResponderDirect   float64 `json:"responder_direct"`   // nat_results_total{role="responder",result="success",path="direct"}
 	ResponderRelay    float64 `json:"responder_relay"`    // nat_results_total{role="responder",result="success",path="relay"}
+	// ResponderCanceled are the responders' failures because the
+	// initiator withdrew the request: nat_results_total{role="responder",
+	// result="failure",reason="canceled"} (an initiator whose bootstrap
+	// did not acknowledge in time cancels there and asks another; a late
+	// request still reached the responder).
+	ResponderCanceled float64 `json:"responder_canceled"`
 }
 
 // Tally is the runner's own count of the matrix's connects.
@@ -40,23 +46,27 @@ type CounterCheck struct {
 }
 
 // CheckCounters is the pure comparison: every connect reaches its
-// responder exactly once (one responder attempt each), the responders'
-// successes are the connects that connected, by path, and their failures
-// the rest, and the bootstraps saw at least one connect request per
-// connect (an initiator whose first bootstrap does not acknowledge asks
-// the other).
+// responder exactly once (one responder attempt each), besides the
+// requests their initiators withdrew (ResponderCanceled: each a
+// responder attempt that failed as canceled), the responders' successes
+// are the connects that connected, by path, and their other failures the
+// rest, and the bootstraps saw at least one connect request per connect
+// (an initiator whose first bootstrap does not acknowledge asks the
+// other).
 func CheckCounters(t Tally, c Counters) CounterCheck {
 	connects, connected := t.Connects, t.Connected
 	cc := CounterCheck{Tally: t, Counters: c, Agree: true}
 	var bad []string
-	if c.ResponderAttempts != float64(connects) {
-		bad = append(bad, fmt.Sprintf("nat_attempts_total{role=responder} rose by %v for %d connects", c.ResponderAttempts, connects))
+	if c.ResponderAttempts-c.ResponderCanceled != float64(connects) {
+		bad = append(bad, fmt.Sprintf("nat_attempts_total{role=responder} rose by %v (%v of them withdrawn by the initiator) for %d connects",
+			c.ResponderAttempts, c.ResponderCanceled, connects))
 	}
 	if c.ResponderSuccess != float64(connected) {
 		bad = append(bad, fmt.Sprintf("nat_results_total{result=success} rose by %v for %d connected", c.ResponderSuccess, connected))
 	}
-	if c.ResponderFailure != float64(connects-connected) {
-		bad = append(bad, fmt.Sprintf("nat_results_total{result=failure} rose by %v for %d failed", c.ResponderFailure, connects-connected))
+	if c.ResponderFailure-c.ResponderCanceled != float64(connects-connected) {
+		bad = append(bad, fmt.Sprintf("nat_results_total{result=failure} rose by %v (%v withdrawn) for %d failed",
+			c.ResponderFailure, c.ResponderCanceled, connects-connected))
 	}
 	if c.BootstrapConnects < float64(connects) {
 		bad = append(bad, fmt.Sprintf("the bootstraps counted %v connect requests for %d connects", c.BootstrapConnects, connects))
@@ -78,12 +88,12 @@ func (c Counters) Sub(o Counters) Counters { return c.Add(o.scale(-1)) }
 func (c Counters) Add(o Counters) Counters {
 	return Counters{c.ResponderAttempts + o.ResponderAttempts, c.ResponderSuccess + o.ResponderSuccess,
 		c.ResponderFailure + o.ResponderFailure, c.BootstrapConnects + o.BootstrapConnects,
-		c.ResponderDirect + o.ResponderDirect, c.ResponderRelay + o.ResponderRelay}
+		c.ResponderDirect + o.ResponderDirect, c.ResponderRelay + o.ResponderRelay, c.ResponderCanceled + o.ResponderCanceled}
 }
 
 func (c Counters) scale(f float64) Counters {
 	return Counters{c.ResponderAttempts * f, c.ResponderSuccess * f, c.ResponderFailure * f, c.BootstrapConnects * f,
-		c.ResponderDirect * f, c.ResponderRelay * f}
+		c.ResponderDirect * f, c.ResponderRelay * f, c.ResponderCanceled * f}
 }
 
 // CountersFrom sums the counters in a Prometheus text exposition.
@@ -113,6 +123,7 @@ func CountersFrom(text string) (Counters, error) {
 	c.BootstrapConnects = sum("bootstrap_requests_total", map[string]string{"bootstrap": "server", "type": "connect"})
 	c.ResponderDirect = sum("nat_results_total", map[string]string{"role": "responder", "result": "success", "path": "direct"})
 	c.ResponderRelay = sum("nat_results_total", map[string]string{"role": "responder", "result": "success", "path": "relay"})
+	c.ResponderCanceled = sum("nat_results_total", map[string]string{"role": "responder", "result": "failure", "reason": "canceled"})
 	return c, nil
 }
 

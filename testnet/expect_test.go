@@ -166,12 +166,13 @@ func TestForPairBounds(t *testing.T) {
 	}
 }
 
+// direct and relayed are connects from an IPv4 class's host.
 func direct(ttc, rtt float64) ConnectResult {
-	return ConnectResult{Connected: true, Path: "direct", TimeToConnect: ttc, RTT: rtt, BytesVerified: 1 << 20}
+	return ConnectResult{Connected: true, Path: "direct", TimeToConnect: ttc, RTT: rtt, BytesVerified: 1 << 20, Family: "ipv4"}
 }
 
 func relayed(ttc, rtt float64) ConnectResult {
-	return ConnectResult{Connected: true, Path: "relay", TimeToConnect: ttc, RTT: rtt, BytesVerified: 1 << 20}
+	return ConnectResult{Connected: true, Path: "relay", TimeToConnect: ttc, RTT: rtt, BytesVerified: 1 << 20, Family: "ipv4"}
 }
 
 func failed(reason, err string) ConnectResult {

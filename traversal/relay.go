@@ -69,6 +69,13 @@ type RelayPlan struct {
 	// the dialler is the QUIC client, so the side that allocated can later
 	// move the connection to a direct path.
 	Dial bool
+	// Optional: this side allocates, but reaches the peer's relayed
+	// address from its own socket too; when its allocation fails (the
+	// relay's quota) it goes on without (viaPeerRelay). Set by
+	// PlanRelayFor for the IPv4 side of a pair without a family in
+	// common: a relay's relayed addresses are IPv4 where it has an IPv4
+	// address (a dual-stack bootstrap's).
+	Optional bool
 	// PeerOnRelay: both sides' strategy says no direct path can exist,
 	// so the peer goes straight to its relay leg too and checks the warm
 	// relayed address of this side's introduction at once; this side's
@@ -109,7 +116,8 @@ func PlanRelay(local, remote nattype.Type, initiator bool) RelayPlan {
 // function.
 func PlanRelayFor(local, remote Side, initiator bool) RelayPlan {
 	if !sharesFamily(local, remote) {
-		return RelayPlan{Allocate: true, TCP: local.NAT.Filtering == nattype.FilteringBlocked, Dial: initiator}
+		return RelayPlan{Allocate: true, TCP: local.NAT.Filtering == nattype.FilteringBlocked, Dial: initiator,
+			Optional: local.Families&familyIPv4 != 0 && local.NAT.Filtering != nattype.FilteringBlocked}
 	}
 	return PlanRelay(local.NAT, remote.NAT, initiator)
 }
@@ -498,33 +506,11 @@ func warmPermitWait(peerRTT, ownRTT time.Duration) time.Duration {
 func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.PeerID, sess *bootstrap.Session,
 	hp *holepunch.Session, plan RelayPlan, intro bootstrap.Intro, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
 	att.Begin(event.PhaseRelay)
+	if !plan.Allocate {
+		return n.viaPeerRelay(ctx, att, peer, sess, hp, plan, incoming)
+	}
 	now := &bootstrap.Punch{Round: 1 << 20, At: time.Now()}
 	warm := relayedOf(sess.Remote.Candidates) // the peer's warm relay, if it keeps one
-	if !plan.Allocate {
-		// The peer allocates and dials; this side checks its relayed
-		// address (opening its NAT towards the relay) and accepts. A
-		// warm one came with the introduction: checked at once (and
-		// dialled, under PlanWarmRelay); another arrives on the session.
-		targets := relayCandidates(warm)
-		if sess.Early != nil {
-			own := sess.Bootstrap().Status().RTT
-			now.Delay = warmPermitWait(sess.Early.PeerRTT, own)
-			n.log.Debug("traversal: warm permit wait", "wait", now.Delay, "peer_rtt", sess.Early.PeerRTT, "own_rtt", own)
-		}
-		// When both strategies say no direct path can exist, whatever
-		// connects on this leg runs through a relay, whichever relayed
-		// address it came from or went to (one announced late, under
-		// loss, included): it is labelled, and nominated, as relayed.
-		lp := event.PathDirect
-		if plan.PeerOnRelay {
-			lp = event.PathRelay
-		}
-		qc, path, phase, err := n.establish(ctx, att, peer, sess,
-			leg{ep: n.cfg.Endpoint, hp: hp, path: lp, start: now, targets: targets, relayed: warm, dialRelayed: plan.Dial},
-			Strategy{Direct: true, Dial: plan.Dial}, incoming)
-		n.endRelayPhase(att, err)
-		return qc, path, phase, err
-	}
 	// The allocation is bounded by the Relay phase timeout: a relay that
 	// does not answer costs that much rather than the attempt's whole
 	// time, and the attempt can still go through another bootstrap.
@@ -532,6 +518,12 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 	r, err := within(ctx, limit, func(ctx context.Context) (*sharedRelay, error) {
 		return n.acquireRelay(ctx, att, sess.Bootstrap(), plan.TCP)
 	})
+	if err != nil && plan.Optional && ctx.Err() == nil {
+		// This side reaches the peer's relayed address from its own
+		// socket as well: go on without an allocation of its own.
+		att.Record(event.Event{Kind: event.KindFallback, Reason: Reason(err), Detail: "relay->own socket"})
+		return n.viaPeerRelay(ctx, att, peer, sess, hp, plan, incoming)
+	}
 	if err != nil {
 		if errors.Is(err, timeout.ErrExceeded) {
 			err = fmt.Errorf("%w: bootstrap %s: no allocation within %v: %w", ErrNoRelay, sess.Bootstrap().Label(), limit, err)
@@ -570,6 +562,36 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 	return qc, event.PathRelay, phase, nil
 }
 
+// viaPeerRelay is viaRelay without an allocation of this side's: the
+// peer allocates and dials; this side checks its relayed address
+// (opening its NAT towards the relay) and accepts. A warm one came with
+// the introduction: checked at once (and dialled, under PlanWarmRelay);
+// another arrives on the session.
+func (n *Node) viaPeerRelay(ctx context.Context, att *event.Attempt, peer identity.PeerID, sess *bootstrap.Session,
+	hp *holepunch.Session, plan RelayPlan, incoming <-chan *quic.Conn) (*quic.Conn, event.Path, event.Phase, error) {
+	now := &bootstrap.Punch{Round: 1 << 20, At: time.Now()}
+	warm := relayedOf(sess.Remote.Candidates)
+	targets := relayCandidates(warm)
+	if sess.Early != nil {
+		own := sess.Bootstrap().Status().RTT
+		now.Delay = warmPermitWait(sess.Early.PeerRTT, own)
+		n.log.Debug("traversal: warm permit wait", "wait", now.Delay, "peer_rtt", sess.Early.PeerRTT, "own_rtt", own)
+	}
+	// When both strategies say no direct path can exist, whatever
+	// connects on this leg runs through a relay, whichever relayed
+	// address it came from or went to (one announced late, under loss,
+	// included): it is labelled, and nominated, as relayed.
+	lp := event.PathDirect
+	if plan.PeerOnRelay {
+		lp = event.PathRelay
+	}
+	qc, path, phase, err := n.establish(ctx, att, peer, sess,
+		leg{ep: n.cfg.Endpoint, hp: hp, path: lp, start: now, targets: targets, relayed: warm, dialRelayed: plan.Dial},
+		Strategy{Direct: true, Dial: plan.Dial}, incoming)
+	n.endRelayPhase(att, err)
+	return qc, path, phase, err
+}
+
 // relayLegTargets are the first round's check targets of a relay leg
 // (an allocation of this node's) towards a peer with candidates cands and
 // NAT type nat. A side that accepts checks the peer's observed addresses
@@ -581,8 +603,11 @@ func (n *Node) viaRelay(ctx context.Context, att *event.Attempt, peer identity.P
 // costs a permission round trip before the checks behind it (pion asks
 // per IP, in order). Its list is empty, not nil, when it has none yet: a
 // relayed address will come on the session. So is a peer without an
-// address family in common with this side (shared false). It is a pure
-// function.
+// address family in common with this side (shared false): each new IP
+// costs a permission round trip, and its relayed address is the one
+// both sides reach (the dialler's speculative dial tries its own
+// candidates besides, which reaches a peer that went on without an
+// allocation: PlanRelayFor's Optional). It is a pure function.
 func relayLegTargets(cands []wire.Candidate, nat nattype.Type, dial, shared bool) []wire.Candidate {
 	warm := relayCandidates(relayedOf(cands))
 	switch {

@@ -401,9 +401,10 @@ func TestRelayLegTargets(t *testing.T) {
 		{"blocked peer, dial: its warm relay only", all, blocked, true, false, []wire.Candidate{warm}},
 		{"blocked peer, accept: its warm relay only", all, blocked, false, false, []wire.Candidate{warm}},
 		{"blocked peer without a warm relay: wait for one", []wire.Candidate{host, obs}, blocked, true, false, []wire.Candidate{}},
-		// An IPv6-only node's allocation (on the relay's IPv4 address)
-		// cannot send to the peer's own IPv4 addresses any better than
-		// its socket could: relayed addresses only.
+		// Without a family in common: relayed addresses only (a check
+		// to the peer's observed IPv4 address from an allocation cost a
+		// permission round trip before the relayed one: 3.3 to 4.3
+		// round trips instead of 3.2 to 3.8).
 		{"no family in common, dial: relayed only", all, apdm, true, true, []wire.Candidate{warm}},
 		{"no family in common, accept: relayed only", all, apdm, false, true, []wire.Candidate{warm}},
 	}

@@ -64,14 +64,27 @@ func TestDualStackBootstrap(t *testing.T) {
 	testkit.WaitFor(t, 10*time.Second, "the bootstrap to name both sockets", func() bool {
 		return strings.Contains(out.String(), "listening on 127.0.0.1:"+strconv.Itoa(p4)+" and [::1]:"+strconv.Itoa(p6))
 	})
-	peers := map[string]string{} // family -> peer ID of a daemon of that family
-	for _, p := range []struct{ fam, listen, boot string }{{"ipv4", "127.0.0.1:0", boot4}, {"ipv6", "[::1]:0", boot6}} {
-		key := dir + "/" + p.fam + ".key"
+	peers := map[string]string{} // name -> peer ID of a daemon
+	secret := dir + "/turn.secret"
+	if err := os.WriteFile(secret, []byte("s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct {
+		name, listen, boot string
+		extra              []string
+	}{
+		{"ipv4", "127.0.0.1:0", boot4, nil},
+		{"ipv6", "[::1]:0", boot6, nil},
+		// Its relay is a TURN server that does not answer: the IPv6
+		// side's allocation reaches it at its observed IPv4 address.
+		{"ipv4 without a relay", "127.0.0.1:0", boot4, []string{"--turn-server", "127.0.0.1:9", "--turn-secret-file", secret}},
+	} {
+		key := dir + "/" + strings.ReplaceAll(p.name, " ", "-") + ".key"
 		_, id, _ := run("id", "--key", key)
-		peers[p.fam] = strings.TrimSpace(id)
+		peers[p.name] = strings.TrimSpace(id)
 		health := freeTCP(t)
-		daemon(t, "--listen", p.listen, "--bootstrap-nodes", p.boot, "--key", key, "--metrics-addr", health)
-		testkit.WaitFor(t, 10*time.Second, "the "+p.fam+" peer to register", func() bool {
+		daemon(t, append([]string{"--listen", p.listen, "--bootstrap-nodes", p.boot, "--key", key, "--metrics-addr", health}, p.extra...)...)
+		testkit.WaitFor(t, 10*time.Second, "the "+p.name+" peer to register", func() bool {
 			code, _ := httpGet(t, "http://"+health+"/readyz", "")
 			return code == 200
 		})
@@ -81,6 +94,7 @@ func TestDualStackBootstrap(t *testing.T) {
 		{"ipv6 direct", "ipv6", "[::1]:0", boot6, "direct", "ipv6"},
 		{"ipv6-only to ipv4-only through the relay", "ipv4", "[::1]:0", boot6, "relay", "ipv6"},
 		{"ipv4-only to ipv6-only through the relay", "ipv6", "127.0.0.1:0", boot4, "relay", "ipv4"},
+		{"ipv6-only to an ipv4-only peer whose relay does not answer", "ipv4 without a relay", "[::1]:0", boot6, "relay", "ipv6"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := run("connect", peers[tc.to], "--bootstrap-nodes", tc.boot, "--listen", tc.listen,

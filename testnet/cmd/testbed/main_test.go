@@ -41,7 +41,7 @@ func runs(n int, r testnet.ConnectResult) []testnet.ConnectResult {
 func TestFinish(t *testing.T) {
 	eim := testnet.PairSpec{A: testnet.ClassEIMEIF, B: testnet.ClassEIMAPDF, Topology: testnet.TopoDifferent}
 	bday := testnet.PairSpec{A: testnet.ClassAPDM, B: testnet.ClassCGNAT, Topology: testnet.TopoDifferent}
-	fast := testnet.ConnectResult{Connected: true, Path: "direct", TimeToConnect: 130, RTT: 83, BytesVerified: 1 << 20}
+	fast := testnet.ConnectResult{Connected: true, Path: "direct", TimeToConnect: 130, RTT: 83, BytesVerified: 1 << 20, Family: "ipv4"}
 	slow := fast
 	slow.TimeToConnect = 170 // 2.05 round trips
 	late := fast
