@@ -85,6 +85,7 @@ import (
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/migration"
+	"github.com/antnode/antnode/nat64"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/service"
 )
@@ -340,6 +341,14 @@ func (n *Node) bootstrapClients() []*bootstrap.Client {
 	}
 	return nil
 }
+
+// LocalAddr is the address of the node's socket (its family is the
+// node's: a node runs in one).
+func (n *Node) LocalAddr() netip.AddrPort { return n.cfg.Endpoint.LocalAddr() }
+
+// NAT64 is the NAT64 prefix the node reaches IPv4 addresses through
+// (Config.NAT64; zero: none).
+func (n *Node) NAT64() nat64.Prefix { return n.cfg.NAT64 }
 
 // NAT returns the node's NAT type as measured so far.
 func (n *Node) NAT() nattype.Type {

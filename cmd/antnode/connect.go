@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -19,7 +18,6 @@ import (
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
-	"github.com/antnode/antnode/nat64"
 	"github.com/antnode/antnode/traversal"
 )
 
@@ -276,21 +274,14 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	if failed && res.Error == "" {
 		res.Error = "at least one run failed"
 	}
-	describe(&res, node, ep.LocalAddr().Addr(), prefix)
+	describe(&res, node)
 	return res, nil
 }
 
 // describe completes a connect's result with what the node says at the
-// end: its socket's family (local) and NAT64 prefix, its bootstraps'
-// states, its mapping lifetime and keepalive, and the next step for a
-// failure's reason.
-func describe(res *connectResult, node *traversal.Node, local netip.Addr, prefix nat64.Prefix) {
-	if res.Connected {
-		res.Family = holepunch.FamilyOf(local).String()
-	}
-	if prefix.IsValid() {
-		res.NAT64 = prefix.String()
-	}
+// end: its bootstraps' states, its mapping lifetime and keepalive, and
+// the next step for a failure's reason.
+func describe(res *connectResult, node *traversal.Node) {
 	for _, b := range node.Bootstraps() {
 		res.Bootstraps = append(res.Bootstraps, bootstrapState{Label: b.Label, Registered: b.Registered,
 			Transport: b.Transport, Breaker: b.Breaker})
@@ -316,6 +307,7 @@ func connectRepeatedly(ctx context.Context, node *traversal.Node, o connectOptio
 		res.Connected, res.Path, res.TimeToConnect, res.RTT = run.Connected, run.Path, run.TimeToConnect, run.RTT
 		res.BytesVerified, res.ThroughputMbs, res.Attempt = run.BytesVerified, run.ThroughputMbs, run.Attempt
 		res.IdleS, res.FinalPath, res.Migrations = run.IdleS, run.FinalPath, run.Migrations
+		res.Family, res.NAT64 = run.Family, run.NAT64
 		res.Phase, res.Reason, res.Error = run.Phase, run.Reason, run.Error
 		if o.repeat > 1 {
 			res.Runs = append(res.Runs, connectRun{Connected: run.Connected && run.Error == "", Path: run.Path,
@@ -358,6 +350,10 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 	connected := time.Now()
 	res.Connected = true
 	res.Path = c.Path().String()
+	res.Family = holepunch.FamilyOf(node.LocalAddr().Addr()).String()
+	if p := node.NAT64(); p.IsValid() {
+		res.NAT64 = p.String()
+	}
 	res.Attempt = c.Attempt().String()
 	res.TimeToConnect = ms(c.TimeToConnect())
 	if o.idle > 0 {
