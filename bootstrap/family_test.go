@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -14,16 +13,13 @@ import (
 	"github.com/antnode/antnode/internal/testkit"
 )
 
-// v6Endpoint opens an endpoint on the IPv6 loopback, or skips outside CI
-// on a host without one.
+// v6Endpoint opens an endpoint on the IPv6 loopback.
 func v6Endpoint(t *testing.T) *endpoint.Endpoint {
 	t.Helper()
+	testkit.NeedIPv6Loopback(t)
 	ep, err := endpoint.Listen("udp6", "[::1]:0", endpoint.Config{})
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no IPv6 loopback: %v", err)
-		}
-		t.Skipf("no IPv6 loopback: %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { ep.Close() })
 	return ep

@@ -5,24 +5,21 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/nat64"
 )
 
-// v6Listeners opens a UDP socket and a TCP listener on the IPv6 loopback,
-// or skips outside CI on a host without one.
+// v6Listeners opens a UDP socket and a TCP listener on the IPv6 loopback.
 func v6Listeners(t *testing.T) Listeners {
 	t.Helper()
+	testkit.NeedIPv6Loopback(t)
 	udp, err := net.ListenPacket("udp6", "[::1]:0")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no IPv6 loopback: %v", err)
-		}
-		t.Skipf("no IPv6 loopback: %v", err)
+		t.Fatal(err)
 	}
 	tcp, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {

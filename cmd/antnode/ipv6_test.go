@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -16,7 +15,7 @@ import (
 // peer on [::1] connect a third node directly and through the relay, with
 // verified transfers.
 func TestIPv6Node(t *testing.T) {
-	needIPv6Loopback(t)
+	testkit.NeedIPv6Loopback(t)
 	dir := t.TempDir()
 	bootKey, peerKey := dir+"/boot.key", dir+"/peer.key"
 	_, bootID, _ := run("id", "--key", bootKey)
@@ -53,7 +52,7 @@ func TestIPv6Node(t *testing.T) {
 // both families, with allocations on its IPv4 address); a peer given two
 // addresses is refused with the reason.
 func TestDualStackBootstrap(t *testing.T) {
-	needIPv6Loopback(t)
+	testkit.NeedIPv6Loopback(t)
 	dir := t.TempDir()
 	bootKey := dir + "/boot.key"
 	_, bootID, _ := run("id", "--key", bootKey)
@@ -113,19 +112,6 @@ func TestDualStackBootstrap(t *testing.T) {
 			t.Fatalf("exit %d, stderr %q; want a usage error naming one family", code, errOut)
 		}
 	})
-}
-
-// needIPv6Loopback skips outside CI on a host without an IPv6 loopback.
-func needIPv6Loopback(t *testing.T) {
-	t.Helper()
-	c, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no IPv6 loopback: %v", err)
-		}
-		t.Skipf("no IPv6 loopback: %v", err)
-	}
-	c.Close()
 }
 
 func TestSocketFamily(t *testing.T) {

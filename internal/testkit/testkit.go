@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -189,4 +190,19 @@ func ServeChild(t testing.TB, hello []string, handle map[string]func(args string
 			fmt.Println(word, f(args))
 		}
 	}
+}
+
+// NeedIPv6Loopback skips t on a host without an IPv6 loopback (::1);
+// in CI it fails instead.
+func NeedIPv6Loopback(t testing.TB) {
+	t.Helper()
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err == nil {
+		c.Close()
+		return
+	}
+	if os.Getenv("CI") == "" {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Fatalf("CI: no IPv6 loopback: %v", err)
 }
