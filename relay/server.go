@@ -181,11 +181,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("relay: ServerConfig.UDP is required")
 	case !cfg.RelayIP.IsValid():
 		return nil, errors.New("relay: ServerConfig.RelayIP is required")
-	case cfg.checkAlso() != nil:
-		return nil, cfg.checkAlso()
 	case cfg.MaxAllocationsPerPeer < 0, cfg.MaxLifetime < 0, cfg.BytesPerSecond < 0, cfg.MaxTCPConns < 0, cfg.MaxTCPConnsPerIP < 0,
 		cfg.TCPAuthTimeout < 0, cfg.TCPIdleTimeout < 0, cfg.TCPFrameTimeout < 0:
 		return nil, errors.New("relay: negative limit")
+	}
+	if err := cfg.checkAlso(); err != nil {
+		return nil, err
 	}
 	if cfg.Secret == nil {
 		cfg.Secret = make([]byte, 32)
