@@ -599,7 +599,7 @@ func TestSrflxNeverExceedsLimit(t *testing.T) {
 		many[i] = wire.Candidate{Kind: wire.KindHost, Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 1)}
 	}
 	obs := netip.MustParseAddrPort("198.51.100.1:9")
-	got := srflx(obs, many)
+	got := srflx([]netip.AddrPort{obs}, many)
 	if len(got) != wire.MaxCandidates || got[len(got)-1].Addr != obs {
 		t.Fatalf("len %d, last %v", len(got), got[len(got)-1])
 	}
@@ -613,25 +613,34 @@ func TestSrflxNeverExceedsLimit(t *testing.T) {
 // IP, or the peer's word alone, whatever the peer claimed.
 func TestSrflxMarksOrigins(t *testing.T) {
 	obs := netip.MustParseAddrPort("198.51.100.1:4000")
+	obs6 := netip.MustParseAddrPort("[2001:db8::7]:4000")
 	c := func(addr string, o wire.Origin) wire.Candidate {
 		return wire.Candidate{Kind: wire.KindServerReflexive, Priority: 7, Addr: netip.MustParseAddrPort(addr), Origin: o}
 	}
 	tests := []struct {
 		name string
+		also netip.AddrPort // observed in the other family
 		in   []wire.Candidate
 		want []wire.Origin
 	}{
-		{"nothing announced", nil, []wire.Origin{wire.OriginObserved}},
-		{"the observed address announced", []wire.Candidate{c("198.51.100.1:4000", 0)}, []wire.Origin{wire.OriginObserved}},
-		{"another port of the observed IP", []wire.Candidate{c("198.51.100.1:5000", 0)},
+		{"nothing announced", netip.AddrPort{}, nil, []wire.Origin{wire.OriginObserved}},
+		{"the observed address announced", netip.AddrPort{}, []wire.Candidate{c("198.51.100.1:4000", 0)}, []wire.Origin{wire.OriginObserved}},
+		{"another port of the observed IP", netip.AddrPort{}, []wire.Candidate{c("198.51.100.1:5000", 0)},
 			[]wire.Origin{wire.OriginObservedIP, wire.OriginObserved}},
-		{"a third party's address", []wire.Candidate{c("203.0.113.9:443", 0)}, []wire.Origin{wire.OriginAnnounced, wire.OriginObserved}},
-		{"a claimed origin is not believed", []wire.Candidate{c("203.0.113.9:443", wire.OriginObserved)},
+		{"a third party's address", netip.AddrPort{}, []wire.Candidate{c("203.0.113.9:443", 0)}, []wire.Origin{wire.OriginAnnounced, wire.OriginObserved}},
+		{"a claimed origin is not believed", netip.AddrPort{}, []wire.Candidate{c("203.0.113.9:443", wire.OriginObserved)},
 			[]wire.Origin{wire.OriginAnnounced, wire.OriginObserved}},
+		{"both families observed, nothing announced", obs6, nil, []wire.Origin{wire.OriginObserved, wire.OriginObserved}},
+		{"the other family's address announced", obs6, []wire.Candidate{c("[2001:db8::7]:4000", 0)},
+			[]wire.Origin{wire.OriginObserved, wire.OriginObserved}},
+		{"another port of the other family's IP", obs6, []wire.Candidate{c("[2001:db8::7]:5000", 0)},
+			[]wire.Origin{wire.OriginObservedIP, wire.OriginObserved, wire.OriginObserved}},
+		{"an IPv6 address not observed", obs6, []wire.Candidate{c("[2001:db8::9]:4000", 0)},
+			[]wire.Origin{wire.OriginAnnounced, wire.OriginObserved, wire.OriginObserved}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := srflx(obs, tc.in)
+			got := srflx([]netip.AddrPort{obs, tc.also}, tc.in)
 			var origins []wire.Origin
 			for _, g := range got {
 				origins = append(origins, g.Origin)

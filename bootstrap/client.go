@@ -256,6 +256,8 @@ type live struct {
 	ctl      *ctlStream
 	observed netip.AddrPort
 	altSTUN  []netip.AddrPort
+	other    []netip.AddrPort // wire.Registered.Other
+	token    [16]byte         // wire.Registered.Token
 	probes   uint64
 	resumed  bool          // the TLS session was resumed
 	since    time.Time     // when the registration was made
@@ -353,10 +355,14 @@ type Status struct {
 	Registered bool
 	Observed   netip.AddrPort
 	AltSTUN    []netip.AddrPort
-	Probes     uint64 // wire.ProbeOtherPort | wire.ProbeOtherAddr offered
-	Transport  string // TransportQUIC or TransportTCP
-	RTT        time.Duration
-	LastError  error
+	// Other are the bootstrap's STUN sockets in its other family and
+	// Token the registration's secret for them (wire.Registered).
+	Other     []netip.AddrPort
+	Token     [16]byte
+	Probes    uint64 // wire.ProbeOtherPort | wire.ProbeOtherAddr offered
+	Transport string // TransportQUIC or TransportTCP
+	RTT       time.Duration
+	LastError error
 	// Session counts the registrations the client has made: a new value
 	// means a new control connection, to a bootstrap that may have
 	// restarted since and forgotten what it granted (relay allocations).
@@ -377,6 +383,7 @@ func (c *Client) Status() Status {
 		st.Registered = true
 		st.Observed = c.cur.observed
 		st.AltSTUN = c.cur.altSTUN
+		st.Other, st.Token = c.cur.other, c.cur.token
 		st.Probes = c.cur.probes
 		st.RTT = c.cur.conn.RTT()
 		st.Transport = c.cur.conn.Transport()
@@ -770,7 +777,7 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 	default:
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
 	}
-	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, probes: reg.Probes,
+	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, other: reg.Other, token: reg.Token, probes: reg.Probes,
 		resumed: tlsState.DidResume, server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}
 	l.peers.Store(reg.Peers)
 	return l, nil

@@ -123,6 +123,19 @@ func (f *family) altSTUNAddrs() []netip.AddrPort {
 	return []netip.AddrPort{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
 }
 
+// otherSTUN is what Registered advertises to f's peers of the
+// bootstrap's other family: its main STUN socket, then its alternate
+// one (none: the bootstrap has one family).
+func (s *Server) otherSTUN(f *family) []netip.AddrPort {
+	for _, g := range s.fams {
+		if g != f {
+			main := g.Endpoint.LocalAddr()
+			return append([]netip.AddrPort{netip.AddrPortFrom(main.Addr().Unmap(), main.Port())}, g.altSTUNAddrs()...)
+		}
+	}
+	return nil
+}
+
 // probeCaps is the Probes bitmask of Registered for the family's peers.
 func (f *family) probeCaps() uint64 {
 	caps := wire.ProbeOtherPort

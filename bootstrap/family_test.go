@@ -4,11 +4,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
 
+	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/internal/testkit"
 )
@@ -87,6 +89,90 @@ func TestAlsoValidation(t *testing.T) {
 			_, err := NewServer(ServerConfig{Identity: newIdentity(t), Endpoint: ep4, Also: tc.also})
 			if !errors.Is(err, ErrSockets) {
 				t.Fatalf("err = %v, want ErrSockets", err)
+			}
+		})
+	}
+}
+
+// TestObserveOtherFamily: a dual-stack peer registered over IPv4 learns
+// the bootstrap's IPv6 sockets and a token; a Binding request carrying
+// the token on the IPv6 socket makes the bootstrap forward the request's
+// source as an observed candidate of the peer. A wrong token, or the
+// token from the registration's own family, observes nothing; the peer
+// removing the address drops it.
+func TestObserveOtherFamily(t *testing.T) {
+	ep6 := v6Endpoint(t)
+	alt6, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, ServerConfig{Also: []Sockets{{Endpoint: ep6, AltSTUN: alt6}}})
+	dc, err := endpoint.ListenDualStack(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dual, err := endpoint.New(endpoint.Config{Conn: dc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dual.Close() })
+	c := startClient(t, srv, ClientConfig{ID: srv.id.ID(), Endpoint: dual})
+	ready(t, c)
+	st := c.Status()
+	if len(st.Other) != 2 || st.Other[0] != ep6.LocalAddr() || st.Other[1].String() != alt6.LocalAddr().String() || st.Token == ([16]byte{}) {
+		t.Fatalf("other %v token %x, want [%s %s] and a token", st.Other, st.Token, ep6.LocalAddr(), alt6.LocalAddr())
+	}
+	me := netip.AddrPortFrom(netip.IPv6Loopback(), dual.LocalAddr().Port())
+	observed := func() []wire.Candidate {
+		p := srv.lookup(c.cfg.Identity.ID())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		var out []wire.Candidate
+		for _, cand := range srflx(p.observationsLocked(), p.candidates) {
+			if cand.Origin == wire.OriginObserved && cand.Addr.Addr().Is6() {
+				out = append(out, cand)
+			}
+		}
+		return out
+	}
+	bind := func(to netip.AddrPort, token [16]byte) {
+		t.Helper()
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername(wire.ObserveUsername(token)))
+		if _, _, err := dual.Transact(t.Context(), req, to, endpoint.RetransmitSchedule(100*time.Millisecond, 3, time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bind(ep6.LocalAddr(), [16]byte{1, 2, 3})
+	bind(srv.Addr(), st.Token) // its own family: nothing new
+	if got := observed(); len(got) != 0 {
+		t.Fatalf("observed %v before the token came over IPv6", got)
+	}
+	bind(ep6.LocalAddr(), st.Token)
+	if got := observed(); len(got) != 1 || got[0].Addr != me || got[0].Kind != wire.KindServerReflexive {
+		t.Fatalf("observed %v, want %s", got, me)
+	}
+	if err := c.Announce(nil, []netip.AddrPort{me}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 2*time.Second, "the removal to drop the IPv6 observation", func() bool { return len(observed()) == 0 })
+}
+
+func TestParseObserveUsername(t *testing.T) {
+	token := [16]byte{0xab, 15: 0x01}
+	for _, tc := range []struct {
+		name, u string
+		ok      bool
+	}{
+		{"round trip", wire.ObserveUsername(token), true},
+		{"no prefix", "ab000000000000000000000000000001", false},
+		{"short", wire.ObservePrefix + "ab00", false},
+		{"not hex", wire.ObservePrefix + strings.Repeat("zz", 16), false},
+		{"the zero token", wire.ObserveUsername([16]byte{}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := wire.ParseObserveUsername(tc.u)
+			if ok != tc.ok || (ok && got != token) {
+				t.Fatalf("ParseObserveUsername = %x, %v; want ok %v", got, ok, tc.ok)
 			}
 		})
 	}

@@ -30,6 +30,9 @@ func mapAddrs(m wire.Message, f func(netip.AddrPort) netip.AddrPort) {
 		for i := range m.AltSTUN {
 			one(&m.AltSTUN[i])
 		}
+		for i := range m.Other {
+			one(&m.Other[i])
+		}
 	case *wire.ConnectOffer:
 		cands(m.Candidates)
 	case *wire.ConnectResult:

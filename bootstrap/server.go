@@ -17,6 +17,7 @@ package bootstrap
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -219,8 +220,15 @@ type peer struct {
 	// features are the wire.Feature bits the peer registered with.
 	features uint64
 
-	mu         sync.Mutex
-	observed   netip.AddrPort
+	// token is the registration's secret of ObserveUsername (zero: the
+	// bootstrap has one family).
+	token [16]byte
+
+	mu       sync.Mutex
+	observed netip.AddrPort
+	// also is the peer's address in the bootstrap's other family, as a
+	// Binding request carrying token showed it (invalid: none).
+	also       netip.AddrPort
 	obsSeq     uint64
 	nat        nattype.Type
 	candidates []wire.Candidate
@@ -258,6 +266,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	peers    map[identity.PeerID]*peer
+	tokens   map[[16]byte]*peer // by peer.token (see ObserveUsername)
 	perIP    map[netip.Addr]int // registrations per source address
 	sessions map[uint64]*session
 	allowed  map[allowKey]time.Time
@@ -292,6 +301,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		audit:    audit,
 		log:      cfg.Logger,
 		peers:    make(map[identity.PeerID]*peer),
+		tokens:   make(map[[16]byte]*peer),
 		perIP:    make(map[netip.Addr]int),
 		sessions: make(map[uint64]*session),
 		allowed:  make(map[allowKey]time.Time),
@@ -567,6 +577,11 @@ func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, hands
 		candidates: reg.Candidates, features: reg.Features, lastSeen: now, reqs: make(map[uint64]uint64),
 		requests: rate.NewLimiter(rate.Limit(s.cfg.RequestRate), s.cfg.RequestBurst),
 		messages: rate.NewLimiter(rate.Limit(s.cfg.MessageRate), s.cfg.MessageBurst)}
+	fam := s.familyOf(p.observed.Addr())
+	other := s.otherSTUN(fam)
+	if len(other) > 0 {
+		rand.Read(p.token[:])
+	}
 	old, err := s.register(p)
 	if err != nil {
 		s.refuse(p, err)
@@ -584,9 +599,9 @@ func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, hands
 		}
 		s.rec.Record(event.Event{Kind: event.KindRegistration, Outcome: event.OutcomeFail, Reason: left, Peer: id.String(), Addr: p.observed})
 	}()
-	fam := s.familyOf(p.observed.Addr())
 	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: fam.altSTUNAddrs(),
-		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: fam.probeCaps(), Peers: uint64(s.NumPeers())})
+		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: fam.probeCaps(), Peers: uint64(s.NumPeers()),
+		Other: other, Token: p.token})
 	if err != nil {
 		conn.Close(closeSlowConsumer, "control stream write failed")
 		return
@@ -722,8 +737,12 @@ func (s *Server) register(p *peer) (old *peer, err error) {
 	}
 	if old != nil {
 		s.dropIP(old.ip)
+		delete(s.tokens, old.token)
 	}
 	s.peers[p.id] = p
+	if p.token != ([16]byte{}) {
+		s.tokens[p.token] = p
+	}
 	s.perIP[p.ip]++
 	return old, nil
 }
@@ -744,6 +763,9 @@ func (s *Server) unregister(p *peer) (replaced bool) {
 	if !replaced {
 		delete(s.peers, p.id)
 		s.dropIP(p.ip)
+	}
+	if s.tokens[p.token] == p {
+		delete(s.tokens, p.token)
 	}
 	var orphaned []*session
 	for id, ss := range s.sessions {
@@ -795,6 +817,9 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 				p.candidates = append(p.candidates[:i], p.candidates[i+1:]...)
 				break
 			}
+		}
+		if m.Addr == p.also {
+			p.also = netip.AddrPort{} // the peer lost that family
 		}
 	case *wire.ConnectRequest:
 		return s.handleConnect(p, m)
@@ -882,33 +907,38 @@ func (s *Server) sendTo(p *peer, m wire.Message) {
 }
 
 // srflx returns the candidates to forward for a peer: its announced ones
-// and the address this bootstrap observed it at (unless announced too),
-// each marked with its origin. A peer can announce any address; only
-// what this bootstrap saw is marked observed (see wire.Origin).
-func srflx(observed netip.AddrPort, cands []wire.Candidate) []wire.Candidate {
-	out := make([]wire.Candidate, 0, len(cands)+1)
-	seen := false
+// and the addresses this bootstrap observed it at (unless announced too;
+// its registration's first, then its other family's), each marked with
+// its origin. A peer can announce any address; only what this bootstrap
+// saw is marked observed (see wire.Origin).
+func srflx(observed []netip.AddrPort, cands []wire.Candidate) []wire.Candidate {
+	out := make([]wire.Candidate, 0, len(cands)+len(observed))
+	seen := make([]bool, len(observed))
 	for _, c := range cands {
-		switch {
-		case c.Addr == observed:
-			seen, c.Origin = true, wire.OriginObserved
-		case observed.IsValid() && c.Addr.Addr().Unmap() == observed.Addr().Unmap():
-			c.Origin = wire.OriginObservedIP
-		default:
-			c.Origin = wire.OriginAnnounced
+		c.Origin = wire.OriginAnnounced
+		for i, o := range observed {
+			switch {
+			case c.Addr == o:
+				seen[i], c.Origin = true, wire.OriginObserved
+			case o.IsValid() && c.Origin == wire.OriginAnnounced && c.Addr.Addr().Unmap() == o.Addr().Unmap():
+				c.Origin = wire.OriginObservedIP
+			}
 		}
 		out = append(out, c)
 	}
-	if !seen && observed.IsValid() {
-		// Observed by the bootstrap: the most reliable server-reflexive
-		// candidate; priority per RFC 8445 type preference 100.
-		out = append(out, wire.Candidate{Kind: wire.KindServerReflexive, Priority: 100<<24 | 65535<<8 | 255, Addr: observed,
-			Origin: wire.OriginObserved})
+	var extra []wire.Candidate
+	for i, o := range observed {
+		if !seen[i] && o.IsValid() {
+			// Observed by the bootstrap: the most reliable server-reflexive
+			// candidate; priority per RFC 8445 type preference 100.
+			extra = append(extra, wire.Candidate{Kind: wire.KindServerReflexive, Priority: 100<<24 | 65535<<8 | 255, Addr: o,
+				Origin: wire.OriginObserved})
+		}
 	}
-	if len(out) > wire.MaxCandidates {
-		out = out[len(out)-wire.MaxCandidates:] // keep the observed address
+	if len(out)+len(extra) > wire.MaxCandidates {
+		out = out[max(0, len(out)+len(extra)-wire.MaxCandidates):] // keep the observed addresses
 	}
-	return out
+	return append(out, extra...)
 }
 
 func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
@@ -943,7 +973,7 @@ func (s *Server) handleConnect(p *peer, m *wire.ConnectRequest) error {
 		p.candidates = m.Candidates
 	}
 	p.nat = m.NAT
-	cands := srflx(p.observedLocked(), p.candidates)
+	cands := srflx(p.observationsLocked(), p.candidates)
 	p.mu.Unlock()
 
 	// Lock order: s.mu before any peer's mu.
@@ -998,7 +1028,7 @@ func (s *Server) earlyStart(ss *session) (*wire.ConnectEarly, *wire.Early) {
 	creds := wire.NewCreds()
 	t := ss.target
 	t.mu.Lock()
-	m := &wire.ConnectEarly{ID: ss.reqID, NAT: t.nat, Candidates: srflx(t.observedLocked(), t.candidates), Creds: creds,
+	m := &wire.ConnectEarly{ID: ss.reqID, NAT: t.nat, Candidates: srflx(t.observationsLocked(), t.candidates), Creds: creds,
 		PeerRTTMicros: uint64(rb.Microseconds()), DelayMicros: uint64(da.Microseconds())}
 	t.mu.Unlock()
 	return m, &wire.Early{Creds: creds, DelayMicros: uint64(db.Microseconds()), PeerRTTMicros: uint64(ra.Microseconds())}
@@ -1029,6 +1059,17 @@ func (p *peer) observedLocked() netip.AddrPort {
 		return cur
 	}
 	return p.observed
+}
+
+// observationsLocked are the addresses this bootstrap observed p at: its
+// registration's, then its address in the other family (if it showed
+// one). Called with p.mu held.
+func (p *peer) observationsLocked() []netip.AddrPort {
+	obs := []netip.AddrPort{p.observedLocked()}
+	if p.also.IsValid() {
+		obs = append(obs, p.also)
+	}
+	return obs
 }
 
 // sessionOf finds an answered session of p by the ID p knows it by (or,
@@ -1158,7 +1199,7 @@ func (s *Server) handleAnswer(p *peer, m *wire.ConnectAnswer) error {
 		p.candidates = m.Candidates
 	}
 	p.nat = m.NAT
-	cands := srflx(p.observedLocked(), p.candidates)
+	cands := srflx(p.observationsLocked(), p.candidates)
 	p.mu.Unlock()
 	s.mu.Lock()
 	s.allowRelay(ss.requester.id, ss.target)
@@ -1337,11 +1378,38 @@ func (s *Server) handleSTUN(ep *endpoint.Endpoint, req *stun.Message, from netip
 	if req.Type != stun.BindingRequest {
 		return
 	}
+	var u stun.Username
+	if err := u.GetFrom(req); err == nil {
+		if token, ok := wire.ParseObserveUsername(u.String()); ok {
+			s.observeOther(token, from)
+		}
+	}
 	resp, err := BindingResponse(req, from)
 	if err != nil {
 		return
 	}
 	_ = ep.WriteTo(resp.Raw, from)
+}
+
+// observeOther records from as the address, in the bootstrap's other
+// family, of the peer whose registration token is token (a Binding
+// request of a dual-stack peer, see wire.ObserveUsername). A token of
+// nobody, or an address in the registration's own family, changes
+// nothing.
+func (s *Server) observeOther(token [16]byte, from netip.AddrPort) {
+	s.mu.Lock()
+	p := s.tokens[token]
+	s.mu.Unlock()
+	if p == nil || endpoint.Family(from.Addr()) == endpoint.Family(p.observed.Addr()) {
+		return
+	}
+	p.mu.Lock()
+	changed := p.also != from
+	p.also = from
+	p.mu.Unlock()
+	if changed {
+		s.rec.Record(event.Event{Kind: event.KindCandidate, Peer: p.id.String(), Addr: from, Detail: wire.KindServerReflexive.String()}) // observed in the other family
+	}
 }
 
 // BindingResponse builds the success response to a Binding request from

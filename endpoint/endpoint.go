@@ -80,6 +80,7 @@ type Endpoint struct {
 	conn    net.PacketConn
 	tr      *quic.Transport
 	local   netip.AddrPort
+	dual    bool // the socket serves both families (see ListenDualStack)
 	log     *slog.Logger
 	maxTx   int
 	handler atomic.Pointer[RequestHandler]
@@ -142,6 +143,7 @@ func New(cfg Config) (*Endpoint, error) {
 		conn:    cfg.Conn,
 		tr:      &quic.Transport{Conn: trConn, StatelessResetKey: cfg.StatelessResetKey},
 		local:   local,
+		dual:    dualStack(cfg.Conn),
 		log:     cfg.Logger,
 		maxTx:   cfg.MaxTransactions,
 		pending: make(map[[stun.TransactionIDSize]byte]chan<- Response),

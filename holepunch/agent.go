@@ -273,7 +273,7 @@ func (s *Session) Prime(remote []wire.Candidate, ttl int) int {
 		return 0
 	}
 	n := 0
-	for _, c := range Targets(remote, s.a.ep.LocalAddr().Addr()) {
+	for _, c := range Targets(remote, TargetFamily(s.a.ep)) {
 		if c.Kind != wire.KindServerReflexive && c.Kind != wire.KindPeerReflexive {
 			continue
 		}
@@ -350,8 +350,7 @@ func (s *Session) Punch(ctx context.Context, remote []wire.Candidate, cfg PunchC
 	if cfg.Grace <= 0 {
 		cfg.Grace = 10 * time.Millisecond
 	}
-	cfg.Plan.Family = s.a.ep.LocalAddr().Addr()
-	probes := Plan(remote, cfg.Plan)
+	probes := Schedule(remote, SocketFamilies(s.a.ep), cfg.Plan)
 	if len(probes) == 0 {
 		return Result{}, ErrNoCandidates
 	}
@@ -366,7 +365,7 @@ func (s *Session) Punch(ctx context.Context, remote []wire.Candidate, cfg PunchC
 			}
 		}
 	}
-	e := &executor{s: s, round: cfg.Round, inflight: make(map[[stun.TransactionIDSize]byte]sent),
+	e := &executor{s: s, round: cfg.Round, race: raceOf(probes), inflight: make(map[[stun.TransactionIDSize]byte]sent),
 		resp: make(chan endpoint.Response, len(probes)+64)}
 	defer e.releaseAll()
 	s.att.Begin(event.PhasePunch)
@@ -388,6 +387,7 @@ func (s *Session) Punch(ctx context.Context, remote []wire.Candidate, cfg PunchC
 type executor struct {
 	s        *Session
 	round    uint64
+	race     bool // checks in both families: IPv6 preferred (see better)
 	inflight map[[stun.TransactionIDSize]byte]sent
 	resp     chan endpoint.Response
 	res      Result
@@ -441,9 +441,11 @@ func (e *executor) run(ctx context.Context, probes []Probe, cfg PunchConfig) (Re
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var graceC <-chan time.Time
-	var top uint32 // the best priority any target has
+	var top uint32 // the best priority any target (of the preferred family, in a race) has
 	for _, p := range probes {
-		top = max(top, p.Priority)
+		if !e.race || FamilyOf(p.Target.Addr()) == IPv6 {
+			top = max(top, p.Priority)
+		}
 	}
 	// After the last probe, wait for answers for one more MaxRTO.
 	tail := cfg.Plan.withDefaults().MaxRTO
@@ -487,14 +489,12 @@ func (e *executor) run(ctx context.Context, probes []Probe, cfg PunchConfig) (Re
 				e.s.att.End(event.PhasePunch, event.OutcomeOK, event.ReasonNone)
 				e.s.att.Begin(event.PhaseValidate)
 			}
-			if p.Priority >= top {
+			if p.Priority >= top && (!e.race || FamilyOf(p.Remote.Addr()) == IPv6) {
 				return e.res, nil // nothing better can come
 			}
 			if graceC == nil {
-				// Wait a little for a better pair: at most Grace, and no
-				// longer than this pair's RTT (a better pair that is
-				// much slower is not better).
-				graceC = time.After(min(cfg.Grace, max(p.RTT, time.Millisecond)))
+				// Wait a little for a better pair (see graceFor).
+				graceC = time.After(graceFor(p, e.race, cfg.Grace))
 			}
 		case <-graceC:
 			return e.res, nil
@@ -546,8 +546,7 @@ func (e *executor) verify(r endpoint.Response) (Pair, bool) {
 	e.s.validated[p.Remote] = p
 	e.s.mu.Unlock()
 	e.res.Validated = append(e.res.Validated, p)
-	if e.res.Best.Remote == (netip.AddrPort{}) || p.Priority > e.res.Best.Priority ||
-		(p.Priority == e.res.Best.Priority && p.RTT < e.res.Best.RTT) {
+	if better(p, e.res.Best, e.race) {
 		e.res.Best = p
 	}
 	e.s.att.Record(event.Event{Kind: event.KindCheckAnswered, Addr: p.Remote, Duration: p.RTT})

@@ -91,7 +91,12 @@ func Targets(remote []wire.Candidate, family netip.Addr) []wire.Candidate {
 		c.Addr = ap
 		out = append(out, c)
 	}
-	slices.SortStableFunc(out, func(x, y wire.Candidate) int { return cmp.Compare(y.Priority, x.Priority) })
+	slices.SortStableFunc(out, func(x, y wire.Candidate) int {
+		if c := cmp.Compare(y.Priority, x.Priority); c != 0 {
+			return c
+		}
+		return cmp.Compare(FamilyOf(y.Addr.Addr()), FamilyOf(x.Addr.Addr())) // IPv6 first on a tie
+	})
 	return out
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/antnode/antnode/bootstrap/wire"
+	"github.com/antnode/antnode/endpoint"
 )
 
 // Family is an address family a node has a socket in.
@@ -46,13 +47,26 @@ func (f Family) addr() netip.Addr {
 	return netip.IPv4Unspecified()
 }
 
+// RaceDelay is the head start of IPv6 over IPv4 in a dual-stack race
+// (RFC 8305's resolution delay: not a wait for the first to fail).
+const RaceDelay = 50 * time.Millisecond
+
+// FamilyDelay is how long after the race's start a check or dial to
+// target goes out, among targets: RaceDelay for an IPv4 target when an
+// IPv6 one is among them, else at once. It is a pure function.
+func FamilyDelay(target netip.Addr, targets []wire.Candidate) time.Duration {
+	if FamilyOf(target) == IPv6 || !slices.ContainsFunc(targets, func(c wire.Candidate) bool { return FamilyOf(c.Addr.Addr()) == IPv6 }) {
+		return 0
+	}
+	return RaceDelay
+}
+
 // RaceConfig shapes a dual-stack check schedule.
 type RaceConfig struct {
 	// Plan shapes each family's schedule (its Family is ignored).
 	Plan PlanConfig
 	// Delay is how long each less preferred family starts after the one
-	// before it. Zero: 50 ms (RFC 8305's resolution delay: a head start,
-	// not a wait for the first to fail).
+	// before it. Zero: RaceDelay.
 	Delay time.Duration
 }
 
@@ -66,7 +80,7 @@ type RaceConfig struct {
 // function.
 func RacePlan(remote []wire.Candidate, local []Family, cfg RaceConfig) []Probe {
 	if cfg.Delay <= 0 {
-		cfg.Delay = 50 * time.Millisecond
+		cfg.Delay = RaceDelay
 	}
 	pc := cfg.Plan.withDefaults()
 	var out []Probe
@@ -95,46 +109,70 @@ func RacePlan(remote []wire.Candidate, local []Family, cfg RaceConfig) []Probe {
 	return out[:min(len(out), pc.MaxProbes)]
 }
 
-// Validated is a path that answered a check in a race.
-type Validated struct {
-	Family Family
-	At     time.Duration // since the race began
-	RTT    time.Duration
+// better reports whether the validated pair p beats best (the zero Pair:
+// none yet). In a race (checks in both families) an IPv6 pair beats every
+// IPv4 one (RFC 8305 and RFC 6724: the preferred family, kept when both
+// work); within a family the higher priority wins, then the shorter RTT.
+// It is a pure function.
+func better(p, best Pair, race bool) bool {
+	if !best.Remote.IsValid() {
+		return true
+	}
+	if race {
+		if pf, bf := FamilyOf(p.Remote.Addr()), FamilyOf(best.Remote.Addr()); pf != bf {
+			return pf == IPv6
+		}
+	}
+	return p.Priority > best.Priority || (p.Priority == best.Priority && p.RTT < best.RTT)
 }
 
-// Pick chooses the winner of a dual-stack race from the paths validated
-// so far, at now: the first validated path wins, except that an IPv4
-// winner gives IPv6 a grace of the winner's RTT (the IPv6 checks started
-// later than or with it, a path that answers that soon is as good and
-// is preferred). pending says whether IPv6 checks are still running;
-// without them there is nothing to wait for. It returns the index of the
-// winner and true, or false while the race is undecided (again at
-// the winner's At+RTT at the latest). It is a pure function.
-func Pick(v []Validated, now time.Duration, pending bool) (int, bool) {
-	first := -1
-	for i, p := range v {
-		if first < 0 || p.At < v[first].At {
-			first = i
-		}
+// graceFor is how long a check round waits, after the first validated
+// pair p, for a better one: at most grace and no longer than p's RTT (a
+// much slower pair is not better). In a race, an IPv4 pair gives IPv6 its
+// whole RTT, whatever grace says: the IPv6 checks started with it or
+// before it, and an IPv6 path that answers that soon is preferred. It
+// never returns less than a millisecond. It is a pure function.
+func graceFor(p Pair, race bool, grace time.Duration) time.Duration {
+	rtt := max(p.RTT, time.Millisecond)
+	if race && FamilyOf(p.Remote.Addr()) == IPv4 {
+		return rtt
 	}
-	if first < 0 {
-		return -1, false
+	return min(grace, rtt)
+}
+
+// raceOf reports whether a schedule checks targets in both families.
+func raceOf(probes []Probe) bool {
+	var seen [2]bool
+	for _, p := range probes {
+		seen[FamilyOf(p.Target.Addr())/IPv6] = true // IPv4: 0, IPv6: 1
 	}
-	if v[first].Family == IPv6 {
-		return first, true
+	return seen[0] && seen[1]
+}
+
+// Schedule is the check schedule of a round for a socket serving
+// families: the one family's Plan, or the RacePlan of both. It is a pure
+// function.
+func Schedule(remote []wire.Candidate, families []Family, cfg PlanConfig) []Probe {
+	if len(families) == 1 {
+		cfg.Family = families[0].addr()
+		return Plan(remote, cfg)
 	}
-	deadline := v[first].At + v[first].RTT
-	best := -1
-	for i, p := range v {
-		if p.Family == IPv6 && p.At <= deadline && (best < 0 || p.At < v[best].At) {
-			best = i
-		}
+	return RacePlan(remote, families, RaceConfig{Plan: cfg})
+}
+
+// SocketFamilies are the families ep's socket serves, the preferred first.
+func SocketFamilies(ep *endpoint.Endpoint) []Family {
+	if ep.DualStack() {
+		return []Family{IPv6, IPv4}
 	}
-	switch {
-	case best >= 0:
-		return best, true
-	case !pending || now >= deadline:
-		return first, true
+	return []Family{FamilyOf(ep.LocalAddr().Addr())}
+}
+
+// TargetFamily is what Targets takes for ep's socket: its family, or the
+// invalid address (both) for a dual-stack one.
+func TargetFamily(ep *endpoint.Endpoint) netip.Addr {
+	if ep.DualStack() {
+		return netip.Addr{}
 	}
-	return -1, false
+	return ep.LocalAddr().Addr()
 }

@@ -69,36 +69,87 @@ func TestRacePlan(t *testing.T) {
 	}
 }
 
-func TestPick(t *testing.T) {
+func TestBetter(t *testing.T) {
 	ms := time.Millisecond
-	v4 := func(at, rtt time.Duration) Validated { return Validated{Family: IPv4, At: at, RTT: rtt} }
-	v6 := func(at, rtt time.Duration) Validated { return Validated{Family: IPv6, At: at, RTT: rtt} }
+	pair := func(addr string, pri uint32, rtt time.Duration) Pair {
+		return Pair{Remote: netip.MustParseAddrPort(addr), Priority: pri, RTT: rtt}
+	}
+	v4host, v4srflx := pair("192.0.2.1:4000", 200, 40*ms), pair("192.0.2.1:5000", 100, 30*ms)
+	v6host, v6srflx := pair("[2001:db8::1]:4000", 200, 40*ms), pair("[2001:db8::1]:5000", 100, 50*ms)
 	tests := []struct {
 		name    string
-		v       []Validated
-		now     time.Duration
-		pending bool
-		want    int // -1: undecided
+		p, best Pair
+		race    bool
+		want    bool
 	}{
-		{"nothing yet", nil, 100 * ms, true, -1},
-		{"IPv6 first wins at once", []Validated{v6(80*ms, 40*ms)}, 80 * ms, true, 0},
-		{"IPv4 first waits its RTT for IPv6", []Validated{v4(80*ms, 40*ms)}, 100 * ms, true, -1},
-		{"IPv6 within the grace wins", []Validated{v4(80*ms, 40*ms), v6(110*ms, 40*ms)}, 110 * ms, true, 1},
-		{"IPv6 on the deadline wins", []Validated{v4(80*ms, 40*ms), v6(120*ms, 40*ms)}, 120 * ms, true, 1},
-		{"IPv6 after the grace loses", []Validated{v4(80*ms, 40*ms), v6(130*ms, 40*ms)}, 130 * ms, true, 0},
-		{"grace over", []Validated{v4(80*ms, 40*ms)}, 120 * ms, true, 0},
-		{"no IPv6 checks running: IPv4 at once", []Validated{v4(80*ms, 40*ms)}, 80 * ms, false, 0},
-		{"the earliest IPv4 wins", []Validated{v4(90*ms, 10*ms), v4(80*ms, 5*ms)}, 90 * ms, true, 1},
-		{"the earliest of two IPv6", []Validated{v4(80*ms, 40*ms), v6(115*ms, 40*ms), v6(100*ms, 40*ms)}, 115 * ms, true, 2},
+		{"anything beats none", v4srflx, Pair{}, true, true},
+		{"race: IPv6 beats a higher IPv4", v6srflx, v4host, true, true},
+		{"race: IPv4 never beats IPv6", v4host, v6srflx, true, false},
+		{"race: within IPv6 the priority", v6host, v6srflx, true, true},
+		{"race: within IPv4 the priority", v4srflx, v4host, true, false},
+		{"no race: the priority alone", v4host, v6srflx, false, true},
+		{"equal priority: the shorter RTT", pair("192.0.2.2:1", 100, 10*ms), v4srflx, false, true},
+		{"equal priority, longer RTT", pair("192.0.2.2:1", 100, 90*ms), v4srflx, false, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := Pick(tc.v, tc.now, tc.pending)
-			if !ok {
-				got = -1
+			if got := better(tc.p, tc.best, tc.race); got != tc.want {
+				t.Fatalf("better = %v, want %v", got, tc.want)
 			}
-			if got != tc.want {
-				t.Fatalf("Pick = %d (decided %v), want %d", got, ok, tc.want)
+		})
+	}
+}
+
+func TestGraceFor(t *testing.T) {
+	ms := time.Millisecond
+	v4 := Pair{Remote: netip.MustParseAddrPort("192.0.2.1:4000"), RTT: 40 * ms}
+	v6 := Pair{Remote: netip.MustParseAddrPort("[2001:db8::1]:4000"), RTT: 40 * ms}
+	tests := []struct {
+		name  string
+		p     Pair
+		race  bool
+		grace time.Duration
+		want  time.Duration
+	}{
+		{"IPv4 in a race: its whole RTT for IPv6", v4, true, 10 * ms, 40 * ms},
+		{"IPv6 in a race: the grace", v6, true, 10 * ms, 10 * ms},
+		{"no race: the grace", v4, false, 10 * ms, 10 * ms},
+		{"no race, fast pair: its RTT", Pair{Remote: v4.Remote, RTT: 3 * ms}, false, 10 * ms, 3 * ms},
+		{"a zero RTT: a millisecond", Pair{Remote: v4.Remote}, true, 10 * ms, ms},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := graceFor(tc.p, tc.race, tc.grace); got != tc.want {
+				t.Fatalf("graceFor = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	remote := []wire.Candidate{
+		{Kind: wire.KindServerReflexive, Priority: 100, Addr: netip.MustParseAddrPort("192.0.2.1:4000")},
+		{Kind: wire.KindServerReflexive, Priority: 100, Addr: netip.MustParseAddrPort("[2001:db8:1::10]:4000")},
+	}
+	cfg := PlanConfig{FirstRTO: time.Second, Budget: 100 * time.Millisecond}
+	tests := []struct {
+		name     string
+		families []Family
+		want     string
+		race     bool
+	}{
+		{"IPv4 socket: IPv4 targets", []Family{IPv4}, "0s:192.0.2.1:4000", false},
+		{"IPv6 socket: IPv6 targets", []Family{IPv6}, "0s:[2001:db8:1::10]:4000", false},
+		{"dual-stack: IPv6 first, IPv4 50 ms behind", []Family{IPv6, IPv4}, "0s:[2001:db8:1::10]:4000 50ms:192.0.2.1:4000", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			probes := Schedule(remote, tc.families, cfg)
+			if got := schedule(probes); got != tc.want {
+				t.Fatalf("schedule\n got %s\nwant %s", got, tc.want)
+			}
+			if raceOf(probes) != tc.race {
+				t.Fatalf("raceOf = %v, want %v", !tc.race, tc.race)
 			}
 		})
 	}
@@ -117,5 +168,27 @@ func TestFamilyOf(t *testing.T) {
 		if got := FamilyOf(netip.MustParseAddr(tc.addr)); got != tc.want {
 			t.Errorf("FamilyOf(%s) = %s, want %s", tc.addr, got, tc.want)
 		}
+	}
+}
+
+func TestFamilyDelay(t *testing.T) {
+	v4 := cand(wire.KindServerReflexive, 0, "198.51.100.5:4000")
+	v6 := cand(wire.KindServerReflexive, 0, "[2001:db8:1::10]:4000")
+	tests := []struct {
+		name    string
+		target  wire.Candidate
+		targets []wire.Candidate
+		want    time.Duration
+	}{
+		{"IPv6 at once", v6, []wire.Candidate{v6, v4}, 0},
+		{"IPv4 behind IPv6", v4, []wire.Candidate{v6, v4}, RaceDelay},
+		{"IPv4 alone at once", v4, []wire.Candidate{v4}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := FamilyDelay(tc.target.Addr.Addr(), tc.targets); got != tc.want {
+				t.Fatalf("FamilyDelay = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -110,7 +110,10 @@ func TestRepoExpectations(t *testing.T) {
 				if e.Level != "relay" || e.Min != 1 || e.MaxRTTs <= 0 || e.MaxRTTs > 5 {
 					t.Errorf("%s: %v, want relay rtts<=5 or less", p.Key(), e)
 				}
-			case a == ClassV6Firewall && b == ClassV6Firewall:
+			case a == ClassV6Firewall && b == ClassV6Firewall,
+				// dual-stack: over IPv6 with itself and v6-firewall.
+				a == ClassDualStack && (b == ClassDualStack || b == ClassV6Firewall),
+				b == ClassDualStack && a == ClassV6Firewall:
 				if e.Level != "direct" || e.Min != 1 || e.MaxRTTs <= 0 || e.MaxRTTs > 3 {
 					t.Errorf("%s: %v, want direct rtts<=3 or less", p.Key(), e)
 				}

@@ -26,6 +26,9 @@ type Host struct {
 	Index int    // 0 or 1
 	NS    string // namespace name
 	Addr  netip.Addr
+	// Addr6 is a dual-stack host's global IPv6 address (invalid for
+	// every other class: an IPv6-only host's is Addr).
+	Addr6 netip.Addr
 	// Router is the namespace of the NAT router in front of the host
 	// (the home router for cgnat); empty for a public host.
 	Router string
@@ -188,6 +191,9 @@ func (b *planner) site(i int, site SiteSpec, inet string) {
 		return
 	}
 	b.natRouter(i, site, r, public)
+	if site.Class == ClassDualStack {
+		b.dualStack(i, r, inet)
+	}
 }
 
 // v6Site adds an IPv6-only site: its router (a stateful firewall, no NAT)
@@ -292,6 +298,7 @@ var natBehaviour = map[Class]struct {
 	ClassAPDM:        {"apdm", "apdf", false},
 	ClassAPDMPortmap: {"apdm", "apdf", false},
 	ClassUDPBlocked:  {"eim", "apdf", true},
+	ClassDualStack:   {"eim", "apdf", false}, // its IPv4; its IPv6 is firewalled (Ruleset.Firewall6)
 }
 
 // natRouter adds a single-NAT site's hosts, one LAN each, behind its
@@ -308,7 +315,29 @@ func (b *planner) natRouter(i int, site SiteSpec, r string, public netip.Addr) {
 	rs := Ruleset{WAN: "wan0", WANAddr: public, LANs: lans, Hairpin: site.Hairpin,
 		Mapping: nb.mapping, Filtering: nb.filtering, BlockUDP: nb.blockUDP, PortMap: site.Class == ClassAPDMPortmap,
 		Comment: fmt.Sprintf("%s: %s, hairpin %v", site.Name, site.Class, site.Hairpin)}
+	if site.Class == ClassDualStack {
+		rs.Firewall6, rs.LANs6 = true, []string{"lan0"}
+		rs.Comment = fmt.Sprintf("%s: dual-stack: IPv4 eim-apdf, IPv6 a stateful firewall (APDF), no NAT", site.Name)
+	}
 	b.p.Routers = append(b.p.Routers, Router{Site: site.Name, NS: r, Outer: true, Ruleset: rs})
+}
+
+// dualStack gives dual-stack site i's router r and its host (the last one
+// added) IPv6 as v6Site does: the access link's /64 and the site's /64,
+// the host's global address on it.
+func (b *planner) dualStack(i int, r, inet string) {
+	wan, gw := siteWAN6(i)
+	lan, lanGW, hostAddr := siteLAN6(i)
+	inetIf := fmt.Sprintf("a%d", i)
+	b.ip(inet, "addr add %s/64 dev %s nodad", gw, inetIf)
+	b.ip(inet, "route add %s via %s", lan, wan)
+	b.ip(r, "addr add %s/64 dev wan0 nodad", wan)
+	b.ip(r, "route add ::/0 via %s", gw)
+	h := &b.p.Hosts[len(b.p.Hosts)-1]
+	b.ip(r, "addr add %s/64 dev lan0 nodad", lanGW)
+	b.ip(h.NS, "addr add %s/64 dev eth0 nodad", hostAddr)
+	b.ip(h.NS, "route add ::/0 via %s", lanGW)
+	h.Addr6 = hostAddr
 }
 
 // String renders the plan for golden tests: namespaces with their roles,

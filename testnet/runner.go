@@ -76,7 +76,9 @@ func (p PairSpec) Key() string {
 // direct (one side destination-dependent, the other port-restricted).
 func (p PairSpec) NeedsBirthday() bool {
 	hard := func(c Class) bool { return c == ClassAPDM }
-	restricted := func(c Class) bool { return c == ClassEIMAPDF || c == ClassCGNAT || c == ClassV6NAT64 }
+	restricted := func(c Class) bool {
+		return c == ClassEIMAPDF || c == ClassCGNAT || c == ClassV6NAT64 || c == ClassDualStack
+	}
 	return (hard(p.A) && restricted(p.B)) || (hard(p.B) && restricted(p.A))
 }
 
@@ -367,8 +369,11 @@ func (e *Env) reachArgs(h Host) []string {
 }
 
 // listenOn is the --listen value for a node on host h on port (0: any):
-// the wildcard address of h's family.
+// the wildcard address of h's family, or of both for a dual-stack host.
 func listenOn(h Host, port int) string {
+	if h.Addr6.IsValid() { // one dual-stack socket
+		return fmt.Sprintf("0.0.0.0:%d,[::]:%d", port, port)
+	}
 	if h.Addr.Is6() {
 		return fmt.Sprintf("[::]:%d", port)
 	}
@@ -895,18 +900,25 @@ func judge(p PairSpec, rs []ConnectResult, e Expectation) (PairReport, string) {
 // from the family of its first host's class: an IPv6-only class's node
 // from IPv6, and a v6-nat64 one through the testbed's NAT64 prefix (its
 // connects to IPv4 hosts would otherwise have been impossible, so this
-// says the node found the prefix); every other from IPv4 without one.
-// Empty: all did. It is a pure function.
+// says the node found the prefix); a dual-stack one from IPv6 to a class
+// with IPv6 but v6-nat64 (the race's preferred family; with v6-nat64,
+// which reaches both, either), from IPv4 to the others; every other from
+// IPv4 without a prefix. Empty: all did. It is a pure function.
 func familyShortfall(p PairSpec, rs []ConnectResult) string {
 	want, wantNAT64 := "ipv4", ""
-	if p.A.IPv6Only() {
+	switch {
+	case p.A.IPv6Only():
 		want = "ipv6"
+	case p.A == ClassDualStack && p.B == ClassV6NAT64:
+		want = "" // both families are in common: either may win
+	case p.A == ClassDualStack && p.B.HasIPv6():
+		want = "ipv6" // the race's preferred family
 	}
 	if p.A == ClassV6NAT64 {
 		wantNAT64 = NAT64Prefix
 	}
 	for i, r := range rs {
-		if r.Connected && (r.Family != want || r.NAT64 != wantNAT64) {
+		if r.Connected && ((want != "" && r.Family != want) || r.NAT64 != wantNAT64) {
 			return fmt.Sprintf("run %d connected over %q with NAT64 %q, want %s with %q", i+1, r.Family, r.NAT64, want, wantNAT64)
 		}
 	}

@@ -33,6 +33,13 @@ const (
 	// NAT64Prefix, then an eim-apdf NAT to the router's public IPv4
 	// address), with a DNS64 answer for ipv4only.arpa (dnsmasq).
 	ClassV6NAT64 Class = "v6-nat64"
+	// ClassDualStack is a home network in both families: IPv4 behind an
+	// eim-apdf NAT, and the host's global IPv6 address on the site's /64
+	// behind the same stateful firewall as v6-firewall. Its node runs
+	// one dual-stack socket (--listen 0.0.0.0:P,[::]:P) and registers
+	// over IPv4; the bootstraps observe its IPv6 address through its
+	// token (see bootstrap/wire.Registered.Other).
+	ClassDualStack Class = "dual-stack"
 )
 
 // NAT64Prefix is the prefix of the v6-nat64 sites' NAT64 (a
@@ -42,7 +49,7 @@ const NAT64Prefix = "2001:db8:64::/96"
 
 // Classes returns every class the testbed knows, in report order.
 func Classes() []Class {
-	return []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassAPDM, ClassAPDMPortmap, ClassCGNAT, ClassUDPBlocked, ClassV6Firewall, ClassV6NAT64}
+	return []Class{ClassPublic, ClassEIMEIF, ClassEIMADF, ClassEIMAPDF, ClassAPDM, ClassAPDMPortmap, ClassCGNAT, ClassUDPBlocked, ClassV6Firewall, ClassV6NAT64, ClassDualStack}
 }
 
 // IPv6Only reports whether a site of class c has IPv6 addresses and no
@@ -53,8 +60,12 @@ func (c Class) IPv6Only() bool { return c == ClassV6Firewall || c == ClassV6NAT6
 // reach each other's addresses without a relay: both IPv6-only, both
 // IPv4-only, or one behind NAT64 (which reaches both).
 func SharesFamily(a, b Class) bool {
-	return a.IPv6Only() == b.IPv6Only() || a == ClassV6NAT64 || b == ClassV6NAT64
+	return a.IPv6Only() == b.IPv6Only() || a == ClassV6NAT64 || b == ClassV6NAT64 || a == ClassDualStack || b == ClassDualStack
 }
+
+// HasIPv6 reports whether a site of class c gives its host a global IPv6
+// address.
+func (c Class) HasIPv6() bool { return c.IPv6Only() || c == ClassDualStack }
 
 // DefaultClasses returns the classes of the default set, in report order:
 // every class (apdm-portmap among them since the node maps ports).
@@ -76,7 +87,7 @@ func (c Class) Behaviour() (mapping, filtering string) {
 		return "EIM", "EIF"
 	case ClassEIMADF:
 		return "EIM", "ADF"
-	case ClassEIMAPDF, ClassCGNAT:
+	case ClassEIMAPDF, ClassCGNAT, ClassDualStack: // dual-stack: its IPv4 (IPv6 checked apart, as v6-firewall)
 		return "EIM", "APDF"
 	case ClassAPDM, ClassAPDMPortmap: // apdm-portmap measured without a mapping
 		return "APDM", "APDF"
@@ -97,7 +108,7 @@ func (c Class) Behaviour() (mapping, filtering string) {
 // address behind a port-restricted firewall behaves as an eim-apdf NAT.
 func (c Class) AntnodeClass() string {
 	switch c {
-	case ClassCGNAT, ClassV6Firewall, ClassV6NAT64:
+	case ClassCGNAT, ClassV6Firewall, ClassV6NAT64, ClassDualStack:
 		return string(ClassEIMAPDF)
 	case ClassAPDMPortmap:
 		return string(ClassAPDM)

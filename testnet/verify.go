@@ -392,7 +392,7 @@ func (tb *Testbed) verifySite(ctx context.Context, ps *probeServers, site SiteSp
 }
 
 // verifySiteOnce measures site once: its NAT's mapping and filtering
-// from its first host, its hairpin when it has two, and, for
+// from its first host (a dual-stack host's IPv6 firewall too), its hairpin when it has two, and, for
 // apdm-portmap, that its router answers port-mapping requests (before
 // any mapping: the NAT still measures as apdm).
 func (tb *Testbed) verifySiteOnce(ctx context.Context, ps *probeServers, site SiteSpec) (Measured, error) {
@@ -412,6 +412,22 @@ func (tb *Testbed) verifySiteOnce(ctx context.Context, ps *probeServers, site Si
 	if !meas.Verified {
 		meas.Detail = fmt.Sprintf("want %s/%s; mapped %v from local %v, other port %v, other address %v, tcp %v",
 			wantM, wantF, o.Mapped, o.Local, o.FromOtherPort, o.FromOtherAddr, o.TCP)
+	}
+	if h := hosts[0]; h.Addr6.IsValid() {
+		// A dual-stack host's IPv6: no NAT, the v6-firewall's filter.
+		v6 := h
+		v6.Addr, v6.Class = h.Addr6, ClassV6Firewall
+		o6, err := observe(ps, v6, rtt)
+		if err != nil {
+			return meas, err
+		}
+		m6, f6 := Classify(o6)
+		wantM6, wantF6 := ClassV6Firewall.Behaviour()
+		if m6 != wantM6 || f6 != wantF6 {
+			meas.Verified = false
+			meas.Detail += fmt.Sprintf(" IPv6: want %s/%s, measured %s/%s; mapped %v from local %v, other port %v, other address %v",
+				wantM6, wantF6, m6, f6, o6.Mapped, o6.Local, o6.FromOtherPort, o6.FromOtherAddr)
+		}
 	}
 	if len(hosts) == 2 && site.Class != ClassUDPBlocked {
 		hp, err := hairpin(hosts[0], hosts[1], rtt)

@@ -131,10 +131,24 @@ func (a *attempt) close() {
 // dial dials the peer at addr from ep; own says the dial owns ep (the
 // birthday search's socket).
 func (a *attempt) dial(ep *endpoint.Endpoint, addr netip.AddrPort, own bool) {
+	a.dialAfter(ep, addr, own, 0)
+}
+
+// dialAfter is dial, started delay from now (the less preferred family
+// of a dual-stack race).
+func (a *attempt) dialAfter(ep *endpoint.Endpoint, addr netip.AddrPort, own bool, delay time.Duration) {
 	a.pending++
 	a.dialed[addr]++
 	a.n.log.Debug("traversal: dial", "attempt", a.att.ID().String(), "addr", a.n.san(addr), "relay_leg", a.lg.alloc != nil)
 	go func() {
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-a.n.ctx.Done():
+				t.Stop()
+			}
+		}
 		// Not the attempt's context: a dial cut off by the end of the
 		// attempt mid-handshake would leave the other side a connection
 		// it completed and nobody closes (until its idle timeout).
@@ -248,12 +262,12 @@ func (a *attempt) runRound(rctx context.Context, id int, p bootstrap.Punch, targ
 // peer's reflexive address; the winning socket gets its own endpoint (and
 // QUIC transport), which the connection owns from the dial on.
 func (a *attempt) spray(rctx context.Context, start time.Time) error {
-	target, ok := reflexive(a.sess.Remote)
+	target, ok := reflexive(a.sess.Remote, a.lg.ep.Serves)
 	if !ok {
 		return holepunch.ErrNoCandidates
 	}
 	sleepUntil(rctx, start)
-	conn, _, err := a.lg.hp.Spray(rctx, a.n.cfg.Listen, a.n.sprayAddr(), target, a.n.cfg.Birthday)
+	conn, _, err := a.lg.hp.Spray(rctx, a.n.cfg.Listen, a.n.sprayAddr(target.Addr()), target, a.n.cfg.Birthday)
 	if err != nil {
 		return err
 	}
@@ -273,7 +287,7 @@ func (a *attempt) spray(rctx context.Context, start time.Time) error {
 // scan is the other side's birthday search: checks to many ports of the
 // symmetric side's address, predicted ones first.
 func (a *attempt) scan(rctx context.Context, start time.Time) error {
-	target, ok := reflexive(a.sess.Remote)
+	target, ok := reflexive(a.sess.Remote, a.lg.ep.Serves)
 	if !ok {
 		return holepunch.ErrNoCandidates
 	}
@@ -336,11 +350,10 @@ func (a *attempt) run() attemptEnd {
 		// Only to what a bootstrap observed: a dial is a 1200-byte Initial
 		// and its retransmissions, which an announced address gets only
 		// once a check there was answered (onValidated).
-		for i, t := range holepunch.Targets(observedOnly(a.sess.Remote.Candidates), a.lg.ep.LocalAddr().Addr()) {
-			if i == a.n.cfg.SpeculativeDials {
-				break
-			}
-			a.dial(a.lg.ep, t.Addr, false)
+		targets := holepunch.Targets(observedOnly(a.sess.Remote.Candidates), holepunch.TargetFamily(a.lg.ep))
+		targets = targets[:min(len(targets), a.n.cfg.SpeculativeDials)]
+		for _, t := range targets {
+			a.dialAfter(a.lg.ep, t.Addr, false, holepunch.FamilyDelay(t.Addr.Addr(), targets))
 		}
 	}
 	a.punching, a.rounds = true, 1

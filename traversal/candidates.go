@@ -15,6 +15,11 @@ type HostPolicy struct {
 	// Loopback includes loopback addresses (only useful when every peer
 	// runs on this machine, as in the demo).
 	Loopback bool
+	// DualStack: the socket serves both families (an unspecified IPv6
+	// socket with IPV6_V6ONLY off), and the addresses of both are
+	// candidates, IPv6 ones preferred (RFC 8421). False: the bound
+	// address's family only.
+	DualStack bool
 }
 
 // HostCandidates returns the host candidates for a socket bound to local:
@@ -31,7 +36,7 @@ func HostCandidates(local netip.AddrPort, ifAddrs []netip.Addr, pol HostPolicy) 
 		case a.IsLoopback():
 			return pol.Loopback
 		}
-		return a.Is4() == local.Addr().Unmap().Is4()
+		return pol.DualStack || a.Is4() == local.Addr().Unmap().Is4()
 	}
 	var addrs []netip.Addr
 	if la := local.Addr().Unmap(); !la.IsUnspecified() {
@@ -45,7 +50,12 @@ func HostCandidates(local netip.AddrPort, ifAddrs []netip.Addr, pol HostPolicy) 
 			}
 		}
 	}
-	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
+	slices.SortFunc(addrs, func(a, b netip.Addr) int {
+		if a.Is4() != b.Is4() {
+			return cmp.Compare(boolInt(a.Is4()), boolInt(b.Is4())) // IPv6 first
+		}
+		return a.Compare(b)
+	})
 	addrs = slices.Compact(addrs)
 	out := make([]wire.Candidate, 0, len(addrs))
 	for i, a := range addrs {
@@ -59,6 +69,13 @@ func HostCandidates(local netip.AddrPort, ifAddrs []netip.Addr, pol HostPolicy) 
 			Addr: netip.AddrPortFrom(a, local.Port())})
 	}
 	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // interfaceAddrs lists the addresses of the up interfaces.

@@ -16,6 +16,7 @@ import (
 	"github.com/antnode/antnode/bootstrap/wire"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/nattype"
 )
 
@@ -188,11 +189,18 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 		return nattype.Type{}, ErrNotClassified
 	}
 	n.rec.Record(event.Event{Kind: event.KindPhaseStart, Phase: event.PhaseClassify})
-	obs := n.observe(ctx, clients)
+	primary, other := familySplit(clients)
+	obs := n.observe(ctx, primary)
 	t := ClassifyNAT(obs)
+	var t2 nattype.Type
+	if n.cfg.Endpoint.DualStack() {
+		t2 = n.classifyOther(ctx, primary, other)
+	}
 	n.natMu.Lock()
 	changed := n.nat != t
 	n.nat = t
+	n.natFamily = holepunch.FamilyOf(primary[0].Status().Observed.Addr())
+	n.natOther = t2
 	n.natMu.Unlock()
 	d := time.Since(start)
 	o := event.OutcomeOK
@@ -213,6 +221,66 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	return t, nil
 }
 
+// familySplit splits registered clients by the family they registered
+// in: the first one's, and the other.
+func familySplit(clients []*bootstrap.Client) (primary, other []*bootstrap.Client) {
+	fam := holepunch.FamilyOf(clients[0].Status().Observed.Addr())
+	for _, c := range clients {
+		if holepunch.FamilyOf(c.Status().Observed.Addr()) == fam {
+			primary = append(primary, c)
+		} else {
+			other = append(other, c)
+		}
+	}
+	return primary, other
+}
+
+// classifyOther measures a dual-stack node's NAT in its other family:
+// with the registrations made in it, if any; else through the other
+// family's STUN sockets of the bootstraps registered with (see
+// wire.Registered.Other): a Binding request carrying the registration's
+// token to the main one, which the bootstrap records as the node's
+// address in that family (and forwards as an observed candidate), and
+// one to each alternate one (mapping). Filtering in that family is not
+// probed there: it stays unknown.
+func (n *Node) classifyOther(ctx context.Context, primary, other []*bootstrap.Client) nattype.Type {
+	if len(other) > 0 {
+		return ClassifyNAT(n.observe(ctx, other))
+	}
+	obs := NATObservations{Local: n.cfg.Endpoint.LocalAddr(), LocalAddrs: interfaceAddrs()}
+	var wg sync.WaitGroup
+	add := (&gathered{obs: &obs}).add
+	for _, c := range primary {
+		st := c.Status()
+		if st.Transport == bootstrap.TransportTCP || len(st.Other) == 0 || st.Token == ([16]byte{}) ||
+			st.Other[0].Addr().IsUnspecified() {
+			continue
+		}
+		main := st.Other[0]
+		wg.Go(func() {
+			add(Observation{Server: main, Mapped: n.stunMapped(ctx, main, st.RTT, stun.NewUsername(wire.ObserveUsername(st.Token)))})
+		})
+		for _, alt := range st.Other[1:] {
+			alt = reachedAt(alt, main)
+			wg.Go(func() { add(Observation{Server: alt, Mapped: n.stunMapped(ctx, alt, st.RTT)}) })
+		}
+	}
+	wg.Wait()
+	return ClassifyNAT(obs)
+}
+
+// gathered collects the observations of parallel STUN transactions.
+type gathered struct {
+	mu  sync.Mutex
+	obs *NATObservations
+}
+
+func (g *gathered) add(o Observation) {
+	g.mu.Lock()
+	g.obs.Mapped = append(g.obs.Mapped, o)
+	g.mu.Unlock()
+}
+
 // observe gathers the classification's evidence from clients, in
 // parallel: their observed addresses, STUN to their alternate addresses
 // and the filter probes of the first bootstrap that offers them.
@@ -221,13 +289,8 @@ func (n *Node) observe(ctx context.Context, clients []*bootstrap.Client) NATObse
 	if obs.Local.Addr().IsUnspecified() {
 		obs.LocalAddrs = interfaceAddrs()
 	}
-	var mu sync.Mutex
 	var wg sync.WaitGroup
-	add := func(o Observation) {
-		mu.Lock()
-		obs.Mapped = append(obs.Mapped, o)
-		mu.Unlock()
-	}
+	add := (&gathered{obs: &obs}).add
 	var rtt time.Duration
 	var prober *bootstrap.Client
 	obs.UDPBlocked = true
@@ -264,8 +327,8 @@ func (n *Node) observe(ctx context.Context, clients []*bootstrap.Client) NATObse
 // stunMapped asks a STUN server for the socket's mapped address, sending
 // the request up to stunSends times (RTO twice the round trip, at least
 // 100 ms, doubling). No answer: the zero value.
-func (n *Node) stunMapped(ctx context.Context, server netip.AddrPort, rtt time.Duration) netip.AddrPort {
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+func (n *Node) stunMapped(ctx context.Context, server netip.AddrPort, rtt time.Duration, attrs ...stun.Setter) netip.AddrPort {
+	req, err := stun.Build(append([]stun.Setter{stun.TransactionID, stun.BindingRequest}, attrs...)...)
 	if err != nil {
 		return netip.AddrPort{}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/migration"
 )
@@ -172,6 +173,18 @@ func (c *Conn) RTT() time.Duration { return c.qc.ConnectionStats().SmoothedRTT }
 
 // RemoteAddr returns the peer's address on the current path.
 func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
+
+// Family is the address family this node's packets of the connection
+// travel in now: on a connection through its own relay allocation, the
+// family it reaches the relay in; else its remote address's (the peer's
+// address on a direct path, a relayed address it sends to from its own
+// socket; an address synthesised through NAT64 is IPv6).
+func (c *Conn) Family() holepunch.Family {
+	if u := c.node.relayOf(c.qc); u != nil && !u.released.Load() {
+		return holepunch.FamilyOf(u.r.alloc.Server.Addr())
+	}
+	return holepunch.FamilyOf(addrPortOf(c.qc.RemoteAddr()).Addr())
+}
 
 // QUIC returns the underlying QUIC connection.
 func (c *Conn) QUIC() *quic.Conn { return c.qc }

@@ -591,11 +591,20 @@ func candidateAddrs(cs []wire.Candidate) []netip.AddrPort {
 // Only an address a bootstrap observed qualifies: the birthday search
 // sends thousands of probes to ports of its IP, which must be the peer's
 // own NAT, never an address the peer merely announced.
-func reflexive(in bootstrap.Intro) (netip.AddrPort, bool) {
-	obs := observedOnly(in.Candidates)
-	for _, c := range obs {
-		if c.Origin == wire.OriginObserved {
-			return c.Addr, true
+func reflexive(in bootstrap.Intro, serves func(netip.Addr) bool) (netip.AddrPort, bool) {
+	var obs []wire.Candidate
+	for _, c := range observedOnly(in.Candidates) {
+		if serves(c.Addr.Addr()) {
+			obs = append(obs, c)
+		}
+	}
+	// The address a bootstrap observed, IPv4 first: a dual-stack peer's
+	// mapping (and the symmetric NAT the search is for) is its IPv4 one.
+	for _, fam := range []holepunch.Family{holepunch.IPv4, holepunch.IPv6} {
+		for _, c := range obs {
+			if c.Origin == wire.OriginObserved && holepunch.FamilyOf(c.Addr.Addr()) == fam {
+				return c.Addr, true
+			}
 		}
 	}
 	for _, c := range holepunch.Targets(obs, netip.Addr{}) {
@@ -618,9 +627,17 @@ func reflexivePorts(in bootstrap.Intro, addr netip.Addr) []uint16 {
 	return out
 }
 
-// sprayAddr is the local address the birthday search binds its sockets to.
-func (n *Node) sprayAddr() netip.Addr {
-	return n.cfg.Endpoint.LocalAddr().Addr()
+// sprayAddr is the local address the birthday search towards target
+// binds its sockets to: the node's, or on a dual-stack socket the
+// unspecified address of target's family.
+func (n *Node) sprayAddr(target netip.Addr) netip.Addr {
+	if !n.cfg.Endpoint.DualStack() {
+		return n.cfg.Endpoint.LocalAddr().Addr()
+	}
+	if holepunch.FamilyOf(target) == holepunch.IPv6 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
 }
 
 func sleepUntil(ctx context.Context, t time.Time) {

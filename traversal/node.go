@@ -134,6 +134,10 @@ type Node struct {
 	machines map[identity.PeerID]*Machine
 	natMu    sync.Mutex
 	nat      nattype.Type
+	// natFamily is the family nat was measured in (its registrations');
+	// natOther the NAT in the other family of a dual-stack socket.
+	natFamily holepunch.Family
+	natOther  nattype.Type
 	// contradictedAt is when evidence last contradicted nat and asked
 	// for a new measurement (see contradicted).
 	contradictedAt time.Time
@@ -357,6 +361,27 @@ func (n *Node) NAT() nattype.Type {
 	return n.nat
 }
 
+// NATFamilies returns the node's NAT type in each family its socket
+// serves, keyed "ipv4" and "ipv6" (one entry for a socket in one
+// family); a family not measured yet has the zero Type (unknown).
+func (n *Node) NATFamilies() map[string]nattype.Type {
+	fams := holepunch.SocketFamilies(n.cfg.Endpoint)
+	n.natMu.Lock()
+	defer n.natMu.Unlock()
+	out := make(map[string]nattype.Type, len(fams))
+	for _, f := range fams {
+		switch {
+		case n.natFamily == 0:
+			out[f.String()] = nattype.Type{}
+		case f == n.natFamily:
+			out[f.String()] = n.nat
+		default:
+			out[f.String()] = n.natOther
+		}
+	}
+	return out
+}
+
 // Close stops the node: bootstrap registrations, peer connections and
 // their goroutines. It is idempotent.
 func (n *Node) Close() error {
@@ -449,7 +474,7 @@ func (n *Node) candidates() []wire.Candidate {
 	if local.Addr().IsUnspecified() {
 		ifAddrs = interfaceAddrs()
 	}
-	cands := HostCandidates(local, ifAddrs, HostPolicy{Loopback: n.cfg.AllowLoopback})
+	cands := HostCandidates(local, ifAddrs, HostPolicy{Loopback: n.cfg.AllowLoopback, DualStack: n.cfg.Endpoint.DualStack()})
 	var observed []netip.AddrPort
 	for _, c := range n.bootstrapClients() {
 		if st := c.Status(); st.Registered {

@@ -260,6 +260,8 @@ func TestHostCandidates(t *testing.T) {
 		{"wildcard v4", "0.0.0.0:4000", HostPolicy{}, []string{"10.0.0.2:4000", "192.168.1.10:4000"}},
 		{"wildcard v4 with loopback", "0.0.0.0:4000", HostPolicy{Loopback: true}, []string{"10.0.0.2:4000", "127.0.0.1:4000", "192.168.1.10:4000"}},
 		{"wildcard v6", "[::]:4000", HostPolicy{}, []string{"[2001:db8::5]:4000"}},
+		{"dual-stack: both families, IPv6 first", "[::]:4000", HostPolicy{DualStack: true},
+			[]string{"[2001:db8::5]:4000", "10.0.0.2:4000", "192.168.1.10:4000"}},
 		{"bound", "192.168.1.10:5", HostPolicy{}, []string{"192.168.1.10:5"}},
 		{"bound loopback not allowed", "127.0.0.1:5", HostPolicy{}, nil},
 	}

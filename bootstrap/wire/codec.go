@@ -281,10 +281,15 @@ func (m *Registered) appendPayload(b []byte) []byte {
 	b = appendAddrList(b, m.AltSTUN)
 	b = quicvarint.Append(b, m.TTLSeconds)
 	b = quicvarint.Append(b, m.Probes)
-	if m.Peers == 0 {
+	if m.Peers == 0 && len(m.Other) == 0 {
 		return b
 	}
-	return quicvarint.Append(b, m.Peers)
+	b = quicvarint.Append(b, m.Peers)
+	if len(m.Other) == 0 {
+		return b
+	}
+	b = appendAddrList(b, m.Other)
+	return append(b, m.Token[:]...)
 }
 
 func (m *Registered) decode(r *reader) error {
@@ -295,6 +300,12 @@ func (m *Registered) decode(r *reader) error {
 	m.Probes = r.varint()
 	if r.err == nil && len(r.b) > 0 {
 		m.Peers = r.varint()
+	}
+	if r.err == nil && len(r.b) > 0 {
+		m.Other = r.addrList(8)
+		if b := r.bytes(16); b != nil {
+			copy(m.Token[:], b)
+		}
 	}
 	return r.err
 }

@@ -89,7 +89,9 @@ func corpusEntries(t *testing.T) []corpusEntry {
 		// bootstrap (without it), and with a newer field after it.
 		{"registered_peers", mustMarshal(t, &Registered{Version: Version, TTLSeconds: 60, Peers: 10000}), outValid},
 		{"registered_without_peers", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0}), outValid},
-		{"registered_peers_then_more", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67, 0x10, 0xaa}), outValid},
+		{"registered_peers_then_more", frame(TypeRegistered, append((&Registered{Version: Version, TTLSeconds: 60, Peers: 10000,
+			Other: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:4433")}, Token: [16]byte{1}}).appendPayload(nil), 0xaa)), outValid},
+		{"registered_other_truncated", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67, 0x10, 0x01}), outMalformed},
 		{"registered_peers_truncated", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67}), outMalformed},
 		{"pong_peers", mustMarshal(t, &Pong{Seq: 1, Peers: 10000}), outValid},
 		{"pong_peers_truncated", frame(TypePong, []byte{1, 0x67}), outMalformed},

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 
 	"github.com/quic-go/quic-go/quicvarint"
 
@@ -321,6 +322,36 @@ type Registered struct {
 	// come back at once. Optional on the wire: 0 is not sent, and an
 	// older bootstrap sends none (0: not told).
 	Peers uint64
+	// Other are the bootstrap's STUN sockets in its other address family
+	// (the main one first, then its alternate ones), for a dual-stack
+	// peer: its mapping in that family, and (a Binding request carrying
+	// Token in its USERNAME, see ObserveUsername) the bootstrap's
+	// observation of it there. Optional on the wire: empty for a
+	// bootstrap in one family, and an older one sends none.
+	Other []netip.AddrPort
+	// Token is this registration's secret for ObserveUsername (zero: none).
+	Token [16]byte
+}
+
+// ObserveUsername is the STUN USERNAME of a Binding request that asks
+// the bootstrap to record the request's source as the registration's
+// address in the other family (Registered.Other, Registered.Token).
+func ObserveUsername(token [16]byte) string { return ObservePrefix + hex.EncodeToString(token[:]) }
+
+// ObservePrefix starts an ObserveUsername.
+const ObservePrefix = "antnode-observe:"
+
+// ParseObserveUsername returns the token of an ObserveUsername.
+func ParseObserveUsername(u string) ([16]byte, bool) {
+	var t [16]byte
+	rest, ok := strings.CutPrefix(u, ObservePrefix)
+	if !ok || len(rest) != 2*len(t) {
+		return t, false
+	}
+	if _, err := hex.Decode(t[:], []byte(rest)); err != nil {
+		return t, false
+	}
+	return t, t != [16]byte{}
 }
 
 // Probe capability bits of Registered.Probes and kinds of ProbeRequest.

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 
@@ -51,6 +50,9 @@ func sampleMessages() []struct {
 		{"registered", &Registered{Version: 1, Observed: netip.MustParseAddrPort("198.51.100.1:4000"),
 			AltSTUN: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.2:3478")}, TTLSeconds: 90, Probes: ProbeOtherPort | ProbeOtherAddr}},
 		{"registered_peers", &Registered{Version: 1, Observed: netip.MustParseAddrPort("198.51.100.1:4000"), TTLSeconds: 60, Peers: 10000}},
+		{"registered_other", &Registered{Version: 1, Observed: netip.MustParseAddrPort("198.51.100.1:4000"), TTLSeconds: 60,
+			Other: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:4433"), netip.MustParseAddrPort("[2001:db8::1]:3479")},
+			Token: [16]byte{0xde, 0xad, 15: 1}}},
 		{"observed_address", &ObservedAddress{Seq: 7, Addr: netip.MustParseAddrPort("198.51.100.1:4001")}},
 		{"add_address", &AddAddress{Candidate: cands[0]}},
 		{"remove_address", &RemoveAddress{Addr: netip.MustParseAddrPort("192.168.1.10:4000")}},
@@ -311,7 +313,7 @@ func FuzzReader(f *testing.F) {
 // TestRegisteredPeers: the registry size of Registered survives the
 // wire; a Registered of an older bootstrap (without it) says 0, and so
 // does one whose size is 0 (which is not sent); a newer field after it
-// is ignored.
+// is ignored (the other family's sockets and the token come after it).
 func TestRegisteredPeers(t *testing.T) {
 	base := &Registered{Version: Version, Observed: netip.MustParseAddrPort("198.51.100.1:4000"), TTLSeconds: 60}
 	older := base.appendPayload(nil)
@@ -325,7 +327,12 @@ func TestRegisteredPeers(t *testing.T) {
 		{"one", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: 1}).appendPayload(nil), 1},
 		{"ten thousand", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: 10000}).appendPayload(nil), 10000},
 		{"largest varint", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: quicvarint.Max}).appendPayload(nil), quicvarint.Max},
-		{"a newer field after it", append(quicvarint.Append(slices.Clone(older), 7), 0xaa), 7},
+		{"the other family's sockets after it", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: 7,
+			Other: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:4433")}}).appendPayload(nil), 7},
+		{"zero with the other family's sockets is sent", (&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60,
+			Other: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:4433")}}).appendPayload(nil), 0},
+		{"a newer field after those", append((&Registered{Version: Version, Observed: base.Observed, TTLSeconds: 60, Peers: 7,
+			Other: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:4433")}}).appendPayload(nil), 0xaa), 7},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

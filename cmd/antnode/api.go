@@ -224,6 +224,7 @@ const apiConnectTimeout = 20 * time.Second
 func apiConnect(ctx context.Context, n *traversal.Node, pm *portMapping, mon *monitor.Monitor, peer peerArg, send int64) apiConnectResult {
 	res := apiConnectResult{connectResult: connectOnce(ctx, n, connectOptions{peer: peer.id, target: peer, send: send, timeout: apiConnectTimeout})}
 	res.NAT = n.NAT().Class()
+	res.NATFamilies = natFamilies(n)
 	res.Error = mon.Sanitizer().Text(res.Error)
 	res.NextStep = nextStep(res.Reason)
 	for _, b := range n.Bootstraps() {

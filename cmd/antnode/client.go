@@ -141,7 +141,7 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 	if err != nil {
 		return nil, err
 	}
-	ep, err := endpoint.Listen(udpNetwork(o.listen), o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
+	ep, err := listenPeer(o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return nil, err
 	}

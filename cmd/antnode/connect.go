@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/antnode/antnode/endpoint"
-	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"
 	"github.com/antnode/antnode/traversal"
@@ -47,10 +46,14 @@ type connectResult struct {
 	RTT           float64 `json:"rtt_ms"`
 	BytesVerified int64   `json:"bytes_verified"`
 	ThroughputMbs float64 `json:"throughput_mbps,omitempty"`
-	NAT           string  `json:"nat"`
-	PeerNAT       string  `json:"peer_nat,omitempty"`
-	// Family is the address family ("ipv4", "ipv6") of the socket this
-	// node connected from: a node runs in one. NAT64 is the prefix it
+	// NAT is the NAT class in the family the node registered in (kept
+	// for a release; NATFamilies has each family's).
+	NAT         string            `json:"nat"`
+	NATFamilies map[string]string `json:"nat_families,omitempty"` // "ipv4", "ipv6": the class in each family the socket serves
+	PeerNAT     string            `json:"peer_nat,omitempty"`
+	// Family is the address family ("ipv4", "ipv6") the connection's
+	// packets travel in from this node (see traversal.Conn.Family): the
+	// family that won a dual-stack race. NAT64 is the prefix it
 	// reached IPv4 addresses through, if it needed one.
 	Family  string `json:"family,omitempty"`
 	NAT64   string `json:"nat64,omitempty"`
@@ -226,7 +229,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 		return fail("setup", monitor.ReasonInternal, err)
 	}
 	tl.next = mon
-	ep, err := endpoint.Listen(udpNetwork(o.listen), o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
+	ep, err := listenPeer(o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return bad(fmt.Errorf("--listen: %w", err))
 	}
@@ -265,6 +268,7 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	if nat, err := node.Classify(cctx); err == nil {
 		res.NAT = nat.Class()
+		res.NATFamilies = natFamilies(node)
 	}
 	cancel()
 	pm.wait(ctx)
@@ -350,7 +354,7 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 	connected := time.Now()
 	res.Connected = true
 	res.Path = c.Path().String()
-	res.Family = holepunch.FamilyOf(node.LocalAddr().Addr()).String()
+	res.Family = c.Family().String()
 	if p := node.NAT64(); p.IsValid() {
 		res.NAT64 = p.String()
 	}
@@ -504,4 +508,13 @@ func awaitWarmRelay(ctx context.Context, node *traversal.Node, san *monitor.Sani
 	}
 	w := warmRelayState(st, san)
 	return &w
+}
+
+// natFamilies is the node's NAT class in each family its socket serves.
+func natFamilies(node *traversal.Node) map[string]string {
+	out := make(map[string]string)
+	for fam, t := range node.NATFamilies() {
+		out[fam] = t.Class()
+	}
+	return out
 }

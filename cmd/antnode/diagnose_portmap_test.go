@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/antnode/antnode/nat64"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/antnode/antnode/monitor"
+	"github.com/antnode/antnode/nat64"
 	"github.com/antnode/antnode/portmap"
 	"github.com/antnode/antnode/traversal"
 )

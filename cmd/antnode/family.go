@@ -22,6 +22,9 @@ var ErrFamilyMismatch = errors.New("address family mismatch")
 // listen to be IPv6 and the bootstrap IPv4: a NAT64 may carry that
 // (nat64For finds out once the node runs).
 func checkFamilies(listen string, bs []traversal.Bootstrap) error {
+	if isDual(listen) {
+		return nil // a dual-stack socket reaches both families
+	}
 	fam := family(listen)
 	for _, b := range bs {
 		if bf := endpoint.Family(b.Addr.Addr()); bf != fam && !(fam == "6" && bf == "4") {
@@ -44,7 +47,7 @@ func nat64For(ctx context.Context, listen string, bs []traversal.Bootstrap, dnsS
 	}
 	var v4 *traversal.Bootstrap
 	for i, b := range bs {
-		if family(listen) == "6" && endpoint.Family(b.Addr.Addr()) == "4" {
+		if !isDual(listen) && family(listen) == "6" && endpoint.Family(b.Addr.Addr()) == "4" {
 			v4 = &bs[i]
 			break
 		}

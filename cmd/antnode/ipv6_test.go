@@ -77,6 +77,7 @@ func TestDualStackBootstrap(t *testing.T) {
 		// Its relay is a TURN server that does not answer: the IPv6
 		// side's allocation reaches it at its observed IPv4 address.
 		{"ipv4 without a relay", "127.0.0.1:0", boot4, []string{"--turn-server", "127.0.0.1:9", "--turn-secret-file", secret}},
+		{"dual-stack", "0.0.0.0:0,[::]:0", boot4, nil},
 	} {
 		key := dir + "/" + strings.ReplaceAll(p.name, " ", "-") + ".key"
 		_, id, _ := run("id", "--key", key)
@@ -94,6 +95,13 @@ func TestDualStackBootstrap(t *testing.T) {
 		{"ipv6-only to ipv4-only through the relay", "ipv4", "[::1]:0", boot6, "relay", "ipv6"},
 		{"ipv4-only to ipv6-only through the relay", "ipv6", "127.0.0.1:0", boot4, "relay", "ipv4"},
 		{"ipv6-only to an ipv4-only peer whose relay does not answer", "ipv4 without a relay", "[::1]:0", boot6, "relay", "ipv6"},
+		// The dual-stack peer registered over IPv4; the bootstrap observed
+		// its IPv6 address too (a Binding request with its token).
+		{"ipv6-only to dual-stack", "dual-stack", "[::1]:0", boot6, "direct", "ipv6"},
+		{"ipv4-only to dual-stack", "dual-stack", "127.0.0.1:0", boot4, "direct", "ipv4"},
+		{"dual-stack to dual-stack: IPv6 wins the race", "dual-stack", "0.0.0.0:0,[::]:0", boot4, "direct", "ipv6"},
+		{"dual-stack to ipv4-only", "ipv4", "0.0.0.0:0,[::]:0", boot4, "direct", "ipv4"},
+		{"dual-stack to ipv6-only", "ipv6", "0.0.0.0:0,[::]:0", boot4, "direct", "ipv6"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := run("connect", peers[tc.to], "--bootstrap-nodes", tc.boot, "--listen", tc.listen,
@@ -101,17 +109,34 @@ func TestDualStackBootstrap(t *testing.T) {
 			if code != exitOK {
 				t.Fatalf("exit %d: %s %s", code, out, errOut)
 			}
-			if r := decode(t, out); !r.Connected || r.Path != tc.path || r.BytesVerified != 64<<10 || r.Family != tc.family || r.NAT64 != "" {
+			r := decode(t, out)
+			if !r.Connected || r.Path != tc.path || r.BytesVerified != 64<<10 || r.Family != tc.family || r.NAT64 != "" {
 				t.Fatalf("result %+v, want %s over %s with 64 KiB verified", r, tc.path, tc.family)
+			}
+			// The NAT in each family the socket serves, the old field
+			// that of the family it registered in.
+			wantFams := []string{family(tc.listen)}
+			if isDual(tc.listen) {
+				wantFams = []string{"4", "6"}
+			}
+			if len(r.NATFamilies) != len(wantFams) || r.NATFamilies["ipv"+family(strings.SplitN(tc.boot, "@", 2)[1])] != r.NAT {
+				t.Fatalf("nat %q, nat_families %v; want one per family of %s", r.NAT, r.NATFamilies, tc.listen)
+			}
+			for _, f := range wantFams {
+				if _, ok := r.NATFamilies["ipv"+f]; !ok {
+					t.Fatalf("nat_families %v: no ipv%s", r.NATFamilies, f)
+				}
 			}
 		})
 	}
-	t.Run("a peer with two addresses", func(t *testing.T) {
-		code, _, errOut := run("--listen", "127.0.0.1:0,[::1]:0", "--bootstrap-nodes", boot4, "--key", dir+"/p.key", "--metrics-addr", "off")
-		if code != exitUsage || !strings.Contains(errOut, "a peer listens in one address family") {
-			t.Fatalf("exit %d, stderr %q; want a usage error naming one family", code, errOut)
-		}
-	})
+	for _, listen := range []string{"127.0.0.1:0,[::1]:0", "0.0.0.0:4000,[::]:4001"} {
+		t.Run("a peer with two addresses one socket cannot serve: "+listen, func(t *testing.T) {
+			code, _, errOut := run("--listen", listen, "--bootstrap-nodes", boot4, "--key", dir+"/p.key", "--metrics-addr", "off")
+			if code != exitUsage || !strings.Contains(errOut, ErrPeerDualStack.Error()) {
+				t.Fatalf("exit %d, stderr %q; want a usage error naming the dual-stack form", code, errOut)
+			}
+		})
+	}
 }
 
 func TestSocketFamily(t *testing.T) {

@@ -14,9 +14,56 @@ import (
 	"github.com/antnode/antnode/identity"
 )
 
-// ErrPeerOneFamily: a peer's --listen names two addresses. A bootstrap
-// listens in both families; a peer runs in one family.
-var ErrPeerOneFamily = errors.New("a peer listens in one address family")
+// ErrPeerDualStack: a peer's --listen names two addresses that one
+// dual-stack socket cannot serve. A peer's two addresses are the
+// unspecified ones of both families on one port ("0.0.0.0:4433,[::]:4433"):
+// it runs one socket for both (see endpoint.ListenDualStack).
+var ErrPeerDualStack = errors.New("a peer's two --listen addresses are 0.0.0.0 and [::] on one port")
+
+// dualPort returns the port of a peer's two --listen addresses (parts, as
+// splitListen returns them), which must be the unspecified addresses of
+// both families on one port.
+func dualPort(parts []string) (uint16, error) {
+	var port uint16
+	for i, p := range parts {
+		ap, err := netip.ParseAddrPort(p)
+		if err != nil || !ap.Addr().IsUnspecified() || (i > 0 && ap.Port() != port) {
+			return 0, fmt.Errorf("--listen %s: %w", strings.Join(parts, ","), ErrPeerDualStack)
+		}
+		port = ap.Port()
+	}
+	return port, nil
+}
+
+// isDual reports whether a peer's --listen asks for a dual-stack socket.
+func isDual(listen string) bool { return strings.Contains(listen, ",") }
+
+// listenPeer opens a peer's socket on its --listen: one address, a socket
+// of its family; two, one dual-stack socket (see dualPort).
+func listenPeer(listen string, cfg endpoint.Config) (*endpoint.Endpoint, error) {
+	parts, err := splitListen(listen)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) == 1 {
+		return endpoint.Listen(udpNetwork(parts[0]), parts[0], cfg)
+	}
+	port, err := dualPort(parts)
+	if err != nil {
+		return nil, err
+	}
+	c, err := endpoint.ListenDualStack(port)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", listen, err)
+	}
+	cfg.Conn = c
+	ep, err := endpoint.New(cfg)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return ep, nil
+}
 
 // splitListen parses --listen: one HOST:PORT, or one per address family
 // separated by a comma ("0.0.0.0:4433,[::]:4433"). It returns them in

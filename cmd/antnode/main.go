@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/antnode/antnode/discovery"
 	"io"
 	"log/slog"
 	"net"
@@ -22,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/antnode/antnode/discovery"
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/monitor"

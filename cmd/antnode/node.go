@@ -190,7 +190,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("antnode", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.bootstrap, "bootstrap", false, "run as a bootstrap node")
-	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on; a bootstrap takes one per family, comma-separated (default 0.0.0.0:4433 for a bootstrap, 0.0.0.0:0 for a peer)")
+	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on; a bootstrap takes one per family, comma-separated, and a peer given 0.0.0.0:P,[::]:P runs one dual-stack socket (default 0.0.0.0:4433 for a bootstrap, 0.0.0.0:0 for a peer)")
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; empty: ephemeral)")
 	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit (1-10000000)")
@@ -239,10 +239,14 @@ func (o *nodeOptions) validate() error {
 	if err != nil {
 		return err
 	}
-	if len(listens) > 1 && !o.bootstrap {
-		return fmt.Errorf("--listen %s: %w (--listen [::]:0 for IPv6); a bootstrap (--bootstrap) listens in both", o.listen, ErrPeerOneFamily)
+	if o.bootstrap {
+		o.listen, o.alsoListen = listens[0], listens[1:]
+	} else if len(listens) > 1 {
+		if _, err := dualPort(listens); err != nil {
+			return err
+		}
+		o.listen = strings.Join(listens, ",") // one dual-stack socket (listenPeer)
 	}
-	o.listen, o.alsoListen = listens[0], listens[1:]
 	if err := firstErr(inRange("max-peers", o.maxPeers, 1, maxMaxPeers),
 		inRange("relay-bandwidth-mbps", o.relayMbps, 1, maxRelayMbps),
 		inRange("relay-max-allocations", o.relayMaxAllocs, 1, maxRelayAllocs),
@@ -338,7 +342,7 @@ func runNode(ctx context.Context, o nodeOptions, log *slog.Logger, san *monitor.
 	}
 	defer mn.close()
 	mon := mn.mon
-	ep, err := endpoint.Listen(udpNetwork(o.listen), o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
+	ep, err := listenPeer(o.listen, endpoint.Config{Logger: log, StatelessResetKey: resetKey(id)})
 	if err != nil {
 		return err
 	}
