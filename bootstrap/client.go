@@ -251,20 +251,21 @@ func (e *RequestError) Is(target error) bool {
 
 // live is one registered control connection.
 type live struct {
-	conn     ctlConn
-	server   identity.PeerID
-	ctl      *ctlStream
-	observed netip.AddrPort
-	altSTUN  []netip.AddrPort
-	other    []netip.AddrPort // wire.Registered.Other
-	token    [16]byte         // wire.Registered.Token
-	probes   uint64
-	resumed  bool          // the TLS session was resumed
-	since    time.Time     // when the registration was made
-	peers    atomic.Uint64 // the registry size the bootstrap told last (0: not told)
-	done     chan struct{} // closed when the connection ends
-	pong     chan uint64   // Pong sequence numbers, for the heartbeat
-	hbErr    atomic.Pointer[error]
+	conn        ctlConn
+	server      identity.PeerID
+	ctl         *ctlStream
+	observed    netip.AddrPort
+	altSTUN     []netip.AddrPort
+	other       []netip.AddrPort // wire.Registered.Other
+	token       [16]byte         // wire.Registered.Token
+	otherProbes uint64           // wire.Registered.OtherProbes
+	probes      uint64
+	resumed     bool          // the TLS session was resumed
+	since       time.Time     // when the registration was made
+	peers       atomic.Uint64 // the registry size the bootstrap told last (0: not told)
+	done        chan struct{} // closed when the connection ends
+	pong        chan uint64   // Pong sequence numbers, for the heartbeat
+	hbErr       atomic.Pointer[error]
 }
 
 // Client keeps a peer registered with one bootstrap and carries its
@@ -357,12 +358,13 @@ type Status struct {
 	AltSTUN    []netip.AddrPort
 	// Other are the bootstrap's STUN sockets in its other family and
 	// Token the registration's secret for them (wire.Registered).
-	Other     []netip.AddrPort
-	Token     [16]byte
-	Probes    uint64 // wire.ProbeOtherPort | wire.ProbeOtherAddr offered
-	Transport string // TransportQUIC or TransportTCP
-	RTT       time.Duration
-	LastError error
+	Other       []netip.AddrPort
+	Token       [16]byte
+	OtherProbes uint64 // the probes offered to the address in the other family
+	Probes      uint64 // wire.ProbeOtherPort | wire.ProbeOtherAddr offered
+	Transport   string // TransportQUIC or TransportTCP
+	RTT         time.Duration
+	LastError   error
 	// Session counts the registrations the client has made: a new value
 	// means a new control connection, to a bootstrap that may have
 	// restarted since and forgotten what it granted (relay allocations).
@@ -383,7 +385,7 @@ func (c *Client) Status() Status {
 		st.Registered = true
 		st.Observed = c.cur.observed
 		st.AltSTUN = c.cur.altSTUN
-		st.Other, st.Token = c.cur.other, c.cur.token
+		st.Other, st.Token, st.OtherProbes = c.cur.other, c.cur.token, c.cur.otherProbes
 		st.Probes = c.cur.probes
 		st.RTT = c.cur.conn.RTT()
 		st.Transport = c.cur.conn.Transport()
@@ -777,7 +779,7 @@ func (c *Client) dialRegister(ctx context.Context, transport string) (*live, err
 	default:
 		return fail(&ProtocolError{Code: wire.CodeBadRequest, Msg: "expected registered, got " + m.Type().String()})
 	}
-	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, other: reg.Other, token: reg.Token, probes: reg.Probes,
+	l := &live{conn: conn, ctl: ctl, observed: reg.Observed, altSTUN: reg.AltSTUN, other: reg.Other, token: reg.Token, otherProbes: reg.OtherProbes, probes: reg.Probes,
 		resumed: tlsState.DidResume, server: srv, done: make(chan struct{}), pong: make(chan uint64, 1)}
 	l.peers.Store(reg.Peers)
 	return l, nil
@@ -1174,14 +1176,15 @@ func (in Intro) clamp() Intro {
 }
 
 // RequestProbe asks the bootstrap to send an unsolicited STUN indication
-// with txID to this peer's observed address (see wire.ProbeRequest). The
-// caller waits for it on its endpoint.
-func (c *Client) RequestProbe(kind uint64, txID [12]byte) error {
+// with txID to this peer's observed address, or (other) to its address in
+// the bootstrap's other family (see wire.ProbeRequest). The caller waits
+// for it on its endpoint.
+func (c *Client) RequestProbe(kind uint64, txID [12]byte, other bool) error {
 	l, err := c.current()
 	if err != nil {
 		return err
 	}
-	return l.ctl.send(&wire.ProbeRequest{TxID: txID, Kind: kind})
+	return l.ctl.send(&wire.ProbeRequest{TxID: txID, Kind: kind, Other: other})
 }
 
 // Connect asks the bootstrap to introduce this peer to target, announcing

@@ -136,6 +136,17 @@ func (s *Server) otherSTUN(f *family) []netip.AddrPort {
 	return nil
 }
 
+// otherProbeCaps is Registered.OtherProbes for f's peers: the probe
+// capabilities of the bootstrap's other family (none: it has one).
+func (s *Server) otherProbeCaps(f *family) uint64 {
+	for _, g := range s.fams {
+		if g != f {
+			return g.probeCaps()
+		}
+	}
+	return 0
+}
+
 // probeCaps is the Probes bitmask of Registered for the family's peers.
 func (f *family) probeCaps() uint64 {
 	caps := wire.ProbeOtherPort

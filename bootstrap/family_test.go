@@ -151,10 +151,40 @@ func TestObserveOtherFamily(t *testing.T) {
 	if got := observed(); len(got) != 1 || got[0].Addr != me || got[0].Kind != wire.KindServerReflexive {
 		t.Fatalf("observed %v, want %s", got, me)
 	}
+	// A probe to the peer's IPv6 address comes from the IPv6 family's
+	// address, from a port the peer never contacted.
+	if st.OtherProbes != wire.ProbeOtherPort {
+		t.Fatalf("other probes %b, want ProbeOtherPort alone (no probe address in IPv6)", st.OtherProbes)
+	}
+	probe := func() (endpoint.Response, bool) {
+		t.Helper()
+		tx := [12]byte{9, 9, byte(time.Now().UnixNano())}
+		ch := make(chan endpoint.Response, 1)
+		release, err := dual.ExpectInto(tx, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		if err := c.RequestProbe(wire.ProbeOtherPort, tx, true); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-ch:
+			return r, true
+		case <-time.After(time.Second):
+			return endpoint.Response{}, false
+		}
+	}
+	if r, ok := probe(); !ok || r.From.Addr() != ep6.LocalAddr().Addr() || r.From == ep6.LocalAddr() {
+		t.Fatalf("probe to the IPv6 address: arrived %v from %s, want from another port of %s", ok, r.From, ep6.LocalAddr().Addr())
+	}
 	if err := c.Announce(nil, []netip.AddrPort{me}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 2*time.Second, "the removal to drop the IPv6 observation", func() bool { return len(observed()) == 0 })
+	if _, ok := probe(); ok {
+		t.Fatal("a probe went to the dropped IPv6 address")
+	}
 }
 
 func TestParseObserveUsername(t *testing.T) {

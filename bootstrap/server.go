@@ -601,7 +601,7 @@ func (s *Server) serveFrom(conn ctlConn, str streamRW, id identity.PeerID, hands
 	}()
 	err = ctl.send(&wire.Registered{Version: wire.Version, Observed: p.observed, AltSTUN: fam.altSTUNAddrs(),
 		TTLSeconds: uint64(s.cfg.IdleTimeout / time.Second), Probes: fam.probeCaps(), Peers: uint64(s.NumPeers()),
-		Other: other, Token: p.token})
+		Other: other, Token: p.token, OtherProbes: s.otherProbeCaps(fam)})
 	if err != nil {
 		conn.Close(closeSlowConsumer, "control stream write failed")
 		return
@@ -840,11 +840,15 @@ func (s *Server) handle(p *peer, m wire.Message) error {
 		}
 		p.mu.Lock()
 		to := p.observed
+		if m.Other {
+			to = p.also // invalid until the peer showed it (ObserveUsername)
+		}
 		p.mu.Unlock()
-		if s.familyOf(to.Addr()).probeCaps()&m.Kind == 0 {
+		if !to.IsValid() || s.familyOf(to.Addr()).probeCaps()&m.Kind == 0 {
 			return nil // not offered: the peer's wait times out, as for a filtered probe
 		}
-		// Only ever to the peer's own observed address: no reflection.
+		// Only ever to an address this bootstrap observed the peer at: no
+		// reflection.
 		if err := s.probe(m.Kind, m.TxID, to); err != nil {
 			s.log.Debug("bootstrap: probe", "err", err)
 		}

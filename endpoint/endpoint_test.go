@@ -136,6 +136,7 @@ func TestTransientSend(t *testing.T) {
 		{"network unreachable", wrap(syscall.ENETUNREACH), true},
 		{"host unreachable", wrap(syscall.EHOSTUNREACH), true},
 		{"source address gone", wrap(syscall.EADDRNOTAVAIL), true},
+		{"the packet-info source address gone", wrap(syscall.EINVAL), true},
 		{"local firewall", wrap(syscall.EPERM), true},
 		{"message too long stays fatal for MTU discovery", wrap(syscall.EMSGSIZE), false},
 		{"closed socket", net.ErrClosed, false},

@@ -34,13 +34,15 @@ type router struct {
 
 // transientSend reports whether a failed send is the network under the
 // socket changing: no route for a moment, an interface down, the source
-// address just removed, a local firewall dropping the packet. To QUIC
+// address just removed (EADDRNOTAVAIL, or EINVAL when quic-go's
+// packet-info control message still names it as the source: a dual-stack
+// host that lost its IPv6 address), a local firewall dropping the packet. To QUIC
 // that is a lost packet; quic-go closes a connection whose socket write
 // fails with anything but EMSGSIZE, which would turn every address
 // change into a dead connection before migration could act.
 func transientSend(err error) bool {
 	for _, e := range []syscall.Errno{syscall.ENETUNREACH, syscall.EHOSTUNREACH, syscall.ENETDOWN,
-		syscall.EADDRNOTAVAIL, syscall.EPERM, syscall.ENOBUFS} {
+		syscall.EADDRNOTAVAIL, syscall.EINVAL, syscall.EPERM, syscall.ENOBUFS} {
 		if errors.Is(err, e) {
 			return true
 		}

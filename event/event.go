@@ -315,7 +315,11 @@ type Event struct {
 	Addr      netip.AddrPort
 	Detail    string // short, from a small set per kind
 	To        string // KindStateChange: the new state (Detail is the old one)
-	Err       error
+	// Family is an address family: "ipv4" or "ipv6" (KindAttemptEnd of a
+	// success, KindLatency: the path's), or "dual-stack" (KindAttemptStart:
+	// the families the attempt may use); empty: unknown.
+	Family string
+	Err    error
 }
 
 // Attempt reports the events of one connection attempt under one ID and
@@ -330,19 +334,32 @@ type Attempt struct {
 	mu         sync.Mutex
 	nat        string
 	peerNAT    string
+	family     string // the winning path's (SetFamily)
 	phaseStart [phaseEnd]time.Time
 	finished   bool
 }
 
 // StartAttempt reports the start of an attempt and returns its handle.
-// role is "initiator" or "responder".
-func StartAttempt(rec Recorder, peer, role, nat string) *Attempt {
+// role is "initiator" or "responder"; families the address families the
+// attempt may use ("ipv4", "ipv6", "dual-stack"; empty: unknown).
+func StartAttempt(rec Recorder, peer, role, nat, families string) *Attempt {
 	if rec == nil {
 		rec = Nop{}
 	}
 	a := &Attempt{rec: rec, id: NewAttemptID(), role: role, start: time.Now(), nat: nat}
-	rec.Record(Event{Time: a.start, Kind: KindAttemptStart, Attempt: a.id, Peer: peer, NAT: nat, Detail: role})
+	rec.Record(Event{Time: a.start, Kind: KindAttemptStart, Attempt: a.id, Peer: peer, NAT: nat, Detail: role, Family: families})
 	return a
+}
+
+// SetFamily records the address family ("ipv4", "ipv6") of the path the
+// attempt ends on, for its end event.
+func (a *Attempt) SetFamily(f string) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.family = f
+	a.mu.Unlock()
 }
 
 // ID returns the attempt's ID.
@@ -435,7 +452,7 @@ func (a *Attempt) Finish(o Outcome, r Reason, path Path) time.Duration {
 			open = append(open, Phase(p))
 		}
 	}
-	nat, peerNAT := a.nat, a.peerNAT
+	nat, peerNAT, family := a.nat, a.peerNAT, a.family
 	a.mu.Unlock()
 	for _, p := range open {
 		po, pr := o, r
@@ -446,6 +463,6 @@ func (a *Attempt) Finish(o Outcome, r Reason, path Path) time.Duration {
 	}
 	d := now.Sub(a.start)
 	a.rec.Record(Event{Time: now, Kind: KindAttemptEnd, Attempt: a.id, Outcome: o, Reason: r, Path: path,
-		Duration: d, NAT: nat, PeerNAT: peerNAT, Detail: a.role})
+		Duration: d, NAT: nat, PeerNAT: peerNAT, Detail: a.role, Family: family})
 	return d
 }

@@ -11,7 +11,7 @@ func (s *sink) Record(ev Event) { s.events = append(s.events, ev) }
 
 func TestAttemptLifecycle(t *testing.T) {
 	var s sink
-	a := StartAttempt(&s, "peer1", "initiator", "eim-apdf")
+	a := StartAttempt(&s, "peer1", "initiator", "eim-apdf", "")
 	a.Begin(PhaseCoordinate)
 	a.End(PhaseCoordinate, OutcomeOK, ReasonNone)
 	if d := a.End(PhaseCoordinate, OutcomeOK, ReasonNone); d != 0 {

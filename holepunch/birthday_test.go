@@ -238,7 +238,7 @@ func TestPortPredictionThroughModel(t *testing.T) {
 				ca, cb := NewCreds(), NewCreds()
 				var log eventLog
 				sa, _ := agA.Open(ca, cb, nil)
-				sb, _ := agB.Open(cb, ca, event.StartAttempt(&log, "a", "initiator", "eim-apdf"))
+				sb, _ := agB.Open(cb, ca, event.StartAttempt(&log, "a", "initiator", "eim-apdf", ""))
 				defer sa.Close()
 				defer sb.Close()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -33,6 +33,12 @@ type Node interface {
 	// then on (LeaveRelay gives it back); unroute sends qc's packets
 	// directly again.
 	Reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID, remote netip.AddrPort) (unroute func(), err error)
+	// OtherFamily moves qc's packets for remote, whose direct path died,
+	// to a direct path to peer in the other address family (a dual-stack
+	// node's), and returns the address they go to now and unroute, which
+	// sends them to remote again. It fails at once where there is no
+	// other family to try.
+	OtherFamily(ctx context.Context, qc *quic.Conn, peer identity.PeerID, remote netip.AddrPort) (to netip.AddrPort, unroute func(), err error)
 	// LeaveRelay gives back qc's reference on its relay allocation: qc
 	// runs on a direct path now.
 	LeaveRelay(qc *quic.Conn)
@@ -188,7 +194,11 @@ func New(cfg Config) (*Manager, error) {
 // idempotent.
 func (m *Manager) Close() error {
 	m.once.Do(func() {
+		// Under mu: a goRun that saw the manager running has added to
+		// wg before this, and none adds after it (Add racing Wait).
+		m.mu.Lock()
 		m.cancel()
+		m.mu.Unlock()
 		if m.watcher != nil {
 			m.watcher.Close()
 		}

@@ -26,10 +26,13 @@ type fakeNode struct {
 	mu        sync.Mutex
 	validate  func(extra []netip.AddrPort) ([]netip.AddrPort, error)
 	rerouteEr error
-	rounds    []wire.Purpose
-	unroutes  int
-	leaves    int
-	steps     []string
+	// otherTo is where OtherFamily moves a connection; invalid: it fails.
+	otherTo  netip.AddrPort
+	others   int // OtherFamily calls
+	rounds   []wire.Purpose
+	unroutes int
+	leaves   int
+	steps    []string
 }
 
 func (f *fakeNode) CheckRound(_ context.Context, _ identity.PeerID, purpose wire.Purpose, extra []netip.AddrPort) ([]netip.AddrPort, error) {
@@ -40,6 +43,23 @@ func (f *fakeNode) CheckRound(_ context.Context, _ identity.PeerID, purpose wire
 		return extra, nil
 	}
 	return f.validate(extra)
+}
+
+// errNoOther is the fake's OtherFamily failure.
+var errNoOther = errors.New("no other family")
+
+func (f *fakeNode) OtherFamily(context.Context, *quic.Conn, identity.PeerID, netip.AddrPort) (netip.AddrPort, func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.others++
+	if !f.otherTo.IsValid() {
+		return netip.AddrPort{}, nil, errNoOther
+	}
+	return f.otherTo, func() {
+		f.mu.Lock()
+		f.unroutes++
+		f.mu.Unlock()
+	}, nil
 }
 
 func (f *fakeNode) Reroute(context.Context, *quic.Conn, identity.PeerID, netip.AddrPort) (func(), error) {
@@ -244,6 +264,45 @@ func TestFallbackWithoutRelay(t *testing.T) {
 	steps, _, _, _ := d.node.calls()
 	if want := []string{"migrating/path_blackholed", "direct/path_blackholed"}; !slices.Equal(steps, want) || d.c.Path() != event.PathDirect {
 		t.Fatalf("steps %v (want %v), path %s", steps, want, d.c.Path())
+	}
+}
+
+// TestFallbackToTheOtherFamily: a dual-stack connection whose direct
+// path died moves to a direct path in the other address family before
+// the relay: it stays direct, the move is recorded as "family", the
+// peer hears that the path is direct, and no relay is asked for. Where
+// the other family does not work, the fallback goes on to the relay.
+func TestFallbackToTheOtherFamily(t *testing.T) {
+	p := testkit.NewQUICPair(t, nil)
+	d := newSide(t, p.DialerTransport, p.Dialer, event.PathDirect, Track{Peer: p.ListenerID.ID()})
+	l := newSide(t, p.ListenerTransport, p.Listener, event.PathDirect, Track{Peer: p.DialerID.ID()})
+	d.node.otherTo = netip.MustParseAddrPort("198.51.100.7:4433")
+	if err := d.c.fallback(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d.c.Path() != event.PathDirect {
+		t.Fatalf("path %s after a move to the other family", d.c.Path())
+	}
+	if got, want := kinds(d.c.Moves()), []string{"family true direct->direct"}; !slices.Equal(got, want) {
+		t.Errorf("moves %v, want %v", got, want)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the peer hears of the move", func() bool { return len(l.c.Moves()) == 1 })
+	if l.c.Path() != event.PathDirect {
+		t.Errorf("peer's path %s", l.c.Path())
+	}
+	wantEv := []string{fmt.Sprintf("%s family %s %s", event.KindMigration, event.OutcomeOK, event.ReasonPathBlackholed)}
+	if got := d.migrations(); !slices.Equal(got, wantEv) {
+		t.Errorf("events %q, want %q (no fallback to the relay)", got, wantEv)
+	}
+
+	// Without the other family: on to the relay.
+	p2 := testkit.NewQUICPair(t, nil)
+	d2 := newSide(t, p2.DialerTransport, p2.Dialer, event.PathDirect, Track{Peer: p2.ListenerID.ID()})
+	if err := d2.c.fallback(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d2.c.Path() != event.PathRelay || d2.node.others != 1 {
+		t.Fatalf("path %s after %d tries of the other family, want relay after 1", d2.c.Path(), d2.node.others)
 	}
 }
 

@@ -98,8 +98,12 @@ func (c *Conn) Rebind(reason event.Reason) error {
 // mapping but heard nothing back within 5 s.
 const fallbackTimeout = 10 * time.Second
 
-// fallback moves the connection from its dead direct path to the relay.
+// fallback moves the connection from its dead direct path to a direct
+// path in the other address family, or else to the relay.
 func (c *Conn) fallback(silent time.Duration) (err error) {
+	if c.otherFamily(silent) == nil {
+		return nil
+	}
 	start := time.Now()
 	c.m.rec.Record(event.Event{Kind: event.KindFallback, Reason: event.ReasonPathBlackholed, Detail: "direct->relay",
 		Peer: c.peer.String(), Duration: silent})
@@ -123,6 +127,28 @@ func (c *Conn) fallback(silent time.Duration) (err error) {
 	}
 	c.SetPath(event.PathRelay)
 	c.notify(event.PathRelay, event.ReasonPathBlackholed, time.Since(start))
+	return nil
+}
+
+// otherFamily moves the connection from its dead direct path to a direct
+// path in the other address family (Node.OtherFamily). The connection
+// stays direct; its move is recorded as kind "family".
+func (c *Conn) otherFamily(silent time.Duration) (err error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(c.m.ctx, fallbackTimeout)
+	defer cancel()
+	to, unroute, err := c.m.cfg.Node.OtherFamily(ctx, c.qc, c.peer, c.remote())
+	if err != nil {
+		c.m.log.Debug("migration: no move to the other family", "peer", c.peer.Short(), "silent", silent, "err", err)
+		return err
+	}
+	c.unrouter.Store(&unroute)
+	if c.qc.Context().Err() != nil {
+		c.unroute()
+	}
+	c.m.log.Info("migration: moved to the other address family", "peer", c.peer.Short(), "to", c.m.san(to), "silent", silent)
+	c.finish("family", start, event.ReasonPathBlackholed, event.ReasonPathBlackholed, event.PathDirect, event.PathDirect, nil)
+	c.notify(event.PathDirect, event.ReasonPathBlackholed, time.Since(start))
 	return nil
 }
 

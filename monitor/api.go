@@ -21,6 +21,7 @@ type AttemptJSON struct {
 	Outcome    string      `json:"outcome"`
 	Reason     string      `json:"reason,omitempty"`
 	Path       string      `json:"path,omitempty"`
+	Family     string      `json:"family,omitempty"` // the path's: ipv4, ipv6
 	Sampled    bool        `json:"sampled"`
 	Phases     []PhaseJSON `json:"phases"`
 	Events     []EventJSON `json:"events,omitempty"`
@@ -45,6 +46,7 @@ type EventJSON struct {
 	Outcome    string    `json:"outcome,omitempty"`
 	Reason     string    `json:"reason,omitempty"`
 	Path       string    `json:"path,omitempty"`
+	Family     string    `json:"family,omitempty"`
 	DurationMS float64   `json:"duration_ms,omitempty"`
 	Value      float64   `json:"value,omitempty"`
 	Bootstrap  string    `json:"bootstrap,omitempty"`
@@ -62,7 +64,7 @@ func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // AttemptJSON renders a stored attempt; withEvents includes its events
 // (when it kept them).
 func (m *Monitor) AttemptJSON(r *AttemptRecord, withEvents bool) AttemptJSON {
-	out := AttemptJSON{ID: r.ID.String(), Peer: r.Peer, Role: r.Role, NAT: r.NAT, PeerNAT: r.PeerNAT,
+	out := AttemptJSON{ID: r.ID.String(), Peer: r.Peer, Role: r.Role, NAT: r.NAT, PeerNAT: r.PeerNAT, Family: r.Family,
 		Start: r.Start, DurationMS: msOf(r.Duration), Outcome: r.Outcome.String(), Sampled: r.Sampled,
 		Phases: make([]PhaseJSON, len(r.Phases)), Dropped: r.Dropped}
 	if !r.End.IsZero() {
@@ -97,7 +99,7 @@ func (m *Monitor) AttemptJSON(r *AttemptRecord, withEvents bool) AttemptJSON {
 // EventJSON renders an event.
 func (m *Monitor) EventJSON(ev *Event) EventJSON {
 	out := EventJSON{Time: ev.Time, Kind: ev.Kind.String(), DurationMS: msOf(ev.Duration), Value: ev.Value,
-		Bootstrap: ev.Bootstrap, Peer: ev.Peer, NAT: ev.NAT, PeerNAT: ev.PeerNAT, Detail: ev.Detail, To: ev.To}
+		Bootstrap: ev.Bootstrap, Peer: ev.Peer, NAT: ev.NAT, PeerNAT: ev.PeerNAT, Detail: ev.Detail, To: ev.To, Family: ev.Family}
 	if ev.Attempt != 0 {
 		out.Attempt = ev.Attempt.String()
 	}

@@ -303,7 +303,7 @@ func TestGuideNeverSaysNoProblemsWhileAttemptsFail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := StartAttempt(m, "failingpeerfailingpeer", "initiator", "eim-eif")
+			a := StartAttempt(m, "failingpeerfailingpeer", "initiator", "eim-eif", "")
 			a.Begin(PhasePunch)
 			a.Finish(OutcomeFail, tc.reason, PathNone)
 			rep := m.Diagnostics(facts, time.Now())

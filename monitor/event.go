@@ -42,8 +42,8 @@ func ParseReason(s string) (Reason, error) { return event.ParseReason(s) }
 func NewAttemptID() AttemptID { return event.NewAttemptID() }
 
 // StartAttempt is event.StartAttempt.
-func StartAttempt(rec Recorder, peer, role, nat string) *Attempt {
-	return event.StartAttempt(rec, peer, role, nat)
+func StartAttempt(rec Recorder, peer, role, nat, families string) *Attempt {
+	return event.StartAttempt(rec, peer, role, nat, families)
 }
 
 // The event vocabulary's values, from package event.

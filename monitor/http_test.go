@@ -181,7 +181,7 @@ func TestSurfaceAPI(t *testing.T) {
 		t.Fatal(code)
 	}
 
-	a := StartAttempt(s.mon, "peerX", "initiator", "eim-apdf")
+	a := StartAttempt(s.mon, "peerX", "initiator", "eim-apdf", "")
 	a.Begin(PhasePunch)
 	a.Record(Event{Kind: KindCheckSent, Addr: netip.MustParseAddrPort("203.0.113.77:5000")})
 	a.End(PhasePunch, OutcomeFail, ReasonPunchTimeout)
@@ -272,7 +272,7 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 4 {
-		a := StartAttempt(m, "peer", "initiator", "eim-apdf")
+		a := StartAttempt(m, "peer", "initiator", "eim-apdf", "")
 		a.SetNAT("eim-apdf", "apdm")
 		if i == 3 {
 			a.Finish(OutcomeFail, ReasonPunchTimeout, PathNone)

@@ -86,6 +86,24 @@ type resultKey struct {
 	role, result string
 	reason       Reason
 	path         Path
+	family       string
+}
+
+type roleKey struct{ role, family string }
+
+type latencyKey struct {
+	path   Path
+	family string
+}
+
+// familyLabel is an event's Family as a bounded label: ipv4, ipv6,
+// dual-stack or unknown.
+func familyLabel(f string) string {
+	switch f {
+	case "ipv4", "ipv6", "dual-stack":
+		return f
+	}
+	return "unknown"
 }
 
 type durKey struct {
@@ -112,13 +130,13 @@ type recKey struct {
 type metrics struct {
 	collectors []prometheus.Collector
 
-	attempts     *cache[string, prometheus.Counter]
+	attempts     *cache[roleKey, prometheus.Counter]
 	results      *cache[resultKey, prometheus.Counter]
 	duration     *cache[durKey, prometheus.Observer]
 	bsRequests   *cache[bsKey, prometheus.Counter]
 	bsResponse   *cache[bsTypeKey, prometheus.Observer]
 	byType       *cache[natKey, prometheus.Counter]
-	latency      *enumCache[prometheus.Observer]
+	latency      *cache[latencyKey, prometheus.Observer]
 	throughput   *enumCache[prometheus.Observer]
 	phase        *enumCache[prometheus.Observer] // phase*NumOutcomes + outcome
 	events       *enumCache[prometheus.Counter]
@@ -154,18 +172,18 @@ func newMetrics(st *Store, lag func() time.Duration) *metrics {
 func (m *metrics) addSeed(add func(prometheus.Collector)) {
 	attempts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: MetricNATAttempts,
-		Help: "NAT traversal (connection) attempts started, by role (initiator or responder).",
-	}, []string{"role"})
+		Help: "NAT traversal (connection) attempts started, by role (initiator or responder) and the address families the node's socket serves (ipv4, ipv6, dual-stack).",
+	}, []string{"role", "family"})
 	add(attempts)
-	m.attempts = newCache(func(role string) prometheus.Counter { return attempts.WithLabelValues(role) })
+	m.attempts = newCache(func(k roleKey) prometheus.Counter { return attempts.WithLabelValues(k.role, k.family) })
 
 	results := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: MetricNATResults,
-		Help: "NAT traversal attempts ended, by role, result (success or failure), reason and path type.",
-	}, []string{"role", "result", "reason", "path"})
+		Help: "NAT traversal attempts ended, by role, result (success or failure), reason, path type and the address family of the path (ipv4, ipv6; unknown for a failure).",
+	}, []string{"role", "result", "reason", "path", "family"})
 	add(results)
 	m.results = newCache(func(k resultKey) prometheus.Counter {
-		return results.WithLabelValues(k.role, k.result, k.reason.String(), k.path.String())
+		return results.WithLabelValues(k.role, k.result, k.reason.String(), k.path.String(), k.family)
 	})
 
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -206,11 +224,11 @@ func (m *metrics) addSeed(add func(prometheus.Collector)) {
 
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    MetricConnectionLatency,
-		Help:    "Connection round-trip time in milliseconds (QUIC's smoothed RTT), by path type.",
+		Help:    "Connection round-trip time in milliseconds (QUIC's smoothed RTT), by path type and address family (ipv4, ipv6).",
 		Buckets: []float64{0.5, 1, 2, 5, 10, 20, 40, 80, 150, 300, 600, 1200},
-	}, []string{"path"})
+	}, []string{"path", "family"})
 	add(latency)
-	m.latency = newEnumCache(NumPaths, func(p int) prometheus.Observer { return latency.WithLabelValues(Path(p).String()) })
+	m.latency = newCache(func(k latencyKey) prometheus.Observer { return latency.WithLabelValues(k.path.String(), k.family) })
 
 	thru := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    MetricConnectionThru,
@@ -380,10 +398,10 @@ func (m *metrics) observe(ev *Event) {
 	m.events.get(int(ev.Kind)).Inc()
 	switch ev.Kind {
 	case KindAttemptStart:
-		m.attempts.get(ev.Detail).Inc()
+		m.attempts.get(roleKey{role: ev.Detail, family: familyLabel(ev.Family)}).Inc()
 	case KindAttemptEnd:
 		r := result(ev.Outcome)
-		m.results.get(resultKey{role: ev.Detail, result: r, reason: ev.Reason, path: ev.Path}).Inc()
+		m.results.get(resultKey{role: ev.Detail, result: r, reason: ev.Reason, path: ev.Path, family: familyLabel(ev.Family)}).Inc()
 		m.duration.get(durKey{result: r, path: ev.Path}).Observe(ms(ev))
 		local, peer := ev.NAT, ev.PeerNAT
 		if local == "" {
@@ -408,7 +426,7 @@ func (m *metrics) observe(ev *Event) {
 		}
 		m.bootstrapUp.get(ev.Bootstrap).Set(v)
 	case KindLatency:
-		m.latency.get(int(ev.Path)).Observe(ms(ev))
+		m.latency.get(latencyKey{path: ev.Path, family: familyLabel(ev.Family)}).Observe(ms(ev))
 	case KindThroughput:
 		m.throughput.get(int(ev.Path)).Observe(ev.Value)
 	case KindCandidate:

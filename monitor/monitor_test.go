@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -75,7 +76,7 @@ var seedNames = []string{MetricNATAttempts, MetricNATResults, MetricNATDuration,
 	MetricBootstrapResponse, MetricNATTraversalByType, MetricConnectionLatency, MetricConnectionThru}
 
 func exercise(m *Monitor) {
-	a := StartAttempt(m, "p", "initiator", "public")
+	a := StartAttempt(m, "p", "initiator", "public", "")
 	a.Begin(PhaseDiscover)
 	a.End(PhaseDiscover, OutcomeOK, ReasonNone)
 	a.Record(Event{Kind: KindCandidate, Detail: "host", Addr: netip.MustParseAddrPort("192.0.2.1:1")})
@@ -145,7 +146,7 @@ func TestMetricsLint(t *testing.T) {
 			t.Errorf("seed metric %s missing", n)
 		}
 	}
-	if got := testutil.ToFloat64(m.metrics.attempts.get("initiator")); got != 1 {
+	if got := testutil.ToFloat64(m.metrics.attempts.get(roleKey{role: "initiator", family: "unknown"})); got != 1 {
 		t.Fatalf("nat_attempts_total = %v", got)
 	}
 }
@@ -156,7 +157,7 @@ func TestLogsCarryAttemptAndHideAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := StartAttempt(m, "p", "initiator", "")
+	a := StartAttempt(m, "p", "initiator", "", "")
 	a.Begin(PhasePunch)
 	a.Record(Event{Kind: KindCheckSent, Addr: netip.MustParseAddrPort("198.51.100.23:5000")})
 	a.Record(Event{Kind: KindPathValidated, Addr: netip.MustParseAddrPort("198.51.100.23:5000"),
@@ -236,5 +237,47 @@ func TestSanitizerKeepsOIDs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFamilyLabels: attempts carry the families the node's socket serves,
+// results and latency the family of the path an attempt ended on; a
+// failure's is unknown, and so is any value outside the bounded set.
+func TestFamilyLabels(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(Config{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := StartAttempt(m, "p", "initiator", "eim-apdf", "dual-stack")
+	ok.SetFamily("ipv6")
+	ok.Finish(OutcomeOK, ReasonNone, PathDirect)
+	m.Record(Event{Kind: KindLatency, Path: PathDirect, Duration: 80 * time.Millisecond, Family: "ipv6"})
+	failed := StartAttempt(m, "q", "responder", "eim-apdf", "ipv4")
+	failed.Finish(OutcomeFail, ReasonPunchTimeout, PathNone)
+	bogus := StartAttempt(m, "r", "initiator", "eim-apdf", "ipv5")
+	bogus.SetFamily("ipv5")
+	bogus.Finish(OutcomeOK, ReasonNone, PathRelay)
+	for _, tc := range []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"attempt from a dual-stack socket", m.metrics.attempts.get(roleKey{"initiator", "dual-stack"}), 1},
+		{"attempt from an IPv4 socket", m.metrics.attempts.get(roleKey{"responder", "ipv4"}), 1},
+		{"a family outside the set", m.metrics.attempts.get(roleKey{"initiator", "unknown"}), 1},
+		{"success over IPv6", m.metrics.results.get(resultKey{role: "initiator", result: "success", path: PathDirect, family: "ipv6"}), 1},
+		{"failure: unknown", m.metrics.results.get(resultKey{role: "responder", result: "failure", reason: ReasonPunchTimeout,
+			path: PathNone, family: "unknown"}), 1},
+		{"success over an unknown family", m.metrics.results.get(resultKey{role: "initiator", result: "success", path: PathRelay, family: "unknown"}), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := testutil.ToFloat64(tc.c); got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if n := testutil.CollectAndCount(reg, MetricConnectionLatency); n != 1 {
+		t.Fatalf("%d latency series, want 1 (direct, ipv6)", n)
 	}
 }

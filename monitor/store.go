@@ -94,6 +94,7 @@ type AttemptRecord struct {
 	Outcome  Outcome
 	Reason   Reason
 	Path     Path
+	Family   string // the path's address family (event.Event.Family at the end)
 	Phases   []PhaseRecord
 	// Detours are the reasons of the attempt's fallbacks (direct to
 	// relay), kept whether or not the sampler keeps the events.
@@ -218,7 +219,7 @@ func (e storedError) Error() string { return string(e) }
 
 func (s *Store) end(r *AttemptRecord, ev *Event) {
 	r.End, r.Duration, r.Outcome, r.Reason, r.Path = ev.Time, ev.Duration, ev.Outcome, ev.Reason, ev.Path
-	r.NAT, r.PeerNAT = ev.NAT, ev.PeerNAT
+	r.NAT, r.PeerNAT, r.Family = ev.NAT, ev.PeerNAT, ev.Family
 	if r.Peer == "" {
 		r.Peer = ev.Peer
 	}

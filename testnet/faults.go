@@ -105,6 +105,23 @@ func (tb *Testbed) ChangeAddress(ctx context.Context, h *Host) (netip.Addr, erro
 	return next, nil
 }
 
+// SetIPv6 takes a dual-stack host's global IPv6 address away (up false:
+// the address and the routes through it go, as when a network's IPv6
+// fails) or gives it back with its default route.
+func (tb *Testbed) SetIPv6(ctx context.Context, h Host, up bool) error {
+	if !h.Addr6.IsValid() {
+		return fmt.Errorf("testnet: %s has no IPv6 address of its own", h.NS)
+	}
+	gw := h.Addr6.As16()
+	gw[15] = 1 // the site's router on its /64 (siteLAN6)
+	lines := []string{fmt.Sprintf("addr del %s/64 dev eth0", h.Addr6)}
+	if up {
+		lines = []string{fmt.Sprintf("addr add %s/64 dev eth0 nodad", h.Addr6),
+			fmt.Sprintf("route replace ::/0 via %s", netip.AddrFrom16(gw))}
+	}
+	return nsBatch(ctx, h.NS, lines)
+}
+
 // ScenarioFunc runs one named fault scenario on a running testbed.
 type ScenarioFunc func(ctx context.Context, e *Env) (ok bool, detail string)
 
@@ -120,6 +137,7 @@ func Scenarios() map[string]ScenarioFunc {
 		"mapping-expiry":         scenarioMappingExpiry,
 		"relay-upgrade":          scenarioRelayUpgrade,
 		"blackhole":              scenarioBlackhole,
+		"family-loss":            scenarioFamilyLoss,
 		"diag-bootstrap-down":    scenarioDiagBootstrapDown,
 		"diag-udp-blocked":       scenarioDiagUDPBlocked,
 		"diag-both-symmetric":    scenarioDiagBothSymmetric,

@@ -406,3 +406,48 @@ func scenarioBlackhole(ctx context.Context, e *Env) (bool, string) {
 	}
 	return false, fmt.Sprintf("%s; no successful fallback: %+v", detail, r.Res.Migrations)
 }
+
+// scenarioFamilyLoss: a dual-stack pair connected over IPv6 (the race's
+// preferred family) loses IPv6 in the middle of a transfer, on the
+// initiating host and then, in a second transfer, on the target's; each
+// time the connection moves to IPv4, directly (a "family" move by the
+// initiator, which dialled it; no relay), and the transfer completes
+// verified.
+func scenarioFamilyLoss(ctx context.Context, e *Env) (bool, string) {
+	a, ok1 := e.firstHost(ClassDualStack, 0)
+	b, ok2 := e.firstHost(ClassDualStack, 1)
+	if !ok1 || !ok2 {
+		return false, "needs two dual-stack sites"
+	}
+	var details []string
+	for _, loser := range []Host{a, b} {
+		ok, detail := e.familyLossOn(ctx, a, b, loser)
+		details = append(details, detail)
+		if !ok {
+			return false, strings.Join(details, " | ")
+		}
+	}
+	return true, strings.Join(details, " | ")
+}
+
+// familyLossOn runs a transfer from a to b over IPv6 and takes loser's
+// IPv6 away in the middle of it (giving it back after).
+func (e *Env) familyLossOn(ctx context.Context, a, b, loser Host) (bool, string) {
+	defer e.TB.SetIPv6(context.WithoutCancel(ctx), loser, true)
+	plan := e.migrationPlan()
+	r, err := e.transferDuring(ctx, a, b, plan, func() error { return e.TB.SetIPv6(ctx, loser, false) },
+		"--listen", listenOn(a, 0))
+	if err != nil {
+		return false, err.Error()
+	}
+	ok, detail := faultVerdict(r, plan.Size, fmt.Sprintf("%s lost IPv6 mid-transfer", loser.NS))
+	detail += fmt.Sprintf("; connected over %s, ended over %s", r.Res.Family, r.Res.FinalFamily)
+	m, moved := r.Res.migrated("family")
+	switch {
+	case r.Res.Family != "ipv6":
+		return false, detail + "; want a connection over IPv6 first"
+	case !moved || r.Res.FinalFamily != "ipv4" || r.Res.FinalPath != "direct":
+		return false, fmt.Sprintf("%s; want a direct move to IPv4: %s", detail, r.Res.moves())
+	}
+	return ok, detail + "; " + m
+}

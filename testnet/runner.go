@@ -143,13 +143,14 @@ type ConnectResult struct {
 	ThroughputMbps float64 `json:"throughput_mbps"`
 	// Family is the address family the connecting node's socket used,
 	// NAT64 the prefix it reached IPv4 through (if any).
-	Family     string `json:"family"`
-	NAT64      string `json:"nat64"`
-	Phase      string `json:"failed_phase"`
-	Reason     string `json:"reason"`
-	Error      string `json:"error"`
-	FinalPath  string `json:"final_path"`
-	Migrations []struct {
+	Family      string `json:"family"`
+	NAT64       string `json:"nat64"`
+	Phase       string `json:"failed_phase"`
+	Reason      string `json:"reason"`
+	Error       string `json:"error"`
+	FinalPath   string `json:"final_path"`
+	FinalFamily string `json:"final_family"`
+	Migrations  []struct {
 		Kind       string  `json:"kind"`
 		Reason     string  `json:"reason"`
 		OK         bool    `json:"ok"`

@@ -109,11 +109,11 @@ func TestMbitPerS(t *testing.T) {
 	}
 }
 
-const tunnelMetrics = `# HELP antnode_connections Open peer connections, by path type.
+const tunnelMetrics = `# HELP antnode_connections Open peer connections, by path type and the address family their packets travel in (ipv4, ipv6).
 # TYPE antnode_connections gauge
-antnode_connections{path="direct"} %d
-antnode_connections{path="none"} 0
-antnode_connections{path="relay"} %d
+antnode_connections{family="ipv4",path="direct"} %d
+antnode_connections{family="ipv4",path="none"} 0
+antnode_connections{family="ipv4",path="relay"} %d
 # HELP antnode_peers Peers this node knows, by the state of their connection state machine.
 # TYPE antnode_peers gauge
 antnode_peers{state="closed"} 2

@@ -190,17 +190,24 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	}
 	n.rec.Record(event.Event{Kind: event.KindPhaseStart, Phase: event.PhaseClassify})
 	primary, other := familySplit(clients)
+	// The family the registrations' packets leave in: the socket's (an
+	// IPv6 node behind NAT64 is observed at an IPv4 address, and its NAT
+	// type is the NAT64's, reached over IPv6), or on a dual-stack socket
+	// the family the bootstraps observed it in.
+	fam := holepunch.SocketFamilies(n.cfg.Endpoint)[0]
+	if n.cfg.Endpoint.DualStack() {
+		fam = holepunch.FamilyOf(primary[0].Status().Observed.Addr())
+	}
 	obs := n.observe(ctx, primary)
 	t := ClassifyNAT(obs)
-	var t2 nattype.Type
+	reports := []FamilyReport{familyReport(fam, obs)}
 	if n.cfg.Endpoint.DualStack() {
-		t2 = n.classifyOther(ctx, primary, other)
+		reports = append(reports, familyReport(otherFamily(fam), n.classifyOther(ctx, primary, other)))
 	}
 	n.natMu.Lock()
 	changed := n.nat != t
 	n.nat = t
-	n.natFamily = holepunch.FamilyOf(primary[0].Status().Observed.Addr())
-	n.natOther = t2
+	n.families = reports
 	n.natMu.Unlock()
 	d := time.Since(start)
 	o := event.OutcomeOK
@@ -221,6 +228,43 @@ func (n *Node) Classify(ctx context.Context) (nattype.Type, error) {
 	return t, nil
 }
 
+// FamilyReport is what the node's last measurement found in one address
+// family its socket serves.
+type FamilyReport struct {
+	Family holepunch.Family
+	NAT    nattype.Type
+	// Observed is the address a server saw the node at in this family
+	// (invalid: none answered); Answered how many of the servers asked
+	// (registrations, STUN sockets) answered, of Asked.
+	Observed        netip.AddrPort
+	Answered, Asked int
+}
+
+// Works reports whether UDP in the family reached a bootstrap.
+func (r FamilyReport) Works() bool { return r.Answered > 0 }
+
+// familyReport sums up the observations of one family.
+func familyReport(f holepunch.Family, obs NATObservations) FamilyReport {
+	r := FamilyReport{Family: f, NAT: ClassifyNAT(obs), Asked: len(obs.Mapped)}
+	for _, o := range obs.Mapped {
+		if o.Mapped.IsValid() {
+			r.Answered++
+			if !r.Observed.IsValid() {
+				r.Observed = o.Mapped
+			}
+		}
+	}
+	return r
+}
+
+// otherFamily is the family that is not f.
+func otherFamily(f holepunch.Family) holepunch.Family {
+	if f == holepunch.IPv6 {
+		return holepunch.IPv4
+	}
+	return holepunch.IPv6
+}
+
 // familySplit splits registered clients by the family they registered
 // in: the first one's, and the other.
 func familySplit(clients []*bootstrap.Client) (primary, other []*bootstrap.Client) {
@@ -237,19 +281,22 @@ func familySplit(clients []*bootstrap.Client) (primary, other []*bootstrap.Clien
 
 // classifyOther measures a dual-stack node's NAT in its other family:
 // with the registrations made in it, if any; else through the other
-// family's STUN sockets of the bootstraps registered with (see
-// wire.Registered.Other): a Binding request carrying the registration's
-// token to the main one, which the bootstrap records as the node's
-// address in that family (and forwards as an observed candidate), and
-// one to each alternate one (mapping). Filtering in that family is not
-// probed there: it stays unknown.
-func (n *Node) classifyOther(ctx context.Context, primary, other []*bootstrap.Client) nattype.Type {
+// family's sockets of the bootstraps registered with (see
+// wire.Registered.Other). First a Binding request carrying the
+// registration's token to each main one, which the bootstrap records as
+// the node's address in that family (and forwards as an observed
+// candidate); then one to each alternate one (mapping) and, from the
+// first bootstrap that offers them, unsolicited probes to that address
+// (filtering).
+func (n *Node) classifyOther(ctx context.Context, primary, other []*bootstrap.Client) NATObservations {
 	if len(other) > 0 {
-		return ClassifyNAT(n.observe(ctx, other))
+		return n.observe(ctx, other)
 	}
 	obs := NATObservations{Local: n.cfg.Endpoint.LocalAddr(), LocalAddrs: interfaceAddrs()}
 	var wg sync.WaitGroup
 	add := (&gathered{obs: &obs}).add
+	var shown []*bootstrap.Client // those that saw the node in the other family
+	var rtt time.Duration
 	for _, c := range primary {
 		st := c.Status()
 		if st.Transport == bootstrap.TransportTCP || len(st.Other) == 0 || st.Token == ([16]byte{}) ||
@@ -257,16 +304,28 @@ func (n *Node) classifyOther(ctx context.Context, primary, other []*bootstrap.Cl
 			continue
 		}
 		main := st.Other[0]
-		wg.Go(func() {
-			add(Observation{Server: main, Mapped: n.stunMapped(ctx, main, st.RTT, stun.NewUsername(wire.ObserveUsername(st.Token)))})
-		})
+		mapped := n.stunMapped(ctx, main, st.RTT, stun.NewUsername(wire.ObserveUsername(st.Token)))
+		add(Observation{Server: main, Mapped: mapped})
+		if !mapped.IsValid() {
+			continue
+		}
+		shown = append(shown, c)
+		rtt = max(rtt, st.RTT)
 		for _, alt := range st.Other[1:] {
 			alt = reachedAt(alt, main)
 			wg.Go(func() { add(Observation{Server: alt, Mapped: n.stunMapped(ctx, alt, st.RTT)}) })
 		}
 	}
+	if i := slices.IndexFunc(shown, func(c *bootstrap.Client) bool { return c.Status().OtherProbes&wire.ProbeOtherPort != 0 }); i >= 0 {
+		prober, caps := shown[i], shown[i].Status().OtherProbes
+		wait := 2*rtt + 500*time.Millisecond
+		wg.Go(func() { obs.OtherPort = n.probeSample(ctx, prober, wire.ProbeOtherPort, wait, true) })
+		if caps&wire.ProbeOtherAddr != 0 {
+			wg.Go(func() { obs.OtherAddr = n.probeSample(ctx, prober, wire.ProbeOtherAddr, wait, true) })
+		}
+	}
 	wg.Wait()
-	return ClassifyNAT(obs)
+	return obs
 }
 
 // gathered collects the observations of parallel STUN transactions.
@@ -314,10 +373,10 @@ func (n *Node) observe(ctx context.Context, clients []*bootstrap.Client) NATObse
 		caps := prober.Status().Probes
 		wait := 2*rtt + 500*time.Millisecond
 		if caps&wire.ProbeOtherPort != 0 {
-			wg.Go(func() { obs.OtherPort = n.probeSample(ctx, prober, wire.ProbeOtherPort, wait) })
+			wg.Go(func() { obs.OtherPort = n.probeSample(ctx, prober, wire.ProbeOtherPort, wait, false) })
 		}
 		if caps&wire.ProbeOtherAddr != 0 {
-			wg.Go(func() { obs.OtherAddr = n.probeSample(ctx, prober, wire.ProbeOtherAddr, wait) })
+			wg.Go(func() { obs.OtherAddr = n.probeSample(ctx, prober, wire.ProbeOtherAddr, wait, false) })
 		}
 	}
 	wg.Wait()
@@ -344,7 +403,7 @@ func (n *Node) stunMapped(ctx context.Context, server netip.AddrPort, rtt time.D
 // probeSample asks c for filterProbes unsolicited probes of kind,
 // filterPace apart, and counts those that arrived within wait of the last
 // request. A request that could not be made is not counted as requested.
-func (n *Node) probeSample(ctx context.Context, c *bootstrap.Client, kind uint64, wait time.Duration) FilterProbe {
+func (n *Node) probeSample(ctx context.Context, c *bootstrap.Client, kind uint64, wait time.Duration, other bool) FilterProbe {
 	var p FilterProbe
 	ch := make(chan endpoint.Response, filterProbes)
 	t := time.NewTimer(time.Hour)
@@ -365,7 +424,7 @@ func (n *Node) probeSample(ctx context.Context, c *bootstrap.Client, kind uint64
 			continue
 		}
 		defer release()
-		if err := c.RequestProbe(kind, tx); err != nil {
+		if err := c.RequestProbe(kind, tx, other); err != nil {
 			continue
 		}
 		p.Requested++

@@ -1,14 +1,18 @@
 package traversal
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/antnode/antnode/event"
+	"github.com/antnode/antnode/holepunch"
 )
 
 // Collector returns the node's gauges for a Prometheus registry, computed
 // at scrape time from the state machines and connections: peers by state
-// and connections by path type. Every state and path is reported, zeros
+// and connections by path type and address family. Every state, and every
+// path in each family the node's socket serves, is reported, zeros
 // included, so dashboards see the whole set.
 func (n *Node) Collector() prometheus.Collector { return nodeCollector{n} }
 
@@ -18,7 +22,7 @@ var (
 	peersDesc = prometheus.NewDesc("antnode_peers",
 		"Peers this node knows, by the state of their connection state machine.", []string{"state"}, nil)
 	connsDesc = prometheus.NewDesc("antnode_connections",
-		"Open peer connections, by path type.", []string{"path"}, nil)
+		"Open peer connections, by path type and the address family their packets travel in (ipv4, ipv6).", []string{"path", "family"}, nil)
 )
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -28,10 +32,17 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	machines := c.n.machineList()
-	var paths [3]int
+	type key struct {
+		path event.Path
+		fam  holepunch.Family
+	}
+	conns := map[key]int{}
+	fams := holepunch.SocketFamilies(c.n.cfg.Endpoint)
 	for _, conn := range c.n.Conns() {
-		if p := conn.Path(); int(p) < len(paths) {
-			paths[p]++
+		k := key{conn.Path(), conn.Family()}
+		conns[k]++
+		if !slices.Contains(fams, k.fam) {
+			fams = append(fams, k.fam)
 		}
 	}
 	var states [stateEnd]int
@@ -43,7 +54,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- gauge(peersDesc, float64(v), State(s).String())
 	}
 	for _, p := range []event.Path{event.PathDirect, event.PathRelay} {
-		ch <- gauge(connsDesc, float64(paths[p]), p.String())
+		for _, f := range fams {
+			ch <- gauge(connsDesc, float64(conns[key{p, f}]), p.String(), f.String())
+		}
 	}
 }
 

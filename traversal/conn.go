@@ -175,15 +175,34 @@ func (c *Conn) RTT() time.Duration { return c.qc.ConnectionStats().SmoothedRTT }
 func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
 
 // Family is the address family this node's packets of the connection
-// travel in now: on a connection through its own relay allocation, the
-// family it reaches the relay in; else its remote address's (the peer's
-// address on a direct path, a relayed address it sends to from its own
-// socket; an address synthesised through NAT64 is IPv6).
-func (c *Conn) Family() holepunch.Family {
-	if u := c.node.relayOf(c.qc); u != nil && !u.released.Load() {
+// travel in now (see Node.familyOf).
+func (c *Conn) Family() holepunch.Family { return c.node.familyOf(c.qc) }
+
+// familyOf is the address family this node's packets of qc travel in
+// now: on a connection moved to the other family, that one; on a connection through its own relay allocation, the family it
+// reaches the relay in; else its remote address's (the peer's address on
+// a direct path, a relayed address it sends to from its own socket; an
+// address synthesised through NAT64 is IPv6).
+func (n *Node) familyOf(qc *quic.Conn) holepunch.Family {
+	n.connsMu.Lock()
+	to, crossed := n.crossed[qc]
+	n.connsMu.Unlock()
+	if crossed { // moved to the other family behind QUIC's back
+		return holepunch.FamilyOf(to.Addr())
+	}
+	if u := n.relayOf(qc); u != nil && !u.released.Load() {
 		return holepunch.FamilyOf(u.r.alloc.Server.Addr())
 	}
-	return holepunch.FamilyOf(addrPortOf(c.qc.RemoteAddr()).Addr())
+	return holepunch.FamilyOf(addrPortOf(qc.RemoteAddr()).Addr())
+}
+
+// socketFamilies names the families the node's socket serves, as the
+// attempts metric labels them: "ipv4", "ipv6" or "dual-stack".
+func (n *Node) socketFamilies() string {
+	if n.cfg.Endpoint.DualStack() {
+		return "dual-stack"
+	}
+	return holepunch.FamilyOf(n.cfg.Endpoint.LocalAddr().Addr()).String()
 }
 
 // QUIC returns the underlying QUIC connection.

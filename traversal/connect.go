@@ -115,7 +115,7 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
 	defer cancel()
-	att := event.StartAttempt(n.rec, peer.String(), "initiator", n.NAT().Class())
+	att := event.StartAttempt(n.rec, peer.String(), "initiator", n.NAT().Class(), n.socketFamilies())
 	n.move(peer, StateDiscovering, event.ReasonNone, att)
 	g := n.degrade.begin(peer, n.cfg.MaxInflight, time.Now())
 	defer n.degrade.end()
@@ -134,9 +134,11 @@ func (n *Node) Connect(ctx context.Context, peer identity.PeerID) (*Conn, error)
 		n.move(peer, StateDegraded, g.Reason, att) // kept on the relay on purpose
 	}
 	c.attempt = att.ID()
+	fam := c.Family().String()
+	att.SetFamily(fam)
 	c.timeToConnect = att.Finish(event.OutcomeOK, event.ReasonNone, c.Path())
 	n.rememberConn(c)
-	n.rec.Record(event.Event{Kind: event.KindLatency, Path: c.Path(), Duration: c.RTT(), Attempt: att.ID()})
+	n.rec.Record(event.Event{Kind: event.KindLatency, Path: c.Path(), Duration: c.RTT(), Attempt: att.ID(), Family: fam})
 	return c, nil
 }
 
@@ -335,7 +337,7 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 	ctx, giveUp := context.WithCancelCause(ctx)
 	defer giveUp(nil)
 	local := n.NAT()
-	att := event.StartAttempt(n.rec, o.From.String(), "responder", local.Class())
+	att := event.StartAttempt(n.rec, o.From.String(), "responder", local.Class(), n.socketFamilies())
 	att.SetNAT(local.Class(), o.Remote.NAT.Class())
 	n.move(o.From, StateDiscovering, event.ReasonNone, att)
 	qc, path, err := n.respond(ctx, giveUp, att, o, local)
@@ -352,8 +354,10 @@ func (n *Node) handleOffer(o *bootstrap.Offer) {
 		n.track(qc, o.From, path, true)
 	}
 	n.move(o.From, connectedState(path), event.ReasonNone, att)
+	fam := n.familyOf(qc).String()
+	att.SetFamily(fam)
 	att.Finish(event.OutcomeOK, event.ReasonNone, path)
-	n.rec.Record(event.Event{Kind: event.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID()})
+	n.rec.Record(event.Event{Kind: event.KindLatency, Path: path, Duration: qc.ConnectionStats().SmoothedRTT, Attempt: att.ID(), Family: fam})
 	if qc.Context().Err() != nil {
 		// Over already (the dialler closed it at once): its end may have
 		// come before this attempt's and left the machine to it.

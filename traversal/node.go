@@ -134,10 +134,9 @@ type Node struct {
 	machines map[identity.PeerID]*Machine
 	natMu    sync.Mutex
 	nat      nattype.Type
-	// natFamily is the family nat was measured in (its registrations');
-	// natOther the NAT in the other family of a dual-stack socket.
-	natFamily holepunch.Family
-	natOther  nattype.Type
+	// families are the last measurement's reports, the registrations'
+	// family first (with nat), then a dual-stack socket's other one.
+	families []FamilyReport
 	// contradictedAt is when evidence last contradicted nat and asked
 	// for a new measurement (see contradicted).
 	contradictedAt time.Time
@@ -150,6 +149,9 @@ type Node struct {
 	early      earlyConns // under expectMu
 	connsMu    sync.Mutex
 	conns      map[*quic.Conn]*Conn
+	// crossed are the connections moved to the other address family
+	// (family.go), with the address their packets go to now.
+	crossed map[*quic.Conn]netip.AddrPort
 
 	memory *peerMemory // peers connected to recently (remember.go)
 
@@ -176,7 +178,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n = &Node{cfg: cfg, rec: cfg.Recorder, log: cfg.Logger, agent: agent,
-		expected: make(map[identity.PeerID][]expectation), conns: make(map[*quic.Conn]*Conn),
+		expected: make(map[identity.PeerID][]expectation), conns: make(map[*quic.Conn]*Conn), crossed: make(map[*quic.Conn]netip.AddrPort),
 		reclassify: make(chan struct{}, 1), relays: make(map[string]*sharedRelay), relayUses: make(map[*quic.Conn]*relayUse),
 		injs: make(map[*endpoint.Endpoint]*endpoint.Injector), owned: make(map[*quic.Conn]*endpoint.Endpoint),
 		machines: make(map[identity.PeerID]*Machine), allow: Transitions(), ctx: ctx, cancel: cancel,
@@ -365,18 +367,23 @@ func (n *Node) NAT() nattype.Type {
 // serves, keyed "ipv4" and "ipv6" (one entry for a socket in one
 // family); a family not measured yet has the zero Type (unknown).
 func (n *Node) NATFamilies() map[string]nattype.Type {
-	fams := holepunch.SocketFamilies(n.cfg.Endpoint)
+	out := make(map[string]nattype.Type, 2)
+	for _, r := range n.Families() {
+		out[r.Family.String()] = r.NAT
+	}
+	return out
+}
+
+// Families returns what the last measurement found in each family the
+// node's socket serves, the registrations' family first; a family not
+// measured yet is reported with nothing answered.
+func (n *Node) Families() []FamilyReport {
 	n.natMu.Lock()
-	defer n.natMu.Unlock()
-	out := make(map[string]nattype.Type, len(fams))
-	for _, f := range fams {
-		switch {
-		case n.natFamily == 0:
-			out[f.String()] = nattype.Type{}
-		case f == n.natFamily:
-			out[f.String()] = n.nat
-		default:
-			out[f.String()] = n.natOther
+	out := slices.Clone(n.families)
+	n.natMu.Unlock()
+	for _, f := range holepunch.SocketFamilies(n.cfg.Endpoint) {
+		if !slices.ContainsFunc(out, func(r FamilyReport) bool { return r.Family == f }) {
+			out = append(out, FamilyReport{Family: f})
 		}
 	}
 	return out

@@ -88,6 +88,10 @@ func (p pathsNode) Reroute(ctx context.Context, qc *quic.Conn, peer identity.Pee
 	return p.n.reroute(ctx, qc, peer, remote)
 }
 
+func (p pathsNode) OtherFamily(ctx context.Context, qc *quic.Conn, peer identity.PeerID, remote netip.AddrPort) (netip.AddrPort, func(), error) {
+	return p.n.otherFamily(ctx, qc, peer, remote)
+}
+
 func (p pathsNode) LeaveRelay(qc *quic.Conn) { p.n.leaveRelay(qc) }
 
 func (p pathsNode) Moved(peer identity.PeerID, s migration.Step, reason event.Reason) {

@@ -95,6 +95,7 @@ type PeerStatus struct {
 	State       State           `json:"state"`
 	Since       time.Time       `json:"since"`
 	Path        string          `json:"path"`
+	Family      string          `json:"family,omitempty"` // the connection's (Conn.Family); empty: none
 	RTT         time.Duration   `json:"rtt_ns"`
 	Connections int             `json:"connections"`
 	Transitions []Transition    `json:"transitions,omitempty"`
@@ -116,7 +117,7 @@ func (n *Node) Peers() []PeerStatus {
 		for _, c := range conns {
 			if c.peer == id {
 				ps.Connections++
-				ps.Path, ps.RTT = c.Path().String(), c.RTT()
+				ps.Path, ps.RTT, ps.Family = c.Path().String(), c.RTT(), c.Family().String()
 			}
 		}
 		out = append(out, ps)

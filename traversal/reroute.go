@@ -16,7 +16,6 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/identity"
-	"github.com/antnode/antnode/migration"
 	"github.com/antnode/antnode/relay"
 )
 
@@ -107,40 +106,21 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	// Packets flowing again is the proof (the lost ones are retransmitted
-	// by QUIC's probe timeout, now through the relay). A ping asks for an
-	// answer at once, and twice more a second apart while none came: a
-	// side with nothing to send (the receiver of a transfer) would
-	// otherwise send nothing through the relay for the answer to come back
-	// by. Each ping is a notice stream of the peer's few (a dead path
-	// piles them up): three at most.
-	pings := 0
-	ping := func() {
-		if pings < fallbackPings {
-			pings++
-			_ = migration.SendNotice(qc, migration.NoticePing) // best effort
-		}
-	}
-	ping()
+	// by QUIC's probe timeout, now through the relay; see awaitPackets).
+	// Meanwhile the peer's checks may show it at a new mapping: the relay
+	// then sends there.
 	at := remote
-	wait := time.NewTicker(20 * time.Millisecond)
-	defer wait.Stop()
-	again := time.NewTicker(time.Second)
-	defer again.Stop()
-	for qc.ConnectionStats().PacketsReceived <= before {
-		select {
-		case <-again.C:
-			ping()
-		case <-wait.C:
-			if rhp == nil {
-				continue
-			}
+	var poll func()
+	if rhp != nil {
+		poll = func() {
 			if moved, ok := atPeer(rhp.Sources(), at); ok && n.routeVia(ep, remote, moved, r) == nil {
 				at = moved
 			}
-		case <-ctx.Done():
-			n.unrouteVia(ep, remote, at, r)
-			return netip.AddrPort{}, fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", context.Cause(ctx))
 		}
+	}
+	if err := awaitPackets(ctx, qc, before, poll); err != nil {
+		n.unrouteVia(ep, remote, at, r)
+		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", err)
 	}
 	return at, nil
 }

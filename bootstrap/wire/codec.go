@@ -281,15 +281,17 @@ func (m *Registered) appendPayload(b []byte) []byte {
 	b = appendAddrList(b, m.AltSTUN)
 	b = quicvarint.Append(b, m.TTLSeconds)
 	b = quicvarint.Append(b, m.Probes)
-	if m.Peers == 0 && len(m.Other) == 0 {
+	other := len(m.Other) > 0 || m.Token != [16]byte{} || m.OtherProbes != 0
+	if m.Peers == 0 && !other {
 		return b
 	}
 	b = quicvarint.Append(b, m.Peers)
-	if len(m.Other) == 0 {
+	if !other {
 		return b
 	}
 	b = appendAddrList(b, m.Other)
-	return append(b, m.Token[:]...)
+	b = append(b, m.Token[:]...)
+	return quicvarint.Append(b, m.OtherProbes)
 }
 
 func (m *Registered) decode(r *reader) error {
@@ -307,12 +309,19 @@ func (m *Registered) decode(r *reader) error {
 			copy(m.Token[:], b)
 		}
 	}
+	if r.err == nil && len(r.b) > 0 {
+		m.OtherProbes = r.varint()
+	}
 	return r.err
 }
 
 func (m *ProbeRequest) appendPayload(b []byte) []byte {
 	b = append(b, m.TxID[:]...)
-	return quicvarint.Append(b, m.Kind)
+	b = quicvarint.Append(b, m.Kind)
+	if m.Other {
+		b = quicvarint.Append(b, 1)
+	}
+	return b
 }
 
 func (m *ProbeRequest) decode(r *reader) error {
@@ -322,6 +331,9 @@ func (m *ProbeRequest) decode(r *reader) error {
 	m.Kind = r.varint()
 	if r.err == nil && m.Kind != ProbeOtherPort && m.Kind != ProbeOtherAddr {
 		r.fail(fmt.Errorf("probe kind %d", m.Kind))
+	}
+	if r.err == nil && len(r.b) > 0 {
+		m.Other = r.varint() == 1
 	}
 	return r.err
 }

@@ -91,6 +91,9 @@ func corpusEntries(t *testing.T) []corpusEntry {
 		{"registered_without_peers", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0}), outValid},
 		{"registered_peers_then_more", frame(TypeRegistered, append((&Registered{Version: Version, TTLSeconds: 60, Peers: 10000,
 			Other: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:4433")}, Token: [16]byte{1}}).appendPayload(nil), 0xaa)), outValid},
+		// Found by FuzzParse: a token with no sockets of the other family
+		// re-encodes (the token is sent whenever it is set).
+		{"registered_token_without_sockets", []byte("\x020A0\x04000000\x00000\x00000000000000000000000000000000000000000000000000000000"), outValid},
 		{"registered_other_truncated", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67, 0x10, 0x01}), outMalformed},
 		{"registered_peers_truncated", frame(TypeRegistered, []byte{1, 4, 10, 0, 0, 1, 0, 1, 0, 60, 0, 0x67}), outMalformed},
 		{"pong_peers", mustMarshal(t, &Pong{Seq: 1, Peers: 10000}), outValid},

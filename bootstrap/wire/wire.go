@@ -331,6 +331,11 @@ type Registered struct {
 	Other []netip.AddrPort
 	// Token is this registration's secret for ObserveUsername (zero: none).
 	Token [16]byte
+	// OtherProbes says which unsolicited probes the bootstrap can send to
+	// the peer's address in the other family (ProbeRequest.Other), as
+	// Probes does for its registration's. Optional on the wire, after
+	// Token.
+	OtherProbes uint64
 }
 
 // ObserveUsername is the STUN USERNAME of a Binding request that asks
@@ -367,6 +372,10 @@ const (
 type ProbeRequest struct {
 	TxID [12]byte
 	Kind uint64
+	// Other: to the sender's address in the bootstrap's other family (the
+	// one its ObserveUsername request showed), from that family's
+	// sockets. Optional on the wire: false is not sent.
+	Other bool
 }
 
 // ObservedAddress tells a peer its address as the bootstrap now sees it.

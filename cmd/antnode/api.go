@@ -34,15 +34,18 @@ type peerStatusJSON struct {
 	ID string `json:"id"`
 	// Ticket is the node's ticket: its ID and the configured bootstraps
 	// whose key is known (given, or pinned once registered).
-	Ticket     string          `json:"ticket"`
-	Role       string          `json:"role"`
-	UptimeS    float64         `json:"uptime_s"`
-	NAT        string          `json:"nat"`
-	Mapping    string          `json:"mapping"`
-	Filtering  string          `json:"filtering"`
-	Bootstraps []bootstrapJSON `json:"bootstraps"`
-	Peers      int             `json:"peers"`
-	Conns      int             `json:"connections"`
+	Ticket  string  `json:"ticket"`
+	Role    string  `json:"role"`
+	UptimeS float64 `json:"uptime_s"`
+	NAT     string  `json:"nat"`
+	// NATFamilies is the NAT class in each family the node's socket
+	// serves ("ipv4", "ipv6"); NAT is the registration family's.
+	NATFamilies map[string]string `json:"nat_families"`
+	Mapping     string            `json:"mapping"`
+	Filtering   string            `json:"filtering"`
+	Bootstraps  []bootstrapJSON   `json:"bootstraps"`
+	Peers       int               `json:"peers"`
+	Conns       int               `json:"connections"`
 	// PortMap is the port mapping the router granted (--portmap).
 	PortMap *portMapJSON `json:"portmap,omitempty"`
 	// WarmRelay is the relay allocation kept ready (--warm-relay).
@@ -123,7 +126,7 @@ func peerAPI(n *traversal.Node, pm *portMapping, mon *monitor.Monitor, started t
 				tk = ticket.Ticket{Peer: n.ID()}
 			}
 			return peerStatusJSON{ID: n.ID().String(), Ticket: tk.String(), Role: "peer", UptimeS: time.Since(started).Seconds(),
-				NAT: nat.Class(), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String(),
+				NAT: nat.Class(), NATFamilies: natFamilies(n), Mapping: nat.Mapping.String(), Filtering: nat.Filtering.String(),
 				Bootstraps: bs, Peers: len(n.Peers()), Conns: len(n.Conns()), PortMap: portMapState(pm.m.Status(), san),
 				WarmRelay: warmRelayState(n.WarmRelay(), san)}
 		},

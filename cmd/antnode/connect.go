@@ -67,8 +67,11 @@ type connectResult struct {
 	IdleS    float64 `json:"idle_s,omitempty"`
 	// FinalPath is the path at the end (after migrations), Migrations
 	// the moves the connection made.
-	FinalPath  string          `json:"final_path,omitempty"`
-	Migrations []migrationJSON `json:"migrations,omitempty"`
+	FinalPath string `json:"final_path,omitempty"`
+	// FinalFamily is the family the connection's packets travel in at the
+	// end (after a move to the other family, that one).
+	FinalFamily string          `json:"final_family,omitempty"`
+	Migrations  []migrationJSON `json:"migrations,omitempty"`
 	// Runs holds every run's outcome with --repeat (the fields above are
 	// the last run's).
 	Runs []connectRun `json:"runs,omitempty"`
@@ -311,6 +314,7 @@ func connectRepeatedly(ctx context.Context, node *traversal.Node, o connectOptio
 		res.Connected, res.Path, res.TimeToConnect, res.RTT = run.Connected, run.Path, run.TimeToConnect, run.RTT
 		res.BytesVerified, res.ThroughputMbs, res.Attempt = run.BytesVerified, run.ThroughputMbs, run.Attempt
 		res.IdleS, res.FinalPath, res.Migrations = run.IdleS, run.FinalPath, run.Migrations
+		res.FinalFamily = run.FinalFamily
 		res.Family, res.NAT64 = run.Family, run.NAT64
 		res.Phase, res.Reason, res.Error = run.Phase, run.Reason, run.Error
 		if o.repeat > 1 {
@@ -380,6 +384,7 @@ func connectOnce(ctx context.Context, node *traversal.Node, o connectOptions) co
 	}
 	res.RTT = ms(c.RTT())
 	res.FinalPath = c.Path().String()
+	res.FinalFamily = c.Family().String()
 	for _, m := range c.Migrations() {
 		res.Migrations = append(res.Migrations, migrationJSON{Kind: m.Kind, Reason: m.Reason.String(), OK: m.OK,
 			DurationMS: ms(m.Duration), From: m.From.String(), To: m.To.String(), AtMS: ms(m.At.Sub(connected)),

@@ -152,7 +152,10 @@ func TestDashboardInChromium(t *testing.T) {
 		return code == 200
 	})
 	_, body := httpGet(t, peerURL+"/api/v1/status", token)
-	var status struct{ ID, NAT string }
+	var status struct {
+		ID, NAT     string
+		NATFamilies map[string]string `json:"nat_families"`
+	}
 	if err := json.Unmarshal([]byte(body), &status); err != nil || status.ID == "" {
 		t.Fatalf("status: %v %s", err, body)
 	}
@@ -163,12 +166,13 @@ func TestDashboardInChromium(t *testing.T) {
 	// the first frame.
 	wd.call(http.MethodPost, "/session/"+wd.session+"/url", map[string]any{"url": peerURL + "/?token=" + token})
 	var shown struct {
-		ID, NAT, Live string
-		Frames        int
-		Stored        int
+		ID, NAT, Live, Families string
+		Frames                  int
+		Stored                  int
 	}
 	read := func() {
 		wd.js(`return {ID: document.getElementById("node-id").textContent, NAT: document.getElementById("nat-type").textContent,
+			Families: document.getElementById("nat-families").textContent,
 			Live: document.getElementById("live").dataset.state, Frames: Number(document.body.dataset.frames || 0),
 			Stored: Number(document.getElementById("attempt-count").textContent) || 0}`, &shown)
 	}
@@ -182,11 +186,13 @@ func TestDashboardInChromium(t *testing.T) {
 			t.Fatal(err)
 		}
 		read()
-		if shown.ID == status.ID && shown.NAT == status.NAT {
+		// One family here (an IPv4 socket): "ipv4 CLASS".
+		if shown.ID == status.ID && shown.NAT == status.NAT && shown.Families == "ipv4 "+status.NATFamilies["ipv4"] {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the page shows node %q NAT %q; /api/v1/status says %q %q", shown.ID, shown.NAT, status.ID, status.NAT)
+			t.Fatalf("the page shows node %q NAT %q (%q); /api/v1/status says %q %q (%v)", shown.ID, shown.NAT, shown.Families,
+				status.ID, status.NAT, status.NATFamilies)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -206,19 +212,21 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	_, body = httpGet(t, peerURL+"/api/v1/attempts?limit=1", token)
 	var api struct {
-		Attempts []struct{ ID, Outcome, Path string }
+		Attempts []struct{ ID, Outcome, Path, Family string }
 	}
 	if err := json.Unmarshal([]byte(body), &api); err != nil || len(api.Attempts) != 1 {
 		t.Fatalf("attempts: %v %s", err, body)
 	}
-	var row struct{ ID, Outcome, Path string }
+	var row struct{ ID, Outcome, Path, Family string }
 	testkit.WaitFor(t, 10*time.Second, "the newest attempt's row", func() bool {
 		wd.js(`const r = document.querySelector("#attempt-rows tr"); if (!r) return {};
-			return {ID: r.dataset.attemptId, Outcome: r.children[3].textContent, Path: r.children[4].textContent}`, &row)
+			return {ID: r.dataset.attemptId, Outcome: r.children[3].textContent, Path: r.children[4].textContent,
+				Family: r.children[5].textContent}`, &row)
 		return row.ID == api.Attempts[0].ID
 	})
-	if !strings.HasPrefix(row.Outcome, api.Attempts[0].Outcome) || row.Path != api.Attempts[0].Path {
-		t.Fatalf("row %+v, API %+v", row, api.Attempts[0])
+	if !strings.HasPrefix(row.Outcome, api.Attempts[0].Outcome) || row.Path != api.Attempts[0].Path ||
+		api.Attempts[0].Family != "ipv4" || row.Family != api.Attempts[0].Family {
+		t.Fatalf("row %+v, API %+v (want family ipv4)", row, api.Attempts[0])
 	}
 
 	// The services table shows the built-in transfer service with the

@@ -36,7 +36,10 @@ type diagnoseReport struct {
 	UDP        udpCheckJSON        `json:"udp"`
 	Bootstraps []diagBootstrapJSON `json:"bootstraps"`
 	NAT        natJSON             `json:"nat"`
-	Hairpin    *bool               `json:"hairpin"`
+	// Families is what the node found in each address family its socket
+	// serves (two for a dual-stack --listen), the registrations' first.
+	Families []familyJSON `json:"families"`
+	Hairpin  *bool        `json:"hairpin"`
 	// Portmap is what the router answered to a port-mapping request
 	// (--portmap), per protocol.
 	Portmap  portmapCheckJSON  `json:"portmap"`
@@ -78,6 +81,17 @@ type reachJSON struct {
 	OK    bool    `json:"ok"`
 	RTTMS float64 `json:"rtt_ms,omitempty"`
 	Error string  `json:"error,omitempty"`
+}
+
+// familyJSON is one address family in a diagnosis: whether UDP in it
+// reached a bootstrap, and the NAT there.
+type familyJSON struct {
+	Family   string  `json:"family"` // ipv4, ipv6
+	Works    bool    `json:"works"`
+	Answered int     `json:"answered"` // servers (registrations, STUN sockets) that answered
+	Asked    int     `json:"asked"`
+	Observed string  `json:"observed,omitempty"`
+	NAT      natJSON `json:"nat"`
 }
 
 type natJSON struct {
@@ -195,7 +209,7 @@ func runDiagnose(ctx context.Context, bs []traversal.Bootstrap, p nat64.Prefix, 
 	if err != nil {
 		return nil, err
 	}
-	ep, err := endpoint.Listen(udpNetwork(listen), listen, endpoint.Config{Logger: log})
+	ep, err := listenPeer(listen, endpoint.Config{Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +264,7 @@ func diagnoseNAT(ctx context.Context, rep *diagnoseReport, node *traversal.Node,
 	if err != nil {
 		rep.NAT.Error = san.Text(err.Error())
 	}
+	rep.Families = familiesJSON(node.Families(), san)
 	// Hairpinning: does the NAT loop a packet to its own public address
 	// back in? Only meaningful behind a NAT with a known mapping.
 	rep.Hairpin = hairpinCheck(ctx, bs, reach, nat.Mapping.String() != "none")
@@ -497,6 +512,13 @@ func printDiagnose(w io.Writer, r *diagnoseReport) {
 		fmt.Fprintf(w, ", hairpinning %v", *r.Hairpin)
 	}
 	fmt.Fprintln(w)
+	for _, f := range r.Families {
+		m := mark(f.Works)
+		if f.Asked == 0 {
+			m = "?   " // not tested is not failed
+		}
+		fmt.Fprintf(w, "  %s %s      %s\n", m, f.Family, familyLine(f))
+	}
 	for _, b := range r.Bootstraps {
 		fmt.Fprintf(w, "  bootstrap %s %s: %s\n", b.Label, b.Addr, bootstrapLine(b))
 	}
@@ -510,6 +532,32 @@ func printDiagnose(w io.Writer, r *diagnoseReport) {
 	printPortmap(w, r.Portmap)
 	fmt.Fprintln(w)
 	fmt.Fprint(w, r.Guide.Markdown)
+}
+
+// familiesJSON renders the node's per-family reports.
+func familiesJSON(rs []traversal.FamilyReport, san *monitor.Sanitizer) []familyJSON {
+	out := make([]familyJSON, 0, len(rs))
+	for _, r := range rs {
+		f := familyJSON{Family: r.Family.String(), Works: r.Works(), Answered: r.Answered, Asked: r.Asked,
+			NAT: natJSON{Class: r.NAT.Class(), Mapping: r.NAT.Mapping.String(), Filtering: r.NAT.Filtering.String()}}
+		if r.Observed.IsValid() {
+			f.Observed = san.AddrPort(r.Observed)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// familyLine says what a family's check found.
+func familyLine(f familyJSON) string {
+	switch {
+	case f.Asked == 0:
+		return "not tested: no bootstrap offers a socket in this family"
+	case !f.Works:
+		return fmt.Sprintf("no server answered (%d asked): UDP in this family does not reach the bootstraps", f.Asked)
+	}
+	return fmt.Sprintf("works: %d of %d servers answered, seen at %s; nat %s (mapping %s, filtering %s)",
+		f.Answered, f.Asked, f.Observed, f.NAT.Class, f.NAT.Mapping, f.NAT.Filtering)
 }
 
 // bootstrapLine is a bootstrap's state, each field printed with its

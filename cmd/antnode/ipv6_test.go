@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -43,6 +45,26 @@ func TestIPv6Node(t *testing.T) {
 			}
 		})
 	}
+	// A dual-stack diagnosis against an IPv6-only bootstrap: IPv6 works,
+	// IPv4 is not tested (no bootstrap offers a socket in it), not failed.
+	t.Run("diagnose", func(t *testing.T) {
+		code, out, errOut := run("diagnose", "--bootstrap-nodes", boot, "--listen", "0.0.0.0:0,[::]:0", "--json", "--timeout", "15s")
+		if code != exitOK && code != exitFailure {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		var rep diagnoseReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, out)
+		}
+		if len(rep.Families) != 2 || rep.Families[0].Family != "ipv6" || !rep.Families[0].Works ||
+			rep.Families[1].Family != "ipv4" || rep.Families[1].Works || rep.Families[1].Asked != 0 {
+			t.Fatalf("families %+v, want ipv6 working and ipv4 not tested", rep.Families)
+		}
+		_, text, _ := run("diagnose", "--bootstrap-nodes", boot, "--listen", "0.0.0.0:0,[::]:0", "--timeout", "15s")
+		if !strings.Contains(text, "?    ipv4      not tested") {
+			t.Fatalf("the text report does not say IPv4 was not tested:\n%s", text)
+		}
+	})
 }
 
 // TestDualStackBootstrap: a bootstrap given one --listen address per
@@ -123,12 +145,44 @@ func TestDualStackBootstrap(t *testing.T) {
 				t.Fatalf("nat %q, nat_families %v; want one per family of %s", r.NAT, r.NATFamilies, tc.listen)
 			}
 			for _, f := range wantFams {
-				if _, ok := r.NATFamilies["ipv"+f]; !ok {
-					t.Fatalf("nat_families %v: no ipv%s", r.NATFamilies, f)
+				// Loopback: no NAT in either family, measured in each
+				// (a family not measured would say unknown).
+				if c := r.NATFamilies["ipv"+f]; c != "public" {
+					t.Fatalf("nat_families %v: ipv%s is %q, want public", r.NATFamilies, f, c)
 				}
 			}
 		})
 	}
+	t.Run("diagnose tests both families", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, listen string
+			want         map[string]bool // family: works
+		}{
+			{"dual-stack", "0.0.0.0:0,[::]:0", map[string]bool{"ipv4": true, "ipv6": true}},
+			{"ipv4 only", "127.0.0.1:0", map[string]bool{"ipv4": true}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				code, out, errOut := run("diagnose", "--bootstrap-nodes", boot4, "--listen", tc.listen, "--json", "--timeout", "15s")
+				if code != exitOK && code != exitFailure {
+					t.Fatalf("exit %d: %s", code, errOut)
+				}
+				var rep diagnoseReport
+				if err := json.Unmarshal([]byte(out), &rep); err != nil {
+					t.Fatalf("not JSON: %v\n%s", err, out)
+				}
+				got := map[string]bool{}
+				for _, f := range rep.Families {
+					got[f.Family] = f.Works
+					if f.Works && (f.Answered == 0 || f.Observed == "" || f.NAT.Class != "public") {
+						t.Errorf("family %+v: works without an answer, an address seen or the loopback's class", f)
+					}
+				}
+				if !maps.Equal(got, tc.want) {
+					t.Fatalf("families %+v, want %v", rep.Families, tc.want)
+				}
+			})
+		}
+	})
 	for _, listen := range []string{"127.0.0.1:0,[::1]:0", "0.0.0.0:4000,[::]:4001"} {
 		t.Run("a peer with two addresses one socket cannot serve: "+listen, func(t *testing.T) {
 			code, _, errOut := run("--listen", listen, "--bootstrap-nodes", boot4, "--key", dir+"/p.key", "--metrics-addr", "off")

@@ -316,7 +316,7 @@ scrape_configs:
 
 	t.Run("latency and throughput from the connection", func(t *testing.T) {
 		_, metrics := httpGet(t, peerURL+"/metrics", token)
-		for _, want := range []string{`connection_latency_ms_count{path="direct"} 1`, `connection_throughput_mbps_count{path="direct"} 1`} {
+		for _, want := range []string{`connection_latency_ms_count{family="ipv4",path="direct"} 1`, `connection_throughput_mbps_count{path="direct"} 1`} {
 			if !strings.Contains(metrics, want) {
 				t.Errorf("the peer's metrics lack %s:\n%s", want, grepLines(metrics, "connection_"))
 			}

@@ -29,6 +29,7 @@ function renderNode(f) {
   text("node-id", st.id || "-");
   text("node-role", st.role || "-");
   text("nat-type", st.nat || (st.role === "bootstrap" ? "public (bootstrap)" : "-"));
+  text("nat-families", natFamilies(st.nat_families));
   text("uptime", st.uptime_s !== undefined ? Math.round(st.uptime_s) + " s" : "-");
   const peers = (f.peers && f.peers.peers) || [];
   text("peer-count", st.peers !== undefined ? st.peers : (st.registered_peers !== undefined ? st.registered_peers + " registered" : peers.length));
@@ -42,9 +43,16 @@ function renderNode(f) {
     el("td", { class: b.breaker === "closed" ? "" : "warn" }, b.breaker))));
   replaceRows("peer-rows", peers.map(p => el("tr", { "data-peer": p.id },
     el("td", { title: p.id }, short(p.id)), el("td", {}, p.state),
-    el("td", { class: "path-" + p.path }, p.path || "-"),
+    el("td", { class: "path-" + p.path }, p.path || "-"), el("td", {}, p.family || "-"),
     el("td", {}, p.rtt_ns ? ms(p.rtt_ns / 1e6) : "-"),
     el("td", {}, new Date(p.since).toLocaleTimeString()))));
+}
+
+// natFamilies renders a status's nat_families ({"ipv4": class, ...}) as
+// "ipv4 eim-apdf, ipv6 eim-apdf", IPv4 first; "-" without any.
+function natFamilies(fams) {
+  const names = Object.keys(fams || {}).sort();
+  return names.length ? names.map(f => f + " " + fams[f]).join(", ") : "-";
 }
 
 function duration(s) {
@@ -146,7 +154,7 @@ function renderAttempts(f) {
     el("td", { title: a.peer || "" }, a.id), el("td", {}, a.role),
     el("td", {}, `${a.nat || "?"} → ${a.peer_nat || "?"}`),
     el("td", { class: a.outcome === "ok" ? "ok" : "fail" }, a.outcome + (a.reason ? " (" + a.reason + ")" : "")),
-    el("td", { class: "path-" + a.path }, a.path || "-"), el("td", {}, ms(a.duration_ms)),
+    el("td", { class: "path-" + a.path }, a.path || "-"), el("td", {}, a.family || "-"), el("td", {}, ms(a.duration_ms)),
     el("td", {}, phaseBar(a)))));
 }
 
