@@ -1,7 +1,11 @@
 // Package endpoint owns a node's UDP socket and the one quic.Transport on it.
 // QUIC to bootstraps, QUIC to peers, STUN, punch probes and keepalives all
 // leave from this socket, so that the NAT mapping a bootstrap observes is the
-// mapping a peer connection uses.
+// mapping a peer connection uses. The socket serves one address family, or
+// both (an unspecified IPv6 socket with IPV6_V6ONLY off: ListenDualStack,
+// DualStack); the addresses of its STUN traffic are unmapped (an IPv4
+// peer is an IPv4 address, never ::ffff:a.b.c.d), while quic-go's remote
+// addresses on a dual-stack socket are IPv4-mapped: unmap them.
 //
 // New starts one goroutine, the only caller of Transport.ReadNonQUICPacket.
 // It demultiplexes STUN: responses go to the waiting transaction (matched by

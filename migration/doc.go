@@ -6,8 +6,9 @@
 // (nomination, path moves, keepalives), read on one goroutine per
 // connection. For a connection this node dialled (only the QUIC client
 // can move a connection) a Path paces the moves: it keeps a direct path's
-// NAT mapping open at the learned pace, moves a dead one (Silence) to the
-// relay, and tries to upgrade a relayed one (UpgradeDelay); one move runs
+// NAT mapping open at the learned pace, moves a dead one (Silence) to a
+// direct path in the other address family (a dual-stack node's) or else to
+// the relay, and tries to upgrade a relayed one (UpgradeDelay); one move runs
 // at a time. The Manager also watches the host's addresses (Watcher) and
 // follows the bootstraps' observations of this node's mapping (Observer):
 // a change rebinds the dialled direct connections, and a mapping the NAT

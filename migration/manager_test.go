@@ -437,3 +437,41 @@ func TestNominationCarriesThePath(t *testing.T) {
 		})
 	}
 }
+
+// TestRebindMovesWhenTheFamilyIsGone: a rebind (the host's addresses
+// changed) whose round does not validate the connection's address moves
+// the connection to the other family at once when the host has no
+// address left in the connection's family, and only then.
+func TestRebindMovesWhenTheFamilyIsGone(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		addrs []netip.Addr // the host's, after the change
+		want  []string     // the moves
+	}{
+		{"IPv4 gone: a family move", []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::10")},
+			[]string{"rebind false direct->direct", "family true direct->direct"}},
+		{"IPv4 still there: the rebind alone", []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("2001:db8::10")},
+			[]string{"rebind false direct->direct"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testkit.NewQUICPair(t, nil) // on 127.0.0.1: the connection is IPv4
+			node := &fakeNode{otherTo: netip.MustParseAddrPort("[2001:db8::20]:4433"),
+				validate: func([]netip.AddrPort) ([]netip.AddrPort, error) { return nil, errNoOther }}
+			m, err := New(Config{Node: node, Transport: p.DialerTransport, Recorder: &testkit.Recorder{}, NetworkPoll: -1, Check: -1,
+				UpgradeBase: -1, Addrs: func() ([]netip.Addr, error) { return tc.addrs, nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { m.Close() })
+			c := m.Track(p.Dialer, Track{Peer: p.ListenerID.ID(), Path: event.PathDirect})
+			c.Rebind(event.ReasonNetworkChanged)
+			moves := c.Moves()
+			if got := kinds(moves); !slices.Equal(got, tc.want) {
+				t.Fatalf("moves %v, want %v", got, tc.want)
+			}
+			if last := moves[len(moves)-1]; last.Reason != event.ReasonNetworkChanged {
+				t.Fatalf("the move's reason is %s, want network_changed", last.Reason)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/antnode/antnode/bootstrap/wire"
@@ -43,10 +44,13 @@ import (
 // direct path to the connection's remote address.
 var ErrNoDirectYet = errors.New("migration: no direct path to the peer yet")
 
-// remote is the connection's remote address on its current path.
+// remote is the connection's remote address on its current path
+// (unmapped: on a dual-stack socket quic-go reports an IPv4 peer as
+// ::ffff:a.b.c.d).
 func (c *Conn) remote() netip.AddrPort {
 	if ua, ok := c.qc.RemoteAddr().(*net.UDPAddr); ok {
-		return ua.AddrPort()
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	return netip.AddrPort{}
 }
@@ -77,8 +81,16 @@ func (c *Conn) Rebind(reason event.Reason) error {
 	c.m.cfg.Node.Moved(c.peer, StepMigrating, reason)
 	ctx, cancel := context.WithTimeout(c.m.ctx, c.m.cfg.MoveTimeout)
 	defer cancel()
-	_, err := c.m.cfg.Node.CheckRound(ctx, c.peer, wire.PurposeRebind, []netip.AddrPort{c.remote()})
+	remote := c.remote()
+	validated, err := c.m.cfg.Node.CheckRound(ctx, c.peer, wire.PurposeRebind, []netip.AddrPort{remote})
 	c.finish("rebind", start, reason, event.ReasonNone, c.Path(), c.Path(), err)
+	// The host has no address left in the connection's family (a
+	// dual-stack host that lost IPv6): move to the other family now,
+	// before QUIC's probe timeouts back off (see otherFamily).
+	if c.Path() == event.PathDirect && c.qc.Context().Err() == nil && !slices.Contains(validated, remote) &&
+		c.m.familyGone(remote.Addr()) && c.otherFamily(reason, time.Since(start)) == nil {
+		return nil
+	}
 	// No direct path remains: the rebind round failed and the connection
 	// heard nothing back all along while it kept sending. Go to the relay
 	// now rather than after the dead-path watch's silence as well.
@@ -101,7 +113,7 @@ const fallbackTimeout = 10 * time.Second
 // fallback moves the connection from its dead direct path to a direct
 // path in the other address family, or else to the relay.
 func (c *Conn) fallback(silent time.Duration) (err error) {
-	if c.otherFamily(silent) == nil {
+	if c.otherFamily(event.ReasonPathBlackholed, silent) == nil {
 		return nil
 	}
 	start := time.Now()
@@ -132,8 +144,9 @@ func (c *Conn) fallback(silent time.Duration) (err error) {
 
 // otherFamily moves the connection from its dead direct path to a direct
 // path in the other address family (Node.OtherFamily). The connection
-// stays direct; its move is recorded as kind "family".
-func (c *Conn) otherFamily(silent time.Duration) (err error) {
+// stays direct; its move is recorded as kind "family", with reason (why
+// it moved: path_blackholed, network_changed).
+func (c *Conn) otherFamily(reason event.Reason, silent time.Duration) (err error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(c.m.ctx, fallbackTimeout)
 	defer cancel()
@@ -147,9 +160,29 @@ func (c *Conn) otherFamily(silent time.Duration) (err error) {
 		c.unroute()
 	}
 	c.m.log.Info("migration: moved to the other address family", "peer", c.peer.Short(), "to", c.m.san(to), "silent", silent)
-	c.finish("family", start, event.ReasonPathBlackholed, event.ReasonPathBlackholed, event.PathDirect, event.PathDirect, nil)
-	c.notify(event.PathDirect, event.ReasonPathBlackholed, time.Since(start))
+	c.finish("family", start, reason, reason, event.PathDirect, event.PathDirect, nil)
+	c.notify(event.PathDirect, reason, time.Since(start))
 	return nil
+}
+
+// familyGone reports whether the host has no address of a's family left
+// (loopback and link-local ones do not count); unknown addresses: false.
+func (m *Manager) familyGone(a netip.Addr) bool {
+	read := m.cfg.Addrs
+	if read == nil {
+		read = Addrs
+	}
+	addrs, err := read()
+	if err != nil {
+		return false
+	}
+	v4 := a.Unmap().Is4()
+	for _, h := range addrs {
+		if h.IsGlobalUnicast() && h.Unmap().Is4() == v4 {
+			return false
+		}
+	}
+	return true
 }
 
 // upgrade makes one attempt to move the connection to a direct path.

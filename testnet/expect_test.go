@@ -357,19 +357,31 @@ func TestFamilyShortfall(t *testing.T) {
 		a     Class
 		rs    []ConnectResult
 		short bool
+		b     Class // empty: public
 	}{
-		{"IPv4 class over IPv4", ClassEIMEIF, []ConnectResult{ok4, failed}, false},
-		{"IPv4 class over IPv6", ClassEIMEIF, []ConnectResult{ok6}, true},
-		{"IPv6-only class over IPv6", ClassV6Firewall, []ConnectResult{ok6}, false},
-		{"IPv6-only class with a NAT64 it has not", ClassV6Firewall, []ConnectResult{via64}, true},
-		{"behind NAT64, through it", ClassV6NAT64, []ConnectResult{via64, via64}, false},
-		{"behind NAT64, without the prefix", ClassV6NAT64, []ConnectResult{via64, ok6}, true},
-		{"a connect that reported no family", ClassEIMEIF, []ConnectResult{{Connected: true}}, true},
-		{"failed runs say nothing", ClassV6NAT64, []ConnectResult{failed}, false},
+		{"IPv4 class over IPv4", ClassEIMEIF, []ConnectResult{ok4, failed}, false, ""},
+		{"IPv4 class over IPv6", ClassEIMEIF, []ConnectResult{ok6}, true, ""},
+		{"IPv6-only class over IPv6", ClassV6Firewall, []ConnectResult{ok6}, false, ""},
+		{"IPv6-only class with a NAT64 it has not", ClassV6Firewall, []ConnectResult{via64}, true, ""},
+		{"behind NAT64, through it", ClassV6NAT64, []ConnectResult{via64, via64}, false, ""},
+		{"behind NAT64, without the prefix", ClassV6NAT64, []ConnectResult{via64, ok6}, true, ""},
+		{"a connect that reported no family", ClassEIMEIF, []ConnectResult{{Connected: true}}, true, ""},
+		{"failed runs say nothing", ClassV6NAT64, []ConnectResult{failed}, false, ""},
+		{"dual-stack to v6-firewall: IPv6 only", ClassDualStack, []ConnectResult{ok6, ok4}, true, ClassV6Firewall},
+		{"dual-stack to dual-stack: IPv6 won all", ClassDualStack, []ConnectResult{ok6, ok6, ok6}, false, ClassDualStack},
+		{"dual-stack to dual-stack: IPv4 won one of three", ClassDualStack, []ConnectResult{ok6, ok4, ok6}, false, ClassDualStack},
+		{"dual-stack to dual-stack: IPv4 won two of three", ClassDualStack, []ConnectResult{ok4, ok4, ok6}, true, ClassDualStack},
+		{"dual-stack to dual-stack: no family", ClassDualStack, []ConnectResult{ok6, {Connected: true}}, true, ClassDualStack},
+		{"dual-stack to v6-nat64: either", ClassDualStack, []ConnectResult{ok4, ok6}, false, ClassV6NAT64},
+		{"dual-stack to an IPv4 class: IPv4", ClassDualStack, []ConnectResult{ok6}, true, ClassEIMEIF},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := familyShortfall(PairSpec{A: tc.a, B: ClassPublic}, tc.rs)
+			b := tc.b
+			if b == "" {
+				b = ClassPublic
+			}
+			got := familyShortfall(PairSpec{A: tc.a, B: b}, tc.rs)
 			if (got != "") != tc.short {
 				t.Fatalf("familyShortfall = %q, want a shortfall: %v", got, tc.short)
 			}

@@ -901,19 +901,21 @@ func judge(p PairSpec, rs []ConnectResult, e Expectation) (PairReport, string) {
 // from the family of its first host's class: an IPv6-only class's node
 // from IPv6, and a v6-nat64 one through the testbed's NAT64 prefix (its
 // connects to IPv4 hosts would otherwise have been impossible, so this
-// says the node found the prefix); a dual-stack one from IPv6 to a class
-// with IPv6 but v6-nat64 (the race's preferred family; with v6-nat64,
-// which reaches both, either), from IPv4 to the others; every other from
-// IPv4 without a prefix. Empty: all did. It is a pure function.
+// says the node found the prefix); a dual-stack one from IPv6 to
+// v6-firewall (the one family in common), from IPv6 in at least half the
+// runs to another dual-stack host (the race's preferred family: a lost
+// IPv6 check lets IPv4 win a run, and the report says so), from either
+// to v6-nat64 (which reaches both), from IPv4 to the others; every other
+// from IPv4 without a prefix. Empty: all did. It is a pure function.
 func familyShortfall(p PairSpec, rs []ConnectResult) string {
 	want, wantNAT64 := "ipv4", ""
 	switch {
-	case p.A.IPv6Only():
+	case p.A.IPv6Only(), p.A == ClassDualStack && p.B.IPv6Only() && p.B != ClassV6NAT64:
 		want = "ipv6"
 	case p.A == ClassDualStack && p.B == ClassV6NAT64:
 		want = "" // both families are in common: either may win
-	case p.A == ClassDualStack && p.B.HasIPv6():
-		want = "ipv6" // the race's preferred family
+	case p.A == ClassDualStack && p.B == ClassDualStack:
+		return raceShortfall(rs)
 	}
 	if p.A == ClassV6NAT64 {
 		wantNAT64 = NAT64Prefix
@@ -922,6 +924,29 @@ func familyShortfall(p PairSpec, rs []ConnectResult) string {
 		if r.Connected && ((want != "" && r.Family != want) || r.NAT64 != wantNAT64) {
 			return fmt.Sprintf("run %d connected over %q with NAT64 %q, want %s with %q", i+1, r.Family, r.NAT64, want, wantNAT64)
 		}
+	}
+	return ""
+}
+
+// raceShortfall says how the connected runs of a dual-stack pair fell
+// short of a race: every run reports ipv4 or ipv6, without NAT64, and
+// IPv6 won at least half of them.
+func raceShortfall(rs []ConnectResult) string {
+	n, v6 := 0, 0
+	for i, r := range rs {
+		if !r.Connected {
+			continue
+		}
+		if (r.Family != "ipv4" && r.Family != "ipv6") || r.NAT64 != "" {
+			return fmt.Sprintf("run %d connected over %q with NAT64 %q, want ipv4 or ipv6 without", i+1, r.Family, r.NAT64)
+		}
+		n++
+		if r.Family == "ipv6" {
+			v6++
+		}
+	}
+	if 2*v6 < n {
+		return fmt.Sprintf("IPv6 won %d of %d runs, want at least half", v6, n)
 	}
 	return ""
 }

@@ -59,7 +59,8 @@
 // remember.go and reconnect.go (remembered peers, the reconnect race),
 // ticket.go (tickets and on-demand registrations),
 // round.go (check rounds under a connection), relay.go, warm.go (the
-// warm relay) and reroute.go,
+// warm relay) and reroute.go, family.go (a move to the other address
+// family), classify.go (the NAT, per family),
 // paths.go (the node's side of migration.Node), services.go.
 package traversal
 

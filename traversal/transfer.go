@@ -80,7 +80,9 @@ func sendVerified(ctx context.Context, str *service.Conn, size int64) (TransferR
 	closeErr := str.CloseWrite()
 	var reply [40]byte
 	if _, err := io.ReadFull(str, reply[:]); err != nil {
-		if closeErr != nil {
+		// A reply cut short says more than the close: the receiver
+		// answered, wrongly.
+		if closeErr != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 			return TransferResult{}, fmt.Errorf("traversal: transfer: %w", closeErr)
 		}
 		if size > 0 {

@@ -37,7 +37,7 @@ type clientOptions struct {
 func (o *clientOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity, which no --allow list names)")
-	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address of this node's socket")
+	fs.StringVar(&o.listen, "listen", "", "UDP address of this node's socket; 0.0.0.0:P,[::]:P for one dual-stack socket (empty: 0.0.0.0:0,[::]:0 where the host has IPv4 and global IPv6, else 0.0.0.0:0)")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "how long to wait for the peer connection (at start, and for each stream; at most 24h)")
 	o.relay.register(fs)
 	o.log.register(fs, "warn")
@@ -136,6 +136,9 @@ func startClient(ctx context.Context, o clientOptions, log *slog.Logger, san *mo
 	bs, dnsw, err := resolveBootstraps(ctx, o.bootstrapNodes, o.relay.dnsServer, log)
 	if err != nil {
 		return nil, err
+	}
+	if o.listen == "" {
+		o.listen = defaultListenHere()
 	}
 	id, err := loadIdentity(o.key, log)
 	if err != nil {

@@ -121,7 +121,7 @@ func mainConnect(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs := flag.NewFlagSet("antnode connect", flag.ContinueOnError)
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of this node's key (empty: an ephemeral identity)")
-	fs.StringVar(&o.listen, "listen", "0.0.0.0:0", "UDP address to connect from")
+	fs.StringVar(&o.listen, "listen", "", "UDP address to connect from; 0.0.0.0:P,[::]:P for one dual-stack socket (empty: 0.0.0.0:0,[::]:0 where the host has IPv4 and global IPv6, else 0.0.0.0:0)")
 	send := fs.String("send", "0", "bytes of pseudo-random data to send and have verified (e.g. 1048576, 4MiB)")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Second, "give up after this long (each run; at most 24h)")
 	fs.IntVar(&o.repeat, "repeat", 1, "connect this many times in a row (a new attempt each time), for failover tests (1-1000)")
@@ -218,6 +218,9 @@ func runConnect(ctx context.Context, o connectOptions, log *slog.Logger, san *mo
 	bs, _, err := resolveBootstraps(ctx, o.bootstrapNodes, o.relay.dnsServer, log) // resolved once: a connect is short
 	if err != nil {
 		return bad(err)
+	}
+	if o.listen == "" {
+		o.listen = defaultListenHere()
 	}
 	prefix, err := nat64For(ctx, o.listen, bs, o.relay.dnsServer, log)
 	if err != nil {

@@ -113,7 +113,7 @@ type relayCheckJSON struct {
 func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("antnode diagnose", flag.ContinueOnError)
 	boots := fs.String("bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
-	listen := fs.String("listen", "0.0.0.0:0", "UDP address to test from")
+	listen := fs.String("listen", "", "UDP address to test from; 0.0.0.0:P,[::]:P tests both families from one dual-stack socket (empty: 0.0.0.0:0,[::]:0 where the host has IPv4 and global IPv6, else 0.0.0.0:0)")
 	var dnsServer string
 	dnsServerFlag(fs, &dnsServer)
 	asJSON := fs.Bool("json", false, "print one JSON object")
@@ -136,6 +136,9 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *boots == "" {
 		fmt.Fprintln(stderr, "antnode diagnose: --bootstrap-nodes is required")
 		return exitUsage
+	}
+	if *listen == "" {
+		*listen = defaultListenHere()
 	}
 	bs, err := parseBootstraps(*boots)
 	if err == nil {
@@ -178,7 +181,13 @@ func mainDiagnose(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "antnode diagnose:", err)
 		return exitFailure
 	}
-	if *asJSON {
+	return reportDiagnose(stdout, rep, *asJSON)
+}
+
+// reportDiagnose prints rep (as JSON or text) and returns the exit code:
+// a failure when a finding is an error.
+func reportDiagnose(stdout io.Writer, rep *diagnoseReport, asJSON bool) int {
+	if asJSON {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintln(stdout, string(b))
 	} else {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"maps"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -207,6 +208,28 @@ func TestSocketFamily(t *testing.T) {
 		t.Run(tc.hostport, func(t *testing.T) {
 			if u, c := udpNetwork(tc.hostport), tcpNetwork(tc.hostport); u != tc.udp || c != tc.tcp {
 				t.Fatalf("%s, %s; want %s, %s", u, c, tc.udp, tc.tcp)
+			}
+		})
+	}
+}
+
+func TestDefaultPeerListen(t *testing.T) {
+	a := netip.MustParseAddr
+	for _, tc := range []struct {
+		name  string
+		addrs []netip.Addr
+		want  string
+	}{
+		{"IPv4 only", []netip.Addr{a("127.0.0.1"), a("192.168.1.10"), a("::1"), a("fe80::1")}, "0.0.0.0:0"},
+		{"IPv4 and global IPv6: both", []netip.Addr{a("192.168.1.10"), a("2001:db8:14::10")}, dualListen},
+		{"a unique local IPv6 reaches no IPv6 internet", []netip.Addr{a("10.0.0.2"), a("fd00::2")}, "0.0.0.0:0"},
+		{"global IPv6 without IPv4 (behind NAT64: --listen [::]:0 by hand)", []netip.Addr{a("2001:db8::10"), a("127.0.0.1")}, "0.0.0.0:0"},
+		{"IPv4 link-local only", []netip.Addr{a("169.254.1.2"), a("2001:db8::10")}, "0.0.0.0:0"},
+		{"nothing known", nil, "0.0.0.0:0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := defaultPeerListen(tc.addrs); got != tc.want {
+				t.Fatalf("defaultPeerListen = %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -35,6 +35,37 @@ func dualPort(parts []string) (uint16, error) {
 	return port, nil
 }
 
+// dualListen is the --listen of one dual-stack socket on any port.
+const dualListen = "0.0.0.0:0,[::]:0"
+
+// defaultPeerListen is a peer's --listen when none is given, from the
+// host's interface addresses: one dual-stack socket (dualListen) where
+// the host has an IPv4 address and a global IPv6 one (not loopback,
+// link-local or unique local fc00::/7: those reach no IPv6 internet),
+// else 0.0.0.0:0. It is a pure function.
+func defaultPeerListen(addrs []netip.Addr) string {
+	var v4, v6 bool
+	for _, a := range addrs {
+		switch {
+		case a.Is4() || a.Is4In6():
+			v4 = v4 || (!a.IsLoopback() && !a.IsLinkLocalUnicast() && !a.IsUnspecified())
+		default:
+			v6 = v6 || (a.IsGlobalUnicast() && !a.IsPrivate())
+		}
+	}
+	if v4 && v6 {
+		return dualListen
+	}
+	return "0.0.0.0:0"
+}
+
+// defaultListenHere is defaultPeerListen of this host's addresses (none
+// known: 0.0.0.0:0).
+func defaultListenHere() string {
+	addrs, _ := hostAddrs()
+	return defaultPeerListen(addrs)
+}
+
 // isDual reports whether a peer's --listen asks for a dual-stack socket.
 func isDual(listen string) bool { return strings.Contains(listen, ",") }
 

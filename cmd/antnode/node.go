@@ -190,7 +190,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("antnode", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.bootstrap, "bootstrap", false, "run as a bootstrap node")
-	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on; a bootstrap takes one per family, comma-separated, and a peer given 0.0.0.0:P,[::]:P runs one dual-stack socket (default 0.0.0.0:4433 for a bootstrap, 0.0.0.0:0 for a peer)")
+	fs.StringVar(&o.listen, "listen", "", "UDP address to listen on; a bootstrap takes one per family, comma-separated, and a peer given 0.0.0.0:P,[::]:P runs one dual-stack socket (default 0.0.0.0:4433 for a bootstrap; for a peer 0.0.0.0:0,[::]:0 where the host has IPv4 and global IPv6, else 0.0.0.0:0)")
 	fs.StringVar(&o.bootstrapNodes, "bootstrap-nodes", "", "comma-separated bootstrap nodes, HOST:PORT, PEERID@HOST:PORT or dns:NAME (SRV _antnode._udp.NAME)")
 	fs.StringVar(&o.key, "key", "", "path of the node's Ed25519 key (created with mode 0600 if missing; empty: ephemeral)")
 	fs.IntVar(&o.maxPeers, "max-peers", 100_000, "bootstrap: registry size limit (1-10000000)")
@@ -230,7 +230,7 @@ func mainNode(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func (o *nodeOptions) validate() error {
 	if o.listen == "" {
-		o.listen = "0.0.0.0:0"
+		o.listen = defaultListenHere()
 		if o.bootstrap {
 			o.listen = "0.0.0.0:4433"
 		}
