@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -215,22 +216,25 @@ func (a *attack) close() {
 // readyz returns the status of the bootstrap's /readyz (0: no answer),
 // over the kept-alive connection when there is one.
 func (a *attack) readyz(ctx context.Context) int {
+	code, _ := a.readiness(ctx)
+	return code
+}
+
+// readiness is /readyz's status code and the start of its body (0 and
+// the error when there is no answer).
+func (a *attack) readiness(ctx context.Context) (int, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", attackMetricsPort), nil)
 	if err != nil {
-		return 0
+		return 0, err.Error()
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {
-		return 0
+		return 0, err.Error()
 	}
 	defer resp.Body.Close()
-	var buf [4096]byte
-	for {
-		if _, err := resp.Body.Read(buf[:]); err != nil {
-			break
-		}
-	}
-	return resp.StatusCode
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, tail(strings.TrimSpace(string(body)), 300)
 }
 
 // dialIn opens a TCP connection to addr from namespace ns, from src

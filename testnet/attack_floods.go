@@ -89,6 +89,10 @@ func (a *attack) idleFlood(ctx context.Context) {
 	a.notef("idle flood: %d connections under nofile %d, /readyz %d during; after it control TLS in %s, relay TCP STUN in %s, /readyz 200 in %s",
 		len(conns), attackFDLimit, during, msOf(tlsBack), msOf(relayBack), msOf(readyBack))
 	a.check(during == http.StatusServiceUnavailable, "idle flood: /readyz %d while the descriptors were exhausted, want 503", during)
+	if readyBack < 0 {
+		code, body := a.readiness(ctx)
+		a.notef("idle flood: /readyz %d 10 s after: %s", code, body)
+	}
 	for what, d := range map[string]time.Duration{"control TLS": tlsBack, "relay TCP": relayBack, "/readyz": readyBack} {
 		a.check(d >= 0 && d <= attackBackWithin, "idle flood: %s back after %s, want within %v", what, msOf(d), attackBackWithin)
 	}

@@ -6,7 +6,8 @@
 // Server.Serve it waits, 5 ms doubling to 1 s, and tries again, so a
 // server whose accept loop returns on any error (pion's TURN server, for
 // one) survives a flood that runs the process out of file descriptors.
-// While it waits, Err reports it as not accepting (for /readyz). It closes
+// While it waits, Err reports it as not accepting (for /readyz), until a
+// retry accepts a connection or finds none waiting. It closes
 // at once the connections past its caps in total and per source IP, and
 // remembers the ones it holds so that CloseConns can end them. It starts
 // no goroutines.
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -102,26 +104,61 @@ func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			if delay > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				// The retry after a temporary error found no connection
+				// waiting, and no error: it accepts again.
+				l.probe(time.Time{})
+				delay = 0
+				l.setErr(nil)
+				continue
+			}
 			if !Temporary(err) {
 				l.setErr(fmt.Errorf("stopped: %w", err))
 				return nil, err
 			}
 			delay = min(max(2*delay, MinBackoff), MaxBackoff)
 			l.setErr(err)
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-l.done:
-				t.Stop()
+			if !l.wait(delay) {
 				return nil, net.ErrClosed
 			}
+			l.probe(time.Now().Add(probeWindow))
 			continue
 		}
-		delay = 0
+		if delay > 0 {
+			l.probe(time.Time{})
+			delay = 0
+		}
 		l.setErr(nil)
 		if gc := l.admit(c); gc != nil {
 			return gc, nil
 		}
+	}
+}
+
+// probeWindow is how long the retry after a temporary error waits for a
+// connection before it counts the listener as accepting again: the accept
+// error (EMFILE) comes at once when it persists, even with no connection
+// waiting, so a retry that waits has a descriptor for the next one.
+const probeWindow = 20 * time.Millisecond
+
+// probe sets the deadline of the listener's next Accept (zero: none),
+// where the listener has deadlines. Without one, the listener counts as
+// not accepting after a temporary error until its next connection.
+func (l *Listener) probe(t time.Time) {
+	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(t)
+	}
+}
+
+// wait waits d, or until the listener is closed (false).
+func (l *Listener) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.done:
+		return false
 	}
 }
 

@@ -92,3 +92,98 @@ func TestCaps(t *testing.T) {
 		t.Fatalf("closed listener: %v, want ErrNotAccepting", err)
 	}
 }
+
+// TestAcceptingAgainAfterExhaustion: a listener that ran the process out
+// of descriptors reports it (EMFILE) and, once descriptors are free again,
+// accepting, before any new connection comes (it stayed "not accepting"
+// until the next one, and /readyz with it: a CI attack run). It runs the
+// test process out of descriptors for real, under a lowered soft limit.
+func TestAcceptingAgainAfterExhaustion(t *testing.T) {
+	raw, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(raw, Config{})
+	accepted := make(chan net.Conn, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done; l.CloseConns() })
+	fillers := exhaustDescriptors(t, 2)
+	c, err := net.Dial("tcp4", raw.Addr().String()) // the last descriptor but one
+	if err != nil {
+		t.Fatalf("dial with two descriptors left: %v", err)
+	}
+	defer c.Close()
+	got := <-accepted // the last one; the next accept fails at once
+	defer got.Close()
+	testkit.WaitFor(t, 5*time.Second, "EMFILE reported", func() bool { return errors.Is(l.Err(), syscall.EMFILE) })
+	for _, f := range fillers {
+		f.Close()
+	}
+	testkit.WaitFor(t, 5*time.Second, "accepting again with no connection coming", func() bool { return l.Err() == nil })
+	c2, err := net.Dial("tcp4", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	select {
+	case g := <-accepted:
+		g.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted after the exhaustion")
+	}
+}
+
+// exhaustDescriptors lowers the process's soft descriptor limit (restored
+// at cleanup) and opens files until leave descriptors are left; closing
+// the files returns them.
+func exhaustDescriptors(t *testing.T, leave int) []*os.File {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = uint64(len(open) + 64)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	var files []*os.File
+	t.Cleanup(func() {
+		for _, f := range files {
+			f.Close()
+		}
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	})
+	for range 256 {
+		f, err := os.Open(os.DevNull)
+		if errors.Is(err, syscall.EMFILE) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	if len(files) < leave {
+		t.Fatalf("only %d descriptors under the limit", len(files))
+	}
+	for _, f := range files[len(files)-leave:] {
+		f.Close()
+	}
+	files = files[:len(files)-leave]
+	return files
+}
