@@ -213,6 +213,20 @@ func (e *Endpoint) Unroute(dst netip.AddrPort) {
 	rc.routes.Store(&m)
 }
 
+// Route returns the func dst's QUIC packets are rerouted through (nil:
+// they go directly).
+func (e *Endpoint) Route(dst netip.AddrPort) func([]byte) error {
+	rc := e.routerOf()
+	if rc == nil {
+		return nil
+	}
+	m := rc.routes.Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())]
+}
+
 // Rerouted reports whether dst's QUIC packets are rerouted.
 func (e *Endpoint) Rerouted(dst netip.AddrPort) bool {
 	rc := e.routerOf()

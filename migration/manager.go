@@ -39,6 +39,11 @@ type Node interface {
 	// sends them to remote again. It fails at once where there is no
 	// other family to try.
 	OtherFamily(ctx context.Context, qc *quic.Conn, peer identity.PeerID, remote netip.AddrPort) (to netip.AddrPort, unroute func(), err error)
+	// Redirect sends qc's QUIC packets for remote to to instead, from the
+	// socket of qc's direct path, behind QUIC's back, and returns unroute,
+	// which sends them to remote again. With await it returns once a
+	// packet came back (undoing the change when none did).
+	Redirect(ctx context.Context, qc *quic.Conn, remote, to netip.AddrPort, await bool) (unroute func(), err error)
 	// LeaveRelay gives back qc's reference on its relay allocation: qc
 	// runs on a direct path now.
 	LeaveRelay(qc *quic.Conn)

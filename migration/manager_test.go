@@ -27,12 +27,15 @@ type fakeNode struct {
 	validate  func(extra []netip.AddrPort) ([]netip.AddrPort, error)
 	rerouteEr error
 	// otherTo is where OtherFamily moves a connection; invalid: it fails.
-	otherTo  netip.AddrPort
-	others   int // OtherFamily calls
-	rounds   []wire.Purpose
-	unroutes int
-	leaves   int
-	steps    []string
+	otherTo netip.AddrPort
+	others  int // OtherFamily calls
+	rounds  []wire.Purpose
+	// redirectEr fails Redirect; redirects keeps its calls.
+	redirectEr error
+	redirects  []string
+	unroutes   int
+	leaves     int
+	steps      []string
 }
 
 func (f *fakeNode) CheckRound(_ context.Context, _ identity.PeerID, purpose wire.Purpose, extra []netip.AddrPort) ([]netip.AddrPort, error) {
@@ -67,6 +70,20 @@ func (f *fakeNode) Reroute(context.Context, *quic.Conn, identity.PeerID, netip.A
 	defer f.mu.Unlock()
 	if f.rerouteEr != nil {
 		return nil, f.rerouteEr
+	}
+	return func() {
+		f.mu.Lock()
+		f.unroutes++
+		f.mu.Unlock()
+	}, nil
+}
+
+func (f *fakeNode) Redirect(_ context.Context, _ *quic.Conn, _, to netip.AddrPort, await bool) (func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.redirects = append(f.redirects, fmt.Sprintf("%s await=%v", to, await))
+	if f.redirectEr != nil {
+		return nil, f.redirectEr
 	}
 	return func() {
 		f.mu.Lock()
@@ -194,29 +211,31 @@ func (e reasonErr) Error() string        { return "refused: " + e.r.String() }
 func (e reasonErr) Reason() event.Reason { return e.r }
 
 // TestUpgradeThatFails: an upgrade that finds no direct path to the
-// connection's own address stays on the relay, says why, and tells the
-// peer nothing.
+// peer, or whose move to another address of the peer's gets nothing
+// back, stays on the relay, says why, and tells the peer nothing.
 func TestUpgradeThatFails(t *testing.T) {
 	other := netip.MustParseAddrPort("198.51.100.7:4433")
 	tests := []struct {
-		name     string
-		validate func([]netip.AddrPort) ([]netip.AddrPort, error)
-		reason   event.Reason
-		is       error
+		name       string
+		validate   func([]netip.AddrPort) ([]netip.AddrPort, error)
+		redirectEr error
+		reason     event.Reason
+		is         error
 	}{
-		{"nothing validated", func([]netip.AddrPort) ([]netip.AddrPort, error) { return nil, nil },
+		{"nothing validated", func([]netip.AddrPort) ([]netip.AddrPort, error) { return nil, nil }, nil,
 			event.ReasonPunchTimeout, ErrNoDirectYet},
-		{"another address validated", func([]netip.AddrPort) ([]netip.AddrPort, error) { return []netip.AddrPort{other}, nil },
-			event.ReasonPunchTimeout, ErrNoDirectYet},
+		{"another address validated, nothing back from it", func([]netip.AddrPort) ([]netip.AddrPort, error) { return []netip.AddrPort{other}, nil },
+			reasonErr{event.ReasonTimeout}, event.ReasonTimeout, nil},
 		{"the round failed", func([]netip.AddrPort) ([]netip.AddrPort, error) {
 			return nil, fmt.Errorf("introduction: %w", reasonErr{event.ReasonRefused})
-		}, event.ReasonRefused, nil},
+		}, nil, event.ReasonRefused, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := testkit.NewQUICPair(t, nil)
 			d := newSide(t, p.DialerTransport, p.Dialer, event.PathRelay, Track{Peer: p.ListenerID.ID()})
 			d.node.validate = tc.validate
+			d.node.redirectEr = tc.redirectEr
 			err := d.c.upgrade()
 			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) {
 				t.Fatalf("upgrade: %v, want %v", err, tc.is)
@@ -250,6 +269,83 @@ func TestUpgradeSwitchesTheQUICPath(t *testing.T) {
 	})
 	if _, _, unroutes, leaves := d.node.calls(); unroutes != 0 || leaves != 1 {
 		t.Fatalf("unroutes %d, leaves %d; want 0 and 1", unroutes, leaves)
+	}
+}
+
+// TestUpgradeToAnotherAddress: an upgrade whose round validated another
+// address of the peer's than the connection's remote one (its address
+// changed while the connection ran on the relay) moves there, behind
+// QUIC's back: a rerouted connection after a packet came back that way
+// (then the relay's route goes and the proven one stays), a connection
+// on a QUIC path over the allocation by its new path's probe.
+func TestUpgradeToAnotherAddress(t *testing.T) {
+	other := netip.MustParseAddrPort("198.51.100.7:4433")
+	tests := []struct {
+		name      string
+		rerouted  bool
+		redirects []string
+		unroutes  int
+	}{
+		{"rerouted through the relay", true, []string{other.String() + " await=true", other.String() + " await=false"}, 1},
+		{"a QUIC path over the allocation", false, []string{other.String() + " await=false"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testkit.NewQUICPair(t, nil)
+			tr, path := p.DialerTransport, event.PathDirect
+			if !tc.rerouted {
+				tr, path = testkit.NewQUICPair(t, nil).DialerTransport, event.PathRelay // another socket: the "main" one
+			}
+			d := newSide(t, tr, p.Dialer, path, Track{Peer: p.ListenerID.ID()})
+			if tc.rerouted {
+				if err := d.c.fallback(time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d.node.validate = func([]netip.AddrPort) ([]netip.AddrPort, error) { return []netip.AddrPort{other}, nil }
+			if err := d.c.upgrade(); err != nil {
+				t.Fatal(err)
+			}
+			d.node.mu.Lock()
+			redirects := slices.Clone(d.node.redirects)
+			d.node.mu.Unlock()
+			_, _, unroutes, leaves := d.node.calls()
+			if !slices.Equal(redirects, tc.redirects) || unroutes != tc.unroutes || leaves != 1 || d.c.Path() != event.PathDirect {
+				t.Fatalf("redirects %q (want %q), unroutes %d (want %d), leaves %d, path %s",
+					redirects, tc.redirects, unroutes, tc.unroutes, leaves, d.c.Path())
+			}
+		})
+	}
+}
+
+// TestUpgradeTarget: where an upgrade goes, of the addresses its round
+// validated.
+func TestUpgradeTarget(t *testing.T) {
+	v4 := netip.MustParseAddrPort("198.51.100.7:4433")
+	v4b := netip.MustParseAddrPort("198.51.100.9:4433")
+	v6 := netip.MustParseAddrPort("[2001:db8::7]:4433")
+	mapped := netip.MustParseAddrPort("[::ffff:198.51.100.9]:4433")
+	tests := []struct {
+		name      string
+		validated []netip.AddrPort
+		remote    netip.AddrPort
+		want      netip.AddrPort
+		ok        bool
+	}{
+		{"none validated", nil, v4, netip.AddrPort{}, false},
+		{"the remote address", []netip.AddrPort{v4b, v4}, v4, v4, true},
+		{"IPv6 over an IPv4 remote", []netip.AddrPort{v4, v6}, v4, v6, true},
+		{"an IPv6 remote stays", []netip.AddrPort{v4, v6}, v6, v6, true},
+		{"a mapped IPv4 address is no IPv6", []netip.AddrPort{v4, mapped}, v4, v4, true},
+		{"another address, the first validated", []netip.AddrPort{v4b, mapped}, v4, v4b, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := upgradeTarget(tc.validated, tc.remote)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("upgradeTarget = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
 	}
 }
 

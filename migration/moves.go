@@ -129,6 +129,7 @@ func (c *Conn) fallback(silent time.Duration) (err error) {
 	}()
 	ctx, cancel := context.WithTimeout(c.m.ctx, fallbackTimeout)
 	defer cancel()
+	c.unroute() // a redirect (another family, another address) died too
 	unroute, err := c.m.cfg.Node.Reroute(ctx, c.qc, c.peer, c.remote())
 	if err != nil {
 		return fmt.Errorf("migration: fallback: %w", err)
@@ -207,23 +208,92 @@ func (c *Conn) upgrade() (err error) {
 	if err != nil {
 		return err
 	}
-	ok := false
-	for _, v := range validated {
-		ok = ok || v == remote
-	}
+	to, ok := upgradeTarget(validated, remote)
 	if !ok {
 		return fmt.Errorf("%w: %s did not validate", ErrNoDirectYet, c.m.san(remote))
 	}
-	if c.unrouter.Load() == nil { // a QUIC path over the allocation
-		if err := c.switchPath(ctx); err != nil {
-			return err
-		}
+	if err := c.goDirect(ctx, remote, to); err != nil {
+		return err
 	}
-	c.unroute() // a rerouted connection never left its direct QUIC path
 	c.SetPath(event.PathDirect)
 	c.m.cfg.Node.LeaveRelay(c.qc)
 	c.notify(event.PathDirect, event.ReasonDirectAvailable, time.Since(start))
 	return nil
+}
+
+// goDirect moves the connection from the relay to the validated direct
+// address to, its remote address or another (see upgradeTarget).
+//
+// A connection on a QUIC path over the allocation gets a path on the main
+// socket (switchPath); its packets for remote go to to (Node.Redirect)
+// when to is another, and the path's probe proves that route. A rerouted
+// connection never left its direct QUIC path: the reroute through the
+// relay is undone; when to is another address, a route to it is proven
+// by a packet back first (the relay's comes back if none does).
+func (c *Conn) goDirect(ctx context.Context, remote, to netip.AddrPort) error {
+	if relay := c.unrouter.Swap(nil); relay != nil { // rerouted through the relay
+		if to != remote {
+			// Proven while the relay's route waits to come back.
+			if _, err := c.m.cfg.Node.Redirect(ctx, c.qc, remote, to, true); err != nil {
+				c.unrouter.Store(relay)
+				return fmt.Errorf("migration: upgrade to %s: %w", c.m.san(to), err)
+			}
+		}
+		(*relay)() // the relay's route (and the redirect's) goes
+		if to == remote {
+			return nil
+		}
+		return c.redirect(ctx, remote, to, false) // the proven route again
+	}
+	if to != remote {
+		if err := c.redirect(ctx, remote, to, false); err != nil {
+			return err
+		}
+	}
+	if err := c.switchPath(ctx); err != nil {
+		c.unroute()
+		return err
+	}
+	return nil
+}
+
+// redirect sends the connection's packets for remote to to (see
+// Node.Redirect) and keeps the func that undoes it.
+func (c *Conn) redirect(ctx context.Context, remote, to netip.AddrPort, await bool) error {
+	unroute, err := c.m.cfg.Node.Redirect(ctx, c.qc, remote, to, await)
+	if err != nil {
+		return fmt.Errorf("migration: upgrade to %s: %w", c.m.san(to), err)
+	}
+	c.unrouter.Store(&unroute)
+	if c.qc.Context().Err() != nil {
+		c.unroute()
+	}
+	c.m.log.Info("migration: upgrade to another address of the peer", "peer", c.peer.Short(), "from", c.m.san(remote), "to", c.m.san(to))
+	return nil
+}
+
+// upgradeTarget is the address an upgrade moves a connection to, of
+// validated, the addresses its check round validated in the order they
+// did: an IPv6 one for a connection whose remote address is IPv4 (on a
+// dual-stack socket IPv6 is preferred, RFC 8305), else remote itself,
+// else the first (the peer's address changed while the connection ran on
+// the relay, or it was dialled at an address the peer does not answer
+// at directly). ok is false when none validated. It is a pure function.
+func upgradeTarget(validated []netip.AddrPort, remote netip.AddrPort) (to netip.AddrPort, ok bool) {
+	if remote.Addr().Unmap().Is4() {
+		for _, v := range validated {
+			if v.Addr().Is6() && !v.Addr().Is4In6() {
+				return v, true
+			}
+		}
+	}
+	if slices.Contains(validated, remote) {
+		return remote, true
+	}
+	if len(validated) > 0 {
+		return validated[0], true
+	}
+	return netip.AddrPort{}, false
 }
 
 // switchPath adds a path on the main socket, probes it and switches to it.

@@ -58,7 +58,8 @@ func (tb *Testbed) reload(ctx context.Context, r *Router) error {
 // SetDirectBlocked drops (on) or passes again (off) every UDP packet that
 // the site's outer router forwards between the site and anything but the
 // server network: peers can still reach the bootstraps and the relay, but
-// not each other directly.
+// not each other directly. A dual-stack site's IPv6 UDP is dropped
+// altogether (its nodes use the servers' IPv4 addresses).
 func (tb *Testbed) SetDirectBlocked(ctx context.Context, site string, on bool) error {
 	r := tb.RouterOf(site)
 	if r == nil {
@@ -66,8 +67,15 @@ func (tb *Testbed) SetDirectBlocked(ctx context.Context, site string, on bool) e
 	}
 	rule := `meta l4proto udp ip daddr != 203.0.113.0/24 ip saddr != 203.0.113.0/24 counter drop comment "direct blocked"`
 	r.Ruleset.Extra = slicesWithout(r.Ruleset.Extra, rule)
+	// A dual-stack site's IPv6: all UDP (its nodes reach the bootstraps
+	// and relays over IPv4).
+	rule6 := `meta l4proto udp counter drop comment "direct blocked"`
+	r.Ruleset.Extra6 = slicesWithout(r.Ruleset.Extra6, rule6)
 	if on {
 		r.Ruleset.Extra = append(r.Ruleset.Extra, rule)
+		if r.Ruleset.Firewall6 && !r.Ruleset.v6Only() {
+			r.Ruleset.Extra6 = append(r.Ruleset.Extra6, rule6)
+		}
 	}
 	return tb.reload(ctx, r)
 }
@@ -136,6 +144,7 @@ func Scenarios() map[string]ScenarioFunc {
 		"birthday-rebinding":     scenarioBirthdayRebinding,
 		"mapping-expiry":         scenarioMappingExpiry,
 		"relay-upgrade":          scenarioRelayUpgrade,
+		"family-upgrade":         scenarioFamilyUpgrade,
 		"blackhole":              scenarioBlackhole,
 		"family-loss":            scenarioFamilyLoss,
 		"diag-bootstrap-down":    scenarioDiagBootstrapDown,

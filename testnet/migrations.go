@@ -318,39 +318,65 @@ func scenarioRelayUpgrade(ctx context.Context, e *Env) (bool, string) {
 	if !ok1 || !ok2 {
 		return false, "needs an eim-apdf and a cgnat site"
 	}
+	ok, detail, _ := e.relayUpgrade(ctx, "relay-upgrade", a, b)
+	return ok, detail
+}
+
+// scenarioFamilyUpgrade is relay-upgrade for a dual-stack pair, both
+// families blocked: the upgrade must go direct over IPv6 (preferred, as
+// in the race), whichever address the connection was dialled at.
+func scenarioFamilyUpgrade(ctx context.Context, e *Env) (bool, string) {
+	a, ok1 := e.firstHost(ClassDualStack, 0)
+	b, ok2 := e.firstHost(ClassDualStack, 1)
+	if !ok1 || !ok2 {
+		return false, "needs two dual-stack sites"
+	}
+	ok, detail, res := e.relayUpgrade(ctx, "family-upgrade", a, b, "--listen", listenOn(a, 0))
+	detail += fmt.Sprintf("; ended over %s", res.FinalFamily)
+	if ok && res.FinalFamily != "ipv6" {
+		return false, detail + "; want the upgrade to go over IPv6"
+	}
+	return ok, detail
+}
+
+// relayUpgrade runs a transfer from a to b with a's direct path blocked
+// (relay-upgrade and family-upgrade): it must start on the relay, move
+// direct once the path opens, complete verified, and release the
+// allocation while the connection runs.
+func (e *Env) relayUpgrade(ctx context.Context, name string, a, b Host, extra ...string) (bool, string, ConnectResult) {
 	if err := e.TB.SetDirectBlocked(ctx, a.Site, true); err != nil {
-		return false, err.Error()
+		return false, err.Error(), ConnectResult{}
 	}
 	defer e.TB.SetDirectBlocked(context.WithoutCancel(ctx), a.Site, false)
 	plan := e.bulkPlan(relayUpgradeSize, time.Second, lossyUpgradeSize)
 	args := []string{e.Bin, "connect", e.PeerIDs[b.NS], "--bootstrap-nodes", e.BootstrapAddrs, "--json",
 		"--send", fmt.Sprint(plan.Size), "--timeout", "60s"}
+	args = append(append(args, extra...), e.logArgs("")...)
 	base, err := TxBytes(a.NS)
 	if err != nil {
-		return false, err.Error()
+		return false, err.Error(), ConnectResult{}
 	}
 	start := time.Now()
 	p, err := e.TB.Start(a.NS, args...)
 	if err != nil {
-		return false, err.Error()
+		return false, err.Error(), ConnectResult{}
 	}
-	defer p.Stop(time.Second)
-	// Wait for the allocation, then (the plan's moment) open the direct
-	// path.
+	defer func() { p.Stop(time.Second); e.keepLog(name+"-"+a.NS, p.Output()) }()
 	// The connection's allocation: the first a relay logged after the
 	// start (other nodes' allocations, a warm relay's, may be there all
 	// along; the log names the peer and the relayed address).
 	alloc, ok := e.waitRelayLine(ctx, start, func(r relayLine) bool { return r.Op == "allocate" }, 20*time.Second)
 	if !ok {
-		return false, "the connection never allocated on the relay: " + tail(p.Output(), 300)
+		return false, "the connection never allocated on the relay: " + tail(p.Output(), 300), ConnectResult{}
 	}
 	onRelay := alloc.At.Sub(start)
+	// Then, at the plan's moment, open the direct path.
 	sent, err := awaitFault(ctx, p, a.NS, base, plan)
 	if err != nil {
-		return false, "before the direct path opened: " + err.Error()
+		return false, "before the direct path opened: " + err.Error(), ConnectResult{}
 	}
 	if err := e.TB.SetDirectBlocked(ctx, a.Site, false); err != nil {
-		return false, err.Error()
+		return false, err.Error(), ConnectResult{}
 	}
 	opened := time.Since(start)
 	rel, ok := e.waitRelayLine(ctx, alloc.At, func(r relayLine) bool {
@@ -358,23 +384,40 @@ func scenarioRelayUpgrade(ctx context.Context, e *Env) (bool, string) {
 	}, 40*time.Second)
 	res, err := connectResult(ctx, p)
 	if err != nil {
-		return false, err.Error()
+		return false, err.Error(), ConnectResult{}
 	}
+	return upgradeVerdict(p, res, upgradeRun{alloc: alloc, rel: rel, released: ok, start: start, opened: opened, onRelay: onRelay, sent: sent, size: plan.Size})
+}
+
+// upgradeRun is what relayUpgrade saw of a run.
+type upgradeRun struct {
+	alloc, rel      relayLine
+	released        bool
+	start           time.Time
+	opened, onRelay time.Duration
+	sent            int64
+	size            int64
+}
+
+// upgradeVerdict judges a relayUpgrade run: released while the
+// connection ran, the bytes verified, an upgrade from the relay.
+func upgradeVerdict(p *Proc, res ConnectResult, u upgradeRun) (bool, string, ConnectResult) {
 	// Released while the connection ran: before its state machine
 	// closed it (a shutdown releases everything too).
-	if end, ended := closedAt(p.Output()); !ok || (ended && !rel.At.Before(end)) {
+	if end, ended := closedAt(p.Output()); !u.released || (ended && !u.rel.At.Before(end)) {
 		return false, fmt.Sprintf("the allocation (%s) was not released while the connection ran (release logged: %v at %s, connection closed at %s); the connect's log: %s; its result: %s",
-			alloc.Addr, ok, rel.At.Format(time.StampMilli), end.Format(time.StampMilli), logExcerpt(p.Output(), 12), tail(p.Output(), 300))
+			u.alloc.Addr, u.released, u.rel.At.Format(time.StampMilli), end.Format(time.StampMilli), logExcerpt(p.Output(), 12), tail(p.Output(), 300)), res
 	}
-	released := rel.At.Sub(start)
-	ok, detail := faultVerdict(transferRun{Res: res, Took: time.Since(start), Sent: sent}, plan.Size,
+	released := u.rel.At.Sub(u.start)
+	ok, detail := faultVerdict(transferRun{Res: res, Took: time.Since(u.start), Sent: u.sent}, u.size,
 		fmt.Sprintf("relay allocated at +%.1f s, direct opened at +%.1f s, allocation released at +%.1f s",
-			onRelay.Seconds(), opened.Seconds(), released.Seconds()))
+			u.onRelay.Seconds(), u.opened.Seconds(), released.Seconds()))
 	m, moved := res.migrated("upgrade")
 	if !moved || res.Path != "relay" || res.FinalPath != "direct" {
-		return false, fmt.Sprintf("%s; path %s -> %s, migrations %+v", detail, res.Path, res.FinalPath, res.Migrations)
+		return false, fmt.Sprintf("%s; path %s -> %s, migrations %+v; the connect's log: %s",
+			detail, res.Path, res.FinalPath, res.Migrations, logExcerpt(p.Output(), 20)), res
 	}
-	return ok, detail + "; " + m
+	return ok, detail + "; " + m, res
 }
 
 // scenarioBlackhole: the direct path of a transfer in flight starts

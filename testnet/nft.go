@@ -35,7 +35,11 @@ type Ruleset struct {
 	LANs6   []string
 	Timeout int      // dynamic map timeout in seconds; zero: 120
 	Extra   []string // extra rules for the forward chain, before the defaults (fault injection)
-	Comment string   // a first-line comment
+	// Extra6 are extra rules for the IPv6 firewall's forward chain of a
+	// dual-stack router (Firewall6 with an IPv4 NAT), before its
+	// defaults; an IPv6-only router's are in Extra.
+	Extra6  []string
+	Comment string // a first-line comment
 }
 
 // Validate checks the fields.
@@ -124,10 +128,12 @@ func (n *nftText) firewall6() {
 	w("table ip6 fwlab {")
 	w("  chain fwd_filter {")
 	w("    type filter hook forward priority filter; policy drop;")
-	if n.r.v6Only() { // a dual-stack router's Extra is its IPv4 table's
-		for _, e := range n.r.Extra {
-			w("    %s", e)
-		}
+	extra := n.r.Extra6 // a dual-stack router's Extra is its IPv4 table's
+	if n.r.v6Only() {
+		extra = n.r.Extra
+	}
+	for _, e := range extra {
+		w("    %s", e)
 	}
 	lans := n.r.LANs6
 	if len(lans) == 0 {

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,5 +101,26 @@ func TestRulesetValidate(t *testing.T) {
 	}
 	if _, err := base.Render(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestExtra6: a dual-stack router's Extra rules go into its IPv4 table
+// and its Extra6 rules into its IPv6 firewall; an IPv6-only router's
+// Extra rules into its firewall.
+func TestExtra6(t *testing.T) {
+	dual := Ruleset{WAN: "wan0", LANs: []string{"lan0"}, WANAddr: netip.MustParseAddr("198.51.100.9"),
+		Mapping: "eim", Filtering: "apdf", Firewall6: true, Extra: []string{"counter comment \"four\""},
+		Extra6: []string{"counter comment \"six\""}}
+	got, err := dual.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6, _ := strings.Cut(got, "table ip6 fwlab {")
+	if !strings.Contains(v4, `"four"`) || strings.Contains(v4, `"six"`) || !strings.Contains(v6, `"six"`) || strings.Contains(v6, `"four"`) {
+		t.Fatalf("dual-stack ruleset:\n%s", got)
+	}
+	only := Ruleset{WAN: "wan0", LANs: []string{"lan0"}, Firewall6: true, Extra: []string{"counter comment \"six\""}}
+	if got, err := only.Render(); err != nil || !strings.Contains(got, `"six"`) {
+		t.Fatalf("IPv6-only ruleset (%v):\n%s", err, got)
 	}
 }

@@ -179,7 +179,8 @@ func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
 func (c *Conn) Family() holepunch.Family { return c.node.familyOf(c.qc) }
 
 // familyOf is the address family this node's packets of qc travel in
-// now: on a connection moved to the other family, that one; on a connection through its own relay allocation, the family it
+// now: on a connection redirected behind QUIC's back (moved to the other
+// family), the address's; on a connection through its own relay allocation, the family it
 // reaches the relay in; else its remote address's (the peer's address on
 // a direct path, a relayed address it sends to from its own socket; an
 // address synthesised through NAT64 is IPv6).
@@ -187,7 +188,7 @@ func (n *Node) familyOf(qc *quic.Conn) holepunch.Family {
 	n.connsMu.Lock()
 	to, crossed := n.crossed[qc]
 	n.connsMu.Unlock()
-	if crossed { // moved to the other family behind QUIC's back
+	if crossed { // redirected behind QUIC's back
 		return holepunch.FamilyOf(to.Addr())
 	}
 	if u := n.relayOf(qc); u != nil && !u.released.Load() {

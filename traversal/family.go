@@ -47,9 +47,25 @@ func (n *Node) otherFamily(ctx context.Context, qc *quic.Conn, peer identity.Pee
 	if !ok {
 		return netip.AddrPort{}, nil, fmt.Errorf("%w: %d pairs validated, none in the other family", ErrNoOtherFamily, len(res.Validated))
 	}
+	unroute, err := n.redirect(ctx, qc, remote, to, true)
+	if err != nil {
+		return netip.AddrPort{}, nil, fmt.Errorf("%w: %w", ErrNoOtherFamily, err)
+	}
+	return to, unroute, nil
+}
+
+// redirect sends the QUIC packets that qc's socket would send to remote to
+// to instead, behind QUIC's back (a route of the endpoint's, replacing
+// any), and returns the func that sends them to remote again. With await
+// it returns once a packet came back after the change (restoring the
+// route it replaced when none did): qc's QUIC path runs on that socket. Without, the caller
+// proves the route itself (a QUIC path it adds and probes).
+func (n *Node) redirect(ctx context.Context, qc *quic.Conn, remote, to netip.AddrPort, await bool) (func(), error) {
+	ep := n.endpointOf(qc)
 	before := qc.ConnectionStats().PacketsReceived
+	prev := ep.Route(remote)
 	if err := ep.Reroute(remote, func(b []byte) error { return ep.WriteTo(b, to) }); err != nil {
-		return netip.AddrPort{}, nil, fmt.Errorf("traversal: other family: %w", err)
+		return nil, fmt.Errorf("traversal: redirect: %w", err)
 	}
 	n.connsMu.Lock()
 	n.crossed[qc] = to
@@ -61,11 +77,17 @@ func (n *Node) otherFamily(ctx context.Context, qc *quic.Conn, peer identity.Pee
 		n.connsMu.Unlock()
 	}
 	context.AfterFunc(qc.Context(), unroute) // the map keeps no ended connection
+	if !await {
+		return unroute, nil
+	}
 	if err := awaitPackets(ctx, qc, before, nil); err != nil {
 		unroute()
-		return netip.AddrPort{}, nil, fmt.Errorf("%w: nothing came back from %s: %w", ErrNoOtherFamily, n.san(to), err)
+		if prev != nil { // the relay's route, say
+			ep.Reroute(remote, prev)
+		}
+		return nil, fmt.Errorf("traversal: redirect: nothing came back from %s: %w", n.san(to), err)
 	}
-	return to, unroute, nil
+	return unroute, nil
 }
 
 // bestOtherFamily is the best validated pair (priority, then RTT) whose

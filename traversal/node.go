@@ -150,8 +150,10 @@ type Node struct {
 	early      earlyConns // under expectMu
 	connsMu    sync.Mutex
 	conns      map[*quic.Conn]*Conn
-	// crossed are the connections moved to the other address family
-	// (family.go), with the address their packets go to now.
+	// crossed are the connections whose packets go to another address
+	// than QUIC's remote one, behind its back (family.go: moved to the
+	// other address family, or upgraded to an address the peer has now),
+	// with that address.
 	crossed map[*quic.Conn]netip.AddrPort
 
 	memory *peerMemory // peers connected to recently (remember.go)

@@ -92,6 +92,10 @@ func (p pathsNode) OtherFamily(ctx context.Context, qc *quic.Conn, peer identity
 	return p.n.otherFamily(ctx, qc, peer, remote)
 }
 
+func (p pathsNode) Redirect(ctx context.Context, qc *quic.Conn, remote, to netip.AddrPort, await bool) (func(), error) {
+	return p.n.redirect(ctx, qc, remote, to, await)
+}
+
 func (p pathsNode) LeaveRelay(qc *quic.Conn) { p.n.leaveRelay(qc) }
 
 func (p pathsNode) Moved(peer identity.PeerID, s migration.Step, reason event.Reason) {
