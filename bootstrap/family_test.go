@@ -107,15 +107,7 @@ func TestObserveOtherFamily(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startServer(t, ServerConfig{Also: []Sockets{{Endpoint: ep6, AltSTUN: alt6}}})
-	dc, err := endpoint.ListenDualStack(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dual, err := endpoint.New(endpoint.Config{Conn: dc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dual.Close() })
+	dual := testkit.DualStackEndpoint(t)
 	c := startClient(t, srv, ClientConfig{ID: srv.id.ID(), Endpoint: dual})
 	ready(t, c)
 	st := c.Status()

@@ -228,18 +228,7 @@ func (e *Endpoint) Route(dst netip.AddrPort) func([]byte) error {
 }
 
 // Rerouted reports whether dst's QUIC packets are rerouted.
-func (e *Endpoint) Rerouted(dst netip.AddrPort) bool {
-	rc := e.routerOf()
-	if rc == nil {
-		return false
-	}
-	m := rc.routes.Load()
-	if m == nil {
-		return false
-	}
-	_, ok := (*m)[netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())]
-	return ok
-}
+func (e *Endpoint) Rerouted(dst netip.AddrPort) bool { return e.Route(dst) != nil }
 
 // Injector hands packets that arrived another way (rerouted answers) to
 // the socket, as datagrams from a local socket of its own: QUIC finds the

@@ -146,12 +146,7 @@ func birthdayModel(t *testing.T, sequential bool) (m *testnet.Model, symNAT *tes
 		if err != nil {
 			t.Fatal(err)
 		}
-		ep, err := endpoint.New(endpoint.Config{Conn: c})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ep.Close() })
-		return ep
+		return testkit.EndpointOn(t, c)
 	}
 	return m, symNAT, listen(symNAT, netip.MustParseAddrPort("192.168.1.10:4000")), listen(eimNAT, netip.MustParseAddrPort("192.168.2.10:4000"))
 }

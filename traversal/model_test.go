@@ -14,6 +14,7 @@ import (
 	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/event"
 	"github.com/antnode/antnode/identity"
+	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/nattype"
 	"github.com/antnode/antnode/testnet"
 )
@@ -34,11 +35,7 @@ func newModelNet(t testing.TB) *modelNet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := endpoint.New(endpoint.Config{Conn: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep.Close() })
+	ep := testkit.EndpointOn(t, c)
 	alt, err := m.Listen(netip.MustParseAddrPort("203.0.113.1:4434"), nil, 0)
 	if err != nil {
 		t.Fatal(err)

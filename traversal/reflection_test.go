@@ -12,7 +12,6 @@ import (
 
 	"github.com/antnode/antnode/bootstrap"
 	"github.com/antnode/antnode/bootstrap/wire"
-	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/holepunch"
 	"github.com/antnode/antnode/internal/testkit"
 	"github.com/antnode/antnode/nattype"
@@ -176,11 +175,7 @@ func liarClient(t *testing.T, mn *modelNet, addr netip.AddrPort) *bootstrap.Clie
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := endpoint.New(endpoint.Config{Conn: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep.Close() })
+	ep := testkit.EndpointOn(t, c)
 	cl, err := bootstrap.NewClient(bootstrap.ClientConfig{Identity: testkit.Identity(t), Endpoint: ep,
 		Addr: mn.boot.Addr, ID: mn.boot.ID})
 	if err != nil {

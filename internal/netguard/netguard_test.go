@@ -44,18 +44,7 @@ func TestCaps(t *testing.T) {
 		refused[perIP]++
 		mu.Unlock()
 	}})
-	accepted := make(chan net.Conn, 16)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted, done := acceptAll(l)
 	dial := func(from string) net.Conn {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 		c, err := d.Dial("tcp4", raw.Addr().String())
@@ -104,18 +93,7 @@ func TestAcceptingAgainAfterExhaustion(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := New(raw, Config{})
-	accepted := make(chan net.Conn, 4)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted, done := acceptAll(l)
 	t.Cleanup(func() { l.Close(); <-done; l.CloseConns() })
 	fillers := exhaustDescriptors(t, 2)
 	c, err := net.Dial("tcp4", raw.Addr().String()) // the last descriptor but one
@@ -186,4 +164,21 @@ func exhaustDescriptors(t *testing.T, leave int) []*os.File {
 	}
 	files = files[:len(files)-leave]
 	return files
+}
+
+// acceptAll accepts l's connections on a goroutine, onto accepted, until
+// Accept fails (the listener closed); done is closed then.
+func acceptAll(l *Listener) (accepted chan net.Conn, done chan struct{}) {
+	accepted, done = make(chan net.Conn, 16), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	return accepted, done
 }

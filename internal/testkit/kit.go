@@ -35,6 +35,31 @@ func Endpoint(t testing.TB) *endpoint.Endpoint {
 	return ep
 }
 
+// DualStackEndpoint returns a dual-stack node socket (an IPv6 socket on
+// [::] with IPV6_V6ONLY off, an ephemeral port), closed when t ends. It
+// needs IPv6 (NeedIPv6Loopback).
+func DualStackEndpoint(t testing.TB) *endpoint.Endpoint {
+	t.Helper()
+	NeedIPv6Loopback(t)
+	c, err := endpoint.ListenDualStack(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return EndpointOn(t, c)
+}
+
+// EndpointOn returns a node socket on c (a model's, say), closed when t
+// ends.
+func EndpointOn(t testing.TB, c net.PacketConn) *endpoint.Endpoint {
+	t.Helper()
+	ep, err := endpoint.New(endpoint.Config{Conn: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	return ep
+}
+
 // QUICPair is a QUIC connection between two transports on loopback.
 type QUICPair struct {
 	// Dialer and Listener are the two ends; DialerID and ListenerID the
