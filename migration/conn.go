@@ -43,6 +43,11 @@ type Conn struct {
 	// unrouter is set while the connection's packets go through a relay
 	// behind QUIC's back (see fallback).
 	unrouter atomic.Pointer[func()]
+	// displaced: the connection's packets go to an IPv4 address of the
+	// peer's behind QUIC's back while its remote address is IPv6 (its
+	// IPv6 path died: otherFamily); it goes back when IPv6 validates
+	// again (back). Cleared whenever the redirect goes (unroute).
+	displaced atomic.Bool
 	// onNominate is called once, when the dialler nominates the connection.
 	onNominate   func()
 	nominateOnce sync.Once
@@ -137,6 +142,7 @@ func (c *Conn) addMove(mv Move) {
 // unroute sends the connection's packets directly again, if they went
 // through a relay.
 func (c *Conn) unroute() {
+	c.displaced.Store(false)
 	if f := c.unrouter.Swap(nil); f != nil {
 		(*f)()
 	}
@@ -229,3 +235,5 @@ func (m conMover) Ping() error {
 
 func (m conMover) Fallback(silent time.Duration) error { return m.c.fallback(silent) }
 func (m conMover) Upgrade() error                      { return m.c.upgrade() }
+func (m conMover) Displaced() bool                     { return m.c.displaced.Load() }
+func (m conMover) Return() error                       { return m.c.back() }

@@ -571,3 +571,61 @@ func TestRebindMovesWhenTheFamilyIsGone(t *testing.T) {
 		})
 	}
 }
+
+// TestDisplacedBy: only a move from IPv6 to IPv4 leaves the preferred
+// family.
+func TestDisplacedBy(t *testing.T) {
+	v4 := netip.MustParseAddrPort("198.51.100.7:4433")
+	v6 := netip.MustParseAddrPort("[2001:db8::7]:4433")
+	mapped := netip.MustParseAddrPort("[::ffff:198.51.100.9]:4433")
+	for _, tc := range []struct {
+		name       string
+		remote, to netip.AddrPort
+		want       bool
+	}{
+		{"IPv6 to IPv4", v6, v4, true},
+		{"IPv6 to a mapped IPv4", v6, mapped, true},
+		{"IPv4 to IPv6", v4, v6, false},
+		{"a mapped IPv4 remote to IPv6", mapped, v6, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := displacedBy(tc.remote, tc.to); got != tc.want {
+				t.Fatalf("displacedBy(%v, %v) = %v, want %v", tc.remote, tc.to, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestBackToThePreferredFamily: a displaced connection (moved from IPv6
+// to IPv4 behind QUIC's back) goes back once a check round validates its
+// remote address: the redirect goes, the move is a "family" one with
+// reason direct_available, and the peer hears of it; while the address
+// does not validate it stays displaced. (The loopback pair is IPv4: the
+// test marks the moved connection displaced itself.)
+func TestBackToThePreferredFamily(t *testing.T) {
+	p := testkit.NewQUICPair(t, nil)
+	d := newSide(t, p.DialerTransport, p.Dialer, event.PathDirect, Track{Peer: p.ListenerID.ID()})
+	l := newSide(t, p.ListenerTransport, p.Listener, event.PathDirect, Track{Peer: p.DialerID.ID()})
+	d.node.otherTo = netip.MustParseAddrPort("198.51.100.7:4433")
+	if err := d.c.otherFamily(event.ReasonPathBlackholed, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	d.c.displaced.Store(true)
+	d.node.validate = func([]netip.AddrPort) ([]netip.AddrPort, error) { return nil, nil }
+	if err := d.c.back(); !errors.Is(err, ErrNoDirectYet) || !d.c.displaced.Load() {
+		t.Fatalf("back with nothing validated: %v, displaced %v", err, d.c.displaced.Load())
+	}
+	d.node.validate = nil // the round validates what it is given: the remote address
+	if err := d.c.back(); err != nil || d.c.displaced.Load() {
+		t.Fatalf("back: %v, displaced %v", err, d.c.displaced.Load())
+	}
+	_, _, unroutes, _ := d.node.calls()
+	want := []string{"family true direct->direct", "family false direct->direct", "family true direct->direct"}
+	if got := kinds(d.c.Moves()); !slices.Equal(got, want) || unroutes != 1 {
+		t.Fatalf("moves %v (want %v), unroutes %d (want 1)", got, want, unroutes)
+	}
+	if last := d.c.Moves()[2]; last.Reason != event.ReasonDirectAvailable {
+		t.Fatalf("the move back's reason is %s, want direct_available", last.Reason)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the peer hears of both moves", func() bool { return len(l.c.Moves()) == 2 })
+}

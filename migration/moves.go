@@ -34,7 +34,13 @@ import (
 //     undone once a check round validates it. A connection dialled through
 //     the relay's own socket runs on a QUIC path over the allocation: the
 //     upgrade adds a path on the main socket with quic-go's AddPath,
-//     probes it (QUIC path validation) and switches to it.
+//     probes it (QUIC path validation) and switches to it. The upgrade
+//     goes to the best validated address (upgradeTarget); one other
+//     than QUIC's remote address gets the packets behind QUIC's back.
+//   - A family move, when a dual-stack connection's direct path died in
+//     one address family: its packets go to the peer's address in the
+//     other family behind QUIC's back (otherFamily); one moved from IPv6
+//     to IPv4 goes back when IPv6 validates again (back).
 //
 // Every move tells the peer on a notice stream, reports its steps to the
 // node (its state machine), records a migration event and is kept in the
@@ -157,12 +163,56 @@ func (c *Conn) otherFamily(reason event.Reason, silent time.Duration) (err error
 		return err
 	}
 	c.unrouter.Store(&unroute)
+	c.displaced.Store(displacedBy(c.remote(), to))
 	if c.qc.Context().Err() != nil {
 		c.unroute()
 	}
 	c.m.log.Info("migration: moved to the other address family", "peer", c.peer.Short(), "to", c.m.san(to), "silent", silent)
 	c.finish("family", start, reason, reason, event.PathDirect, event.PathDirect, nil)
 	c.notify(event.PathDirect, reason, time.Since(start))
+	return nil
+}
+
+// displacedBy reports whether a connection whose remote address is remote
+// and whose packets go to to instead left its preferred family: IPv6 for
+// IPv4. It is a pure function.
+func displacedBy(remote, to netip.AddrPort) bool {
+	return remote.Addr().Unmap().Is6() && to.Addr().Unmap().Is4()
+}
+
+// back makes one attempt to move a displaced connection (see
+// otherFamily) back to its remote address, in its preferred family: a
+// check round towards it and, once it validates, the redirect goes and
+// QUIC's packets go there again (a path that died after all is the
+// dead-path watch's: the move to the other family again). It is recorded
+// as a "family" move, reason direct_available.
+func (c *Conn) back() (err error) {
+	start := time.Now()
+	remote := c.remote()
+	c.m.cfg.Node.Moved(c.peer, StepMigrating, event.ReasonDirectAvailable)
+	defer func() {
+		reason := event.ReasonDirectAvailable
+		if err != nil {
+			reason = c.m.cfg.Reason(err)
+			if errors.Is(err, ErrNoDirectYet) {
+				reason = event.ReasonPunchTimeout
+			}
+		}
+		c.finish("family", start, reason, reason, event.PathDirect, event.PathDirect, err)
+	}()
+	rtt := c.qc.ConnectionStats().SmoothedRTT
+	ctx, cancel := context.WithTimeout(c.m.ctx, max(3*time.Second, 10*rtt))
+	defer cancel()
+	validated, err := c.m.cfg.Node.CheckRound(ctx, c.peer, wire.PurposeUpgrade, []netip.AddrPort{remote})
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(validated, remote) {
+		return fmt.Errorf("%w: %s did not validate", ErrNoDirectYet, c.m.san(remote))
+	}
+	c.unroute()
+	c.m.log.Info("migration: back to the preferred address family", "peer", c.peer.Short(), "to", c.m.san(remote))
+	c.notify(event.PathDirect, event.ReasonDirectAvailable, time.Since(start))
 	return nil
 }
 

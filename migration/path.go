@@ -21,6 +21,11 @@ type Mover interface {
 	Fallback(silent time.Duration) error
 	// Upgrade makes one attempt to move the connection to a direct path.
 	Upgrade() error
+	// Displaced says whether the connection runs direct outside its
+	// preferred address family (moved to IPv4 when IPv6 died).
+	Displaced() bool
+	// Return makes one attempt to move a displaced connection back.
+	Return() error
 }
 
 // PathConfig paces a path manager.
@@ -44,8 +49,9 @@ type PathConfig struct {
 // Path manages the path of one connection this node dialled, for the
 // connection's life: while it runs direct, it keeps the NAT mapping open
 // at the learned pace and watches for a dead path (Silence), which it
-// moves to the relay; while it runs on the relay, it tries to go direct,
-// paced by UpgradeDelay. One move runs at a time: every move, this
+// moves to the relay, and a displaced connection (outside its preferred
+// address family) tries to go back; while it runs on the relay, it tries
+// to go direct. Upgrades and returns are paced by UpgradeDelay. One move runs at a time: every move, this
 // manager's or another's (a rebind after a network change), first claims
 // the path with Begin.
 //
@@ -102,6 +108,7 @@ func (p *Path) watch() bool {
 	var sent uint64        // packets sent at the last look
 	lastSend := time.Now() // when that count last grew
 	var stall Stall
+	var back returns
 	for {
 		select {
 		case <-t.C:
@@ -112,6 +119,12 @@ func (p *Path) watch() bool {
 			return true
 		}
 		if p.Moving() {
+			silence.Reset()
+			continue
+		}
+		if back.due(time.Now(), p.m.Displaced(), p.cfg) && !(p.cfg.Busy != nil && p.cfg.Busy()) && p.Begin() {
+			_ = p.m.Return() // a failure stays put; the next attempt is paced
+			p.End()
 			silence.Reset()
 			continue
 		}
@@ -146,6 +159,32 @@ func (p *Path) watch() bool {
 		}
 		// A failure stays direct, and is watched on.
 	}
+}
+
+// returns paces the attempts of a displaced direct connection to go back
+// to its preferred family, as upgrades are paced (UpgradeDelay).
+type returns struct {
+	n    int
+	next time.Time
+}
+
+// due reports whether an attempt is due at now; a connection that is not
+// displaced starts the pace over.
+func (r *returns) due(now time.Time, displaced bool, cfg PathConfig) bool {
+	if !displaced || cfg.UpgradeBase < 0 {
+		*r = returns{}
+		return false
+	}
+	if r.next.IsZero() {
+		r.next = now.Add(UpgradeDelay(0, cfg.UpgradeBase, cfg.UpgradeMax))
+		return false
+	}
+	if now.Before(r.next) {
+		return false
+	}
+	r.n++
+	r.next = now.Add(UpgradeDelay(r.n, cfg.UpgradeBase, cfg.UpgradeMax))
+	return true
 }
 
 // upgrade tries to move a relayed connection to a direct path. It returns

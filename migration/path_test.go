@@ -2,6 +2,7 @@ package migration
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -22,6 +23,9 @@ type fakeMover struct {
 	silent     []time.Duration
 	upgrades   []time.Duration
 	upgradeOK  func(attempt int) bool
+	displaced  bool
+	returns    []time.Duration
+	returnOK   func(attempt int) bool
 }
 
 func (f *fakeMover) Stats() (uint64, uint64, time.Duration) {
@@ -67,6 +71,23 @@ func (f *fakeMover) Upgrade() error {
 		return nil
 	}
 	return errors.New("no direct path yet")
+}
+
+func (f *fakeMover) Displaced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.displaced
+}
+
+func (f *fakeMover) Return() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.returns = append(f.returns, time.Since(f.start))
+	if f.returnOK != nil && f.returnOK(len(f.returns)) {
+		f.displaced = false
+		return nil
+	}
+	return errors.New("no IPv6 path yet")
 }
 
 func testConfig() PathConfig {
@@ -195,4 +216,37 @@ func TestPathWaits(t *testing.T) {
 			t.Fatal("Run kept going with upgrades off")
 		}
 	})
+}
+
+// TestPathReturns: a direct connection displaced from its preferred
+// family tries to go back 1 s, 2 s, 4 s, 4 s ... apart (a look's period
+// late at most) until one attempt works, and then no more; one that is
+// not displaced never tries.
+func TestPathReturns(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		displaced bool
+		want      []time.Duration
+	}{
+		{"displaced", true, []time.Duration{1250 * time.Millisecond, 3250 * time.Millisecond, 7250 * time.Millisecond}},
+		{"in its family", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &fakeMover{direct: true, sending: true, answering: true, displaced: tc.displaced, start: time.Now(),
+					returnOK: func(n int) bool { return n == 3 }}
+				done := make(chan struct{})
+				p := NewPath(testConfig(), f, done)
+				go p.Run()
+				time.Sleep(20 * time.Second)
+				close(done)
+				synctest.Wait()
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if !slices.Equal(f.returns, tc.want) || f.displaced || len(f.fallbacks) != 0 {
+					t.Fatalf("returns at %v (want %v), displaced %v, fallbacks %v", f.returns, tc.want, f.displaced, f.fallbacks)
+				}
+			})
+		})
+	}
 }

@@ -24,6 +24,12 @@ const (
 	// before the end (at 2 MiB, 1 of 2 lossy passes ended the transfer
 	// first).
 	lossyUpgradeSize = 4 << 20
+	// familyReturnSize is family-return's on clean links: about 10 s,
+	// time for the move to IPv4, IPv6's return 2 s after the fault and
+	// the move back (paced 1 s, then 2 s, after the first move), with the
+	// transfer still running; lossyFamilyReturnSize on lossy links.
+	familyReturnSize      = 256 << 20
+	lossyFamilyReturnSize = lossyUpgradeSize
 	// lossyCoturnSize is relay-coturn's, within its 15 s connect.
 	lossyCoturnSize = 256 << 10
 	// lossyFaultAt is the share of the size sent when the fault lands.

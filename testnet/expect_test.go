@@ -388,3 +388,15 @@ func TestFamilyShortfall(t *testing.T) {
 		})
 	}
 }
+
+// TestSummarizeFamilies: the report counts the verified runs by the
+// family their connection ran in (a failed run does not count).
+func TestSummarizeFamilies(t *testing.T) {
+	p := PairSpec{A: ClassDualStack, B: ClassDualStack, Topology: TopoDifferent}
+	v6, v4, bad := direct(130, 83), direct(180, 83), failed("timeout", "")
+	v6.Family, v4.Family, bad.Family = "ipv6", "ipv4", "ipv6"
+	pr := summarize(p, []ConnectResult{v6, v4, v6, bad}, loadRepoExpectations(t).ForPair(p))
+	if want := map[string]int{"ipv6": 2, "ipv4": 1}; !maps.Equal(pr.Families, want) {
+		t.Fatalf("families %v, want %v", pr.Families, want)
+	}
+}

@@ -147,6 +147,7 @@ func Scenarios() map[string]ScenarioFunc {
 		"family-upgrade":         scenarioFamilyUpgrade,
 		"blackhole":              scenarioBlackhole,
 		"family-loss":            scenarioFamilyLoss,
+		"family-return":          scenarioFamilyReturn,
 		"diag-bootstrap-down":    scenarioDiagBootstrapDown,
 		"diag-udp-blocked":       scenarioDiagUDPBlocked,
 		"diag-both-symmetric":    scenarioDiagBothSymmetric,

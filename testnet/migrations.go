@@ -480,6 +480,49 @@ func scenarioFamilyLoss(ctx context.Context, e *Env) (bool, string) {
 	return true, strings.Join(details, " | ")
 }
 
+// familyReturnAfter is how long family-return's host is without IPv6.
+const familyReturnAfter = 2 * time.Second
+
+// scenarioFamilyReturn: a dual-stack pair connected over IPv6; the
+// dialler's host loses IPv6 mid-transfer (the connection moves to IPv4)
+// and gets it back familyReturnAfter later: the connection must go back
+// to IPv6 while the transfer runs, all bytes verified.
+func scenarioFamilyReturn(ctx context.Context, e *Env) (bool, string) {
+	a, ok1 := e.firstHost(ClassDualStack, 0)
+	b, ok2 := e.firstHost(ClassDualStack, 1)
+	if !ok1 || !ok2 {
+		return false, "needs two dual-stack sites"
+	}
+	defer e.TB.SetIPv6(context.WithoutCancel(ctx), a, true)
+	var restored chan error
+	plan := e.bulkPlan(familyReturnSize, time.Second, lossyFamilyReturnSize)
+	r, err := e.transferDuring(ctx, a, b, plan, func() error {
+		if err := e.TB.SetIPv6(ctx, a, false); err != nil {
+			return err
+		}
+		restored = make(chan error, 1)
+		time.AfterFunc(familyReturnAfter, func() { restored <- e.TB.SetIPv6(context.WithoutCancel(ctx), a, true) })
+		return nil
+	}, "--listen", listenOn(a, 0))
+	if err != nil {
+		return false, err.Error()
+	}
+	if err := <-restored; err != nil {
+		return false, "giving IPv6 back: " + err.Error()
+	}
+	ok, detail := faultVerdict(r, plan.Size, fmt.Sprintf("%s lost IPv6 mid-transfer for %v", a.NS, familyReturnAfter))
+	detail += fmt.Sprintf("; connected over %s, ended over %s; %s", r.Res.Family, r.Res.FinalFamily, r.Res.moves())
+	var away, back bool
+	for _, m := range r.Res.Migrations {
+		away = away || (m.Kind == "family" && m.OK && m.Reason != "direct_available")
+		back = back || (away && m.Kind == "family" && m.OK && m.Reason == "direct_available")
+	}
+	if r.Res.Family != "ipv6" || !away || !back || r.Res.FinalFamily != "ipv6" || r.Res.FinalPath != "direct" {
+		return false, detail + "; want a direct move to IPv4 and back to IPv6"
+	}
+	return ok, detail
+}
+
 // familyLossOn runs a transfer from a to b over IPv6 and takes loser's
 // IPv6 away in the middle of it (giving it back after).
 func (e *Env) familyLossOn(ctx context.Context, a, b, loser Host) (bool, string) {

@@ -48,6 +48,19 @@ func TestMatrixJobs(t *testing.T) {
 	}
 }
 
+// TestMatrixJobsRace: the dual-stack pair (a family race) gets as many
+// runs as a birthday pair, in the first phase.
+func TestMatrixJobsRace(t *testing.T) {
+	pairs := []PairSpec{
+		{A: ClassEIMEIF, B: ClassEIMAPDF, Topology: TopoDifferent},
+		{A: ClassDualStack, B: ClassDualStack, Topology: TopoDifferent},
+	}
+	want := []matrixJob{{pair: 0}, {pair: 1}, {pair: 1, run: 1}, {pair: 1, run: 2}}
+	if got := matrixJobs(pairs, 1, 3); !slices.Equal(got, want) {
+		t.Fatalf("matrixJobs = %+v, want %+v", got, want)
+	}
+}
+
 // TestPairsAcrossFamilies: the matrix pairs each IPv6-only class with
 // itself (its two sites), with the other, and both ways with every
 // IPv4-only class; their hosts have IPv6 addresses and listen on [::]; a
