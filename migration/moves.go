@@ -191,17 +191,10 @@ func (c *Conn) back() (err error) {
 	remote := c.remote()
 	c.m.cfg.Node.Moved(c.peer, StepMigrating, event.ReasonDirectAvailable)
 	defer func() {
-		reason := event.ReasonDirectAvailable
-		if err != nil {
-			reason = c.m.cfg.Reason(err)
-			if errors.Is(err, ErrNoDirectYet) {
-				reason = event.ReasonPunchTimeout
-			}
-		}
+		reason := c.upgradeReason(err)
 		c.finish("family", start, reason, reason, event.PathDirect, event.PathDirect, err)
 	}()
-	rtt := c.qc.ConnectionStats().SmoothedRTT
-	ctx, cancel := context.WithTimeout(c.m.ctx, max(3*time.Second, 10*rtt))
+	ctx, cancel := c.upgradeContext()
 	defer cancel()
 	validated, err := c.m.cfg.Node.CheckRound(ctx, c.peer, wire.PurposeUpgrade, []netip.AddrPort{remote})
 	if err != nil {
@@ -236,23 +229,40 @@ func (m *Manager) familyGone(a netip.Addr) bool {
 	return true
 }
 
+// upgradeContext bounds an upgrade or a return (back): 10 RTT, at least
+// 3 s.
+func (c *Conn) upgradeContext() (context.Context, context.CancelFunc) {
+	rtt := c.qc.ConnectionStats().SmoothedRTT
+	return context.WithTimeout(c.m.ctx, max(3*time.Second, 10*rtt))
+}
+
+// upgradeReason is the reason an upgrade or a return ended with:
+// direct_available, punch_timeout when its round validated nothing to go
+// to, else its error's.
+func (c *Conn) upgradeReason(err error) event.Reason {
+	switch {
+	case err == nil:
+		return event.ReasonDirectAvailable
+	case errors.Is(err, ErrNoDirectYet):
+		return event.ReasonPunchTimeout
+	}
+	return c.m.cfg.Reason(err)
+}
+
 // upgrade makes one attempt to move the connection to a direct path.
 func (c *Conn) upgrade() (err error) {
 	start := time.Now()
 	remote := c.remote()
 	c.m.cfg.Node.Moved(c.peer, StepUpgrading, event.ReasonNone)
 	defer func() {
-		reason, to := event.ReasonDirectAvailable, event.PathDirect
+		to := event.PathDirect
 		if err != nil {
-			reason, to = c.m.cfg.Reason(err), event.PathRelay
-			if errors.Is(err, ErrNoDirectYet) {
-				reason = event.ReasonPunchTimeout
-			}
+			to = event.PathRelay
 		}
+		reason := c.upgradeReason(err)
 		c.finish("upgrade", start, reason, reason, event.PathRelay, to, err)
 	}()
-	rtt := c.qc.ConnectionStats().SmoothedRTT
-	ctx, cancel := context.WithTimeout(c.m.ctx, max(3*time.Second, 10*rtt))
+	ctx, cancel := c.upgradeContext()
 	defer cancel()
 	validated, err := c.m.cfg.Node.CheckRound(ctx, c.peer, wire.PurposeUpgrade, []netip.AddrPort{remote})
 	if err != nil {

@@ -65,12 +65,18 @@ func (f *fakeMover) Fallback(silent time.Duration) error {
 func (f *fakeMover) Upgrade() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.upgrades = append(f.upgrades, time.Since(f.start))
-	if f.upgradeOK != nil && f.upgradeOK(len(f.upgrades)) {
-		f.direct = true
+	return f.attempt(&f.upgrades, f.upgradeOK, func() { f.direct = true }, "no direct path yet")
+}
+
+// attempt records a move's attempt in at and, when ok says so, makes it
+// (done); else it fails with msg.
+func (f *fakeMover) attempt(at *[]time.Duration, ok func(int) bool, done func(), msg string) error {
+	*at = append(*at, time.Since(f.start))
+	if ok != nil && ok(len(*at)) {
+		done()
 		return nil
 	}
-	return errors.New("no direct path yet")
+	return errors.New(msg)
 }
 
 func (f *fakeMover) Displaced() bool {
@@ -82,12 +88,7 @@ func (f *fakeMover) Displaced() bool {
 func (f *fakeMover) Return() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.returns = append(f.returns, time.Since(f.start))
-	if f.returnOK != nil && f.returnOK(len(f.returns)) {
-		f.displaced = false
-		return nil
-	}
-	return errors.New("no IPv6 path yet")
+	return f.attempt(&f.returns, f.returnOK, func() { f.displaced = false }, "no IPv6 path yet")
 }
 
 func testConfig() PathConfig {
