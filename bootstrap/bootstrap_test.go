@@ -1270,13 +1270,16 @@ func TestEarlyOfferWantsItsCredentials(t *testing.T) {
 	ready(t, a)
 	ready(t, b)
 	s, err := a.Connect(t.Context(), b.cfg.Identity.ID(), Intro{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	if err := <-got; !errors.Is(err, ErrEarlyCreds) {
 		t.Fatalf("Accept: %v, want ErrEarlyCreds", err)
 	}
+	switch {
+	case err != nil && declined(err):
+		return // the decline came before Connect returned: the same end (seen once in a CI rehearsal)
+	case err != nil:
+		t.Fatal(err)
+	}
+	defer s.Close()
 	select {
 	case <-s.Done():
 		if !declined(s.Err()) {
