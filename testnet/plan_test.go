@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -122,5 +123,43 @@ func TestExtra6(t *testing.T) {
 	only := Ruleset{WAN: "wan0", LANs: []string{"lan0"}, Firewall6: true, Extra: []string{"counter comment \"six\""}}
 	if got, err := only.Render(); err != nil || !strings.Contains(got, `"six"`) {
 		t.Fatalf("IPv6-only ruleset (%v):\n%s", err, got)
+	}
+}
+
+func TestUntilIPv6(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name      string
+		families  []string // the family each run comes up over
+		err       error    // the error of the last run, if any
+		wantRuns  int
+		wantTries string
+	}{
+		{name: "first over IPv6", families: []string{"ipv6"}, wantRuns: 1},
+		{name: "again after IPv4", families: []string{"ipv4", "ipv6"}, wantRuns: 2,
+			wantTries: "ran again after run 1 came up over ipv4 (7 bytes verified); "},
+		{name: "bounded", families: []string{"ipv4", "ipv4", "ipv4", "ipv6"}, wantRuns: ipv6Tries,
+			wantTries: "ran again after run 1 came up over ipv4 (7 bytes verified), run 2 came up over ipv4 (7 bytes verified); "},
+		{name: "an error ends it", families: []string{"ipv4"}, err: boom, wantRuns: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			runs := 0
+			r, tries, err := untilIPv6(func() (transferRun, error) {
+				fam := tc.families[runs]
+				runs++
+				var err error
+				if runs == len(tc.families) {
+					err = tc.err
+				}
+				return transferRun{Res: ConnectResult{Family: fam, BytesVerified: 7}}, err
+			})
+			if runs != tc.wantRuns || tries != tc.wantTries || !errors.Is(err, tc.err) {
+				t.Fatalf("runs %d, tries %q, err %v; want %d, %q, %v", runs, tries, err, tc.wantRuns, tc.wantTries, tc.err)
+			}
+			if want := tc.families[runs-1]; r.Res.Family != want {
+				t.Errorf("returned the run over %s, want the last (%s)", r.Res.Family, want)
+			}
+		})
 	}
 }
