@@ -42,6 +42,7 @@ func TestLogExcerpt(t *testing.T) {
 		`time=3 level=INFO msg="state change" event=state_change`,
 		`time=4 level=WARN msg="bootstrap down"`,
 		`time=5 level=INFO msg=relay event=relay detail=allocate outcome=ok`,
+		`time=6 level=INFO msg="traversal: transfer from peer failed" err="deadline exceeded"`,
 		`{"connected":true}`,
 	}, "\n")
 	tests := []struct {
@@ -49,8 +50,8 @@ func TestLogExcerpt(t *testing.T) {
 		max  int
 		want string
 	}{
-		{"all path lines", 12, `time=2 level=INFO msg=migration event=migration detail=fallback outcome=fail | time=4 level=WARN msg="bootstrap down" | time=5 level=INFO msg=relay event=relay detail=allocate outcome=ok`},
-		{"the last ones", 1, `time=5 level=INFO msg=relay event=relay detail=allocate outcome=ok`},
+		{"all path lines", 12, `time=2 level=INFO msg=migration event=migration detail=fallback outcome=fail | time=4 level=WARN msg="bootstrap down" | time=5 level=INFO msg=relay event=relay detail=allocate outcome=ok | time=6 level=INFO msg="traversal: transfer from peer failed" err="deadline exceeded"`},
+		{"the last ones", 1, `time=6 level=INFO msg="traversal: transfer from peer failed" err="deadline exceeded"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,8 +30,9 @@ type transferRun struct {
 	Took time.Duration
 	Sent int64
 	// Log is the connect's log lines about its path (logExcerpt), for a
-	// failure's detail.
-	Log string
+	// failure's detail; PeerLog the target daemon's, from the connect's
+	// start.
+	Log, PeerLog string
 }
 
 // transferDuring starts `antnode connect` from a to b with a transfer of
@@ -48,6 +49,11 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, plan faultPlan, fau
 	base, err := TxBytes(a.NS)
 	if err != nil {
 		return transferRun{}, err
+	}
+	peer := e.Daemons[b.NS]
+	peerFrom := 0
+	if peer != nil {
+		peerFrom = len(peer.Output())
 	}
 	start := time.Now()
 	p, err := e.TB.Start(a.NS, args...)
@@ -67,19 +73,27 @@ func (e *Env) transferDuring(ctx context.Context, a, b Host, plan faultPlan, fau
 		return transferRun{Sent: sent}, err
 	}
 	res, err := connectResult(ctx, p)
-	return transferRun{Res: res, Took: time.Since(start), Sent: sent, Log: logExcerpt(p.Output(), 12)}, err
+	r := transferRun{Res: res, Took: time.Since(start), Sent: sent, Log: logExcerpt(p.Output(), 12)}
+	if peer != nil {
+		if out := peer.Output(); len(out) >= peerFrom {
+			r.PeerLog = logExcerpt(out[peerFrom:], 12)
+		}
+	}
+	return r, err
 }
 
 // logExcerpt keeps the last max lines of a node's log that say what
 // happened to its connection's path (migrations, fallbacks, relay
-// operations, warnings and errors): a failed fault scenario's report
+// operations, failed transfers, warnings and errors): a failed fault
+// scenario's report
 // then tells a move that failed from one that never started, without
 // the full logs.
 func logExcerpt(out string, max int) string {
 	var keep []string
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "event=migration") || strings.Contains(l, "event=fallback") ||
-			strings.Contains(l, "event=relay") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			strings.Contains(l, "event=relay") || strings.Contains(l, "transfer from peer failed") ||
+			strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
 			keep = append(keep, strings.TrimSpace(l))
 		}
 	}
@@ -175,6 +189,9 @@ func faultVerdict(r transferRun, size int64, what string) (bool, string) {
 	mid, note := midTransfer(r.Sent, size)
 	if !ok && r.Log != "" {
 		note += "; the connect's log: " + r.Log
+	}
+	if !ok && r.PeerLog != "" {
+		note += "; the target daemon's log: " + r.PeerLog
 	}
 	return ok && mid, detail + "; " + note
 }

@@ -51,7 +51,7 @@ func (n *Node) serveTransfer(r *service.Request) {
 	start := time.Now()
 	size, err := receiveVerified(s, n.cfg.MaxTransfer, n.cfg.IdleTimeout)
 	if err != nil {
-		n.log.Debug("traversal: transfer from peer failed", "peer", r.Remote.Peer.Short(), "err", err)
+		n.log.Info("traversal: transfer from peer failed", "peer", r.Remote.Peer.Short(), "err", err)
 		return
 	}
 	path := event.PathNone
