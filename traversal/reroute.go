@@ -47,18 +47,39 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 		if at, err = n.rerouteVia(ctx, qc, ep, peer, remote, r, bc); err == nil {
 			break
 		}
-		if n.ctx.Err() == nil {
-			// The allocation may be what failed (made before the NAT
-			// mapped its socket anew): the next try allocates anew.
+		again, suspect := rerouteAgain(try, err)
+		if suspect && n.ctx.Err() == nil {
 			n.markSuspect(r)
 		}
 		n.releaseRelay(r, false)
-		if try > 0 || !errors.Is(err, errPermitSlow) || ctx.Err() != nil {
+		if !again || ctx.Err() != nil {
 			return nil, err
 		}
 	}
 	n.ownRelay(qc, r) // the reference acquireRelay took is the connection's now
 	return func() { n.unrouteVia(ep, remote, at, r) }, nil
+}
+
+// rerouteTries bounds the tries of one fallback.
+const rerouteTries = 2
+
+// rerouteAgain is the plan after a fallback's try (0 the first) failed
+// with err: whether to try again within the fallback's time, and whether
+// the allocation is suspect (the next try allocates anew). A permission
+// the relay did not answer in time suggests an allocation made before
+// the NAT mapped its socket anew: suspect, try again. An introduction
+// that expired found the peer's own registration broken by the same
+// fault (both NATs flushed): its next keepalive mends it within seconds,
+// and the allocation was not at fault: try again with it. It is a pure
+// function.
+func rerouteAgain(try int, err error) (again, suspect bool) {
+	switch {
+	case errors.Is(err, bootstrap.ErrExpired):
+		return try+1 < rerouteTries, false
+	case errors.Is(err, errPermitSlow):
+		return try+1 < rerouteTries, true
+	}
+	return false, true
 }
 
 // anyRelay acquires an allocation on the first registered bootstrap's
