@@ -97,6 +97,24 @@ func startServer(t testing.TB, cfg ServerConfig) *testServer {
 	return &testServer{Server: s, id: cfg.Identity, ep: cfg.Endpoint}
 }
 
+// restartServer starts a bootstrap with identity id at the UDP address
+// addr of one that was closed: its clients come back over QUIC there. Its
+// control port over TCP is any: the closed one's number may be another
+// socket's by now (tests of other packages run at the same time).
+func restartServer(t testing.TB, id *identity.Identity, addr netip.AddrPort) *testServer {
+	t.Helper()
+	ep, err := endpoint.Listen("udp4", addr.String(), endpoint.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, ServerConfig{Identity: id, Endpoint: ep, TCP: tcp})
+}
+
 func startClient(t testing.TB, srv *testServer, cfg ClientConfig) *Client {
 	t.Helper()
 	if cfg.Identity == nil {
@@ -383,9 +401,10 @@ func TestCorpusNeverCrashesServer(t *testing.T) {
 
 func TestBootstrapRestartIsSurvived(t *testing.T) {
 	id := newIdentity(t)
-	ep := newEndpoint(t, "127.0.0.1:0")
-	addr := ep.LocalAddr()
-	srv := startServer(t, ServerConfig{Identity: id, Endpoint: ep})
+	// startServer finds a port free for UDP and TCP both (tests of other
+	// packages hold TCP ports of the same range).
+	srv := startServer(t, ServerConfig{Identity: id})
+	addr := srv.ep.LocalAddr()
 	c := startClient(t, srv, ClientConfig{ID: id.ID()})
 	ready(t, c)
 	first := c.Status().Session
@@ -394,15 +413,10 @@ func TestBootstrapRestartIsSurvived(t *testing.T) {
 	}
 
 	srv.Close()
-	ep.Close()
+	srv.ep.Close()
 	testkit.WaitFor(t, 5*time.Second, "client to notice the loss", func() bool { return !c.Status().Registered })
 
-	ep2, err := endpoint.Listen("udp4", addr.String(), endpoint.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep2.Close() })
-	srv2 := startServer(t, ServerConfig{Identity: id, Endpoint: ep2})
+	srv2 := restartServer(t, id, addr)
 	testkit.WaitFor(t, 10*time.Second, "re-registration", func() bool { return c.Status().Registered && srv2.NumPeers() == 1 })
 	// A new session: what the old bootstrap granted (a relay allocation)
 	// is not to be trusted with the new one.

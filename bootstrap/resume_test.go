@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/antnode/antnode/endpoint"
 	"github.com/antnode/antnode/identity"
 	"github.com/antnode/antnode/internal/testkit"
 )
@@ -67,16 +66,11 @@ func TestSessionResumedAfterRestart(t *testing.T) {
 			srv.Close()
 			ep.Close()
 			testkit.WaitFor(t, 5*time.Second, "the client to notice the loss", func() bool { return !c.Status().Registered })
-			ep2, err := endpoint.Listen("udp4", addr.String(), endpoint.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ep2.Close() })
 			id2 := id
 			if !tc.sameKey {
 				id2 = newIdentity(t)
 			}
-			srv2 := startServer(t, ServerConfig{Identity: id2, Endpoint: ep2})
+			srv2 := restartServer(t, id2, addr)
 			if !tc.sameKey {
 				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 				defer cancel()
