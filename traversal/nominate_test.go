@@ -53,8 +53,22 @@ func TestConnectAndCloseAtOnce(t *testing.T) {
 	for ok, failed := ends(); ok+failed < runs && time.Now().Before(deadline); ok, failed = ends() {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if ok, failed := ends(); ok != runs {
-		t.Fatalf("the responder recorded %d successes and %d failures for %d connects within 4 s", ok, failed, runs)
+	okIn4, failedIn4 := ends()
+	if ok, failed := okIn4, failedIn4; ok != runs {
+		// Say how the missing ends came, if they come before the
+		// responder's ConnectTimeout: the next failure is a diagnosis.
+		late := time.Now().Add(5 * time.Second)
+		for ok+failed < runs && time.Now().Before(late) {
+			time.Sleep(50 * time.Millisecond)
+			ok, failed = ends()
+		}
+		for _, ev := range recB.Kind(event.KindAttemptEnd) {
+			if ev.Outcome != event.OutcomeOK {
+				t.Logf("a failed attempt end: reason %s, phase %s, after %v: %v", ev.Reason, ev.Phase, ev.Duration, ev.Err)
+			}
+		}
+		t.Fatalf("the responder recorded %d successes and %d failures for %d connects within 4 s (%d and %d within 9 s)",
+			okIn4, failedIn4, runs, ok, failed)
 	}
 	// And its machine ends closed, not connected to a connection that is
 	// gone.
