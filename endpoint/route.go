@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -25,9 +26,14 @@ import (
 // (never, for endpoints made by New).
 var ErrNoRouting = errors.New("endpoint: no router on this socket")
 
+// A Route is one rerouting of a destination's packets, as Reroute set
+// it: its owner removes it with Unroute, which leaves a route set since
+// by someone else in place.
+type Route struct{ send func([]byte) error }
+
 // router holds the routes.
 type router struct {
-	routes atomic.Pointer[map[netip.AddrPort]func([]byte) error]
+	routes atomic.Pointer[map[netip.AddrPort]*Route]
 	mu     sync.Mutex    // serialises route changes
 	lost   atomic.Uint64 // QUIC packets whose send failed transiently
 }
@@ -128,7 +134,10 @@ func (c *router) route(addr net.Addr, b []byte) func([]byte) error {
 		return nil
 	}
 	ap := ua.AddrPort()
-	return (*m)[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]
+	if r := (*m)[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]; r != nil {
+		return r.send
+	}
+	return nil
 }
 
 func (c *routedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
@@ -166,56 +175,67 @@ func (c *routedConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, er
 }
 
 // Reroute sends the QUIC packets that the socket would send to dst through
-// send instead (STUN and other packets still go directly). The answers
+// send instead (STUN and other packets still go directly), in place of
+// any route dst had, and returns the new route. The answers
 // must be handed back with Inject.
-func (e *Endpoint) Reroute(dst netip.AddrPort, send func([]byte) error) error {
+func (e *Endpoint) Reroute(dst netip.AddrPort, send func([]byte) error) (*Route, error) {
+	r := &Route{send: send}
+	if err := e.SetRoute(dst, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// SetRoute makes r, a route of Reroute's that another replaced, dst's
+// route again.
+func (e *Endpoint) SetRoute(dst netip.AddrPort, r *Route) error {
 	rc := e.routerOf()
 	if rc == nil {
 		return ErrNoRouting
 	}
-	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	m := map[netip.AddrPort]func([]byte) error{}
-	if old := rc.routes.Load(); old != nil {
-		for k, v := range *old {
-			m[k] = v
-		}
-	}
-	m[dst] = send
-	rc.routes.Store(&m)
+	rc.update(func(m map[netip.AddrPort]*Route) { m[unmapped(dst)] = r })
 	return nil
 }
 
-// Unroute sends dst's packets directly again.
-func (e *Endpoint) Unroute(dst netip.AddrPort) {
+// Unroute sends dst's packets directly again if its route is r (nil: any
+// route), and reports whether it removed one: a route that replaced r
+// since stays.
+func (e *Endpoint) Unroute(dst netip.AddrPort, r *Route) bool {
 	rc := e.routerOf()
 	if rc == nil {
-		return
+		return false
 	}
-	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	old := rc.routes.Load()
-	if old == nil {
-		return
-	}
-	m := map[netip.AddrPort]func([]byte) error{}
-	for k, v := range *old {
-		if k != dst {
-			m[k] = v
+	dst = unmapped(dst)
+	removed := false
+	rc.update(func(m map[netip.AddrPort]*Route) {
+		if cur, ok := m[dst]; ok && (r == nil || cur == r) {
+			delete(m, dst)
+			removed = true
 		}
-	}
-	if len(m) == 0 {
-		rc.routes.Store(nil)
-		return
-	}
-	rc.routes.Store(&m)
+	})
+	return removed
 }
 
-// Route returns the func dst's QUIC packets are rerouted through (nil:
-// they go directly).
-func (e *Endpoint) Route(dst netip.AddrPort) func([]byte) error {
+// update replaces the routes with a copy that change edited.
+func (c *router) update(change func(map[netip.AddrPort]*Route)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := map[netip.AddrPort]*Route{}
+	if old := c.routes.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	change(m)
+	if len(m) == 0 {
+		c.routes.Store(nil)
+		return
+	}
+	c.routes.Store(&m)
+}
+
+func unmapped(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+
+// Route returns dst's route (nil: its QUIC packets go directly).
+func (e *Endpoint) Route(dst netip.AddrPort) *Route {
 	rc := e.routerOf()
 	if rc == nil {
 		return nil
@@ -224,7 +244,7 @@ func (e *Endpoint) Route(dst netip.AddrPort) func([]byte) error {
 	if m == nil {
 		return nil
 	}
-	return (*m)[netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())]
+	return (*m)[unmapped(dst)]
 }
 
 // Rerouted reports whether dst's QUIC packets are rerouted.

@@ -293,17 +293,15 @@ func (c *Conn) upgrade() (err error) {
 func (c *Conn) goDirect(ctx context.Context, remote, to netip.AddrPort) error {
 	if relay := c.unrouter.Swap(nil); relay != nil { // rerouted through the relay
 		if to != remote {
-			// Proven while the relay's route waits to come back.
-			if _, err := c.m.cfg.Node.Redirect(ctx, c.qc, remote, to, true); err != nil {
+			// Proven while the relay's route waits to come back; the
+			// relay's cleanup then leaves the redirect's route alone.
+			if err := c.redirect(ctx, remote, to, true); err != nil {
 				c.unrouter.Store(relay)
-				return fmt.Errorf("migration: upgrade to %s: %w", c.m.san(to), err)
+				return err
 			}
 		}
-		(*relay)() // the relay's route (and the redirect's) goes
-		if to == remote {
-			return nil
-		}
-		return c.redirect(ctx, remote, to, false) // the proven route again
+		(*relay)()
+		return nil
 	}
 	if to != remote {
 		if err := c.redirect(ctx, remote, to, false); err != nil {

@@ -56,7 +56,8 @@ func (n *Node) otherFamily(ctx context.Context, qc *quic.Conn, peer identity.Pee
 
 // redirect sends the QUIC packets that qc's socket would send to remote to
 // to instead, behind QUIC's back (a route of the endpoint's, replacing
-// any), and returns the func that sends them to remote again. With await
+// any), and returns the func that sends them to remote again (unless a
+// route set since replaced it). With await
 // it returns once a packet came back after the change (restoring the
 // route it replaced when none did): qc's QUIC path runs on that socket. Without, the caller
 // proves the route itself (a QUIC path it adds and probes).
@@ -64,16 +65,19 @@ func (n *Node) redirect(ctx context.Context, qc *quic.Conn, remote, to netip.Add
 	ep := n.endpointOf(qc)
 	before := qc.ConnectionStats().PacketsReceived
 	prev := ep.Route(remote)
-	if err := ep.Reroute(remote, func(b []byte) error { return ep.WriteTo(b, to) }); err != nil {
+	rt, err := ep.Reroute(remote, func(b []byte) error { return ep.WriteTo(b, to) })
+	if err != nil {
 		return nil, fmt.Errorf("traversal: redirect: %w", err)
 	}
 	n.connsMu.Lock()
 	n.crossed[qc] = to
 	n.connsMu.Unlock()
 	unroute := func() {
-		ep.Unroute(remote)
+		ep.Unroute(remote, rt) // a route set since stays
 		n.connsMu.Lock()
-		delete(n.crossed, qc)
+		if n.crossed[qc] == to {
+			delete(n.crossed, qc)
+		}
 		n.connsMu.Unlock()
 	}
 	context.AfterFunc(qc.Context(), unroute) // the map keeps no ended connection
@@ -82,8 +86,8 @@ func (n *Node) redirect(ctx context.Context, qc *quic.Conn, remote, to netip.Add
 	}
 	if err := awaitPackets(ctx, qc, before, nil); err != nil {
 		unroute()
-		if prev != nil { // the relay's route, say
-			ep.Reroute(remote, prev)
+		if prev != nil { // the relay's route, say: its owner removes it
+			ep.SetRoute(remote, prev)
 		}
 		return nil, fmt.Errorf("traversal: redirect: nothing came back from %s: %w", n.san(to), err)
 	}

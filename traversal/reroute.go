@@ -38,13 +38,14 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 	ep := n.endpointOf(qc)
 	var r *sharedRelay
 	var at netip.AddrPort
+	var rt *endpoint.Route
 	for try := 0; ; try++ {
 		var bc *bootstrap.Client
 		var err error
 		if r, bc, err = n.anyRelay(ctx); err != nil {
 			return nil, err
 		}
-		if at, err = n.rerouteVia(ctx, qc, ep, peer, remote, r, bc); err == nil {
+		if at, rt, err = n.rerouteVia(ctx, qc, ep, peer, remote, r, bc); err == nil {
 			break
 		}
 		again, suspect := rerouteAgain(try, err)
@@ -57,7 +58,7 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 		}
 	}
 	n.ownRelay(qc, r) // the reference acquireRelay took is the connection's now
-	return func() { n.unrouteVia(ep, remote, at, r) }, nil
+	return func() { n.unrouteVia(ep, remote, at, r, rt) }, nil
 }
 
 // rerouteTries bounds the tries of one fallback.
@@ -98,20 +99,20 @@ func (n *Node) anyRelay(ctx context.Context) (*sharedRelay, *bootstrap.Client, e
 
 // rerouteVia sends qc's packets to remote through the allocation r (on
 // bc's relay) and returns once packets come back that way, with the
-// address the relay sends them to. The peer learns the relayed address as
+// address the relay sends them to and ep's route. The peer learns the relayed address as
 // a candidate and checks it from its main socket: its NAT opens to the
 // relay. The path may have died because the peer's NAT mapped it anew (a
 // conntrack flush, an expired mapping): QUIC's remote address is then
 // stale, and the peer's checks arrive at the relay from its new mapping.
 // The relay then sends to where the checks came from (atPeer).
 func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpoint, peer identity.PeerID, remote netip.AddrPort,
-	r *sharedRelay, bc *bootstrap.Client) (netip.AddrPort, error) {
+	r *sharedRelay, bc *bootstrap.Client) (netip.AddrPort, *endpoint.Route, error) {
 	creds := holepunch.NewCreds()
 	relayCand := relayCandidate(r.alloc.Relayed)
 	sess, err := bc.Connect(ctx, peer, bootstrap.Intro{NAT: n.NAT(), Candidates: []wire.Candidate{relayCand}, Creds: creds,
 		Purpose: wire.PurposeFallback})
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: introduction: %w", err)
+		return netip.AddrPort{}, nil, fmt.Errorf("traversal: fallback: introduction: %w", err)
 	}
 	defer sess.Close()
 	rhp, err := r.agent.Open(creds, sess.Remote.Creds, nil)
@@ -119,12 +120,13 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 		defer time.AfterFunc(2*time.Second, rhp.Close)
 	}
 	if err := permitWithin(ctx, r.alloc, permitWait, remote); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
+		return netip.AddrPort{}, nil, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	before := qc.ConnectionStats().PacketsReceived
-	if err := n.routeVia(ep, remote, remote, r); err != nil {
-		n.unrouteVia(ep, remote, remote, r)
-		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: %w", err)
+	rt, err := n.routeVia(ep, remote, remote, r)
+	if err != nil {
+		n.unrouteVia(ep, remote, remote, r, nil)
+		return netip.AddrPort{}, nil, fmt.Errorf("traversal: fallback: %w", err)
 	}
 	// Packets flowing again is the proof (the lost ones are retransmitted
 	// by QUIC's probe timeout, now through the relay; see awaitPackets).
@@ -134,16 +136,18 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 	var poll func()
 	if rhp != nil {
 		poll = func() {
-			if moved, ok := atPeer(rhp.Sources(), at); ok && n.routeVia(ep, remote, moved, r) == nil {
-				at = moved
+			if moved, ok := atPeer(rhp.Sources(), at); ok {
+				if mrt, err := n.routeVia(ep, remote, moved, r); err == nil {
+					at, rt = moved, mrt
+				}
 			}
 		}
 	}
 	if err := awaitPackets(ctx, qc, before, poll); err != nil {
-		n.unrouteVia(ep, remote, at, r)
-		return netip.AddrPort{}, fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", err)
+		n.unrouteVia(ep, remote, at, r, rt)
+		return netip.AddrPort{}, nil, fmt.Errorf("traversal: fallback: nothing came back through the relay: %w", err)
 	}
-	return at, nil
+	return at, rt, nil
 }
 
 // fallbackPings bounds the pings a fallback sends through the relay.
@@ -190,11 +194,11 @@ func atPeer(sources []netip.AddrPort, now netip.AddrPort) (netip.AddrPort, bool)
 
 // routeVia sends the QUIC packets for remote that leave ep through r's
 // allocation to at, and hands what comes back from at (and from remote)
-// to ep's socket.
-func (n *Node) routeVia(ep *endpoint.Endpoint, remote, at netip.AddrPort, r *sharedRelay) error {
+// to ep's socket. It returns ep's route.
+func (n *Node) routeVia(ep *endpoint.Endpoint, remote, at netip.AddrPort, r *sharedRelay) (*endpoint.Route, error) {
 	inj, err := n.injector(ep)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	back := func(b []byte) { inj.Inject(b) }
 	r.conn.Intercept(remote, back)
@@ -202,19 +206,24 @@ func (n *Node) routeVia(ep *endpoint.Endpoint, remote, at netip.AddrPort, r *sha
 		r.conn.Intercept(at, back)
 	}
 	dst := net.UDPAddrFromAddrPort(at)
-	if err := ep.Reroute(remote, func(b []byte) error {
+	rt, err := ep.Reroute(remote, func(b []byte) error {
 		_, err := r.conn.WriteTo(b, dst)
 		return err
-	}); err != nil {
+	})
+	if err != nil {
 		r.conn.Intercept(at, nil) // the route to remote, if any, stays as it was
-		return err
+		return nil, err
 	}
-	return nil
+	return rt, nil
 }
 
-// unrouteVia undoes routeVia: the packets for remote go directly again.
-func (n *Node) unrouteVia(ep *endpoint.Endpoint, remote, at netip.AddrPort, r *sharedRelay) {
-	ep.Unroute(remote)
+// unrouteVia undoes routeVia: the packets for remote go directly again,
+// unless a route set since (a redirect to a direct address, proven)
+// replaced rt; the relay hands back nothing more.
+func (n *Node) unrouteVia(ep *endpoint.Endpoint, remote, at netip.AddrPort, r *sharedRelay, rt *endpoint.Route) {
+	if rt != nil {
+		ep.Unroute(remote, rt)
+	}
 	r.conn.Intercept(remote, nil)
 	if at != remote {
 		r.conn.Intercept(at, nil)
