@@ -248,7 +248,9 @@ func TestCandidateLimit(t *testing.T) {
 
 // TestOfferExpires: a target that never answers makes the requester's
 // introduction end with CodeExpired (ErrExpired) after OfferTimeout, and
-// frees the requester's pending slot.
+// frees the requester's pending slot; the target, if it answers late, is
+// told the introduction is over (ErrPeerCanceled) rather than left
+// waiting for punch rounds.
 func TestOfferExpires(t *testing.T) {
 	const offerTimeout = 200 * time.Millisecond
 	rec := &eventLog{}
@@ -282,8 +284,18 @@ func TestOfferExpires(t *testing.T) {
 
 	// The expired request no longer counts against the limit of 1, and a
 	// late answer to it does not disturb the next introduction.
-	if _, err := late.Accept(Intro{}); err != nil {
-		t.Fatalf("late accept: %v", err)
+	switch ls, err := late.Accept(Intro{}); {
+	case err == nil: // answered before the cancel came: the session ends
+		select {
+		case <-ls.Done():
+			if !errors.Is(ls.Err(), ErrPeerCanceled) {
+				t.Fatalf("the late answer's session ended with %v, want ErrPeerCanceled", ls.Err())
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a late answer to an expired offer left the target's session waiting")
+		}
+	case !errors.Is(err, ErrPeerCanceled):
+		t.Fatalf("late accept: %v, want ErrPeerCanceled or a session that ends with it", err)
 	}
 	results := make(chan error, 1)
 	go func() {

@@ -1185,8 +1185,13 @@ func (s *Server) handleAnswer(p *peer, m *wire.ConnectAnswer) error {
 	ss := s.sessions[m.ID]
 	if ss == nil || ss.target != p || !ss.answered.IsZero() {
 		s.mu.Unlock()
-		// A late answer to an expired offer is normal; anything else from
-		// this peer for an ID it was not offered is ignored likewise.
+		// A late answer to an expired offer is normal: the target is told
+		// the introduction is over (as at the expiry, which its answer
+		// may have crossed). Anything else from this peer for an ID it
+		// was not offered is ignored.
+		if ss == nil && m.Code == wire.CodeOK {
+			s.sendTo(p, &wire.ConnectCancel{ID: m.ID, Offer: true})
+		}
 		return nil
 	}
 	ss.answered = time.Now()
@@ -1359,6 +1364,10 @@ func (s *Server) sweep(now time.Time) {
 	s.mu.Unlock()
 	for _, ss := range expired {
 		s.finishRequest(ss, wire.CodeExpired, nil)
+		// The target may still answer (its control connection was slow,
+		// its NAT mapped it anew): it is to stop rather than wait for
+		// punch rounds that will never come.
+		s.sendTo(ss.target, &wire.ConnectCancel{ID: ss.id, Offer: true})
 	}
 	for _, p := range peers {
 		cur := p.conn.RemoteAddr()
