@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"net/netip"
@@ -159,6 +160,36 @@ func TestUntilIPv6(t *testing.T) {
 			}
 			if want := tc.families[runs-1]; r.Res.Family != want {
 				t.Errorf("returned the run over %s, want the last (%s)", r.Res.Family, want)
+			}
+		})
+	}
+}
+
+func TestOnRelayAfter(t *testing.T) {
+	since := time.UnixMilli(1_000_000)
+	tests := []struct {
+		name       string
+		migrations string // the connect result's, as JSON
+		want       time.Duration
+		moved      bool
+	}{
+		{"its own fallback, from its start", `[{"kind":"fallback","ok":true,"duration_ms":400,"to":"relay","at_unix_ms":1001500}]`, 1900 * time.Millisecond, true},
+		{"the target's move, on its notice", `[{"kind":"peer-moved","ok":true,"duration_ms":266,"to":"relay","at_unix_ms":1003588}]`, 3588 * time.Millisecond, true},
+		{"a failed fallback, then the target's",
+			`[{"kind":"fallback","ok":false,"duration_ms":9000,"to":"direct","at_unix_ms":1001000},{"kind":"peer-moved","ok":true,"duration_ms":300,"to":"relay","at_unix_ms":1011000}]`,
+			11 * time.Second, true},
+		{"the target moved direct", `[{"kind":"peer-moved","ok":true,"duration_ms":300,"to":"direct","at_unix_ms":1002000}]`, 0, false},
+		{"no move", `[]`, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var res ConnectResult
+			if err := json.Unmarshal([]byte(`{"migrations":`+tc.migrations+`}`), &res); err != nil {
+				t.Fatal(err)
+			}
+			got, how, moved := onRelayAfter(res, since)
+			if got != tc.want || moved != tc.moved || moved != (how != "") {
+				t.Fatalf("onRelayAfter = %v, %q, %v; want %v, %v", got, how, moved, tc.want, tc.moved)
 			}
 		})
 	}
