@@ -100,13 +100,17 @@ func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 		return false, detail + "; last error: " + fixture.WarmRelay.LastError
 	}
 	const size = 262144
-	res := e.connectTarget(ctx, a, id, e.bootAddr(0), size)
-	rtts := 0.0
-	if res.RTT > 0 {
-		rtts = res.TimeToConnect / res.RTT
-	}
+	res, rtts, swapped := e.warmConnect(ctx, a, b, id, size)
 	detail += fmt.Sprintf("; connect from cgnat: %s, %d bytes verified, %.0f ms, %.2f round trips of %.1f ms", res.Path, res.BytesVerified,
 		res.TimeToConnect, rtts, res.RTT)
+	if rtts > warmRTTs && swapped != "" {
+		// The scenario's short lifetime replaces the allocation every
+		// couple of seconds; a connect that straddles a replacement checks
+		// an address that is going away, which says nothing of the warm
+		// relay's speed: measured once more.
+		res, rtts, _ = e.warmConnect(ctx, a, b, id, size)
+		detail += fmt.Sprintf(" (the warm allocation was replaced meanwhile, %s; again: %s, %.0f ms, %.2f round trips)", swapped, res.Path, res.TimeToConnect, rtts)
+	}
 	if !res.Connected {
 		return false, detail + "; " + res.Reason + ": " + res.Error
 	}
@@ -133,6 +137,30 @@ func scenarioWarmRelay(ctx context.Context, e *Env) (bool, string) {
 	// not a round trip: the bound holds on clean links only.
 	fast := rtts <= warmRTTs || e.lossy()
 	return res.Path == "relay" && res.BytesVerified == size && fast && allocs >= 3 && released == allocs, detail
+}
+
+// warmConnect connects from a to the extra daemon id on b, over bootstrap
+// 0, and returns the result, its round trips, and the change of the
+// daemon's warm relayed address during the connect ("" when none was
+// seen).
+func (e *Env) warmConnect(ctx context.Context, a, b Host, id string, size int64) (ticketConnectResult, float64, string) {
+	relayed := func() string {
+		var st warmStatus
+		e.waitDaemonJSON(ctx, b, extraStatusURL, time.Second, &st, func() bool { return st.WarmRelay.Relayed != "" })
+		return st.WarmRelay.Relayed
+	}
+	before := relayed()
+	res := e.connectTarget(ctx, a, id, e.bootAddr(0), size)
+	after := relayed()
+	rtts := 0.0
+	if res.RTT > 0 {
+		rtts = res.TimeToConnect / res.RTT
+	}
+	swapped := ""
+	if before != "" && after != "" && before != after {
+		swapped = before + " to " + after
+	}
+	return res, rtts, swapped
 }
 
 // extraStatusURL is the /api/v1/status of a host's extra daemon.
