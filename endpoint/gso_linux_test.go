@@ -1,7 +1,10 @@
 package endpoint
 
 import (
+	"bytes"
 	"encoding/binary"
+	"net"
+	"net/netip"
 	"testing"
 	"unsafe"
 
@@ -43,5 +46,20 @@ func TestGSOSegment(t *testing.T) {
 				t.Fatalf("gsoSegment = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestKeepLastOfBatch: of a GSO batch sent to a remembered destination
+// the last packet is kept.
+func TestKeepLastOfBatch(t *testing.T) {
+	ep := listen(t)
+	dst := netip.MustParseAddrPort("127.0.0.1:9")
+	ep.Remember(dst)
+	rc := ep.routerOf()
+	batch := append(bytes.Repeat([]byte{0x40}, 8), 0x41, 7, 7) // two of 4, then a last of 3
+	rc.keep(net.UDPAddrFromAddrPort(dst), batch, cmsg(unix.SOL_UDP, unix.UDP_SEGMENT, binary.NativeEndian.AppendUint16(nil, 4)))
+	k := (*rc.kept.Load())[dst]
+	if !bytes.Equal(k.b, []byte{0x41, 7, 7}) {
+		t.Fatalf("kept %x, want the batch's last packet 410707", k.b)
 	}
 }

@@ -34,8 +34,9 @@ type Route struct{ send func([]byte) error }
 // router holds the routes.
 type router struct {
 	routes atomic.Pointer[map[netip.AddrPort]*Route]
-	mu     sync.Mutex    // serialises route changes
-	lost   atomic.Uint64 // QUIC packets whose send failed transiently
+	kept   atomic.Pointer[map[netip.AddrPort]*remembered] // Remember's
+	mu     sync.Mutex                                     // serialises route changes
+	lost   atomic.Uint64                                  // QUIC packets whose send failed transiently
 }
 
 // transientSend reports whether a failed send is the network under the
@@ -106,6 +107,7 @@ func (c *routedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		return len(b), nil
 	}
+	c.keep(addr, b, nil)
 	return c.PacketConn.WriteTo(b, addr)
 }
 
@@ -147,6 +149,7 @@ func (c *routedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		return len(b), nil
 	}
+	c.keep(addr, b, nil)
 	n, err := c.UDPConn.WriteTo(b, addr)
 	if err = c.sent(b, err); err == nil {
 		n = len(b)
@@ -167,6 +170,7 @@ func (c *routedConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, er
 		}
 		return len(b), len(oob), nil
 	}
+	c.keep(addr, b, oob)
 	n, oobn, err := c.UDPConn.WriteMsgUDP(b, oob, addr)
 	if err = c.sent(b, err); err == nil {
 		n, oobn = len(b), len(oob)

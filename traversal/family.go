@@ -39,6 +39,7 @@ func (n *Node) otherFamily(ctx context.Context, qc *quic.Conn, peer identity.Pee
 	if !ep.DualStack() || ep.Rerouted(remote) {
 		return netip.AddrPort{}, nil, ErrNoOtherFamily
 	}
+	n.remember(qc, ep, remote)
 	res, err := n.checkRound(ctx, peer, wire.PurposeRebind, n.freshCandidates(ctx), nil)
 	if err != nil {
 		return netip.AddrPort{}, nil, fmt.Errorf("%w: %w", ErrNoOtherFamily, err)
@@ -51,6 +52,7 @@ func (n *Node) otherFamily(ctx context.Context, qc *quic.Conn, peer identity.Pee
 	if err != nil {
 		return netip.AddrPort{}, nil, fmt.Errorf("%w: %w", ErrNoOtherFamily, err)
 	}
+	ep.Forget(remote)
 	return to, unroute, nil
 }
 
@@ -68,6 +70,9 @@ func (n *Node) redirect(ctx context.Context, qc *quic.Conn, remote, to netip.Add
 	rt, err := ep.Reroute(remote, func(b []byte) error { return ep.WriteTo(b, to) })
 	if err != nil {
 		return nil, fmt.Errorf("traversal: redirect: %w", err)
+	}
+	if ep.Replay(remote) { // remembered: a family move
+		n.log.Debug("traversal: redirect: QUIC's last packet to the dead path sent again", "to", n.san(to))
 	}
 	n.connsMu.Lock()
 	n.crossed[qc] = to

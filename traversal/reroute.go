@@ -36,6 +36,7 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 	// A connection the birthday search made runs on a socket of its own:
 	// its packets are rerouted there.
 	ep := n.endpointOf(qc)
+	n.remember(qc, ep, remote)
 	var r *sharedRelay
 	var at netip.AddrPort
 	var rt *endpoint.Route
@@ -58,7 +59,21 @@ func (n *Node) reroute(ctx context.Context, qc *quic.Conn, peer identity.PeerID,
 		}
 	}
 	n.ownRelay(qc, r) // the reference acquireRelay took is the connection's now
+	ep.Forget(remote)
 	return func() { n.unrouteVia(ep, remote, at, r, rt) }, nil
+}
+
+// remember makes ep keep what qc's QUIC sends to remote, its dead path,
+// from a move's start until a move succeeds (Forget) or qc ends: what
+// QUIC sent last goes again through the route once it is set
+// (endpoint.Replay), as QUIC's own next probe may be seconds away by
+// then (its probe timeout doubles at every unanswered probe). A move
+// that fails leaves it on: the next one (the path is still dead) needs
+// it all the more.
+func (n *Node) remember(qc *quic.Conn, ep *endpoint.Endpoint, remote netip.AddrPort) {
+	if ep.Remember(remote) {
+		context.AfterFunc(qc.Context(), func() { ep.Forget(remote) })
+	}
 }
 
 // rerouteTries bounds the tries of one fallback.
@@ -128,6 +143,7 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 		n.unrouteVia(ep, remote, remote, r, nil)
 		return netip.AddrPort{}, nil, fmt.Errorf("traversal: fallback: %w", err)
 	}
+	ep.Replay(remote)
 	// Packets flowing again is the proof (the lost ones are retransmitted
 	// by QUIC's probe timeout, now through the relay; see awaitPackets).
 	// Meanwhile the peer's checks may show it at a new mapping: the relay
@@ -139,6 +155,7 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 			if moved, ok := atPeer(rhp.Sources(), at); ok {
 				if mrt, err := n.routeVia(ep, remote, moved, r); err == nil {
 					at, rt = moved, mrt
+					ep.Replay(remote) // the first went to the old mapping
 				}
 			}
 		}
