@@ -143,7 +143,9 @@ func (n *Node) rerouteVia(ctx context.Context, qc *quic.Conn, ep *endpoint.Endpo
 		n.unrouteVia(ep, remote, remote, r, nil)
 		return netip.AddrPort{}, nil, fmt.Errorf("traversal: fallback: %w", err)
 	}
-	ep.Replay(remote)
+	if ep.Replay(remote) {
+		n.log.Debug("traversal: fallback: QUIC's last packet to the dead path sent again through the relay", "peer", peer.Short())
+	}
 	// Packets flowing again is the proof (the lost ones are retransmitted
 	// by QUIC's probe timeout, now through the relay; see awaitPackets).
 	// Meanwhile the peer's checks may show it at a new mapping: the relay
